@@ -1,0 +1,38 @@
+"""procstore: declarative, versioned workflow procedures run on transitions' AsyncMachine.
+
+The public API is what this module exports; everything else is an implementation detail.
+"""
+
+from procstore.definition import Procedure
+from procstore.errors import (
+    ActionFailed,
+    InvalidEvent,
+    InvalidProcedure,
+    Problem,
+    ProcedureNotFound,
+    ProcstoreError,
+    VersionConflict,
+)
+from procstore.execution import Execution
+from procstore.outcome import Event
+from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, Status
+from procstore.store import ProcedureStore
+
+__all__ = [
+    "ActionFailed",
+    "ErrorInfo",
+    "Event",
+    "Execution",
+    "ExecutionState",
+    "HistoryRecord",
+    "InvalidEvent",
+    "InvalidProcedure",
+    "Problem",
+    "Procedure",
+    "ProcedureNotFound",
+    "ProcedureStore",
+    "ProcstoreError",
+    "Status",
+    "VersionConflict",
+]
+__version__ = "0.1.0"

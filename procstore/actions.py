@@ -1,0 +1,153 @@
+"""Action implementations and the allowlist that decides which host code a definition may call.
+
+A definition is data, possibly written by an untrusted agent, so it never names code directly:
+``function`` actions resolve either to a callable the host registered by name
+(``@store.action("deploy.build")``) or to a public function defined in a module the host
+listed in ``allowed_modules``. Nothing else is importable from a definition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from procstore.definition import (
+    Action,
+    FailAction,
+    FunctionAction,
+    LogAction,
+    NoopAction,
+    SleepAction,
+)
+from procstore.errors import ActionFailed
+
+logger = logging.getLogger("procstore")
+
+#: A host callable: ``fn(context)``, sync or async, returning the action's result.
+ActionCallable = Callable[[dict[str, Any]], Any]
+#: What the runtime awaits to run one attempt of an action.
+Invoker = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ActionNotAllowed(LookupError):
+    """A ``function`` action names code the host did not allow; ``field`` is the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class ActionRegistry:
+    """The host's allowlist: named callables and modules whose public functions may be called."""
+
+    def __init__(self, allowed_modules: Iterable[str] = ()) -> None:
+        self.allowed_modules: frozenset[str] = frozenset(allowed_modules)
+        self._callables: dict[str, ActionCallable] = {}
+
+    def register(self, name: str, fn: ActionCallable) -> None:
+        """Make ``fn`` callable from definitions as ``{"type": "function", "function": name}``."""
+        if not callable(fn):
+            raise TypeError(f"action {name!r} must be callable, got {type(fn).__name__}")
+        self._callables[name] = fn
+
+    def is_module_allowed(self, module: str) -> bool:
+        """An allowed package allows its submodules too (``myapp`` allows ``myapp.actions``)."""
+        return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
+
+    def resolve(self, spec: FunctionAction) -> ActionCallable:
+        """Return the callable ``spec`` names, or raise :class:`ActionNotAllowed`."""
+        if spec.module is None:
+            fn = self._callables.get(spec.function)
+            if fn is None:
+                known = ", ".join(sorted(self._callables)) or "none"
+                raise ActionNotAllowed(
+                    "function",
+                    f"no action named {spec.function!r} is registered with the store "
+                    f"(registered: {known})",
+                )
+            return fn
+        return self._resolve_module_function(spec.module, spec.function)
+
+    def _resolve_module_function(self, module: str, function: str) -> ActionCallable:
+        if not self.is_module_allowed(module):
+            allowed = ", ".join(sorted(self.allowed_modules)) or "none"
+            raise ActionNotAllowed(
+                "module", f"module {module!r} is not in the store's allowed_modules ({allowed})"
+            )
+        if not function.isidentifier() or function.startswith("_"):
+            raise ActionNotAllowed(
+                "function", f"{function!r} is not a public function name of {module!r}"
+            )
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise ActionNotAllowed("module", f"cannot import module {module!r}: {exc}") from None
+        fn = getattr(mod, function, None)
+        # Only code *defined* in the allowed module counts: a name it merely imported (say
+        # ``from subprocess import run``) would otherwise widen the allowlist unnoticed.
+        if not callable(fn) or getattr(fn, "__module__", None) != module:
+            raise ActionNotAllowed(
+                "function", f"module {module!r} defines no public function {function!r}"
+            )
+        return cast(ActionCallable, fn)
+
+
+async def _call(fn: ActionCallable, context: dict[str, Any]) -> Any:
+    result = fn(context)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def make_invoker(spec: Action, registry: ActionRegistry) -> Invoker:
+    """Turn an action spec into the coroutine function the runtime awaits for one attempt.
+
+    Module functions are resolved now (once per procedure version); callables registered by
+    name are looked up at each call, so the host may re-register them.
+    """
+    if isinstance(spec, NoopAction):
+        return _noop
+    if isinstance(spec, LogAction):
+        return _make_log(spec.message)
+    if isinstance(spec, SleepAction):
+        return _make_sleep(spec.ms / 1000)
+    if isinstance(spec, FailAction):
+        return _make_fail(spec.message)
+    if spec.module is not None:
+        fn = registry.resolve(spec)
+        return lambda context: _call(fn, context)
+
+    def invoke(context: dict[str, Any]) -> Awaitable[Any]:
+        return _call(registry.resolve(spec), context)
+
+    return invoke
+
+
+async def _noop(context: dict[str, Any]) -> None:
+    return None
+
+
+def _make_log(message: str) -> Invoker:
+    async def log(context: dict[str, Any]) -> None:
+        logger.info("%s", message)
+
+    return log
+
+
+def _make_sleep(seconds: float) -> Invoker:
+    async def sleep(context: dict[str, Any]) -> None:
+        await asyncio.sleep(seconds)
+
+    return sleep
+
+
+def _make_fail(message: str | None) -> Invoker:
+    async def fail(context: dict[str, Any]) -> None:
+        raise ActionFailed(message or "fail action")
+
+    return fail

@@ -1,0 +1,139 @@
+"""The procedure document schema, as pydantic models.
+
+A procedure document is plain data (JSON or YAML)::
+
+    {"name": "deploy_workflow", "version": "1.0", "description": "optional text",
+     "definition": {"initial_state": "validate",
+                    "states": {"validate": {"action": {...}, "transitions": [...]},
+                               "done": {}}}}
+
+These models check the *shape* of a document. Rules that span several places (targets that
+exist, reachability, allowed modules) live in :mod:`procstore.validation`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: A state's name: non-empty, without ``.`` (dots separate nested state paths).
+StateName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.]+$")]
+#: A key of the execution context that an action's return value is stored under.
+ResultKey = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Schema(BaseModel):
+    """Base of every schema model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ActionBase(_Schema):
+    result: ResultKey | None = Field(
+        default=None, description="Store the action's return value as context[result]."
+    )
+
+
+class NoopAction(_ActionBase):
+    """Does nothing and succeeds."""
+
+    type: Literal["noop"]
+
+
+class LogAction(_ActionBase):
+    """Writes ``message`` to the history and to the ``procstore`` logger."""
+
+    type: Literal["log"]
+    message: str
+
+
+class SleepAction(_ActionBase):
+    """Waits ``ms`` milliseconds (without blocking other executions)."""
+
+    type: Literal["sleep"]
+    ms: Annotated[float, Field(ge=0, le=86_400_000)]
+
+
+class FailAction(_ActionBase):
+    """Always raises :class:`procstore.errors.ActionFailed` with ``message``."""
+
+    type: Literal["fail"]
+    message: str | None = None
+
+
+class FunctionAction(_ActionBase):
+    """Calls host code: ``module`` + ``function`` (the module must be allowed by the store), or
+    ``function`` alone naming a callable registered with ``@store.action(name)``."""
+
+    type: Literal["function"]
+    module: Annotated[str, Field(min_length=1)] | None = None
+    function: Annotated[str, Field(min_length=1)]
+
+
+#: Every action type, told apart by its ``type`` field.
+Action = Annotated[
+    NoopAction | LogAction | SleepAction | FailAction | FunctionAction,
+    Field(discriminator="type"),
+]
+ACTION_TYPES = ("noop", "log", "sleep", "fail", "function")
+
+
+class TransitionDef(_Schema):
+    """On ``event``, go to ``target``."""
+
+    event: Annotated[str, Field(min_length=1, max_length=200)]
+    target: StateName
+
+
+class StateDef(_Schema):
+    """One state. A state without transitions is terminal."""
+
+    description: str | None = None
+    action: Action | None = None
+    transitions: tuple[TransitionDef, ...] = ()
+    outcome: Literal["success", "failure"] = Field(
+        default="success",
+        description="For a terminal state: the execution's status is completed (success) "
+        "or failed (failure) when it ends here.",
+    )
+
+    @property
+    def is_terminal(self) -> bool:
+        """A state with no outgoing transitions ends the execution."""
+        return not self.transitions
+
+
+class Definition(_Schema):
+    """The state machine: where to start and the states by name."""
+
+    initial_state: StateName
+    states: Annotated[dict[StateName, StateDef], Field(min_length=1)]
+
+
+class Procedure(_Schema):
+    """A complete, versioned procedure document."""
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    ]
+    version: str
+    description: str | None = None
+    definition: Definition
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_version(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError('must be a string such as "1.0" (quote it in YAML)')
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"{value!r} is not a version (expected e.g. 1.0, 2.1.3)") from None
+        return value
+
+    @property
+    def parsed_version(self) -> Version:
+        """The version as a comparable :class:`packaging.version.Version` (``10.0 > 2.0``)."""
+        return Version(self.version)

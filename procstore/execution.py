@@ -1,0 +1,246 @@
+"""Executions: one run of a compiled procedure, moved by the procedure's shared machine.
+
+An execution is the machine's *model*. Entering a state starts that state's action as a
+background task (the *step*); the action's outcome becomes an event. ``error`` fires by itself;
+other outcomes fire by themselves only while the execution is driven (``run_to_completion`` or
+``auto=True``), otherwise they wait for :meth:`Execution.send`.
+
+Ordering: external events queue on ``_send_lock`` (FIFO) and each waits until no step runs;
+machine triggers are serialised by ``_fire_lock``, so transitions never overlap on one model —
+which is why procstore needs neither transitions' ``queued`` mode nor its task cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from transitions.extensions.asyncio import AsyncMachine
+
+from procstore.compiler import CompiledProcedure, StatePlan
+from procstore.errors import InvalidEvent
+from procstore.outcome import Event
+from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, Status
+
+SUCCESS = "success"
+ERROR = "error"
+
+
+def _record(kind: str, **fields: Any) -> HistoryRecord:
+    # model_construct skips validation: procstore builds these itself, on the hot path.
+    return HistoryRecord.model_construct(kind=kind, at=datetime.now(UTC), **fields)
+
+
+class Execution:
+    """A handle on one execution. Create it with :meth:`procstore.ProcedureStore.start`."""
+
+    fsm_state: str  # set by the machine (see procstore.compiler.MODEL_ATTRIBUTE)
+
+    def __init__(
+        self,
+        compiled: CompiledProcedure,
+        execution_id: str,
+        context: dict[str, Any],
+        *,
+        auto: bool = False,
+    ) -> None:
+        self._compiled = compiled
+        self.id = execution_id
+        self.auto = auto
+        self._start_context = context
+        self._context: dict[str, Any] = copy.deepcopy(context)
+        self._history: list[HistoryRecord] = []
+        self._status = Status.RUNNING
+        self._step: asyncio.Task[None] | None = None
+        self._pending: str | None = None  # an outcome event waiting for a driver
+        self._drivers = 0
+        self._send_lock = asyncio.Lock()
+        self._fire_lock = asyncio.Lock()
+        self._finished = asyncio.Event()
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def procedure(self) -> str:
+        return self._compiled.procedure.name
+
+    @property
+    def version(self) -> str:
+        return self._compiled.procedure.version
+
+    @property
+    def state(self) -> ExecutionState:
+        """An immutable snapshot of the execution now."""
+        return ExecutionState.model_construct(
+            id=self.id,
+            procedure=self.procedure,
+            version=self.version,
+            current=self.fsm_state,
+            status=self._status,
+            context=to_jsonable_python(self._context, fallback=repr),
+            history=tuple(self._history),
+        )
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    async def send(self, event: str) -> bool:
+        """Process ``event``, after any running action and any earlier event.
+
+        Returns True when a transition fired. Raises :class:`InvalidEvent` when the current
+        state has no transition on ``event`` or the execution has finished.
+        """
+        async with self._send_lock:
+            await self._settle()
+            if self._status is not Status.RUNNING:
+                raise InvalidEvent(
+                    f"execution {self.id} is {self._status.value}; it accepts no events"
+                )
+            if not self._compiled.accepts(self.fsm_state, event):
+                accepted = ", ".join(sorted(self._compiled.states[self.fsm_state].events))
+                raise InvalidEvent(
+                    f"state {self.fsm_state!r} has no transition on {event!r} "
+                    f"(it accepts: {accepted or 'nothing'})"
+                )
+            self._pending = None
+            return await self._fire(event)
+
+    async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
+        """Drive the execution until it finishes and return its final snapshot.
+
+        While driven, every outcome event fires by itself. Raises :class:`TimeoutError` when it
+        has not finished within ``timeout`` seconds; that only ends the wait — the execution
+        stays as it is.
+        """
+        self._drivers += 1
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._send_lock:
+                    await self._settle()
+                    pending, self._pending = self._pending, None
+                    if pending is not None and self._status is Status.RUNNING:
+                        await self._fire(pending)
+                await self._finished.wait()
+        finally:
+            self._drivers -= 1
+        return self.state
+
+    async def reset(self) -> None:
+        """Cancel what runs and go back to the initial state with a fresh copy of the start
+        context. The reset is recorded; the history is kept."""
+        async with self._fire_lock:
+            step, self._step = self._step, None
+            if step is not None:
+                step.cancel()
+            self._context = copy.deepcopy(self._start_context)
+            self._status = Status.RUNNING
+            self._pending = None
+            self._finished.clear()
+            initial = self._compiled.initial_state
+            self._history.append(_record("reset", state=initial))
+            self._enter(initial, None)
+        if step is not None:
+            await asyncio.wait([step])  # let the cancelled action's cleanup run
+
+    def begin(self) -> None:
+        """Enter the initial state (``add_model`` would not run its ``on_enter``)."""
+        self._enter(self._compiled.initial_state, None)
+
+    # -- machine callbacks ------------------------------------------------------------------
+
+    def on_state_entered(self, state: str, event: str, source: str) -> None:
+        self._history.append(_record("transition", event=event, state=source, target=state))
+        self._enter(state, event)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @property
+    def _driven(self) -> bool:
+        return self.auto or self._drivers > 0
+
+    def _enter(self, state: str, event: str | None) -> None:
+        self.fsm_state = state
+        self._history.append(_record("entered", state=state, event=event))
+        plan = self._compiled.states[state]
+        if plan.action is not None:
+            self._step = asyncio.get_running_loop().create_task(self._run_step(plan))
+        elif plan.terminal:
+            self._finish(Status.FAILED if plan.failure else Status.COMPLETED)
+
+    async def _settle(self) -> None:
+        """Wait until no action runs (a finished step may have started the next one)."""
+        while (step := self._step) is not None:
+            await asyncio.wait([step])
+            if self._step is step:  # it ended without handing over
+                self._step = None
+
+    async def _run_step(self, plan: StatePlan) -> None:
+        # This task was created inside a machine callback and inherited transitions' "current
+        # task" context; without resetting it, its triggers would count as nested ones.
+        AsyncMachine.current_context.set(None)
+        try:
+            outcome, failed = await self._attempt(plan, 1)
+            if plan.terminal:
+                self._finish(Status.FAILED if plan.failure or failed else Status.COMPLETED)
+            elif failed:
+                if self._compiled.accepts(plan.name, ERROR):
+                    await self._fire(ERROR)
+                else:
+                    self._finish(Status.FAILED)
+            elif not self._compiled.accepts(plan.name, outcome):
+                self._history.append(_record("ignored", state=plan.name, event=outcome))
+            elif self._driven:
+                await self._fire(outcome)
+            else:
+                self._pending = outcome
+        finally:
+            # Entering the next state replaced the step; otherwise no action runs any more.
+            if self._step is asyncio.current_task():
+                self._step = None
+
+    async def _attempt(self, plan: StatePlan, attempt: int) -> tuple[str, bool]:
+        """Run one attempt of ``plan``'s action; return its outcome event and whether it failed."""
+        action = plan.action
+        assert action is not None
+        try:
+            value = await action.invoke(self._context)
+            if isinstance(value, Event):
+                outcome, value = value.name, value.name
+            else:
+                outcome = SUCCESS
+            value = to_jsonable_python(value)
+        except Exception as exc:  # an action's failure is data: the `error` event
+            self._history.append(
+                _record(
+                    "action",
+                    state=plan.name,
+                    attempt=attempt,
+                    error=ErrorInfo.from_exception(exc),
+                )
+            )
+            return ERROR, True
+        if action.result_key is not None:
+            self._context[action.result_key] = value
+        if action.log_message is not None:
+            self._history.append(_record("log", state=plan.name, message=action.log_message))
+        self._history.append(_record("action", state=plan.name, attempt=attempt, result=value))
+        return outcome, False
+
+    async def _fire(self, event: str) -> bool:
+        async with self._fire_lock:
+            return await self._compiled.fire(self, event)
+
+    def _finish(self, status: Status) -> None:
+        self._status = status
+        self._history.append(_record("finished", state=self.fsm_state, status=status))
+        self._finished.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Execution {self.id} {self.procedure}@{self.version} "
+            f"{self.fsm_state} {self._status.value}>"
+        )
