@@ -14,24 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 from transitions.extensions.asyncio import AsyncMachine
 
 from procstore.compiler import CompiledProcedure, StatePlan
 from procstore.errors import InvalidEvent
 from procstore.outcome import Event
-from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, Status
+from procstore.snapshot import ExecutionState, HistoryRecord, Status
 
 SUCCESS = "success"
 ERROR = "error"
 
 
-def _record(kind: str, **fields: Any) -> HistoryRecord:
-    # model_construct skips validation: procstore builds these itself, on the hot path.
-    return HistoryRecord.model_construct(kind=kind, at=datetime.now(UTC), **fields)
+def _to_model(record: dict[str, Any]) -> HistoryRecord:
+    return HistoryRecord.model_validate({**record, "at": datetime.fromtimestamp(record["at"], UTC)})
+
+
+def json_compatible(value: Any, what: str) -> Any:
+    """``value`` as plain JSON data (a copy); TypeError naming ``what`` when it has none."""
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError as exc:
+        raise TypeError(f"{what} is not JSON-compatible: {exc}") from None
 
 
 class Execution:
@@ -52,7 +61,8 @@ class Execution:
         self.auto = auto
         self._start_context = context
         self._context: dict[str, Any] = copy.deepcopy(context)
-        self._history: list[HistoryRecord] = []
+        self._history: list[dict[str, Any]] = []
+        self._history_models: list[HistoryRecord] = []  # _history converted so far
         self._status = Status.RUNNING
         self._step: asyncio.Task[None] | None = None
         self._pending: str | None = None  # an outcome event waiting for a driver
@@ -60,6 +70,7 @@ class Execution:
         self._send_lock = asyncio.Lock()
         self._fire_lock = asyncio.Lock()
         self._finished = asyncio.Event()
+        self._watchers: list[asyncio.Future[None]] = []  # woken by each new history record
 
     # -- public API ---------------------------------------------------------------------
 
@@ -81,12 +92,34 @@ class Execution:
             current=self.fsm_state,
             status=self._status,
             context=to_jsonable_python(self._context, fallback=repr),
-            history=tuple(self._history),
+            history=self.history,
         )
+
+    @property
+    def history(self) -> tuple[HistoryRecord, ...]:
+        """Every history record so far, oldest first."""
+        converted = self._history_models
+        converted.extend(_to_model(r) for r in self._history[len(converted) :])
+        return tuple(converted)
 
     @property
     def status(self) -> Status:
         return self._status
+
+    async def watch(self) -> AsyncIterator[HistoryRecord]:
+        """Yield every history record — those so far, then each new one as it happens — until
+        the execution has finished (or been reset to run again: watching continues)."""
+        seen = 0
+        while True:
+            records = self.history
+            for record in records[seen:]:
+                yield record
+            seen = len(records)
+            if self._status is not Status.RUNNING and seen == len(self._history):
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._watchers.append(waiter)
+            await waiter
 
     async def send(self, event: str) -> bool:
         """Process ``event``, after any running action and any earlier event.
@@ -141,7 +174,7 @@ class Execution:
             self._pending = None
             self._finished.clear()
             initial = self._compiled.initial_state
-            self._history.append(_record("reset", state=initial))
+            self._log("reset", state=initial)
             self._enter(initial, None)
         if step is not None:
             await asyncio.wait([step])  # let the cancelled action's cleanup run
@@ -153,7 +186,7 @@ class Execution:
     # -- machine callbacks ------------------------------------------------------------------
 
     def on_state_entered(self, state: str, event: str, source: str) -> None:
-        self._history.append(_record("transition", event=event, state=source, target=state))
+        self._log("transition", event=event, state=source, target=state)
         self._enter(state, event)
 
     # -- internals ------------------------------------------------------------------------------
@@ -164,7 +197,7 @@ class Execution:
 
     def _enter(self, state: str, event: str | None) -> None:
         self.fsm_state = state
-        self._history.append(_record("entered", state=state, event=event))
+        self._log("entered", state=state, event=event)
         plan = self._compiled.states[state]
         if plan.action is not None:
             self._step = asyncio.get_running_loop().create_task(self._run_step(plan))
@@ -192,7 +225,7 @@ class Execution:
                 else:
                     self._finish(Status.FAILED)
             elif not self._compiled.accepts(plan.name, outcome):
-                self._history.append(_record("ignored", state=plan.name, event=outcome))
+                self._log("ignored", state=plan.name, event=outcome)
             elif self._driven:
                 await self._fire(outcome)
             else:
@@ -212,31 +245,41 @@ class Execution:
                 outcome, value = value.name, value.name
             else:
                 outcome = SUCCESS
-            value = to_jsonable_python(value)
+            value = json_compatible(value, "the action's result")
         except Exception as exc:  # an action's failure is data: the `error` event
-            self._history.append(
-                _record(
-                    "action",
-                    state=plan.name,
-                    attempt=attempt,
-                    error=ErrorInfo.from_exception(exc),
-                )
+            self._log(
+                "action",
+                state=plan.name,
+                attempt=attempt,
+                error={"type": type(exc).__name__, "message": str(exc)},
             )
             return ERROR, True
         if action.result_key is not None:
             self._context[action.result_key] = value
         if action.log_message is not None:
-            self._history.append(_record("log", state=plan.name, message=action.log_message))
-        self._history.append(_record("action", state=plan.name, attempt=attempt, result=value))
+            self._log("log", state=plan.name, message=action.log_message)
+        self._log("action", state=plan.name, attempt=attempt, result=value)
         return outcome, False
 
     async def _fire(self, event: str) -> bool:
         async with self._fire_lock:
             return await self._compiled.fire(self, event)
 
+    def _log(self, kind: str, **fields: Any) -> None:
+        # Records are kept as plain dicts on the hot path and become HistoryRecord models only
+        # when someone reads them (building a pydantic model per record doubled a transition).
+        fields["kind"] = kind
+        fields["at"] = time.time()
+        self._history.append(fields)
+        if self._watchers:
+            for waiter in self._watchers:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._watchers.clear()
+
     def _finish(self, status: Status) -> None:
         self._status = status
-        self._history.append(_record("finished", state=self.fsm_state, status=status))
+        self._log("finished", state=self.fsm_state, status=status)
         self._finished.set()
 
     def __repr__(self) -> str:

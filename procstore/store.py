@@ -8,13 +8,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
-from pydantic_core import to_jsonable_python
 
 from procstore.actions import ActionCallable, ActionRegistry
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
-from procstore.execution import Execution
+from procstore.execution import Execution, json_compatible
 from procstore.validation import Document, load_procedure
 
 F = TypeVar("F", bound=ActionCallable)
@@ -128,9 +127,10 @@ class ProcedureStore:
 
         Raises:
             ProcedureNotFound: no such procedure or version.
+            TypeError: the context is not JSON-compatible data.
         """
         compiled = self._compiled(name, version)
-        start_context = to_jsonable_python(dict(context or {}))
+        start_context = json_compatible(dict(context or {}), "the start context")
         execution = Execution(compiled, uuid.uuid4().hex, start_context, auto=auto)
         self._executions[execution.id] = execution
         execution.begin()
