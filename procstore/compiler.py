@@ -62,6 +62,11 @@ class SequentialAsyncMachine(AsyncMachine):
     cheaper.
     """
 
+    # transitions reads "*" as "every state" and "=" as "the same state"; procstore's state
+    # names may be anything without a dot, so its wildcards contain one.
+    wildcard_all = ".*"
+    wildcard_same = ".="
+
     async def callbacks(self, funcs: Any, event_data: Any) -> None:  # type: ignore[override]
         for func in funcs:
             await self.callback(func, event_data)

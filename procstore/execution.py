@@ -245,7 +245,11 @@ class Execution:
                 outcome, value = value.name, value.name
             else:
                 outcome = SUCCESS
-            value = json_compatible(value, "the action's result")
+            if action.result_key is not None:
+                # It goes into the context, which must stay plain data (snapshots, storage).
+                value = json_compatible(value, f"the result stored as {action.result_key!r}")
+            else:  # only recorded in the history: a readable stand-in will do
+                value = to_jsonable_python(value, fallback=repr)
         except Exception as exc:  # an action's failure is data: the `error` event
             self._log(
                 "action",

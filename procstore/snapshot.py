@@ -18,6 +18,13 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
     ROLLED_BACK = "rolled_back"
 
+    # Lower-case aliases, so ``Status.completed`` reads like the value it compares equal to.
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    rolled_back = "rolled_back"
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -110,6 +110,9 @@ def _schema_problems(exc: ValidationError) -> list[Problem]:
                 message = f"missing action type; expected one of {', '.join(ACTION_TYPES)}"
         elif error["type"] == "missing":
             message = "required field is missing"
+        elif loc and loc[-1] == "[key]":  # pydantic's marker for a bad dict key
+            loc = loc[:-1]
+            message = f"invalid state name: {error['msg']}"
         elif error["type"] == "extra_forbidden":
             message = "unknown field"
         else:
