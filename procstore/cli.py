@@ -39,8 +39,6 @@ EXIT_NOT_COMPLETED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 
-POLL_SECONDS = 0.005
-"""How often ``run`` looks at the execution's history for new records to print."""
 
 _RUN_EXIT_CODES = (
     "\b\nExit codes:\n"
@@ -231,12 +229,6 @@ async def _load(path: Path, allowed: Sequence[str]) -> tuple[ProcedureStore, Pro
     return store, procedure
 
 
-def _emit(history: Sequence[HistoryRecord], start: int, echo: Callable[[str], None]) -> int:
-    for record in history[start:]:
-        echo(format_record(record))
-    return max(start, len(history))
-
-
 async def _run(
     path: Path,
     context: dict[str, Any],
@@ -258,20 +250,19 @@ async def _run(
     execution = await store.start(procedure.name, procedure.version, context, auto=True)
     echo(f"execution   {execution.id}")
 
-    # Print history records as they appear while the execution is driven to its end.
-    waiter = asyncio.ensure_future(execution.run_to_completion(timeout=timeout))
-    printed = 0
-    while not waiter.done():
-        printed = _emit(execution.state.history, printed, echo)
-        await asyncio.wait({waiter}, timeout=POLL_SECONDS)
+    # Print each history record as it happens while the execution is driven to its end.
+    async def follow() -> None:
+        async for record in execution.watch():
+            echo(format_record(record))
+
     final: ExecutionState
     timed_out = False
     try:
-        final = waiter.result()
+        await asyncio.wait_for(follow(), timeout)
+        final = execution.state
     except TimeoutError:
         timed_out = True
         final = execution.state
-    _emit(final.history, printed, echo)
 
     echo(f"context     {_value_text(final.context, limit=400)}")
     status = _status_text(final.status)

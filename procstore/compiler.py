@@ -67,6 +67,13 @@ class SequentialAsyncMachine(AsyncMachine):
     wildcard_all = ".*"
     wildcard_same = ".="
 
+    def __getattr__(self, name: str) -> Any:
+        # transitions probes ``hasattr(machine, "model_graphs")`` twice per transition, which
+        # ends in Machine.__getattr__'s slow path; answer "no" at once for that name.
+        if name == "model_graphs":
+            raise AttributeError(name)
+        return super().__getattr__(name)
+
     async def callbacks(self, funcs: Any, event_data: Any) -> None:  # type: ignore[override]
         for func in funcs:
             await self.callback(func, event_data)

@@ -207,7 +207,14 @@ class Execution:
     async def _settle(self) -> None:
         """Wait until no action runs (a finished step may have started the next one)."""
         while (step := self._step) is not None:
-            await asyncio.wait([step])
+            if not step.done():
+                try:
+                    # shield: a waiter that gives up (a timeout) must not cancel the action.
+                    await asyncio.shield(step)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # we are being cancelled, not just the step (by reset/cancel)
             if self._step is step:  # it ended without handing over
                 self._step = None
 
