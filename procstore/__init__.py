@@ -11,6 +11,7 @@ from procstore.errors import (
     Problem,
     ProcedureNotFound,
     ProcstoreError,
+    Timeout,
     VersionConflict,
 )
 from procstore.execution import Execution
@@ -33,6 +34,7 @@ __all__ = [
     "ProcedureStore",
     "ProcstoreError",
     "Status",
+    "Timeout",
     "VersionConflict",
 ]
 __version__ = "0.1.0"

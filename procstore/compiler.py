@@ -4,23 +4,28 @@ This happens once per procedure version. Executions never build a machine: each 
 a *model* that the shared machine moves between states (``Event.trigger(model)``), without
 ``add_model`` — its bookkeeping list (``Machine.models``) grows with every live execution and
 makes attaching and detaching O(live executions). transitions still owns the states, the
-transitions and the callbacks; procstore owns what the callbacks do.
+transitions, the guards (its ``conditions``/``unless``) and the callbacks; procstore owns what
+the callbacks do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from transitions.extensions.asyncio import AsyncEventData, AsyncMachine, AsyncState
 
 from procstore.actions import ActionRegistry, Invoker, make_invoker
-from procstore.definition import Action, LogAction, Procedure
+from procstore.definition import Action, LogAction, Procedure, RetryPolicy, TransitionDef
+from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
 
 #: The attribute of a model that holds its current state's name. Not ``state``: that name is
 #: the execution's public snapshot.
 MODEL_ATTRIBUTE = "fsm_state"
+
+#: What a guard check is: a function of the execution's guard names (context + ``result``).
+GuardCheck = Callable[[Mapping[str, Any]], Any]
 
 
 class MachineModel(Protocol):
@@ -31,13 +36,35 @@ class MachineModel(Protocol):
     def on_state_entered(self, state: str, event: str, source: str) -> None:
         """Called by the machine once the model has entered ``state`` through ``event``."""
 
+    def check_guard(self, check: Guard, event: str) -> Any:
+        """Evaluate ``check`` for a transition on ``event``: a bool or an awaitable of one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """One compiled guard of a transition.
+
+    Attributes:
+        label: How the guard reads in the history (the expression, or the predicate's name).
+        check: Evaluates it (sync or async) given the execution's names or context.
+        uses_context: ``check`` takes the context (a predicate) rather than the names.
+        blocks_on_error: What the check reports when it raises, so that a failing guard always
+            blocks its transition: False for ``conditions``, True for ``unless``.
+    """
+
+    label: str
+    check: GuardCheck
+    uses_context: bool
+    blocks_on_error: bool
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledAction:
-    """An action ready to run: what to await, where its result goes."""
+    """An action ready to run: what to await, its per-attempt bound, where its result goes."""
 
     spec: Action
     invoke: Invoker
+    timeout_s: float | None
     result_key: str | None
     log_message: str | None
 
@@ -48,6 +75,9 @@ class StatePlan:
 
     name: str
     action: CompiledAction | None
+    retry: RetryPolicy | None
+    timeout_s: float | None
+    compensate: CompiledAction | None
     terminal: bool
     failure: bool
     events: frozenset[str]
@@ -59,7 +89,8 @@ class SequentialAsyncMachine(AsyncMachine):
     transitions runs every callback list through ``asyncio.gather``, which wraps each callback
     in a task: ~10 gathers per transition dominate its cost. procstore's callbacks are short and
     ordered by design, so awaiting them in sequence keeps the documented order and is ~2.6x
-    cheaper.
+    cheaper. Conditions are awaited in order too, and all of them are evaluated (transitions'
+    own semantics), so every failing guard is recorded.
     """
 
     # transitions reads "*" as "every state" and "=" as "the same state"; procstore's state
@@ -110,23 +141,64 @@ async def _entered(event_data: AsyncEventData) -> None:
     model.on_state_entered(transition.dest, cast(Any, event_data.event).name, transition.source)
 
 
-def compile_procedure(procedure: Procedure, registry: ActionRegistry) -> CompiledProcedure:
+def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
+    def condition(event_data: AsyncEventData) -> Any:
+        model = cast(MachineModel, event_data.model)
+        return model.check_guard(guard, cast(Any, event_data.event).name)
+
+    return condition
+
+
+def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:
+    # Resolved at each evaluation, so the host may (re-)register predicates at any time.
+    def check(context: Mapping[str, Any]) -> Any:
+        predicate: GuardCallable = registry.resolve(name)
+        return predicate(cast(dict[str, Any], context))
+
+    return check
+
+
+def compile_guards(transition: TransitionDef, registry: GuardRegistry) -> tuple[list[Guard], ...]:
+    """The ``conditions`` and ``unless`` guards of ``transition``, in evaluation order."""
+    conditions: list[Guard] = []
+    if transition.guard is not None:
+        expression = GuardExpression(transition.guard)
+        conditions.append(Guard(transition.guard, expression, False, False))
+    conditions += [
+        Guard(name, _predicate_check(registry, name), True, False) for name in transition.conditions
+    ]
+    unless = [
+        Guard(name, _predicate_check(registry, name), True, True) for name in transition.unless
+    ]
+    return conditions, unless
+
+
+def _compile_action(spec: Action | None, registry: ActionRegistry) -> CompiledAction | None:
+    if spec is None:
+        return None
+    return CompiledAction(
+        spec=spec,
+        invoke=make_invoker(spec, registry),
+        timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms is not None else None,
+        result_key=spec.result,
+        log_message=spec.message if isinstance(spec, LogAction) else None,
+    )
+
+
+def compile_procedure(
+    procedure: Procedure, actions: ActionRegistry, guards: GuardRegistry
+) -> CompiledProcedure:
     """Build the machine and the state plans for a validated ``procedure``."""
     definition = procedure.definition
     plans: dict[str, StatePlan] = {}
     states: list[AsyncState] = []
     for name, state in definition.states.items():
-        action = None
-        if state.action is not None:
-            action = CompiledAction(
-                spec=state.action,
-                invoke=make_invoker(state.action, registry),
-                result_key=state.action.result,
-                log_message=state.action.message if isinstance(state.action, LogAction) else None,
-            )
         plans[name] = StatePlan(
             name=name,
-            action=action,
+            action=_compile_action(state.action, actions),
+            retry=state.retry,
+            timeout_s=state.timeout_ms / 1000 if state.timeout_ms is not None else None,
+            compensate=_compile_action(state.compensate, actions),
             terminal=state.is_terminal,
             failure=state.outcome == "failure",
             events=frozenset(t.event for t in state.transitions),
@@ -143,5 +215,12 @@ def compile_procedure(procedure: Procedure, registry: ActionRegistry) -> Compile
     )
     for name, state in definition.states.items():
         for transition in state.transitions:
-            machine.add_transition(transition.event, source=name, dest=transition.target)
+            conditions, unless = compile_guards(transition, guards)
+            machine.add_transition(
+                transition.event,
+                source=name,
+                dest=transition.target,
+                conditions=[_condition(g) for g in conditions],
+                unless=[_condition(g) for g in unless],
+            )
     return CompiledProcedure(procedure=procedure, machine=machine, states=plans)

@@ -30,9 +30,18 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: A duration in milliseconds: positive, at most a day.
+Milliseconds = Annotated[float, Field(gt=0, le=86_400_000)]
+
+
 class _ActionBase(_Schema):
     result: ResultKey | None = Field(
         default=None, description="Store the action's return value as context[result]."
+    )
+    timeout_ms: Milliseconds | None = Field(
+        default=None,
+        description="Bound on each attempt; an attempt that runs longer is cancelled and fails "
+        "with the error type Timeout (retryable).",
     )
 
 
@@ -80,11 +89,56 @@ Action = Annotated[
 ACTION_TYPES = ("noop", "log", "sleep", "fail", "function")
 
 
+#: The name of a guard predicate registered with ``@store.guard(name)``.
+GuardName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class TransitionDef(_Schema):
-    """On ``event``, go to ``target``."""
+    """On ``event``, go to ``target`` — if its guards pass.
+
+    Transitions on the same event are tried in document order; the first whose guards all pass
+    fires.
+    """
 
     event: Annotated[str, Field(min_length=1, max_length=200)]
     target: StateName
+    guard: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="An expression over the context's keys and `result` (the state's last "
+        "action result) that must be true, e.g. `amount < 1000`.",
+    )
+    conditions: tuple[GuardName, ...] = Field(
+        default=(), description="Registered predicates that must all return true."
+    )
+    unless: tuple[GuardName, ...] = Field(
+        default=(), description="Registered predicates that must all return false."
+    )
+
+
+class RetryPolicy(_Schema):
+    """Re-run a failed action, with exponential backoff (Step Functions' defaults).
+
+    The delay before attempt ``n + 1`` is ``min(interval_ms * backoff_rate ** (n - 1),
+    max_delay_ms)``; with ``jitter: full`` it is uniform in ``[0, that]``.
+    """
+
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="Every attempt counts, the first included."
+    )
+    interval_ms: Annotated[float, Field(ge=0, le=86_400_000)] = 1000
+    backoff_rate: Annotated[float, Field(ge=1, le=100)] = 2.0
+    max_delay_ms: Milliseconds | None = None
+    jitter: Literal["full", "none"] = "none"
+    errors: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] | None = Field(
+        default=None,
+        description="Exception class names (matched on the class and its bases) and `Timeout` "
+        "that are retried; absent: every error.",
+    )
+
+    def delay_ms(self, failed_attempt: int) -> float:
+        """The delay, before jitter, after attempt ``failed_attempt`` (1-based) failed."""
+        delay = self.interval_ms * self.backoff_rate ** (failed_attempt - 1)
+        return delay if self.max_delay_ms is None else min(delay, self.max_delay_ms)
 
 
 class StateDef(_Schema):
@@ -92,6 +146,17 @@ class StateDef(_Schema):
 
     description: str | None = None
     action: Action | None = None
+    retry: RetryPolicy | None = None
+    timeout_ms: Milliseconds | None = Field(
+        default=None,
+        description="Bound on the whole stay in the state (action, retries, waiting for an "
+        "event); when it runs out the action is cancelled and the event `timeout` fires.",
+    )
+    compensate: Action | None = Field(
+        default=None,
+        description="Undoes this state's completed action when the execution fails or is "
+        "rolled back.",
+    )
     transitions: tuple[TransitionDef, ...] = ()
     outcome: Literal["success", "failure"] = Field(
         default="success",

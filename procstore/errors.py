@@ -55,3 +55,8 @@ class InvalidEvent(ProcstoreError):
 
 class ActionFailed(ProcstoreError):
     """Raised by the built-in ``fail`` action."""
+
+
+class Timeout(ProcstoreError, TimeoutError):
+    """An action attempt ran longer than its ``timeout_ms``; recorded as error type
+    ``Timeout`` and retryable like any other error (``"errors": ["Timeout"]``)."""

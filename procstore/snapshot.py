@@ -51,6 +51,14 @@ class HistoryRecord(_Frozen):
     - ``transition``: ``event`` moved the execution from ``state`` to ``target``.
     - ``log``: a ``log`` action in ``state`` wrote ``message``.
     - ``ignored``: outcome ``event`` of ``state``'s action has no transition; the state waits.
+    - ``retry``: ``state``'s action will try again, as attempt ``attempt``, after ``delay_ms``.
+    - ``guard_error``: guard ``message`` raised ``error`` while ``event`` was tried; it blocked.
+    - ``blocked``: the guards of every transition on ``event`` from ``state`` blocked it.
+    - ``timeout``: ``state``'s ``timeout_ms`` ran out.
+    - ``cancelled``: the execution was cancelled in ``state``.
+    - ``rollback``: compensation starts (``message`` says why).
+    - ``compensation``: the compensation of ``state``'s action ended with ``result`` or
+      ``error``.
     - ``reset``: the execution was reset to ``state``, its initial state.
     - ``finished``: the execution ended in ``state`` with ``status``.
     """
@@ -65,6 +73,7 @@ class HistoryRecord(_Frozen):
     error: ErrorInfo | None = None
     message: str | None = None
     status: Status | None = None
+    delay_ms: float | None = None
 
 
 class ExecutionState(_Frozen):

@@ -14,9 +14,11 @@ from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
 from procstore.execution import Execution, json_compatible
+from procstore.guards import GuardCallable, GuardRegistry
 from procstore.validation import Document, load_procedure
 
 F = TypeVar("F", bound=ActionCallable)
+G = TypeVar("G", bound=GuardCallable)
 
 
 class ProcedureStore:
@@ -33,6 +35,7 @@ class ProcedureStore:
         if url is not None:
             raise NotImplementedError("persistent stores are not available yet; use url=None")
         self._actions = ActionRegistry(allowed_modules)
+        self._guards = GuardRegistry()
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
         # Executions are owned by whoever holds their handle: the store only tracks them
         # while they are referenced, so finished executions never accumulate here.
@@ -59,6 +62,20 @@ class ProcedureStore:
         """Register ``fn`` as action ``name`` (the non-decorator form of :meth:`action`)."""
         self._actions.register(name, fn)
 
+    def guard(self, name: str) -> Callable[[G], G]:
+        """Decorator: register a sync or async predicate ``callable(context) -> bool`` that
+        transitions may name in ``conditions`` (must be true) or ``unless`` (must be false)."""
+
+        def decorate(fn: G) -> G:
+            self._guards.register(name, fn)
+            return fn
+
+        return decorate
+
+    def register_guard(self, name: str, fn: GuardCallable) -> None:
+        """Register ``fn`` as guard ``name`` (the non-decorator form of :meth:`guard`)."""
+        self._guards.register(name, fn)
+
     # -- registry -----------------------------------------------------------------------------
 
     async def register(self, doc: Document) -> Procedure:
@@ -71,7 +88,7 @@ class ProcedureStore:
             InvalidProcedure: listing every problem with its JSON path; nothing is registered.
             VersionConflict: the name and version exist with different content.
         """
-        procedure = load_procedure(doc, self._actions)
+        procedure = load_procedure(doc, self._actions, self._guards)
         key = (procedure.name, procedure.parsed_version)
         existing = self._procedures.get(key)
         if existing is not None:
@@ -81,7 +98,7 @@ class ProcedureStore:
                 f"{procedure.name} version {existing.procedure.version} is already registered "
                 "with different content; register it under a new version"
             )
-        self._procedures[key] = compile_procedure(procedure, self._actions)
+        self._procedures[key] = compile_procedure(procedure, self._actions, self._guards)
         return procedure
 
     async def get(self, name: str, version: str | None = None) -> Procedure:

@@ -20,13 +20,14 @@ from pydantic import ValidationError
 from procstore.actions import ActionNotAllowed, ActionRegistry
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
 from procstore.errors import InvalidProcedure, Problem
+from procstore.guards import GuardRegistry, GuardSyntaxError, check_expression
 
 Document = Mapping[str, Any] | str | Path
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys whose value is an action: pydantic puts the action's ``type`` tag right after them in
 # error locations, which is noise to a reader of the document.
-_ACTION_KEYS = frozenset({"action"})
+_ACTION_KEYS = frozenset({"action", "compensate"})
 
 
 def json_path(loc: Sequence[str | int]) -> str:
@@ -79,7 +80,7 @@ def _read_file(path: Path) -> Any:
         raise InvalidProcedure([Problem("$", f"not valid YAML: {exc}")], source=str(path)) from None
 
 
-def load_procedure(doc: Document, registry: ActionRegistry) -> Procedure:
+def load_procedure(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> Procedure:
     """Parse and fully validate ``doc``; raise :class:`InvalidProcedure` with every problem."""
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
@@ -93,7 +94,7 @@ def load_procedure(doc: Document, registry: ActionRegistry) -> Procedure:
     # The cross-reference rules run on the raw data even when the shape is wrong somewhere,
     # so one round of fixes is enough.
     seen = {p.path for p in problems}
-    problems += [p for p in check_references(data, registry) if p.path not in seen]
+    problems += [p for p in check_references(data, actions, guards) if p.path not in seen]
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
     return procedure
@@ -130,8 +131,10 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def check_references(data: Mapping[str, Any], registry: ActionRegistry) -> list[Problem]:
-    """The rules a schema cannot express: known targets, reachability, allowed code.
+def check_references(
+    data: Mapping[str, Any], actions: ActionRegistry, guards: GuardRegistry
+) -> list[Problem]:
+    """The rules a schema cannot express: known targets, reachability, allowed code, guards.
 
     Works on the raw document and skips whatever is malformed (the schema reports that), so
     it can run beside schema validation and report everything in one go.
@@ -158,17 +161,21 @@ def check_references(data: Mapping[str, Any], registry: ActionRegistry) -> list[
         transitions = state.get("transitions", [])
         for i, transition in enumerate(transitions if isinstance(transitions, list) else []):
             target = transition.get("target") if isinstance(transition, Mapping) else None
+            loc = (*base, name, "transitions", i)
+            if isinstance(transition, Mapping):
+                problems += _guard_problems(transition, loc, guards)
             if not isinstance(target, str):
                 continue
             edges[name].append(target)
             if target not in states:
                 problems.append(
                     Problem(
-                        json_path((*base, name, "transitions", i, "target")),
+                        json_path((*loc, "target")),
                         f"{target!r} is not among the states ({_names(states)})",
                     )
                 )
-        problems += _function_problems(state.get("action"), (*base, name, "action"), registry)
+        for key in ("action", "compensate"):
+            problems += _function_problems(state.get(key), (*base, name, key), actions)
     if isinstance(initial, str) and initial in edges:
         reachable = _reachable(initial, edges)
         for name in edges:
@@ -197,6 +204,29 @@ def _function_problems(
     except ValidationError:
         return []  # reported by the schema
     return []
+
+
+def _guard_problems(
+    transition: Mapping[str, Any], loc: tuple[str | int, ...], guards: GuardRegistry
+) -> list[Problem]:
+    problems = []
+    guard = transition.get("guard")
+    if isinstance(guard, str) and guard:
+        try:
+            check_expression(guard)
+        except GuardSyntaxError as exc:
+            problems.append(Problem(json_path((*loc, "guard")), f"invalid guard: {exc}"))
+    for key in ("conditions", "unless"):
+        names = transition.get(key)
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name and name not in guards:
+                problems.append(
+                    Problem(
+                        json_path((*loc, key, j)),
+                        f"no guard named {name!r} is registered with the store",
+                    )
+                )
+    return problems
 
 
 def _reachable(initial: str, edges: Mapping[str, list[str]]) -> set[str]:
