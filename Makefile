@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp
 DEMO_CONTEXT ?= {"env": "staging"}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo test lint bench docs clean
 
 help:
 	@echo "make venv   create $(VENV) and install procstore with its dev extras"
@@ -16,6 +16,7 @@ help:
 	@echo "make test   run the test suite, then the quick benchmark smoke"
 	@echo "make lint   ruff check, ruff format --check, mypy (strict) on procstore/"
 	@echo "make bench  run the full benchmark"
+	@echo "make docs   build the documentation site into site/ (mkdocs --strict)"
 	@echo "make clean  remove caches (keeps $(VENV))"
 
 venv: $(STAMP)
@@ -47,6 +48,10 @@ lint: venv
 
 bench: venv
 	$(BIN)/python perf/bench_procstore.py
+
+# NO_MKDOCS_2_WARNING: silences mkdocs-material's end-of-life banner (not a build warning).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis site
