@@ -142,7 +142,14 @@ class RetryPolicy(_Schema):
 
 
 class StateDef(_Schema):
-    """One state. A state without transitions is terminal."""
+    """One state: a *leaf* (it may run an action), a *compound* state (``initial_state`` and
+    ``states``: it is in exactly one child at a time) or a *parallel* state (``parallel``: it is
+    in every region at once).
+
+    A state without transitions is terminal in its parent: at the top it ends the execution;
+    inside a compound state it completes that state (event ``done``); inside a region it
+    completes the region, and a parallel state gets ``done`` when every region completed.
+    """
 
     description: str | None = None
     action: Action | None = None
@@ -150,7 +157,8 @@ class StateDef(_Schema):
     timeout_ms: Milliseconds | None = Field(
         default=None,
         description="Bound on the whole stay in the state (action, retries, waiting for an "
-        "event); when it runs out the action is cancelled and the event `timeout` fires.",
+        "event, everything inside a compound state); when it runs out the action is cancelled "
+        "and the event `timeout` fires.",
     )
     compensate: Action | None = Field(
         default=None,
@@ -158,16 +166,51 @@ class StateDef(_Schema):
         "rolled back.",
     )
     transitions: tuple[TransitionDef, ...] = ()
-    outcome: Literal["success", "failure"] = Field(
-        default="success",
-        description="For a terminal state: the execution's status is completed (success) "
-        "or failed (failure) when it ends here.",
+    outcome: Literal["success", "failure"] | None = Field(
+        default=None,
+        description="For a terminal leaf: `failure` makes ending here a failure (the "
+        "execution's status is failed; inside a compound state its parent gets `error` "
+        "instead of `done`). Default: success.",
+    )
+    initial_state: StateName | None = Field(
+        default=None, description="For a compound state: the child entered first."
+    )
+    states: Annotated[dict[StateName, StateDef], Field(min_length=1)] | None = Field(
+        default=None, description="For a compound state: its children by name."
+    )
+    parallel: Annotated[dict[StateName, RegionDef], Field(min_length=2)] | None = Field(
+        default=None,
+        description="For a parallel state: its regions by name (at least two), all active at "
+        "once.",
     )
 
     @property
     def is_terminal(self) -> bool:
-        """A state with no outgoing transitions ends the execution."""
+        """A state with no outgoing transitions is terminal in its parent."""
         return not self.transitions
+
+    @property
+    def is_compound(self) -> bool:
+        return self.states is not None
+
+    @property
+    def is_parallel(self) -> bool:
+        return self.parallel is not None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.states is None and self.parallel is None
+
+    @property
+    def is_failure(self) -> bool:
+        return self.outcome == "failure"
+
+
+class RegionDef(_Schema):
+    """One region of a parallel state: its own initial state and states."""
+
+    initial_state: StateName
+    states: Annotated[dict[StateName, StateDef], Field(min_length=1)]
 
 
 class Definition(_Schema):
@@ -175,6 +218,11 @@ class Definition(_Schema):
 
     initial_state: StateName
     states: Annotated[dict[StateName, StateDef], Field(min_length=1)]
+
+    @property
+    def is_flat(self) -> bool:
+        """No compound or parallel states: compiled to the (faster) flat machine."""
+        return all(state.is_leaf for state in self.states.values())
 
 
 class Procedure(_Schema):
@@ -202,3 +250,6 @@ class Procedure(_Schema):
     def parsed_version(self) -> Version:
         """The version as a comparable :class:`packaging.version.Version` (``10.0 > 2.0``)."""
         return Version(self.version)
+
+
+StateDef.model_rebuild()
