@@ -6,11 +6,13 @@ The public API is what this module exports; everything else is an implementation
 from procstore.definition import Procedure
 from procstore.errors import (
     ActionFailed,
+    ExecutionNotFound,
     InvalidEvent,
     InvalidProcedure,
     Problem,
     ProcedureNotFound,
     ProcstoreError,
+    StoreError,
     Timeout,
     VersionConflict,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Execution",
+    "ExecutionNotFound",
     "ExecutionState",
     "HistoryRecord",
     "InvalidEvent",
@@ -34,6 +37,7 @@ __all__ = [
     "ProcedureStore",
     "ProcstoreError",
     "Status",
+    "StoreError",
     "Timeout",
     "VersionConflict",
 ]

@@ -60,3 +60,12 @@ class ActionFailed(ProcstoreError):
 class Timeout(ProcstoreError, TimeoutError):
     """An action attempt ran longer than its ``timeout_ms``; recorded as error type
     ``Timeout`` and retryable like any other error (``"errors": ["Timeout"]``)."""
+
+
+class StoreError(ProcstoreError):
+    """The store's database cannot be used: not a procstore database, corrupt, written by a
+    newer procstore, or already used by another process to run executions."""
+
+
+class ExecutionNotFound(ProcstoreError, LookupError):
+    """No execution with that id is stored."""
