@@ -14,10 +14,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from transitions.extensions.asyncio import AsyncEventData, AsyncMachine, AsyncState
+from transitions.extensions.asyncio import (
+    AsyncEventData,
+    AsyncMachine,
+    AsyncState,
+    HierarchicalAsyncMachine,
+    NestedAsyncState,
+)
 
+from procstore import paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
-from procstore.definition import Action, LogAction, Procedure, RetryPolicy, TransitionDef
+from procstore.definition import (
+    Action,
+    Definition,
+    LogAction,
+    Procedure,
+    RetryPolicy,
+    StateDef,
+    TransitionDef,
+)
 from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
 
 #: The attribute of a model that holds its current state's name. Not ``state``: that name is
@@ -31,10 +46,19 @@ GuardCheck = Callable[[Mapping[str, Any]], Any]
 class MachineModel(Protocol):
     """What the runtime provides to be moved by a compiled machine."""
 
-    fsm_state: str
+    fsm_state: Any
 
-    def on_state_entered(self, state: str, event: str, source: str) -> None:
-        """Called by the machine once the model has entered ``state`` through ``event``."""
+    def on_transition(self, source: str, target: str, event: str) -> None:
+        """A transition's guards passed; it is about to exit ``source`` and enter ``target``."""
+
+    def on_state_entered(self, path: str, event: str) -> None:
+        """The model has entered state ``path`` (every level: compound, region, leaf)."""
+
+    def on_state_exited(self, path: str) -> None:
+        """The model has left state ``path``."""
+
+    def in_scope(self, source: str) -> bool:
+        """Whether a transition declared on ``source`` may handle the event being fired."""
 
     def check_guard(self, check: Guard, event: str) -> Any:
         """Evaluate ``check`` for a transition on ``event``: a bool or an awaitable of one."""
@@ -50,12 +74,14 @@ class Guard:
         uses_context: ``check`` takes the context (a predicate) rather than the names.
         blocks_on_error: What the check reports when it raises, so that a failing guard always
             blocks its transition: False for ``conditions``, True for ``unless``.
+        source: The path of the state that declares the transition.
     """
 
     label: str
     check: GuardCheck
     uses_context: bool
     blocks_on_error: bool
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +97,23 @@ class CompiledAction:
 
 @dataclass(frozen=True, slots=True)
 class StatePlan:
-    """What entering a state means to the runtime."""
+    """What a state means to the runtime.
 
-    name: str
+    Attributes:
+        path: The state's dotted path.
+        kind: ``leaf``, ``compound``, ``parallel`` or ``region``.
+        container: The compound or parallel state this one completes (regions skipped), or
+            ``None`` at the top.
+        children: Paths of the child states (regions, for a parallel state).
+        terminal: No transitions: completing it completes its container.
+        failure: A terminal leaf whose ``outcome`` is ``failure``.
+        events: The events of the state's own transitions.
+    """
+
+    path: str
+    kind: str
+    container: str | None
+    children: tuple[str, ...]
     action: CompiledAction | None
     retry: RetryPolicy | None
     timeout_s: float | None
@@ -82,15 +122,18 @@ class StatePlan:
     failure: bool
     events: frozenset[str]
 
+    @property
+    def name(self) -> str:
+        return self.path
 
-class SequentialAsyncMachine(AsyncMachine):
-    """AsyncMachine that awaits callbacks and conditions one after another.
+
+class _Sequential:
+    """What procstore changes in transitions' async machines.
 
     transitions runs every callback list through ``asyncio.gather``, which wraps each callback
     in a task: ~10 gathers per transition dominate its cost. procstore's callbacks are short and
     ordered by design, so awaiting them in sequence keeps the documented order and is ~2.6x
-    cheaper. Conditions are awaited in order too, and all of them are evaluated (transitions'
-    own semantics), so every failing guard is recorded.
+    cheaper. Guards are awaited in order too and stop at the first that blocks.
     """
 
     # transitions reads "*" as "every state" and "=" as "the same state"; procstore's state
@@ -103,42 +146,103 @@ class SequentialAsyncMachine(AsyncMachine):
         # ends in Machine.__getattr__'s slow path; answer "no" at once for that name.
         if name == "model_graphs":
             raise AttributeError(name)
-        return super().__getattr__(name)
+        return super().__getattr__(name)  # type: ignore[misc]
 
-    async def callbacks(self, funcs: Any, event_data: Any) -> None:  # type: ignore[override]
+    async def callbacks(self, funcs: Any, event_data: Any) -> None:
         for func in funcs:
-            await self.callback(func, event_data)
+            await cast(Any, self).callback(func, event_data)
 
     @staticmethod
     async def await_all(callables: list[Callable[[], Any]]) -> list[Any]:
-        return [await func() for func in callables]
+        # transitions only awaits conditions through here (procstore never dispatches), and
+        # reads the list with all(): stopping at the first failing guard gives the same answer
+        # without evaluating — or recording errors of — the guards after it.
+        results = []
+        for func in callables:
+            result = await func()
+            results.append(result)
+            if not result:
+                break
+        return results
+
+
+class SequentialAsyncMachine(_Sequential, AsyncMachine):  # type: ignore[misc]
+    """The flat machine: AsyncMachine with procstore's changes (see :class:`_Sequential`)."""
+
+
+class DottedState(NestedAsyncState):
+    """A nested state whose path separator is ``.`` (per machine; transitions' default ``_``
+    may appear in procstore's state names)."""
+
+    separator = paths.SEPARATOR
+
+
+class SequentialHierarchicalMachine(_Sequential, HierarchicalAsyncMachine):  # type: ignore[misc]
+    """The machine for compound and parallel states, with procstore's changes."""
+
+    state_cls = DottedState
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledProcedure:
-    """A procedure version compiled once: its machine and a plan per state."""
+    """A procedure version compiled once: its machine and a plan per state.
+
+    Attributes:
+        flat: Only leaf states: the flat machine, one active state, no scope guards.
+        initial_entry: The states entered at start, parents before children.
+        top_level: The top-level states' paths, in document order.
+    """
 
     procedure: Procedure
-    machine: SequentialAsyncMachine
+    machine: SequentialAsyncMachine | SequentialHierarchicalMachine
     states: dict[str, StatePlan]
+    flat: bool
+    initial_entry: tuple[str, ...]
+    top_level: tuple[str, ...]
 
     @property
     def initial_state(self) -> str:
         return self.procedure.definition.initial_state
 
     def accepts(self, state: str, event: str) -> bool:
-        """Whether ``state`` has a transition on ``event``."""
+        """Whether ``state`` has a transition of its own on ``event``."""
         return event in self.states[state].events
 
     async def fire(self, model: MachineModel, event: str) -> bool:
         """Trigger ``event`` on ``model``; True when a transition fired."""
-        return bool(await self.machine.events[event].trigger(model))
+        machine = cast(Any, self.machine)
+        if self.flat:
+            return bool(await machine.events[event].trigger(model))
+        return bool(await machine.trigger_event(model, event))
 
 
-async def _entered(event_data: AsyncEventData) -> None:
+async def _before(event_data: AsyncEventData) -> None:
     model = cast(MachineModel, event_data.model)
     transition = cast(Any, event_data.transition)
-    model.on_state_entered(transition.dest, cast(Any, event_data.event).name, transition.source)
+    model.on_transition(transition.source, transition.dest, cast(Any, event_data.event).name)
+
+
+def _entered(path: str) -> Callable[[AsyncEventData], None]:
+    def entered(event_data: AsyncEventData) -> None:
+        cast(MachineModel, event_data.model).on_state_entered(
+            path, cast(Any, event_data.event).name
+        )
+
+    return entered
+
+
+def _exited(path: str) -> Callable[[AsyncEventData], None]:
+    def exited(event_data: AsyncEventData) -> None:
+        cast(MachineModel, event_data.model).on_state_exited(path)
+
+    return exited
+
+
+def _in_scope(path: str) -> Callable[[AsyncEventData], bool]:
+    def in_scope(event_data: AsyncEventData) -> bool:
+        return cast(MachineModel, event_data.model).in_scope(path)
+
+    return in_scope
 
 
 def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
@@ -158,17 +262,21 @@ def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:
     return check
 
 
-def compile_guards(transition: TransitionDef, registry: GuardRegistry) -> tuple[list[Guard], ...]:
+def compile_guards(
+    transition: TransitionDef, source: str, registry: GuardRegistry
+) -> tuple[list[Guard], list[Guard]]:
     """The ``conditions`` and ``unless`` guards of ``transition``, in evaluation order."""
     conditions: list[Guard] = []
     if transition.guard is not None:
         expression = GuardExpression(transition.guard)
-        conditions.append(Guard(transition.guard, expression, False, False))
+        conditions.append(Guard(transition.guard, expression, False, False, source))
     conditions += [
-        Guard(name, _predicate_check(registry, name), True, False) for name in transition.conditions
+        Guard(name, _predicate_check(registry, name), True, False, source)
+        for name in transition.conditions
     ]
     unless = [
-        Guard(name, _predicate_check(registry, name), True, True) for name in transition.unless
+        Guard(name, _predicate_check(registry, name), True, True, source)
+        for name in transition.unless
     ]
     return conditions, unless
 
@@ -185,42 +293,166 @@ def _compile_action(spec: Action | None, registry: ActionRegistry) -> CompiledAc
     )
 
 
+class _Builder:
+    """Walks the definition once: plans, transitions' machine specs, the initial entry."""
+
+    def __init__(self, actions: ActionRegistry) -> None:
+        self.actions = actions
+        self.plans: dict[str, StatePlan] = {}
+        self.declared: list[tuple[str, StateDef]] = []  # states with transitions to add
+
+    def states(
+        self, states: dict[str, StateDef], parent: str | None, container: str | None
+    ) -> list[dict[str, Any]]:
+        return [self.state(name, state, parent, container) for name, state in states.items()]
+
+    def state(
+        self, name: str, state: StateDef, parent: str | None, container: str | None
+    ) -> dict[str, Any]:
+        path = paths.join(parent, name)
+        spec: dict[str, Any] = {
+            "name": name,
+            "on_enter": [_entered(path)],
+            "on_exit": [_exited(path)],
+        }
+        children: list[dict[str, Any]] = []
+        if state.states is not None:
+            kind = "compound"
+            children = self.states(state.states, path, path)
+            spec["children"], spec["initial"] = children, state.initial_state
+        elif state.parallel is not None:
+            kind = "parallel"
+            for region_name, region in state.parallel.items():
+                region_path = paths.join(path, region_name)
+                region_children = self.states(region.states, region_path, path)
+                self.plans[region_path] = StatePlan(
+                    region_path,
+                    "region",
+                    path,
+                    _paths(region_path, region_children),
+                    None,
+                    None,
+                    None,
+                    None,
+                    False,
+                    False,
+                    frozenset(),
+                )
+                children.append(
+                    {
+                        "name": region_name,
+                        "children": region_children,
+                        "initial": region.initial_state,
+                        "on_enter": [_entered(region_path)],
+                        "on_exit": [_exited(region_path)],
+                    }
+                )
+            spec["parallel"] = children
+        else:
+            kind = "leaf"
+        self.plans[path] = StatePlan(
+            path=path,
+            kind=kind,
+            container=container,
+            children=_paths(path, children),
+            action=_compile_action(state.action, self.actions),
+            retry=state.retry,
+            timeout_s=state.timeout_ms / 1000 if state.timeout_ms is not None else None,
+            compensate=_compile_action(state.compensate, self.actions),
+            terminal=state.is_terminal,
+            failure=state.is_failure,
+            events=frozenset(t.event for t in state.transitions),
+        )
+        self.declared.append((path, state))
+        return spec
+
+
+def _paths(parent: str, specs: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(paths.join(parent, spec["name"]) for spec in specs)
+
+
+def _initial_entry(definition: Definition, plans: dict[str, StatePlan]) -> tuple[str, ...]:
+    """The states entered at start, parents before children."""
+    entered: list[str] = []
+
+    def enter(path: str, initial_of: dict[str, str]) -> None:
+        entered.append(path)
+        plan = plans[path]
+        if plan.kind == "parallel":
+            for region in plan.children:
+                enter(region, initial_of)
+        elif plan.kind in ("compound", "region"):
+            enter(paths.join(path, initial_of[path]), initial_of)
+
+    initial_of: dict[str, str] = {}
+
+    def collect(states: dict[str, StateDef], parent: str | None) -> None:
+        for name, state in states.items():
+            path = paths.join(parent, name)
+            if state.states is not None and state.initial_state is not None:
+                initial_of[path] = state.initial_state
+                collect(state.states, path)
+            for region_name, region in (state.parallel or {}).items():
+                region_path = paths.join(path, region_name)
+                initial_of[region_path] = region.initial_state
+                collect(region.states, region_path)
+
+    collect(definition.states, None)
+    enter(definition.initial_state, initial_of)
+    return tuple(entered)
+
+
 def compile_procedure(
     procedure: Procedure, actions: ActionRegistry, guards: GuardRegistry
 ) -> CompiledProcedure:
-    """Build the machine and the state plans for a validated ``procedure``."""
+    """Build the machine and the state plans for a validated ``procedure``.
+
+    Flat definitions (only leaves) get the flat AsyncMachine; definitions with compound or
+    parallel states get the hierarchical one, which costs ~1.7x per transition.
+    """
     definition = procedure.definition
-    plans: dict[str, StatePlan] = {}
-    states: list[AsyncState] = []
-    for name, state in definition.states.items():
-        plans[name] = StatePlan(
-            name=name,
-            action=_compile_action(state.action, actions),
-            retry=state.retry,
-            timeout_s=state.timeout_ms / 1000 if state.timeout_ms is not None else None,
-            compensate=_compile_action(state.compensate, actions),
-            terminal=state.is_terminal,
-            failure=state.outcome == "failure",
-            events=frozenset(t.event for t in state.transitions),
+    builder = _Builder(actions)
+    specs = builder.states(definition.states, None, None)
+    flat = definition.is_flat
+    common: dict[str, Any] = {
+        "model": None,
+        "initial": definition.initial_state,
+        "auto_transitions": False,  # the default adds a transition between every pair of states
+        "send_event": True,
+        "model_attribute": MODEL_ATTRIBUTE,
+        "before_state_change": [_before],
+        "name": f"{procedure.name}@{procedure.version}",
+    }
+    machine: SequentialAsyncMachine | SequentialHierarchicalMachine
+    if flat:
+        states = [
+            AsyncState(spec["name"], on_enter=spec["on_enter"], on_exit=spec["on_exit"])
+            for spec in specs
+        ]
+        machine = SequentialAsyncMachine(states=states, **common)
+    else:
+        # An event no active state handles must not raise: procstore checks acceptance itself.
+        machine = SequentialHierarchicalMachine(
+            states=specs, ignore_invalid_triggers=True, **common
         )
-        states.append(AsyncState(name, on_enter=[cast(Any, _entered)]))
-    machine = SequentialAsyncMachine(
-        model=None,
-        states=states,
-        initial=definition.initial_state,
-        auto_transitions=False,  # the default adds a transition between every pair of states
-        send_event=True,
-        model_attribute=MODEL_ATTRIBUTE,
-        name=f"{procedure.name}@{procedure.version}",
-    )
-    for name, state in definition.states.items():
+    all_paths = builder.plans.keys()
+    for path, state in builder.declared:
         for transition in state.transitions:
-            conditions, unless = compile_guards(transition, guards)
+            target = paths.resolve_target(path, transition.target, all_paths)
+            conditions, unless = compile_guards(transition, path, guards)
+            scope = [] if flat else [_in_scope(path)]
             machine.add_transition(
                 transition.event,
-                source=name,
-                dest=transition.target,
-                conditions=[_condition(g) for g in conditions],
+                source=path,
+                dest=target,
+                conditions=scope + [_condition(g) for g in conditions],
                 unless=[_condition(g) for g in unless],
             )
-    return CompiledProcedure(procedure=procedure, machine=machine, states=plans)
+    return CompiledProcedure(
+        procedure=procedure,
+        machine=machine,
+        states=builder.plans,
+        flat=flat,
+        initial_entry=_initial_entry(definition, builder.plans),
+        top_level=tuple(definition.states),
+    )

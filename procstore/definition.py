@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: A state's name: non-empty, without ``.`` (dots separate nested state paths).
 StateName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.]+$")]
+#: A transition's target: a state's name, or the dotted path of a nested state.
+StatePath = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^.]+(\.[^.]+)*$")]
 #: A key of the execution context that an action's return value is stored under.
 ResultKey = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -101,7 +103,9 @@ class TransitionDef(_Schema):
     """
 
     event: Annotated[str, Field(min_length=1, max_length=200)]
-    target: StateName
+    target: StatePath = Field(
+        description="A sibling's or a top-level state's name, or any state's dotted path."
+    )
     guard: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         default=None,
         description="An expression over the context's keys and `result` (the state's last "
@@ -180,8 +184,7 @@ class StateDef(_Schema):
     )
     parallel: Annotated[dict[StateName, RegionDef], Field(min_length=2)] | None = Field(
         default=None,
-        description="For a parallel state: its regions by name (at least two), all active at "
-        "once.",
+        description="For a parallel state: its regions by name (at least two), all active at once.",
     )
 
     @property

@@ -1,17 +1,18 @@
 """Executions: one run of a compiled procedure, moved by the procedure's shared machine.
 
-An execution is the machine's *model*. Entering a state starts that state's action as a
-background task (the *step*): its attempts, retry delays and outcome. ``error`` (after the last
-attempt) and ``timeout`` fire by themselves; other outcomes fire by themselves only while the
-execution is driven (``run_to_completion`` or ``auto=True``), otherwise they wait for
-:meth:`Execution.send`. When an execution fails, the compensations of its completed actions run
-newest first (a saga rollback).
+An execution is the machine's *model*. Entering a leaf state starts that state's action as a
+background task (a *step*, one per active leaf, so parallel regions run side by side): its
+attempts, retry delays and outcome. ``error`` (after the last attempt), ``timeout`` and ``done``
+fire by themselves; other outcomes fire by themselves only while the execution is driven
+(``run_to_completion`` or ``auto=True``), otherwise they wait for :meth:`Execution.send`. When an
+execution fails, the compensations of its completed actions run newest first (a saga rollback).
 
-Ordering: external events queue on ``_send_lock`` (FIFO) and each waits until no step runs;
-machine triggers are serialised by ``_fire_lock``, so transitions never overlap on one model —
-which is why procstore needs neither transitions' ``queued`` mode nor its task cancellation.
-Everything an execution runs in the background is its one ``_step`` task or its one state
-timer, so stopping an execution is cancelling those two.
+Ordering: external events queue on ``_send_lock`` (FIFO); machine triggers are serialised by
+``_fire_lock``, so transitions never overlap on one model — which is why procstore needs neither
+transitions' ``queued`` mode nor its task cancellation. An event a step produces is *routed*: it
+may only be handled by the step's state or that state's ancestors (``in_scope``), never by a
+sibling region. Completions (a terminal leaf reached) queue as internal events and are processed
+before the trigger that caused them returns, like SCXML's internal queue.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import logging
 import random
 import time
-from collections import ChainMap
+from collections import ChainMap, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +31,20 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from transitions.extensions.asyncio import AsyncMachine
 
+from procstore import paths
 from procstore.compiler import CompiledAction, CompiledProcedure, Guard, StatePlan
 from procstore.definition import RetryPolicy
 from procstore.errors import InvalidEvent, Timeout
 from procstore.outcome import Event
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 
+logger = logging.getLogger("procstore")
+
 SUCCESS = "success"
 ERROR = "error"
 TIMEOUT = "timeout"
+DONE = "done"
+EXECUTION = ""  # the step key of work that belongs to the whole execution (a rollback)
 #: How long cancel() waits for a cancelled action's cleanup (its ``finally``) to finish.
 CANCEL_GRACE_SECONDS = 1.0
 
@@ -74,7 +81,7 @@ def retry_delay_ms(policy: RetryPolicy, failed_attempt: int) -> float:
 class Execution:
     """A handle on one execution. Create it with :meth:`procstore.ProcedureStore.start`."""
 
-    fsm_state: str  # set by the machine (see procstore.compiler.MODEL_ATTRIBUTE)
+    fsm_state: Any  # set by the machine (see procstore.compiler.MODEL_ATTRIBUTE)
 
     def __init__(
         self,
@@ -85,6 +92,7 @@ class Execution:
         auto: bool = False,
     ) -> None:
         self._compiled = compiled
+        self._plans = compiled.states
         self.id = execution_id
         self.auto = auto
         self._start_context = context
@@ -93,12 +101,19 @@ class Execution:
         self._history_models: list[HistoryRecord] = []  # _history converted so far
         self._status = Status.RUNNING
         self._closing = False  # failing, rolling back or cancelled: no more events
-        self._step: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the current state's timeout
-        self._entry = 0  # counts state entries: a timer or step of an older entry is stale
-        self._last_result: Any = None  # the current state's last action result
+        self._active: set[str] = set()  # every active state's path, at every level
+        self._steps: dict[str, asyncio.Task[None]] = {}  # running work, by state path
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # state timeouts, by state path
+        self._visits: dict[str, int] = {}  # a token per entry, so stale timers are ignored
+        self._entries = 0
+        self._transitions = 0  # transitions fired so far
+        self._results: dict[str, Any] = {}  # each leaf's last action result (guards' `result`)
+        self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
+        self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
+        self._origin: str | None = None  # the state an event being fired comes from
+        self._origin_exact = False  # only that state may handle it (``done``)
         self._completed: list[StatePlan] = []  # completed actions to compensate, oldest first
-        self._pending: str | None = None  # an outcome event waiting for a driver
+        self._pending: dict[str, str] = {}  # outcome events waiting for a driver, by leaf
         self._drivers = 0
         self._send_lock = asyncio.Lock()
         self._fire_lock = asyncio.Lock()
@@ -118,13 +133,33 @@ class Execution:
         return self._compiled.procedure.version
 
     @property
+    def current(self) -> str:
+        """The active leaf's path or, while parallel regions are active, the outermost active
+        parallel state's path."""
+        if self._compiled.flat:
+            return str(self.fsm_state)
+        for top in self._compiled.top_level:
+            if top in self._active:
+                path = top
+                while (plan := self._plans[path]).kind == "compound":
+                    path = next(c for c in plan.children if c in self._active)
+                return path
+        raise AssertionError("an execution is always in some state")
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The paths of every active leaf state, sorted."""
+        return tuple(sorted(self._active_leaves()))
+
+    @property
     def state(self) -> ExecutionState:
         """An immutable snapshot of the execution now."""
         return ExecutionState.model_construct(
             id=self.id,
             procedure=self.procedure,
             version=self.version,
-            current=self.fsm_state,
+            current=self.current,
+            active=self.active,
             status=self._status,
             context=to_jsonable_python(self._context, fallback=repr),
             history=self.history,
@@ -158,40 +193,61 @@ class Execution:
             await waiter
 
     async def send(self, event: str) -> bool:
-        """Process ``event``, after any running action and any earlier event.
+        """Process ``event`` after earlier events and after the running actions of the states
+        that handle it themselves. An event only an ancestor state handles is processed at once
+        (leaving that state cancels what runs inside it). An event several parallel regions
+        handle fires in each.
 
-        Returns True when a transition fired, False when the guards of every transition on
-        ``event`` blocked it (the state is unchanged). Raises :class:`InvalidEvent` when the
-        current state has no transition on ``event`` or the execution has finished.
+        Returns:
+            True when a transition fired; False when the guards of every transition on
+            ``event`` blocked it (the state is unchanged).
+
+        Raises:
+            InvalidEvent: no active state has a transition on ``event``, or the execution has
+                finished.
         """
         async with self._send_lock:
-            await self._settle()
-            if self._status is not Status.RUNNING or self._closing:
-                raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
-            if not self._compiled.accepts(self.fsm_state, event):
-                accepted = ", ".join(sorted(self._compiled.states[self.fsm_state].events))
-                raise InvalidEvent(
-                    f"state {self.fsm_state!r} has no transition on {event!r} "
-                    f"(it accepts: {accepted or 'nothing'})"
-                )
-            self._pending = None
+            while True:
+                if self._status is not Status.RUNNING or self._closing:
+                    raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
+                leaves = self._active_leaves()
+                own = [leaf for leaf in leaves if self._compiled.accepts(leaf, event)]
+                if own:
+                    busy = [self._steps[leaf] for leaf in own if leaf in self._steps]
+                elif any(self._compiled.accepts(p, event) for p in self._active if p not in leaves):
+                    busy = []
+                else:
+                    busy = list(self._steps.values())
+                    if not busy:
+                        accepted = sorted({e for p in self._active for e in self._plans[p].events})
+                        raise InvalidEvent(
+                            f"no active state of {self.current!r} has a transition on {event!r} "
+                            f"(they accept: {', '.join(accepted) or 'nothing'})"
+                        )
+                if not busy:
+                    break
+                await self._wait_for(busy)
+            for leaf in own:
+                self._pending.pop(leaf, None)
             return await self._fire(event)
 
     async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
         """Drive the execution until it finishes and return its final snapshot.
 
-        While driven, every outcome event fires by itself. Raises :class:`TimeoutError` when it
-        has not finished within ``timeout`` seconds; that only ends the wait — the execution
-        stays as it is.
+        While driven, every outcome event fires by itself.
+
+        Raises:
+            TimeoutError: it has not finished within ``timeout`` seconds. That only ends the
+                wait: the execution stays as it is.
         """
         self._drivers += 1
         try:
             async with asyncio.timeout(timeout):
                 async with self._send_lock:
-                    await self._settle()
-                    pending, self._pending = self._pending, None
-                    if pending is not None and self._status is Status.RUNNING:
-                        await self._fire(pending)
+                    pending, self._pending = self._pending, {}
+                    for leaf, outcome in pending.items():
+                        if leaf in self._active and self._status is Status.RUNNING:
+                            await self._fire(outcome, leaf)
                 await self._finished.wait()
         finally:
             self._drivers -= 1
@@ -201,21 +257,25 @@ class Execution:
         """Cancel what runs and go back to the initial state with a fresh copy of the start
         context. The reset is recorded; the history is kept."""
         async with self._fire_lock:
-            step = self._halt()
+            stopped = self._halt()
             self._context = copy.deepcopy(self._start_context)
             self._status = Status.RUNNING
             self._closing = False
             self._completed.clear()
-            self._pending = None
+            self._pending.clear()
+            self._results.clear()
+            self._done_leaves.clear()
+            self._internal.clear()
+            self._active.clear()
             self._finished.clear()
-            initial = self._compiled.initial_state
-            self._log("reset", state=initial)
-            self._enter(initial, None)
-        if step is not None:
-            await asyncio.wait([step])  # let the cancelled action's cleanup run
+            self._log("reset", state=self._compiled.initial_state)
+            self._enter_initial()
+            await self._drain()
+        if stopped:
+            await asyncio.wait(stopped)  # let the cancelled actions' cleanup run
 
     async def cancel(self, rollback: bool = False) -> ExecutionState:
-        """Cancel the running action (its ``finally`` runs) and end the execution.
+        """Cancel the running actions (their ``finally`` runs) and end the execution.
 
         The status becomes ``cancelled`` at once. With ``rollback=True`` the compensations of
         the completed actions then run, newest first, and the execution ends ``rolled_back``
@@ -225,47 +285,93 @@ class Execution:
         if self._status is not Status.RUNNING or self._closing:
             return self.state
         async with self._fire_lock:
-            step = self._halt()
-            self._log("cancelled", state=self.fsm_state)
+            stopped = self._halt()
+            self._log("cancelled", state=self.current)
             if rollback and self._completed:
-                self._start_step(self._roll_back, "cancelled", Status.CANCELLED)
+                self._closing = True
+                self._start_step(EXECUTION, self._roll_back, "cancelled", Status.CANCELLED)
             else:
                 self._finish(Status.CANCELLED)
-        if step is not None:
-            await asyncio.wait([step], timeout=CANCEL_GRACE_SECONDS)
-        await self._settle()
+        if stopped:
+            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
+        await self._wait_for(list(self._steps.values()))
         return self.state
 
     async def rollback(self) -> ExecutionState:
         """Fail the execution on purpose: cancel what runs, then compensate every completed
-        action, newest first. Ends ``rolled_back``, or ``failed`` if a compensation fails or
-        there was nothing to compensate."""
+        action, newest first.
+
+        Returns:
+            The final snapshot: ``rolled_back``, or ``failed`` if a compensation failed or
+            there was nothing to compensate.
+
+        Raises:
+            InvalidEvent: the execution has already finished.
+        """
         if self._status is not Status.RUNNING or self._closing:
             raise InvalidEvent(f"execution {self.id} has finished; there is nothing to roll back")
         async with self._fire_lock:
-            step = self._halt()
-            self._start_step(self._roll_back, "rollback requested", Status.FAILED)
-        if step is not None:
-            await asyncio.wait([step], timeout=CANCEL_GRACE_SECONDS)
-        await self._settle()
+            stopped = self._halt()
+            self._closing = True
+            self._start_step(EXECUTION, self._roll_back, "rollback requested", Status.FAILED)
+        if stopped:
+            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
+        await self._wait_for(list(self._steps.values()))
         return self.state
-
-    def begin(self) -> None:
-        """Enter the initial state (``add_model`` would not run its ``on_enter``)."""
-        self._enter(self._compiled.initial_state, None)
 
     # -- machine callbacks ------------------------------------------------------------------
 
-    def on_state_entered(self, state: str, event: str, source: str) -> None:
-        self._log("transition", event=event, state=source, target=state)
-        self._enter(state, event)
+    def on_transition(self, source: str, target: str, event: str) -> None:
+        self._transitions += 1
+        self._log("transition", event=event, state=source, target=target)
+
+    def on_state_entered(self, path: str, event: str | None) -> None:
+        self._active.add(path)
+        plan = self._plans[path]
+        if plan.kind == "region":
+            return
+        self._entries += 1
+        self._visits[path] = self._entries
+        self._log("entered", state=path, event=event)
+        if plan.timeout_s is not None:
+            self._timers[path] = asyncio.get_running_loop().call_later(
+                plan.timeout_s, self._on_state_timeout, path, self._entries
+            )
+        if plan.kind == "leaf":
+            self._results.pop(path, None)
+            if plan.action is not None:
+                self._start_step(path, self._run_step, plan)
+            elif plan.terminal:
+                self._internal.append((path, plan.failure))
+
+    def on_state_exited(self, path: str) -> None:
+        self._active.discard(path)
+        timer = self._timers.pop(path, None)
+        if timer is not None:
+            timer.cancel()
+        step = self._steps.pop(path, None)
+        if step is not None and step is not asyncio.current_task():
+            step.cancel()  # leaving a state cancels what runs in it
+        self._pending.pop(path, None)
+        self._done_leaves.discard(path)
+
+    def in_scope(self, source: str) -> bool:
+        if source not in self._active:
+            return False  # an earlier transition of the same event already left it
+        origin = self._origin
+        if origin is None:
+            return True
+        if self._origin_exact:
+            return source == origin
+        return paths.is_within(origin, source)
 
     def check_guard(self, guard: Guard, event: str) -> bool | Awaitable[bool]:
-        argument = (
-            self._context
-            if guard.uses_context
-            else ChainMap({"result": self._last_result}, self._context)
-        )
+        if guard.uses_context:
+            argument: Any = self._context
+        else:
+            leaf = guard.source if self._plans[guard.source].kind == "leaf" else self._origin
+            result = self._results.get(leaf) if leaf is not None else None
+            argument = ChainMap({"result": result}, self._context)
         try:
             value = guard.check(argument)
         except Exception as exc:  # a guard that raises blocks its transition
@@ -280,88 +386,87 @@ class Execution:
     def _driven(self) -> bool:
         return self.auto or self._drivers > 0
 
-    def _enter(self, state: str, event: str | None) -> None:
-        self._cancel_timer()
-        self._entry += 1
-        self.fsm_state = state
-        self._last_result = None
-        self._log("entered", state=state, event=event)
-        plan = self._compiled.states[state]
-        if plan.timeout_s is not None:
-            self._timer = asyncio.get_running_loop().call_later(
-                plan.timeout_s, self._on_state_timeout, self._entry
-            )
-        if plan.action is not None:
-            self._start_step(self._run_step, plan)
-        elif plan.terminal:
-            if plan.failure:
-                self._start_step(self._fail)
-            else:
-                self._finish(Status.COMPLETED)
+    def _active_leaves(self) -> list[str]:
+        if self._compiled.flat:
+            return [self.fsm_state]
+        return [p for p in self._active if self._plans[p].kind == "leaf"]
 
-    def _start_step(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+    def _handled_within(self, path: str, event: str) -> bool:
+        """Whether ``path`` or one of its ancestors has a transition on ``event``."""
+        node: str | None = path
+        while node is not None:
+            if self._compiled.accepts(node, event):
+                return True
+            node = None if self._compiled.flat else paths.parent_of(node)
+        return False
+
+    def _enter_initial(self) -> None:
+        """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
+        entry = self._compiled.initial_entry
+        leaves = [p for p in entry if self._plans[p].kind == "leaf"]
+        self.fsm_state = leaves[0] if len(leaves) == 1 else leaves
+        for path in entry:
+            self.on_state_entered(path, None)
+
+    def _start_step(self, key: str, work: Callable[..., Awaitable[None]], *args: Any) -> None:
         # The coroutine is created inside the task, so a step cancelled before it starts
         # leaves no never-awaited coroutine behind.
-        self._step = asyncio.get_running_loop().create_task(self._as_step(work, *args))
+        self._steps[key] = asyncio.get_running_loop().create_task(self._as_step(key, work, *args))
 
-    async def _as_step(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _as_step(self, key: str, work: Callable[..., Awaitable[None]], *args: Any) -> None:
         # Steps are created inside machine callbacks and inherit transitions' "current task"
         # context; without resetting it, their triggers would count as nested ones.
         AsyncMachine.current_context.set(None)
         try:
             await work(*args)
+        except Exception as exc:  # a defect, not an action's failure: stop, don't hang
+            logger.exception("execution %s: internal error", self.id)
+            self._log("internal_error", state=key or None, error=_error(exc))
+            self._finish(Status.FAILED)
         finally:
-            # Entering the next state replaced the step; otherwise nothing runs any more.
-            if self._step is asyncio.current_task():
-                self._step = None
+            if self._steps.get(key) is asyncio.current_task():
+                del self._steps[key]
 
-    def _halt(self) -> asyncio.Task[None] | None:
-        """Stop the state's timer and cancel the running step; return the step to wait for."""
-        self._cancel_timer()
-        self._entry += 1
-        step, self._step = self._step, None
-        if step is None or step is asyncio.current_task() or step.done():
-            return None
-        step.cancel()
-        return step
+    def _halt(self) -> list[asyncio.Task[None]]:
+        """Stop every timer and cancel every step but the caller; return the steps to wait for."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        current = asyncio.current_task()
+        stopped = [s for s in self._steps.values() if s is not current and not s.done()]
+        for step in stopped:
+            step.cancel()
+        self._steps = {k: s for k, s in self._steps.items() if s is current}
+        return stopped
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    async def _settle(self) -> None:
-        """Wait until no step runs (a finished step may have started the next one)."""
-        while (step := self._step) is not None:
-            if step is asyncio.current_task():
-                return
-            if not step.done():
-                try:
-                    # shield: a waiter that gives up (a timeout) must not cancel the action.
-                    await asyncio.shield(step)
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # we are being cancelled, not just the step
-            if self._step is step:  # it ended without handing over
-                self._step = None
+    async def _wait_for(self, steps: list[asyncio.Task[None]]) -> None:
+        """Wait for ``steps`` to end without cancelling them if the waiter gives up."""
+        current = asyncio.current_task()
+        for step in steps:
+            if step is current or step.done():
+                continue
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError:
+                if current is not None and current.cancelling():
+                    raise  # we are being cancelled, not just the step
 
     async def _run_step(self, plan: StatePlan) -> None:
         outcome, failed = await self._run_action(plan)
-        if plan.terminal:
-            if plan.failure or failed:
-                await self._fail()
+        async with self._fire_lock:
+            if plan.path not in self._active or self._status is not Status.RUNNING:
+                return
+            if plan.terminal:
+                self._internal.append((plan.path, failed or plan.failure))
+            elif failed:
+                await self._raise(ERROR, plan.path)
+            elif not self._handled_within(plan.path, outcome):
+                self._log("ignored", state=plan.path, event=outcome)
+            elif self._driven:
+                await self._trigger(outcome, plan.path)
             else:
-                self._finish(Status.COMPLETED)
-        elif failed:
-            if not (self._compiled.accepts(plan.name, ERROR) and await self._fire(ERROR)):
-                await self._fail()
-        elif not self._compiled.accepts(plan.name, outcome):
-            self._log("ignored", state=plan.name, event=outcome)
-        elif self._driven:
-            await self._fire(outcome)
-        else:
-            self._pending = outcome
+                self._pending[plan.path] = outcome
+            await self._drain()
 
     async def _run_action(self, plan: StatePlan) -> tuple[str, bool]:
         """Run ``plan``'s action with its retry policy; return the outcome and whether it
@@ -371,9 +476,9 @@ class Execution:
         attempt = 1
         while True:
             try:
-                outcome, value = await self._invoke(action)
+                outcome, value = await self._invoke(action, plan.path)
             except Exception as exc:  # an action's failure is data: the `error` event
-                self._log("action", state=plan.name, attempt=attempt, error=_error(exc))
+                self._log("action", state=plan.path, attempt=attempt, error=_error(exc))
                 policy = plan.retry
                 if policy is None or attempt >= policy.max_attempts:
                     return ERROR, True
@@ -381,16 +486,16 @@ class Execution:
                     return ERROR, True
                 delay_ms = retry_delay_ms(policy, attempt)
                 attempt += 1
-                self._log("retry", state=plan.name, attempt=attempt, delay_ms=delay_ms)
+                self._log("retry", state=plan.path, attempt=attempt, delay_ms=delay_ms)
                 await asyncio.sleep(delay_ms / 1000)
                 continue
-            self._last_result = value
-            self._log("action", state=plan.name, attempt=attempt, result=value)
+            self._results[plan.path] = value
+            self._log("action", state=plan.path, attempt=attempt, result=value)
             if plan.compensate is not None:
                 self._completed.append(plan)
             return outcome, False
 
-    async def _invoke(self, action: CompiledAction) -> tuple[str, Any]:
+    async def _invoke(self, action: CompiledAction, path: str) -> tuple[str, Any]:
         """One attempt: await the action within its timeout, store its result; return the
         outcome event and the result as recorded."""
         if action.timeout_s is None:
@@ -413,67 +518,144 @@ class Execution:
         else:  # only recorded in the history: a readable stand-in will do
             value = to_jsonable_python(value, fallback=repr)
         if action.log_message is not None:
-            self._log("log", state=self.fsm_state, message=action.log_message)
+            self._log("log", state=path, message=action.log_message)
         return outcome, value
 
-    async def _fire(self, event: str) -> bool:
+    async def _fire(self, event: str, origin: str | None = None) -> bool:
         async with self._fire_lock:
-            fired = await self._compiled.fire(self, event)
-        if not fired:
-            self._log("blocked", state=self.fsm_state, event=event)
+            fired = await self._trigger(event, origin)
+            await self._drain()
         return fired
 
-    def _on_state_timeout(self, entry: int) -> None:
-        if entry != self._entry or self._status is not Status.RUNNING or self._closing:
-            return
-        self._timer = None
-        step = self._halt()
-        self._start_step(self._expire, step, self._entry)
+    async def _trigger(self, event: str, origin: str | None, exact: bool = False) -> bool:
+        """Trigger ``event`` (the fire lock is held), routed to ``origin`` and its ancestors
+        (or ``origin`` alone when ``exact``)."""
+        self._origin, self._origin_exact = origin, exact
+        before = self._transitions
+        try:
+            await self._compiled.fire(self, event)
+        finally:
+            self._origin, self._origin_exact = None, False
+        # Counted rather than taken from the trigger's return value: with parallel regions,
+        # transitions returns the result of the *last* region tried, not whether any fired.
+        fired = self._transitions > before
+        if not fired:
+            self._log("blocked", state=origin or self.current, event=event)
+        return fired
 
-    async def _expire(self, interrupted: asyncio.Task[None] | None, entry: int) -> None:
-        if interrupted is not None:
-            await asyncio.wait([interrupted])
-        state = self.fsm_state
-        self._log("timeout", state=state)
-        for event in (TIMEOUT, ERROR):
-            accepted = entry == self._entry and self._compiled.accepts(state, event)
-            if accepted and await self._fire(event):
+    async def _raise(self, event: str, origin: str) -> None:
+        """Fire ``error``/``timeout`` from ``origin``, innermost handler first; with no handler
+        anywhere (or every one blocked), the execution fails."""
+        for candidate in (event, ERROR) if event != ERROR else (ERROR,):
+            if self._handled_within(origin, candidate) and await self._trigger(candidate, origin):
                 return
-        if entry == self._entry:
-            await self._fail()
+        self._fail()
 
-    async def _fail(self) -> None:
+    async def _drain(self) -> None:
+        """Process completions (terminal leaves reached) until none is left."""
+        while self._internal:
+            leaf, failed = self._internal.popleft()
+            if leaf not in self._active or self._status is not Status.RUNNING or self._closing:
+                continue
+            container = self._plans[leaf].container
+            if failed:
+                if container is None:
+                    self._fail()
+                else:
+                    await self._raise(ERROR, container)
+                continue
+            self._done_leaves.add(leaf)
+            await self._complete(leaf)
+
+    async def _complete(self, path: str) -> None:
+        """``path`` (terminal) completed: complete its container, up as far as it goes."""
+        while True:
+            container = self._plans[path].container
+            if container is None:
+                self._finish(Status.COMPLETED)
+                return
+            plan = self._plans[container]
+            if plan.kind == "parallel" and not all(self._is_complete(r) for r in plan.children):
+                return
+            if not plan.terminal:
+                if DONE in plan.events:
+                    await self._trigger(DONE, container, exact=True)
+                else:
+                    self._log("ignored", state=container, event=DONE)
+                return
+            path = container  # terminal in its own container: that completes too
+
+    def _is_complete(self, path: str) -> bool:
+        plan = self._plans[path]
+        if plan.kind == "leaf":
+            return path in self._done_leaves
+        if plan.kind == "parallel":
+            return plan.terminal and all(self._is_complete(r) for r in plan.children)
+        if plan.kind == "compound" and not plan.terminal:
+            return False
+        child = next((c for c in plan.children if c in self._active), None)
+        return child is not None and self._is_complete(child)
+
+    def _on_state_timeout(self, path: str, visit: int) -> None:
+        if self._visits.get(path) != visit or path not in self._active:
+            return
+        if self._status is not Status.RUNNING or self._closing:
+            return
+        self._timers.pop(path, None)
+        current = asyncio.current_task()
+        interrupted = [
+            step
+            for key, step in self._steps.items()
+            if key and paths.is_within(key, path) and step is not current
+        ]
+        for step in interrupted:
+            step.cancel()
+        self._steps = {k: s for k, s in self._steps.items() if s not in interrupted}
+        self._start_step(path, self._expire, path, visit, interrupted)
+
+    async def _expire(self, path: str, visit: int, interrupted: list[asyncio.Task[None]]) -> None:
+        if interrupted:
+            await asyncio.wait(interrupted)
+        async with self._fire_lock:
+            if self._visits.get(path) != visit or path not in self._active:
+                return
+            self._log("timeout", state=path)
+            await self._raise(TIMEOUT, path)
+            await self._drain()
+
+    def _fail(self) -> None:
         """The execution failed: compensate what completed, or end ``failed``."""
         if self._completed:
-            await self._roll_back("failed", Status.FAILED)
+            self._closing = True
+            self._halt()
+            self._start_step(EXECUTION, self._roll_back, "failed", Status.FAILED)
         else:
             self._finish(Status.FAILED)
 
     async def _roll_back(self, reason: str, nothing_to_undo: Status) -> None:
         """Run the compensation of every completed action, newest first, each once."""
-        self._closing = True
         if not self._completed:
             self._finish(nothing_to_undo)
             return
-        self._log("rollback", state=self.fsm_state, message=reason)
+        self._log("rollback", state=self.current, message=reason)
         all_ok = True
         while self._completed:
             plan = self._completed[-1]
             compensation = plan.compensate
             assert compensation is not None
             try:
-                _, value = await self._invoke(compensation)
+                _, value = await self._invoke(compensation, plan.path)
             except Exception as exc:  # the rest still run; the execution ends failed
                 all_ok = False
-                self._log("compensation", state=plan.name, error=_error(exc))
+                self._log("compensation", state=plan.path, error=_error(exc))
             else:
-                self._log("compensation", state=plan.name, result=value)
+                self._log("compensation", state=plan.path, result=value)
             self._completed.pop()  # only once it ran: an interrupted one runs again
         self._finish(Status.ROLLED_BACK if all_ok else Status.FAILED)
 
     def _guard_failed(self, guard: Guard, event: str, exc: Exception) -> bool:
         self._log(
-            "guard_error", state=self.fsm_state, event=event, message=guard.label, error=_error(exc)
+            "guard_error", state=guard.source, event=event, message=guard.label, error=_error(exc)
         )
         return guard.blocks_on_error
 
@@ -496,14 +678,27 @@ class Execution:
             self._watchers.clear()
 
     def _finish(self, status: Status) -> None:
-        self._cancel_timer()
+        self._halt()
+        self._internal.clear()
         self._closing = False
         self._status = status
-        self._log("finished", state=self.fsm_state, status=status)
+        self._log("finished", state=self.current, status=status)
         self._finished.set()
 
     def __repr__(self) -> str:
         return (
             f"<Execution {self.id} {self.procedure}@{self.version} "
-            f"{self.fsm_state} {self._status.value}>"
+            f"{self.current} {self._status.value}>"
         )
+
+
+async def start_execution(
+    compiled: CompiledProcedure, execution_id: str, context: dict[str, Any], *, auto: bool = False
+) -> Execution:
+    """Create an execution and enter its initial configuration (completing at once if that is
+    a terminal state)."""
+    execution = Execution(compiled, execution_id, context, auto=auto)
+    async with execution._fire_lock:
+        execution._enter_initial()
+        await execution._drain()
+    return execution

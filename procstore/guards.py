@@ -8,7 +8,7 @@ Two kinds, both compiled to transitions' ``conditions``/``unless``:
   ``result``), subscripts (``order["total"]``), arithmetic, comparisons, ``and``/``or``/``not``,
   ``x if c else y`` and calls to the pure functions in :data:`FUNCTIONS`. What is not:
   attribute access of any kind (so no dunder walks and no method calls), other calls,
-  comprehensions, lambdas, f-strings, names starting with ``_``, more than
+  comprehensions, lambdas, f-strings, ``%`` string formatting, names starting with ``_``, more than
   :data:`MAX_NODES` syntax nodes or :data:`MAX_LENGTH` characters, and powers whose result
   would exceed :data:`MAX_POWER_BITS` bits.
 - **predicates** registered by the host with ``@store.guard("name")`` and named in a
@@ -22,7 +22,12 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes, NumberTooHigh
+from simpleeval import (
+    DEFAULT_OPERATORS,
+    EvalWithCompoundTypes,
+    FeatureNotAvailable,
+    NumberTooHigh,
+)
 
 #: A host predicate: ``fn(context) -> bool``, sync or async.
 GuardCallable = Callable[[dict[str, Any]], Any]
@@ -82,7 +87,14 @@ def _bounded_power(base: Any, exponent: Any) -> Any:
     return base**exponent
 
 
-_OPERATORS = {**DEFAULT_OPERATORS, ast.Pow: _bounded_power}
+def _numeric_mod(left: Any, right: Any) -> Any:
+    # ``"%999999999d" % 1`` would build a gigabyte string: % is arithmetic only.
+    if isinstance(left, str | bytes):
+        raise FeatureNotAvailable("string formatting with % is not allowed in a guard")
+    return left % right
+
+
+_OPERATORS = {**DEFAULT_OPERATORS, ast.Pow: _bounded_power, ast.Mod: _numeric_mod}
 
 
 def check_expression(source: str) -> ast.Expr:

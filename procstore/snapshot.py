@@ -83,7 +83,9 @@ class ExecutionState(_Frozen):
         id: The execution's id.
         procedure: Name of the procedure it runs.
         version: Version of that procedure.
-        current: The state the execution is in.
+        current: The state the execution is in: the active leaf's dotted path or, while
+            parallel regions are active, the outermost active parallel state's path.
+        active: The dotted paths of every active leaf state, sorted.
         status: running, completed, failed, cancelled or rolled_back.
         context: A copy of the execution's context (the data its actions read and write).
         history: Every record so far, oldest first.
@@ -93,6 +95,7 @@ class ExecutionState(_Frozen):
     procedure: str
     version: str
     current: str
+    active: tuple[str, ...] = ()
     status: Status
     context: dict[str, Any]
     history: tuple[HistoryRecord, ...]

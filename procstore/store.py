@@ -13,7 +13,7 @@ from procstore.actions import ActionCallable, ActionRegistry
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
-from procstore.execution import Execution, json_compatible
+from procstore.execution import Execution, json_compatible, start_execution
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.validation import Document, load_procedure
 
@@ -148,7 +148,6 @@ class ProcedureStore:
         """
         compiled = self._compiled(name, version)
         start_context = json_compatible(dict(context or {}), "the start context")
-        execution = Execution(compiled, uuid.uuid4().hex, start_context, auto=auto)
+        execution = await start_execution(compiled, uuid.uuid4().hex, start_context, auto=auto)
         self._executions[execution.id] = execution
-        execution.begin()
         return execution

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from procstore import paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
 from procstore.errors import InvalidProcedure, Problem
@@ -131,10 +133,49 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
+@dataclass
+class _RawState:
+    """A state as found in the raw document, with where it is."""
+
+    path: str
+    loc: tuple[str | int, ...]
+    data: Mapping[str, Any]
+    kind: str  # "leaf", "compound", "parallel" or "region"
+
+
+_LEAF_ONLY = ("action", "retry", "compensate", "outcome")
+
+
+def _walk(
+    states: Any, prefix: str | None, loc: tuple[str | int, ...], out: list[_RawState]
+) -> None:
+    if not isinstance(states, Mapping):
+        return
+    for name, data in states.items():
+        if not isinstance(name, str) or not isinstance(data, Mapping):
+            continue
+        path, here = paths.join(prefix, name), (*loc, name)
+        if isinstance(data.get("parallel"), Mapping):
+            out.append(_RawState(path, here, data, "parallel"))
+            for region, body in data["parallel"].items():
+                if isinstance(region, str) and isinstance(body, Mapping):
+                    region_path = paths.join(path, region)
+                    region_loc = (*here, "parallel", region)
+                    out.append(_RawState(region_path, region_loc, body, "region"))
+                    _walk(body.get("states"), region_path, (*region_loc, "states"), out)
+        elif "states" in data:
+            out.append(_RawState(path, here, data, "compound"))
+            _walk(data.get("states"), path, (*here, "states"), out)
+        else:
+            out.append(_RawState(path, here, data, "leaf"))
+
+
 def check_references(
     data: Mapping[str, Any], actions: ActionRegistry, guards: GuardRegistry
 ) -> list[Problem]:
-    """The rules a schema cannot express: known targets, reachability, allowed code, guards.
+    """The rules a schema cannot express: where each field may go, initial states, known and
+    unambiguous targets, no transition between parallel regions, reachability, allowed code,
+    guards.
 
     Works on the raw document and skips whatever is malformed (the schema reports that), so
     it can run beside schema validation and report everything in one go.
@@ -142,50 +183,117 @@ def check_references(
     definition = data.get("definition")
     if not isinstance(definition, Mapping) or not isinstance(definition.get("states"), Mapping):
         return []
-    states: Mapping[Any, Any] = definition["states"]
-    initial = definition.get("initial_state")
+    found: list[_RawState] = []
+    _walk(definition["states"], None, ("definition", "states"), found)
+    by_path = {s.path: s for s in found}
     problems: list[Problem] = []
-    base = ("definition", "states")
-    if isinstance(initial, str) and initial not in states:
+    initial = definition.get("initial_state")
+    if isinstance(initial, str) and initial not in definition["states"]:
         problems.append(
             Problem(
                 json_path(("definition", "initial_state")),
-                f"{initial!r} is not among the states ({_names(states)})",
+                f"{initial!r} is not among the states ({_names(definition['states'])})",
             )
         )
-    edges: dict[str, list[str]] = {}
-    for name, state in states.items():
-        if not isinstance(name, str) or not isinstance(state, Mapping):
+    parallels = {
+        s.path: tuple(
+            r.path for r in found if r.kind == "region" and paths.parent_of(r.path) == s.path
+        )
+        for s in found
+        if s.kind == "parallel"
+    }
+    edges: dict[str, list[str]] = {s.path: [] for s in found}
+    for state in found:
+        problems += _structure_problems(state)
+        if state.kind == "region":
             continue
-        edges[name] = []
-        transitions = state.get("transitions", [])
+        transitions = state.data.get("transitions", [])
         for i, transition in enumerate(transitions if isinstance(transitions, list) else []):
-            target = transition.get("target") if isinstance(transition, Mapping) else None
-            loc = (*base, name, "transitions", i)
-            if isinstance(transition, Mapping):
-                problems += _guard_problems(transition, loc, guards)
-            if not isinstance(target, str):
+            if not isinstance(transition, Mapping):
                 continue
-            edges[name].append(target)
-            if target not in states:
+            loc = (*state.loc, "transitions", i)
+            problems += _guard_problems(transition, loc, guards)
+            target = transition.get("target")
+            if not isinstance(target, str) or not target:
+                continue
+            try:
+                resolved = paths.resolve_target(state.path, target, by_path)
+            except ValueError as exc:
+                problems.append(Problem(json_path((*loc, "target")), str(exc)))
+                continue
+            crossed = paths.crossed_region(state.path, resolved, parallels)
+            if crossed is not None:
                 problems.append(
                     Problem(
                         json_path((*loc, "target")),
-                        f"{target!r} is not among the states ({_names(states)})",
+                        f"{resolved!r} is in another region of parallel state {crossed!r}: "
+                        "transitions may not cross regions",
                     )
                 )
+                continue
+            edges[state.path].append(resolved)
         for key in ("action", "compensate"):
-            problems += _function_problems(state.get(key), (*base, name, key), actions)
-    if isinstance(initial, str) and initial in edges:
-        reachable = _reachable(initial, edges)
-        for name in edges:
-            if name not in reachable:
+            problems += _function_problems(state.data.get(key), (*state.loc, key), actions)
+    if isinstance(initial, str) and initial in by_path:
+        reachable = _reachable(initial, edges, by_path)
+        for state in found:
+            if state.path not in reachable:
                 problems.append(
                     Problem(
-                        json_path((*base, name)),
+                        json_path(state.loc),
                         f"state is unreachable from initial state {initial!r}",
                     )
                 )
+    return problems
+
+
+def _structure_problems(state: _RawState) -> list[Problem]:
+    """Where fields may go: actions and their kin on leaves, initial_state on compounds."""
+    data, loc, problems = state.data, state.loc, []
+    if state.kind in ("compound", "parallel"):
+        for key in _LEAF_ONLY:
+            if key in data:
+                problems.append(
+                    Problem(
+                        json_path((*loc, key)),
+                        f"only leaf states have {key}; {state.kind} state {state.path!r} "
+                        "may have transitions and timeout_ms",
+                    )
+                )
+    if state.kind == "parallel" and "states" in data:
+        problems.append(
+            Problem(json_path((*loc, "states")), "a state has either states or parallel, not both")
+        )
+    if state.kind == "parallel" and "initial_state" in data:
+        problems.append(
+            Problem(
+                json_path((*loc, "initial_state")),
+                "a parallel state enters all its regions; it has no initial_state",
+            )
+        )
+    if state.kind == "leaf" and "initial_state" in data:
+        problems.append(
+            Problem(
+                json_path((*loc, "initial_state")),
+                "only a compound state (one with states) has an initial_state",
+            )
+        )
+    if state.kind in ("compound", "region"):
+        children, initial = data.get("states"), data.get("initial_state")
+        if initial is None:
+            problems.append(
+                Problem(
+                    json_path((*loc, "initial_state")),
+                    f"{state.kind} {state.path!r} needs an initial_state naming one of its states",
+                )
+            )
+        elif isinstance(initial, str) and isinstance(children, Mapping) and initial not in children:
+            problems.append(
+                Problem(
+                    json_path((*loc, "initial_state")),
+                    f"{initial!r} is not a child of {state.path!r} ({_names(children)})",
+                )
+            )
     return problems
 
 
@@ -229,14 +337,46 @@ def _guard_problems(
     return problems
 
 
-def _reachable(initial: str, edges: Mapping[str, list[str]]) -> set[str]:
-    seen = {initial}
-    todo = [initial]
+def _reachable(
+    initial: str, edges: Mapping[str, list[str]], states: Mapping[str, _RawState]
+) -> set[str]:
+    """Every state some run can be in: entering a state enters its ancestors and its initial
+    descendants (every region of a parallel state)."""
+    seen: set[str] = set()
+    todo: list[str] = []
+
+    def enter(path: str) -> None:
+        node: str | None = path
+        while node is not None and node not in seen:
+            seen.add(node)
+            todo.append(node)
+            node = paths.parent_of(node)
+        _enter_initial(path)
+
+    def _enter_initial(path: str) -> None:
+        state = states.get(path)
+        if state is None:
+            return
+        if state.kind == "parallel":
+            for region in (s for s in states if paths.parent_of(s) == path):
+                if region not in seen:
+                    seen.add(region)
+                    todo.append(region)
+                _enter_initial(region)
+        elif state.kind in ("compound", "region"):
+            initial = state.data.get("initial_state")
+            if isinstance(initial, str) and paths.join(path, initial) in states:
+                child = paths.join(path, initial)
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+                _enter_initial(child)
+
+    enter(initial)
     while todo:
         for target in edges.get(todo.pop(), []):
-            if target in edges and target not in seen:
-                seen.add(target)
-                todo.append(target)
+            if target not in seen:
+                enter(target)
     return seen
 
 
