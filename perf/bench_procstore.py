@@ -134,11 +134,27 @@ def bench_proc_doc() -> dict[str, Any]:
     }
 
 
-def chain_doc(n: int) -> dict[str, Any]:
+#: The guard every transition of the guarded chain carries, and the context it reads.
+CHAIN_GUARD = "n >= 0"
+CHAIN_GUARD_CONTEXT = {"n": 1}
+#: The retry block every state of the retrying chain carries (nothing fails: bookkeeping only).
+CHAIN_RETRY = {"max_attempts": 3, "interval_ms": 10, "backoff_rate": 2.0}
+
+
+def chain_doc(
+    n: int, *, guard: str | None = None, retry: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The chain s0 -> s1 -> ... -> s{n-1}; optionally a guard on every transition and a retry
+    block on every state with an action."""
+    transition: dict[str, Any] = {"event": "next"}
+    if guard is not None:
+        transition["guard"] = guard
+    extra: dict[str, Any] = {} if retry is None else {"retry": retry}
     states: dict[str, Any] = {
         f"s{i}": {
             "action": {"type": "noop"},
-            "transitions": [{"event": "next", "target": f"s{i + 1}"}],
+            **extra,
+            "transitions": [{**transition, "target": f"s{i + 1}"}],
         }
         for i in range(n - 1)
     }
@@ -187,6 +203,14 @@ class BareModel:
     state: str
     trigger: Callable[..., Awaitable[bool]]
 
+    def __init__(self, context: dict[str, Any] | None = None) -> None:
+        self.context = {} if context is None else context
+
+
+def _n_nonneg(event_data: Any) -> bool:
+    """The bare machine's equivalent of the guard ``n >= 0``: a python condition callable."""
+    return bool(event_data.model.context["n"] >= 0)
+
 
 class SequentialAsyncMachine(AsyncMachine):
     """AsyncMachine awaiting callbacks one after another instead of one asyncio.gather per list.
@@ -206,20 +230,26 @@ class SequentialAsyncMachine(AsyncMachine):
 
 
 def bare_machine(
-    names: list[str], *, actions: int | None = None, cls: type[AsyncMachine] = AsyncMachine
+    names: list[str],
+    *,
+    actions: int | None = None,
+    cls: type[AsyncMachine] = AsyncMachine,
+    condition: Callable[[Any], bool] | None = None,
 ) -> AsyncMachine:
     """One machine per procedure, as procstore compiles them: a `next` chain over `names`.
 
     Every state except the last gets an async on_enter callback (the noop action); `_reset`
-    goes from anywhere back to the first state.
+    goes from anywhere back to the first state. `condition`, if given, guards every `next`.
     """
     last = len(names) - 1 if actions is None else actions
     states = [
         {"name": n, "on_enter": [_noop_cb]} if i < last else {"name": n}
         for i, n in enumerate(names)
     ]
+    guard: dict[str, Any] = {} if condition is None else {"conditions": [condition]}
     trans = [
-        {"trigger": "next", "source": names[i], "dest": names[i + 1]} for i in range(len(names) - 1)
+        {"trigger": "next", "source": names[i], "dest": names[i + 1], **guard}
+        for i in range(len(names) - 1)
     ]
     trans.append({"trigger": "_reset", "source": "*", "dest": names[0]})
     return cls(
@@ -285,20 +315,38 @@ async def bare_send_reset(sz: Sizes) -> tuple[float, float]:
 
 
 class ChainBench:
-    """Per-transition cost: a chain s0 -> s1 -> ... driven by send("next")."""
+    """Per-transition cost: a chain s0 -> s1 -> ... driven by send("next").
 
-    def __init__(self, sz: Sizes) -> None:
+    variant "plain": noop actions only; "guard": every transition carries the expression guard
+    CHAIN_GUARD (the bare machine: an equivalent python condition on every transition);
+    "retry": every state carries CHAIN_RETRY, nothing fails (the bare machine: plain).
+    """
+
+    def __init__(self, sz: Sizes, variant: str = "plain") -> None:
+        if variant not in ("plain", "guard", "retry"):
+            raise ValueError(f"unknown chain variant {variant!r}")
         self.n = sz.chain
+        self.variant = variant
         self.store: Any = None
         self.machine: AsyncMachine | None = None
         self.seq_machine: AsyncMachine | None = None
         self.completed = True
 
+    def _doc(self) -> dict[str, Any]:
+        if self.variant == "guard":
+            return chain_doc(self.n, guard=CHAIN_GUARD)
+        if self.variant == "retry":
+            return chain_doc(self.n, retry=CHAIN_RETRY)
+        return chain_doc(self.n)
+
+    def _context(self) -> dict[str, Any]:
+        return dict(CHAIN_GUARD_CONTEXT) if self.variant == "guard" else {}
+
     async def ps(self, prof: Any = None) -> float:
         if self.store is None:
             self.store = ProcedureStore()
-            await self.store.register(chain_doc(self.n))
-        ex = await self.store.start("chain_proc", "1.0", {})
+            await self.store.register(self._doc())
+        ex = await self.store.start("chain_proc", "1.0", self._context())
         await _drain()
         sends = self.n - 1
         if prof is not None:
@@ -314,7 +362,7 @@ class ChainBench:
         return dt / sends * 1e6  # µs per transition
 
     async def _bare_run(self, machine: AsyncMachine) -> float:
-        model = BareModel()
+        model = BareModel(self._context())
         machine.add_model(model)
         sends = self.n - 1
         t0 = perf_counter()
@@ -328,8 +376,9 @@ class ChainBench:
         """(plain AsyncMachine, AsyncMachine awaiting its callbacks in sequence), µs each."""
         names = [f"s{i}" for i in range(self.n)]
         if self.machine is None or self.seq_machine is None:
-            self.machine = bare_machine(names)
-            self.seq_machine = bare_machine(names, cls=SequentialAsyncMachine)
+            condition = _n_nonneg if self.variant == "guard" else None
+            self.machine = bare_machine(names, condition=condition)
+            self.seq_machine = bare_machine(names, cls=SequentialAsyncMachine, condition=condition)
         return await self._bare_run(self.machine), await self._bare_run(self.seq_machine)
 
 
@@ -674,6 +723,35 @@ async def run_all(sz: Sizes) -> list[Row]:
         )
     )
     del chain
+
+    # 2. per transition with guards / with retry bookkeeping
+    plain = _median(p)  # the plain chain's procstore figure, from the rows above
+    variants = (
+        ("guard", f"guard `{CHAIN_GUARD}`", "bare: a python condition on each transition"),
+        ("retry", "retry block", "no failures: retry bookkeeping only; bare: no retry"),
+    )
+    for variant, what, info in variants:
+        log(f"2. chain of {sz.chain} states, {what} on each")
+        chain = ChainBench(sz, variant)
+        p, b, err = await paired(sz, chain.ps if have else None, chain.bare, sz.chain_repeats)
+        cost = _ratio(_median(p), plain)
+        note = info if cost is None else f"{info}; {cost:.2f}x procstore's plain chain"
+        if not chain.completed:
+            note += "; chain did not end completed"
+        rows.append(
+            make_row(
+                f"per_transition_{variant}",
+                f"2. per transition, {what} on each ({sz.chain}-state chain)",
+                "µs",
+                p,
+                [x[0] for x in b],
+                "ratio <= 2.0",
+                lambda v, r: r is not None and r <= 2.0,
+                note=note,
+                error=err,
+            )
+        )
+        del chain
 
     # 3. full execution
     log(f"3. {sz.full} full executions")

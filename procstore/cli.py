@@ -184,10 +184,12 @@ def format_record(record: HistoryRecord) -> str:
         return f"finished    {record.state}: {_status_text(record.status)}"
     # Any other kind (an event the state had no transition for, ...): show what it carries.
     fields: list[str] = []
-    for name in ("state", "event", "target", "attempt", "message"):
+    for name in ("state", "event", "target", "attempt", "delay_ms", "message"):
         value = getattr(record, name, None)
         if value is not None:
-            fields.append(f"{name}={value}")
+            fields.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
+    if record.result is not None:
+        fields.append(f"result={_value_text(record.result)}")
     if record.error is not None:
         fields.append(f"error={record.error.type}: {record.error.message}")
     if record.status is not None:

@@ -189,7 +189,9 @@ class CompiledProcedure:
 
     Attributes:
         flat: Only leaf states: the flat machine, one active state, no scope guards.
-        initial_entry: The states entered at start, parents before children.
+        entries: For every state, the states entered when it is entered afresh (itself and
+            its initial descendants, parents first).
+        order: Every state's position in the document, for document-order listings.
         top_level: The top-level states' paths, in document order.
     """
 
@@ -197,12 +199,18 @@ class CompiledProcedure:
     machine: SequentialAsyncMachine | SequentialHierarchicalMachine
     states: dict[str, StatePlan]
     flat: bool
-    initial_entry: tuple[str, ...]
+    entries: dict[str, tuple[str, ...]]
+    order: dict[str, int]
     top_level: tuple[str, ...]
 
     @property
     def initial_state(self) -> str:
         return self.procedure.definition.initial_state
+
+    @property
+    def initial_entry(self) -> tuple[str, ...]:
+        """The states entered at start, parents before children."""
+        return self.entries[self.initial_state]
 
     def accepts(self, state: str, event: str) -> bool:
         """Whether ``state`` has a transition of its own on ``event``."""
@@ -371,19 +379,9 @@ def _paths(parent: str, specs: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(paths.join(parent, spec["name"]) for spec in specs)
 
 
-def _initial_entry(definition: Definition, plans: dict[str, StatePlan]) -> tuple[str, ...]:
-    """The states entered at start, parents before children."""
-    entered: list[str] = []
-
-    def enter(path: str, initial_of: dict[str, str]) -> None:
-        entered.append(path)
-        plan = plans[path]
-        if plan.kind == "parallel":
-            for region in plan.children:
-                enter(region, initial_of)
-        elif plan.kind in ("compound", "region"):
-            enter(paths.join(path, initial_of[path]), initial_of)
-
+def _entries(definition: Definition, plans: dict[str, StatePlan]) -> dict[str, tuple[str, ...]]:
+    """For every state, the states entered when it is entered afresh: itself, then its initial
+    descendants (every region of a parallel state), parents before children."""
     initial_of: dict[str, str] = {}
 
     def collect(states: dict[str, StateDef], parent: str | None) -> None:
@@ -398,8 +396,29 @@ def _initial_entry(definition: Definition, plans: dict[str, StatePlan]) -> tuple
                 collect(region.states, region_path)
 
     collect(definition.states, None)
-    enter(definition.initial_state, initial_of)
-    return tuple(entered)
+
+    def entry(path: str) -> tuple[str, ...]:
+        plan = plans[path]
+        if plan.kind == "parallel":
+            return (path, *(p for region in plan.children for p in entry(region)))
+        if plan.kind in ("compound", "region"):
+            return (path, *entry(paths.join(path, initial_of[path])))
+        return (path,)
+
+    return {path: entry(path) for path in plans}
+
+
+def _preorder(plans: dict[str, StatePlan], definition: Definition) -> list[str]:
+    out: list[str] = []
+
+    def visit(path: str) -> None:
+        out.append(path)
+        for child in plans[path].children:
+            visit(child)
+
+    for name in definition.states:
+        visit(name)
+    return out
 
 
 def compile_procedure(
@@ -453,6 +472,7 @@ def compile_procedure(
         machine=machine,
         states=builder.plans,
         flat=flat,
-        initial_entry=_initial_entry(definition, builder.plans),
+        entries=_entries(definition, builder.plans),
+        order={path: i for i, path in enumerate(_preorder(builder.plans, definition))},
         top_level=tuple(definition.states),
     )

@@ -108,6 +108,8 @@ class Execution:
         self._entries = 0
         self._transitions = 0  # transitions fired so far
         self._results: dict[str, Any] = {}  # each leaf's last action result (guards' `result`)
+        self._errors: dict[str, dict[str, str]] = {}  # each leaf's last action error (`error`)
+        self._attempts: dict[str, int] = {}  # the attempt running now, by leaf
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
         self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
         self._origin: str | None = None  # the state an event being fired comes from
@@ -147,9 +149,9 @@ class Execution:
         raise AssertionError("an execution is always in some state")
 
     @property
-    def active(self) -> tuple[str, ...]:
+    def active(self) -> list[str]:
         """The paths of every active leaf state, sorted."""
-        return tuple(sorted(self._active_leaves()))
+        return sorted(self._active_leaves())
 
     @property
     def state(self) -> ExecutionState:
@@ -264,6 +266,7 @@ class Execution:
             self._completed.clear()
             self._pending.clear()
             self._results.clear()
+            self._errors.clear()
             self._done_leaves.clear()
             self._internal.clear()
             self._active.clear()
@@ -339,6 +342,7 @@ class Execution:
             )
         if plan.kind == "leaf":
             self._results.pop(path, None)
+            self._errors.pop(path, None)
             if plan.action is not None:
                 self._start_step(path, self._run_step, plan)
             elif plan.terminal:
@@ -351,7 +355,7 @@ class Execution:
             timer.cancel()
         step = self._steps.pop(path, None)
         if step is not None and step is not asyncio.current_task():
-            step.cancel()  # leaving a state cancels what runs in it
+            self._interrupt(path, step)  # leaving a state cancels what runs in it
         self._pending.pop(path, None)
         self._done_leaves.discard(path)
 
@@ -370,8 +374,11 @@ class Execution:
             argument: Any = self._context
         else:
             leaf = guard.source if self._plans[guard.source].kind == "leaf" else self._origin
-            result = self._results.get(leaf) if leaf is not None else None
-            argument = ChainMap({"result": result}, self._context)
+            names = {
+                "result": self._results.get(leaf) if leaf is not None else None,
+                "error": self._errors.get(leaf) if leaf is not None else None,
+            }
+            argument = ChainMap(names, self._context)
         try:
             value = guard.check(argument)
         except Exception as exc:  # a guard that raises blocks its transition
@@ -400,6 +407,28 @@ class Execution:
             node = None if self._compiled.flat else paths.parent_of(node)
         return False
 
+    def _fill_regions(self) -> None:
+        """Enter the initial states of regions a transition left out.
+
+        A transition into one region of a parallel state (``checks.fraud.end``) enters only
+        that region in transitions' HierarchicalMachine; in a statechart the parallel state is
+        in every region at once, so the others start at their initial states.
+        """
+        missing = [
+            region
+            for parallel in self._active
+            if self._plans[parallel].kind == "parallel"
+            for region in self._plans[parallel].children
+            if region not in self._active
+        ]
+        if not missing:
+            return
+        for region in sorted(missing, key=self._compiled.order.__getitem__):
+            for path in self._compiled.entries[region]:
+                self.on_state_entered(path, None)
+        leaves = sorted(self._active_leaves(), key=self._compiled.order.__getitem__)
+        self.fsm_state = leaves[0] if len(leaves) == 1 else leaves
+
     def _enter_initial(self) -> None:
         """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
         entry = self._compiled.initial_entry
@@ -427,17 +456,26 @@ class Execution:
             if self._steps.get(key) is asyncio.current_task():
                 del self._steps[key]
 
+    def _interrupt(self, key: str, step: asyncio.Task[None]) -> None:
+        """Cancel ``step``; an attempt it was running is recorded as interrupted now, so the
+        history says so before whatever follows (a transition, the end)."""
+        step.cancel()
+        attempt = self._attempts.pop(key, None)
+        if attempt is not None:
+            error = {"type": "Cancelled", "message": "the attempt was interrupted"}
+            self._log("action", state=key, attempt=attempt, error=error)
+
     def _halt(self) -> list[asyncio.Task[None]]:
         """Stop every timer and cancel every step but the caller; return the steps to wait for."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         current = asyncio.current_task()
-        stopped = [s for s in self._steps.values() if s is not current and not s.done()]
-        for step in stopped:
-            step.cancel()
+        stopped = [(k, s) for k, s in self._steps.items() if s is not current and not s.done()]
+        for key, step in stopped:
+            self._interrupt(key, step)
         self._steps = {k: s for k, s in self._steps.items() if s is current}
-        return stopped
+        return [step for _, step in stopped]
 
     async def _wait_for(self, steps: list[asyncio.Task[None]]) -> None:
         """Wait for ``steps`` to end without cancelling them if the waiter gives up."""
@@ -475,9 +513,12 @@ class Execution:
         assert action is not None
         attempt = 1
         while True:
+            self._attempts[plan.path] = attempt
             try:
                 outcome, value = await self._invoke(action, plan.path)
             except Exception as exc:  # an action's failure is data: the `error` event
+                del self._attempts[plan.path]
+                self._errors[plan.path] = _error(exc)
                 self._log("action", state=plan.path, attempt=attempt, error=_error(exc))
                 policy = plan.retry
                 if policy is None or attempt >= policy.max_attempts:
@@ -489,6 +530,7 @@ class Execution:
                 self._log("retry", state=plan.path, attempt=attempt, delay_ms=delay_ms)
                 await asyncio.sleep(delay_ms / 1000)
                 continue
+            del self._attempts[plan.path]
             self._results[plan.path] = value
             self._log("action", state=plan.path, attempt=attempt, result=value)
             if plan.compensate is not None:
@@ -501,6 +543,7 @@ class Execution:
         if action.timeout_s is None:
             value = await action.invoke(self._context)
         else:
+            began = time.monotonic()
             try:
                 async with asyncio.timeout(action.timeout_s) as scope:
                     value = await action.invoke(self._context)
@@ -508,6 +551,9 @@ class Execution:
                 if not scope.expired():
                     raise  # the action's own TimeoutError, not our bound
                 raise Timeout(f"attempt took longer than {action.timeout_s * 1000:g} ms") from None
+            if time.monotonic() - began > action.timeout_s:
+                # A synchronous action cannot be interrupted; it still broke its bound.
+                raise Timeout(f"attempt took longer than {action.timeout_s * 1000:g} ms")
         outcome = SUCCESS
         if isinstance(value, Event):
             outcome = value = value.name
@@ -539,6 +585,8 @@ class Execution:
         # Counted rather than taken from the trigger's return value: with parallel regions,
         # transitions returns the result of the *last* region tried, not whether any fired.
         fired = self._transitions > before
+        if fired and not self._compiled.flat:
+            self._fill_regions()
         if not fired:
             self._log("blocked", state=origin or self.current, event=event)
         return fired
@@ -603,13 +651,11 @@ class Execution:
             return
         self._timers.pop(path, None)
         current = asyncio.current_task()
-        interrupted = [
-            step
-            for key, step in self._steps.items()
-            if key and paths.is_within(key, path) and step is not current
-        ]
-        for step in interrupted:
-            step.cancel()
+        interrupted = []
+        for key, step in list(self._steps.items()):
+            if key and paths.is_within(key, path) and step is not current:
+                self._interrupt(key, step)
+                interrupted.append(step)
         self._steps = {k: s for k, s in self._steps.items() if s not in interrupted}
         self._start_step(path, self._expire, path, visit, interrupted)
 

@@ -5,7 +5,9 @@ Two kinds, both compiled to transitions' ``conditions``/``unless``:
 - **expressions** (``"guard": "amount < 1000"``), written in the definition — so possibly by an
   untrusted agent. They are checked when the procedure is registered and evaluated by
   simpleeval, never by ``eval``. What is allowed: literals, names of context keys (and
-  ``result``), subscripts (``order["total"]``), arithmetic, comparisons, ``and``/``or``/``not``,
+  ``result`` and ``error``: the state's last action result, and its last error as
+  ``{"type": ..., "message": ...}``, both ``None`` when there is none), subscripts
+  (``order["total"]``), arithmetic, comparisons, ``and``/``or``/``not``,
   ``x if c else y`` and calls to the pure functions in :data:`FUNCTIONS`. What is not:
   attribute access of any kind (so no dunder walks and no method calls), other calls,
   comprehensions, lambdas, f-strings, ``%`` string formatting, names starting with ``_``, more than

@@ -95,7 +95,7 @@ class ExecutionState(_Frozen):
     procedure: str
     version: str
     current: str
-    active: tuple[str, ...] = ()
+    active: list[str] = []
     status: Status
     context: dict[str, Any]
     history: tuple[HistoryRecord, ...]

@@ -33,6 +33,15 @@ class Run:
     path: list[str]  # every state entered, in order
     status: Status
     context_subset: dict[str, Any] = field(default_factory=dict)
+    # The states whose actions were compensated, in the order the compensations ran (None: not
+    # checked; [] for none at all).
+    compensated: list[str] | None = None
+    # Action attempts recorded per state (only the states named are checked).
+    attempts: dict[str, int] = field(default_factory=dict)
+    # delay_ms of every "retry" record, in order (None: not checked).
+    retry_delays: list[float] | None = None
+    # History record kinds that must occur at least once.
+    kinds: tuple[str, ...] = ()
 
     @property
     def final(self) -> str:
@@ -44,6 +53,9 @@ class Example:
     allowed_modules: list[str]
     runs: list[Run]
 
+
+TRIP = ["reserve_flight", "reserve_hotel", "reserve_car"]
+IMPORT = ["fetch", "transform", "load", "done"]
 
 EXPECTED: dict[str, Example] = {
     "deploy_workflow.json": Example(
@@ -68,6 +80,120 @@ EXPECTED: dict[str, Example] = {
                 ["validate", "build", "deploy", "rollback", "failed"],
                 Status("failed"),
             ),
+        ],
+    ),
+    "book_trip.json": Example(
+        allowed_modules=["book_trip_actions"],
+        runs=[
+            Run(
+                {"destination": "Lisbon", "nights": 3},
+                [*TRIP, "confirmed"],
+                Status("completed"),
+                {
+                    "booked": ["flight", "hotel", "car"],
+                    "itinerary": {"flight": "FL-LIS-1", "hotel": "HO-LIS-1", "car": "CA-LIS-1"},
+                },
+                compensated=[],
+            ),
+            # The car is sold out (not retried): the hotel, then the flight are cancelled.
+            Run(
+                {"destination": "Lisbon", "fail_at": "car"},
+                [*TRIP, "not_booked"],
+                Status("rolled_back"),
+                {"booked": ["flight", "hotel"], "cancelled": ["hotel", "flight"]},
+                compensated=["reserve_hotel", "reserve_flight"],
+                attempts={"reserve_car": 1},
+                kinds=("rollback",),
+            ),
+            Run(
+                {"fail_at": "hotel"},
+                ["reserve_flight", "reserve_hotel", "not_booked"],
+                Status("rolled_back"),
+                {"booked": ["flight"], "cancelled": ["flight"]},
+                compensated=["reserve_flight"],
+            ),
+            # Nothing was booked, so nothing to undo: failed, not rolled_back.
+            Run(
+                {"fail_at": "flight"},
+                ["reserve_flight", "not_booked"],
+                Status("failed"),
+                compensated=[],
+            ),
+            # A cancellation fails: the others still run, and the execution ends failed.
+            Run(
+                {"fail_at": "car", "fail_cancel": "hotel"},
+                [*TRIP, "not_booked"],
+                Status("failed"),
+                {"cancelled": ["flight"]},
+                compensated=["reserve_hotel", "reserve_flight"],
+            ),
+            # A dropped connection is retried: the trip is still booked.
+            Run(
+                {"flaky_at": "hotel"},
+                [*TRIP, "confirmed"],
+                Status("completed"),
+                {"booked": ["flight", "hotel", "car"]},
+                compensated=[],
+                attempts={"reserve_flight": 1, "reserve_hotel": 2, "reserve_car": 1},
+                retry_delays=[10.0],
+            ),
+        ],
+    ),
+    "data_import.json": Example(
+        allowed_modules=["data_import_actions"],
+        runs=[
+            Run(
+                {"source": "customers"},
+                IMPORT,
+                Status("completed"),
+                {"fetch_attempts": 1, "rows": 2, "rejected": 1, "loaded": 2},
+                retry_delays=[],
+            ),
+            # Three dropped connections, retried after 10, 20 and 30 ms (backoff, capped).
+            Run(
+                {"fail_times": 3},
+                IMPORT,
+                Status("completed"),
+                {"fetch_attempts": 4, "loaded": 2},
+                attempts={"fetch": 4},
+                retry_delays=[10.0, 20.0, 30.0],
+            ),
+            # The retries run out: the error transition.
+            Run(
+                {"fail_times": 4},
+                ["fetch", "failed"],
+                Status("failed"),
+                {"fetch_attempts": 4},
+                attempts={"fetch": 4},
+                retry_delays=[10.0, 20.0, 30.0],
+            ),
+            # An attempt that hangs is cut by the action's timeout_ms and retried.
+            Run(
+                {"hang_times": 1},
+                IMPORT,
+                Status("completed"),
+                {"fetch_attempts": 2, "loaded": 2},
+                attempts={"fetch": 2},
+                retry_delays=[10.0],
+            ),
+            # Every attempt hangs: the state's timeout_ms runs out before the retries do.
+            Run(
+                {"hang_times": 99},
+                ["fetch", "timed_out"],
+                Status("failed"),
+                kinds=("timeout",),
+            ),
+            # The guard `rows > 0` blocks load; the next success transition goes to empty.
+            Run(
+                {"source": "empty"},
+                ["fetch", "transform", "empty"],
+                Status("completed"),
+                {"rows": 0},
+                kinds=("log",),
+            ),
+            Run({"source": "invalid"}, ["fetch", "transform", "empty"], Status("completed")),
+            # Not a retryable error: no retry.
+            Run({"source": "nowhere"}, ["fetch", "failed"], Status("failed"), retry_delays=[]),
         ],
     ),
 }
@@ -131,6 +257,15 @@ async def test_example_runs_to_its_expected_end(
     assert [r.state for r in final.history if r.kind == "entered"] == run.path
     for key, value in run.context_subset.items():
         assert final.context.get(key) == value, key
+    history = final.history
+    if run.compensated is not None:
+        assert [r.state for r in history if r.kind == "compensation"] == run.compensated
+    for state, count in run.attempts.items():
+        assert sum(r.kind == "action" and r.state == state for r in history) == count, state
+    if run.retry_delays is not None:
+        assert [r.delay_ms for r in history if r.kind == "retry"] == run.retry_delays
+    for kind in run.kinds:
+        assert any(r.kind == kind for r in history), f"no {kind!r} record"
     # The start context is kept, not replaced.
     for key, value in run.context.items():
         assert final.context[key] == value

@@ -1,0 +1,230 @@
+"""SPEC-007's correctness table, one scenario per test.
+
+| scenario                  | what is checked here                                          |
+|---------------------------|---------------------------------------------------------------|
+| happy path                | every state entered and completed, status completed           |
+| error in the middle       | the failing state takes its `error` transition                |
+| retry with backoff        | delays from the history's "retry" records and measured time   |
+| guard conditions          | transitions blocked when their guards fail                    |
+| timeout handling          | a state times out gracefully to its `timeout` transition      |
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from procstore import ProcedureStore, Status
+from tests.conftest import SPEC_MODULE, index_of, make_doc, records, wait_until, within
+
+
+def _spec(name: str) -> dict[str, Any]:
+    return {"type": "function", "module": SPEC_MODULE, "function": name}
+
+
+def _fn(name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "function", "function": name, **extra}
+
+
+def _t(target: str, event: str = "success", **extra: Any) -> dict[str, Any]:
+    return {"event": event, "target": target, **extra}
+
+
+def _pipeline(middle: dict[str, Any]) -> dict[str, Any]:
+    """validate -> build (``middle``) -> deploy -> done, errors -> failed."""
+    return make_doc(
+        {
+            "validate": {
+                "action": _spec("validate"),
+                "transitions": [_t("build"), _t("failed", "error")],
+            },
+            "build": {**middle, "transitions": [_t("deploy"), _t("failed", "error")]},
+            "deploy": {
+                "action": _spec("deploy"),
+                "transitions": [_t("done"), _t("failed", "error")],
+            },
+            "done": {},
+            "failed": {"outcome": "failure"},
+        },
+        "validate",
+    )
+
+
+async def test_happy_path_every_state_completes(store: ProcedureStore) -> None:
+    await store.register(_pipeline({"action": _spec("build")}))
+    ex = await within(store.start("p", "1.0", {"env": "staging"}))
+    final = await within(ex.run_to_completion(timeout=2.0))
+
+    assert final.status == Status.COMPLETED
+    assert final.current == "done"
+    entered = [r.state for r in records(final.history, "entered")]
+    assert entered == ["validate", "build", "deploy", "done"]
+    results = {r.state: r.result for r in records(final.history, "action")}
+    assert results == {"validate": "validated", "build": "built", "deploy": "deployed"}
+    assert all(r.error is None for r in records(final.history, "action"))
+    assert records(final.history, "retry") == []
+    assert records(final.history, "timeout") == []
+    assert records(final.history, "blocked") == []
+
+
+async def test_error_in_the_middle_takes_the_error_transition(store: ProcedureStore) -> None:
+    def build(context: dict[str, Any]) -> None:
+        raise RuntimeError("compiler crashed")
+
+    store.register_action("build", build)
+    await store.register(_pipeline({"action": _fn("build")}))
+    ex = await within(store.start("p", "1.0", {"env": "prod"}))
+    final = await within(ex.run_to_completion(timeout=2.0))
+
+    assert final.current == "failed"
+    assert final.status == Status.FAILED
+    attempt = records(final.history, "action", state="build")
+    assert len(attempt) == 1
+    assert attempt[0].error is not None
+    assert attempt[0].error.type == "RuntimeError"
+    assert attempt[0].error.message == "compiler crashed"
+    assert records(final.history, "transition", event="error", state="build", target="failed")
+    assert records(final.history, "entered", state="deploy") == []
+    assert index_of(final.history, "action", state="build") < index_of(
+        final.history, "entered", state="failed"
+    )
+
+
+async def test_retry_on_failure_with_configurable_backoff(store: ProcedureStore) -> None:
+    attempts: list[float] = []
+
+    def build(context: dict[str, Any]) -> str:
+        attempts.append(time.perf_counter())
+        if len(attempts) < 3:
+            raise ConnectionError("registry unavailable")
+        return "built"
+
+    store.register_action("build", build)
+    await store.register(
+        _pipeline(
+            {
+                "action": _fn("build"),
+                "retry": {"max_attempts": 3, "interval_ms": 20, "backoff_rate": 2},
+            }
+        )
+    )
+    ex = await within(store.start("p", "1.0", {"env": "staging"}))
+    began = time.perf_counter()
+    final = await within(ex.run_to_completion(timeout=2.0))
+    elapsed = time.perf_counter() - began
+
+    assert final.status == Status.COMPLETED
+    assert final.current == "done"
+    retries = records(final.history, "retry", state="build")
+    assert [(r.attempt, r.delay_ms) for r in retries] == [(2, 20), (3, 40)]
+    build_attempts = records(final.history, "action", state="build")
+    assert [r.attempt for r in build_attempts] == [1, 2, 3]
+    assert [r.error is not None for r in build_attempts] == [True, True, False]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.018, gaps
+    assert gaps[1] >= 0.038, gaps
+    assert 0.058 <= elapsed < 1.0
+
+
+@pytest.mark.parametrize(("env", "expected"), [("staging", "deploy_staging"), ("prod", "approval")])
+async def test_guard_conditions_block_transitions_when_they_fail(
+    store: ProcedureStore, env: str, expected: str
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "validate": {
+                    "action": _spec("validate"),
+                    "transitions": [
+                        _t("deploy_staging", guard='env == "staging"'),
+                        _t("approval", guard='env == "prod"'),
+                    ],
+                },
+                "deploy_staging": {},
+                "approval": {},
+            },
+            "validate",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {"env": env}))
+    assert await within(ex.send("success")) is True
+    assert ex.state.current == expected
+    other = {"deploy_staging", "approval"} - {expected}
+    assert records(ex.state.history, "entered", state=other.pop()) == []
+
+
+async def test_guard_conditions_all_failing_block_the_event(store: ProcedureStore) -> None:
+    await store.register(
+        make_doc(
+            {
+                "validate": {
+                    "action": _spec("validate"),
+                    "transitions": [_t("deploy", guard="approved")],
+                },
+                "deploy": {},
+            },
+            "validate",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {"env": "prod", "approved": False}))
+
+    assert await within(ex.send("success")) is False
+    assert ex.state.current == "validate"
+    assert ex.state.status == Status.RUNNING
+    assert records(ex.state.history, "blocked", state="validate", event="success")
+    with pytest.raises(TimeoutError):
+        await ex.run_to_completion(timeout=0.05)
+    assert ex.state.current == "validate"
+
+
+async def test_timeout_handling_states_time_out_gracefully(store: ProcedureStore) -> None:
+    await store.register(
+        make_doc(
+            {
+                "deploy": {
+                    "action": {"type": "sleep", "ms": 5_000},
+                    "timeout_ms": 30,
+                    "transitions": [_t("done"), _t("timed_out", "timeout")],
+                },
+                "done": {},
+                "timed_out": {},
+            },
+            "deploy",
+        )
+    )
+    began = time.perf_counter()
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion(timeout=2.0))
+    elapsed = time.perf_counter() - began
+
+    assert final.current == "timed_out"
+    assert final.status == Status.COMPLETED
+    assert 0.025 <= elapsed < 0.5
+    assert records(final.history, "timeout", state="deploy")
+    assert records(final.history, "transition", event="timeout", state="deploy")
+
+
+async def test_timeout_handling_of_a_waiting_state_without_a_driver(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "await_approval": {
+                    "timeout_ms": 30,
+                    "transitions": [_t("deploy", "approve"), _t("expired", "timeout")],
+                },
+                "deploy": {},
+                "expired": {"outcome": "failure"},
+            },
+            "await_approval",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await wait_until(lambda: ex.status != Status.RUNNING, timeout=1.0)
+
+    assert ex.state.current == "expired"
+    assert ex.state.status == Status.FAILED
