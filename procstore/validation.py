@@ -340,42 +340,47 @@ def _guard_problems(
 def _reachable(
     initial: str, edges: Mapping[str, list[str]], states: Mapping[str, _RawState]
 ) -> set[str]:
-    """Every state some run can be in: entering a state enters its ancestors and its initial
-    descendants (every region of a parallel state)."""
+    """Every state some run can be in. Entering a state enters its ancestors, its initial
+    descendants (every region of a parallel state), and the initial states of the other
+    regions of every parallel ancestor."""
     seen: set[str] = set()
     todo: list[str] = []
 
-    def enter(path: str) -> None:
-        node: str | None = path
-        while node is not None and node not in seen:
-            seen.add(node)
-            todo.append(node)
-            node = paths.parent_of(node)
-        _enter_initial(path)
+    def add(path: str) -> None:
+        if path not in seen:
+            seen.add(path)
+            todo.append(path)
 
-    def _enter_initial(path: str) -> None:
+    def enter_fresh(path: str) -> None:
         state = states.get(path)
         if state is None:
             return
+        add(path)
         if state.kind == "parallel":
             for region in (s for s in states if paths.parent_of(s) == path):
-                if region not in seen:
-                    seen.add(region)
-                    todo.append(region)
-                _enter_initial(region)
+                enter_fresh(region)
         elif state.kind in ("compound", "region"):
             initial = state.data.get("initial_state")
-            if isinstance(initial, str) and paths.join(path, initial) in states:
-                child = paths.join(path, initial)
-                if child not in seen:
-                    seen.add(child)
-                    todo.append(child)
-                _enter_initial(child)
+            if isinstance(initial, str):
+                enter_fresh(paths.join(path, initial))
 
+    def enter(target: str) -> None:
+        enter_fresh(target)
+        below, node = target, paths.parent_of(target)
+        while node is not None:
+            add(node)
+            if node in states and states[node].kind == "parallel":
+                for region in (s for s in states if paths.parent_of(s) == node):
+                    if region != below:
+                        enter_fresh(region)
+            below, node = node, paths.parent_of(node)
+
+    entered = {initial}
     enter(initial)
     while todo:
         for target in edges.get(todo.pop(), []):
-            if target not in seen:
+            if target not in entered:
+                entered.add(target)
                 enter(target)
     return seen
 

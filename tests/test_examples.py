@@ -56,6 +56,9 @@ class Example:
 
 TRIP = ["reserve_flight", "reserve_hotel", "reserve_car"]
 IMPORT = ["fetch", "transform", "load", "done"]
+CHECKS = ["checks", "checks.credit.run", "checks.fraud.run"]
+CHECKS_PASSED = [*CHECKS, "checks.credit.ok", "checks.fraud.ok", "approved"]
+FULFILMENT = ["fulfilment", "fulfilment.picking", "fulfilment.packing", "fulfilment.packed"]
 
 EXPECTED: dict[str, Example] = {
     "deploy_workflow.json": Example(
@@ -194,6 +197,52 @@ EXPECTED: dict[str, Example] = {
             Run({"source": "invalid"}, ["fetch", "transform", "empty"], Status("completed")),
             # Not a retryable error: no retry.
             Run({"source": "nowhere"}, ["fetch", "failed"], Status("failed"), retry_delays=[]),
+        ],
+    ),
+    "order_fulfilment.json": Example(
+        allowed_modules=["order_fulfilment_actions"],
+        runs=[
+            # Both checks pass (credit first: it answers sooner), done -> approved; the
+            # fulfilment phase completes (done) -> shipped.
+            Run(
+                {"order_id": "A-1001", "total": 120},
+                [*CHECKS_PASSED, *FULFILMENT, "shipped"],
+                Status("completed"),
+                {
+                    "credit_hold": 120,
+                    "picked": ["book", "lamp"],
+                    "parcel": "parcel-A-1001",
+                    "tracking": "TRK-A-1001",
+                },
+                compensated=[],
+            ),
+            # The fraud check fails after the credit check passed: the parallel state's error
+            # -> rejected (a failure); the credit hold is released.
+            Run(
+                {"order_id": "A-1002", "fraud_flag": True},
+                [*CHECKS, "checks.credit.ok", "rejected"],
+                Status("rolled_back"),
+                {"credit_hold": 0},
+                compensated=["checks.credit.run"],
+                kinds=("rollback",),
+            ),
+            # The credit check refuses while the fraud check runs: that one is cancelled;
+            # no hold was placed, so nothing to undo.
+            Run(
+                {"total": 5000},
+                [*CHECKS, "rejected"],
+                Status("failed"),
+                compensated=[],
+                attempts={"checks.credit.run": 1},
+            ),
+            # Picking answers Event("cancel"): fulfilment's cancel transition -> cancelled.
+            Run(
+                {"out_of_stock": True},
+                [*CHECKS_PASSED, "fulfilment", "fulfilment.picking", "cancelled"],
+                Status("rolled_back"),
+                {"credit_hold": 0},
+                compensated=["checks.credit.run"],
+            ),
         ],
     ),
 }

@@ -1,0 +1,496 @@
+"""Issue 4 — completion events: ``done`` when a compound state's child or every region of a
+parallel state reaches a terminal state, ``error`` from a failure terminal or a region's
+unhandled error, and how completion ends an execution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from procstore import ProcedureStore, Status
+from tests.conftest import Gate, make_doc, records, wait_until, within
+
+
+def _fn(name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "function", "function": name, **extra}
+
+
+def _t(target: str, event: str = "success") -> dict[str, Any]:
+    return {"event": event, "target": target}
+
+
+def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
+    return {"initial_state": initial, "states": states}
+
+
+def _transitions(history: Any, event: str) -> list[tuple[str | None, str | None]]:
+    return [(r.state, r.target) for r in history if r.kind == "transition" and r.event == event]
+
+
+def _gated_region(store: ProcedureStore, name: str, gate: Gate) -> dict[str, Any]:
+    """A region: ``run`` (waits on ``gate``) -> ``ok`` (terminal) on success."""
+    store.register_action(name, gate.action)
+    return _region("run", {"run": {"action": _fn(name), "transitions": [_t("ok")]}, "ok": {}})
+
+
+# --- done ----------------------------------------------------------------------------------------
+
+
+async def test_a_compound_gets_done_when_its_child_reaches_a_terminal_state(
+    store: ProcedureStore,
+) -> None:
+    """Not driven, and ``done`` is never sent: it fires by itself."""
+    await store.register(
+        make_doc(
+            {
+                "fulfilment": {
+                    "initial_state": "picking",
+                    "states": {"picking": {"transitions": [_t("packed", "next")]}, "packed": {}},
+                    "transitions": [_t("shipping", "done")],
+                },
+                "shipping": {"transitions": [_t("fulfilment", "again")]},
+            },
+            "fulfilment",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await within(ex.send("next"))
+
+    assert ex.state.current == "shipping"
+    assert ex.state.status is Status.RUNNING
+    assert _transitions(ex.state.history, "done") == [("fulfilment", "shipping")]
+
+
+async def test_done_fires_after_a_terminal_childs_action_without_a_driver(
+    store: ProcedureStore,
+) -> None:
+    """The compound's only child is terminal with an action: nothing is sent, nothing drives."""
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "work",
+                    "states": {"work": {"action": {"type": "sleep", "ms": 5}}},
+                    "transitions": [_t("after", "done")],
+                },
+                "after": {"transitions": [_t("phase", "again")]},
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    assert ex.state.current == "phase.work"
+
+    await wait_until(lambda: ex.current == "after")
+    history = ex.state.history
+    assert _transitions(history, "done") == [("phase", "after")]
+    [action] = records(history, "action", state="phase.work")
+    assert action.error is None
+
+
+async def test_a_parallel_state_gets_done_only_when_every_region_is_terminal(
+    store: ProcedureStore,
+) -> None:
+    credit, fraud = Gate(), Gate()
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _gated_region(store, "credit", credit),
+                        "fraud": _gated_region(store, "fraud", fraud),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}, auto=True))
+    await within(credit.started.wait())
+    await within(fraud.started.wait())
+
+    credit.release.set()
+    await wait_until(lambda: "checks.credit.ok" in ex.active)
+    assert ex.state.current == "checks"
+    assert not _transitions(ex.state.history, "done")
+
+    fraud.release.set()
+    final = await within(ex.run_to_completion())
+    assert final.current == "approved"
+    assert final.status is Status.COMPLETED
+    assert _transitions(final.history, "done") == [("checks", "approved")]
+
+
+async def test_a_parallel_state_gets_done_without_a_driver(store: ProcedureStore) -> None:
+    """Each region's initial state is terminal (with an action): nothing is sent or driven."""
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region("run", {"run": {"action": {"type": "noop"}}}),
+                        "fraud": _region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {"transitions": [_t("checks", "again")]},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await wait_until(lambda: ex.current == "approved")
+    assert ex.state.status is Status.RUNNING
+    assert _transitions(ex.state.history, "done") == [("checks", "approved")]
+
+
+def _three_levels(own_done: bool) -> dict[str, Any]:
+    """l1 > l2 > l3 > work -> fin (terminal). ``own_done``: l3 and l2 each have a ``done``
+    transition to a terminal sibling; otherwise they have no transitions at all."""
+    l3: dict[str, Any] = {
+        "initial_state": "work",
+        "states": {"work": {"transitions": [_t("fin", "finish")]}, "fin": {}},
+    }
+    l2: dict[str, Any] = {"initial_state": "l3", "states": {"l3": l3}}
+    l1: dict[str, Any] = {
+        "initial_state": "l2",
+        "states": {"l2": l2},
+        "transitions": [_t("after", "done")],
+    }
+    if own_done:
+        l3["transitions"] = [_t("l3_done", "done")]
+        l2["states"]["l3_done"] = {}
+        l2["transitions"] = [_t("l2_done", "done")]
+        l1["states"]["l2_done"] = {}
+    return make_doc({"l1": l1, "after": {"transitions": [_t("l1", "again")]}}, "l1")
+
+
+async def test_done_propagates_through_three_levels_of_terminal_compound_states(
+    store: ProcedureStore,
+) -> None:
+    """l3 and l2 have no transitions: each is terminal in its parent, so completing l3
+    completes l2, which gives l1 its ``done``."""
+    await store.register(_three_levels(own_done=False))
+    ex = await within(store.start("p", "1.0", {}))
+    assert ex.state.current == "l1.l2.l3.work"
+
+    await within(ex.send("finish"))
+
+    assert ex.state.current == "after"
+    assert ex.state.status is Status.RUNNING
+    assert _transitions(ex.state.history, "done") == [("l1", "after")]
+
+
+async def test_done_propagates_through_three_levels_each_with_its_own_done_transition(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_three_levels(own_done=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("finish"))
+
+    assert ex.state.current == "after"
+    assert _transitions(ex.state.history, "done") == [
+        ("l1.l2.l3", "l1.l2.l3_done"),
+        ("l1.l2", "l1.l2_done"),
+        ("l1", "after"),
+    ]
+    entered = [r.state for r in ex.state.history if r.kind == "entered"]
+    assert entered[-3:] == ["l1.l2.l3_done", "l1.l2_done", "after"]
+
+
+async def test_a_compound_with_a_non_terminal_child_does_not_get_done(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "a",
+                    "states": {"a": {"transitions": [_t("b", "next")]}, "b": {}},
+                    "transitions": [_t("after", "done")],
+                },
+                "after": {},
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert ex.state.current == "phase.a"
+    assert not _transitions(ex.state.history, "done")
+
+
+# --- error ---------------------------------------------------------------------------------------
+
+
+async def test_a_failure_terminal_leaf_gives_its_compound_error_instead_of_done(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "fulfilment": {
+                    "initial_state": "picking",
+                    "states": {
+                        "picking": {"transitions": [_t("lost", "lose"), _t("packed", "next")]},
+                        "lost": {"outcome": "failure"},
+                        "packed": {},
+                    },
+                    "transitions": [_t("shipping", "done"), _t("rejected", "error")],
+                },
+                "shipping": {},
+                "rejected": {},
+            },
+            "fulfilment",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("lose"))
+
+    assert ex.state.current == "rejected"
+    assert _transitions(ex.state.history, "error") == [("fulfilment", "rejected")]
+    assert not _transitions(ex.state.history, "done")
+
+
+async def test_a_failure_terminal_leaf_in_a_region_gives_the_parallel_state_error(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region(
+                            "run",
+                            {
+                                "run": {"transitions": [_t("ok", "pass"), _t("bad", "deny")]},
+                                "ok": {},
+                                "bad": {"outcome": "failure"},
+                            },
+                        ),
+                        "fraud": _region(
+                            "run", {"run": {"transitions": [_t("ok", "pass")]}, "ok": {}}
+                        ),
+                    },
+                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                },
+                "approved": {},
+                "rejected": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("deny"))
+
+    assert ex.state.current == "rejected"
+    assert _transitions(ex.state.history, "error") == [("checks", "rejected")]
+
+
+async def test_a_regions_unhandled_error_becomes_the_parallel_states_error(
+    store: ProcedureStore,
+) -> None:
+    fraud = Gate()
+    store.register_action("fraud", fraud.action)
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": {"type": "fail", "message": "no credit"},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                        "fraud": _region(
+                            "run",
+                            {"run": {"action": _fn("fraud"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                    },
+                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                },
+                "approved": {},
+                "rejected": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.current == "rejected"
+    assert final.status is Status.COMPLETED
+    assert _transitions(final.history, "error") == [("checks", "rejected")]
+    [failed] = records(final.history, "action", state="checks.credit.run")
+    assert failed.error is not None and failed.error.message == "no credit"
+
+
+async def test_a_regions_unhandled_error_cancels_the_other_regions_running_action(
+    store: ProcedureStore,
+) -> None:
+    fraud = Gate()
+    store.register_action("fraud", fraud.action)
+    store.register_action("credit", _failing_after_start(fraud))
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region(
+                            "run",
+                            {"run": {"action": _fn("credit"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                        "fraud": _region(
+                            "run",
+                            {"run": {"action": _fn("fraud"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                    },
+                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                },
+                "approved": {},
+                "rejected": {"transitions": [_t("checks", "again")]},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await wait_until(lambda: ex.current == "rejected")
+    await wait_until(lambda: fraud.finished.is_set(), timeout=0.5)
+    assert fraud.cancelled, "the fraud check kept running after the parallel state was left"
+    assert not fraud.returned
+    assert not records(ex.state.history, "entered", state="checks.fraud.ok")
+
+
+def _failing_after_start(other: Gate) -> Any:
+    async def credit(context: dict[str, Any]) -> None:
+        await other.started.wait()  # fail only once the other region's action runs
+        raise RuntimeError("credit refused")
+
+    return credit
+
+
+# --- the end of the execution --------------------------------------------------------------------
+
+
+async def test_a_compound_state_without_transitions_completing_at_the_top_completes_the_execution(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "a",
+                    "states": {"a": {"transitions": [_t("b", "next")]}, "b": {}},
+                }
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("next"))
+
+    assert ex.state.status is Status.COMPLETED
+    assert records(ex.state.history, "finished", status=Status.COMPLETED)
+
+
+async def test_a_parallel_state_without_transitions_completing_at_the_top_completes_the_execution(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region("run", {"run": {"action": {"type": "noop"}}}),
+                        "fraud": _region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
+                    }
+                }
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.status is Status.COMPLETED
+    assert not _transitions(final.history, "done")
+
+
+async def test_a_chart_starting_in_a_terminal_nested_state_completes_at_once(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc({"phase": {"initial_state": "end", "states": {"end": {}}}}, "phase")
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert ex.state.status is Status.COMPLETED
+
+
+@pytest.mark.parametrize("where", ["compound", "region"])
+async def test_an_unhandled_error_with_no_handler_anywhere_fails_the_execution(
+    store: ProcedureStore, where: str
+) -> None:
+    work = {"action": {"type": "fail", "message": "broken"}, "transitions": [_t("ok")]}
+    if where == "compound":
+        top: dict[str, Any] = {
+            "initial_state": "work",
+            "states": {"work": work, "ok": {}},
+            "transitions": [_t("after", "done")],
+        }
+    else:
+        top = {
+            "parallel": {
+                "a": _region("work", {"work": work, "ok": {}}),
+                "b": _region("wait", {"wait": {"transitions": [_t("ok", "go")]}, "ok": {}}),
+            },
+            "transitions": [_t("after", "done")],
+        }
+    await store.register(make_doc({"top": top, "after": {}}, "top"))
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.status is Status.FAILED
+    assert not records(final.history, "entered", state="after")
+    [attempt] = records(
+        final.history, "action", state="top.a.work" if where == "region" else "top.work"
+    )
+    assert attempt.error is not None and attempt.error.message == "broken"
+
+
+async def test_a_failure_terminal_at_the_top_of_a_compound_without_handler_fails(
+    store: ProcedureStore,
+) -> None:
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "a",
+                    "states": {
+                        "a": {"transitions": [_t("lost", "lose")]},
+                        "lost": {"outcome": "failure"},
+                    },
+                }
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("lose"))
+
+    assert ex.state.status is Status.FAILED

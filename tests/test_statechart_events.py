@@ -1,0 +1,551 @@
+"""Issue 4 — events in statecharts: bubbling to ancestors, interrupting a compound state,
+what ``send()`` waits for, events handled by several parallel regions, outcome routing,
+concurrency of regions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from procstore import InvalidEvent, ProcedureStore, Status
+from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
+
+
+def _fn(name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "function", "function": name, **extra}
+
+
+def _t(target: str, event: str = "success") -> dict[str, Any]:
+    return {"event": event, "target": target}
+
+
+def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
+    return {"initial_state": initial, "states": states}
+
+
+def _transitions(history: Any) -> list[tuple[str | None, str | None, str | None]]:
+    return [(r.event, r.state, r.target) for r in history if r.kind == "transition"]
+
+
+class LongAction:
+    """An async action that sleeps ``seconds``; records whether it was cancelled and whether its
+    ``finally`` ran."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        self.seconds = seconds
+        self.started = asyncio.Event()
+        self.cancelled = False
+        self.cleaned_up = False
+
+    async def action(self, context: dict[str, Any]) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(self.seconds)
+            return "slept"
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        finally:
+            self.cleaned_up = True
+
+
+# --- bubbling ------------------------------------------------------------------------------------
+
+
+def _nested_doc(
+    leaf_handles: bool = False, inner_handles: bool = False, outer_handles: bool = False
+) -> dict[str, Any]:
+    """outer (compound) > inner (compound) > leaf; each level may handle ``go``, each to its own
+    top-level target (``by_leaf``, ``by_inner``, ``by_outer``)."""
+    leaf: dict[str, Any] = {"transitions": [_t("other", "stay")]}
+    inner: dict[str, Any] = {
+        "initial_state": "leaf",
+        "states": {"leaf": leaf, "other": {"transitions": [_t("leaf", "back")]}},
+    }
+    outer: dict[str, Any] = {"initial_state": "inner", "states": {"inner": inner}}
+    if leaf_handles:
+        leaf["transitions"].append(_t("by_leaf", "go"))
+    if inner_handles:
+        inner["transitions"] = [_t("by_inner", "go")]
+    if outer_handles:
+        outer["transitions"] = [_t("by_outer", "go")]
+    states: dict[str, Any] = {"outer": outer}
+    for name, used in (
+        ("by_leaf", leaf_handles),
+        ("by_inner", inner_handles),
+        ("by_outer", outer_handles),
+    ):
+        if used:
+            states[name] = {}
+    return make_doc(states, "outer")
+
+
+async def test_an_event_the_leaf_does_not_handle_is_handled_by_its_parent(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_nested_doc(inner_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert await within(ex.send("go")) is True
+    assert ex.state.current == "by_inner"
+    assert ("go", "outer.inner", "by_inner") in _transitions(ex.state.history)
+
+
+async def test_an_event_bubbles_up_more_than_one_level(store: ProcedureStore) -> None:
+    await store.register(_nested_doc(outer_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert await within(ex.send("go")) is True
+    assert ex.state.current == "by_outer"
+    assert ("go", "outer", "by_outer") in _transitions(ex.state.history)
+
+
+async def test_the_innermost_ancestor_that_handles_an_event_wins(store: ProcedureStore) -> None:
+    await store.register(_nested_doc(inner_handles=True, outer_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("go"))
+    assert ex.state.current == "by_inner"
+    assert not records(ex.state.history, "transition", state="outer")
+
+
+async def test_the_leaf_wins_over_its_ancestors(store: ProcedureStore) -> None:
+    await store.register(_nested_doc(leaf_handles=True, inner_handles=True, outer_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("go"))
+    assert ex.state.current == "by_leaf"
+    assert [t for t in _transitions(ex.state.history) if t[0] == "go"] == [
+        ("go", "outer.inner.leaf", "by_leaf")
+    ]
+
+
+async def test_an_ancestor_handles_the_event_from_every_child(store: ProcedureStore) -> None:
+    """The compound's transition applies whichever child is active."""
+    await store.register(_nested_doc(inner_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+    await within(ex.send("stay"))
+    assert ex.state.current == "outer.inner.other"
+
+    await within(ex.send("go"))
+    assert ex.state.current == "by_inner"
+
+
+# --- interrupting a compound state ---------------------------------------------------------------
+
+
+def _cancellable_doc(store: ProcedureStore, picking: LongAction, **picking_extra: Any) -> Any:
+    store.register_action("pick", picking.action)
+    return make_doc(
+        {
+            "fulfilment": {
+                "initial_state": "picking",
+                "states": {
+                    "picking": {
+                        "action": _fn("pick"),
+                        "transitions": [_t("packing"), _t("packing", "skip")],
+                        **picking_extra,
+                    },
+                    "packing": {"transitions": [_t("packed")]},
+                    "packed": {},
+                },
+                "transitions": [_t("shipping", "done"), _t("cancelled", "cancel")],
+            },
+            "shipping": {},
+            "cancelled": {"transitions": [_t("fulfilment", "restart")]},
+        },
+        "fulfilment",
+    )
+
+
+async def test_cancel_on_the_compound_interrupts_a_long_running_child_action_at_once(
+    store: ProcedureStore,
+) -> None:
+    picking = LongAction(30.0)
+    await store.register(_cancellable_doc(store, picking))
+    ex = await within(store.start("p", "1.0", {}))
+    await within(picking.started.wait())
+
+    began = time.perf_counter()
+    fired = await within(ex.send("cancel"))
+    elapsed = time.perf_counter() - began
+
+    assert fired is True
+    assert elapsed < 0.2, f"cancel waited {elapsed:.3f}s for the picking action"
+    assert ex.state.current == "cancelled"
+    assert ("cancel", "fulfilment", "cancelled") in _transitions(ex.state.history)
+
+
+async def test_cancel_on_the_compound_runs_the_interrupted_actions_finally(
+    store: ProcedureStore,
+) -> None:
+    picking = LongAction(30.0)
+    await store.register(_cancellable_doc(store, picking))
+    ex = await within(store.start("p", "1.0", {}))
+    await within(picking.started.wait())
+
+    await within(ex.send("cancel"))
+
+    await wait_until(lambda: picking.cleaned_up, timeout=0.5)
+    assert picking.cancelled
+    attempts = records(ex.state.history, "action", state="fulfilment.picking")
+    assert all(a.error is not None for a in attempts), "the interrupted action counted as done"
+
+
+async def test_cancel_on_the_compound_stops_the_childs_timers(store: ProcedureStore) -> None:
+    picking = LongAction(30.0)
+    doc = _cancellable_doc(store, picking, timeout_ms=40)
+    doc["definition"]["states"]["fulfilment"]["states"]["picking"]["transitions"].append(
+        _t("late", "timeout")
+    )
+    doc["definition"]["states"]["late"] = {}
+    await store.register(doc)
+    ex = await within(store.start("p", "1.0", {}))
+    await within(picking.started.wait())
+
+    await within(ex.send("cancel"))
+    await asyncio.sleep(0.08)  # well past the picking state's 40 ms
+
+    assert ex.state.current == "cancelled"
+    assert ex.state.status is Status.RUNNING
+    assert not records(ex.state.history, "timeout")
+    assert not records(ex.state.history, "entered", state="late")
+
+
+async def test_send_waits_for_the_running_action_of_the_leaf_that_handles_the_event(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+    store.register_action("hold", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "fulfilment": {
+                    "initial_state": "picking",
+                    "states": {
+                        "picking": {"action": _fn("hold"), "transitions": [_t("packed", "skip")]},
+                        "packed": {"transitions": [_t("picking", "again")]},
+                    },
+                    "transitions": [_t("cancelled", "cancel")],
+                },
+                "cancelled": {},
+            },
+            "fulfilment",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await within(gate.started.wait())
+
+    sending = asyncio.create_task(ex.send("skip"))
+    await asyncio.sleep(0.03)
+    assert not sending.done(), "send() did not wait for the leaf's running action"
+    assert ex.state.current == "fulfilment.picking"
+
+    gate.release.set()
+    assert await within(sending) is True
+    assert gate.returned and not gate.cancelled
+    history = ex.state.history
+    assert index_of(history, "action", state="fulfilment.picking") < index_of(
+        history, "transition", event="skip"
+    )
+    assert ex.state.current == "fulfilment.packed"
+
+
+async def test_send_to_one_region_waits_only_for_that_regions_action(
+    store: ProcedureStore,
+) -> None:
+    """An event handled by region ``a``'s leaf does not wait for region ``b``'s action."""
+    gate_b = Gate()
+    store.register_action("hold_b", gate_b.action)
+    await store.register(
+        make_doc(
+            {
+                "p": {
+                    "parallel": {
+                        "a": _region(
+                            "wait", {"wait": {"transitions": [_t("end", "go")]}, "end": {}}
+                        ),
+                        "b": _region(
+                            "run",
+                            {
+                                "run": {"action": _fn("hold_b"), "transitions": [_t("end")]},
+                                "end": {},
+                            },
+                        ),
+                    }
+                }
+            },
+            "p",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await within(gate_b.started.wait())
+
+    assert await within(ex.send("go"), timeout=0.5) is True
+    assert list(ex.state.active) == ["p.a.end", "p.b.run"]
+    assert not gate_b.cancelled
+    gate_b.release.set()
+    await within(ex.run_to_completion())
+
+
+# --- several regions -----------------------------------------------------------------------------
+
+
+def _two_regions(zeta_go: str, alpha_go: str) -> dict[str, Any]:
+    """Parallel ``p`` with regions ``zeta`` (declared first) and ``alpha``, both handling
+    ``go`` from their ``wait`` leaf (``step`` goes to ``next`` in the region)."""
+    return make_doc(
+        {
+            "p": {
+                "parallel": {
+                    "zeta": _region(
+                        "wait",
+                        {
+                            "wait": {"transitions": [_t(zeta_go, "go"), _t("next", "step")]},
+                            "next": {},
+                        },
+                    ),
+                    "alpha": _region(
+                        "wait",
+                        {
+                            "wait": {"transitions": [_t(alpha_go, "go"), _t("next", "step")]},
+                            "next": {},
+                        },
+                    ),
+                },
+                "transitions": [_t("out", "done")],
+            },
+            "out": {},
+        },
+        "p",
+    )
+
+
+async def test_an_event_several_regions_handle_fires_in_each(store: ProcedureStore) -> None:
+    await store.register(_two_regions("next", "next"))
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert await within(ex.send("go")) is True
+
+    go = [t for t in _transitions(ex.state.history) if t[0] == "go"]
+    assert sorted(go) == [
+        ("go", "p.alpha.wait", "p.alpha.next"),
+        ("go", "p.zeta.wait", "p.zeta.next"),
+    ]
+
+
+async def test_an_event_several_regions_handle_fires_in_document_order(
+    store: ProcedureStore,
+) -> None:
+    """Region ``zeta`` is declared before ``alpha``: it fires first."""
+    await store.register(_two_regions("next", "next"))
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("go"))
+
+    go = [t for t in _transitions(ex.state.history) if t[0] == "go"]
+    assert go == [("go", "p.zeta.wait", "p.zeta.next"), ("go", "p.alpha.wait", "p.alpha.next")]
+    entered = [r.state for r in ex.state.history if r.kind == "entered"]
+    assert entered.index("p.zeta.next") < entered.index("p.alpha.next")
+
+
+async def test_both_regions_completing_on_one_event_completes_the_parallel_state(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_two_regions("next", "next"))
+    ex = await within(store.start("p", "1.0", {}))
+
+    await within(ex.send("go"))
+
+    assert ex.state.current == "out"
+    assert ex.state.status is Status.COMPLETED
+
+
+async def test_later_transitions_from_a_state_already_left_are_dropped(
+    store: ProcedureStore,
+) -> None:
+    """Region ``zeta``'s ``go`` leaves the parallel state: region ``alpha``'s does not fire."""
+    await store.register(_two_regions("out", "next"))
+    ex = await within(store.start("p", "1.0", {}))
+
+    assert await within(ex.send("go")) is True
+
+    assert ex.state.current == "out"
+    go = [t for t in _transitions(ex.state.history) if t[0] == "go"]
+    assert go == [("go", "p.zeta.wait", "out")]
+    assert not records(ex.state.history, "entered", state="p.alpha.next")
+    assert not records(ex.state.history, "entered", state="p.zeta.next")
+
+
+async def test_an_outcome_of_one_regions_action_moves_only_that_region(
+    store: ProcedureStore,
+) -> None:
+    """Both regions' leaves handle ``success``; only region ``a``'s action has succeeded."""
+    gate_b = Gate()
+    store.register_action("hold_b", gate_b.action)
+    await store.register(
+        make_doc(
+            {
+                "p": {
+                    "parallel": {
+                        "a": _region(
+                            "run",
+                            {
+                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
+                                "ok": {},
+                            },
+                        ),
+                        "b": _region(
+                            "run",
+                            {"run": {"action": _fn("hold_b"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "p",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}, auto=True))
+    await within(gate_b.started.wait())
+    await wait_until(lambda: "p.a.ok" in ex.active)
+    await asyncio.sleep(0.01)
+
+    assert list(ex.state.active) == ["p.a.ok", "p.b.run"]
+    assert not gate_b.cancelled and not gate_b.finished.is_set()
+    assert gate_b.calls == 1
+    assert [t for t in _transitions(ex.state.history) if t[1] == "p.b.run"] == []
+
+    gate_b.release.set()
+    final = await within(ex.run_to_completion())
+    assert final.current == "approved"
+    assert gate_b.returned
+
+
+async def test_an_undriven_outcome_of_one_region_waits_for_send_without_moving_the_other(
+    store: ProcedureStore,
+) -> None:
+    """Not driven: region ``a``'s success waits; sending ``success`` then moves the regions whose
+    leaves handle it (both here) once their actions are done."""
+    await store.register(
+        make_doc(
+            {
+                "p": {
+                    "parallel": {
+                        "a": _region(
+                            "run",
+                            {
+                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
+                                "ok": {},
+                            },
+                        ),
+                        "b": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": {"type": "sleep", "ms": 20},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "p",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await wait_until(lambda: len(records(ex.state.history, "action")) == 2)
+    assert list(ex.state.active) == ["p.a.run", "p.b.run"]
+
+    assert await within(ex.send("success")) is True
+    assert ex.state.current == "approved"
+
+
+async def test_parallel_regions_actions_run_concurrently(store: ProcedureStore) -> None:
+    await store.register(
+        make_doc(
+            {
+                "p": {
+                    "parallel": {
+                        "a": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": {"type": "sleep", "ms": 100},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                        "b": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": {"type": "sleep", "ms": 100},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "p",
+        )
+    )
+    began = time.perf_counter()
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+    elapsed = time.perf_counter() - began
+
+    assert final.status is Status.COMPLETED
+    assert final.current == "approved"
+    assert 0.095 <= elapsed < 0.18, f"two 100 ms region actions took {elapsed:.3f}s"
+
+
+# --- unknown events ------------------------------------------------------------------------------
+
+
+async def test_an_event_no_active_state_handles_raises_invalid_event(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_nested_doc(inner_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    with pytest.raises(InvalidEvent):
+        await within(ex.send("nope"))
+    assert ex.state.current == "outer.inner.leaf"
+    assert ex.state.status is Status.RUNNING
+
+
+async def test_an_event_only_an_inactive_state_handles_raises_invalid_event(
+    store: ProcedureStore,
+) -> None:
+    """``back`` belongs to ``outer.inner.other``, which is not active."""
+    await store.register(_nested_doc(inner_handles=True))
+    ex = await within(store.start("p", "1.0", {}))
+
+    with pytest.raises(InvalidEvent):
+        await within(ex.send("back"))
+    assert ex.state.current == "outer.inner.leaf"
+
+
+async def test_an_unknown_event_in_a_parallel_state_raises_invalid_event(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_two_regions("next", "next"))
+    ex = await within(store.start("p", "1.0", {}))
+
+    with pytest.raises(InvalidEvent):
+        await within(ex.send("nope"))
+    assert list(ex.state.active) == ["p.alpha.wait", "p.zeta.wait"]

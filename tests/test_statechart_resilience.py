@@ -1,0 +1,703 @@
+"""Issue 4 — guards, retry, timeouts, compensation and cancellation inside compound and
+parallel states; deep charts; nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from procstore import ProcedureStore, Status
+from tests.conftest import Gate, make_doc, records, wait_until, within
+
+
+def _fn(name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "function", "function": name, **extra}
+
+
+def _t(target: str, event: str = "success", **extra: Any) -> dict[str, Any]:
+    return {"event": event, "target": target, **extra}
+
+
+def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
+    return {"initial_state": initial, "states": states}
+
+
+def _transitions(history: Any, event: str) -> list[tuple[str | None, str | None]]:
+    return [(r.state, r.target) for r in history if r.kind == "transition" and r.event == event]
+
+
+async def _assert_no_new_tasks(baseline: set[asyncio.Task[Any]]) -> None:
+    await asyncio.sleep(0.02)
+    leftover = {t for t in asyncio.all_tasks() if t not in baseline and not t.done()}
+    assert not leftover, f"tasks survived the execution: {leftover}"
+
+
+# --- guards --------------------------------------------------------------------------------------
+
+
+def _guarded_doc() -> dict[str, Any]:
+    return make_doc(
+        {
+            "order": {
+                "initial_state": "review",
+                "states": {
+                    "review": {
+                        "transitions": [
+                            _t("manual", "go", guard="amount > 100"),
+                            _t("auto", "go"),
+                        ]
+                    },
+                    "manual": {},
+                    "auto": {},
+                },
+                "transitions": [
+                    _t("closed", "done"),
+                    _t("cancelled", "cancel", guard="cancellable"),
+                ],
+            },
+            "closed": {},
+            "cancelled": {},
+        },
+        "order",
+    )
+
+
+@pytest.mark.parametrize(("amount", "expected"), [(500, "order.manual"), (5, "order.auto")])
+async def test_a_guard_on_a_nested_transition_chooses_the_target(
+    store: ProcedureStore, amount: int, expected: str
+) -> None:
+    await store.register(_guarded_doc())
+    ex = await within(store.start("p", "1.0", {"amount": amount, "cancellable": False}))
+
+    await within(ex.send("go"))
+
+    assert records(ex.state.history, "entered", state=expected, event="go")
+    assert _transitions(ex.state.history, "go") == [("order.review", expected)]
+    assert ex.state.current == "closed"
+
+
+async def test_a_guard_on_an_ancestors_transition_can_block_it(store: ProcedureStore) -> None:
+    await store.register(_guarded_doc())
+    ex = await within(store.start("p", "1.0", {"amount": 5, "cancellable": False}))
+
+    assert await within(ex.send("cancel")) is False
+
+    assert ex.state.current == "order.review"
+    assert records(ex.state.history, "blocked", event="cancel")
+
+
+async def test_a_guard_on_an_ancestors_transition_lets_it_fire(store: ProcedureStore) -> None:
+    await store.register(_guarded_doc())
+    ex = await within(store.start("p", "1.0", {"amount": 5, "cancellable": True}))
+
+    assert await within(ex.send("cancel")) is True
+    assert ex.state.current == "cancelled"
+
+
+async def test_a_nested_guard_sees_its_leafs_action_result(store: ProcedureStore) -> None:
+    store.register_action("score", lambda context: 7)
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "score",
+                    "states": {
+                        "score": {
+                            "action": _fn("score"),
+                            "transitions": [
+                                _t("high", guard="result > 5"),
+                                _t("low"),
+                            ],
+                        },
+                        "high": {},
+                        "low": {},
+                    },
+                }
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert _transitions(final.history, "success") == [("phase.score", "phase.high")]
+
+
+# --- retry and timeouts --------------------------------------------------------------------------
+
+
+async def test_retry_inside_a_region(store: ProcedureStore) -> None:
+    calls = {"n": 0}
+
+    def flaky(context: dict[str, Any]) -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ConnectionError("dropped")
+        return "ok"
+
+    store.register_action("flaky", flaky)
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "parallel": {
+                        "credit": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": _fn("flaky"),
+                                    "retry": {"max_attempts": 3, "interval_ms": 5},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                        "fraud": _region(
+                            "run",
+                            {
+                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
+                                "ok": {},
+                            },
+                        ),
+                    },
+                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                },
+                "approved": {},
+                "rejected": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.current == "approved"
+    attempts = records(final.history, "action", state="checks.credit.run")
+    assert [a.attempt for a in attempts] == [1, 2, 3]
+    assert [a.error is None for a in attempts] == [False, False, True]
+    assert [r.delay_ms for r in records(final.history, "retry", state="checks.credit.run")] == [
+        5,
+        10,
+    ]
+
+
+async def test_an_action_timeout_inside_a_compound_fails_the_attempt_and_bubbles_error(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+    store.register_action("hang", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "work",
+                    "states": {
+                        "work": {"action": _fn("hang", timeout_ms=20), "transitions": [_t("fin")]},
+                        "fin": {},
+                    },
+                    "transitions": [_t("after", "done"), _t("timed_out", "error")],
+                },
+                "after": {},
+                "timed_out": {},
+            },
+            "phase",
+        )
+    )
+    began = time.perf_counter()
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+    elapsed = time.perf_counter() - began
+
+    assert final.current == "timed_out"
+    [attempt] = records(final.history, "action", state="phase.work")
+    assert attempt.error is not None and attempt.error.type == "Timeout"
+    assert gate.cancelled
+    assert elapsed < 0.5
+
+
+async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
+    store: ProcedureStore,
+) -> None:
+    """``phase`` may take 100 ms: 60 ms in ``first``, then ``second`` retries a failing action
+    every 10 ms. The compound's timer is not restarted by moving between its children; its
+    ``timeout`` fires to the compound's own transition while the child is retrying."""
+
+    def broken(context: dict[str, Any]) -> None:
+        raise ConnectionError("still down")
+
+    store.register_action("broken", broken)
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "first",
+                    "timeout_ms": 100,
+                    "states": {
+                        "first": {
+                            "action": {"type": "sleep", "ms": 60},
+                            "transitions": [_t("second")],
+                        },
+                        "second": {
+                            "action": _fn("broken"),
+                            "retry": {"max_attempts": 1000, "interval_ms": 10, "backoff_rate": 1},
+                            "transitions": [_t("fin")],
+                        },
+                        "fin": {},
+                    },
+                    "transitions": [_t("after", "done"), _t("late", "timeout")],
+                },
+                "after": {},
+                "late": {},
+            },
+            "phase",
+        )
+    )
+    began = time.perf_counter()
+    ex = await within(store.start("p", "1.0", {}, auto=True))
+    final = await within(ex.run_to_completion())
+    elapsed = time.perf_counter() - began
+
+    assert final.current == "late"
+    assert records(final.history, "timeout", state="phase")
+    assert _transitions(final.history, "timeout") == [("phase", "late")]
+    assert len(records(final.history, "action", state="phase.second")) >= 2  # it was retrying
+    assert 0.095 <= elapsed < 0.15, f"the compound timed out after {elapsed:.3f}s"
+    attempts_then = len(records(final.history, "action"))
+    await asyncio.sleep(0.03)
+    assert len(records(ex.state.history, "action")) == attempts_then, "retries went on"
+
+
+async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+    store.register_action("hang", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "work",
+                    "states": {
+                        "work": {
+                            "action": _fn("hang"),
+                            "timeout_ms": 20,
+                            "transitions": [_t("fin")],
+                        },
+                        "fin": {},
+                    },
+                    "transitions": [_t("after", "done"), _t("late", "timeout")],
+                },
+                "after": {},
+                "late": {},
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.current == "late"
+    assert records(final.history, "timeout", state="phase.work")
+    assert _transitions(final.history, "timeout") == [("phase", "late")]
+    assert gate.cancelled
+
+
+async def test_a_state_timeout_without_timeout_handler_goes_to_an_ancestors_error_transition(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+    store.register_action("hang", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "work",
+                    "states": {
+                        "work": {
+                            "action": _fn("hang"),
+                            "timeout_ms": 20,
+                            "transitions": [_t("fin")],
+                        },
+                        "fin": {},
+                    },
+                    "transitions": [_t("after", "done"), _t("broken", "error")],
+                },
+                "after": {},
+                "broken": {},
+            },
+            "phase",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.current == "broken"
+    assert records(final.history, "timeout", state="phase.work")
+    assert _transitions(final.history, "error") == [("phase", "broken")]
+
+
+def _error_levels_doc(handlers: set[str]) -> dict[str, Any]:
+    """outer > inner > work (fails); each level in ``handlers`` has an error transition to its
+    own top-level state ``by_<level>``."""
+    work: dict[str, Any] = {"action": {"type": "fail"}, "transitions": [_t("fin")]}
+    inner: dict[str, Any] = {"initial_state": "work", "states": {"work": work, "fin": {}}}
+    outer: dict[str, Any] = {
+        "initial_state": "inner",
+        "states": {"inner": inner},
+        "transitions": [_t("after", "done")],
+    }
+    states: dict[str, Any] = {"outer": outer, "after": {}}
+    for level, state in (("work", work), ("inner", inner), ("outer", outer)):
+        if level in handlers:
+            state.setdefault("transitions", []).append(_t(f"by_{level}", "error"))
+            states[f"by_{level}"] = {}
+    return make_doc(states, "outer")
+
+
+@pytest.mark.parametrize(
+    ("handlers", "expected"),
+    [
+        ({"work", "inner", "outer"}, "by_work"),
+        ({"inner", "outer"}, "by_inner"),
+        ({"outer"}, "by_outer"),
+    ],
+)
+async def test_error_is_tried_on_the_state_then_its_ancestors_innermost_first(
+    store: ProcedureStore, handlers: set[str], expected: str
+) -> None:
+    await store.register(_error_levels_doc(handlers))
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.current == expected
+    assert len(_transitions(final.history, "error")) == 1
+
+
+async def test_a_state_timeout_is_tried_innermost_first(store: ProcedureStore) -> None:
+    gate = Gate()
+    store.register_action("hang", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "outer": {
+                    "initial_state": "inner",
+                    "states": {
+                        "inner": {
+                            "initial_state": "work",
+                            "states": {
+                                "work": {
+                                    "action": _fn("hang"),
+                                    "timeout_ms": 20,
+                                    "transitions": [_t("fin")],
+                                },
+                                "fin": {},
+                            },
+                            "transitions": [_t("by_inner", "timeout")],
+                        },
+                        "by_inner": {},
+                    },
+                    "transitions": [_t("by_outer", "timeout")],
+                },
+                "by_outer": {},
+            },
+            "outer",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+
+    await wait_until(lambda: ex.current != "outer.inner.work")
+    assert ex.current == "outer.by_inner"
+    assert _transitions(ex.state.history, "timeout") == [("outer.inner", "outer.by_inner")]
+
+
+# --- compensation --------------------------------------------------------------------------------
+
+
+async def test_compensation_undoes_every_completed_action_across_regions_newest_first(
+    store: ProcedureStore,
+) -> None:
+    """prep, then regions a (a1 -> a2) and b (b1 -> b2, which fails). Completion order: prep,
+    a1 (1 ms), b1 (10 ms), a2 (~21 ms); b2 fails at ~50 ms with no handler anywhere."""
+    undone: list[str] = []
+
+    def sleeper(name: str, seconds: float, fail: bool = False) -> Any:
+        async def act(context: dict[str, Any]) -> str:
+            await asyncio.sleep(seconds)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return name
+
+        return act
+
+    def undo(context: dict[str, Any]) -> None:
+        undone.append("undo")
+
+    for name, seconds in (("prep", 0.0), ("a1", 0.001), ("b1", 0.01), ("a2", 0.02)):
+        store.register_action(name, sleeper(name, seconds))
+    store.register_action("b2", sleeper("b2", 0.05, fail=True))
+    store.register_action("undo", undo)
+
+    def leaf(action: str, target: str) -> dict[str, Any]:
+        return {"action": _fn(action), "compensate": _fn("undo"), "transitions": [_t(target)]}
+
+    await store.register(
+        make_doc(
+            {
+                "prep": leaf("prep", "work"),
+                "work": {
+                    "parallel": {
+                        "a": _region(
+                            "a1", {"a1": leaf("a1", "a2"), "a2": leaf("a2", "fin"), "fin": {}}
+                        ),
+                        "b": _region(
+                            "b1",
+                            {
+                                "b1": leaf("b1", "b2"),
+                                "b2": {"action": _fn("b2"), "transitions": [_t("fin")]},
+                                "fin": {},
+                            },
+                        ),
+                    },
+                    "transitions": [_t("shipped", "done")],
+                },
+                "shipped": {},
+            },
+            "prep",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    completed = [r.state for r in final.history if r.kind == "action" and r.error is None]
+    assert completed == ["prep", "work.a.a1", "work.b.b1", "work.a.a2"]
+    compensated = [r.state for r in final.history if r.kind == "compensation"]
+    assert compensated == ["work.a.a2", "work.b.b1", "work.a.a1", "prep"]
+    assert undone == ["undo"] * 4
+    assert final.status is Status.ROLLED_BACK
+
+
+# --- deep charts and cancellation of subtrees ----------------------------------------------------
+
+
+def _deep_doc() -> dict[str, Any]:
+    """outer (parallel) > r1 > phase (compound) > inner (parallel) > x, y."""
+    work = {"action": {"type": "sleep", "ms": 5}, "transitions": [_t("fin")]}
+    inner = {
+        "parallel": {
+            "x": _region("work", {"work": work, "fin": {}}),
+            "y": _region("work", {"work": work, "fin": {}}),
+        },
+        "transitions": [_t("wrapup", "done")],
+    }
+    phase = {
+        "initial_state": "prep",
+        "states": {
+            "prep": {"action": {"type": "noop"}, "transitions": [_t("inner")]},
+            "inner": inner,
+            "wrapup": {"action": {"type": "noop"}},
+        },
+    }
+    return make_doc(
+        {
+            "outer": {
+                "parallel": {
+                    "r1": _region("phase", {"phase": phase}),
+                    "r2": _region("side", {"side": {"action": {"type": "sleep", "ms": 5}}}),
+                },
+                "transitions": [_t("end", "done")],
+            },
+            "end": {},
+        },
+        "outer",
+    )
+
+
+async def test_a_parallel_state_inside_a_compound_inside_a_parallel_state_runs_to_completion(
+    store: ProcedureStore,
+) -> None:
+    await store.register(_deep_doc())
+    ex = await within(store.start("p", "1.0", {}))
+    assert ex.state.current == "outer"
+    final = await within(ex.run_to_completion())
+
+    assert final.status is Status.COMPLETED
+    assert final.current == "end"
+    entered = [r.state for r in final.history if r.kind == "entered"]
+    for path in (
+        "outer.r1.phase.prep",
+        "outer.r1.phase.inner",
+        "outer.r1.phase.inner.x.fin",
+        "outer.r1.phase.inner.y.fin",
+        "outer.r1.phase.wrapup",
+        "outer.r2.side",
+        "end",
+    ):
+        assert path in entered, path
+    assert _transitions(final.history, "done") == [
+        ("outer.r1.phase.inner", "outer.r1.phase.wrapup"),
+        ("outer", "end"),
+    ]
+
+
+async def test_leaving_a_compound_cancels_everything_inside_it_nested_regions_included(
+    store: ProcedureStore,
+) -> None:
+    x, y = Gate(), Gate()
+    store.register_action("x", x.action)
+    store.register_action("y", y.action)
+    await store.register(
+        make_doc(
+            {
+                "fulfilment": {
+                    "initial_state": "prep",
+                    "states": {
+                        "prep": {"action": {"type": "noop"}, "transitions": [_t("checks")]},
+                        "checks": {
+                            "timeout_ms": 60,
+                            "parallel": {
+                                "x": _region(
+                                    "run",
+                                    {
+                                        "run": {"action": _fn("x"), "transitions": [_t("ok")]},
+                                        "ok": {},
+                                    },
+                                ),
+                                "y": _region(
+                                    "run",
+                                    {
+                                        "run": {"action": _fn("y"), "transitions": [_t("ok")]},
+                                        "ok": {},
+                                    },
+                                ),
+                            },
+                            "transitions": [_t("packed", "done"), _t("late", "timeout")],
+                        },
+                        "packed": {},
+                        "late": {},
+                    },
+                    "transitions": [_t("shipping", "done"), _t("cancelled", "cancel")],
+                },
+                "shipping": {},
+                "cancelled": {"transitions": [_t("fulfilment", "restart")]},
+            },
+            "fulfilment",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}, auto=True))
+    await within(x.started.wait())
+    await within(y.started.wait())
+    assert ex.state.current == "fulfilment.checks"
+
+    began = time.perf_counter()
+    assert await within(ex.send("cancel")) is True
+    assert time.perf_counter() - began < 0.2
+
+    assert ex.state.current == "cancelled"
+    assert list(ex.state.active) == ["cancelled"]
+    await wait_until(lambda: x.finished.is_set() and y.finished.is_set(), timeout=0.5)
+    assert x.cancelled and y.cancelled
+    await asyncio.sleep(0.1)  # past the checks state's 60 ms
+    assert not records(ex.state.history, "timeout")
+    assert ex.state.current == "cancelled"
+    assert ex.state.status is Status.RUNNING
+
+
+# --- nothing left running ------------------------------------------------------------------------
+
+
+async def test_no_task_survives_a_completed_chart(store: ProcedureStore) -> None:
+    baseline = set(asyncio.all_tasks())
+    await store.register(_deep_doc())
+    ex = await within(store.start("p", "1.0", {}))
+    await within(ex.run_to_completion())
+
+    await _assert_no_new_tasks(baseline)
+
+
+async def test_no_task_survives_a_chart_whose_region_failed(store: ProcedureStore) -> None:
+    gate = Gate()
+    store.register_action("hang", gate.action)
+    baseline = set(asyncio.all_tasks())
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "timeout_ms": 500,
+                    "parallel": {
+                        "a": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": {"type": "fail"},
+                                    "retry": {"max_attempts": 2, "interval_ms": 1},
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                        "b": _region(
+                            "run",
+                            {
+                                "run": {
+                                    "action": _fn("hang"),
+                                    "timeout_ms": 400,
+                                    "transitions": [_t("ok")],
+                                },
+                                "ok": {},
+                            },
+                        ),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
+
+    assert final.status is Status.FAILED
+    await _assert_no_new_tasks(baseline)
+    assert gate.cancelled
+
+
+async def test_no_task_survives_a_cancelled_chart(store: ProcedureStore) -> None:
+    x, y = Gate(), Gate()
+    store.register_action("x", x.action)
+    store.register_action("y", y.action)
+    baseline = set(asyncio.all_tasks())
+    await store.register(
+        make_doc(
+            {
+                "checks": {
+                    "timeout_ms": 500,
+                    "parallel": {
+                        "x": _region(
+                            "run",
+                            {"run": {"action": _fn("x"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                        "y": _region(
+                            "run",
+                            {"run": {"action": _fn("y"), "transitions": [_t("ok")]}, "ok": {}},
+                        ),
+                    },
+                    "transitions": [_t("approved", "done")],
+                },
+                "approved": {},
+            },
+            "checks",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await within(x.started.wait())
+    await within(y.started.wait())
+
+    final = await within(ex.cancel())
+
+    assert final.status is Status.CANCELLED
+    assert x.cancelled and y.cancelled
+    await _assert_no_new_tasks(baseline)
