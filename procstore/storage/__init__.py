@@ -1,0 +1,28 @@
+"""Persistent storage for procedures and executions.
+
+:class:`Backend` is the interface the runtime writes through; :class:`SQLiteBackend` is the
+embedded implementation (one database file, WAL mode, one writer connection).
+"""
+
+from __future__ import annotations
+
+from procstore.storage.base import RUNNING, Backend, ExecutionSummary, StoredExecution
+from procstore.storage.sqlite import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SQLiteBackend,
+    WriteStats,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "RUNNING",
+    "SCHEMA_VERSION",
+    "Backend",
+    "ExecutionSummary",
+    "SQLiteBackend",
+    "StoredExecution",
+    "WriteStats",
+]

@@ -1,0 +1,208 @@
+"""The storage interface that :class:`procstore.ProcedureStore` persists through.
+
+A backend stores two things:
+
+* the **registry**: every procedure document, once per ``(name, version)``, in the order they
+  were first saved;
+* **executions**: for each one a *snapshot* (a JSON-compatible dict chosen by the runtime that
+  is replaced on every commit) and an append-only *journal* of history records, numbered
+  ``seq`` = 1, 2, 3, ... per execution. Beside the snapshot the backend keeps the columns it
+  needs for listing and filtering: id, procedure, version, status, created_at, updated_at.
+
+Every write is one transaction: :meth:`Backend.commit` appends the records *and* replaces the
+snapshot and status, or does neither. When it returns, the write is committed (durable as far
+as the backend's synchronous setting promises).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["RUNNING", "Backend", "ExecutionSummary", "StoredExecution"]
+
+RUNNING = "running"
+"""The status of an unfinished execution: :meth:`Backend.unfinished_execution_ids` lists them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    """One row of :meth:`Backend.list_executions`.
+
+    Attributes:
+        id: The execution's id.
+        procedure: Name of the procedure it runs.
+        version: Version of that procedure.
+        status: Its status as last committed (``"running"`` while unfinished).
+        created_at: When it was created (UTC, timezone-aware).
+        updated_at: When it was last committed (UTC, timezone-aware).
+    """
+
+    id: str
+    procedure: str
+    version: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExecution:
+    """Everything stored about one execution, as :meth:`Backend.load_execution` returns it.
+
+    Attributes:
+        id: The execution's id.
+        procedure: Name of the procedure it runs.
+        version: Version of that procedure.
+        status: Its status as last committed.
+        snapshot: The snapshot last committed.
+        records: The journal, in ``seq`` order (the first record has seq 1).
+        created_at: When it was created (UTC, timezone-aware).
+        updated_at: When it was last committed (UTC, timezone-aware).
+    """
+
+    id: str
+    procedure: str
+    version: str
+    status: str
+    snapshot: dict[str, Any]
+    records: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a storage backend provides. Every method is a coroutine.
+
+    How a backend is opened is backend-specific (e.g. :meth:`SQLiteBackend.open
+    <procstore.storage.sqlite.SQLiteBackend.open>`); once open it is used only through these
+    methods. Snapshots and records must be JSON-compatible (dicts, lists, strings, finite
+    numbers, booleans, ``None``).
+    """
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the backend was opened read-only (every write raises ``StoreError``)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes, release the runner lock and close the database.
+
+        Closing twice is harmless. Every other method raises ``StoreError`` afterwards.
+        """
+        ...
+
+    async def acquire_runner_lock(self) -> None:
+        """Claim the right to run executions from this database, for as long as it is open.
+
+        Only one backend at a time, in any process, holds it; it is released by :meth:`close`
+        or when the holding process dies. Acquiring it again on the same backend is a no-op.
+
+        Raises:
+            StoreError: Another backend (in this or another process) holds it, or the backend
+                is read-only.
+        """
+        ...
+
+    async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
+        """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
+
+        Args:
+            name: The procedure's name.
+            version: Its version.
+            document: The procedure document (JSON-compatible).
+
+        Raises:
+            VersionConflict: ``(name, version)`` is stored with a different document.
+            StoreError: The backend is read-only or closed, or the write failed.
+        """
+        ...
+
+    async def load_procedures(self) -> list[dict[str, Any]]:
+        """Return every stored procedure document, in the order they were first saved.
+
+        Returns:
+            The documents.
+        """
+        ...
+
+    async def create_execution(
+        self,
+        execution_id: str,
+        procedure: str,
+        version: str,
+        status: str,
+        snapshot: dict[str, Any],
+        records: list[dict[str, Any]],
+    ) -> None:
+        """Store a new execution with its first snapshot and journal records (seq 1..n).
+
+        Args:
+            execution_id: A new, unique id.
+            procedure: Name of the procedure it runs.
+            version: Version of that procedure.
+            status: Its initial status.
+            snapshot: Its initial snapshot.
+            records: Its first journal records (may be empty).
+
+        Raises:
+            StoreError: The id is already stored, the backend is read-only or closed, or the
+                write failed.
+        """
+        ...
+
+    async def commit(
+        self,
+        execution_id: str,
+        status: str,
+        snapshot: dict[str, Any],
+        records: list[dict[str, Any]],
+    ) -> None:
+        """In one transaction, append ``records`` to the journal and replace snapshot and status.
+
+        Args:
+            execution_id: The execution.
+            status: Its new status.
+            snapshot: Its new snapshot.
+            records: Records to append; their seq numbers continue the journal.
+
+        Raises:
+            ExecutionNotFound: No execution with that id is stored.
+            StoreError: The backend is read-only or closed, or the write failed.
+        """
+        ...
+
+    async def load_execution(self, execution_id: str) -> StoredExecution | None:
+        """Return everything stored about one execution.
+
+        Args:
+            execution_id: The execution.
+
+        Returns:
+            The execution, or ``None`` when no execution with that id is stored.
+        """
+        ...
+
+    async def list_executions(
+        self, status: str | None = None, procedure: str | None = None
+    ) -> list[ExecutionSummary]:
+        """List stored executions in creation order, optionally filtered.
+
+        Args:
+            status: Only executions with this status.
+            procedure: Only executions of the procedure with this name.
+
+        Returns:
+            One summary per matching execution.
+        """
+        ...
+
+    async def unfinished_execution_ids(self) -> list[str]:
+        """Return the ids of the executions whose status is ``"running"``, in creation order.
+
+        Returns:
+            The ids.
+        """
+        ...

@@ -1,0 +1,942 @@
+"""The embedded SQLite backend: one database file, WAL mode, one writer connection.
+
+Layout of the file (schema version 1; see :data:`MIGRATIONS`):
+
+* ``meta(key, value)``: ``schema_version`` is the last migration applied. The file header's
+  ``PRAGMA application_id`` is :data:`APPLICATION_ID`, so a procstore database is recognised
+  (and anybody else's rejected) before anything in it is read or written.
+* ``procedures(seq, name, version, document, saved_at)``: the registry, in insertion order.
+* ``executions(seq, id, procedure, version, status, snapshot, created_at, updated_at)``: one
+  row per execution; ``snapshot`` is replaced on every commit.
+* ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
+
+Writes from every task of the process go through one queue to one writer connection. The
+writer takes whatever is queued (up to :data:`MAX_BATCH` writes) and commits it as one SQLite
+transaction (*group commit*): no write ever waits on SQLite's file lock inside the process, so
+"database is locked" cannot happen between tasks, and with ``synchronous=FULL`` one fsync serves
+a whole batch. Each aiosqlite call is a round trip to the connection's thread (which costs more
+than the SQL of a small write), so a batch is applied with one ``executemany`` per kind of row
+whatever its size; if that finds a problem (an unknown execution, a taken id) the transaction is
+rolled back and the batch applied write by write. Each write still succeeds or fails on its
+own: a write that is rejected
+(unknown execution, duplicate id, conflicting procedure) is rejected before it changes anything,
+so the rest of its batch commits. A failure of the transaction itself (disk full, I/O error)
+fails every write of the batch, and none of them is applied. A write whose caller was cancelled
+before the writer took it is dropped; one cancelled later may or may not be committed.
+
+Reads use a second, read-only connection, so they see only committed data and never wait for
+the writer.
+
+Opening checks the file before SQLite writes anything to it: the header is read with plain
+file I/O, then the schema with a read-only (and, when no ``-wal`` file exists, ``immutable``)
+connection, so a file that is not a procstore database is left byte-for-byte unchanged and gets
+no ``-wal``/``-shm`` side files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import aiosqlite
+
+from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
+from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution
+
+__all__ = [
+    "APPLICATION_ID",
+    "MAX_BATCH",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQLiteBackend",
+    "WriteStats",
+]
+
+APPLICATION_ID: Final = 0x50535452
+"""``PRAGMA application_id`` of every procstore database (the ASCII bytes ``PSTR``)."""
+
+MAX_BATCH: Final = 256
+"""Most writes committed in one transaction."""
+
+BUSY_TIMEOUT_MS: Final = 5_000
+"""How long a connection waits for another process's lock on the file before failing."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the registry, executions and their journal.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE procedures (
+        seq      INTEGER PRIMARY KEY,
+        name     TEXT NOT NULL,
+        version  TEXT NOT NULL,
+        document TEXT NOT NULL,
+        saved_at TEXT NOT NULL,
+        UNIQUE (name, version)
+    );
+
+    CREATE TABLE executions (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        procedure  TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        snapshot   TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX executions_by_status ON executions (status, seq);
+    CREATE INDEX executions_by_procedure ON executions (procedure, seq);
+
+    CREATE TABLE journal (
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        seq          INTEGER NOT NULL CHECK (seq >= 1),
+        record       TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    ) WITHOUT ROWID;
+    """,
+)
+"""Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.
+
+Append new scripts; never edit a released one. Each is applied inside the transaction that
+also records the new schema version, so a failed migration leaves the file as it was.
+"""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+"""The schema version this procstore writes (the number of migrations)."""
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_HEADER_SIZE: Final = 100
+_PAGE_SIZES: Final = frozenset({1, *(2**n for n in range(9, 16))})  # 1 stands for 65536
+
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+_INSERT_EXECUTION: Final = """
+    INSERT INTO executions (id, procedure, version, status, snapshot, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING seq
+"""
+_INSERT_EXECUTION_STRICT: Final = """
+    INSERT INTO executions (id, procedure, version, status, snapshot, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_UPDATE_EXECUTION_MANY: Final = (
+    "UPDATE executions SET status = ?, snapshot = ?, updated_at = ? WHERE id = ?"
+)
+_UPDATE_EXECUTION: Final = """
+    UPDATE executions SET status = ?, snapshot = ?, updated_at = ? WHERE id = ? RETURNING seq
+"""
+_INSERT_FIRST_RECORDS: Final = "INSERT INTO journal (execution_id, seq, record) VALUES (?, ?, ?)"
+_APPEND_RECORD: Final = """
+    INSERT INTO journal (execution_id, seq, record)
+    VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM journal WHERE execution_id = ?1), ?2)
+"""
+_INSERT_PROCEDURE: Final = """
+    INSERT INTO procedures (name, version, document, saved_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (name, version) DO NOTHING
+    RETURNING seq
+"""
+# The execution's row (seq 0) then its records (seq >= 1), in one statement: one consistent
+# read without an explicit transaction.
+_LOAD_EXECUTION: Final = """
+    SELECT 0, snapshot, procedure, version, status, created_at, updated_at
+      FROM executions WHERE id = ?1
+    UNION ALL
+    SELECT seq, record, NULL, NULL, NULL, NULL, NULL FROM journal WHERE execution_id = ?1
+    ORDER BY 1
+"""
+
+
+class _Rejected(Exception):
+    """Raised while applying one write, before it changed anything, to fail only that write."""
+
+    def __init__(self, error: ProcstoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(slots=True)
+class _SaveProcedure:
+    name: str
+    version: str
+    document: str  # JSON
+    saved_at: str
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _CreateExecution:
+    row: tuple[str, str, str, str, str, str, str]  # the columns of _INSERT_EXECUTION
+    journal: list[tuple[str, int, str]]  # (execution_id, seq, record JSON)
+    future: asyncio.Future[None]
+
+    @property
+    def execution_id(self) -> str:
+        return self.row[0]
+
+
+@dataclass(slots=True)
+class _Commit:
+    row: tuple[str, str, str, str]  # (status, snapshot JSON, updated_at, execution_id)
+    journal: list[tuple[str, str]]  # (execution_id, record JSON)
+    future: asyncio.Future[None]
+
+    @property
+    def execution_id(self) -> str:
+        return self.row[3]
+
+
+_Write = _SaveProcedure | _CreateExecution | _Commit
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStats:
+    """What the writer of a :class:`SQLiteBackend` has committed since it was opened.
+
+    Attributes:
+        writes: Writes committed (rejected ones included: they were answered).
+        batches: Transactions committed; ``writes / batches`` is the mean batch size.
+        one_by_one: Batches applied write by write because the one-statement-per-kind path
+            found a problem (an unknown execution, a taken id).
+    """
+
+    writes: int = 0
+    batches: int = 0
+    one_by_one: int = 0
+
+
+class SQLiteBackend:
+    """A :class:`~procstore.storage.base.Backend` on one SQLite database file.
+
+    Create it with :meth:`open`, not with the constructor. Use it from the event loop that
+    opened it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        reader: aiosqlite.Connection,
+        writer: aiosqlite.Connection | None,
+    ) -> None:
+        self._path = path
+        self._reader = reader
+        self._writer = writer
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._stats = WriteStats()
+        if writer is not None:
+            self._writer_task = asyncio.get_running_loop().create_task(
+                self._write_loop(writer), name=f"procstore writer {path}"
+            )
+
+    # -- opening and closing -------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        read_only: bool = False,
+    ) -> SQLiteBackend:
+        """Open (and if needed create or migrate) the procstore database at ``path``.
+
+        A missing or empty (0-byte) file is initialised. A file that is not a procstore
+        database is rejected without being changed in any way.
+
+        Args:
+            path: The database file.
+            synchronous: SQLite's ``PRAGMA synchronous`` for writes: ``"NORMAL"`` (a commit
+                survives a crash of the process; the last commits may be lost if the machine
+                loses power) or ``"FULL"`` (every commit is fsynced: it survives power loss too).
+            read_only: Open for reading only (listing and loading), e.g. beside a process that
+                runs executions. The database must exist and be up to date.
+
+        Returns:
+            The open backend.
+
+        Raises:
+            StoreError: The file is not a procstore database (another application's SQLite
+                database, or not SQLite at all), was written by a newer procstore, cannot be
+                read or written, or (read-only) does not exist or needs a migration.
+            ValueError: ``synchronous`` is not ``"NORMAL"`` or ``"FULL"``.
+        """
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        path = os.fspath(path)
+        version = await _inspect(path)
+        if read_only:
+            if version is None:
+                raise StoreError(f"{path} is not a procstore database yet: nothing to read")
+            if version < len(MIGRATIONS):
+                raise StoreError(
+                    f"{path} has schema {version} and needs migrating to schema "
+                    f"{len(MIGRATIONS)}: open it once without read_only"
+                )
+            reader = await _connect(path, mode="ro")
+            return cls(path, reader=reader, writer=None)
+
+        writer = await _connect(path, mode="rwc")
+        try:
+            await _configure_writer(writer, path, synchronous)
+            await _migrate(writer, path)
+            reader = await _connect(path, mode="ro")
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, reader=reader, writer=writer)
+
+    async def close(self) -> None:
+        """Finish queued writes, close the database and release the runner lock.
+
+        Closing twice is harmless; every other method raises :class:`StoreError` afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer_task is not None:
+                self._queue.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await self._writer_task
+            try:
+                await self._reader.close()
+            finally:
+                if self._writer is not None:
+                    # Closed last: the last connection checkpoints the WAL and removes it.
+                    await self._writer.close()
+        finally:
+            if self._lock_fd is not None:
+                fd, self._lock_fd = self._lock_fd, None
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> str:
+        """The database file, as given to :meth:`open`."""
+        return self._path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the backend was opened read-only."""
+        return self._writer is None
+
+    @property
+    def write_stats(self) -> WriteStats:
+        """Counters of the writer since the backend was opened (all zero when read-only)."""
+        return self._stats
+
+    @property
+    def holds_runner_lock(self) -> bool:
+        """Whether :meth:`acquire_runner_lock` succeeded and the backend is still open."""
+        return self._lock_fd is not None
+
+    async def acquire_runner_lock(self) -> None:
+        """Claim the right to run executions from this database while the backend is open.
+
+        The claim is an exclusive ``flock`` on ``<path>.lock`` (which holds the owner's pid). It
+        is released by :meth:`close` and, by the operating system, when the process dies however
+        it dies. Processes forked while it is held share it until they exit too. Acquiring it
+        again on the same backend is a no-op.
+
+        Raises:
+            StoreError: Another backend, in this or another process, holds it; or the backend is
+                read-only or closed.
+        """
+        self._check_open()
+        if self._writer is None:
+            raise StoreError(f"{self._path} is opened read-only: it cannot run executions")
+        if self._lock_fd is not None:
+            return
+        lock_path = f"{self._path}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the lock file {lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise StoreError(
+                f"{self._path} is already used by process {holder} to run executions"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot lock {lock_path}: {exc}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
+        """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
+
+        Args:
+            name: The procedure's name.
+            version: Its version.
+            document: The procedure document (JSON-compatible).
+
+        Raises:
+            VersionConflict: ``(name, version)`` is stored with a different document.
+            StoreError: The backend is read-only or closed, or the write failed.
+            TypeError: ``name`` or ``version`` is not a string, or ``document`` holds a value
+                JSON cannot represent.
+            ValueError: ``document`` holds NaN or infinity.
+        """
+        _check_strings(name=name, version=version)
+        await self._write(
+            lambda future: _SaveProcedure(name, version, _encode_json(document), _now(), future)
+        )
+
+    async def load_procedures(self) -> list[dict[str, Any]]:
+        """Return every stored procedure document, in the order they were first saved.
+
+        Returns:
+            The documents.
+
+        Raises:
+            StoreError: The backend is closed or the database cannot be read.
+        """
+        rows = await self._read("SELECT document FROM procedures ORDER BY seq", ())
+        return [json.loads(row[0]) for row in rows]
+
+    # -- executions --------------------------------------------------------------------------
+
+    async def create_execution(
+        self,
+        execution_id: str,
+        procedure: str,
+        version: str,
+        status: str,
+        snapshot: dict[str, Any],
+        records: list[dict[str, Any]],
+    ) -> None:
+        """Store a new execution with its first snapshot and journal records (seq 1..n).
+
+        Args:
+            execution_id: A new, unique id.
+            procedure: Name of the procedure it runs.
+            version: Version of that procedure.
+            status: Its initial status.
+            snapshot: Its initial snapshot.
+            records: Its first journal records (may be empty).
+
+        Raises:
+            StoreError: The id is already stored, the backend is read-only or closed, or the
+                write failed.
+            TypeError: An id, name, version or status is not a string, or ``snapshot`` or a
+                record holds a value JSON cannot represent.
+            ValueError: ``snapshot`` or a record holds NaN or infinity.
+        """
+        _check_strings(
+            execution_id=execution_id, procedure=procedure, version=version, status=status
+        )
+        now = _now()
+        row = (execution_id, procedure, version, status, _encode_json(snapshot), now, now)
+        journal = [(execution_id, seq, _encode_json(r)) for seq, r in enumerate(records, 1)]
+        await self._write(lambda future: _CreateExecution(row, journal, future))
+
+    async def commit(
+        self,
+        execution_id: str,
+        status: str,
+        snapshot: dict[str, Any],
+        records: list[dict[str, Any]],
+    ) -> None:
+        """In one transaction, append ``records`` to the journal and replace snapshot and status.
+
+        Args:
+            execution_id: The execution.
+            status: Its new status.
+            snapshot: Its new snapshot.
+            records: Records to append; their seq numbers continue the journal.
+
+        Raises:
+            ExecutionNotFound: No execution with that id is stored.
+            StoreError: The backend is read-only or closed, or the write failed.
+            TypeError: ``execution_id`` or ``status`` is not a string, or ``snapshot`` or a
+                record holds a value JSON cannot represent.
+            ValueError: ``snapshot`` or a record holds NaN or infinity.
+        """
+        _check_strings(execution_id=execution_id, status=status)
+        row = (status, _encode_json(snapshot), _now(), execution_id)
+        journal = [(execution_id, _encode_json(r)) for r in records]
+        await self._write(lambda future: _Commit(row, journal, future))
+
+    async def load_execution(self, execution_id: str) -> StoredExecution | None:
+        """Return everything stored about one execution.
+
+        Args:
+            execution_id: The execution.
+
+        Returns:
+            The execution, or ``None`` when no execution with that id is stored.
+
+        Raises:
+            StoreError: The backend is closed or the database cannot be read.
+        """
+        rows = await self._read(_LOAD_EXECUTION, (execution_id,))
+        if not rows:
+            return None
+        _, snapshot, procedure, version, status, created_at, updated_at = rows[0]
+        return StoredExecution(
+            id=execution_id,
+            procedure=procedure,
+            version=version,
+            status=status,
+            snapshot=json.loads(snapshot),
+            records=[json.loads(row[1]) for row in rows[1:]],
+            created_at=datetime.fromisoformat(created_at),
+            updated_at=datetime.fromisoformat(updated_at),
+        )
+
+    async def list_executions(
+        self, status: str | None = None, procedure: str | None = None
+    ) -> list[ExecutionSummary]:
+        """List stored executions in creation order, optionally filtered.
+
+        Args:
+            status: Only executions with this status.
+            procedure: Only executions of the procedure with this name.
+
+        Returns:
+            One summary per matching execution.
+
+        Raises:
+            StoreError: The backend is closed or the database cannot be read.
+        """
+        conditions: list[str] = []
+        parameters: list[str] = []
+        if status is not None:
+            conditions.append("status = ?")
+            parameters.append(status)
+        if procedure is not None:
+            conditions.append("procedure = ?")
+            parameters.append(procedure)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = await self._read(
+            "SELECT id, procedure, version, status, created_at, updated_at FROM executions"
+            f"{where} ORDER BY seq",
+            parameters,
+        )
+        return [
+            ExecutionSummary(
+                id=row[0],
+                procedure=row[1],
+                version=row[2],
+                status=row[3],
+                created_at=datetime.fromisoformat(row[4]),
+                updated_at=datetime.fromisoformat(row[5]),
+            )
+            for row in rows
+        ]
+
+    async def unfinished_execution_ids(self) -> list[str]:
+        """Return the ids of the executions whose status is ``"running"``, in creation order.
+
+        Returns:
+            The ids.
+
+        Raises:
+            StoreError: The backend is closed or the database cannot be read.
+        """
+        rows = await self._read(
+            "SELECT id FROM executions WHERE status = ? ORDER BY seq", (RUNNING,)
+        )
+        return [row[0] for row in rows]
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store on {self._path} is closed")
+
+    async def _read(self, sql: str, parameters: Iterable[Any]) -> list[Any]:
+        self._check_open()
+        try:
+            return list(await self._reader.execute_fetchall(sql, tuple(parameters)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self._path}: {exc}") from exc
+
+    async def _write(self, make: Callable[[asyncio.Future[None]], _Write]) -> None:
+        """Queue the write ``make(future)`` builds and wait until it is committed or failed."""
+        self._check_open()
+        if self._writer_task is None:
+            raise StoreError(f"{self._path} is opened read-only")
+        if self._writer_task.done():
+            raise StoreError(f"the writer of {self._path} has stopped")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(make(future))
+        await future
+
+    async def _write_loop(self, db: aiosqlite.Connection) -> None:
+        """Commit queued writes in batches until the ``None`` that :meth:`close` queues."""
+        queue = self._queue
+        stopping = False
+        try:
+            while not stopping:
+                item = await queue.get()
+                batch: list[_Write] = []
+                while True:
+                    if item is None:
+                        stopping = True
+                        break
+                    if not item.future.done():  # done already: its caller was cancelled
+                        batch.append(item)
+                    if len(batch) >= MAX_BATCH or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    await self._commit_batch(db, batch)
+        finally:
+            while not queue.empty():
+                item = queue.get_nowait()
+                if item is not None:
+                    _settle(item.future, StoreError(f"the store on {self._path} is closed"))
+
+    async def _commit_batch(self, db: aiosqlite.Connection, batch: list[_Write]) -> None:
+        """Apply ``batch`` in one transaction, then settle each write's future."""
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            outcomes = await self._apply_together(db, batch)
+            one_by_one = outcomes is None
+            if outcomes is None:
+                await db.execute("ROLLBACK")
+                await db.execute("BEGIN IMMEDIATE")
+                outcomes = [await self._apply_alone(db, write) for write in batch]
+            await db.execute("COMMIT")
+            self._stats = WriteStats(
+                writes=self._stats.writes + len(batch),
+                batches=self._stats.batches + 1,
+                one_by_one=self._stats.one_by_one + one_by_one,
+            )
+        except BaseException as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await db.execute("ROLLBACK")
+            for write in batch:
+                error = StoreError(f"cannot write to {self._path}: {exc!r}")
+                error.__cause__ = exc
+                _settle(write.future, error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for write, outcome in zip(batch, outcomes, strict=True):
+            _settle(write.future, outcome)
+
+    async def _apply_together(
+        self, db: aiosqlite.Connection, batch: list[_Write]
+    ) -> list[ProcstoreError | None] | None:
+        """Apply a batch with one statement per kind of row (the fast path).
+
+        Creations are applied before commits, so this is only right when no commit in the batch
+        precedes the creation of its execution, and it trusts that every commit's execution
+        exists and no creation's id is taken. When that does not hold it returns ``None`` (the
+        caller rolls back and applies the writes one by one); otherwise one outcome per write.
+        """
+        created: set[str] = set()
+        creating = {w.execution_id for w in batch if isinstance(w, _CreateExecution)}
+        for write in batch:
+            if isinstance(write, _CreateExecution):
+                if write.execution_id in created:
+                    return None
+                created.add(write.execution_id)
+            elif (
+                isinstance(write, _Commit)
+                and write.execution_id in creating
+                and write.execution_id not in created
+            ):
+                return None
+        outcomes: list[ProcstoreError | None] = []
+        for write in batch:
+            outcome: ProcstoreError | None = None
+            if isinstance(write, _SaveProcedure):
+                try:
+                    await self._apply_alone_or_reject(db, write)
+                except _Rejected as rejected:
+                    outcome = rejected.error
+            outcomes.append(outcome)
+        creates = [w for w in batch if isinstance(w, _CreateExecution)]
+        commits = [w for w in batch if isinstance(w, _Commit)]
+        try:
+            if creates:
+                await db.executemany(_INSERT_EXECUTION_STRICT, [w.row for w in creates])
+                first_records = [r for w in creates for r in w.journal]
+                if first_records:
+                    await db.executemany(_INSERT_FIRST_RECORDS, first_records)
+        except sqlite3.IntegrityError:
+            return None  # an id is taken (or a value is invalid): sort it out one by one
+        if commits:
+            cursor = await db.executemany(_UPDATE_EXECUTION_MANY, [w.row for w in commits])
+            if cursor.rowcount != len(commits):
+                return None  # some execution does not exist
+            appended = [r for w in commits for r in w.journal]
+            if appended:
+                await db.executemany(_APPEND_RECORD, appended)
+        return outcomes
+
+    async def _apply_alone(self, db: aiosqlite.Connection, write: _Write) -> ProcstoreError | None:
+        """Apply one write inside the open transaction; return why it was rejected, if it was."""
+        try:
+            await self._apply_alone_or_reject(db, write)
+        except _Rejected as rejected:
+            return rejected.error
+        return None
+
+    async def _apply_alone_or_reject(self, db: aiosqlite.Connection, write: _Write) -> None:
+        """Apply one write, or raise :class:`_Rejected` before changing anything."""
+        if isinstance(write, _SaveProcedure):
+            parameters = (write.name, write.version, write.document, write.saved_at)
+            if await db.execute_fetchall(_INSERT_PROCEDURE, parameters):
+                return
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT document FROM procedures WHERE name = ? AND version = ?",
+                    (write.name, write.version),
+                )
+            )
+            if json.loads(rows[0][0]) != json.loads(write.document):
+                raise _Rejected(
+                    VersionConflict(
+                        f"procedure {write.name!r} version {write.version!r} is already stored"
+                        f" in {self._path} with different content"
+                    )
+                )
+        elif isinstance(write, _CreateExecution):
+            if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
+                raise _Rejected(
+                    StoreError(f"execution {write.execution_id!r} already exists in {self._path}")
+                )
+            if write.journal:
+                await db.executemany(_INSERT_FIRST_RECORDS, write.journal)
+        else:
+            if not await db.execute_fetchall(_UPDATE_EXECUTION, write.row):
+                raise _Rejected(
+                    ExecutionNotFound(f"no execution {write.execution_id!r} in {self._path}")
+                )
+            if write.journal:
+                await db.executemany(_APPEND_RECORD, write.journal)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _check_strings(**values: object) -> None:
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = os.pread(fd, 32, 0).decode().strip()
+        if text.isdigit():
+            return text
+    return "(unknown pid)"
+
+
+def _uri(path: str, **parameters: str) -> str:
+    quoted = urllib.parse.quote(os.path.abspath(path))
+    return f"file:{quoted}?{urllib.parse.urlencode(parameters)}"
+
+
+async def _connect(path: str, **parameters: str) -> aiosqlite.Connection:
+    try:
+        db = await aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    try:
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _not_procstore(path: str, reason: str) -> StoreError:
+    return StoreError(f"{path} is not a procstore database ({reason})")
+
+
+async def _inspect(path: str) -> int | None:
+    """Return the schema version of the procstore database at ``path`` without changing it.
+
+    Returns:
+        ``None`` for a missing file, an empty one, or an SQLite database with nothing in it
+        (all three are initialised); otherwise the stored schema version.
+
+    Raises:
+        StoreError: The file is not a procstore database, or was written by a newer procstore.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(_HEADER_SIZE)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    if not header:
+        return None
+    if len(header) < _HEADER_SIZE or not header.startswith(_SQLITE_MAGIC):
+        raise _not_procstore(path, "not an SQLite database file")
+    page_size = int.from_bytes(header[16:18], "big")
+    if page_size not in _PAGE_SIZES or header[21:24] != b"\x40\x20\x20":
+        raise _not_procstore(path, "corrupt: the SQLite file header is invalid")
+    application_id = int.from_bytes(header[68:72], "big", signed=True)
+    if application_id not in (0, APPLICATION_ID):
+        raise _not_procstore(path, f"another application's SQLite database: {application_id:#x}")
+    # Without a -wal file the main file is the whole database: read it as immutable, so that
+    # SQLite takes no lock and creates no -wal/-shm file. With one, committed data may still
+    # be in it, and the side files exist already.
+    immutable = not os.path.exists(f"{path}-wal")
+    try:
+        state = await _read_state_read_only(path, immutable=immutable)
+    except sqlite3.Error as exc:
+        if not (immutable and os.path.exists(f"{path}-wal")):
+            raise _not_procstore(path, f"unreadable: {exc}") from exc
+        # A process opened it and wrote meanwhile: read it again the ordinary way.
+        try:
+            state = await _read_state_read_only(path, immutable=False)
+        except sqlite3.Error as exc:
+            raise _not_procstore(path, f"unreadable: {exc}") from exc
+    return _check_state(path, *state)
+
+
+async def _read_state_read_only(path: str, *, immutable: bool) -> tuple[int, int, str | None]:
+    parameters = {"mode": "ro", "immutable": "1"} if immutable else {"mode": "ro"}
+    db = await aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)
+    try:
+        return await _read_state(db)
+    finally:
+        await db.close()
+
+
+async def _read_state(db: aiosqlite.Connection) -> tuple[int, int, str | None]:
+    """Return ``(application_id, number of schema objects, stored schema_version)``."""
+    (application_id,) = next(iter(await db.execute_fetchall("PRAGMA application_id")))
+    (objects,) = next(iter(await db.execute_fetchall("SELECT count(*) FROM sqlite_schema")))
+    version: str | None = None
+    if await db.execute_fetchall(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
+    ):
+        rows = list(
+            await db.execute_fetchall("SELECT value FROM meta WHERE key = 'schema_version'")
+        )
+        version = str(rows[0][0]) if rows else None
+    return int(application_id), int(objects), version
+
+
+def _check_state(path: str, application_id: int, objects: int, version: str | None) -> int | None:
+    """Classify a database from :func:`_read_state`: ``None`` if empty, else its schema."""
+    if application_id == 0 and objects == 0:
+        return None
+    if application_id != APPLICATION_ID:
+        if application_id == 0:
+            raise _not_procstore(path, "an SQLite database with other tables")
+        raise _not_procstore(path, f"another application's SQLite database: {application_id:#x}")
+    if version is None or not version.isdigit() or int(version) < 1:
+        raise _not_procstore(path, f"no valid schema version in its meta table: {version!r}")
+    known = len(MIGRATIONS)
+    if int(version) > known:
+        raise StoreError(
+            f"{path} was written by a newer procstore (schema {int(version)}); "
+            f"this one knows up to {known}"
+        )
+    return int(version)
+
+
+async def _configure_writer(db: aiosqlite.Connection, path: str, synchronous: str) -> None:
+    try:
+        rows = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+        if str(rows[0][0]).lower() != "wal":
+            raise StoreError(f"cannot use WAL mode on {path} (journal mode {rows[0][0]!r})")
+        await db.execute(f"PRAGMA synchronous = {synchronous}")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+
+
+def _statements(script: str) -> list[str]:
+    """Split an SQL script into statements (``executescript`` would commit the transaction)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {pending.strip()!r}")
+    return statements
+
+
+async def _migrate(db: aiosqlite.Connection, path: str) -> None:
+    """Bring the database up to the latest schema in one transaction (initialise if empty)."""
+    target = len(MIGRATIONS)
+    current: int | None = None
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        # Checked again under the write lock: another process may have initialised it since.
+        current = _check_state(path, *await _read_state(db)) or 0
+        for version in range(current + 1, target + 1):
+            for statement in _statements(MIGRATIONS[version - 1]):
+                await db.execute(statement)
+        if current < target:
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(target),),
+            )
+        await db.execute("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            if current is None:
+                raise StoreError(f"cannot open {path}: {exc}") from exc
+            raise StoreError(
+                f"cannot migrate {path} from schema {current} to {target}: {exc}"
+            ) from exc
+        raise
