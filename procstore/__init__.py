@@ -17,17 +17,25 @@ from procstore.errors import (
     VersionConflict,
 )
 from procstore.execution import Execution
-from procstore.outcome import Event
-from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, Status
+from procstore.outcome import ActionInfo, Event
+from procstore.snapshot import (
+    ErrorInfo,
+    ExecutionState,
+    ExecutionSummary,
+    HistoryRecord,
+    Status,
+)
 from procstore.store import ProcedureStore
 
 __all__ = [
     "ActionFailed",
+    "ActionInfo",
     "ErrorInfo",
     "Event",
     "Execution",
     "ExecutionNotFound",
     "ExecutionState",
+    "ExecutionSummary",
     "HistoryRecord",
     "InvalidEvent",
     "InvalidProcedure",

@@ -9,6 +9,7 @@ listed in ``allowed_modules``. Nothing else is importable from a definition.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -24,13 +25,14 @@ from procstore.definition import (
     SleepAction,
 )
 from procstore.errors import ActionFailed
+from procstore.outcome import ActionInfo
 
 logger = logging.getLogger("procstore")
 
 #: A host callable: ``fn(context)``, sync or async, returning the action's result.
 ActionCallable = Callable[[dict[str, Any]], Any]
 #: What the runtime awaits to run one attempt of an action.
-Invoker = Callable[[dict[str, Any]], Awaitable[Any]]
+Invoker = Callable[[dict[str, Any], ActionInfo], Awaitable[Any]]
 
 
 class ActionNotAllowed(LookupError):
@@ -97,8 +99,28 @@ class ActionRegistry:
         return cast(ActionCallable, fn)
 
 
-async def _call(fn: ActionCallable, context: dict[str, Any]) -> Any:
-    result = fn(context)
+@functools.lru_cache(maxsize=4096)
+def _wants_info(fn: ActionCallable) -> bool:
+    """Whether ``fn`` takes a second positional parameter without a default (the ActionInfo);
+    ``lambda c, t=t: ...`` does not."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) >= 2 and positional[1].default is inspect.Parameter.empty
+
+
+async def _call(fn: ActionCallable, context: dict[str, Any], info: ActionInfo) -> Any:
+    try:
+        wants_info = _wants_info(fn)
+    except TypeError:  # unhashable callable: look at it every time
+        wants_info = _wants_info.__wrapped__(fn)
+    result = cast(Any, fn)(context, info) if wants_info else fn(context)
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -107,8 +129,9 @@ async def _call(fn: ActionCallable, context: dict[str, Any]) -> Any:
 def make_invoker(spec: Action, registry: ActionRegistry) -> Invoker:
     """Turn an action spec into the coroutine function the runtime awaits for one attempt.
 
-    Module functions are resolved now (once per procedure version); callables registered by
-    name are looked up at each call, so the host may re-register them.
+    Host code is looked up at each call — callables registered by name and module functions
+    alike — so the host may register its actions after a store with stored procedures opened,
+    and an unknown name fails that attempt with a clear error.
     """
     if isinstance(spec, NoopAction):
         return _noop
@@ -118,36 +141,33 @@ def make_invoker(spec: Action, registry: ActionRegistry) -> Invoker:
         return _make_sleep(spec.ms / 1000)
     if isinstance(spec, FailAction):
         return _make_fail(spec.message)
-    if spec.module is not None:
-        fn = registry.resolve(spec)
-        return lambda context: _call(fn, context)
 
-    def invoke(context: dict[str, Any]) -> Awaitable[Any]:
-        return _call(registry.resolve(spec), context)
+    def invoke(context: dict[str, Any], info: ActionInfo) -> Awaitable[Any]:
+        return _call(registry.resolve(spec), context, info)
 
     return invoke
 
 
-async def _noop(context: dict[str, Any]) -> None:
+async def _noop(context: dict[str, Any], info: ActionInfo) -> None:
     return None
 
 
 def _make_log(message: str) -> Invoker:
-    async def log(context: dict[str, Any]) -> None:
+    async def log(context: dict[str, Any], info: ActionInfo) -> None:
         logger.info("%s", message)
 
     return log
 
 
 def _make_sleep(seconds: float) -> Invoker:
-    async def sleep(context: dict[str, Any]) -> None:
+    async def sleep(context: dict[str, Any], info: ActionInfo) -> None:
         await asyncio.sleep(seconds)
 
     return sleep
 
 
 def _make_fail(message: str | None) -> Invoker:
-    async def fail(context: dict[str, Any]) -> None:
+    async def fail(context: dict[str, Any], info: ActionInfo) -> None:
         raise ActionFailed(message or "fail action")
 
     return fail

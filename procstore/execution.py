@@ -26,7 +26,7 @@ import time
 from collections import ChainMap, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from transitions.extensions.asyncio import AsyncMachine
@@ -35,7 +35,7 @@ from procstore import paths
 from procstore.compiler import CompiledAction, CompiledProcedure, Guard, StatePlan
 from procstore.definition import RetryPolicy
 from procstore.errors import InvalidEvent, Timeout
-from procstore.outcome import Event
+from procstore.outcome import ActionInfo, Event
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 
 logger = logging.getLogger("procstore")
@@ -47,6 +47,20 @@ DONE = "done"
 EXECUTION = ""  # the step key of work that belongs to the whole execution (a rollback)
 #: How long cancel() waits for a cancelled action's cleanup (its ``finally``) to finish.
 CANCEL_GRACE_SECONDS = 1.0
+
+
+class Journal(Protocol):
+    """Where a persistent store keeps an execution: its snapshot and its history records."""
+
+    async def create(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        """Store a new execution with its first records."""
+
+    async def commit(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        """Append ``records`` and replace the snapshot, in one transaction."""
 
 
 def _to_model(record: dict[str, Any]) -> HistoryRecord:
@@ -90,8 +104,16 @@ class Execution:
         context: dict[str, Any],
         *,
         auto: bool = False,
+        journal: Journal | None = None,
+        running: dict[str, Execution] | None = None,
     ) -> None:
         self._compiled = compiled
+        # Where the store keeps unfinished executions alive: asyncio holds its tasks only
+        # weakly, so an execution nobody references could otherwise vanish mid-run.
+        self._running_registry = running
+        self._journal = journal
+        self._flushed = 0  # how many history records the journal holds
+        self._flush_lock = asyncio.Lock()
         self._plans = compiled.states
         self.id = execution_id
         self.auto = auto
@@ -100,6 +122,8 @@ class Execution:
         self._history: list[dict[str, Any]] = []
         self._history_models: list[HistoryRecord] = []  # _history converted so far
         self._status = Status.RUNNING
+        if running is not None:
+            running[execution_id] = self
         self._closing = False  # failing, rolling back or cancelled: no more events
         self._active: set[str] = set()  # every active state's path, at every level
         self._steps: dict[str, asyncio.Task[None]] = {}  # running work, by state path
@@ -109,7 +133,12 @@ class Execution:
         self._transitions = 0  # transitions fired so far
         self._results: dict[str, Any] = {}  # each leaf's last action result (guards' `result`)
         self._errors: dict[str, dict[str, str]] = {}  # each leaf's last action error (`error`)
-        self._attempts: dict[str, int] = {}  # the attempt running now, by leaf
+        self._attempts: dict[str, int] = {}  # the current attempt's number, by leaf
+        self._running: set[str] = set()  # leaves with an attempt in flight
+        self._retry_at: dict[str, float] = {}  # when the next attempt starts (wall clock)
+        self._deadlines: dict[str, float] = {}  # when each state's timeout_ms runs out
+        self._acted: set[str] = set()  # active leaves whose action has completed
+        self._rollback: tuple[str, str] | None = None  # (reason, status if nothing to undo)
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
         self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
         self._origin: str | None = None  # the state an event being fired comes from
@@ -251,6 +280,7 @@ class Execution:
                         if leaf in self._active and self._status is Status.RUNNING:
                             await self._fire(outcome, leaf)
                 await self._finished.wait()
+                await self._flush()  # the end is stored before the caller hears of it
         finally:
             self._drivers -= 1
         return self.state
@@ -262,11 +292,19 @@ class Execution:
             stopped = self._halt()
             self._context = copy.deepcopy(self._start_context)
             self._status = Status.RUNNING
+            if self._running_registry is not None:
+                self._running_registry[self.id] = self
             self._closing = False
             self._completed.clear()
             self._pending.clear()
             self._results.clear()
             self._errors.clear()
+            self._attempts.clear()
+            self._running.clear()
+            self._retry_at.clear()
+            self._deadlines.clear()
+            self._acted.clear()
+            self._rollback = None
             self._done_leaves.clear()
             self._internal.clear()
             self._active.clear()
@@ -276,6 +314,7 @@ class Execution:
             await self._drain()
         if stopped:
             await asyncio.wait(stopped)  # let the cancelled actions' cleanup run
+        await self._flush()
 
     async def cancel(self, rollback: bool = False) -> ExecutionState:
         """Cancel the running actions (their ``finally`` runs) and end the execution.
@@ -298,6 +337,7 @@ class Execution:
         if stopped:
             await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
         await self._wait_for(list(self._steps.values()))
+        await self._flush()
         return self.state
 
     async def rollback(self) -> ExecutionState:
@@ -337,12 +377,12 @@ class Execution:
         self._visits[path] = self._entries
         self._log("entered", state=path, event=event)
         if plan.timeout_s is not None:
-            self._timers[path] = asyncio.get_running_loop().call_later(
-                plan.timeout_s, self._on_state_timeout, path, self._entries
-            )
+            self._deadlines[path] = time.time() + plan.timeout_s
+            self._arm_timer(path)
         if plan.kind == "leaf":
             self._results.pop(path, None)
             self._errors.pop(path, None)
+            self._acted.discard(path)
             if plan.action is not None:
                 self._start_step(path, self._run_step, plan)
             elif plan.terminal:
@@ -358,6 +398,10 @@ class Execution:
             self._interrupt(path, step)  # leaving a state cancels what runs in it
         self._pending.pop(path, None)
         self._done_leaves.discard(path)
+        self._deadlines.pop(path, None)
+        self._acted.discard(path)
+        self._attempts.pop(path, None)
+        self._retry_at.pop(path, None)
 
     def in_scope(self, source: str) -> bool:
         if source not in self._active:
@@ -447,11 +491,14 @@ class Execution:
         # context; without resetting it, their triggers would count as nested ones.
         AsyncMachine.current_context.set(None)
         try:
+            await self._flush()  # write-ahead: what led here is stored before it runs
             await work(*args)
+            await self._flush()
         except Exception as exc:  # a defect, not an action's failure: stop, don't hang
             logger.exception("execution %s: internal error", self.id)
             self._log("internal_error", state=key or None, error=_error(exc))
             self._finish(Status.FAILED)
+            await self._flush()
         finally:
             if self._steps.get(key) is asyncio.current_task():
                 del self._steps[key]
@@ -460,8 +507,9 @@ class Execution:
         """Cancel ``step``; an attempt it was running is recorded as interrupted now, so the
         history says so before whatever follows (a transition, the end)."""
         step.cancel()
-        attempt = self._attempts.pop(key, None)
-        if attempt is not None:
+        attempt = self._attempts.get(key)
+        if key in self._running and attempt is not None:
+            self._running.discard(key)
             error = {"type": "Cancelled", "message": "the attempt was interrupted"}
             self._log("action", state=key, attempt=attempt, error=error)
 
@@ -489,8 +537,10 @@ class Execution:
                 if current is not None and current.cancelling():
                     raise  # we are being cancelled, not just the step
 
-    async def _run_step(self, plan: StatePlan) -> None:
-        outcome, failed = await self._run_action(plan)
+    async def _run_step(
+        self, plan: StatePlan, attempt: int = 1, retry_at: float | None = None
+    ) -> None:
+        outcome, failed = await self._run_action(plan, attempt, retry_at)
         async with self._fire_lock:
             if plan.path not in self._active or self._status is not Status.RUNNING:
                 return
@@ -506,47 +556,61 @@ class Execution:
                 self._pending[plan.path] = outcome
             await self._drain()
 
-    async def _run_action(self, plan: StatePlan) -> tuple[str, bool]:
-        """Run ``plan``'s action with its retry policy; return the outcome and whether it
-        failed for good."""
+    async def _run_action(
+        self, plan: StatePlan, attempt: int = 1, retry_at: float | None = None
+    ) -> tuple[str, bool]:
+        """Run ``plan``'s action with its retry policy, from attempt ``attempt`` (after a wait
+        until ``retry_at``, when resuming); return the outcome and whether it failed for
+        good."""
         action = plan.action
         assert action is not None
-        attempt = 1
+        path = plan.path
+        if retry_at is not None:
+            await asyncio.sleep(max(0.0, retry_at - time.time()))
         while True:
-            self._attempts[plan.path] = attempt
+            self._attempts[path] = attempt
+            self._retry_at.pop(path, None)
+            self._running.add(path)
             try:
-                outcome, value = await self._invoke(action, plan.path)
+                outcome, value = await self._invoke(action, path, attempt)
             except Exception as exc:  # an action's failure is data: the `error` event
-                del self._attempts[plan.path]
-                self._errors[plan.path] = _error(exc)
-                self._log("action", state=plan.path, attempt=attempt, error=_error(exc))
+                self._running.discard(path)
+                self._errors[path] = _error(exc)
+                self._log("action", state=path, attempt=attempt, error=_error(exc))
                 policy = plan.retry
                 if policy is None or attempt >= policy.max_attempts:
+                    del self._attempts[path]
                     return ERROR, True
                 if not is_retryable(policy, exc):
+                    del self._attempts[path]
                     return ERROR, True
                 delay_ms = retry_delay_ms(policy, attempt)
                 attempt += 1
-                self._log("retry", state=plan.path, attempt=attempt, delay_ms=delay_ms)
+                self._attempts[path] = attempt
+                self._retry_at[path] = time.time() + delay_ms / 1000
+                self._log("retry", state=path, attempt=attempt, delay_ms=delay_ms)
+                await self._flush()  # the failure and the deadline, before waiting
                 await asyncio.sleep(delay_ms / 1000)
                 continue
-            del self._attempts[plan.path]
-            self._results[plan.path] = value
-            self._log("action", state=plan.path, attempt=attempt, result=value)
+            self._running.discard(path)
+            del self._attempts[path]
+            self._acted.add(path)
+            self._results[path] = value
+            self._log("action", state=path, attempt=attempt, result=value)
             if plan.compensate is not None:
                 self._completed.append(plan)
             return outcome, False
 
-    async def _invoke(self, action: CompiledAction, path: str) -> tuple[str, Any]:
+    async def _invoke(self, action: CompiledAction, path: str, attempt: int = 1) -> tuple[str, Any]:
         """One attempt: await the action within its timeout, store its result; return the
         outcome event and the result as recorded."""
         if action.timeout_s is None:
-            value = await action.invoke(self._context)
+            value = await action.invoke(self._context, ActionInfo(self.id, path, attempt))
         else:
             began = time.monotonic()
             try:
                 async with asyncio.timeout(action.timeout_s) as scope:
-                    value = await action.invoke(self._context)
+                    value = await action.invoke(self._context, ActionInfo(self.id, path, attempt))
             except TimeoutError:
                 if not scope.expired():
                     raise  # the action's own TimeoutError, not our bound
@@ -571,6 +635,7 @@ class Execution:
         async with self._fire_lock:
             fired = await self._trigger(event, origin)
             await self._drain()
+        await self._flush()
         return fired
 
     async def _trigger(self, event: str, origin: str | None, exact: bool = False) -> bool:
@@ -644,12 +709,20 @@ class Execution:
         child = next((c for c in plan.children if c in self._active), None)
         return child is not None and self._is_complete(child)
 
+    def _arm_timer(self, path: str) -> None:
+        """Arm ``path``'s timeout from its stored deadline (one that passed fires at once)."""
+        delay = max(0.0, self._deadlines[path] - time.time())
+        self._timers[path] = asyncio.get_running_loop().call_later(
+            delay, self._on_state_timeout, path, self._visits[path]
+        )
+
     def _on_state_timeout(self, path: str, visit: int) -> None:
         if self._visits.get(path) != visit or path not in self._active:
             return
         if self._status is not Status.RUNNING or self._closing:
             return
         self._timers.pop(path, None)
+        self._deadlines.pop(path, None)
         current = asyncio.current_task()
         interrupted = []
         for key, step in list(self._steps.items()):
@@ -678,13 +751,21 @@ class Execution:
         else:
             self._finish(Status.FAILED)
 
-    async def _roll_back(self, reason: str, nothing_to_undo: Status) -> None:
-        """Run the compensation of every completed action, newest first, each once."""
+    async def _roll_back(self, reason: str, nothing_to_undo: Status, resumed: bool = False) -> None:
+        """Run the compensation of every completed action, newest first, each once. Each
+        compensation's completion is stored before the next starts, so after a crash the
+        interrupted one runs again and the finished ones never do."""
         if not self._completed:
             self._finish(nothing_to_undo)
             return
-        self._log("rollback", state=self.current, message=reason)
-        all_ok = True
+        if not resumed:
+            self._rollback = (reason, nothing_to_undo.value)
+            self._log("rollback", state=self.current, message=reason)
+            await self._flush()
+        all_ok = not any(
+            r["kind"] == "compensation" and r.get("error") is not None
+            for r in self._history[self._rollback_started() :]
+        )
         while self._completed:
             plan = self._completed[-1]
             compensation = plan.compensate
@@ -697,7 +778,15 @@ class Execution:
             else:
                 self._log("compensation", state=plan.path, result=value)
             self._completed.pop()  # only once it ran: an interrupted one runs again
+            await self._flush()
         self._finish(Status.ROLLED_BACK if all_ok else Status.FAILED)
+
+    def _rollback_started(self) -> int:
+        """The index of the history record that started the current rollback."""
+        for i in range(len(self._history) - 1, -1, -1):
+            if self._history[i]["kind"] == "rollback":
+                return i
+        return len(self._history)
 
     def _guard_failed(self, guard: Guard, event: str, exc: Exception) -> bool:
         self._log(
@@ -727,9 +816,101 @@ class Execution:
         self._halt()
         self._internal.clear()
         self._closing = False
+        self._rollback = None
+        if self._running_registry is not None:
+            self._running_registry.pop(self.id, None)
         self._status = status
         self._log("finished", state=self.current, status=status)
         self._finished.set()
+
+    async def _flush(self) -> None:
+        """Commit the records since the last flush with a snapshot, in one transaction."""
+        if self._journal is None:
+            return
+        async with self._flush_lock:
+            end = len(self._history)
+            if end == self._flushed:
+                return
+            records = self._history[self._flushed : end]
+            await self._journal.commit(self._status.value, self.checkpoint(), records)
+            self._flushed = end
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to resume this execution elsewhere, as JSON-compatible data."""
+        order = self._compiled.order
+        return {
+            "auto": self.auto,
+            "status": self._status.value,
+            "closing": self._closing,
+            "rollback": list(self._rollback) if self._rollback else None,
+            "active": sorted(self._active, key=order.__getitem__),
+            "fsm_state": self.fsm_state,
+            "context": to_jsonable_python(self._context, fallback=repr),
+            "start_context": self._start_context,
+            "pending": dict(self._pending),
+            "done_leaves": sorted(self._done_leaves),
+            "acted": sorted(self._acted),
+            "completed": [plan.path for plan in self._completed],
+            "results": to_jsonable_python(self._results, fallback=repr),
+            "errors": dict(self._errors),
+            "attempts": dict(self._attempts),
+            "retry_at": dict(self._retry_at),
+            "deadlines": dict(self._deadlines),
+        }
+
+    def _restore(self, snapshot: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        self.auto = bool(snapshot["auto"])
+        self._status = Status(snapshot["status"])
+        self._closing = bool(snapshot["closing"])
+        rollback = snapshot["rollback"]
+        self._rollback = (rollback[0], rollback[1]) if rollback else None
+        self._active = set(snapshot["active"])
+        self.fsm_state = snapshot["fsm_state"]
+        self._context = snapshot["context"]
+        self._pending = dict(snapshot["pending"])
+        self._done_leaves = set(snapshot["done_leaves"])
+        self._acted = set(snapshot["acted"])
+        self._completed = [self._plans[path] for path in snapshot["completed"]]
+        self._results = dict(snapshot["results"])
+        self._errors = dict(snapshot["errors"])
+        self._attempts = {k: int(v) for k, v in snapshot["attempts"].items()}
+        self._retry_at = {k: float(v) for k, v in snapshot["retry_at"].items()}
+        self._deadlines = {k: float(v) for k, v in snapshot["deadlines"].items()}
+        self._history = records
+        self._flushed = len(records)
+        if self._status is not Status.RUNNING:
+            self._finished.set()
+            if self._running_registry is not None:
+                self._running_registry.pop(self.id, None)
+
+    def _resume(self) -> None:
+        """Carry on after a restart: timers from their stored deadlines, actions that had not
+        completed (an interrupted attempt runs again with its number), a rollback in
+        progress."""
+        for path in self._deadlines:
+            self._entries += 1
+            self._visits[path] = self._entries
+            self._arm_timer(path)
+        if self._rollback is not None:
+            reason, nothing_to_undo = self._rollback
+            self._start_step(EXECUTION, self._roll_back, reason, Status(nothing_to_undo), True)
+            return
+        for leaf in sorted(self._active_leaves(), key=self._compiled.order.__getitem__):
+            plan = self._plans[leaf]
+            if plan.action is not None and leaf not in self._acted:
+                attempt = self._attempts.get(leaf, 1)
+                self._start_step(leaf, self._run_step, plan, attempt, self._retry_at.get(leaf))
+
+    def detach(self) -> None:
+        """Stop this process's work on the execution without recording anything (the store
+        is closing): a persisted execution resumes from its stored state elsewhere."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for step in self._steps.values():
+            step.cancel()
+        self._steps.clear()
+        self._journal = None
 
     def __repr__(self) -> str:
         return (
@@ -739,12 +920,51 @@ class Execution:
 
 
 async def start_execution(
-    compiled: CompiledProcedure, execution_id: str, context: dict[str, Any], *, auto: bool = False
+    compiled: CompiledProcedure,
+    execution_id: str,
+    context: dict[str, Any],
+    *,
+    auto: bool = False,
+    journal: Journal | None = None,
+    running: dict[str, Execution] | None = None,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
-    a terminal state)."""
-    execution = Execution(compiled, execution_id, context, auto=auto)
-    async with execution._fire_lock:
-        execution._enter_initial()
-        await execution._drain()
+    a terminal state); with a journal, it is stored before any of its actions runs."""
+    execution = Execution(
+        compiled, execution_id, context, auto=auto, journal=journal, running=running
+    )
+    async with execution._flush_lock:  # its steps wait for this before running anything
+        async with execution._fire_lock:
+            execution._enter_initial()
+            await execution._drain()
+        if journal is not None:
+            end = len(execution._history)
+            records = execution._history[:end]
+            await journal.create(execution._status.value, execution.checkpoint(), records)
+            execution._flushed = end
+    return execution
+
+
+def restore_execution(
+    compiled: CompiledProcedure,
+    execution_id: str,
+    snapshot: dict[str, Any],
+    records: list[dict[str, Any]],
+    *,
+    journal: Journal | None,
+    resume: bool,
+    running: dict[str, Execution] | None = None,
+) -> Execution:
+    """Rebuild a stored execution; with ``resume``, an unfinished one carries on here."""
+    execution = Execution(
+        compiled,
+        execution_id,
+        snapshot["start_context"],
+        auto=snapshot["auto"],
+        journal=journal,
+        running=running if resume else None,
+    )
+    execution._restore(snapshot, records)
+    if resume and execution.status is Status.RUNNING:
+        execution._resume()
     return execution

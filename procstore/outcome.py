@@ -1,4 +1,5 @@
-"""What an action can return to choose the event that leaves its state."""
+"""What an action is told about its attempt, and what it can return to choose the event that
+leaves its state."""
 
 from __future__ import annotations
 
@@ -17,3 +18,27 @@ class Event:
     """
 
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionInfo:
+    """Passed to an action whose second positional parameter has no default, so it can make
+    itself idempotent (an attempt interrupted by a crash runs again with the same number).
+
+    Attributes:
+        execution_id: The execution's id.
+        state: The dotted path of the state whose action this is.
+        attempt: The attempt's number, from 1.
+
+    Example:
+        ```python
+        @store.action("payments.charge")
+        async def charge(context, info):
+            key = f"{info.execution_id}/{info.state}"  # the same on every attempt
+            return await gateway.charge(context["amount"], idempotency_key=key)
+        ```
+    """
+
+    execution_id: str
+    state: str
+    attempt: int

@@ -99,3 +99,23 @@ class ExecutionState(_Frozen):
     status: Status
     context: dict[str, Any]
     history: tuple[HistoryRecord, ...]
+
+
+class ExecutionSummary(_Frozen):
+    """One line of [`ProcedureStore.executions`][procstore.ProcedureStore.executions].
+
+    Attributes:
+        id: The execution's id.
+        procedure: Name of the procedure it runs.
+        version: Version of that procedure.
+        status: Its status (as last stored, for a persisted store).
+        created_at: When it started.
+        updated_at: When it last changed.
+    """
+
+    id: str
+    procedure: str
+    version: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime

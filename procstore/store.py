@@ -1,56 +1,189 @@
-"""The procedure store: a registry of versioned procedures and the executions started from it."""
+"""The procedure store: a registry of versioned procedures and the executions started from it,
+in memory or persisted (``sqlite:///path``)."""
 
 from __future__ import annotations
 
+import builtins
+import json
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
 from procstore.actions import ActionCallable, ActionRegistry
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
-from procstore.errors import ProcedureNotFound, VersionConflict
-from procstore.execution import Execution, json_compatible, start_execution
+from procstore.errors import ExecutionNotFound, ProcedureNotFound, StoreError, VersionConflict
+from procstore.execution import (
+    Execution,
+    json_compatible,
+    restore_execution,
+    start_execution,
+)
 from procstore.guards import GuardCallable, GuardRegistry
+from procstore.snapshot import ExecutionSummary, Status
+from procstore.storage import Backend, SQLiteBackend
 from procstore.validation import Document, load_procedure
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a ``sqlite:///`` URL, as SQLAlchemy reads them:
+    ``sqlite:///procstore.db`` is relative to the working directory, ``sqlite:////var/x.db``
+    absolute."""
+    if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
+        raise StoreError(
+            f"unsupported store URL {url!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db (or no URL for an in-memory store)"
+        )
+    return Path(url[len(SQLITE_PREFIX) :])
+
+
+class _Journal:
+    """An execution's place in the backend (see :class:`procstore.execution.Journal`)."""
+
+    def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
+        self._backend = backend
+        self._id = execution_id
+        self._procedure = procedure
+        self._version = version
+
+    async def create(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        await self._backend.create_execution(
+            self._id, self._procedure, self._version, status, snapshot, records
+        )
+
+    async def commit(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        await self._backend.commit(self._id, status, snapshot, records)
 
 
 class ProcedureStore:
     """Registers procedures and starts executions of them.
 
     Args:
-        url: Where to persist; ``None`` keeps everything in memory.
+        url: Where to persist: ``sqlite:///path/to/procstore.db`` (the embedded default), or
+            ``None`` to keep everything in memory.
         allowed_modules: Modules (and their submodules) whose public functions ``function``
             actions may name with ``module`` + ``function``. Nothing else is importable from a
             definition.
+        synchronous: SQLite's durability setting: ``NORMAL`` (WAL: a power cut may lose the
+            last commits, never corrupt) or ``FULL`` (fsync on every commit).
+        read_only: Open a persisted store for reading (listing, history) beside the process
+            that runs its executions.
+
+    A persisted store opens on first use or with ``async with ProcedureStore(url) as store``;
+    close it with [`close`][procstore.ProcedureStore.close]. Stored procedures are trusted when
+    it opens: the application may register its actions and guards afterwards.
     """
 
-    def __init__(self, url: str | None = None, *, allowed_modules: Iterable[str] = ()) -> None:
-        if url is not None:
-            raise NotImplementedError("persistent stores are not available yet; use url=None")
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        allowed_modules: Iterable[str] = (),
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        read_only: bool = False,
+    ) -> None:
+        self._path = sqlite_path(url) if url is not None else None
+        self._synchronous = synchronous
+        self._read_only = read_only
+        self._backend: SQLiteBackend | None = None
+        self._runner = False  # this process holds the store's runner lock
         self._actions = ActionRegistry(allowed_modules)
         self._guards = GuardRegistry()
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
-        # Executions are owned by whoever holds their handle: the store only tracks them
-        # while they are referenced, so finished executions never accumulate here.
+        # Unfinished executions are kept alive here; finished ones belong to whoever holds
+        # their handle and are only tracked while referenced.
+        self._running: dict[str, Execution] = {}
         self._executions: weakref.WeakValueDictionary[str, Execution] = (
             weakref.WeakValueDictionary()
         )
 
     @property
     def allowed_modules(self) -> frozenset[str]:
+        """The modules whose public functions definitions may call."""
         return self._actions.allowed_modules
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> ProcedureStore:
+        """Open the database (creating or migrating it) and load its procedures. Called by
+        every other method when needed; a no-op for an in-memory store.
+
+        Raises:
+            StoreError: the file is not a procstore database, is corrupt, or was written by a
+                newer procstore.
+        """
+        if self._path is None or self._backend is not None:
+            return self
+        backend = await SQLiteBackend.open(
+            self._path, synchronous=self._synchronous, read_only=self._read_only
+        )
+        try:
+            for document in await backend.load_procedures():
+                procedure = Procedure.model_validate(document)  # trusted: stored by us
+                key = (procedure.name, procedure.parsed_version)
+                self._procedures[key] = compile_procedure(procedure, self._actions, self._guards)
+        except Exception:
+            await backend.close()
+            raise
+        self._backend = backend
+        return self
+
+    async def close(self) -> None:
+        """Stop running executions in this process (a persisted one stays ``running`` in the
+        database and resumes with [`recover`][procstore.ProcedureStore.recover]) and close the
+        database."""
+        for execution in list(self._running.values()):
+            execution.detach()
+        self._running.clear()
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            self._runner = False
+            await backend.close()
+
+    async def __aenter__(self) -> ProcedureStore:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _run_here(self) -> None:
+        """Make sure this process may run executions of a persisted store."""
+        await self.open()
+        if self._backend is None or self._runner:
+            return
+        if self._read_only:
+            raise StoreError(f"{self._path} is open read-only: it cannot run executions")
+        await self._backend.acquire_runner_lock()
+        self._runner = True
 
     # -- host code -------------------------------------------------------------------------
 
     def action(self, name: str) -> Callable[[F], F]:
-        """Decorator: register a sync or async ``callable(context) -> value`` as action ``name``."""
+        """Decorator: register a sync or async ``callable(context) -> value`` as action ``name``.
+
+        A callable whose second positional parameter has no default also receives an
+        [`ActionInfo`][procstore.ActionInfo] (execution id, state, attempt).
+        """
 
         def decorate(fn: F) -> F:
             self._actions.register(name, fn)
@@ -59,7 +192,7 @@ class ProcedureStore:
         return decorate
 
     def register_action(self, name: str, fn: ActionCallable) -> None:
-        """Register ``fn`` as action ``name`` (the non-decorator form of :meth:`action`)."""
+        """Register ``fn`` as action ``name`` (the non-decorator form of ``action``)."""
         self._actions.register(name, fn)
 
     def guard(self, name: str) -> Callable[[G], G]:
@@ -73,13 +206,13 @@ class ProcedureStore:
         return decorate
 
     def register_guard(self, name: str, fn: GuardCallable) -> None:
-        """Register ``fn`` as guard ``name`` (the non-decorator form of :meth:`guard`)."""
+        """Register ``fn`` as guard ``name`` (the non-decorator form of ``guard``)."""
         self._guards.register(name, fn)
 
     # -- registry -----------------------------------------------------------------------------
 
     async def register(self, doc: Document) -> Procedure:
-        """Validate, compile and register a procedure document.
+        """Validate, compile and register a procedure document (and store it, when persisted).
 
         ``doc`` is a dict, a JSON string, or a path to a ``.json``/``.yaml`` file. Registering
         the same name and version again is a no-op when the content is identical.
@@ -88,6 +221,7 @@ class ProcedureStore:
             InvalidProcedure: listing every problem with its JSON path; nothing is registered.
             VersionConflict: the name and version exist with different content.
         """
+        await self.open()
         procedure = load_procedure(doc, self._actions, self._guards)
         key = (procedure.name, procedure.parsed_version)
         existing = self._procedures.get(key)
@@ -98,15 +232,25 @@ class ProcedureStore:
                 f"{procedure.name} version {existing.procedure.version} is already registered "
                 "with different content; register it under a new version"
             )
-        self._procedures[key] = compile_procedure(procedure, self._actions, self._guards)
+        compiled = compile_procedure(procedure, self._actions, self._guards)
+        if self._backend is not None:
+            document = json.loads(procedure.model_dump_json(exclude_unset=True))
+            await self._backend.save_procedure(procedure.name, procedure.version, document)
+        self._procedures[key] = compiled
         return procedure
 
     async def get(self, name: str, version: str | None = None) -> Procedure:
-        """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0)."""
+        """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).
+
+        Raises:
+            ProcedureNotFound: no such name or version.
+        """
+        await self.open()
         return self._compiled(name, version).procedure
 
     async def list(self) -> list[Procedure]:
         """Every registered procedure version, by name then version."""
+        await self.open()
         return [self._procedures[key].procedure for key in sorted(self._procedures)]
 
     def _compiled(self, name: str, version: str | None) -> CompiledProcedure:
@@ -133,7 +277,8 @@ class ProcedureStore:
         *,
         auto: bool = False,
     ) -> Execution:
-        """Start an execution; it returns once the initial state is entered.
+        """Start an execution; it returns once the initial state is entered (and, when
+        persisted, stored).
 
         Args:
             name: The procedure's name.
@@ -141,13 +286,111 @@ class ProcedureStore:
             context: The execution's starting data (JSON-compatible); the execution gets its own
                 copy.
             auto: Drive the execution by itself: every outcome event fires without ``send()``.
+                Stored with the execution, so it holds after recovery.
 
         Raises:
             ProcedureNotFound: no such procedure or version.
             TypeError: the context is not JSON-compatible data.
+            StoreError: another process runs this store's executions.
         """
+        await self._run_here()
         compiled = self._compiled(name, version)
         start_context = json_compatible(dict(context or {}), "the start context")
-        execution = await start_execution(compiled, uuid.uuid4().hex, start_context, auto=auto)
+        execution_id = uuid.uuid4().hex
+        journal = None
+        if self._backend is not None:
+            journal = _Journal(
+                self._backend, execution_id, compiled.procedure.name, compiled.procedure.version
+            )
+        execution = await start_execution(
+            compiled, execution_id, start_context, auto=auto, journal=journal, running=self._running
+        )
         self._executions[execution.id] = execution
         return execution
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        """A handle on a stored execution, finished or not. An unfinished one that no handle in
+        this process runs resumes here (unless the store is read-only).
+
+        Raises:
+            ExecutionNotFound: no execution has that id.
+        """
+        await self.open()
+        live = self._executions.get(execution_id)
+        if live is not None:
+            return live
+        if self._backend is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r}")
+        stored = await self._backend.load_execution(execution_id)
+        if stored is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._path}")
+        resume = stored.status == Status.RUNNING and not self._read_only
+        if resume:
+            await self._run_here()
+            live = self._executions.get(execution_id)  # resumed meanwhile by another call
+            if live is not None:
+                return live
+        compiled = self._compiled(stored.procedure, stored.version)
+        execution = restore_execution(
+            compiled,
+            stored.id,
+            stored.snapshot,
+            stored.records,
+            journal=_Journal(self._backend, stored.id, stored.procedure, stored.version),
+            resume=resume,
+            running=self._running,
+        )
+        self._executions[execution.id] = execution
+        return execution
+
+    async def executions(
+        self, status: Status | str | None = None, procedure: str | None = None
+    ) -> builtins.list[ExecutionSummary]:
+        """Summaries of the executions (stored ones, or this process's for an in-memory store),
+        filtered by status and procedure name, oldest first."""
+        await self.open()
+        wanted = Status(status).value if status is not None else None
+        if self._backend is not None:
+            rows = await self._backend.list_executions(status=wanted, procedure=procedure)
+            return [
+                ExecutionSummary(
+                    id=r.id,
+                    procedure=r.procedure,
+                    version=r.version,
+                    status=Status(r.status),
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                )
+                for r in rows
+            ]
+        summaries = []
+        for execution in list(self._executions.values()):
+            history = execution.history
+            if (wanted is None or execution.status.value == wanted) and (
+                procedure is None or execution.procedure == procedure
+            ):
+                summaries.append(
+                    ExecutionSummary(
+                        id=execution.id,
+                        procedure=execution.procedure,
+                        version=execution.version,
+                        status=execution.status,
+                        created_at=history[0].at if history else datetime.now(UTC),
+                        updated_at=history[-1].at if history else datetime.now(UTC),
+                    )
+                )
+        return sorted(summaries, key=lambda s: s.created_at)
+
+    async def recover(self) -> builtins.list[Execution]:
+        """Resume every unfinished stored execution: running actions restart (an interrupted
+        attempt runs again with its number), retry delays and state timeouts continue from
+        their stored deadlines, compensation in progress carries on.
+
+        Returns:
+            Handles on the resumed executions.
+        """
+        await self._run_here()
+        if self._backend is None:
+            return []
+        ids = await self._backend.unfinished_execution_ids()
+        return [await self.get_execution(execution_id) for execution_id in ids]

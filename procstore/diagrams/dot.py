@@ -1,0 +1,382 @@
+"""Graphviz renderer: the neutral :class:`~procstore.diagrams.model.Diagram` as DOT, through the
+``graphviz`` package, and from there SVG or PNG (which need Graphviz's ``dot`` program).
+
+Layout:
+
+- a leaf is a rounded box whose HTML label lists its action, retry policy, timeouts and
+  compensation; a terminal state has a double border, green for a success outcome and red for a
+  failure;
+- a compound state is a cluster (``cluster_<id>``) with its own initial marker inside; a parallel
+  state is a cluster whose regions are dashed clusters side by side;
+- an edge from or to a compound state starts or ends at the cluster's border (``ltail`` /
+  ``lhead`` with ``compound=true``);
+- ``error`` edges are red and dashed, ``timeout`` edges orange and dashed;
+- with an execution overlaid, the states it went through are tinted, the active ones drawn bold,
+  failed ones red, compensated ones orange, and the edges that fired are thick and say how many
+  times (``success (2×)``), the others grey.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Literal
+
+import graphviz
+
+from procstore import paths
+from procstore.diagrams.extract import format_ms
+from procstore.diagrams.model import Diagram, StateNode, TransitionEdge
+
+__all__ = ["FORMATS", "RankDir", "render", "to_dot", "to_graph"]
+
+#: Binary/text formats :func:`render` produces through Graphviz.
+FORMATS = ("svg", "png")
+RankDir = Literal["TB", "LR", "BT", "RL"]
+
+#: Resolution of PNG output (Graphviz's default, 96, looks blurry on today's screens).
+PNG_DPI = 144
+
+FONT = "Helvetica,Arial,sans-serif"
+
+INK = "#37474f"
+MUTED = "#90a4ae"
+SUCCESS_LINE, SUCCESS_FILL = "#2e7d32", "#e8f5e9"
+FAILURE_LINE, FAILURE_FILL = "#c62828", "#fdecea"
+ERROR_EDGE = "#c62828"
+TIMEOUT_EDGE = "#ef6c00"
+COMPENSATE = "#e65100"
+ACTIVE_LINE, ACTIVE_FILL = "#1565c0", "#bbdefb"
+VISITED_FILL = "#e3f2fd"
+FAILED_FILL = "#ffcdd2"
+COMPENSATED_FILL = "#ffe0b2"
+MISSING_LINE = "#9e9e9e"
+
+_TOP = "i__top"
+
+
+def _h(text: str) -> str:
+    """Escape text for an HTML-like label."""
+    return html.escape(text, quote=True)
+
+
+def _table(rows: list[str]) -> str:
+    body = "".join(f"<TR><TD>{row}</TD></TR>" for row in rows)
+    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{body}</TABLE>>'
+
+
+def _small(text: str, color: str = INK, *, italic: bool = False, size: int = 9) -> str:
+    inner = f"<I>{_h(text)}</I>" if italic else _h(text)
+    return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{inner}</FONT>'
+
+
+def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
+    if not overlaid:
+        return []
+    rows = []
+    if state.visits:
+        text = f"entered {state.visits}×"
+        if state.attempts > state.visits:
+            text += f" · {state.attempts} attempts"
+        rows.append(_small(text, ACTIVE_LINE))
+    if state.failed:
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>failed</B></FONT>')
+    if state.timed_out:
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="{TIMEOUT_EDGE}"><B>timed out</B></FONT>')
+    if state.compensated:
+        rows.append(
+            f'<FONT POINT-SIZE="9" COLOR="{COMPENSATE}"><B>compensated {state.compensated}×'
+            "</B></FONT>"
+        )
+    if state.compensation_failed:
+        rows.append(
+            f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>compensation failed</B></FONT>'
+        )
+    return rows
+
+
+def _leaf_label(state: StateNode, overlaid: bool) -> str:
+    rows = [f'<FONT POINT-SIZE="12"><B>{_h(state.name)}</B></FONT>']
+    if state.kind == "missing":
+        rows.append(_small("no such state", FAILURE_LINE, italic=True))
+        return _table(rows)
+    if state.action is not None:
+        rows.append(_small(state.action, size=10))
+    elif not state.terminal:
+        rows.append(_small("waits for an event", MUTED, italic=True))
+    if state.retry is not None:
+        rows.append(_small(state.retry))
+    if state.action_timeout_ms is not None:
+        rows.append(_small(f"attempt timeout {format_ms(state.action_timeout_ms)}"))
+    if state.timeout_ms is not None:
+        rows.append(_small(f"state timeout {format_ms(state.timeout_ms)}"))
+    if state.compensate is not None:
+        rows.append(_small(f"↺ {state.compensate}", COMPENSATE))
+    if state.terminal:
+        if state.outcome == "failure":
+            rows.append(_small("end: failure", FAILURE_LINE, italic=True))
+        else:
+            rows.append(_small("end: success", SUCCESS_LINE, italic=True))
+    rows += _overlay_rows(state, overlaid)
+    return _table(rows)
+
+
+def _cluster_label(state: StateNode, overlaid: bool) -> str:
+    if state.kind == "region":
+        return _table([f'<FONT POINT-SIZE="10" COLOR="{INK}"><I>{_h(state.name)}</I></FONT>'])
+    title = f'<FONT POINT-SIZE="12"><B>{_h(state.name)}</B></FONT>'
+    if state.kind == "parallel":
+        title += _small("  ‖ parallel", MUTED, italic=True)
+    rows = [title]
+    if state.timeout_ms is not None:
+        rows.append(_small(f"state timeout {format_ms(state.timeout_ms)}"))
+    rows += _overlay_rows(state, overlaid)
+    return _table(rows)
+
+
+def _leaf_attrs(state: StateNode, overlaid: bool) -> dict[str, str]:
+    attrs: dict[str, str] = {"label": _leaf_label(state, overlaid)}
+    tooltip = state.description or state.path
+    attrs["tooltip"] = graphviz.escape(tooltip)
+    line, fill = INK, "white"
+    if state.kind == "missing":
+        line = MISSING_LINE
+        attrs["style"] = "rounded,dashed"
+    if state.terminal:
+        attrs["peripheries"] = "2"
+        if state.outcome == "failure":
+            line, fill = FAILURE_LINE, FAILURE_FILL
+        else:
+            line, fill = SUCCESS_LINE, SUCCESS_FILL
+    if overlaid:
+        if state.failed:
+            fill = FAILED_FILL
+        elif state.compensated or state.compensation_failed:
+            fill = COMPENSATED_FILL
+        elif state.active:
+            fill = ACTIVE_FILL
+        elif state.visits:
+            fill = VISITED_FILL
+        if state.active:
+            line = ACTIVE_LINE
+            attrs["penwidth"] = "3"
+        elif state.failed:
+            attrs["penwidth"] = "2"
+    attrs["color"] = line
+    attrs["fillcolor"] = fill
+    return attrs
+
+
+class _Renderer:
+    def __init__(self, diagram: Diagram) -> None:
+        self.diagram = diagram
+        self.overlaid = diagram.execution is not None
+        self.states = diagram.by_path
+
+    # Anchors: the node an edge entering / leaving a state is attached to.
+    def entry(self, state: StateNode) -> str:
+        if state.kind == "parallel":
+            return f"e_{state.id}"
+        if state.kind in ("compound", "region"):
+            return f"i_{state.id}"
+        return state.id
+
+    def exit(self, state: StateNode) -> str:
+        if state.kind == "parallel":
+            return f"x_{state.id}"
+        if state.kind in ("compound", "region"):
+            for child in state.children:
+                if child.terminal:
+                    return self.exit(child)
+            initial = self.states.get(state.initial) if state.initial else None
+            return self.exit(initial) if initial is not None else f"i_{state.id}"
+        return state.id
+
+    def cluster_attrs(self, state: StateNode) -> dict[str, str]:
+        attrs = {
+            "label": _cluster_label(state, self.overlaid),
+            "labeljust": "l",
+            "fontname": FONT,
+            "tooltip": graphviz.escape(state.description or state.path),
+            "color": INK,
+            "penwidth": "1.2",
+        }
+        if state.kind == "region":
+            attrs.update(style="dashed,rounded", color=MUTED, bgcolor="white", penwidth="1")
+        elif state.kind == "parallel":
+            attrs.update(style="rounded,filled", fillcolor="#f5f7fa", penwidth="1.6")
+        else:
+            attrs.update(style="rounded,filled", fillcolor="#fafafa")
+        if self.overlaid:
+            if state.failed:
+                attrs.update(color=FAILURE_LINE, penwidth="2")
+            if state.active:
+                attrs.update(color=ACTIVE_LINE, penwidth="2.5")
+        return attrs
+
+    def scope(self, graph: graphviz.Digraph, states: tuple[StateNode, ...]) -> None:
+        for state in states:
+            if state.is_cluster:
+                with graph.subgraph(name=f"cluster_{state.id}") as sub:
+                    sub.attr(**self.cluster_attrs(state))
+                    self.cluster_body(sub, state)
+                if state.terminal and state.kind != "region":
+                    final = f"f_{state.id}"
+                    graph.node(final, **_FINAL)
+                    graph.edge(self.exit(state), final, ltail=f"cluster_{state.id}")
+            else:
+                graph.node(state.id, **_leaf_attrs(state, self.overlaid))
+
+    def cluster_body(self, sub: graphviz.Digraph, state: StateNode) -> None:
+        if state.kind == "parallel":
+            entry, exit_ = f"e_{state.id}", f"x_{state.id}"
+            sub.node(entry, **_HIDDEN)
+            self.scope(sub, state.children)
+            sub.node(exit_, **_HIDDEN)
+            for region in state.children:
+                sub.edge(entry, self.entry(region), style="invis")
+                sub.edge(self.exit(region), exit_, style="invis")
+            return
+        marker = f"i_{state.id}"
+        sub.node(marker, **_INITIAL)
+        self.scope(sub, state.children)
+        initial = self.states.get(state.initial) if state.initial else None
+        if initial is not None:
+            sub.edge(marker, self.entry(initial), **self.lhead(initial, None))
+
+    def lhead(self, target: StateNode, source: StateNode | None) -> dict[str, str]:
+        if not target.is_cluster:
+            return {}
+        if source is not None and paths.is_within(source.path, target.path):
+            return {}
+        return {"lhead": f"cluster_{target.id}"}
+
+    def edge_attrs(self, edge: TransitionEdge, source: StateNode, target: StateNode) -> dict[str, str]:
+        attrs: dict[str, str] = {}
+        if source.is_cluster and not paths.is_within(target.path, source.path):
+            attrs["ltail"] = f"cluster_{source.id}"
+        attrs.update(self.lhead(target, source))
+        label = edge.label
+        color = INK
+        if edge.kind == "error":
+            color = ERROR_EDGE
+            attrs["style"] = "dashed"
+        elif edge.kind == "timeout":
+            color = TIMEOUT_EDGE
+            attrs["style"] = "dashed"
+        if self.overlaid:
+            if edge.fired:
+                label += f" ({edge.fired}×)"
+                attrs["penwidth"] = "2.5"
+                if edge.kind == "normal" or edge.kind == "done":
+                    color = ACTIVE_LINE
+            else:
+                color = MUTED
+        attrs.update(
+            label=graphviz.escape(label),
+            color=color,
+            fontcolor=color,
+            tooltip=graphviz.escape(f"{edge.source} → {edge.target}: {edge.label}"),
+        )
+        return attrs
+
+    def graph(self, rankdir: RankDir) -> graphviz.Digraph:
+        diagram = self.diagram
+        graph = graphviz.Digraph(name=diagram.name)
+        title = f'<FONT POINT-SIZE="14"><B>{_h(diagram.name)}</B></FONT> {_h(diagram.version)}'
+        rows = [title]
+        if diagram.execution is not None:
+            ex = diagram.execution
+            rows.append(
+                _small(f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10)
+            )
+        graph.attr(
+            "graph",
+            rankdir=rankdir,
+            compound="true",
+            fontname=FONT,
+            label=_table(rows),
+            labelloc="t",
+            labeljust="l",
+            nodesep="0.35",
+            ranksep="0.4",
+            pad="0.2",
+            bgcolor="white",
+        )
+        graph.attr(
+            "node",
+            shape="box",
+            style="rounded,filled",
+            fillcolor="white",
+            color=INK,
+            fontname=FONT,
+            fontsize="11",
+            margin="0.12,0.05",
+        )
+        graph.attr("edge", fontname=FONT, fontsize="9", color=INK, arrowsize="0.7")
+        graph.node(_TOP, **_INITIAL)
+        self.scope(graph, diagram.states)
+        initial = self.states.get(diagram.initial)
+        if initial is not None:
+            graph.edge(_TOP, self.entry(initial), **self.lhead(initial, None))
+        for edge in diagram.transitions:
+            source, target = self.states[edge.source], self.states[edge.target]
+            graph.edge(self.exit(source), self.entry(target), **self.edge_attrs(edge, source, target))
+        return graph
+
+
+_INITIAL: dict[str, Any] = {
+    "label": "",
+    "shape": "circle",
+    "style": "filled",
+    "fillcolor": "black",
+    "color": "black",
+    "width": "0.16",
+    "height": "0.16",
+    "fixedsize": "true",
+    "tooltip": "initial state",
+}
+_FINAL: dict[str, Any] = {
+    "label": "",
+    "shape": "doublecircle",
+    "style": "filled",
+    "fillcolor": "black",
+    "color": "black",
+    "width": "0.12",
+    "height": "0.12",
+    "fixedsize": "true",
+    "tooltip": "end",
+}
+_HIDDEN: dict[str, Any] = {
+    "label": "",
+    "shape": "point",
+    "style": "invis",
+    "width": "0.01",
+    "height": "0.01",
+}
+
+
+def to_graph(diagram: Diagram, *, rankdir: RankDir = "TB") -> graphviz.Digraph:
+    """``diagram`` as a :class:`graphviz.Digraph` (render it with ``.pipe(format=...)``)."""
+    return _Renderer(diagram).graph(rankdir)
+
+
+def to_dot(diagram: Diagram, *, rankdir: RankDir = "TB") -> str:
+    """``diagram`` as DOT source text."""
+    source: str = to_graph(diagram, rankdir=rankdir).source
+    return source
+
+
+def render(diagram: Diagram, format: str = "svg", *, rankdir: RankDir = "TB") -> bytes:
+    """``diagram`` rendered by Graphviz's ``dot`` program as ``svg`` or ``png`` bytes.
+
+    Raises:
+        ValueError: an unknown format.
+        graphviz.ExecutableNotFound: Graphviz is not installed (``make system-deps``).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
+    graph = to_graph(diagram, rankdir=rankdir)
+    if format == "png":
+        graph.attr("graph", dpi=str(PNG_DPI))
+    data: bytes = graph.pipe(format=format)
+    return data

@@ -1,0 +1,458 @@
+"""Build the neutral :class:`~procstore.diagrams.model.Diagram` from a procedure, and lay an
+execution's snapshot over it.
+
+Only the pydantic models are read: no store, no compiled machine, so a diagram can be drawn of
+any document that passes the schema (targets that name no state become ``missing`` nodes instead
+of errors). Everything is visited in document order and every identifier is derived from the
+state's path, never from object identity, so the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from procstore import paths
+from procstore.definition import (
+    Action,
+    FailAction,
+    FunctionAction,
+    LogAction,
+    NoopAction,
+    Procedure,
+    RetryPolicy,
+    SleepAction,
+    StateDef,
+    TransitionDef,
+)
+from procstore.diagrams.model import (
+    Diagram,
+    EdgeKind,
+    ExecutionOverlay,
+    Outcome,
+    StateNode,
+    TransitionEdge,
+)
+from procstore.snapshot import ExecutionState, HistoryRecord, Status
+from procstore.validation import Document, read_document
+
+__all__ = ["as_execution", "as_procedure", "extract", "format_ms", "overlay"]
+
+_MAX_TEXT = 48
+_WHITESPACE = re.compile(r"\s+")
+_SAFE_CHAR = re.compile(r"[A-Za-z0-9_]")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def as_procedure(procedure: Procedure | Document) -> Procedure:
+    """``procedure`` itself, or the document (dict, JSON text, path to .json/.yaml) parsed.
+
+    Only the schema is checked (pydantic): targets, modules and guards are not resolved, so a
+    document can be drawn before it is registered anywhere.
+    """
+    if isinstance(procedure, Procedure):
+        return procedure
+    data, _ = read_document(procedure)
+    return Procedure.model_validate(data)
+
+
+def as_execution(execution: ExecutionState | Mapping[str, Any] | Any) -> ExecutionState:
+    """An :class:`ExecutionState`, from itself, its JSON form, or an object with ``.state``
+    (an :class:`~procstore.Execution`)."""
+    if isinstance(execution, ExecutionState):
+        return execution
+    if isinstance(execution, Mapping):
+        return ExecutionState.model_validate(dict(execution))
+    state = getattr(execution, "state", None)
+    if isinstance(state, ExecutionState):
+        return state
+    raise TypeError(f"expected an ExecutionState, got {type(execution).__name__}")
+
+
+# --------------------------------------------------------------------------- text
+
+
+def format_ms(ms: float) -> str:
+    """A duration for a label: ``250ms``, ``1.5s``, ``2min``, ``1h``."""
+    if ms < 1000:
+        return f"{ms:g}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:g}s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:g}min"
+    return f"{ms / 3_600_000:g}h"
+
+
+def _short(text: str, limit: int = _MAX_TEXT) -> str:
+    text = _WHITESPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _function_name(action: FunctionAction) -> str:
+    return action.function if action.module is None else f"{action.module}.{action.function}"
+
+
+def describe_action(action: Action) -> str:
+    """The action in a few words: ``function deploy_actions.build → artifact``,
+    ``log “text”``, ``sleep 200ms``, ``fail “why”``, ``noop``."""
+    if isinstance(action, FunctionAction):
+        text = f"function {_function_name(action)}"
+    elif isinstance(action, LogAction):
+        text = f"log “{_short(action.message, 36)}”"
+    elif isinstance(action, SleepAction):
+        text = f"sleep {format_ms(action.ms)}"
+    elif isinstance(action, FailAction):
+        text = "fail" if action.message is None else f"fail “{_short(action.message, 36)}”"
+    else:
+        assert isinstance(action, NoopAction)
+        text = "noop"
+    if action.result is not None:
+        text += f" → {action.result}"
+    return text
+
+
+def describe_compensation(action: Action) -> str:
+    """``compensate: module.function`` (or the action's type and argument)."""
+    if isinstance(action, FunctionAction):
+        return f"compensate: {_function_name(action)}"
+    return f"compensate: {describe_action(action)}"
+
+
+def describe_retry(retry: RetryPolicy) -> str:
+    """``retry 4x 200ms×2 ≤5s jitter on ConnectionError, Timeout``."""
+    text = f"retry {retry.max_attempts}x {format_ms(retry.interval_ms)}"
+    if retry.backoff_rate != 1:
+        text += f"×{retry.backoff_rate:g}"
+    if retry.max_delay_ms is not None:
+        text += f" ≤{format_ms(retry.max_delay_ms)}"
+    if retry.jitter == "full":
+        text += " jitter"
+    if retry.errors:
+        text += " on " + ", ".join(retry.errors)
+    return text
+
+
+def _guards(transition: TransitionDef) -> tuple[str, ...]:
+    parts: list[str] = []
+    if transition.guard is not None:
+        parts.append(_WHITESPACE.sub(" ", transition.guard).strip())
+    parts += transition.conditions
+    parts += (f"!{name}" for name in transition.unless)
+    return tuple(parts)
+
+
+def _edge_kind(event: str) -> EdgeKind:
+    if event == "error":
+        return "error"
+    if event == "timeout":
+        return "timeout"
+    if event == "done":
+        return "done"
+    return "normal"
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def _id_part(name: str) -> str:
+    return "".join(c if _SAFE_CHAR.fullmatch(c) else f"_{ord(c):x}_" for c in name)
+
+
+class _Ids:
+    """Unique ``[A-Za-z0-9_]`` ids from paths: ``s_`` + the encoded path components joined by
+    ``__``; a clash (possible only with names containing ``_``) gets a numeric suffix, in
+    document order."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def __call__(self, path: str) -> str:
+        base = "s_" + "__".join(_id_part(p) for p in path.split(paths.SEPARATOR))
+        candidate, n = base, 1
+        while candidate in self._used:
+            n += 1
+            candidate = f"{base}_{n}"
+        self._used.add(candidate)
+        return candidate
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.ids = _Ids()
+        self.defs: dict[str, StateDef] = {}  # state path -> definition (regions excluded)
+        self.regions: set[str] = set()
+        self.order: list[str] = []  # every state/region path, document order
+
+    def collect(self, states: Mapping[str, StateDef], prefix: str | None) -> None:
+        for name, state in states.items():
+            path = paths.join(prefix, name)
+            self.defs[path] = state
+            self.order.append(path)
+            if state.parallel is not None:
+                for region_name, region in state.parallel.items():
+                    region_path = paths.join(path, region_name)
+                    self.regions.add(region_path)
+                    self.order.append(region_path)
+                    self.collect(region.states, region_path)
+            elif state.states is not None:
+                self.collect(state.states, path)
+
+    def resolve(self, source: str, target: str, known: set[str]) -> str:
+        try:
+            return paths.resolve_target(source, target, known)
+        except ValueError:
+            sibling = paths.join(paths.parent_of(source), target)
+            if paths.SEPARATOR not in target and sibling in self.defs:
+                return sibling  # ambiguous: the sibling wins (validation rejects it anyway)
+            return target  # names no state: drawn as a "missing" node
+
+    def state(self, name: str, path: str, parent: str | None, state: StateDef) -> StateNode:
+        terminal = not state.transitions
+        outcome: Outcome | None = None
+        if terminal:
+            outcome = "failure" if state.outcome == "failure" else "success"
+        children: tuple[StateNode, ...] = ()
+        initial: str | None = None
+        kind: str
+        if state.parallel is not None:
+            kind = "parallel"
+            regions = []
+            for region_name, region in state.parallel.items():
+                region_path = paths.join(path, region_name)
+                regions.append(
+                    StateNode(
+                        path=region_path,
+                        name=region_name,
+                        id=self.ids(region_path),
+                        kind="region",
+                        parent=path,
+                        initial=paths.join(region_path, region.initial_state),
+                        children=self.children(region.states, region_path),
+                    )
+                )
+            children = tuple(regions)
+        elif state.states is not None:
+            kind = "compound"
+            children = self.children(state.states, path)
+            if state.initial_state is not None:
+                initial = paths.join(path, state.initial_state)
+        else:
+            kind = "leaf"
+        node_id = self.ids(path)
+        return StateNode(
+            path=path,
+            name=name,
+            id=node_id,
+            kind=kind,  # type: ignore[arg-type]
+            parent=parent,
+            description=state.description,
+            initial=initial,
+            children=children,
+            action=None if state.action is None else describe_action(state.action),
+            action_timeout_ms=None if state.action is None else state.action.timeout_ms,
+            retry=None if state.retry is None else describe_retry(state.retry),
+            timeout_ms=state.timeout_ms,
+            compensate=None if state.compensate is None else describe_compensation(state.compensate),
+            terminal=terminal,
+            outcome=outcome,
+        )
+
+    def children(self, states: Mapping[str, StateDef], prefix: str) -> tuple[StateNode, ...]:
+        return tuple(
+            self.state(name, paths.join(prefix, name), prefix, state)
+            for name, state in states.items()
+        )
+
+    def transitions(self) -> list[TransitionEdge]:
+        edges = []
+        known = set(self.order)
+        for path in self.order:
+            state = self.defs.get(path)
+            if state is None:
+                continue  # a region has no transitions
+            for index, transition in enumerate(state.transitions):
+                edges.append(
+                    TransitionEdge(
+                        source=path,
+                        target=self.resolve(path, transition.target, known),
+                        event=transition.event,
+                        guards=_guards(transition),
+                        kind=_edge_kind(transition.event),
+                        index=index,
+                    )
+                )
+        return edges
+
+
+def extract(procedure: Procedure | Document) -> Diagram:
+    """The diagram of ``procedure`` (a :class:`Procedure` or a document)."""
+    procedure = as_procedure(procedure)
+    definition = procedure.definition
+    builder = _Builder()
+    builder.collect(definition.states, None)
+    states = [
+        builder.state(name, name, None, state) for name, state in definition.states.items()
+    ]
+    transitions = builder.transitions()
+    known = set(builder.order)
+    for edge in transitions:
+        if edge.target not in known:
+            known.add(edge.target)
+            states.append(
+                StateNode(path=edge.target, name=edge.target, id=builder.ids(edge.target),
+                          kind="missing")
+            )
+    return Diagram(
+        name=procedure.name,
+        version=procedure.version,
+        description=procedure.description,
+        initial=definition.initial_state,
+        states=tuple(states),
+        transitions=tuple(transitions),
+    )
+
+
+# --------------------------------------------------------------------------- overlay
+
+
+_FAILED = (Status.FAILED, Status.ROLLED_BACK)
+
+
+def _failed_states(history: tuple[HistoryRecord, ...]) -> set[str]:
+    """States whose action failed for good (its last attempt, no retry after it), and states
+    the execution finished in with status failed (or rolled_back: it failed, then was
+    compensated)."""
+    failed: set[str] = set()
+    for i, record in enumerate(history):
+        if record.state is None:
+            continue
+        if record.kind == "action" and record.error is not None:
+            retried = False
+            for later in history[i + 1 :]:
+                if later.state != record.state:
+                    continue
+                if later.kind == "retry":
+                    retried = True
+                    break
+                if later.kind in ("action", "entered", "transition", "timeout", "finished"):
+                    break
+            if not retried:
+                failed.add(record.state)
+        elif record.kind == "finished" and record.status in _FAILED:
+            failed.add(record.state)
+    return failed
+
+
+def _match_edge(
+    record: HistoryRecord, by_source: Mapping[str, list[int]], edges: list[TransitionEdge]
+) -> int | None:
+    """The transition a "transition" record is about: declared on its source state or, when the
+    event bubbled, on the innermost ancestor; the exact target first."""
+    if record.state is None or record.event is None:
+        return None
+    source: str | None = record.state
+    target = record.target
+    while source is not None:
+        candidates = [i for i in by_source.get(source, ()) if edges[i].event == record.event]
+        if candidates:
+            if target is None:
+                return candidates[0]
+            for i in candidates:
+                if edges[i].target == target:
+                    return i
+            for i in candidates:
+                if paths.is_within(target, edges[i].target):
+                    return i
+        source = paths.parent_of(source)
+    return None
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    parent = paths.parent_of(path)
+    while parent is not None:
+        yield parent
+        parent = paths.parent_of(parent)
+
+
+def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | Any) -> Diagram:
+    """``diagram`` with ``execution`` drawn on top: its active states, how many times each
+    state was entered and each transition fired, and the states that failed, timed out or
+    were compensated."""
+    snapshot = as_execution(execution)
+    history = snapshot.history
+
+    raw_active = getattr(snapshot, "active", None)
+    active_paths = [snapshot.current]
+    if isinstance(raw_active, list | tuple) and raw_active:
+        active_paths += [str(p) for p in raw_active]
+    active: set[str] = set()
+    for path in active_paths:
+        active.add(path)
+        active.update(_ancestors(path))
+
+    visits = Counter(r.state for r in history if r.kind == "entered" and r.state is not None)
+    attempts = Counter(r.state for r in history if r.kind == "action" and r.state is not None)
+    timed_out = {r.state for r in history if r.kind == "timeout" and r.state is not None}
+    compensated = Counter(
+        r.state
+        for r in history
+        if r.kind == "compensation" and r.error is None and r.state is not None
+    )
+    compensation_failed = {
+        r.state
+        for r in history
+        if r.kind == "compensation" and r.error is not None and r.state is not None
+    }
+    failed = _failed_states(history)
+
+    edges = list(diagram.transitions)
+    by_source: dict[str, list[int]] = {}
+    for i, edge in enumerate(edges):
+        by_source.setdefault(edge.source, []).append(i)
+    fired: Counter[int] = Counter()
+    for record in history:
+        if record.kind == "transition":
+            index = _match_edge(record, by_source, edges)
+            if index is not None:
+                fired[index] += 1
+
+    def paint(state: StateNode) -> StateNode:
+        path = state.path
+        visited = visits.get(path, 0)
+        if visited == 0 and state.is_cluster:
+            # Entering a nested state may be recorded only for the leaf: count the cluster as
+            # visited when anything inside it was.
+            visited = int(any(visits.get(s.path, 0) for s in state.walk()))
+        return dataclasses.replace(
+            state,
+            children=tuple(paint(child) for child in state.children),
+            active=path in active,
+            visits=visited,
+            attempts=attempts.get(path, 0),
+            failed=path in failed,
+            timed_out=path in timed_out,
+            compensated=compensated.get(path, 0),
+            compensation_failed=path in compensation_failed,
+        )
+
+    return dataclasses.replace(
+        diagram,
+        states=tuple(paint(s) for s in diagram.states),
+        transitions=tuple(
+            dataclasses.replace(edge, fired=fired.get(i, 0)) for i, edge in enumerate(edges)
+        ),
+        execution=ExecutionOverlay(
+            id=snapshot.id,
+            status=str(snapshot.status.value),
+            current=snapshot.current,
+            active=tuple(sorted(set(active_paths))),
+        ),
+    )

@@ -1,0 +1,170 @@
+"""The neutral diagram model: what a state diagram shows, independent of any output format.
+
+:func:`procstore.diagrams.extract.extract` builds it from a procedure (and, optionally, an
+execution's snapshot); the renderers (:mod:`~procstore.diagrams.dot`,
+:mod:`~procstore.diagrams.mermaid`) only lay it out. Everything here is immutable and kept in
+document order, so the same procedure always gives the same diagram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+#: ``leaf``: may run an action; ``compound``: one child at a time; ``parallel``: every region
+#: at once; ``region``: one region of a parallel state; ``missing``: a transition target that
+#: names no state (only in diagrams of documents that were not fully validated).
+StateKind = Literal["leaf", "compound", "parallel", "region", "missing"]
+
+#: How a transition is drawn: ``error`` and ``timeout`` apart from the happy path; ``done``
+#: (completion of a compound or parallel state) like ``normal``.
+EdgeKind = Literal["normal", "error", "timeout", "done"]
+
+#: A terminal state ends its parent successfully or with a failure.
+Outcome = Literal["success", "failure"]
+
+
+@dataclass(frozen=True)
+class StateNode:
+    """One state (or region) of the diagram.
+
+    Attributes:
+        path: Dotted path from the top (``checks.credit.run``); unique.
+        name: The state's own name, as written in the document (the label).
+        id: A unique identifier made of ``[A-Za-z0-9_]`` only, safe in DOT and Mermaid.
+        kind: leaf, compound, parallel, region or missing.
+        parent: Path of the enclosing state or region; ``None`` at the top.
+        description: The state's description, if any.
+        initial: Path of the child entered first (compound states and regions).
+        children: Child states (compound, region) or regions (parallel), in document order.
+        action: The action in a few words (``function deploy_actions.build → artifact``).
+        action_timeout_ms: The action's per-attempt bound.
+        retry: The retry policy in a few words (``retry 4x 10ms×2 ≤30ms``).
+        timeout_ms: The bound on the whole stay in the state.
+        compensate: The compensating action in a few words.
+        terminal: No outgoing transitions: ends its parent (the execution, at the top).
+        outcome: For terminal states: how ending here counts; ``None`` otherwise.
+        active: Overlay: the execution is in this state now (or ended here).
+        visits: Overlay: how many times the execution entered the state.
+        attempts: Overlay: how many times the state's action ran (retries included).
+        failed: Overlay: the state's action failed for good, or the execution failed here.
+        timed_out: Overlay: the state's ``timeout_ms`` ran out.
+        compensated: Overlay: how many times the state's action was compensated.
+        compensation_failed: Overlay: a compensation of the state's action failed.
+    """
+
+    path: str
+    name: str
+    id: str
+    kind: StateKind
+    parent: str | None = None
+    description: str | None = None
+    initial: str | None = None
+    children: tuple[StateNode, ...] = ()
+    action: str | None = None
+    action_timeout_ms: float | None = None
+    retry: str | None = None
+    timeout_ms: float | None = None
+    compensate: str | None = None
+    terminal: bool = False
+    outcome: Outcome | None = None
+    active: bool = False
+    visits: int = 0
+    attempts: int = 0
+    failed: bool = False
+    timed_out: bool = False
+    compensated: int = 0
+    compensation_failed: bool = False
+
+    @property
+    def is_cluster(self) -> bool:
+        """Drawn as a box around its children (compound, parallel, region)."""
+        return self.kind in ("compound", "parallel", "region")
+
+    def walk(self) -> Iterator[StateNode]:
+        """This state, then every state inside it, depth first in document order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass(frozen=True)
+class TransitionEdge:
+    """One transition of the document.
+
+    Attributes:
+        source: Path of the state that declares it.
+        target: Path of the state it enters (resolved from the document's target).
+        event: The event that fires it.
+        guards: Its guards, each as written for a label: ``amount < 1000``, ``pred``,
+            ``!pred`` (``unless``).
+        kind: How it is drawn (see :data:`EdgeKind`).
+        index: Its position among the source state's transitions.
+        fired: Overlay: how many times it fired.
+    """
+
+    source: str
+    target: str
+    event: str
+    guards: tuple[str, ...] = ()
+    kind: EdgeKind = "normal"
+    index: int = 0
+    fired: int = 0
+
+    @property
+    def label(self) -> str:
+        """``event`` or ``event [guard] [pred] [!pred]``."""
+        return " ".join((self.event, *(f"[{g}]" for g in self.guards)))
+
+
+@dataclass(frozen=True)
+class ExecutionOverlay:
+    """Where an execution stands, as drawn on top of its procedure."""
+
+    id: str
+    status: str
+    current: str
+    active: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """A whole procedure, ready to render.
+
+    Attributes:
+        name: The procedure's name.
+        version: Its version.
+        description: Its description.
+        initial: Path of the top-level initial state.
+        states: The top-level states, in document order.
+        transitions: Every transition, in document order (depth first, like the states).
+        execution: The overlaid execution, if any.
+    """
+
+    name: str
+    version: str
+    description: str | None
+    initial: str
+    states: tuple[StateNode, ...]
+    transitions: tuple[TransitionEdge, ...]
+    execution: ExecutionOverlay | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def walk(self) -> Iterator[StateNode]:
+        """Every state and region, depth first in document order."""
+        for state in self.states:
+            yield from state.walk()
+
+    @cached_property
+    def by_path(self) -> dict[str, StateNode]:
+        """Every state and region by path."""
+        return {state.path: state for state in self.walk()}
+
+    def state(self, path: str) -> StateNode:
+        """The state at ``path`` (``KeyError`` if there is none)."""
+        return self.by_path[path]
