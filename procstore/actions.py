@@ -1,9 +1,9 @@
 """Action implementations and the allowlist that decides which host code a definition may call.
 
 A definition is data, possibly written by an untrusted agent, so it never names code directly:
-``function`` actions resolve either to a callable the host registered by name
-(``@store.action("deploy.build")``) or to a public function defined in a module the host
-listed in ``allowed_modules``. Nothing else is importable from a definition.
+`function` actions resolve either to a callable the host registered by name
+(`@store.action("deploy.build")`) or to a public function defined in a module the host
+listed in `allowed_modules`. Nothing else is importable from a definition.
 """
 
 from __future__ import annotations
@@ -29,14 +29,20 @@ from procstore.outcome import ActionInfo
 
 logger = logging.getLogger("procstore")
 
-#: A host callable: ``fn(context)``, sync or async, returning the action's result.
+#: A host callable: `fn(context)`, or `fn(context, info)` to receive the attempt's
+#: `procstore.ActionInfo`; sync or async, returning the action's result.
 ActionCallable = Callable[[dict[str, Any]], Any]
 #: What the runtime awaits to run one attempt of an action.
 Invoker = Callable[[dict[str, Any], ActionInfo], Awaitable[Any]]
 
 
 class ActionNotAllowed(LookupError):
-    """A ``function`` action names code the host did not allow; ``field`` is the culprit."""
+    """A `function` action names code the host did not allow.
+
+    Attributes:
+        field: The action field at fault, `module` or `function`.
+        message: What is wrong, in plain words.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -52,17 +58,22 @@ class ActionRegistry:
         self._callables: dict[str, ActionCallable] = {}
 
     def register(self, name: str, fn: ActionCallable) -> None:
-        """Make ``fn`` callable from definitions as ``{"type": "function", "function": name}``."""
+        """Make `fn` callable from definitions as `{"type": "function", "function": name}`."""
         if not callable(fn):
             raise TypeError(f"action {name!r} must be callable, got {type(fn).__name__}")
         self._callables[name] = fn
 
     def is_module_allowed(self, module: str) -> bool:
-        """An allowed package allows its submodules too (``myapp`` allows ``myapp.actions``)."""
+        """An allowed package allows its submodules too (`myapp` allows `myapp.actions`)."""
         return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
 
     def resolve(self, spec: FunctionAction) -> ActionCallable:
-        """Return the callable ``spec`` names, or raise :class:`ActionNotAllowed`."""
+        """Return the callable `spec` names.
+
+        Raises:
+            ActionNotAllowed: `spec` names code the host did not allow, or an action name
+                nobody registered.
+        """
         if spec.module is None:
             fn = self._callables.get(spec.function)
             if fn is None:
@@ -101,8 +112,8 @@ class ActionRegistry:
 
 @functools.lru_cache(maxsize=4096)
 def _wants_info(fn: ActionCallable) -> bool:
-    """Whether ``fn`` takes a second positional parameter without a default (the ActionInfo);
-    ``lambda c, t=t: ...`` does not."""
+    """Whether `fn` takes a second positional parameter without a default (the ActionInfo);
+    `lambda c, t=t: ...` does not."""
     try:
         parameters = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):

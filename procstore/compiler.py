@@ -167,7 +167,7 @@ class _Sequential:
 
 
 class SequentialAsyncMachine(_Sequential, AsyncMachine):  # type: ignore[misc]
-    """The flat machine: AsyncMachine with procstore's changes (see :class:`_Sequential`)."""
+    """The flat machine: AsyncMachine with procstore's changes (see ``_Sequential``)."""
 
 
 class DottedState(NestedAsyncState):

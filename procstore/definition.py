@@ -1,14 +1,18 @@
 """The procedure document schema, as pydantic models.
 
-A procedure document is plain data (JSON or YAML)::
+A procedure document is plain data (JSON or YAML).
 
+Example:
+    ```json
     {"name": "deploy_workflow", "version": "1.0", "description": "optional text",
      "definition": {"initial_state": "validate",
                     "states": {"validate": {"action": {...}, "transitions": [...]},
                                "done": {}}}}
+    ```
 
-These models check the *shape* of a document. Rules that span several places (targets that
-exist, reachability, allowed modules) live in :mod:`procstore.validation`.
+These models check the *shape* of a document; `Procedure.model_json_schema()` is its JSON
+Schema. Rules that span several places (targets that exist and are unambiguous, where each
+field may go, reachability, allowed modules, guards) live in `procstore.validation`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Annotated, Literal
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: A state's name: non-empty, without ``.`` (dots separate nested state paths).
+#: A state's name: non-empty, without `.` (dots separate nested state paths).
 StateName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.]+$")]
 #: A transition's target: a state's name, or the dotted path of a nested state.
 StatePath = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^.]+(\.[^.]+)*$")]
@@ -54,36 +58,36 @@ class NoopAction(_ActionBase):
 
 
 class LogAction(_ActionBase):
-    """Writes ``message`` to the history and to the ``procstore`` logger."""
+    """Writes `message` to the history (a `log` record) and to the `procstore` logger."""
 
     type: Literal["log"]
     message: str
 
 
 class SleepAction(_ActionBase):
-    """Waits ``ms`` milliseconds (without blocking other executions)."""
+    """Waits `ms` milliseconds (without blocking other executions)."""
 
     type: Literal["sleep"]
     ms: Annotated[float, Field(ge=0, le=86_400_000)]
 
 
 class FailAction(_ActionBase):
-    """Always raises :class:`procstore.errors.ActionFailed` with ``message``."""
+    """Always raises `procstore.ActionFailed` with `message` (default: `fail action`)."""
 
     type: Literal["fail"]
     message: str | None = None
 
 
 class FunctionAction(_ActionBase):
-    """Calls host code: ``module`` + ``function`` (the module must be allowed by the store), or
-    ``function`` alone naming a callable registered with ``@store.action(name)``."""
+    """Calls host code: `module` + `function` (the module must be allowed by the store), or
+    `function` alone naming a callable registered with `@store.action(name)`."""
 
     type: Literal["function"]
     module: Annotated[str, Field(min_length=1)] | None = None
     function: Annotated[str, Field(min_length=1)]
 
 
-#: Every action type, told apart by its ``type`` field.
+#: Every action type, told apart by its `type` field.
 Action = Annotated[
     NoopAction | LogAction | SleepAction | FailAction | FunctionAction,
     Field(discriminator="type"),
@@ -91,12 +95,12 @@ Action = Annotated[
 ACTION_TYPES = ("noop", "log", "sleep", "fail", "function")
 
 
-#: The name of a guard predicate registered with ``@store.guard(name)``.
+#: The name of a guard predicate registered with `@store.guard(name)`.
 GuardName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class TransitionDef(_Schema):
-    """On ``event``, go to ``target`` — if its guards pass.
+    """On `event`, go to `target` — if its guards pass.
 
     Transitions on the same event are tried in document order; the first whose guards all pass
     fires.
@@ -108,8 +112,9 @@ class TransitionDef(_Schema):
     )
     guard: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         default=None,
-        description="An expression over the context's keys and `result` (the state's last "
-        "action result) that must be true, e.g. `amount < 1000`.",
+        description="An expression over the context's keys, `result` (the state's last action "
+        "result) and `error` (its last error: type and message) that must be true, e.g. "
+        "`amount < 1000`.",
     )
     conditions: tuple[GuardName, ...] = Field(
         default=(), description="Registered predicates that must all return true."
@@ -122,8 +127,8 @@ class TransitionDef(_Schema):
 class RetryPolicy(_Schema):
     """Re-run a failed action, with exponential backoff (Step Functions' defaults).
 
-    The delay before attempt ``n + 1`` is ``min(interval_ms * backoff_rate ** (n - 1),
-    max_delay_ms)``; with ``jitter: full`` it is uniform in ``[0, that]``.
+    The delay before attempt `n + 1` is `min(interval_ms * backoff_rate ** (n - 1),
+    max_delay_ms)`; with `jitter: full` it is uniform in `[0, that]`.
     """
 
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
@@ -140,19 +145,19 @@ class RetryPolicy(_Schema):
     )
 
     def delay_ms(self, failed_attempt: int) -> float:
-        """The delay, before jitter, after attempt ``failed_attempt`` (1-based) failed."""
+        """The delay, before jitter, after attempt `failed_attempt` (1-based) failed."""
         delay = self.interval_ms * self.backoff_rate ** (failed_attempt - 1)
         return delay if self.max_delay_ms is None else min(delay, self.max_delay_ms)
 
 
 class StateDef(_Schema):
-    """One state: a *leaf* (it may run an action), a *compound* state (``initial_state`` and
-    ``states``: it is in exactly one child at a time) or a *parallel* state (``parallel``: it is
+    """One state: a *leaf* (it may run an action), a *compound* state (`initial_state` and
+    `states`: it is in exactly one child at a time) or a *parallel* state (`parallel`: it is
     in every region at once).
 
     A state without transitions is terminal in its parent: at the top it ends the execution;
-    inside a compound state it completes that state (event ``done``); inside a region it
-    completes the region, and a parallel state gets ``done`` when every region completed.
+    inside a compound state it completes that state (event `done`); inside a region it
+    completes the region, and a parallel state gets `done` when every region completed.
     """
 
     description: str | None = None
@@ -234,9 +239,13 @@ class Procedure(_Schema):
     name: Annotated[
         str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     ]
+    """The procedure's name: a letter or digit, then letters, digits, `_`, `.` or `-`."""
     version: str
+    """A PEP 440 version string (`"1.0"`, `"10.0"`); versions compare as versions."""
     description: str | None = None
+    """Free text."""
     definition: Definition
+    """The state machine: its initial state and its states."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -251,7 +260,7 @@ class Procedure(_Schema):
 
     @property
     def parsed_version(self) -> Version:
-        """The version as a comparable :class:`packaging.version.Version` (``10.0 > 2.0``)."""
+        """The version as a comparable `packaging.version.Version` (`10.0 > 2.0`)."""
         return Version(self.version)
 
 

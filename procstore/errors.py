@@ -1,7 +1,8 @@
 """Exceptions raised by procstore.
 
-Every exception procstore raises on purpose derives from :class:`ProcstoreError`, so callers
-can catch the whole family with one ``except`` clause.
+Every exception procstore raises on purpose derives from
+[`ProcstoreError`][procstore.errors.ProcstoreError], so callers can catch the whole family with
+one `except` clause.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ class ProcstoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a procedure document.
+    """One thing wrong with a procedure document; `str(problem)` is `path: message`.
 
     Attributes:
-        path: JSON path of the offending value, e.g. ``$.definition.states.build.action.function``.
+        path: JSON path of the offending value, e.g. `$.definition.states.build.action.function`
+            (`$` is the document, `.key` a key, `["a b"]` a key that is not an identifier,
+            `[0]` a list index).
         message: What is wrong there, in plain words.
     """
 
@@ -30,7 +33,17 @@ class Problem:
 
 
 class InvalidProcedure(ProcstoreError):
-    """A procedure document was rejected; :attr:`errors` lists every problem found."""
+    """A procedure document was rejected; `errors` lists every problem found.
+
+    `str(exc)` names the source (if any), then lists every problem, one per line, as
+    `path: message`.
+
+    Attributes:
+        errors: Every problem found, not only the first, each a
+            [`Problem`][procstore.errors.Problem] with its JSON path.
+        source: The file the document was read from, or `None` when it was given as a dict or
+            a JSON string.
+    """
 
     def __init__(self, errors: list[Problem], source: str | None = None) -> None:
         self.errors = list(errors)
@@ -49,17 +62,21 @@ class ProcedureNotFound(ProcstoreError, LookupError):
 
 
 class InvalidEvent(ProcstoreError):
-    """The event cannot be processed: the current state has no transition for it, or the
-    execution has finished."""
+    """The event cannot be processed: no active state has a transition for it, or the
+    execution has finished (or is running its compensations). `rollback()` raises it on an
+    execution that has finished."""
 
 
 class ActionFailed(ProcstoreError):
-    """Raised by the built-in ``fail`` action."""
+    """Raised by the built-in `fail` action, with its `message` (default: `fail action`)."""
 
 
 class Timeout(ProcstoreError, TimeoutError):
-    """An action attempt ran longer than its ``timeout_ms``; recorded as error type
-    ``Timeout`` and retryable like any other error (``"errors": ["Timeout"]``)."""
+    """An action attempt ran longer than its `timeout_ms`; recorded as error type
+    `Timeout` and retryable like any other error (`"errors": ["Timeout"]`).
+
+    Also a subclass of the built-in `TimeoutError`, so `"errors": ["TimeoutError"]` and
+    `"errors": ["OSError"]` match it too."""
 
 
 class StoreError(ProcstoreError):

@@ -4,7 +4,7 @@ An execution is the machine's *model*. Entering a leaf state starts that state's
 background task (a *step*, one per active leaf, so parallel regions run side by side): its
 attempts, retry delays and outcome. ``error`` (after the last attempt), ``timeout`` and ``done``
 fire by themselves; other outcomes fire by themselves only while the execution is driven
-(``run_to_completion`` or ``auto=True``), otherwise they wait for :meth:`Execution.send`. When an
+(``run_to_completion`` or ``auto=True``), otherwise they wait for ``Execution.send``. When an
 execution fails, the compensations of its completed actions run newest first (a saga rollback).
 
 Ordering: external events queue on ``_send_lock`` (FIFO); machine triggers are serialised by
@@ -93,7 +93,7 @@ def retry_delay_ms(policy: RetryPolicy, failed_attempt: int) -> float:
 
 
 class Execution:
-    """A handle on one execution. Create it with :meth:`procstore.ProcedureStore.start`."""
+    """A handle on one execution. Create it with ``procstore.ProcedureStore.start``."""
 
     fsm_state: Any  # set by the machine (see procstore.compiler.MODEL_ATTRIBUTE)
 

@@ -1,20 +1,20 @@
 """Guards: the conditions that decide whether a transition may fire.
 
-Two kinds, both compiled to transitions' ``conditions``/``unless``:
+Two kinds, both compiled to transitions' `conditions`/`unless`:
 
-- **expressions** (``"guard": "amount < 1000"``), written in the definition — so possibly by an
+- **expressions** (`"guard": "amount < 1000"`), written in the definition — so possibly by an
   untrusted agent. They are checked when the procedure is registered and evaluated by
-  simpleeval, never by ``eval``. What is allowed: literals, names of context keys (and
-  ``result`` and ``error``: the state's last action result, and its last error as
-  ``{"type": ..., "message": ...}``, both ``None`` when there is none), subscripts
-  (``order["total"]``), arithmetic, comparisons, ``and``/``or``/``not``,
-  ``x if c else y`` and calls to the pure functions in :data:`FUNCTIONS`. What is not:
+  simpleeval, never by `eval`. What is allowed: literals, names of context keys (and
+  `result` and `error`: the state's last action result, and its last error as
+  `{"type": ..., "message": ...}`, both `None` when there is none), subscripts
+  (`order["total"]`), arithmetic, comparisons, `and`/`or`/`not`,
+  `x if c else y` and calls to the pure functions in `FUNCTIONS`. What is not:
   attribute access of any kind (so no dunder walks and no method calls), other calls,
-  comprehensions, lambdas, f-strings, ``%`` string formatting, names starting with ``_``, more than
-  :data:`MAX_NODES` syntax nodes or :data:`MAX_LENGTH` characters, and powers whose result
-  would exceed :data:`MAX_POWER_BITS` bits.
-- **predicates** registered by the host with ``@store.guard("name")`` and named in a
-  transition's ``conditions`` (must return true) or ``unless`` (must return false).
+  comprehensions, lambdas, f-strings, `%` string formatting, names starting with `_`, more
+  than `MAX_NODES` syntax nodes or `MAX_LENGTH` characters, and powers whose result would
+  exceed `MAX_POWER_BITS` bits.
+- **predicates** registered by the host with `@store.guard("name")` and named in a
+  transition's `conditions` (must return true) or `unless` (must return false).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from simpleeval import (
     NumberTooHigh,
 )
 
-#: A host predicate: ``fn(context) -> bool``, sync or async.
+#: A host predicate: `fn(context) -> bool`, sync or async.
 GuardCallable = Callable[[dict[str, Any]], Any]
 
 #: The only functions an expression may call: pure, cheap, no access to anything else.
@@ -49,8 +49,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "str": str,
     "sum": sum,
 }
+#: The longest guard expression, in characters.
 MAX_LENGTH = 500
+#: The most syntax nodes a guard expression may have.
 MAX_NODES = 100
+#: The largest result of `**` in a guard, in bits (`9 ** 9 ** 9` is refused, not computed).
 MAX_POWER_BITS = 4096
 
 _ALLOWED_NODES = (
@@ -100,7 +103,11 @@ _OPERATORS = {**DEFAULT_OPERATORS, ast.Pow: _bounded_power, ast.Mod: _numeric_mo
 
 
 def check_expression(source: str) -> ast.Expr:
-    """Parse ``source`` and check it against the rules above; return the node to evaluate."""
+    """Parse `source` and check it against the rules above; return the node to evaluate.
+
+    Raises:
+        GuardSyntaxError: `source` does not parse, or uses something guards may not use.
+    """
     if len(source) > MAX_LENGTH:
         raise GuardSyntaxError(f"longer than {MAX_LENGTH} characters")
     try:
@@ -140,7 +147,7 @@ class GuardExpression:
         )
 
     def __call__(self, names: Mapping[str, Any]) -> bool:
-        """Evaluate against ``names``; raises on an unknown name or an invalid operation."""
+        """Evaluate against `names`; raises on an unknown name or an invalid operation."""
         self._evaluator.names = names
         return bool(self._evaluator.eval(self.source, previously_parsed=self._node))
 
@@ -155,7 +162,7 @@ class GuardRegistry:
         self._predicates: dict[str, GuardCallable] = {}
 
     def register(self, name: str, fn: GuardCallable) -> None:
-        """Make ``fn`` usable as ``"conditions": [name]`` or ``"unless": [name]``."""
+        """Make `fn` usable as `"conditions": [name]` or `"unless": [name]`."""
         if not callable(fn):
             raise TypeError(f"guard {name!r} must be callable, got {type(fn).__name__}")
         self._predicates[name] = fn
@@ -164,7 +171,11 @@ class GuardRegistry:
         return name in self._predicates
 
     def resolve(self, name: str) -> GuardCallable:
-        """The predicate registered as ``name``; LookupError when there is none."""
+        """The predicate registered as `name`.
+
+        Raises:
+            LookupError: no predicate is registered as `name`.
+        """
         try:
             return self._predicates[name]
         except KeyError:

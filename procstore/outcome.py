@@ -8,13 +8,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Returned by an action to fire ``name`` instead of the default ``success`` event.
+    """Returned by an action to fire `name` instead of the default `success` event.
 
-    Example::
+    An action with `"result": "key"` stores the event's name as `context["key"]`.
 
+    Attributes:
+        name: The outcome event to fire: any string. The state (or, in a statechart, one of its
+            ancestors) needs a transition on it; otherwise it is recorded as `ignored`.
+
+    Example:
+        ```python
         @store.action("review.decide")
         def decide(context):
             return Event("approve") if context["score"] > 0.8 else Event("reject")
+        ```
     """
 
     name: str

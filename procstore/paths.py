@@ -1,37 +1,38 @@
 """State paths: how nested states are named and how a transition's target is resolved.
 
-A nested state is named by its dotted path from the top (``fulfilment.packing``); a region of a
-parallel state is a path component too (``checks.credit.run``). State names may not contain
-``.``, so a path splits unambiguously.
+A nested state is named by its dotted path from the top (`fulfilment.packing`); a region of a
+parallel state is a path component too (`checks.credit.run`). State names may not contain
+`.`, so a path splits unambiguously.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
+#: What separates the components of a state path (also the machine's nested-state separator).
 SEPARATOR = "."
 
 
 def join(parent: str | None, name: str) -> str:
-    """The path of child ``name`` of ``parent`` (``None`` is the top)."""
+    """The path of child `name` of `parent` (`None` is the top)."""
     return name if parent is None else f"{parent}{SEPARATOR}{name}"
 
 
 def parent_of(path: str) -> str | None:
-    """The path one level up, or ``None`` for a top-level state."""
+    """The path one level up, or `None` for a top-level state."""
     head, sep, _ = path.rpartition(SEPARATOR)
     return head if sep else None
 
 
 def is_within(path: str, ancestor: str) -> bool:
-    """Whether ``path`` is ``ancestor`` or lies inside it."""
+    """Whether `path` is `ancestor` or lies inside it."""
     return path == ancestor or path.startswith(ancestor + SEPARATOR)
 
 
 def resolve_target(source: str, target: str, paths: Collection[str]) -> str:
-    """Resolve ``target`` as written in a transition of state ``source``.
+    """Resolve `target` as written in a transition of state `source`.
 
-    A dotted target is a full path. A plain name is a sibling of ``source`` or a top-level
+    A dotted target is a full path. A plain name is a sibling of `source` or a top-level
     state; when both exist it is ambiguous.
 
     Raises:
@@ -54,8 +55,8 @@ def resolve_target(source: str, target: str, paths: Collection[str]) -> str:
 
 
 def crossed_region(source: str, target: str, parallels: dict[str, tuple[str, ...]]) -> str | None:
-    """The parallel state whose regions a transition from ``source`` to ``target`` would cross,
-    or ``None``. ``parallels`` maps each parallel state's path to its region paths."""
+    """The parallel state whose regions a transition from `source` to `target` would cross,
+    or `None`. `parallels` maps each parallel state's path to its region paths."""
     for parallel, regions in parallels.items():
         if parallel in (source, target):
             continue

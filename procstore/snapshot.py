@@ -10,7 +10,23 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Status(enum.StrEnum):
-    """Where an execution stands. Everything but ``running`` is final."""
+    """Where an execution stands. Everything but `running` is final.
+
+    A `str` enum: `status == "completed"` holds. Each member also has a lower-case alias, so
+    `Status.completed is Status.COMPLETED`.
+
+    Attributes:
+        RUNNING: Started and not finished yet. Also while compensations run: the status
+            changes only when the last one has ended.
+        COMPLETED: Ended in a terminal state with the outcome `success`, whose action (if any)
+            succeeded.
+        FAILED: Failed (a failure outcome, an unhandled `error` or `timeout`, or `rollback()`)
+            with nothing to compensate, or a compensation failed.
+        CANCELLED: `cancel()` was called (with `rollback=True`: and there was nothing to
+            compensate).
+        ROLLED_BACK: Failed or cancelled with `rollback=True`, and every compensation of its
+            completed actions succeeded.
+    """
 
     RUNNING = "running"
     COMPLETED = "completed"
@@ -18,7 +34,7 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
     ROLLED_BACK = "rolled_back"
 
-    # Lower-case aliases, so ``Status.completed`` reads like the value it compares equal to.
+    # Lower-case aliases, so `Status.completed` reads like the value it compares equal to.
     running = "running"
     completed = "completed"
     failed = "failed"
@@ -31,7 +47,15 @@ class _Frozen(BaseModel):
 
 
 class ErrorInfo(_Frozen):
-    """An exception, as recorded: its class name and message."""
+    """An exception, as recorded: its class name and message.
+
+    Attributes:
+        type: The exception's class name, e.g. `ConnectionError`. procstore's own: `Timeout`
+            (an attempt ran longer than its action's `timeout_ms`) and `Cancelled` (an attempt
+            was interrupted: its state was left or timed out, or the execution was cancelled,
+            rolled back or reset).
+        message: `str()` of the exception.
+    """
 
     type: str
     message: str
@@ -44,23 +68,41 @@ class ErrorInfo(_Frozen):
 class HistoryRecord(_Frozen):
     """One entry of an execution's history.
 
-    ``kind`` says which fields are set:
+    `kind` says which fields are set:
 
-    - ``entered``: ``state`` was entered because of ``event`` (``None`` at start and reset).
-    - ``action``: attempt ``attempt`` of ``state``'s action ended with ``result`` or ``error``.
-    - ``transition``: ``event`` moved the execution from ``state`` to ``target``.
-    - ``log``: a ``log`` action in ``state`` wrote ``message``.
-    - ``ignored``: outcome ``event`` of ``state``'s action has no transition; the state waits.
-    - ``retry``: ``state``'s action will try again, as attempt ``attempt``, after ``delay_ms``.
-    - ``guard_error``: guard ``message`` raised ``error`` while ``event`` was tried; it blocked.
-    - ``blocked``: the guards of every transition on ``event`` from ``state`` blocked it.
-    - ``timeout``: ``state``'s ``timeout_ms`` ran out.
-    - ``cancelled``: the execution was cancelled in ``state``.
-    - ``rollback``: compensation starts (``message`` says why).
-    - ``compensation``: the compensation of ``state``'s action ended with ``result`` or
-      ``error``.
-    - ``reset``: the execution was reset to ``state``, its initial state.
-    - ``finished``: the execution ended in ``state`` with ``status``.
+    - `entered`: `state` was entered because of `event` (`None` at start and reset).
+    - `action`: attempt `attempt` of `state`'s action ended with `result` or `error` (error
+      type `Timeout` or `Cancelled` for an attempt cut off by procstore).
+    - `transition`: `event` moved the execution from `state` (the state that declares the
+      transition) to `target`.
+    - `log`: a `log` action in `state` wrote `message`.
+    - `ignored`: `event` (an action's outcome, or `done`) has no transition in `state`; the
+      state waits.
+    - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`.
+    - `guard_error`: guard `message` raised `error` while `event` was tried; it blocked.
+    - `blocked`: the guards of every transition on `event` from `state` blocked it.
+    - `timeout`: `state`'s `timeout_ms` ran out.
+    - `cancelled`: the execution was cancelled in `state`.
+    - `rollback`: compensation starts (`message` says why).
+    - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
+    - `reset`: the execution was reset to `state`, its initial state.
+    - `finished`: the execution ended in `state` with `status`.
+    - `internal_error`: a defect in procstore stopped the execution (`error`); it ends failed.
+
+    New kinds may be added: skip the ones you do not know.
+
+    Attributes:
+        kind: What happened (see above).
+        at: When, in UTC.
+        state: The dotted path of the state it concerns.
+        event: The event involved.
+        target: Where a transition went (a dotted path).
+        attempt: The action attempt's number, from 1.
+        result: An action's or compensation's return value, as JSON data.
+        error: The exception of a failed attempt, compensation or guard.
+        message: A log line, a guard's label, or why a rollback began.
+        status: The final status, on a `finished` record.
+        delay_ms: The delay before the next attempt, jitter included, on a `retry` record.
     """
 
     kind: str

@@ -49,7 +49,7 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Journal:
-    """An execution's place in the backend (see :class:`procstore.execution.Journal`)."""
+    """An execution's place in the backend (see ``procstore.execution.Journal``)."""
 
     def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
         self._backend = backend

@@ -1,8 +1,8 @@
 """Reading and checking procedure documents.
 
-:func:`load_procedure` accepts a dict, a JSON string, or a path to a ``.json``/``.yaml`` file and
-returns a :class:`~procstore.definition.Procedure`, or raises
-:class:`~procstore.errors.InvalidProcedure` listing *every* problem found, each with the JSON
+``load_procedure`` accepts a dict, a JSON string, or a path to a ``.json``/``.yaml`` file and
+returns a ``Procedure``, or raises
+``InvalidProcedure`` listing *every* problem found, each with the JSON
 path of the offending value.
 """
 
@@ -83,7 +83,7 @@ def _read_file(path: Path) -> Any:
 
 
 def load_procedure(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> Procedure:
-    """Parse and fully validate ``doc``; raise :class:`InvalidProcedure` with every problem."""
+    """Parse and fully validate ``doc``; raise ``InvalidProcedure`` with every problem."""
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
         found = type(data).__name__ if data is not None else "null"

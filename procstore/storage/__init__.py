@@ -1,6 +1,6 @@
 """Persistent storage for procedures and executions.
 
-:class:`Backend` is the interface the runtime writes through; :class:`SQLiteBackend` is the
+``Backend`` is the interface the runtime writes through; ``SQLiteBackend`` is the
 embedded implementation (one database file, WAL mode, one writer connection).
 """
 

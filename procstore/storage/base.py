@@ -1,4 +1,4 @@
-"""The storage interface that :class:`procstore.ProcedureStore` persists through.
+"""The storage interface that ``procstore.ProcedureStore`` persists through.
 
 A backend stores two things:
 
@@ -9,7 +9,7 @@ A backend stores two things:
   ``seq`` = 1, 2, 3, ... per execution. Beside the snapshot the backend keeps the columns it
   needs for listing and filtering: id, procedure, version, status, created_at, updated_at.
 
-Every write is one transaction: :meth:`Backend.commit` appends the records *and* replaces the
+Every write is one transaction: ``Backend.commit`` appends the records *and* replaces the
 snapshot and status, or does neither. When it returns, the write is committed (durable as far
 as the backend's synchronous setting promises).
 """
@@ -23,12 +23,12 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = ["RUNNING", "Backend", "ExecutionSummary", "StoredExecution"]
 
 RUNNING = "running"
-"""The status of an unfinished execution: :meth:`Backend.unfinished_execution_ids` lists them."""
+"""The status of an unfinished execution: ``Backend.unfinished_execution_ids`` lists them."""
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutionSummary:
-    """One row of :meth:`Backend.list_executions`.
+    """One row of ``Backend.list_executions``.
 
     Attributes:
         id: The execution's id.
@@ -49,7 +49,7 @@ class ExecutionSummary:
 
 @dataclass(frozen=True, slots=True)
 class StoredExecution:
-    """Everything stored about one execution, as :meth:`Backend.load_execution` returns it.
+    """Everything stored about one execution, as ``Backend.load_execution`` returns it.
 
     Attributes:
         id: The execution's id.
@@ -76,8 +76,8 @@ class StoredExecution:
 class Backend(Protocol):
     """What a storage backend provides. Every method is a coroutine.
 
-    How a backend is opened is backend-specific (e.g. :meth:`SQLiteBackend.open
-    <procstore.storage.sqlite.SQLiteBackend.open>`); once open it is used only through these
+    How a backend is opened is backend-specific (e.g. ``SQLiteBackend.open
+    <procstore.storage.sqlite.SQLiteBackend.open>``); once open it is used only through these
     methods. Snapshots and records must be JSON-compatible (dicts, lists, strings, finite
     numbers, booleans, ``None``).
     """
@@ -97,7 +97,7 @@ class Backend(Protocol):
     async def acquire_runner_lock(self) -> None:
         """Claim the right to run executions from this database, for as long as it is open.
 
-        Only one backend at a time, in any process, holds it; it is released by :meth:`close`
+        Only one backend at a time, in any process, holds it; it is released by ``close``
         or when the holding process dies. Acquiring it again on the same backend is a no-op.
 
         Raises:

@@ -1,9 +1,9 @@
 """The embedded SQLite backend: one database file, WAL mode, one writer connection.
 
-Layout of the file (schema version 1; see :data:`MIGRATIONS`):
+Layout of the file (schema version 1; see ``MIGRATIONS``):
 
 * ``meta(key, value)``: ``schema_version`` is the last migration applied. The file header's
-  ``PRAGMA application_id`` is :data:`APPLICATION_ID`, so a procstore database is recognised
+  ``PRAGMA application_id`` is ``APPLICATION_ID``, so a procstore database is recognised
   (and anybody else's rejected) before anything in it is read or written.
 * ``procedures(seq, name, version, document, saved_at)``: the registry, in insertion order.
 * ``executions(seq, id, procedure, version, status, snapshot, created_at, updated_at)``: one
@@ -11,7 +11,7 @@ Layout of the file (schema version 1; see :data:`MIGRATIONS`):
 * ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
 
 Writes from every task of the process go through one queue to one writer connection. The
-writer takes whatever is queued (up to :data:`MAX_BATCH` writes) and commits it as one SQLite
+writer takes whatever is queued (up to ``MAX_BATCH`` writes) and commits it as one SQLite
 transaction (*group commit*): no write ever waits on SQLite's file lock inside the process, so
 "database is locked" cannot happen between tasks, and with ``synchronous=FULL`` one fsync serves
 a whole batch. Each aiosqlite call is a round trip to the connection's thread (which costs more
@@ -205,7 +205,7 @@ _Write = _SaveProcedure | _CreateExecution | _Commit
 
 @dataclass(frozen=True, slots=True)
 class WriteStats:
-    """What the writer of a :class:`SQLiteBackend` has committed since it was opened.
+    """What the writer of a ``SQLiteBackend`` has committed since it was opened.
 
     Attributes:
         writes: Writes committed (rejected ones included: they were answered).
@@ -220,9 +220,9 @@ class WriteStats:
 
 
 class SQLiteBackend:
-    """A :class:`~procstore.storage.base.Backend` on one SQLite database file.
+    """A ``Backend`` on one SQLite database file.
 
-    Create it with :meth:`open`, not with the constructor. Use it from the event loop that
+    Create it with ``open``, not with the constructor. Use it from the event loop that
     opened it.
     """
 
@@ -306,7 +306,7 @@ class SQLiteBackend:
     async def close(self) -> None:
         """Finish queued writes, close the database and release the runner lock.
 
-        Closing twice is harmless; every other method raises :class:`StoreError` afterwards.
+        Closing twice is harmless; every other method raises ``StoreError`` afterwards.
         """
         if self._closed:
             return
@@ -342,7 +342,7 @@ class SQLiteBackend:
 
     @property
     def path(self) -> str:
-        """The database file, as given to :meth:`open`."""
+        """The database file, as given to ``open``."""
         return self._path
 
     @property
@@ -357,14 +357,14 @@ class SQLiteBackend:
 
     @property
     def holds_runner_lock(self) -> bool:
-        """Whether :meth:`acquire_runner_lock` succeeded and the backend is still open."""
+        """Whether ``acquire_runner_lock`` succeeded and the backend is still open."""
         return self._lock_fd is not None
 
     async def acquire_runner_lock(self) -> None:
         """Claim the right to run executions from this database while the backend is open.
 
         The claim is an exclusive ``flock`` on ``<path>.lock`` (which holds the owner's pid). It
-        is released by :meth:`close` and, by the operating system, when the process dies however
+        is released by ``close`` and, by the operating system, when the process dies however
         it dies. Processes forked while it is held share it until they exit too. Acquiring it
         again on the same backend is a no-op.
 
@@ -601,7 +601,7 @@ class SQLiteBackend:
         await future
 
     async def _write_loop(self, db: aiosqlite.Connection) -> None:
-        """Commit queued writes in batches until the ``None`` that :meth:`close` queues."""
+        """Commit queued writes in batches until the ``None`` that ``close`` queues."""
         queue = self._queue
         stopping = False
         try:
@@ -715,7 +715,7 @@ class SQLiteBackend:
         return None
 
     async def _apply_alone_or_reject(self, db: aiosqlite.Connection, write: _Write) -> None:
-        """Apply one write, or raise :class:`_Rejected` before changing anything."""
+        """Apply one write, or raise ``_Rejected`` before changing anything."""
         if isinstance(write, _SaveProcedure):
             parameters = (write.name, write.version, write.document, write.saved_at)
             if await db.execute_fetchall(_INSERT_PROCEDURE, parameters):
@@ -867,7 +867,7 @@ async def _read_state(db: aiosqlite.Connection) -> tuple[int, int, str | None]:
 
 
 def _check_state(path: str, application_id: int, objects: int, version: str | None) -> int | None:
-    """Classify a database from :func:`_read_state`: ``None`` if empty, else its schema."""
+    """Classify a database from ``_read_state``: ``None`` if empty, else its schema."""
     if application_id == 0 and objects == 0:
         return None
     if application_id != APPLICATION_ID:
