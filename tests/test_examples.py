@@ -2,11 +2,13 @@
 README's Python example.
 
 A new example needs an entry in ``EXPECTED`` below: the modules its function actions use and, for
-one or more start contexts, the states it goes through and how it ends.
+one or more start contexts, the states it goes through and how it ends. A run may also send events
+from outside (a person's decision), each once the execution has reached a given state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from procstore import ProcedureStore, Status
+from procstore import Execution, ProcedureStore, Status
 from procstore.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,10 @@ class Run:
     retry_delays: list[float] | None = None
     # History record kinds that must occur at least once.
     kinds: tuple[str, ...] = ()
+    # Events sent from outside, in order: (state, event) sends event once the execution is in
+    # state. A run that sends events is started with auto=True, so its outcome events fire by
+    # themselves until it waits in that state.
+    send: tuple[tuple[str, str], ...] = ()
 
     @property
     def final(self) -> str:
@@ -54,11 +60,23 @@ class Example:
     runs: list[Run]
 
 
+async def wait_for_state(execution: Execution, state: str, timeout: float = 5.0) -> None:
+    """Wait until ``execution`` is in ``state`` (as a person would, before deciding)."""
+    async with asyncio.timeout(timeout):
+        while execution.current != state:
+            assert execution.state.status == Status("running"), (
+                f"finished in {execution.current} before reaching {state}"
+            )
+            await asyncio.sleep(0.001)
+
+
 TRIP = ["reserve_flight", "reserve_hotel", "reserve_car"]
 IMPORT = ["fetch", "transform", "load", "done"]
 CHECKS = ["checks", "checks.credit.run", "checks.fraud.run"]
 CHECKS_PASSED = [*CHECKS, "checks.credit.ok", "checks.fraud.ok", "approved"]
 FULFILMENT = ["fulfilment", "fulfilment.picking", "fulfilment.packing", "fulfilment.packed"]
+CLAIM = {"employee": "dana", "amount": 420, "purpose": "conference hotel"}
+LOAN = ["check_application", "score"]
 
 EXPECTED: dict[str, Example] = {
     "deploy_workflow.json": Example(
@@ -245,6 +263,122 @@ EXPECTED: dict[str, Example] = {
             ),
         ],
     ),
+    "expense_approval.json": Example(
+        allowed_modules=["expense_approval_actions"],
+        runs=[
+            # The approver approves: paid.
+            Run(
+                CLAIM,
+                ["submit", "awaiting_approval", "pay", "paid"],
+                Status("completed"),
+                {
+                    "request": {"id": "EXP-dana-420", "employee": "dana", "approver": "lee"},
+                    "payment": {"to": "dana", "amount": 420, "reference": "PAY-dana"},
+                },
+                send=(("awaiting_approval", "approve"),),
+            ),
+            # The approver rejects: nothing is paid.
+            Run(
+                CLAIM,
+                ["submit", "awaiting_approval", "rejected"],
+                Status("completed"),
+                attempts={"pay": 0},
+                kinds=("log",),
+                send=(("awaiting_approval", "reject"),),
+            ),
+            # The approver does not answer: escalated; the manager approves.
+            Run(
+                CLAIM,
+                ["submit", "awaiting_approval", "escalated", "pay", "paid"],
+                Status("completed"),
+                {"escalated_to": "morgan"},
+                kinds=("timeout",),
+                send=(("escalated", "approve"),),
+            ),
+            # Nobody answers: escalated, then expired.
+            Run(
+                CLAIM,
+                ["submit", "awaiting_approval", "escalated", "expired"],
+                Status("failed"),
+                {"escalated_to": "morgan"},
+                attempts={"pay": 0},
+                kinds=("timeout",),
+            ),
+            # Under 100: the guard `amount < 100` skips the approval.
+            Run(
+                {"employee": "sam", "amount": 40},
+                ["submit", "pay", "paid"],
+                Status("completed"),
+                {"payment": {"to": "sam", "amount": 40, "reference": "PAY-sam"}},
+            ),
+            # Not a valid claim: rejected at once.
+            Run({"amount": 0}, ["submit", "rejected"], Status("completed"), attempts={"pay": 0}),
+            # Approved, but the bank stays unreachable: three attempts, then payment_failed.
+            Run(
+                {**CLAIM, "bank_down": True},
+                ["submit", "awaiting_approval", "pay", "payment_failed"],
+                Status("failed"),
+                attempts={"pay": 3},
+                retry_delays=[10.0, 20.0],
+                send=(("awaiting_approval", "approve"),),
+            ),
+        ],
+    ),
+    "loan_routing.json": Example(
+        allowed_modules=["loan_routing_actions"],
+        runs=[
+            # score >= 700 and amount < 50000: the first guard passes.
+            Run(
+                {"applicant": "alice", "amount": 20000},
+                [*LOAN, "auto_approve"],
+                Status("completed"),
+                {"score": 760, "offer": {"amount": 20000, "rate_percent": 4.5, "term_months": 60}},
+            ),
+            # A good score but a large amount: the second guard, score >= 600.
+            Run(
+                {"applicant": "alice", "amount": 80000},
+                [*LOAN, "manual_review"],
+                Status("completed"),
+                {"score": 760, "review_ticket": "REV-alice-80000"},
+            ),
+            Run(
+                {"applicant": "bob", "amount": 20000},
+                [*LOAN, "manual_review"],
+                Status("completed"),
+                {"score": 650},
+            ),
+            # Three missed payments take alice below 700.
+            Run(
+                {"applicant": "alice", "amount": 20000, "missed_payments": 3},
+                [*LOAN, "manual_review"],
+                Status("completed"),
+                {"score": 685},
+            ),
+            # No guard passes: the unguarded transition.
+            Run(
+                {"applicant": "carol", "amount": 20000},
+                [*LOAN, "decline"],
+                Status("completed"),
+                {"score": 540, "decline_reason": "score 540 below 600"},
+            ),
+            # Above the maximum: declined before scoring.
+            Run(
+                {"applicant": "alice", "amount": 300000},
+                ["check_application", "decline"],
+                Status("completed"),
+                {"decline_reason": "amount above the 250000 maximum"},
+            ),
+            # Unknown to the bureau (LookupError, not retried).
+            Run(
+                {"applicant": "zed", "amount": 20000},
+                [*LOAN, "failed"],
+                Status("failed"),
+                attempts={"score": 1},
+            ),
+            # Incomplete: no applicant.
+            Run({"amount": 20000}, ["check_application", "failed"], Status("failed")),
+        ],
+    ),
 }
 
 RUNS = [
@@ -262,6 +396,18 @@ def test_there_are_examples() -> None:
 def test_every_example_has_an_expected_outcome(path: Path) -> None:
     assert path.name in EXPECTED, f"add {path.name} to EXPECTED in {__file__}"
     assert EXPECTED[path.name].runs, f"{path.name}: give at least one run in EXPECTED"
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+def test_every_example_has_a_readme(path: Path) -> None:
+    readme = path.with_suffix(".md")
+    assert readme.is_file(), f"add {readme.name}: what {path.name} shows, how to run it"
+    text = readme.read_text(encoding="utf-8")
+    # docs/examples.md includes these sections of each README.
+    for section in ("about", "runs"):
+        for marker in ("start", "end"):
+            assert f"--8<-- [{marker}:{section}]" in text, f"{readme.name}: [{marker}:{section}]"
+    assert f"procstore run examples/{path.name}" in text, readme.name
 
 
 def test_every_expectation_has_its_example() -> None:
@@ -298,7 +444,12 @@ async def test_example_runs_to_its_expected_end(
     monkeypatch.syspath_prepend(str(path.parent))
     store = ProcedureStore(allowed_modules=EXPECTED[path.name].allowed_modules)
     procedure = await store.register(path)
-    execution = await store.start(procedure.name, procedure.version, run.context)
+    execution = await store.start(
+        procedure.name, procedure.version, run.context, auto=bool(run.send)
+    )
+    for state, event in run.send:
+        await wait_for_state(execution, state)
+        assert await execution.send(event), f"{event!r} did not fire in {state}"
     final = await execution.run_to_completion(timeout=10.0)
 
     assert final.current == run.final
