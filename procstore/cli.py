@@ -1,52 +1,116 @@
-"""The ``procstore`` command line: run and validate procedure files.
+"""The ``procstore`` command line.
+
+Commands: ``run``, ``resume``, ``list``, ``show``, ``history``, ``diagram``, ``validate`` and
+``schema``. Every command that reads or writes a store takes ``--db URL`` (default
+``sqlite:///procstore.db``, the file ``procstore.db`` in the working directory, or the
+``PROCSTORE_DB`` environment variable).
 
 Exit codes (every command):
 
-* ``0`` - success: the run completed, or every file is valid;
-* ``1`` - the run ended without completing (status ``failed``, ``cancelled``, ``rolled_back``),
-  or at least one file is invalid;
-* ``2`` - usage error: bad option or argument, unreadable file, ``--context`` that is not a JSON
-  object, or (for ``run``) a procedure file that does not validate;
-* ``3`` - ``run`` only: the execution did not finish within ``--timeout`` (for instance, it waits
-  in a state without an action for an event that nothing sends).
+* ``0`` - success;
+* ``1`` - an execution ended without completing (``failed``, ``cancelled``, ``rolled_back``),
+  or (``validate``) a file is invalid;
+* ``2`` - usage error: bad option or argument, unreadable or invalid FILE, ``--context`` that is
+  not a JSON object, a version conflict, or (``resume``) host code the CLI cannot provide;
+* ``3`` - an execution did not finish within ``--timeout``: it stays ``running`` in the
+  database and ``procstore resume`` carries it on;
+* ``4`` - not found: no such execution or procedure in the database;
+* ``5`` - the store cannot be used (not a procstore database, written by a newer procstore,
+  another process runs its executions), or Graphviz is missing for svg/png;
+* ``130`` - interrupted (Ctrl-C): started executions stay ``running`` in the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
 
 from procstore import (
+    Execution,
+    ExecutionNotFound,
     ExecutionState,
     HistoryRecord,
     InvalidProcedure,
     Procedure,
+    ProcedureNotFound,
     ProcedureStore,
     ProcstoreError,
     Status,
+    StoreError,
+    VersionConflict,
 )
+from procstore.definition import Action, FunctionAction, StateDef
+from procstore.store import sqlite_path
 
 EXIT_OK = 0
 EXIT_NOT_COMPLETED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+EXIT_NOT_FOUND = 4
+EXIT_STORE = 5
+EXIT_INTERRUPTED = 130
 
+#: The store every command uses unless ``--db`` (or ``PROCSTORE_DB``) says otherwise: the file
+#: ``procstore.db`` in the working directory.
+DEFAULT_DB = "sqlite:///procstore.db"
+DB_ENVVAR = "PROCSTORE_DB"
 
+_EXIT_CODES_HELP = (
+    "\b\nExit codes:\n"
+    "  0    success\n"
+    "  1    run/resume: an execution ended failed, cancelled or rolled back;\n"
+    "       validate: a file is invalid\n"
+    "  2    usage error: bad option or argument, unreadable or invalid FILE, bad --context,\n"
+    "       a version conflict (bump the version), or (resume) actions the CLI cannot provide\n"
+    "  3    run/resume: an execution did not finish within --timeout (it stays running in\n"
+    "       the database: procstore resume ID carries it on)\n"
+    "  4    not found: no such execution or procedure in the database\n"
+    "  5    the store cannot be used (not a procstore database, newer schema, another\n"
+    "       process runs its executions), or Graphviz is missing (diagram svg/png)\n"
+    "  130  interrupted (Ctrl-C): started executions stay running in the database"
+)
 _RUN_EXIT_CODES = (
     "\b\nExit codes:\n"
-    "  0  the execution completed\n"
-    "  1  it ended failed, cancelled or rolled back\n"
-    "  2  usage error: bad option, unreadable FILE, bad --context, or FILE is not a valid\n"
-    "     procedure (its problems are printed as FILE: $.json.path: message)\n"
-    "  3  it did not finish within --timeout"
+    "  0    the execution completed\n"
+    "  1    it ended failed, cancelled or rolled back\n"
+    "  2    usage error: bad option, unreadable FILE, bad --context, FILE is not a valid\n"
+    "       procedure (its problems are printed as FILE: $.json.path: message), or FILE's\n"
+    "       name and version are stored with different content (bump the version)\n"
+    "  3    it did not finish within --timeout: it stays running in the database\n"
+    "  5    the store cannot be used (not a procstore database, newer schema, another\n"
+    "       process runs its executions)\n"
+    "  130  interrupted (Ctrl-C): the execution stays running in the database"
+)
+_RESUME_EXIT_CODES = (
+    "\b\nExit codes:\n"
+    "  0    every resumed execution completed (or there was nothing to resume)\n"
+    "  1    one ended failed, cancelled or rolled back (also: EXECUTION_ID had already\n"
+    "       ended that way)\n"
+    "  2    usage error, or an execution needs actions or guards the CLI cannot provide\n"
+    "       (nothing is resumed then)\n"
+    "  3    one did not finish within --timeout (none failed): it stays running\n"
+    "  4    no execution EXECUTION_ID (or no database)\n"
+    "  5    the store cannot be used (another process runs its executions, ...)\n"
+    "  130  interrupted (Ctrl-C): the executions stay running in the database"
 )
 _VALIDATE_EXIT_CODES = (
     "\b\nExit codes:\n"
@@ -54,20 +118,44 @@ _VALIDATE_EXIT_CODES = (
     "  1  at least one FILE is invalid, missing or unreadable\n"
     "  2  usage error (bad option, no FILE given)"
 )
-_EXIT_CODES_HELP = (
+_LIST_EXIT_CODES = (
     "\b\nExit codes:\n"
-    "  0  success: the run completed, or every file is valid\n"
-    "  1  the run ended failed, cancelled or rolled back, or a file is invalid\n"
-    "  2  usage error (for run: also a procedure that does not validate)\n"
-    "  3  run: the execution did not finish within --timeout"
+    "  0  listed (also when the database does not exist yet: nothing to list)\n"
+    "  2  usage error (bad option, bad --db URL)\n"
+    "  5  the store cannot be used (not a procstore database, newer schema)"
 )
+_SHOW_EXIT_CODES = (
+    "\b\nExit codes:\n"
+    "  0  shown\n"
+    "  2  usage error (bad option, bad --db URL)\n"
+    "  4  no such procedure or version (or no database)\n"
+    "  5  the store cannot be used (not a procstore database, newer schema)"
+)
+_HISTORY_EXIT_CODES = (
+    "\b\nExit codes:\n"
+    "  0  shown (whatever the execution's status)\n"
+    "  2  usage error (bad option, bad --db URL)\n"
+    "  4  no execution EXECUTION_ID (or no database)\n"
+    "  5  the store cannot be used (not a procstore database, newer schema)"
+)
+_DIAGRAM_EXIT_CODES = (
+    "\b\nExit codes:\n"
+    "  0  written\n"
+    "  2  usage error: bad option, unreadable or invalid FILE, a format that cannot be told\n"
+    "     from OUT's suffix, png to a terminal, FILE is not the procedure of --execution\n"
+    "  4  no execution --execution ID (or no database)\n"
+    "  5  Graphviz's dot program is missing (svg, png), or the store cannot be used"
+)
+_SCHEMA_EXIT_CODES = "\b\nExit codes:\n  0  printed\n  2  usage error (bad option)"
 
 app = typer.Typer(
     name="procstore",
     help=(
         "procstore: declarative, versioned workflow procedures (JSON/YAML) run on "
-        "transitions' AsyncMachine.\n\nSee `procstore COMMAND --help` for each command.\n\n"
-        + _EXIT_CODES_HELP
+        "transitions' AsyncMachine, persisted in an embedded SQLite database.\n\n"
+        "Commands that use a store take --db URL (default sqlite:///procstore.db, i.e. "
+        f"./procstore.db; or set {DB_ENVVAR}). See `procstore COMMAND --help` for each "
+        "command.\n\n" + _EXIT_CODES_HELP
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -105,11 +193,38 @@ def _root(
 
 
 # --------------------------------------------------------------------------------------------
+# errors
+
+
+class CommandError(Exception):
+    """Ends a command: ``lines`` go to stderr and the process exits with ``code``."""
+
+    def __init__(self, code: int, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.code = code
+        self.lines = lines
+
+
+def _execute(work: Callable[[], Any]) -> Any:
+    """Run ``work`` (usually ``asyncio.run(...)``), turning a :class:`CommandError` or a store
+    error into its message on stderr and the exit code."""
+    try:
+        return work()
+    except CommandError as exc:
+        for line in exc.lines:
+            typer.echo(line, err=True)
+        raise typer.Exit(exc.code) from None
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_STORE) from None
+
+
+# --------------------------------------------------------------------------------------------
 # helpers
 
 
 def _add_to_sys_path(directory: Path) -> None:
-    """Put ``directory`` first on ``sys.path`` so an actions module beside a file imports."""
+    """Put ``directory`` first on ``sys.path`` so an actions module in it imports."""
     entry = str(directory.resolve())
     if entry not in sys.path:
         sys.path.insert(0, entry)
@@ -143,6 +258,24 @@ def _parse_context(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def _check_db(value: str) -> str:
+    """``--db``: a ``sqlite:///`` URL (the file need not exist yet)."""
+    try:
+        sqlite_path(value)
+    except StoreError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--db") from exc
+    return value
+
+
+def _db_file(db: str) -> Path:
+    return sqlite_path(db)
+
+
+def _db_args(db: str) -> str:
+    """`` --db URL`` to repeat in a suggested command, or nothing for the default store."""
+    return "" if db == DEFAULT_DB else f" --db {db}"
+
+
 def _status_text(status: Status | str | None) -> str:
     if status is None:
         return "-"
@@ -157,6 +290,21 @@ def _value_text(value: Any, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def _time_text(at: datetime) -> str:
+    """A timestamp in local time, to the second."""
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _elapsed_text(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def format_record(record: HistoryRecord) -> str:
@@ -197,16 +345,38 @@ def format_record(record: HistoryRecord) -> str:
     return f"{kind:<11} {' '.join(fields)}".rstrip()
 
 
+def _record_style(record: HistoryRecord) -> str | None:
+    """How the live display colours a record line (plain output has no styles)."""
+    if record.error is not None or record.kind in ("timeout", "cancelled", "blocked"):
+        return "red"
+    if record.kind in ("rollback", "retry"):
+        return "yellow"
+    if record.kind == "finished":
+        return "bold green" if record.status == Status.COMPLETED else "bold red"
+    return None
+
+
 def _problem_lines(label: str, exc: BaseException) -> list[str]:
     """``FILE: $.json.path: message`` lines for whatever went wrong loading ``label``."""
     if isinstance(exc, InvalidProcedure):
         lines = [f"{label}: {problem.path}: {problem.message}" for problem in exc.errors]
         return lines or [f"{label}: $: {exc}"]
+    if isinstance(exc, ValidationError):  # schema-only checks (diagram)
+        return [
+            f"{label}: {_loc_path(error['loc'])}: {error['msg']}" for error in exc.errors()
+        ] or [f"{label}: $: {exc}"]
     if isinstance(exc, ProcstoreError):
         return [f"{label}: $: {exc}"]
     if isinstance(exc, OSError):
         return [f"{label}: $: cannot read file: {exc.strerror or exc}"]
     return [f"{label}: $: {type(exc).__name__}: {exc}"]
+
+
+def _loc_path(loc: Iterable[Any]) -> str:
+    path = "$"
+    for item in loc:
+        path += f"[{item}]" if isinstance(item, int) else f".{item}"
+    return path
 
 
 def _module_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
@@ -224,11 +394,345 @@ def _module_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
     return None
 
 
-async def _load(path: Path, allowed: Sequence[str]) -> tuple[ProcedureStore, Procedure]:
-    _add_to_sys_path(path.parent)
-    store = ProcedureStore(allowed_modules=list(allowed))
-    procedure = await store.register(path)
-    return store, procedure
+def _configure_logging(verbose: bool, console: Console | None = None) -> None:
+    """``--verbose``: the actions' INFO log lines on stderr (through the live display when one
+    is shown, so they do not tear it)."""
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, show_time=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True
+    )
+    # transitions logs every callback at INFO: keep it to warnings, --verbose is for actions.
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+@asynccontextmanager
+async def _open_store(
+    db: str, *, allowed: Sequence[str] = (), read_only: bool = False, missing: str | None = None
+) -> AsyncIterator[ProcedureStore]:
+    """Open the store at ``db`` and close it afterwards (running executions detach and stay
+    ``running`` in the database).
+
+    Args:
+        missing: For read-only use: when the database file does not exist, end the command
+            with exit 4 and this message instead of an error about the file.
+    """
+    if read_only and missing is not None and not _db_file(db).exists():
+        raise CommandError(EXIT_NOT_FOUND, f"error: {missing}: no database at {_db_file(db)}")
+    store = ProcedureStore(db, allowed_modules=list(allowed), read_only=read_only)
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.close()
+
+
+def _walk_states(
+    states: Mapping[str, StateDef], prefix: str = ""
+) -> Iterator[tuple[str, StateDef]]:
+    """Every state of a definition with its dotted path, depth first in document order
+    (regions of a parallel state are path segments, as in the execution's paths)."""
+    for name, state in states.items():
+        path = f"{prefix}{name}"
+        yield path, state
+        if state.states:
+            yield from _walk_states(state.states, f"{path}.")
+        if state.parallel:
+            for region_name, region in state.parallel.items():
+                yield from _walk_states(region.states, f"{path}.{region_name}.")
+
+
+def _split_name(spec: str) -> tuple[str, str | None]:
+    """``NAME[@VERSION]``."""
+    name, sep, version = spec.rpartition("@")
+    if not sep:
+        return spec, None
+    if not name or not version:
+        raise typer.BadParameter(
+            f"{spec!r} is not NAME or NAME@VERSION", param_hint="NAME[@VERSION]"
+        )
+    return name, version
+
+
+# --------------------------------------------------------------------------------------------
+# progress: live display on a terminal, plain lines otherwise
+
+
+class _Tracker:
+    """What the live display says about one execution, kept up to date from its records."""
+
+    def __init__(self, execution: Execution, procedure: Procedure, label: str) -> None:
+        self.execution = execution
+        self.label = label
+        states = list(_walk_states(procedure.definition.states))
+        self.with_action = {path for path, state in states if state.action}
+        self.terminal = {  # leaves without transitions: a region that reached one waits
+            path
+            for path, state in states
+            if not state.transitions and state.states is None and state.parallel is None
+        }
+        self.attempt: dict[str, int] = {}
+        self.acted: set[str] = set()
+        self.retry_at: dict[str, float] = {}
+        self.compensating = False
+        self.spinner = Spinner("dots", style="cyan")
+        self.ended: float | None = None  # when the display first saw it finished
+
+    def update(self, record: HistoryRecord) -> None:
+        state = record.state or ""
+        if record.kind == "entered":
+            self.attempt[state] = 1
+            self.acted.discard(state)
+            self.retry_at.pop(state, None)
+        elif record.kind == "action":
+            self.attempt[state] = record.attempt or 1
+            self.acted.add(state)
+        elif record.kind == "retry":
+            self.attempt[state] = record.attempt or 1
+            self.acted.discard(state)
+            self.retry_at[state] = record.at.timestamp() + (record.delay_ms or 0) / 1000
+        elif record.kind == "rollback":
+            self.compensating = True
+        elif record.kind == "reset":
+            self.compensating = False
+
+    def describe(self) -> str:
+        """``build (attempt 2)``, ``approve (waiting for an event)``, ``compensating``..."""
+        execution = self.execution
+        if execution.status is not Status.RUNNING:
+            return f"{_status_text(execution.status)} in {execution.current}"
+        if self.compensating:
+            return f"compensating (from {execution.current})"
+        parts = []
+        now = time.time()
+        for leaf in execution.active:
+            if leaf in self.with_action and leaf not in self.acted:
+                attempt = self.attempt.get(leaf, 1)
+                wait = self.retry_at.get(leaf, 0.0) - now
+                when = f" in {wait:.1f}s" if wait > 0 else ""
+                parts.append(f"{leaf} (attempt {attempt}{when})")
+            elif leaf in self.terminal:
+                parts.append(f"{leaf} (done)")
+            else:
+                parts.append(f"{leaf} (waiting for an event)")
+        return ", ".join(parts) or execution.current
+
+
+class _Output(Protocol):
+    """Where a command that drives executions writes."""
+
+    def line(self, text: str, style: str | None = None) -> None: ...
+
+    def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None: ...
+
+    def watch(self, trackers: Sequence[_Tracker]) -> Any:
+        """An async context manager around the time the executions run."""
+        ...
+
+
+class _PlainOutput:
+    """One line per record (the ``format_record`` lines): for pipes, files and tests."""
+
+    def line(self, text: str, style: str | None = None) -> None:
+        typer.echo(text)
+
+    def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
+        typer.echo(prefix + format_record(record))
+
+    @asynccontextmanager
+    async def watch(self, trackers: Sequence[_Tracker]) -> AsyncIterator[None]:
+        yield
+
+
+class _LiveOutput:
+    """On a terminal: the record lines scroll by above a status line per execution (spinner,
+    current state(s), attempt, elapsed time), refreshed ten times a second."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._started = time.monotonic()
+
+    def line(self, text: str, style: str | None = None) -> None:
+        self.console.print(Text(text, style=style or ""), soft_wrap=True)
+
+    def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
+        text = Text()
+        text.append(prefix, style="dim")
+        text.append(format_record(record), style=_record_style(record) or "")
+        self.console.print(text, soft_wrap=True)
+
+    def render(self, trackers: Sequence[_Tracker]) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        for tracker in trackers:
+            running = tracker.execution.status is Status.RUNNING
+            if not running and tracker.ended is None:
+                tracker.ended = now
+            elapsed = _elapsed_text((tracker.ended or now) - self._started)
+            mark: Any = tracker.spinner if running else Text("done", style="dim")
+            grid.add_row(
+                mark,
+                Text(tracker.label, style="bold"),
+                Text(tracker.describe()),
+                Text(elapsed, style="dim"),
+            )
+        return grid
+
+    @asynccontextmanager
+    async def watch(self, trackers: Sequence[_Tracker]) -> AsyncIterator[None]:
+        self._started = time.monotonic()
+        live = Live(
+            self.render(trackers),
+            console=self.console,
+            auto_refresh=False,  # refreshed from the event loop below, never from a thread
+            transient=True,
+            redirect_stdout=True,
+            redirect_stderr=True,
+        )
+
+        async def tick() -> None:
+            while True:
+                live.update(self.render(trackers), refresh=True)
+                await asyncio.sleep(0.1)
+
+        with live:
+            ticker = asyncio.get_running_loop().create_task(tick())
+            try:
+                yield
+            finally:
+                ticker.cancel()
+
+
+def _make_output(console: Console | None = None) -> _Output:
+    """The live display when stdout is a terminal, plain lines otherwise."""
+    if console is not None:
+        return _LiveOutput(console)
+    if sys.stdout.isatty():
+        return _LiveOutput(Console(highlight=False))
+    return _PlainOutput()
+
+
+class _Follower:
+    """Prints an execution's records as they happen (only those at or after ``since``, when
+    given: a resumed execution's stored past is not printed again)."""
+
+    def __init__(
+        self, tracker: _Tracker, output: _Output, prefix: str, since: datetime | None
+    ) -> None:
+        self.tracker = tracker
+        self.output = output
+        self.prefix = prefix
+        self.since = since
+        self.seen = 0
+
+    def _emit(self, record: HistoryRecord) -> None:
+        self.seen += 1
+        self.tracker.update(record)
+        if self.since is None or record.at >= self.since:
+            self.output.record(self.tracker, record, self.prefix)
+
+    async def follow(self) -> None:
+        async for record in self.tracker.execution.watch():
+            self._emit(record)
+
+    def catch_up(self) -> None:
+        """Print what the follower has not printed yet (it was cancelled)."""
+        for record in self.tracker.execution.history[self.seen :]:
+            self._emit(record)
+
+
+async def _drive(
+    store: ProcedureStore,
+    executions: Sequence[Execution],
+    timeout: float,
+    output: _Output,
+    since: datetime | None = None,
+) -> list[tuple[Execution, bool]]:
+    """Drive ``executions`` to their end (``run_to_completion``) at once, printing their
+    records; returns each with whether it timed out."""
+    several = len(executions) > 1
+    trackers = []
+    for execution in executions:
+        procedure = await store.get(execution.procedure, execution.version)
+        label = f"{execution.procedure}@{execution.version}"
+        if several:
+            label = f"{execution.id[:8]} {label}"
+        trackers.append(_Tracker(execution, procedure, label))
+    followers = [
+        _Follower(tracker, output, f"{tracker.execution.id[:8]}  " if several else "", since)
+        for tracker in trackers
+    ]
+
+    async def finish(execution: Execution) -> bool:
+        try:
+            await execution.run_to_completion(timeout)
+        except TimeoutError:
+            return True
+        return False
+
+    async with output.watch(trackers):
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(follower.follow()) for follower in followers]
+        try:
+            timed_out = await asyncio.gather(*(finish(execution) for execution in executions))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for follower in followers:
+            follower.catch_up()
+    return list(zip(executions, timed_out, strict=True))
+
+
+def _final_lines(
+    output: _Output, final: ExecutionState, timed_out: bool, timeout: float, db: str
+) -> None:
+    output.line(f"context     {_value_text(final.context, limit=400)}")
+    status = _status_text(final.status)
+    if timed_out:
+        output.line(
+            f"timeout     still {status} in state {final.current} after {timeout:g}s", "yellow"
+        )
+        output.line(f"resume      procstore resume {final.id}{_db_args(db)}")
+        return
+    style = "bold green" if final.status == Status.COMPLETED else "bold red"
+    output.line(f"status      {status} (state: {final.current})", style)
+
+
+def _exit_code(results: Sequence[tuple[ExecutionState, bool]]) -> int:
+    if any(not timed_out and s.status != Status.COMPLETED for s, timed_out in results):
+        return EXIT_NOT_COMPLETED
+    if any(timed_out for _, timed_out in results):
+        return EXIT_TIMEOUT
+    return EXIT_OK
+
+
+class _Session:
+    """What a command started, for the message after Ctrl-C."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.execution_ids: list[str] = []
+
+    def interrupted(self) -> typer.Exit:
+        typer.echo("interrupted", err=True)
+        for execution_id in self.execution_ids:
+            typer.echo(
+                f"execution {execution_id} stays running in the database: "
+                f"procstore resume {execution_id}{_db_args(self.db)}",
+                err=True,
+            )
+        return typer.Exit(EXIT_INTERRUPTED)
+
+
+# --------------------------------------------------------------------------------------------
+# run
 
 
 async def _run(
@@ -236,43 +740,452 @@ async def _run(
     context: dict[str, Any],
     allowed: Sequence[str],
     timeout: float,
-    echo: Callable[[str], None],
+    db: str,
+    output: _Output,
+    session: _Session,
 ) -> int:
+    _add_to_sys_path(path.parent)
+    async with _open_store(db, allowed=allowed) as store:
+        try:
+            procedure = await store.register(path)
+        except VersionConflict as exc:
+            raise CommandError(
+                EXIT_USAGE,
+                f"{path}: $.version: {exc}",
+                f"hint: a registered version never changes: bump the version in {path} "
+                f"(or use another --db)",
+            ) from None
+        except (InvalidProcedure, OSError) as exc:
+            lines = _problem_lines(str(path), exc)
+            hint = _module_hint(exc, allowed)
+            raise CommandError(EXIT_USAGE, *lines, *([hint] if hint else [])) from None
+
+        output.line(f"procedure   {procedure.name} {procedure.version}")
+        execution = await store.start(procedure.name, procedure.version, context, auto=True)
+        session.execution_ids.append(execution.id)
+        output.line(f"execution   {execution.id}")
+        [(_, timed_out)] = await _drive(store, [execution], timeout, output)
+        final = execution.state
+        _final_lines(output, final, timed_out, timeout, db)
+        return _exit_code([(final, timed_out)])
+
+
+# --------------------------------------------------------------------------------------------
+# resume
+
+
+def _host_code_problems(procedure: Procedure, allowed: Iterable[str]) -> list[str]:
+    """What the CLI cannot provide for ``procedure``'s executions: actions registered by name
+    in an application, guard predicates, modules not allowed or not importable."""
+    allowed = list(allowed)
+    problems: list[str] = []
+
+    def check(path: str, what: str, action: Action | None) -> None:
+        if not isinstance(action, FunctionAction):
+            return
+        module = action.module
+        if module is None:
+            problems.append(
+                f"state {path}: {what} {action.function!r} is registered by name in an "
+                "application: resume it there (store.recover() after registering its actions)"
+            )
+            return
+        if not any(module == m or module.startswith(m + ".") for m in allowed):
+            problems.append(
+                f"state {path}: {what} uses module {module!r}: pass --allow-module {module}"
+            )
+            return
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as exc:
+            problems.append(
+                f"state {path}: {what} uses module {module!r}, which does not import ({exc}): "
+                "pass --path DIR with the directory that holds it"
+            )
+            return
+        if not callable(getattr(imported, action.function, None)):
+            problems.append(f"state {path}: module {module!r} has no function {action.function!r}")
+
+    for path, state in _walk_states(procedure.definition.states):
+        check(path, "action", state.action)
+        check(path, "compensation", state.compensate)
+        for transition in state.transitions:
+            for name in (*transition.conditions, *transition.unless):
+                problems.append(
+                    f"state {path}: the transition on {transition.event!r} uses guard "
+                    f"predicate {name!r}, registered by name in an application: resume it there"
+                )
+    return list(dict.fromkeys(problems))
+
+
+async def _resume(
+    execution_id: str | None,
+    allowed: Sequence[str],
+    timeout: float,
+    db: str,
+    output: _Output,
+    session: _Session,
+) -> int:
+    if not _db_file(db).exists():
+        if execution_id is not None:
+            raise CommandError(
+                EXIT_NOT_FOUND, f"error: no execution {execution_id!r}: no database at {db}"
+            )
+        output.line(f"nothing to resume: no database at {_db_file(db)}")
+        return EXIT_OK
+    async with _open_store(db, allowed=allowed) as store:
+        everything = await store.executions()
+        if execution_id is not None:
+            found = [s for s in everything if s.id == execution_id]
+            if not found:
+                raise CommandError(EXIT_NOT_FOUND, f"error: no execution {execution_id!r} in {db}")
+            if found[0].status != Status.RUNNING:
+                status = _status_text(found[0].status)
+                output.line(f"execution   {execution_id} has already ended: {status}")
+                return EXIT_OK if found[0].status == Status.COMPLETED else EXIT_NOT_COMPLETED
+            targets = found
+        else:
+            targets = [s for s in everything if s.status == Status.RUNNING]
+            if not targets:
+                output.line(f"nothing to resume: no unfinished execution in {db}")
+                return EXIT_OK
+
+        # Check first, resume after: an execution resumed without its host code would fail
+        # its next step for good.
+        problems: list[str] = []
+        checked: dict[tuple[str, str], list[str]] = {}
+        for summary in targets:
+            key = (summary.procedure, summary.version)
+            if key not in checked:
+                procedure = await store.get(*key)
+                checked[key] = _host_code_problems(procedure, allowed)
+            problems += [
+                f"{summary.id} ({summary.procedure}@{summary.version}): {problem}"
+                for problem in checked[key]
+            ]
+        if problems:
+            raise CommandError(
+                EXIT_USAGE,
+                *(f"cannot resume {problem}" for problem in problems),
+                "nothing was resumed",
+            )
+
+        since = datetime.now(UTC)
+        if execution_id is not None:
+            executions = [await store.get_execution(execution_id)]
+        else:
+            executions = await store.recover()
+        session.execution_ids += [execution.id for execution in executions]
+        for execution in executions:
+            output.line(
+                f"resumed     {execution.id} {execution.procedure} {execution.version} "
+                f"in {', '.join(execution.active) or execution.current}"
+            )
+        results = await _drive(store, executions, timeout, output, since=since)
+        finals = [(execution.state, timed_out) for execution, timed_out in results]
+        if len(finals) == 1:
+            final, timed_out = finals[0]
+            _final_lines(output, final, timed_out, timeout, db)
+        else:
+            for final, timed_out in finals:
+                status = _status_text(final.status)
+                if timed_out:
+                    output.line(f"timeout     {final.id} still {status} in state {final.current}")
+                else:
+                    output.line(f"status      {final.id} {status} (state: {final.current})")
+        return _exit_code(finals)
+
+
+# --------------------------------------------------------------------------------------------
+# list, show, history
+
+
+async def _list(
+    db: str,
+    status: Status | None,
+    procedure_name: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    if not _db_file(db).exists():
+        procedures: list[Procedure] = []
+        executions: list[Any] = []
+        if not as_json:
+            typer.echo(f"no database at {_db_file(db)} yet: nothing registered, nothing run")
+            return
+    else:
+        async with _open_store(db, read_only=True) as store:
+            procedures = await store.list()
+            executions = await store.executions(status=status, procedure=procedure_name)
+    if procedure_name is not None:
+        procedures = [p for p in procedures if p.name == procedure_name]
+    versions: dict[str, list[str]] = {}
+    for procedure in procedures:  # sorted by name, then version
+        versions.setdefault(procedure.name, []).append(procedure.version)
+    hidden = 0
+    if limit > 0 and len(executions) > limit:
+        hidden = len(executions) - limit
+        executions = executions[-limit:]
+
+    if as_json:
+        document = {
+            "procedures": [{"name": n, "versions": v} for n, v in versions.items()],
+            "executions": [s.model_dump(mode="json") for s in executions],
+            "more_executions": hidden,
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+
+    if versions:
+        width = max(len("PROCEDURE"), *(len(name) for name in versions))
+        typer.echo(f"{'PROCEDURE':<{width}}  VERSIONS")
+        for name, names in versions.items():
+            typer.echo(f"{name:<{width}}  {', '.join(names)}")
+    else:
+        typer.echo("no procedures")
+    typer.echo("")
+    if executions:
+        rows = [
+            (s.id, f"{s.procedure}@{s.version}", _status_text(s.status), _time_text(s.updated_at))
+            for s in executions
+        ]
+        headers = ("EXECUTION", "PROCEDURE", "STATUS", "UPDATED")
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        for row in (headers, *rows):
+            cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+            typer.echo("  ".join(cells).rstrip())
+        if hidden:
+            typer.echo(f"... and {hidden} older (--limit 0 lists them all)")
+    else:
+        typer.echo("no executions")
+
+
+def _describe_action(action: Action) -> str:
+    if isinstance(action, FunctionAction):
+        name = action.function if action.module is None else f"{action.module}.{action.function}"
+        text = f"function {name}"
+    else:
+        extra = ""
+        for field in ("message", "ms"):
+            value = getattr(action, field, None)
+            if value is not None:
+                extra = f" {value:g}ms" if field == "ms" else f" {json.dumps(value)}"
+        text = f"{action.type}{extra}"
+    if action.timeout_ms is not None:
+        text += f" (timeout {action.timeout_ms:g}ms)"
+    if action.result is not None:
+        text += f" -> {action.result}"
+    return text
+
+
+def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
+    definition = procedure.definition
+    states = list(_walk_states(definition.states))
+    transitions = sum(len(state.transitions) for _, state in states)
+    lines = [f"procedure    {procedure.name} {procedure.version}"]
+    if procedure.description:
+        lines.append(f"description  {procedure.description}")
+    lines.append(f"versions     {', '.join(versions)}")
+    lines.append(f"initial      {definition.initial_state}")
+    lines.append(f"states       {len(states)}")
+    lines.append(f"transitions  {transitions}")
+    lines.append("")
+    for path, state in states:
+        depth = path.count(".")
+        indent = "  " * depth
+        name = path.rsplit(".", 1)[-1]
+        if state.states is not None:
+            kind = f"compound, initial {state.initial_state}"
+        elif state.parallel is not None:
+            kind = f"parallel: {', '.join(state.parallel)}"
+        elif not state.transitions:
+            kind = "terminal" + (", failure" if state.outcome == "failure" else "")
+        else:
+            kind = ""
+        head = f"{indent}{name}" + (f"  ({kind})" if kind else "")
+        lines.append(head)
+        details = []
+        if state.action is not None:
+            details.append(f"action {_describe_action(state.action)}")
+        if state.retry is not None:
+            retry = state.retry
+            details.append(
+                f"retry up to {retry.max_attempts} attempts, {retry.interval_ms:g}ms "
+                f"x{retry.backoff_rate:g}"
+                + (f" <= {retry.max_delay_ms:g}ms" if retry.max_delay_ms is not None else "")
+                + (" jitter" if retry.jitter == "full" else "")
+                + (f" on {', '.join(retry.errors)}" if retry.errors else "")
+            )
+        if state.timeout_ms is not None:
+            details.append(f"timeout {state.timeout_ms:g}ms")
+        if state.compensate is not None:
+            details.append(f"compensate {_describe_action(state.compensate)}")
+        for transition in state.transitions:
+            guards = []
+            if transition.guard:
+                guards.append(f"[{transition.guard}]")
+            guards += [f"[{name}]" for name in transition.conditions]
+            guards += [f"[!{name}]" for name in transition.unless]
+            guard = f" {' '.join(guards)}" if guards else ""
+            details.append(f"on {transition.event}{guard} -> {transition.target}")
+        lines += [f"{indent}    {detail}" for detail in details]
+    return lines
+
+
+async def _show(spec: str, db: str, as_json: bool) -> None:
+    name, version = _split_name(spec)
+    async with _open_store(db, read_only=True, missing=f"no procedure {spec!r}") as store:
+        try:
+            procedure = await store.get(name, version)
+        except ProcedureNotFound as exc:
+            raise CommandError(EXIT_NOT_FOUND, f"error: {exc} in {db}") from None
+        versions = [p.version for p in await store.list() if p.name == name]
+    if as_json:
+        typer.echo(json.dumps(json.loads(procedure.model_dump_json(exclude_unset=True)), indent=2))
+        return
+    for line in _summary_lines(procedure, versions):
+        typer.echo(line)
+
+
+async def _history(execution_id: str, db: str, as_json: bool, timestamps: bool) -> None:
+    missing = f"no execution {execution_id!r}"
+    async with _open_store(db, read_only=True, missing=missing) as store:
+        try:
+            execution = await store.get_execution(execution_id)
+        except ExecutionNotFound as exc:
+            raise CommandError(EXIT_NOT_FOUND, f"error: {exc}") from None
+        state = execution.state
+    if as_json:
+        typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
+        return
+    typer.echo(f"procedure   {state.procedure} {state.version}")
+    typer.echo(f"execution   {state.id}")
+    for record in state.history:
+        line = format_record(record)
+        typer.echo(
+            f"{record.at.astimezone().isoformat(timespec='milliseconds')}  {line}"
+            if timestamps
+            else line
+        )
+    typer.echo(f"context     {_value_text(state.context, limit=400)}")
+    typer.echo(f"status      {_status_text(state.status)} (state: {state.current})")
+
+
+# --------------------------------------------------------------------------------------------
+# diagram
+
+
+class DiagramFormat(enum.StrEnum):
+    """The formats ``procstore diagram`` writes."""
+
+    svg = "svg"
+    png = "png"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+class RankDir(enum.StrEnum):
+    """Graphviz's layout direction."""
+
+    TB = "TB"
+    LR = "LR"
+    BT = "BT"
+    RL = "RL"
+
+
+async def _diagram(
+    file: Path | None,
+    out: Path | None,
+    fmt: DiagramFormat | None,
+    execution_id: str | None,
+    db: str,
+    rankdir: RankDir,
+) -> None:
+    from procstore import diagrams
+
+    if file is None and execution_id is None:
+        raise CommandError(EXIT_USAGE, "error: give FILE, or --execution ID to draw a stored one")
+    if fmt is not None:
+        chosen: str = fmt.value
+    elif out is not None:
+        try:
+            chosen = diagrams.format_for(out)
+        except ValueError as exc:
+            raise CommandError(EXIT_USAGE, f"error: {exc}; or give --format") from None
+    else:
+        chosen = "dot"
+    if chosen == "png" and out is None and sys.stdout.isatty():
+        raise CommandError(EXIT_USAGE, "error: a PNG goes to a file: give -o OUT.png")
+
+    source: Procedure | None = None
+    if file is not None:
+        try:
+            source = _read_procedure(file)
+        except (InvalidProcedure, ValidationError, OSError) as exc:
+            raise CommandError(EXIT_USAGE, *_problem_lines(str(file), exc)) from None
+
+    snapshot: ExecutionState | None = None
+    if execution_id is not None:
+        missing = f"no execution {execution_id!r}"
+        async with _open_store(db, read_only=True, missing=missing) as store:
+            try:
+                snapshot = (await store.get_execution(execution_id)).state
+            except ExecutionNotFound as exc:
+                raise CommandError(EXIT_NOT_FOUND, f"error: {exc}") from None
+            if source is None:
+                source = await store.get(snapshot.procedure, snapshot.version)
+        if (source.name, source.version) != (snapshot.procedure, snapshot.version):
+            raise CommandError(
+                EXIT_USAGE,
+                f"error: execution {execution_id} runs {snapshot.procedure} {snapshot.version}, "
+                f"but {file} is {source.name} {source.version} (leave FILE out to draw the "
+                "stored procedure)",
+            )
+    assert source is not None
+
     try:
-        store, procedure = await _load(path, allowed)
+        data = diagrams.render(source, chosen, snapshot, rankdir=rankdir.value)
     except Exception as exc:
-        for line in _problem_lines(str(path), exc):
-            typer.echo(line, err=True)
-        hint = _module_hint(exc, allowed)
-        if hint:
-            typer.echo(hint, err=True)
-        return EXIT_USAGE
+        if type(exc).__name__ == "ExecutableNotFound":  # graphviz.ExecutableNotFound
+            raise CommandError(
+                EXIT_STORE,
+                f"error: {chosen} needs Graphviz's dot program, which is not installed "
+                "(apt install graphviz / brew install graphviz); dot and mermaid need nothing",
+            ) from None
+        raise
+    if out is not None:
+        if isinstance(data, str):
+            out.write_text(data, encoding="utf-8")
+        else:
+            out.write_bytes(data)
+        typer.echo(f"wrote {out} ({chosen})", err=True)
+        return
+    if isinstance(data, bytes) and chosen == "png":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    typer.echo(text, nl=not text.endswith("\n"))
 
-    echo(f"procedure   {procedure.name} {procedure.version}")
-    execution = await store.start(procedure.name, procedure.version, context, auto=True)
-    echo(f"execution   {execution.id}")
 
-    # Print each history record as it happens while the execution is driven to its end.
-    async def follow() -> None:
-        async for record in execution.watch():
-            echo(format_record(record))
+def _read_procedure(file: Path) -> Procedure:
+    """FILE's procedure, checked against the schema only (as the diagrams draw it)."""
+    from procstore.validation import read_document
 
-    final: ExecutionState
-    timed_out = False
-    try:
-        await asyncio.wait_for(follow(), timeout)
-        final = execution.state
-    except TimeoutError:
-        timed_out = True
-        final = execution.state
+    data, _ = read_document(file)
+    return Procedure.model_validate(data)
 
-    echo(f"context     {_value_text(final.context, limit=400)}")
-    status = _status_text(final.status)
-    if timed_out:
-        echo(f"timeout     still {status} in state {final.current} after {timeout:g}s")
-        return EXIT_TIMEOUT
-    echo(f"status      {status} (state: {final.current})")
-    return EXIT_OK if final.status == Status("completed") else EXIT_NOT_COMPLETED
+
+# --------------------------------------------------------------------------------------------
+# validate
+
+
+async def _load(path: Path, allowed: Sequence[str]) -> tuple[ProcedureStore, Procedure]:
+    _add_to_sys_path(path.parent)
+    store = ProcedureStore(allowed_modules=list(allowed))
+    procedure = await store.register(path)
+    return store, procedure
 
 
 async def _validate(paths: Iterable[Path], allowed: Sequence[str]) -> list[tuple[Path, list[str]]]:
@@ -311,6 +1224,49 @@ AllowModule = Annotated[
         ),
     ),
 ]
+Db = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        envvar=DB_ENVVAR,
+        callback=_check_db,
+        help=(
+            "The store: sqlite:///relative/path.db or sqlite:////absolute/path.db "
+            "(the default is procstore.db in the working directory)."
+        ),
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        "-t",
+        min=0.0,
+        metavar="SECONDS",
+        help=(
+            "Seconds to wait for the execution(s) to finish; after that the command exits "
+            "with 3 and they stay running in the database."
+        ),
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show the actions' INFO log lines on stderr."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _drive_command(verbose: bool, db: str, work: Callable[[_Output, _Session], Any]) -> None:
+    output = _make_output()
+    live_console = output.console if isinstance(output, _LiveOutput) else None
+    _configure_logging(verbose, live_console)
+    session = _Session(db)
+    try:
+        code = _execute(lambda: asyncio.run(work(output, session)))
+    except KeyboardInterrupt:
+        raise session.interrupted() from None
+    raise typer.Exit(code)
 
 
 @app.command(epilog=_RUN_EXIT_CODES)
@@ -335,41 +1291,241 @@ def run(
         ),
     ] = None,
     allow_module: AllowModule = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            "-t",
-            min=0.0,
-            metavar="SECONDS",
-            help="Seconds to wait for the execution to finish.",
-        ),
-    ] = 60.0,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", "-v", help="Show the actions' INFO log lines on stderr."),
-    ] = False,
+    timeout: Timeout = 60.0,
+    db: Db = DEFAULT_DB,
+    verbose: Verbose = False,
 ) -> None:
-    """Run a procedure to completion, printing each state entered, action and transition.
+    """Register FILE's procedure in the store and run it to completion, showing its progress.
 
-    The procedure in FILE is registered in an in-memory store and started with the given
-    context; outcome events fire by themselves until the execution finishes. The last lines
-    give the final context and status.
+    The procedure is registered in the --db store (again with identical content: nothing
+    changes; with different content under the same name and version: exit 2, bump the
+    version) and started with the given context; outcome events fire by themselves until the
+    execution finishes. The execution id is printed first, so `procstore history ID` and
+    `procstore resume ID` can find it.
+
+    On a terminal a live status line shows the current state(s), the attempt and the elapsed
+    time under the records; otherwise (a pipe, a file) each state entered, action and
+    transition is one plain line. The last lines give the final context and status.
     """
     start_context = _parse_context(context)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # transitions logs every callback at INFO: keep it to warnings, --verbose is for actions.
-    logging.getLogger("transitions").setLevel(logging.WARNING)
 
-    def echo(line: str) -> None:
-        typer.echo(line)
+    def work(output: _Output, session: _Session) -> Any:
+        return _run(file, start_context, allow_module or [], timeout, db, output, session)
 
-    code = asyncio.run(_run(file, start_context, allow_module or [], timeout, echo))
-    raise typer.Exit(code)
+    _drive_command(verbose, db, work)
+
+
+@app.command(epilog=_RESUME_EXIT_CODES)
+def resume(
+    execution_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="EXECUTION_ID",
+            help="The execution to resume; without it, every unfinished execution.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-module",
+            "-m",
+            metavar="MODULE",
+            help="Module that function actions may name (repeatable), as given to `run`.",
+        ),
+    ] = None,
+    path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--path",
+            "-p",
+            metavar="DIR",
+            exists=True,
+            file_okay=False,
+            help="Directory put on sys.path so the actions modules import (repeatable).",
+        ),
+    ] = None,
+    timeout: Timeout = 60.0,
+    db: Db = DEFAULT_DB,
+    verbose: Verbose = False,
+) -> None:
+    """Resume unfinished executions (or EXECUTION_ID) and drive them to completion.
+
+    An execution left running (its process died, was interrupted, or `run` timed out) carries
+    on from what the database holds: an action that was running when it stopped runs again
+    (at least once), retry delays and state timeouts continue from their stored deadlines,
+    a compensation in progress carries on. Records are printed as they happen, as `run` does.
+
+    The actions must be importable here: function actions that name a module need
+    --allow-module MODULE (and --path DIR when the module is not on sys.path). Actions and
+    guard predicates registered by name in an application cannot be provided by the CLI: an
+    execution that uses them is not resumed (exit 2); resume it from the application with
+    store.recover() after registering them.
+    """
+    for directory in path or []:
+        _add_to_sys_path(directory)
+
+    def work(output: _Output, session: _Session) -> Any:
+        return _resume(execution_id, allow_module or [], timeout, db, output, session)
+
+    _drive_command(verbose, db, work)
+
+
+@app.command(name="list", epilog=_LIST_EXIT_CODES)
+def list_(
+    db: Db = DEFAULT_DB,
+    status: Annotated[
+        Status | None,
+        typer.Option("--status", "-s", help="Only executions with this status."),
+    ] = None,
+    procedure: Annotated[
+        str | None,
+        typer.Option(
+            "--procedure", "-P", metavar="NAME", help="Only this procedure and its executions."
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=0,
+            metavar="N",
+            help="Show the N most recent executions (0: all).",
+        ),
+    ] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """List the registered procedures (name, versions) and the executions (id,
+    procedure@version, status, last update), oldest first.
+
+    The store is opened read-only, so this works beside a process that runs executions.
+    """
+    _execute(lambda: asyncio.run(_list(db, status, procedure, limit, as_json)))
+
+
+@app.command(epilog=_SHOW_EXIT_CODES)
+def show(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME[@VERSION]",
+            help="The procedure, and optionally its version (default: the latest).",
+        ),
+    ],
+    db: Db = DEFAULT_DB,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stored JSON document instead.")
+    ] = False,
+) -> None:
+    """Show a registered procedure: its states (with actions, retry, timeouts, compensation)
+    and transitions (with guards), or with --json its document.
+    """
+    _execute(lambda: asyncio.run(_show(name, db, as_json)))
+
+
+@app.command(epilog=_HISTORY_EXIT_CODES)
+def history(
+    execution_id: Annotated[str, typer.Argument(metavar="EXECUTION_ID")],
+    db: Db = DEFAULT_DB,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the execution's snapshot (with its history) as JSON."),
+    ] = False,
+    timestamps: Annotated[
+        bool, typer.Option("--timestamps", "-T", help="Start each record with its time.")
+    ] = False,
+) -> None:
+    """Print an execution's stored history, one line per record (as `run` prints them), then
+    its context and status.
+
+    The store is opened read-only: an unfinished execution is shown, not resumed.
+    """
+    _execute(lambda: asyncio.run(_history(execution_id, db, as_json, timestamps)))
+
+
+@app.command(epilog=_DIAGRAM_EXIT_CODES)
+def diagram(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Procedure document; optional with --execution (the stored procedure).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="OUT", dir_okay=False, help="Write here, not to stdout."
+        ),
+    ] = None,
+    fmt: Annotated[
+        DiagramFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help=(
+                "Output format. Default: from OUT's suffix (.svg .png .dot .gv .mmd .mermaid), "
+                "dot without -o."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    execution: Annotated[
+        str | None,
+        typer.Option(
+            "--execution",
+            "-e",
+            metavar="ID",
+            help=(
+                "Draw this stored execution on top: its current state, the transitions it took "
+                "(and how often), the states that failed or were compensated."
+            ),
+        ),
+    ] = None,
+    db: Db = DEFAULT_DB,
+    rankdir: Annotated[
+        RankDir,
+        typer.Option("--rankdir", help="Graphviz layout direction (svg, png, dot)."),
+    ] = RankDir.TB,
+) -> None:
+    """Export a procedure's state diagram: SVG or PNG (through Graphviz), DOT, or Mermaid.
+
+    Only FILE's schema is checked (modules and guards are not resolved), so a procedure can be
+    drawn before it runs anywhere. Without -o the text formats (dot, mermaid, svg) go to stdout.
+    With --execution ID the execution's snapshot is read from --db (read-only) and drawn over
+    the procedure.
+    """
+    _execute(lambda: asyncio.run(_diagram(file, out, fmt, execution, db, rankdir)))
+
+
+@app.command(epilog=_SCHEMA_EXIT_CODES)
+def schema(
+    out: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="OUT", dir_okay=False, help="Write it here."),
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the procedure document (from the pydantic models).
+
+    Point an editor at it for validation and completion, e.g. in VS Code
+    "json.schemas": [{"fileMatch": ["*.procedure.json"], "url": "./procedure.schema.json"}],
+    or for YAML a first line `# yaml-language-server: $schema=./procedure.schema.json`.
+    """
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Procedure.model_json_schema(),
+    }
+    text = json.dumps(document, indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
 
 
 @app.command(epilog=_VALIDATE_EXIT_CODES)
@@ -384,7 +1540,7 @@ def validate(
 
     Each file is registered into a throwaway in-memory store, so every check done at
     registration applies (schema, targets, reachability, allowed modules). A valid file prints
-    `FILE: ok`.
+    `FILE: ok`. No database is used.
     """
     results = asyncio.run(_validate(files, allow_module or []))
     invalid = False

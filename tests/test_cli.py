@@ -1,20 +1,30 @@
-"""The ``procstore`` command line: ``run``, ``validate``, help and exit codes."""
+"""The ``procstore`` command line: every command, its output and its exit codes.
+
+Every test uses its own database under ``tmp_path`` (``--db sqlite:///<tmp>/x.db``: ``sqlite:///``
+and an absolute path make four slashes) and runs in ``tmp_path``, so nothing writes
+``./procstore.db``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from procstore.cli import app
+from procstore import ProcedureStore, Status
+from procstore.cli import DEFAULT_DB, _LiveOutput, _run, _Session, app
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -30,6 +40,19 @@ def _restore_sys_path() -> Iterator[None]:
     saved = list(sys.path)
     yield
     sys.path[:] = saved
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in tmp_path without PROCSTORE_DB: a forgotten --db cannot touch ./procstore.db."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PROCSTORE_DB", raising=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """This test's store: ``sqlite:////tmp/.../x.db`` (absolute path: four slashes)."""
+    return f"sqlite:///{tmp_path}/x.db"
 
 
 def invoke(*args: str) -> Result:
@@ -71,8 +94,8 @@ def simple_doc(name: str = "tiny", **states: Any) -> dict[str, Any]:
 # run
 
 
-def test_run_deploy_example_completes_printing_each_state_in_order() -> None:
-    result = invoke("run", str(DEPLOY), "--context", '{"env": "staging"}', *ALLOW)
+def test_run_deploy_example_completes_printing_each_state_in_order(db: str) -> None:
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", '{"env": "staging"}', *ALLOW)
     assert result.exit_code == 0, result.output
     assert entered(result.output) == ["validate", "build", "deploy", "done"]
     lines = result.output.splitlines()
@@ -97,38 +120,38 @@ def test_run_deploy_example_completes_printing_each_state_in_order() -> None:
     assert context["deployment"] == "deployed"
 
 
-def test_run_with_an_unknown_env_fails_at_validate_with_exit_1() -> None:
-    result = invoke("run", str(DEPLOY), "--context", '{"env": "nowhere"}', *ALLOW)
+def test_run_with_an_unknown_env_fails_at_validate_with_exit_1(db: str) -> None:
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", '{"env": "nowhere"}', *ALLOW)
     assert result.exit_code == 1, result.output
     assert entered(result.output) == ["validate", "failed"]
     assert re.search(r"^action\s+validate #1 error: ValueError: invalid env", result.output, re.M)
     assert re.search(r"^status\s+failed \(state: failed\)$", result.output, re.MULTILINE)
 
 
-def test_run_with_a_failing_build_rolls_back() -> None:
+def test_run_with_a_failing_build_rolls_back(db: str) -> None:
     context = '{"env": "staging", "fail_step": "build"}'
-    result = invoke("run", str(DEPLOY), "--context", context, *ALLOW)
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", context, *ALLOW)
     assert result.exit_code == 1, result.output
     assert entered(result.output) == ["validate", "build", "rollback", "failed"]
     assert re.search(r"^status\s+failed \(state: failed\)$", result.output, re.MULTILINE)
 
 
-def test_run_reads_the_context_from_a_file(tmp_path: Path) -> None:
+def test_run_reads_the_context_from_a_file(tmp_path: Path, db: str) -> None:
     context_file = write_json(tmp_path / "ctx.json", {"env": "prod"})
-    result = invoke("run", str(DEPLOY), "--context", f"@{context_file}", *ALLOW)
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", f"@{context_file}", *ALLOW)
     assert result.exit_code == 0, result.output
     assert entered(result.output) == ["validate", "build", "deploy", "done"]
 
 
-def test_run_without_a_context_starts_with_an_empty_one(tmp_path: Path) -> None:
+def test_run_without_a_context_starts_with_an_empty_one(tmp_path: Path, db: str) -> None:
     path = write_json(tmp_path / "tiny.json", simple_doc())
-    result = invoke("run", str(path))
+    result = invoke("run", "--db", db, str(path))
     assert result.exit_code == 0, result.output
     assert entered(result.output) == ["start", "done"]
     assert re.search(r"^log\s+start: hello$", result.output, re.MULTILINE)
 
 
-def test_run_yaml_file(tmp_path: Path) -> None:
+def test_run_yaml_file(tmp_path: Path, db: str) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(
         "name: tiny_yaml\nversion: '1.0'\ndefinition:\n  initial_state: a\n  states:\n"
@@ -136,7 +159,7 @@ def test_run_yaml_file(tmp_path: Path) -> None:
         "      transitions: [{event: success, target: b}]\n    b: {}\n",
         encoding="utf-8",
     )
-    result = invoke("run", str(path))
+    result = invoke("run", "--db", db, str(path))
     assert result.exit_code == 0, result.output
     assert entered(result.output) == ["a", "b"]
 
@@ -149,41 +172,704 @@ def test_run_yaml_file(tmp_path: Path) -> None:
         ("@/nonexistent/ctx.json", "cannot read"),
     ],
 )
-def test_run_rejects_a_bad_context_with_exit_2(context: str, needle: str) -> None:
-    result = invoke("run", str(DEPLOY), "--context", context, *ALLOW)
+def test_run_rejects_a_bad_context_with_exit_2(context: str, needle: str, db: str) -> None:
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", context, *ALLOW)
     assert result.exit_code == 2, result.output
     assert needle in result.output
 
 
-def test_run_rejects_a_module_that_is_not_allowed_with_exit_2() -> None:
-    result = invoke("run", str(DEPLOY), "--context", '{"env": "staging"}')
+def test_run_rejects_a_module_that_is_not_allowed_with_exit_2(db: str) -> None:
+    result = invoke("run", "--db", db, str(DEPLOY), "--context", '{"env": "staging"}')
     assert result.exit_code == 2, result.output
     assert f"{DEPLOY}: $.definition.states.validate.action.module:" in result.output
     assert "--allow-module" in result.output
     assert "entered" not in result.output
 
 
-def test_run_invalid_procedure_exits_2(tmp_path: Path) -> None:
+def test_run_invalid_procedure_exits_2(tmp_path: Path, db: str) -> None:
     doc = simple_doc(start={"transitions": [{"event": "go", "target": "nowhere"}]})
     path = write_json(tmp_path / "bad.json", doc)
-    result = invoke("run", str(path))
+    result = invoke("run", "--db", db, str(path))
     assert result.exit_code == 2, result.output
     assert f"{path}: $.definition.states.start.transitions[0].target:" in result.output
 
 
-def test_run_missing_file_exits_2(tmp_path: Path) -> None:
-    result = invoke("run", str(tmp_path / "missing.json"))
+def test_run_missing_file_exits_2(tmp_path: Path, db: str) -> None:
+    result = invoke("run", "--db", db, str(tmp_path / "missing.json"))
     assert result.exit_code == 2, result.output
 
 
-def test_run_that_does_not_finish_in_time_exits_3(tmp_path: Path) -> None:
+def test_run_that_does_not_finish_in_time_exits_3(tmp_path: Path, db: str) -> None:
     # "start" has no action, so no outcome event: it waits for an event nothing sends.
     doc = simple_doc(start={"transitions": [{"event": "go", "target": "done"}]}, done={})
     path = write_json(tmp_path / "waits.json", doc)
-    result = invoke("run", str(path), "--timeout", "0.2")
+    result = invoke("run", "--db", db, str(path), "--timeout", "0.2")
     assert result.exit_code == 3, result.output
     assert entered(result.output) == ["start"]
     assert "timeout" in result.output
+    # It stays running in the database, and the output says how to carry on.
+    execution_id = execution_id_of(result.output)
+    assert f"procstore resume {execution_id} --db {db}" in result.output
+    listed = invoke("list", "--db", db, "--status", "running")
+    assert execution_id in listed.output
+
+
+# --------------------------------------------------------------------------------------------
+# run: the store
+
+
+def execution_id_of(output: str) -> str:
+    match = re.search(r"^execution\s+([0-9a-f]{32})$", output, flags=re.MULTILINE)
+    assert match, output
+    return match.group(1)
+
+
+def record_lines(output: str) -> list[str]:
+    """The history record lines of run/resume/history output (between the header and the
+    context line)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("execution")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("context"))
+    return lines[start:end]
+
+
+def nap_doc(name: str = "nap", version: str = "1.0", ms: float = 300) -> dict[str, Any]:
+    """First state sleeps ``ms``, then done: a run cut short is left mid-action."""
+    return {
+        "name": name,
+        "version": version,
+        "definition": {
+            "initial_state": "nap",
+            "states": {
+                "nap": {
+                    "action": {"type": "sleep", "ms": ms},
+                    "transitions": [{"event": "success", "target": "done"}],
+                },
+                "done": {},
+            },
+        },
+    }
+
+
+def test_run_persists_into_the_db_and_prints_the_execution_id_first(
+    tmp_path: Path, db: str
+) -> None:
+    result = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "procedure   deploy_workflow 1.0"
+    assert lines[1].startswith("execution   ")
+    execution_id = execution_id_of(result.output)
+    assert (tmp_path / "x.db").is_file()
+    assert not (tmp_path / "procstore.db").exists()
+
+    async def stored() -> tuple[list[str], Status]:
+        async with ProcedureStore(db, read_only=True) as store:
+            names = [f"{p.name}@{p.version}" for p in await store.list()]
+            state = (await store.get_execution(execution_id)).state
+            return names, state.status
+
+    assert asyncio.run(stored()) == (["deploy_workflow@1.0"], Status.COMPLETED)
+
+
+def test_run_again_reuses_the_registered_procedure(db: str) -> None:
+    first = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    second = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "prod"}', *ALLOW)
+    assert first.exit_code == second.exit_code == 0, second.output
+    assert execution_id_of(first.output) != execution_id_of(second.output)
+    listed = invoke("list", "--db", db)
+    assert listed.output.count("deploy_workflow@1.0") == 2
+    assert re.search(r"^deploy_workflow\s+1\.0$", listed.output, re.MULTILINE)
+
+
+def test_run_changed_content_under_the_same_version_exits_2(tmp_path: Path, db: str) -> None:
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+    assert invoke("run", "--db", db, str(path)).exit_code == 0
+    changed = simple_doc(
+        start={
+            "action": {"type": "log", "message": "changed"},
+            "transitions": [{"event": "success", "target": "done"}],
+        },
+        done={},
+    )
+    write_json(path, changed)
+    result = invoke("run", "--db", db, str(path))
+    assert result.exit_code == 2, result.output
+    assert "already registered with different content" in result.output
+    assert "bump the version" in result.output
+    assert "entered" not in result.output
+    # With a new version it runs, and both versions are stored.
+    changed["version"] = "1.1"
+    write_json(path, changed)
+    assert invoke("run", "--db", db, str(path)).exit_code == 0
+    assert re.search(r"^tiny\s+1\.0, 1\.1$", invoke("list", "--db", db).output, re.MULTILINE)
+
+
+def test_run_on_a_file_that_is_not_a_procstore_database_exits_5(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    other.write_bytes(b"not a database at all" * 100)
+    before = other.read_bytes()
+    result = invoke("run", "--db", f"sqlite:///{other}", str(DEPLOY), *ALLOW)
+    assert result.exit_code == 5, result.output
+    assert "not a procstore database" in result.output
+    assert other.read_bytes() == before
+
+
+@pytest.mark.parametrize("url", ["postgresql://localhost/x", "sqlite:///", "procstore.db"])
+def test_a_bad_db_url_is_a_usage_error(url: str) -> None:
+    for command in (["run", str(DEPLOY)], ["list"], ["history", "x"], ["show", "x"]):
+        result = invoke(*command, "--db", url)
+        assert result.exit_code == 2, result.output
+        assert "--db" in result.output
+
+
+def test_the_db_defaults_to_procstore_db_in_the_working_directory(tmp_path: Path) -> None:
+    assert DEFAULT_DB == "sqlite:///procstore.db"
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+    result = invoke("run", str(path))  # the fixture made tmp_path the working directory
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "procstore.db").is_file()
+    assert execution_id_of(result.output) in invoke("list").output
+
+
+def test_the_db_comes_from_procstore_db_when_set(
+    tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROCSTORE_DB", db)
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+    assert invoke("run", str(path)).exit_code == 0
+    assert (tmp_path / "x.db").is_file()
+    assert not (tmp_path / "procstore.db").exists()
+
+
+def test_run_is_refused_while_another_process_runs_the_store(tmp_path: Path, db: str) -> None:
+    holder = tmp_path / "holder.py"
+    holder.write_text(
+        "import asyncio, sys\n"
+        "from procstore import ProcedureStore\n"
+        "async def main():\n"
+        "    async with ProcedureStore(sys.argv[1]) as store:\n"
+        f"        await store.register({json.dumps(nap_doc('holder', ms=60_000))!r})\n"
+        "        await store.start('holder')\n"
+        "        print('ready', flush=True)\n"
+        "        await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(holder), db],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_subprocess_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        path = write_json(tmp_path / "tiny.json", simple_doc())
+        result = invoke("run", "--db", db, str(path))
+        assert result.exit_code == 5, result.output
+        assert re.search(r"^error: .*x\.db is already used by process", result.output, re.M)
+        assert "entered" not in result.output
+        # Reading works beside it.
+        listed = invoke("list", "--db", db)
+        assert listed.exit_code == 0, listed.output
+        assert "holder@1.0" in listed.output
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def test_run_shows_a_live_status_line_on_a_terminal(tmp_path: Path, db: str) -> None:
+    # On a TTY the records scroll above a status line (state, attempt, elapsed); the plain
+    # lines are only for pipes. Render to a fake terminal.
+    path = write_json(tmp_path / "nap.json", nap_doc(ms=400))
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120, color_system=None)
+    code = await _run(path, {}, [], 10.0, db, _LiveOutput(console), _Session(db))
+    assert code == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    assert "nap@1.0" in text
+    assert "nap (attempt 1)" in text
+    assert re.search(r"\d+\.\ds", text)  # elapsed
+    assert "entered     done (on success)" in text
+    assert "status      completed (state: done)" in text
+
+
+# --------------------------------------------------------------------------------------------
+# history
+
+
+def test_history_after_run_shows_the_same_records(db: str) -> None:
+    context = '{"env": "staging", "fail_step": "deploy"}'
+    ran = invoke("run", "--db", db, str(DEPLOY), "-c", context, *ALLOW)
+    assert ran.exit_code == 1, ran.output
+    execution_id = execution_id_of(ran.output)
+    result = invoke("history", execution_id, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert record_lines(result.output) == record_lines(ran.output)
+    assert entered(result.output) == ["validate", "build", "deploy", "rollback", "failed"]
+    assert result.output.splitlines()[-1] == "status      failed (state: failed)"
+
+
+def test_history_json_and_timestamps(db: str) -> None:
+    ran = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    execution_id = execution_id_of(ran.output)
+    result = invoke("history", execution_id, "--db", db, "--json")
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.output)
+    assert state["id"] == execution_id
+    assert state["status"] == "completed"
+    assert [r["state"] for r in state["history"] if r["kind"] == "entered"] == [
+        "validate",
+        "build",
+        "deploy",
+        "done",
+    ]
+    stamped = invoke("history", execution_id, "--db", db, "-T")
+    assert re.search(r"^\d{4}-\d\d-\d\dT\S+  entered     validate$", stamped.output, re.M)
+
+
+def test_history_of_an_unknown_execution_exits_4(db: str) -> None:
+    invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    result = invoke("history", "0" * 32, "--db", db)
+    assert result.exit_code == 4, result.output
+    assert "no execution" in result.output
+
+
+def test_history_without_a_database_exits_4_and_creates_nothing(tmp_path: Path, db: str) -> None:
+    result = invoke("history", "abc", "--db", db)
+    assert result.exit_code == 4, result.output
+    assert "no database" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# resume
+
+
+def leave_unfinished(db: str, doc: dict[str, Any], allowed: list[str] | None = None) -> str:
+    """Start ``doc`` with the Python API and close the store mid-run: the execution is left
+    ``running`` in the database, as if its process had died."""
+
+    async def go() -> str:
+        store = ProcedureStore(db, allowed_modules=allowed or [])
+        await store.register(doc)
+        execution = await store.start(doc["name"], auto=True)
+        await store.close()  # detaches: stays running in the db
+        return execution.id
+
+    return asyncio.run(go())
+
+
+def test_resume_finishes_an_execution_left_unfinished(db: str) -> None:
+    execution_id = leave_unfinished(db, nap_doc())
+    assert execution_id in invoke("list", "--db", db, "--status", "running").output
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert f"resumed     {execution_id} nap 1.0 in nap" in result.output
+    # Only what happened after resuming is printed: the interrupted action ran again.
+    assert entered(result.output) == ["done"]
+    assert re.search(r"^action\s+nap #1 ok$", result.output, re.MULTILINE)
+    assert result.output.splitlines()[-1] == "status      completed (state: done)"
+    # The history is continuous: start, the action once, done.
+    history = invoke("history", execution_id, "--db", db)
+    assert entered(history.output) == ["nap", "done"]
+    assert invoke("list", "--db", db, "--status", "running").output.endswith("no executions\n")
+    # Nothing is left to resume.
+    again = invoke("resume", "--db", db)
+    assert again.exit_code == 0, again.output
+    assert "nothing to resume" in again.output
+
+
+def test_resume_one_execution_by_id(db: str) -> None:
+    first = leave_unfinished(db, nap_doc())
+    second = leave_unfinished(db, nap_doc())
+    result = invoke("resume", first, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert first in result.output and second not in result.output
+    running = invoke("list", "--db", db, "--status", "running").output
+    assert second in running and first not in running
+
+
+def test_resume_several_prefixes_each_line_with_the_execution(db: str) -> None:
+    ids = [leave_unfinished(db, nap_doc()) for _ in range(2)]
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 0, result.output
+    for execution_id in ids:
+        assert f"{execution_id[:8]}  entered     done (on success)" in result.output
+        assert f"status      {execution_id} completed (state: done)" in result.output
+
+
+def test_run_cut_short_by_timeout_then_resume(tmp_path: Path, db: str) -> None:
+    path = write_json(tmp_path / "nap.json", nap_doc(ms=500))
+    ran = invoke("run", "--db", db, str(path), "--timeout", "0.05")
+    assert ran.exit_code == 3, ran.output
+    execution_id = execution_id_of(ran.output)
+    result = invoke("resume", execution_id, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert entered(invoke("history", execution_id, "--db", db).output) == ["nap", "done"]
+
+
+def test_resume_that_times_out_exits_3(db: str) -> None:
+    execution_id = leave_unfinished(db, nap_doc(ms=5_000))
+    result = invoke("resume", "--db", db, "--timeout", "0.1")
+    assert result.exit_code == 3, result.output
+    assert f"procstore resume {execution_id} --db {db}" in result.output
+
+
+def test_resume_an_execution_that_fails_exits_1(db: str) -> None:
+    # Left in "nap"; once resumed, "boom" fails and nothing handles its error.
+    doc = {
+        "name": "doomed",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "nap",
+            "states": {
+                "nap": {
+                    "action": {"type": "sleep", "ms": 200},
+                    "transitions": [{"event": "success", "target": "boom"}],
+                },
+                "boom": {
+                    "action": {"type": "fail", "message": "no"},
+                    "transitions": [{"event": "success", "target": "done"}],
+                },
+                "done": {},
+            },
+        },
+    }
+    leave_unfinished(db, doc)
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 1, result.output
+    assert "status      failed (state: boom)" in result.output
+
+
+def test_resume_unknown_or_finished_executions(db: str) -> None:
+    assert invoke("resume", "nope", "--db", db).exit_code == 4  # no database yet
+    ran = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    unknown = invoke("resume", "0" * 32, "--db", db)
+    assert unknown.exit_code == 4, unknown.output
+    done = invoke("resume", execution_id_of(ran.output), "--db", db)
+    assert done.exit_code == 0, done.output
+    assert "has already ended: completed" in done.output
+    failed = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "nowhere"}', *ALLOW)
+    ended = invoke("resume", execution_id_of(failed.output), "--db", db)
+    assert ended.exit_code == 1, ended.output
+
+
+def test_resume_without_a_database_has_nothing_to_do(tmp_path: Path, db: str) -> None:
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "nothing to resume" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def _module_doc(module: str) -> dict[str, Any]:
+    return {
+        "name": "modular",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "nap",
+            "states": {
+                "nap": {
+                    "action": {"type": "sleep", "ms": 200},
+                    "transitions": [{"event": "success", "target": "work"}],
+                },
+                "work": {
+                    "action": {"type": "function", "module": module, "function": "work"},
+                    "transitions": [{"event": "success", "target": "done"}],
+                },
+                "done": {},
+            },
+        },
+    }
+
+
+def test_resume_needs_the_actions_module_allowed_and_importable(tmp_path: Path, db: str) -> None:
+    module = f"cli_resume_actions_{os.getpid()}_{time.monotonic_ns()}"
+    modules = tmp_path / "mods"
+    modules.mkdir()
+    (modules / f"{module}.py").write_text(
+        "def work(context):\n    return 'worked'\n", encoding="utf-8"
+    )
+    sys.path.insert(0, str(modules))
+    execution_id = leave_unfinished(db, _module_doc(module), allowed=[module])
+    sys.path.remove(str(modules))
+    sys.modules.pop(module, None)
+
+    refused = invoke("resume", "--db", db)
+    assert refused.exit_code == 2, refused.output
+    assert f"pass --allow-module {module}" in refused.output
+    assert "nothing was resumed" in refused.output
+    not_importable = invoke("resume", "--db", db, "--allow-module", module)
+    assert not_importable.exit_code == 2, not_importable.output
+    assert "--path DIR" in not_importable.output
+    # Refusing changed nothing: it is still running, and resumes once it can.
+    assert execution_id in invoke("list", "--db", db, "--status", "running").output
+    result = invoke("resume", "--db", db, "--allow-module", module, "--path", str(modules))
+    assert result.exit_code == 0, result.output
+    assert 'action      work #1 ok -> "worked"' in result.output
+
+
+def test_resume_refuses_actions_registered_by_name(db: str) -> None:
+    doc = _module_doc("unused")
+    doc["definition"]["states"]["work"]["action"] = {"type": "function", "function": "app.work"}
+
+    async def go() -> str:
+        store = ProcedureStore(db)
+        store.register_action("app.work", lambda context: "worked")
+        await store.register(doc)
+        execution = await store.start("modular", auto=True)
+        await store.close()
+        return execution.id
+
+    execution_id = asyncio.run(go())
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 2, result.output
+    assert "'app.work' is registered by name in an application" in result.output
+    assert execution_id in invoke("list", "--db", db, "--status", "running").output
+
+
+# --------------------------------------------------------------------------------------------
+# list
+
+
+def test_list_shows_procedures_and_executions(tmp_path: Path, db: str) -> None:
+    ok = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    failed = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "nowhere"}', *ALLOW)
+    tiny = invoke("run", "--db", db, str(write_json(tmp_path / "tiny.json", simple_doc())))
+    result = invoke("list", "--db", db)
+    assert result.exit_code == 0, result.output
+    procedures, executions = result.output.split("\n\n")
+    assert procedures.splitlines() == [
+        "PROCEDURE        VERSIONS",
+        "deploy_workflow  1.0",
+        "tiny             1.0",
+    ]
+    rows = executions.splitlines()
+    assert rows[0].split() == ["EXECUTION", "PROCEDURE", "STATUS", "UPDATED"]
+    assert [row.split()[:3] for row in rows[1:]] == [
+        [execution_id_of(ok.output), "deploy_workflow@1.0", "completed"],
+        [execution_id_of(failed.output), "deploy_workflow@1.0", "failed"],
+        [execution_id_of(tiny.output), "tiny@1.0", "completed"],
+    ]
+
+
+def test_list_filters(db: str, tmp_path: Path) -> None:
+    invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    failed = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "nowhere"}', *ALLOW)
+    invoke("run", "--db", db, str(write_json(tmp_path / "tiny.json", simple_doc())))
+    by_status = invoke("list", "--db", db, "--status", "failed")
+    assert by_status.output.count("@1.0") == 1
+    assert execution_id_of_row(by_status.output) == execution_id_of(failed.output)
+    by_name = invoke("list", "--db", db, "--procedure", "tiny")
+    assert "deploy_workflow" not in by_name.output
+    assert by_name.output.count("tiny@1.0") == 1
+    limited = invoke("list", "--db", db, "--limit", "1")
+    assert limited.output.count("@1.0") == 1
+    assert "and 2 older" in limited.output
+    assert invoke("list", "--db", db, "--status", "sleeping").exit_code == 2
+
+
+def execution_id_of_row(output: str) -> str:
+    match = re.search(r"^([0-9a-f]{32})\s", output, flags=re.MULTILINE)
+    assert match, output
+    return match.group(1)
+
+
+def test_list_json(db: str) -> None:
+    ran = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    document = json.loads(invoke("list", "--db", db, "--json").output)
+    assert document["procedures"] == [{"name": "deploy_workflow", "versions": ["1.0"]}]
+    [summary] = document["executions"]
+    assert summary["id"] == execution_id_of(ran.output)
+    assert summary["status"] == "completed"
+
+
+def test_list_without_a_database_creates_nothing(tmp_path: Path, db: str) -> None:
+    result = invoke("list", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "nothing registered" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# show
+
+
+GUARDED = {
+    "name": "guarded",
+    "version": "2.0",
+    "description": "Routes by amount.",
+    "definition": {
+        "initial_state": "check",
+        "states": {
+            "check": {
+                "action": {"type": "noop", "result": "checked"},
+                "retry": {"max_attempts": 3, "interval_ms": 100},
+                "timeout_ms": 5000,
+                "compensate": {"type": "log", "message": "undo"},
+                "transitions": [
+                    {"event": "success", "target": "small", "guard": "amount < 1000"},
+                    {"event": "success", "target": "large"},
+                ],
+            },
+            "small": {},
+            "large": {"outcome": "failure"},
+        },
+    },
+}
+
+
+def test_show_summarises_a_procedure(tmp_path: Path, db: str) -> None:
+    invoke("run", "--db", db, str(write_json(tmp_path / "g.json", GUARDED)), "-c", '{"amount": 5}')
+    result = invoke("show", "guarded", "--db", db)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "procedure    guarded 2.0"
+    assert "description  Routes by amount." in lines
+    assert "initial      check" in lines
+    assert "states       3" in lines
+    assert "transitions  2" in lines
+    for needle in (
+        "    action noop -> checked",
+        "    retry up to 3 attempts, 100ms x2",
+        "    timeout 5000ms",
+        '    compensate log "undo"',
+        "    on success [amount < 1000] -> small",
+        "    on success -> large",
+        "small  (terminal)",
+        "large  (terminal, failure)",
+    ):
+        assert needle in lines, (needle, result.output)
+
+
+def test_show_versions_and_json(tmp_path: Path, db: str) -> None:
+    path = tmp_path / "g.json"
+    invoke("run", "--db", db, str(write_json(path, GUARDED)), "-c", '{"amount": 5}')
+    newer = json.loads(json.dumps(GUARDED))
+    newer["version"] = "10.0"
+    newer["description"] = "Newer."
+    invoke("run", "--db", db, str(write_json(path, newer)), "-c", '{"amount": 5}')
+    latest = invoke("show", "guarded", "--db", db)
+    assert latest.output.splitlines()[0] == "procedure    guarded 10.0"  # 10.0 > 2.0
+    assert "versions     2.0, 10.0" in latest.output
+    pinned = invoke("show", "guarded@2.0", "--db", db, "--json")
+    assert pinned.exit_code == 0, pinned.output
+    assert json.loads(pinned.output) == GUARDED
+
+
+def test_show_unknown_procedure_exits_4(db: str) -> None:
+    assert invoke("show", "guarded", "--db", db).exit_code == 4  # no database
+    invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW)
+    for spec in ("guarded", "deploy_workflow@9.9", "deploy_workflow@not-a-version"):
+        result = invoke("show", spec, "--db", db)
+        assert result.exit_code == 4, (spec, result.output)
+    assert invoke("show", "@1.0", "--db", db).exit_code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# diagram
+
+
+@pytest.mark.parametrize(
+    ("suffix", "check"),
+    [
+        (".svg", lambda data: b"<svg" in data and data.rstrip().endswith(b"</svg>")),
+        (".png", lambda data: data.startswith(b"\x89PNG\r\n\x1a\n")),
+        (".dot", lambda data: data.startswith(b"digraph")),
+        (".gv", lambda data: data.startswith(b"digraph")),
+        (".mmd", lambda data: b"stateDiagram-v2" in data),
+    ],
+)
+def test_diagram_writes_each_format_from_the_suffix(
+    tmp_path: Path, suffix: str, check: Any
+) -> None:
+    out = tmp_path / f"deploy{suffix}"
+    result = invoke("diagram", str(DEPLOY), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert check(data), data[:200]
+    for state in (b"validate", b"build", b"deploy", b"rollback", b"done", b"failed"):
+        if suffix != ".png":
+            assert state in data
+
+
+def test_diagram_svg_root_element(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "d.svg"
+    assert invoke("diagram", str(DEPLOY), "-o", str(out)).exit_code == 0
+    root = ET.parse(out).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_diagram_to_stdout(tmp_path: Path) -> None:
+    dot = invoke("diagram", str(DEPLOY))  # no -o, no --format: DOT
+    assert dot.exit_code == 0, dot.output
+    assert dot.stdout.startswith("digraph")
+    mermaid = invoke("diagram", str(DEPLOY), "--format", "mermaid")
+    assert "stateDiagram-v2" in mermaid.stdout
+    png = invoke("diagram", str(DEPLOY), "-f", "png")  # stdout is not a terminal here
+    assert png.exit_code == 0
+    assert png.stdout_bytes.startswith(b"\x89PNG\r\n\x1a\n")
+    # --format wins over the suffix.
+    out = tmp_path / "d.txt"
+    assert invoke("diagram", str(DEPLOY), "-o", str(out), "-f", "mermaid").exit_code == 0
+    assert "stateDiagram-v2" in out.read_text(encoding="utf-8")
+
+
+def test_diagram_usage_errors(tmp_path: Path, db: str) -> None:
+    unknown_suffix = invoke("diagram", str(DEPLOY), "-o", str(tmp_path / "d.txt"))
+    assert unknown_suffix.exit_code == 2, unknown_suffix.output
+    assert "--format" in unknown_suffix.output
+    assert invoke("diagram").exit_code == 2
+    assert invoke("diagram", str(tmp_path / "missing.json")).exit_code == 2
+    bad = write_json(tmp_path / "bad.json", {"name": "bad", "version": "1.0"})
+    invalid = invoke("diagram", str(bad))
+    assert invalid.exit_code == 2, invalid.output
+    assert f"{bad}: $.definition:" in invalid.output
+    assert invoke("diagram", str(DEPLOY), "--execution", "nope", "--db", db).exit_code == 4
+
+
+def test_diagram_overlays_a_stored_execution(tmp_path: Path, db: str) -> None:
+    context = '{"env": "staging", "fail_step": "deploy"}'
+    ran = invoke("run", "--db", db, str(DEPLOY), "-c", context, *ALLOW)
+    execution_id = execution_id_of(ran.output)
+    plain = invoke("diagram", str(DEPLOY), "-f", "dot").stdout
+    overlaid = invoke("diagram", str(DEPLOY), "-f", "dot", "--execution", execution_id, "--db", db)
+    assert overlaid.exit_code == 0, overlaid.output
+    assert overlaid.stdout != plain
+    # Without FILE, the stored procedure is drawn: the same picture.
+    stored = invoke("diagram", "-f", "dot", "--execution", execution_id, "--db", db)
+    assert stored.exit_code == 0, stored.output
+    assert stored.stdout == overlaid.stdout
+    out = tmp_path / "live.svg"
+    assert invoke("diagram", "-o", str(out), "-e", execution_id, "--db", db).exit_code == 0
+    assert b"<svg" in out.read_bytes()
+    # A FILE that is not the execution's procedure is refused.
+    other = write_json(tmp_path / "tiny.json", simple_doc())
+    mismatch = invoke("diagram", str(other), "--execution", execution_id, "--db", db)
+    assert mismatch.exit_code == 2, mismatch.output
+    assert "runs deploy_workflow 1.0" in mismatch.output
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+
+
+def test_schema_prints_the_json_schema(tmp_path: Path) -> None:
+    from procstore import Procedure
+
+    result = invoke("schema")
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert "$defs" in schema
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert {k: v for k, v in schema.items() if k != "$schema"} == Procedure.model_json_schema()
+    assert set(schema["required"]) >= {"name", "version", "definition"}
+    out = tmp_path / "procedure.schema.json"
+    assert invoke("schema", "-o", str(out)).exit_code == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == schema
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,28 +949,37 @@ def test_validate_several_files_checks_them_all(tmp_path: Path) -> None:
 # help, version, entry points
 
 
+COMMANDS = ["run", "resume", "list", "show", "history", "diagram", "schema", "validate"]
+
+
 def test_help_documents_the_commands_and_exit_codes() -> None:
     result = invoke("--help")
     assert result.exit_code == 0, result.output
-    for needle in ("run", "validate", "Exit codes", "usage error"):
+    for needle in (*COMMANDS, "Exit codes", "usage error", "--db", "sqlite:///procstore.db"):
         assert needle in result.output
+    for code in ("0", "1", "2", "3", "4", "5", "130"):
+        assert re.search(rf"^ +{code} +\S", result.output, re.MULTILINE), code
 
 
-@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
-    assert "--allow-module" in result.output
     assert "Exit codes" in result.output
+    if command in ("run", "resume", "list", "show", "history", "diagram"):
+        assert "--db URL" in result.output
+    if command in ("run", "resume", "validate"):
+        assert "--allow-module" in result.output
+    if command in ("run", "resume"):
+        assert "--timeout" in result.output
     if command == "run":
         assert "--context" in result.output
-        assert "--timeout" in result.output
 
 
 def test_no_arguments_shows_help() -> None:
     result = runner.invoke(app, [])
-    assert "run" in result.output
-    assert "validate" in result.output
+    for command in COMMANDS:
+        assert command in result.output
 
 
 def test_version() -> None:
@@ -299,13 +994,14 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
-def test_python_dash_m_procstore_runs_the_demo() -> None:
+def test_python_dash_m_procstore_runs_the_demo(tmp_path: Path, db: str) -> None:
+    args = ["run", str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW, "--db", db]
     proc = subprocess.run(
-        [sys.executable, "-m", "procstore", "run", str(DEPLOY), "-c", '{"env": "staging"}', *ALLOW],
+        [sys.executable, "-m", "procstore", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
+        cwd=tmp_path,
         env=_subprocess_env(),
         check=False,
     )
