@@ -34,7 +34,7 @@ from transitions.extensions.asyncio import AsyncMachine
 from procstore import paths
 from procstore.compiler import CompiledAction, CompiledProcedure, Guard, StatePlan
 from procstore.definition import RetryPolicy
-from procstore.errors import InvalidEvent, Timeout
+from procstore.errors import InvalidEvent, StoreError, Timeout
 from procstore.outcome import ActionInfo, Event
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 
@@ -139,6 +139,7 @@ class Execution:
         self._deadlines: dict[str, float] = {}  # when each state's timeout_ms runs out
         self._acted: set[str] = set()  # active leaves whose action has completed
         self._rollback: tuple[str, str] | None = None  # (reason, status if nothing to undo)
+        self._frozen: str | None = None  # why this handle may not change the execution
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
         self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
         self._origin: str | None = None  # the state an event being fired comes from
@@ -223,6 +224,10 @@ class Execution:
             self._watchers.append(waiter)
             await waiter
 
+    def _check_writable(self) -> None:
+        if self._frozen is not None:
+            raise StoreError(f"execution {self.id}: this handle is {self._frozen}")
+
     async def send(self, event: str) -> bool:
         """Process ``event`` after earlier events and after the running actions of the states
         that handle it themselves. An event only an ancestor state handles is processed at once
@@ -237,6 +242,7 @@ class Execution:
             InvalidEvent: no active state has a transition on ``event``, or the execution has
                 finished.
         """
+        self._check_writable()
         async with self._send_lock:
             while True:
                 if self._status is not Status.RUNNING or self._closing:
@@ -271,6 +277,8 @@ class Execution:
             TimeoutError: it has not finished within ``timeout`` seconds. That only ends the
                 wait: the execution stays as it is.
         """
+        if self._status is Status.RUNNING:
+            self._check_writable()
         self._drivers += 1
         try:
             async with asyncio.timeout(timeout):
@@ -288,6 +296,7 @@ class Execution:
     async def reset(self) -> None:
         """Cancel what runs and go back to the initial state with a fresh copy of the start
         context. The reset is recorded; the history is kept."""
+        self._check_writable()
         async with self._fire_lock:
             stopped = self._halt()
             self._context = copy.deepcopy(self._start_context)
@@ -326,6 +335,7 @@ class Execution:
         """
         if self._status is not Status.RUNNING or self._closing:
             return self.state
+        self._check_writable()
         async with self._fire_lock:
             stopped = self._halt()
             self._log("cancelled", state=self.current)
@@ -353,6 +363,7 @@ class Execution:
         """
         if self._status is not Status.RUNNING or self._closing:
             raise InvalidEvent(f"execution {self.id} has finished; there is nothing to roll back")
+        self._check_writable()
         async with self._fire_lock:
             stopped = self._halt()
             self._closing = True
@@ -854,6 +865,7 @@ class Execution:
             "results": to_jsonable_python(self._results, fallback=repr),
             "errors": dict(self._errors),
             "attempts": dict(self._attempts),
+            "running": sorted(self._running),
             "retry_at": dict(self._retry_at),
             "deadlines": dict(self._deadlines),
         }
@@ -874,6 +886,7 @@ class Execution:
         self._results = dict(snapshot["results"])
         self._errors = dict(snapshot["errors"])
         self._attempts = {k: int(v) for k, v in snapshot["attempts"].items()}
+        self._running = set(snapshot.get("running", ()))
         self._retry_at = {k: float(v) for k, v in snapshot["retry_at"].items()}
         self._deadlines = {k: float(v) for k, v in snapshot["deadlines"].items()}
         self._history = records
@@ -895,15 +908,24 @@ class Execution:
             reason, nothing_to_undo = self._rollback
             self._start_step(EXECUTION, self._roll_back, reason, Status(nothing_to_undo), True)
             return
+        now = time.time()
+        expired = [path for path, deadline in self._deadlines.items() if deadline <= now]
         for leaf in sorted(self._active_leaves(), key=self._compiled.order.__getitem__):
             plan = self._plans[leaf]
+            if any(paths.is_within(leaf, path) for path in expired):
+                continue  # its time ran out while nothing ran: the timeout fires instead
             if plan.action is not None and leaf not in self._acted:
                 attempt = self._attempts.get(leaf, 1)
-                self._start_step(leaf, self._run_step, plan, attempt, self._retry_at.get(leaf))
+                retry_at = self._retry_at.get(leaf)
+                if leaf in self._running:  # its attempt was interrupted: it runs again
+                    self._log("resumed", state=leaf, attempt=attempt)
+                self._start_step(leaf, self._run_step, plan, attempt, retry_at)
 
-    def detach(self) -> None:
-        """Stop this process's work on the execution without recording anything (the store
-        is closing): a persisted execution resumes from its stored state elsewhere."""
+    async def detach(self) -> None:
+        """Store what this handle shows, then stop this process's work on the execution (the
+        store is closing): it stays ``running`` in the database and resumes from there."""
+        await self._flush()
+        self._frozen = "detached: its store was closed"
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -967,4 +989,6 @@ def restore_execution(
     execution._restore(snapshot, records)
     if resume and execution.status is Status.RUNNING:
         execution._resume()
+    elif execution.status is Status.RUNNING:
+        execution._frozen = "read-only: it was loaded from a read-only store"
     return execution

@@ -4,7 +4,6 @@ in memory or persisted (``sqlite:///path``)."""
 from __future__ import annotations
 
 import builtins
-import json
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +27,7 @@ from procstore.execution import (
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, SQLiteBackend
-from procstore.validation import Document, load_procedure
+from procstore.validation import Document, load_document
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
@@ -148,7 +147,7 @@ class ProcedureStore:
         database and resumes with [`recover`][procstore.ProcedureStore.recover]) and close the
         database."""
         for execution in list(self._running.values()):
-            execution.detach()
+            await execution.detach()
         self._running.clear()
         if self._backend is not None:
             backend, self._backend = self._backend, None
@@ -222,7 +221,7 @@ class ProcedureStore:
             VersionConflict: the name and version exist with different content.
         """
         await self.open()
-        procedure = load_procedure(doc, self._actions, self._guards)
+        procedure, data = load_document(doc, self._actions, self._guards)
         key = (procedure.name, procedure.parsed_version)
         existing = self._procedures.get(key)
         if existing is not None:
@@ -234,7 +233,7 @@ class ProcedureStore:
             )
         compiled = compile_procedure(procedure, self._actions, self._guards)
         if self._backend is not None:
-            document = json.loads(procedure.model_dump_json(exclude_unset=True))
+            document = json_compatible(dict(data), "the procedure document")
             await self._backend.save_procedure(procedure.name, procedure.version, document)
         self._procedures[key] = compiled
         return procedure

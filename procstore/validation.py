@@ -84,6 +84,14 @@ def _read_file(path: Path) -> Any:
 
 def load_procedure(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> Procedure:
     """Parse and fully validate ``doc``; raise ``InvalidProcedure`` with every problem."""
+    return load_document(doc, actions, guards)[0]
+
+
+def load_document(
+    doc: Document, actions: ActionRegistry, guards: GuardRegistry
+) -> tuple[Procedure, Mapping[str, Any]]:
+    """Like ``load_procedure``, also returning the document's data as written (what a
+    persistent store keeps, so it shows the document back unchanged)."""
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
         found = type(data).__name__ if data is not None else "null"
@@ -99,7 +107,7 @@ def load_procedure(doc: Document, actions: ActionRegistry, guards: GuardRegistry
     problems += [p for p in check_references(data, actions, guards) if p.path not in seen]
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
-    return procedure
+    return procedure, data
 
 
 def _schema_problems(exc: ValidationError) -> list[Problem]:

@@ -141,8 +141,9 @@ def format_for(path: str | Path) -> Format:
         return _SUFFIXES[suffix]
     except KeyError:
         known = ", ".join(_SUFFIXES)
-        raise ValueError(f"cannot tell the diagram format from {suffix or 'no suffix'!r} "
-                         f"(expected {known})") from None
+        raise ValueError(
+            f"cannot tell the diagram format from {suffix or 'no suffix'!r} (expected {known})"
+        ) from None
 
 
 def save(

@@ -13,7 +13,7 @@ Layout:
 - ``error`` edges are red and dashed, ``timeout`` edges orange and dashed;
 - with an execution overlaid, the states it went through are tinted, the active ones drawn bold,
   failed ones red, compensated ones orange, and the edges that fired are thick and say how many
-  times (``success (2×)``), the others grey.
+  times, the others grey.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ import graphviz
 
 from procstore import paths
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
 
 __all__ = ["FORMATS", "RankDir", "render", "to_dot", "to_graph"]
 
 #: Binary/text formats :func:`render` produces through Graphviz.
 FORMATS = ("svg", "png")
 RankDir = Literal["TB", "LR", "BT", "RL"]
+
+#: A terminal leaf entered from more states than this is drawn beside each of them.
+FANIN_LIMIT = 4
 
 #: Resolution of PNG output (Graphviz's default, 96, looks blurry on today's screens).
 PNG_DPI = 144
@@ -74,7 +77,7 @@ def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
         return []
     rows = []
     if state.visits:
-        text = f"entered {state.visits}×"
+        text = f"entered {state.visits}{TIMES}"
         if state.attempts > state.visits:
             text += f" · {state.attempts} attempts"
         rows.append(_small(text, ACTIVE_LINE))
@@ -84,7 +87,7 @@ def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
         rows.append(f'<FONT POINT-SIZE="9" COLOR="{TIMEOUT_EDGE}"><B>timed out</B></FONT>')
     if state.compensated:
         rows.append(
-            f'<FONT POINT-SIZE="9" COLOR="{COMPENSATE}"><B>compensated {state.compensated}×'
+            f'<FONT POINT-SIZE="9" COLOR="{COMPENSATE}"><B>compensated {state.compensated}{TIMES}'
             "</B></FONT>"
         )
     if state.compensation_failed:
@@ -171,6 +174,30 @@ class _Renderer:
         self.diagram = diagram
         self.overlaid = diagram.execution is not None
         self.states = diagram.by_path
+        self.proxies = self._proxies()
+
+    def _proxies(self) -> dict[tuple[str, str], str]:
+        """Copies of busy terminal leaves: (source path, target path) -> node id.
+
+        A terminal leaf (it has no outgoing transitions, so a copy hides nothing) entered from
+        more than :data:`FANIN_LIMIT` states is drawn once more beside each of them after the
+        first. Without that, a ``failed`` state that every step's ``error`` leads to pulls long
+        edges across the whole chart: unreadable, and slow for dot (a 60-state chain takes
+        seconds, 200 states minutes).
+        """
+        sources: dict[str, list[str]] = {}
+        for edge in self.diagram.transitions:
+            seen = sources.setdefault(edge.target, [])
+            if edge.source not in seen:
+                seen.append(edge.source)
+        proxies = {}
+        for target, froms in sources.items():
+            state = self.states[target]
+            if len(froms) <= FANIN_LIMIT or state.kind != "leaf" or not state.terminal:
+                continue
+            for n, source in enumerate(froms[1:], start=2):
+                proxies[(source, target)] = f"p{n}_{state.id}"
+        return proxies
 
     # Anchors: the node an edge entering / leaving a state is attached to.
     def entry(self, state: StateNode) -> str:
@@ -224,7 +251,11 @@ class _Renderer:
                     graph.node(final, **_FINAL)
                     graph.edge(self.exit(state), final, ltail=f"cluster_{state.id}")
             else:
-                graph.node(state.id, **_leaf_attrs(state, self.overlaid))
+                attrs = _leaf_attrs(state, self.overlaid)
+                graph.node(state.id, **attrs)
+                for (_, target), proxy in self.proxies.items():
+                    if target == state.path:
+                        graph.node(proxy, **attrs)
 
     def cluster_body(self, sub: graphviz.Digraph, state: StateNode) -> None:
         if state.kind == "parallel":
@@ -250,13 +281,23 @@ class _Renderer:
             return {}
         return {"lhead": f"cluster_{target.id}"}
 
-    def edge_attrs(self, edge: TransitionEdge, source: StateNode, target: StateNode) -> dict[str, str]:
+    def edge_attrs(
+        self, edge: TransitionEdge, source: StateNode, target: StateNode
+    ) -> dict[str, str]:
         attrs: dict[str, str] = {}
-        if source.is_cluster and not paths.is_within(target.path, source.path):
-            attrs["ltail"] = f"cluster_{source.id}"
-        attrs.update(self.lhead(target, source))
         label = edge.label
+        if source.is_cluster:
+            if paths.is_within(target.path, source.path):
+                # Into the state itself or inside it: the edge cannot start at the cluster's
+                # border, so its label says where it comes from.
+                label += f" (from {source.name})"
+            else:
+                attrs["ltail"] = f"cluster_{source.id}"
+        attrs.update(self.lhead(target, source))
         color = INK
+        if edge.kind in ("normal", "done"):
+            # The happy path pulls straight; error and timeout edges bend around it.
+            attrs["weight"] = "3"
         if edge.kind == "error":
             color = ERROR_EDGE
             attrs["style"] = "dashed"
@@ -265,7 +306,7 @@ class _Renderer:
             attrs["style"] = "dashed"
         if self.overlaid:
             if edge.fired:
-                label += f" ({edge.fired}×)"
+                label += f" ({edge.fired}{TIMES})"
                 attrs["penwidth"] = "2.5"
                 if edge.kind == "normal" or edge.kind == "done":
                     color = ACTIVE_LINE
@@ -287,7 +328,9 @@ class _Renderer:
         if diagram.execution is not None:
             ex = diagram.execution
             rows.append(
-                _small(f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10)
+                _small(
+                    f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10
+                )
             )
         graph.attr(
             "graph",
@@ -320,7 +363,8 @@ class _Renderer:
             graph.edge(_TOP, self.entry(initial), **self.lhead(initial, None))
         for edge in diagram.transitions:
             source, target = self.states[edge.source], self.states[edge.target]
-            graph.edge(self.exit(source), self.entry(target), **self.edge_attrs(edge, source, target))
+            head = self.proxies.get((edge.source, edge.target)) or self.entry(target)
+            graph.edge(self.exit(source), head, **self.edge_attrs(edge, source, target))
         return graph
 
 

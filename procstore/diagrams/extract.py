@@ -29,6 +29,7 @@ from procstore.definition import (
     TransitionDef,
 )
 from procstore.diagrams.model import (
+    TIMES,
     Diagram,
     EdgeKind,
     ExecutionOverlay,
@@ -124,10 +125,11 @@ def describe_compensation(action: Action) -> str:
 
 
 def describe_retry(retry: RetryPolicy) -> str:
-    """``retry 4x 200ms×2 ≤5s jitter on ConnectionError, Timeout``."""
+    """``retry 4x 200ms``, then the backoff rate, ``≤`` the cap, ``jitter``, and
+    ``on`` the retried errors."""
     text = f"retry {retry.max_attempts}x {format_ms(retry.interval_ms)}"
     if retry.backoff_rate != 1:
-        text += f"×{retry.backoff_rate:g}"
+        text += f"{TIMES}{retry.backoff_rate:g}"
     if retry.max_delay_ms is not None:
         text += f" ≤{format_ms(retry.max_delay_ms)}"
     if retry.jitter == "full":
@@ -260,7 +262,9 @@ class _Builder:
             action_timeout_ms=None if state.action is None else state.action.timeout_ms,
             retry=None if state.retry is None else describe_retry(state.retry),
             timeout_ms=state.timeout_ms,
-            compensate=None if state.compensate is None else describe_compensation(state.compensate),
+            compensate=None
+            if state.compensate is None
+            else describe_compensation(state.compensate),
             terminal=terminal,
             outcome=outcome,
         )
@@ -298,17 +302,16 @@ def extract(procedure: Procedure | Document) -> Diagram:
     definition = procedure.definition
     builder = _Builder()
     builder.collect(definition.states, None)
-    states = [
-        builder.state(name, name, None, state) for name, state in definition.states.items()
-    ]
+    states = [builder.state(name, name, None, state) for name, state in definition.states.items()]
     transitions = builder.transitions()
     known = set(builder.order)
     for edge in transitions:
         if edge.target not in known:
             known.add(edge.target)
             states.append(
-                StateNode(path=edge.target, name=edge.target, id=builder.ids(edge.target),
-                          kind="missing")
+                StateNode(
+                    path=edge.target, name=edge.target, id=builder.ids(edge.target), kind="missing"
+                )
             )
     return Diagram(
         name=procedure.name,

@@ -12,7 +12,7 @@ Written by hand: transitions' own Mermaid export crashes on parallel states.
   labels are ``event [guard]``;
 - terminal states get the classes ``success`` / ``failure``; an overlaid execution the classes
   ``active``, ``visited``, ``failed``, ``compensated``, and fired transitions say how many times
-  (``success (2×)``).
+  in parentheses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from procstore import paths
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
 
 __all__ = ["to_mermaid"]
 
@@ -148,7 +148,7 @@ class _Writer:
         source, target = self.states[edge.source], self.states[edge.target]
         label = edge.label
         if self.overlaid and edge.fired:
-            label += f" ({edge.fired}×)"
+            label += f" ({edge.fired}{TIMES})"
         self.emit(depth, f"{source.id} --> {target.id} : {escape(label)}")
 
     def write(self) -> str:

@@ -25,6 +25,9 @@ EdgeKind = Literal["normal", "error", "timeout", "done"]
 #: A terminal state ends its parent successfully or with a failure.
 Outcome = Literal["success", "failure"]
 
+#: The multiplication sign, in backoff rates and in how many times an edge fired.
+TIMES = "\N{MULTIPLICATION SIGN}"
+
 
 @dataclass(frozen=True)
 class StateNode:
@@ -41,7 +44,8 @@ class StateNode:
         children: Child states (compound, region) or regions (parallel), in document order.
         action: The action in a few words (``function deploy_actions.build → artifact``).
         action_timeout_ms: The action's per-attempt bound.
-        retry: The retry policy in a few words (``retry 4x 10ms×2 ≤30ms``).
+        retry: The retry policy in a few words (``retry 4x 10ms``, backoff rate, cap, jitter,
+            retried errors).
         timeout_ms: The bound on the whole stay in the state.
         compensate: The compensating action in a few words.
         terminal: No outgoing transitions: ends its parent (the execution, at the top).
