@@ -38,6 +38,8 @@ FANIN_LIMIT = 4
 
 #: Resolution of PNG output (Graphviz's default, 96, looks blurry on today's screens).
 PNG_DPI = 144
+#: The largest PNG side, in inches (14,400 pixels at PNG_DPI); larger drawings are scaled down.
+PNG_MAX_INCHES = 100
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -295,8 +297,8 @@ class _Renderer:
                 attrs["ltail"] = f"cluster_{source.id}"
         attrs.update(self.lhead(target, source))
         color = INK
-        if edge.kind in ("normal", "done"):
-            # The happy path pulls straight; error and timeout edges bend around it.
+        if edge.kind in ("normal", "done") and target.outcome != "failure":
+            # The happy path pulls straight; edges to failures bend around it.
             attrs["weight"] = "3"
         if edge.kind == "error":
             color = ERROR_EDGE
@@ -421,6 +423,8 @@ def render(diagram: Diagram, format: str = "svg", *, rankdir: RankDir = "TB") ->
         raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
     graph = to_graph(diagram, rankdir=rankdir)
     if format == "png":
-        graph.attr("graph", dpi=str(PNG_DPI))
+        # Sharp at PNG_DPI, but at most PNG_MAX_INCHES a side: beyond that cairo's bitmaps
+        # take minutes (a 200-state chart is better read as SVG anyway).
+        graph.attr("graph", dpi=str(PNG_DPI), size=f"{PNG_MAX_INCHES},{PNG_MAX_INCHES}")
     data: bytes = graph.pipe(format=format)
     return data
