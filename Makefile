@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 
 # Graphviz's `dot` renders the SVG/PNG diagrams (procstore.diagrams); Debian/Ubuntu, as root.
 system-deps:
-	@command -v dot >/dev/null || { apt-get update && apt-get install -y graphviz; }
+	@command -v dot >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y graphviz; }
 
 # Persisted in ./procstore.db (the CLI's default store): running it again registers the same
 # procedure (a no-op) and adds an execution; `procstore history ID` replays one.
