@@ -31,7 +31,7 @@ logger = logging.getLogger("procstore")
 
 #: A host callable: `fn(context)`, or `fn(context, info)` to receive the attempt's
 #: `procstore.ActionInfo`; sync or async, returning the action's result.
-ActionCallable = Callable[[dict[str, Any]], Any]
+ActionCallable = Callable[..., Any]
 #: What the runtime awaits to run one attempt of an action.
 Invoker = Callable[[dict[str, Any], ActionInfo], Awaitable[Any]]
 

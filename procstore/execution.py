@@ -865,7 +865,6 @@ class Execution:
             "results": to_jsonable_python(self._results, fallback=repr),
             "errors": dict(self._errors),
             "attempts": dict(self._attempts),
-            "running": sorted(self._running),
             "retry_at": dict(self._retry_at),
             "deadlines": dict(self._deadlines),
         }
@@ -886,7 +885,6 @@ class Execution:
         self._results = dict(snapshot["results"])
         self._errors = dict(snapshot["errors"])
         self._attempts = {k: int(v) for k, v in snapshot["attempts"].items()}
-        self._running = set(snapshot.get("running", ()))
         self._retry_at = {k: float(v) for k, v in snapshot["retry_at"].items()}
         self._deadlines = {k: float(v) for k, v in snapshot["deadlines"].items()}
         self._history = records
@@ -917,8 +915,6 @@ class Execution:
             if plan.action is not None and leaf not in self._acted:
                 attempt = self._attempts.get(leaf, 1)
                 retry_at = self._retry_at.get(leaf)
-                if leaf in self._running:  # its attempt was interrupted: it runs again
-                    self._log("resumed", state=leaf, attempt=attempt)
                 self._start_step(leaf, self._run_step, plan, attempt, retry_at)
 
     async def detach(self) -> None:
