@@ -26,7 +26,7 @@ from procstore.execution import (
 )
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.snapshot import ExecutionSummary, Status
-from procstore.storage import Backend, SQLiteBackend
+from procstore.storage import Backend, SQLiteBackend, StoredExecution
 from procstore.validation import Document, load_document
 
 F = TypeVar("F", bound=ActionCallable)
@@ -329,18 +329,7 @@ class ProcedureStore:
             live = self._executions.get(execution_id)  # resumed meanwhile by another call
             if live is not None:
                 return live
-        compiled = self._compiled(stored.procedure, stored.version)
-        execution = restore_execution(
-            compiled,
-            stored.id,
-            stored.snapshot,
-            stored.records,
-            journal=_Journal(self._backend, stored.id, stored.procedure, stored.version),
-            resume=resume,
-            running=self._running,
-        )
-        self._executions[execution.id] = execution
-        return execution
+        return self._restore(stored, resume=resume)
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None
@@ -391,5 +380,25 @@ class ProcedureStore:
         await self._run_here()
         if self._backend is None:
             return []
-        ids = await self._backend.unfinished_execution_ids()
-        return [await self.get_execution(execution_id) for execution_id in ids]
+        resumed = []
+        for stored in await self._backend.load_unfinished():
+            live = self._executions.get(stored.id)
+            if live is None:
+                live = self._restore(stored, resume=True)
+            resumed.append(live)
+        return resumed
+
+    def _restore(self, stored: StoredExecution, *, resume: bool) -> Execution:
+        assert self._backend is not None
+        compiled = self._compiled(stored.procedure, stored.version)
+        execution = restore_execution(
+            compiled,
+            stored.id,
+            stored.snapshot,
+            stored.records,
+            journal=_Journal(self._backend, stored.id, stored.procedure, stored.version),
+            resume=resume,
+            running=self._running,
+        )
+        self._executions[execution.id] = execution
+        return execution

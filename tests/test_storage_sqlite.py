@@ -857,3 +857,24 @@ async def test_the_storage_benchmark_measures_commits(
     assert (row.writers, row.commits) == (10, 50)
     assert row.commits_per_second > 0 and row.mean_batch >= 1
     assert os.listdir(tmp_path) == []
+
+
+async def test_load_unfinished_returns_every_running_execution_with_its_records(
+    backend: SQLiteBackend,
+) -> None:
+    for n, status in enumerate(["running", "completed", "running"]):
+        records = [{"kind": "entered", "n": n}]
+        await backend.create_execution(f"e{n}", "p", "1.0", "running", {"n": n}, records)
+        await backend.commit(f"e{n}", status, {"n": n, "done": True}, [{"kind": "x", "n": n}])
+
+    loaded = await backend.load_unfinished()
+
+    assert [e.id for e in loaded] == ["e0", "e2"]
+    for stored in loaded:
+        one = await backend.load_execution(stored.id)
+        assert one is not None
+        assert (stored.snapshot, stored.records, stored.status) == (
+            one.snapshot,
+            one.records,
+            one.status,
+        )

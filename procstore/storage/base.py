@@ -199,6 +199,10 @@ class Backend(Protocol):
         """
         ...
 
+    async def load_unfinished(self) -> list[StoredExecution]:
+        """Return everything stored about every unfinished execution, in creation order."""
+        ...
+
     async def unfinished_execution_ids(self) -> list[str]:
         """Return the ids of the executions whose status is ``"running"``, in creation order.
 

@@ -161,6 +161,17 @@ _LOAD_EXECUTION: Final = """
 """
 
 
+_LOAD_UNFINISHED: Final = """
+    SELECT e.seq, 0, e.id, e.snapshot, e.procedure, e.version, e.status, e.created_at,
+           e.updated_at
+      FROM executions e WHERE e.status = ?1
+    UNION ALL
+    SELECT e.seq, j.seq, e.id, j.record, NULL, NULL, NULL, NULL, NULL
+      FROM journal j JOIN executions e ON e.id = j.execution_id WHERE e.status = ?1
+    ORDER BY 1, 2
+"""
+
+
 class _Rejected(Exception):
     """Raised while applying one write, before it changed anything, to fail only that write."""
 
@@ -575,6 +586,37 @@ class SQLiteBackend:
             "SELECT id FROM executions WHERE status = ? ORDER BY seq", (RUNNING,)
         )
         return [row[0] for row in rows]
+
+    async def load_unfinished(self) -> list[StoredExecution]:
+        """Return everything stored about every execution whose status is ``"running"``, in
+        creation order, read in one statement (recovering 10,000 executions one read at a time
+        costs a thread round trip each).
+
+        Returns:
+            The executions.
+
+        Raises:
+            StoreError: The backend is closed or the database cannot be read.
+        """
+        executions: list[StoredExecution] = []
+        for row in await self._read(_LOAD_UNFINISHED, (RUNNING,)):
+            _, seq, execution_id, payload, procedure, version, status, created, updated = row
+            if seq == 0:
+                executions.append(
+                    StoredExecution(
+                        id=execution_id,
+                        procedure=procedure,
+                        version=version,
+                        status=status,
+                        snapshot=json.loads(payload),
+                        records=[],
+                        created_at=datetime.fromisoformat(created),
+                        updated_at=datetime.fromisoformat(updated),
+                    )
+                )
+            else:
+                executions[-1].records.append(json.loads(payload))
+        return executions
 
     # -- plumbing ----------------------------------------------------------------------------
 
