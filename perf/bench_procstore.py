@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import transitions
-from transitions.extensions.asyncio import AsyncMachine
+from transitions.extensions.asyncio import AsyncMachine, HierarchicalAsyncMachine
 
 try:  # the library may be half-written while this script is developed
     import procstore
@@ -54,6 +54,7 @@ class Sizes:
     send_reset: int = 1000  # 2. send("next") + reset() iterations
     chain: int = 1000  # 2. states in the chain procedure
     chain_repeats: int = 7  # 2. the ratio target hangs on this one: more repeats
+    nested_chain: int = 200  # 2. children of the compound state in the nested chain
     full: int = 100  # 3. full executions (start + 4 sends)
     parallel: tuple[int, ...] = (10, 1000)  # 4. executions run with asyncio.gather
     live_small: int = 10  # 5. live executions before the measured starts
@@ -70,6 +71,7 @@ QUICK = Sizes(
     send_reset=100,
     chain=100,
     chain_repeats=3,
+    nested_chain=50,
     full=20,
     parallel=(10, 100),
     live_large=1000,
@@ -166,6 +168,32 @@ def chain_doc(
     }
 
 
+#: The compound state holding the nested chain (procstore path `phase.c0`, bare `phase_c0`).
+NESTED_PARENT = "phase"
+
+
+def nested_chain_doc(n: int) -> dict[str, Any]:
+    """The chain c0 -> c1 -> ... -> c{n-1} inside the compound state NESTED_PARENT (the only
+    top-level state): compiled to the hierarchical machine. The last child is terminal, which
+    completes the parent and, the parent having no transitions, the execution."""
+    children: dict[str, Any] = {
+        f"c{i}": {
+            "action": {"type": "noop"},
+            "transitions": [{"event": "next", "target": f"c{i + 1}"}],
+        }
+        for i in range(n - 1)
+    }
+    children[f"c{n - 1}"] = {}
+    return {
+        "name": "nested_chain_proc",
+        "version": "1.0",
+        "definition": {
+            "initial_state": NESTED_PARENT,
+            "states": {NESTED_PARENT: {"initial_state": "c0", "states": children}},
+        },
+    }
+
+
 def load_doc(i: int) -> dict[str, Any]:
     return {
         "name": f"load_test_{i}",
@@ -257,6 +285,32 @@ def bare_machine(
         states=states,
         transitions=trans,
         initial=names[0],
+        auto_transitions=False,
+        send_event=True,
+    )
+
+
+def bare_nested_machine(n: int) -> HierarchicalAsyncMachine:
+    """The nested chain as a bare hierarchical machine: children c0..c{n-1} in a parent state
+    with `initial`, an async on_enter on every child but the last (the ones with a noop action),
+    a `next` transition between neighbours. transitions' own separator: `phase_c0`."""
+    children = [
+        {"name": f"c{i}", "on_enter": [_noop_cb]} if i < n - 1 else {"name": f"c{i}"}
+        for i in range(n)
+    ]
+    trans = [
+        {
+            "trigger": "next",
+            "source": f"{NESTED_PARENT}_c{i}",
+            "dest": f"{NESTED_PARENT}_c{i + 1}",
+        }
+        for i in range(n - 1)
+    ]
+    return HierarchicalAsyncMachine(
+        model=None,
+        states=[{"name": NESTED_PARENT, "children": children, "initial": "c0"}],
+        transitions=trans,
+        initial=NESTED_PARENT,
         auto_transitions=False,
         send_event=True,
     )
@@ -380,6 +434,67 @@ class ChainBench:
             self.machine = bare_machine(names, condition=condition)
             self.seq_machine = bare_machine(names, cls=SequentialAsyncMachine, condition=condition)
         return await self._bare_run(self.machine), await self._bare_run(self.seq_machine)
+
+
+class NestedBench:
+    """Per-transition cost of nesting: the chain inside a compound state (hierarchical machine)
+    and, in the same repeat, a flat chain of the same length (flat machine).
+
+    ps() returns (nested, flat) procstore figures; bare() returns (HierarchicalAsyncMachine,
+    AsyncMachine) figures; µs per transition each.
+    """
+
+    def __init__(self, sz: Sizes) -> None:
+        self.n = sz.nested_chain
+        self.nested_store: Any = None
+        self.flat_store: Any = None
+        self.nested_machine: HierarchicalAsyncMachine | None = None
+        self.flat_machine: AsyncMachine | None = None
+        self.completed = True
+
+    async def _ps_run(self, store: Any, name: str, final: str) -> float:
+        ex = await store.start(name, "1.0", {})
+        await _drain()
+        sends = self.n - 1
+        t0 = perf_counter()
+        for _ in range(sends):
+            await ex.send("next")
+        dt = perf_counter() - t0
+        if not _is_done(ex.state, final):
+            self.completed = False
+        return dt / sends * 1e6  # µs per transition
+
+    async def ps(self) -> tuple[float, float]:
+        if self.nested_store is None or self.flat_store is None:
+            self.nested_store = ProcedureStore()
+            await self.nested_store.register(nested_chain_doc(self.n))
+            self.flat_store = ProcedureStore()
+            await self.flat_store.register(chain_doc(self.n))
+        nested = await self._ps_run(
+            self.nested_store, "nested_chain_proc", f"{NESTED_PARENT}.c{self.n - 1}"
+        )
+        _quiesce()
+        flat = await self._ps_run(self.flat_store, "chain_proc", f"s{self.n - 1}")
+        return nested, flat
+
+    async def _bare_run(self, machine: AsyncMachine) -> float:
+        model = BareModel()
+        machine.add_model(model)
+        sends = self.n - 1
+        t0 = perf_counter()
+        for _ in range(sends):
+            await model.trigger("next")
+        dt = perf_counter() - t0
+        machine.remove_model(model)
+        return dt / sends * 1e6
+
+    async def bare(self) -> tuple[float, float]:
+        if self.nested_machine is None or self.flat_machine is None:
+            self.nested_machine = bare_nested_machine(self.n)
+            self.flat_machine = bare_machine([f"s{i}" for i in range(self.n)])
+        nested = await self._bare_run(self.nested_machine)
+        _quiesce()
+        return nested, await self._bare_run(self.flat_machine)
 
 
 # --------------------------------------------------------------------------- 3. full
@@ -752,6 +867,47 @@ async def run_all(sz: Sizes) -> list[Row]:
             )
         )
         del chain
+
+    # 2. per transition in a compound state, and what nesting costs against flat
+    log(f"2. chain of {sz.nested_chain} states in a compound state, and flat")
+    nested = NestedBench(sz)
+    p, b, err = await paired(sz, nested.ps if have else None, nested.bare, sz.chain_repeats)
+    rows.append(
+        make_row(
+            "per_transition_nested",
+            f"2. per transition, nested ({sz.nested_chain}-state chain in a compound state)",
+            "µs",
+            [x[0] for x in p],
+            [x[0] for x in b],
+            "ratio <= 2.0",
+            lambda v, r: r is not None and r <= 2.0,
+            note="bare: HierarchicalAsyncMachine"
+            + ("" if nested.completed else "; chain did not end completed"),
+            error=err,
+        )
+    )
+    # Each repeat times nested and flat back to back: the ratio is taken per repeat.
+    flat_bare = _median([x[1] for x in b])
+    ps_ratios = [r for x in p if (r := _ratio(x[0], x[1])) is not None]
+    bare_ratios = [r for x in b if (r := _ratio(x[0], x[1])) is not None]
+    rows.append(
+        Row(
+            "nested_vs_flat",
+            f"2. nested / flat per transition ({sz.nested_chain}-state chains)",
+            _median(ps_ratios),
+            "x",
+            _median(bare_ratios),
+            None,
+            "",
+            None if not err else False,
+            note="info: bare = HierarchicalAsyncMachine / AsyncMachine (issue: ~1.7x); flat "
+            f"chain {_fmt(_median([x[1] for x in p]), 'µs')} (bare {_fmt(flat_bare, 'µs')})",
+            error=err,
+            samples=ps_ratios,
+            baseline_samples=bare_ratios,
+        )
+    )
+    del nested
 
     # 3. full execution
     log(f"3. {sz.full} full executions")

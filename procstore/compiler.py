@@ -427,7 +427,7 @@ def compile_procedure(
     """Build the machine and the state plans for a validated ``procedure``.
 
     Flat definitions (only leaves) get the flat AsyncMachine; definitions with compound or
-    parallel states get the hierarchical one, which costs ~1.7x per transition.
+    parallel states get the hierarchical one, which costs ~1.7-2x per transition.
     """
     definition = procedure.definition
     builder = _Builder(actions)
