@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import logging
 import random
@@ -138,6 +139,8 @@ class Execution:
         self._retry_at: dict[str, float] = {}  # when the next attempt starts (wall clock)
         self._deadlines: dict[str, float] = {}  # when each state's timeout_ms runs out
         self._acted: set[str] = set()  # active leaves whose action has completed
+        self._outcomes: dict[str, tuple[str, bool]] = {}  # finished, not yet acted on, by leaf
+        self._commit: asyncio.Task[None] | None = None  # the journal commit under way
         self._rollback: tuple[str, str] | None = None  # (reason, status if nothing to undo)
         self._frozen: str | None = None  # why this handle may not change the execution
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
@@ -264,8 +267,6 @@ class Execution:
                 if not busy:
                     break
                 await self._wait_for(busy)
-            for leaf in own:
-                self._pending.pop(leaf, None)
             return await self._fire(event)
 
     async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
@@ -285,7 +286,8 @@ class Execution:
                 async with self._send_lock:
                     pending, self._pending = self._pending, {}
                     for leaf, outcome in pending.items():
-                        if leaf in self._active and self._status is Status.RUNNING:
+                        running = self._status is Status.RUNNING and not self._closing
+                        if running and leaf in self._active:
                             await self._fire(outcome, leaf)
                 await self._finished.wait()
                 await self._flush()  # the end is stored before the caller hears of it
@@ -313,6 +315,7 @@ class Execution:
             self._retry_at.clear()
             self._deadlines.clear()
             self._acted.clear()
+            self._outcomes.clear()
             self._rollback = None
             self._done_leaves.clear()
             self._internal.clear()
@@ -340,8 +343,7 @@ class Execution:
             stopped = self._halt()
             self._log("cancelled", state=self.current)
             if rollback and self._completed:
-                self._closing = True
-                self._start_step(EXECUTION, self._roll_back, "cancelled", Status.CANCELLED)
+                self._begin_rollback("cancelled", Status.CANCELLED, stopped)
             else:
                 self._finish(Status.CANCELLED)
         if stopped:
@@ -366,11 +368,11 @@ class Execution:
         self._check_writable()
         async with self._fire_lock:
             stopped = self._halt()
-            self._closing = True
-            self._start_step(EXECUTION, self._roll_back, "rollback requested", Status.FAILED)
+            self._begin_rollback("rollback requested", Status.FAILED, stopped)
         if stopped:
             await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
         await self._wait_for(list(self._steps.values()))
+        await self._flush()
         return self.state
 
     # -- machine callbacks ------------------------------------------------------------------
@@ -411,6 +413,7 @@ class Execution:
         self._done_leaves.discard(path)
         self._deadlines.pop(path, None)
         self._acted.discard(path)
+        self._outcomes.pop(path, None)
         self._attempts.pop(path, None)
         self._retry_at.pop(path, None)
 
@@ -552,9 +555,19 @@ class Execution:
         self, plan: StatePlan, attempt: int = 1, retry_at: float | None = None
     ) -> None:
         outcome, failed = await self._run_action(plan, attempt, retry_at)
+        await self._deliver(plan, outcome, failed)
+
+    async def _deliver(self, plan: StatePlan, outcome: str, failed: bool) -> None:
+        """Act on a finished action's outcome. Until this is done the outcome is part of the
+        checkpoint, so a crash in between delivers it on resume instead of losing it."""
         async with self._fire_lock:
-            if plan.path not in self._active or self._status is not Status.RUNNING:
-                return
+            try:
+                await self._act_on(plan, outcome, failed)
+            finally:
+                self._outcomes.pop(plan.path, None)
+
+    async def _act_on(self, plan: StatePlan, outcome: str, failed: bool) -> None:
+        if plan.path in self._active and self._status is Status.RUNNING and not self._closing:
             if plan.terminal:
                 self._internal.append((plan.path, failed or plan.failure))
             elif failed:
@@ -589,11 +602,13 @@ class Execution:
                 self._errors[path] = _error(exc)
                 self._log("action", state=path, attempt=attempt, error=_error(exc))
                 policy = plan.retry
-                if policy is None or attempt >= policy.max_attempts:
+                if (
+                    policy is None
+                    or attempt >= policy.max_attempts
+                    or not is_retryable(policy, exc)
+                ):
                     del self._attempts[path]
-                    return ERROR, True
-                if not is_retryable(policy, exc):
-                    del self._attempts[path]
+                    self._outcomes[path] = (ERROR, True)
                     return ERROR, True
                 delay_ms = retry_delay_ms(policy, attempt)
                 attempt += 1
@@ -606,6 +621,7 @@ class Execution:
             self._running.discard(path)
             del self._attempts[path]
             self._acted.add(path)
+            self._outcomes[path] = (outcome, False)
             self._results[path] = value
             self._log("action", state=path, attempt=attempt, result=value)
             if plan.compensate is not None:
@@ -733,7 +749,8 @@ class Execution:
         if self._status is not Status.RUNNING or self._closing:
             return
         self._timers.pop(path, None)
-        self._deadlines.pop(path, None)
+        # The deadline stays in the checkpoint until the timeout has been acted on: after a
+        # crash in between, it fires again at once on resume.
         current = asyncio.current_task()
         interrupted = []
         for key, step in list(self._steps.items()):
@@ -756,23 +773,31 @@ class Execution:
     def _fail(self) -> None:
         """The execution failed: compensate what completed, or end ``failed``."""
         if self._completed:
-            self._closing = True
-            self._halt()
-            self._start_step(EXECUTION, self._roll_back, "failed", Status.FAILED)
+            self._begin_rollback("failed", Status.FAILED, self._halt())
         else:
             self._finish(Status.FAILED)
 
-    async def _roll_back(self, reason: str, nothing_to_undo: Status, resumed: bool = False) -> None:
+    def _begin_rollback(
+        self, reason: str, nothing_to_undo: Status, stopped: list[asyncio.Task[None]]
+    ) -> None:
+        """Decide, now, that the execution rolls back — recorded in the same snapshot as what
+        caused it, so a crash before the first compensation still resumes the rollback."""
+        self._closing = True
+        self._pending.clear()
+        self._rollback = (reason, nothing_to_undo.value)
+        self._log("rollback", state=self.current, message=reason)
+        self._start_step(EXECUTION, self._roll_back, stopped)
+
+    async def _roll_back(self, stopped: list[asyncio.Task[None]] | None = None) -> None:
         """Run the compensation of every completed action, newest first, each once. Each
         compensation's completion is stored before the next starts, so after a crash the
         interrupted one runs again and the finished ones never do."""
+        assert self._rollback is not None
+        if stopped:  # the interrupted actions' cleanup comes before any undoing
+            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
         if not self._completed:
-            self._finish(nothing_to_undo)
+            self._finish(Status(self._rollback[1]))
             return
-        if not resumed:
-            self._rollback = (reason, nothing_to_undo.value)
-            self._log("rollback", state=self.current, message=reason)
-            await self._flush()
         all_ok = not any(
             r["kind"] == "compensation" and r.get("error") is not None
             for r in self._history[self._rollback_started() :]
@@ -825,6 +850,7 @@ class Execution:
 
     def _finish(self, status: Status) -> None:
         self._halt()
+        self._deadlines.clear()
         self._internal.clear()
         self._closing = False
         self._rollback = None
@@ -839,12 +865,24 @@ class Execution:
         if self._journal is None:
             return
         async with self._flush_lock:
+            if self._commit is not None and not self._commit.done():
+                await asyncio.shield(self._commit)  # a cancelled flusher's commit, still going
             end = len(self._history)
             if end == self._flushed:
                 return
             records = self._history[self._flushed : end]
-            await self._journal.commit(self._status.value, self.checkpoint(), records)
-            self._flushed = end
+            # The commit runs as its own task: if this caller is cancelled (a timeout around
+            # send()), the commit still completes and is counted, so no record is sent twice.
+            commit = asyncio.get_running_loop().create_task(
+                self._journal.commit(self._status.value, self.checkpoint(), records)
+            )
+            commit.add_done_callback(functools.partial(self._committed, end))
+            self._commit = commit
+            await asyncio.shield(commit)
+
+    def _committed(self, end: int, commit: asyncio.Task[None]) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self._flushed = max(self._flushed, end)
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to resume this execution elsewhere, as JSON-compatible data."""
@@ -861,6 +899,7 @@ class Execution:
             "pending": dict(self._pending),
             "done_leaves": sorted(self._done_leaves),
             "acted": sorted(self._acted),
+            "outcomes": {leaf: list(outcome) for leaf, outcome in self._outcomes.items()},
             "completed": [plan.path for plan in self._completed],
             "results": to_jsonable_python(self._results, fallback=repr),
             "errors": dict(self._errors),
@@ -881,6 +920,10 @@ class Execution:
         self._pending = dict(snapshot["pending"])
         self._done_leaves = set(snapshot["done_leaves"])
         self._acted = set(snapshot["acted"])
+        self._outcomes = {
+            leaf: (str(event), bool(failed))
+            for leaf, (event, failed) in snapshot["outcomes"].items()
+        }
         self._completed = [self._plans[path] for path in snapshot["completed"]]
         self._results = dict(snapshot["results"])
         self._errors = dict(snapshot["errors"])
@@ -903,8 +946,7 @@ class Execution:
             self._visits[path] = self._entries
             self._arm_timer(path)
         if self._rollback is not None:
-            reason, nothing_to_undo = self._rollback
-            self._start_step(EXECUTION, self._roll_back, reason, Status(nothing_to_undo), True)
+            self._start_step(EXECUTION, self._roll_back)
             return
         now = time.time()
         expired = [path for path, deadline in self._deadlines.items() if deadline <= now]
@@ -912,7 +954,10 @@ class Execution:
             plan = self._plans[leaf]
             if any(paths.is_within(leaf, path) for path in expired):
                 continue  # its time ran out while nothing ran: the timeout fires instead
-            if plan.action is not None and leaf not in self._acted:
+            if leaf in self._outcomes:  # finished before the crash, not yet acted on
+                outcome, failed = self._outcomes[leaf]
+                self._start_step(leaf, self._deliver, plan, outcome, failed)
+            elif plan.action is not None and leaf not in self._acted:
                 attempt = self._attempts.get(leaf, 1)
                 retry_at = self._retry_at.get(leaf)
                 self._start_step(leaf, self._run_step, plan, attempt, retry_at)
@@ -921,6 +966,8 @@ class Execution:
         """Store what this handle shows, then stop this process's work on the execution (the
         store is closing): it stays ``running`` in the database and resumes from there."""
         await self._flush()
+        if self._commit is not None and not self._commit.done():
+            await asyncio.shield(self._commit)
         self._frozen = "detached: its store was closed"
         for timer in self._timers.values():
             timer.cancel()
@@ -958,7 +1005,13 @@ async def start_execution(
         if journal is not None:
             end = len(execution._history)
             records = execution._history[:end]
-            await journal.create(execution._status.value, execution.checkpoint(), records)
+            try:
+                await journal.create(execution._status.value, execution.checkpoint(), records)
+            except BaseException:
+                execution._halt()  # never stored: nothing of it may run
+                if running is not None:
+                    running.pop(execution_id, None)
+                raise
             execution._flushed = end
     return execution
 

@@ -1,0 +1,270 @@
+"""Regression tests from a review of the runtime: each once failed or hung."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procstore import ProcedureStore, Status
+from tests.conftest import Gate, make_doc, records, wait_until, within
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _snapshot_db(src: Path, dst: Path) -> None:
+    """A consistent copy of what is committed in ``src`` now (what a crash would leave)."""
+    source = sqlite3.connect(src)
+    target = sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def _crash_copy_when(store: ProcedureStore, db: Path, copy: Path, predicate: Any) -> list[bool]:
+    """After each commit, copy the database to ``copy`` the first time ``predicate(snapshot)``
+    holds: a crash right after that commit leaves exactly that file."""
+    backend = store._backend
+    assert backend is not None
+    real = backend.commit
+    copied: list[bool] = []
+
+    async def commit(execution_id: str, status: str, snapshot: dict[str, Any], recs: Any) -> None:
+        await real(execution_id, status, snapshot, recs)
+        if not copied and predicate(snapshot):
+            _snapshot_db(db, copy)
+            copied.append(True)
+
+    backend.commit = commit  # type: ignore[method-assign]
+    return copied
+
+
+async def _recover_copy(copy: Path, register: Any) -> Any:
+    other = ProcedureStore(f"sqlite:///{copy}")
+    register(other)
+    resumed = await other.recover()
+    assert len(resumed) == 1
+    return other, resumed[0]
+
+
+# -- findings ----------------------------------------------------------------------------------
+
+
+async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore) -> None:
+    # Contract §3 + guards: a blocked send leaves the state unchanged; the action's `success`
+    # outcome still waits and fires once the execution is driven (run_to_completion returns).
+    await store.register(
+        make_doc(
+            {
+                "a": {
+                    "action": {"type": "noop"},
+                    "transitions": [
+                        {"event": "success", "target": "done"},
+                        {"event": "skip", "target": "done", "guard": "1 > 2"},
+                    ],
+                },
+                "done": {},
+            },
+            "a",
+        )
+    )
+    ex = await store.start("p")
+    await wait_until(lambda: bool(records(ex.history, "action", state="a")))
+    assert await ex.send("skip") is False  # blocked by its guard: state unchanged
+    final = await ex.run_to_completion(timeout=1.0)
+    assert final.status is Status.COMPLETED
+
+
+async def test_state_timeout_survives_crash_after_expiry_write_ahead(tmp_path: Path) -> None:
+    # Issue 5: state timeouts store wall-clock deadlines and fire on resume; a crash while the
+    # timeout is being handled must not lose it (the execution still reaches `late`).
+    doc = make_doc(
+        {
+            "wait": {
+                "action": {"type": "sleep", "ms": 5000},
+                "timeout_ms": 50,
+                "transitions": [
+                    {"event": "timeout", "target": "late"},
+                    {"event": "go", "target": "late"},
+                ],
+            },
+            "late": {},
+        },
+        "wait",
+    )
+    db, copy = tmp_path / "x.db", tmp_path / "copy.db"
+    store = ProcedureStore(f"sqlite:///{db}")
+    await store.register(doc)
+    ex = await store.start("p", auto=True)
+    copied = _crash_copy_when(
+        store,
+        db,
+        copy,
+        lambda s: s["active"] == ["wait"] and s["deadlines"].get("wait", 1e18) <= time.time(),
+    )
+    await ex.run_to_completion(timeout=2.0)
+    await store.close()
+    assert copied, "no commit with 'wait' active after its deadline passed"
+    other, resumed = await _recover_copy(copy, lambda s: None)
+    try:
+        final = await resumed.run_to_completion(timeout=1.0)
+        assert final.current == "late"
+    finally:
+        await other.close()
+
+
+async def test_failure_with_compensation_survives_crash_before_rollback_starts(
+    tmp_path: Path,
+) -> None:
+    # Compensation + issue 5: a failing execution is compensated (rolled_back); a crash between
+    # the failure being committed and the rollback record must still end rolled_back on resume.
+    doc = make_doc(
+        {
+            "a": {
+                "action": {"type": "noop"},
+                "compensate": {"type": "noop"},
+                "transitions": [{"event": "success", "target": "bad"}],
+            },
+            "bad": {"outcome": "failure"},
+        },
+        "a",
+    )
+    db, copy = tmp_path / "x.db", tmp_path / "copy.db"
+    store = ProcedureStore(f"sqlite:///{db}")
+    await store.register(doc)
+    ex = await store.start("p", auto=True)
+    copied = _crash_copy_when(store, db, copy, lambda s: s["closing"] and s["completed"])
+    final = await ex.run_to_completion(timeout=2.0)
+    assert final.status is Status.ROLLED_BACK
+    await store.close()
+    assert copied, "no commit of the failure before the first compensation"
+    other, resumed = await _recover_copy(copy, lambda s: None)
+    try:
+        final = await resumed.run_to_completion(timeout=1.0)
+        assert final.status is Status.ROLLED_BACK
+    finally:
+        await other.close()
+
+
+async def test_cancelled_caller_does_not_duplicate_journal_records(tmp_path: Path) -> None:
+    # Issue 5: history after reopening equals the live history record for record, even when a
+    # send() caller gives up (is cancelled) while its commit is already being written.
+    doc = make_doc(
+        {
+            "a": {"transitions": [{"event": "go", "target": "b"}]},
+            "b": {"transitions": [{"event": "go", "target": "c"}]},
+            "c": {},
+        },
+        "a",
+    )
+    db = tmp_path / "x.db"
+    store = ProcedureStore(f"sqlite:///{db}")
+    await store.register(doc)
+    ex = await store.start("p")
+    backend = store._backend
+    assert backend is not None
+    real = backend.commit
+    writing = asyncio.Event()
+
+    async def commit(*args: Any) -> None:
+        # The writer has taken the write: it commits whether or not the caller still waits.
+        inner = asyncio.ensure_future(real(*args))
+        writing.set()
+        await asyncio.shield(inner)
+
+    backend.commit = commit  # type: ignore[method-assign]
+    task = asyncio.create_task(ex.send("go"))
+    await within(writing.wait())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)  # the write lands
+    backend.commit = real  # type: ignore[method-assign]
+    await ex.send("go")
+    live = [(r.kind, r.state, r.event) for r in ex.history]
+    await store.close()
+    async with ProcedureStore(f"sqlite:///{db}") as reopened:
+        stored = await reopened.get_execution(ex.id)
+        assert [(r.kind, r.state, r.event) for r in stored.history] == live
+
+
+async def test_outcome_survives_close_during_async_guard(tmp_path: Path) -> None:
+    # Issue 5: close() detaches; recover() resumes. A completed action's outcome must not be
+    # lost: after recovery the auto execution carries on to `done` (or the action re-runs).
+    doc = make_doc(
+        {
+            "a": {
+                "action": {"type": "noop"},
+                "transitions": [{"event": "success", "target": "done", "conditions": ["slow"]}],
+            },
+            "done": {},
+        },
+        "a",
+    )
+    db = tmp_path / "x.db"
+    evaluating = asyncio.Event()
+
+    async def slow(context: dict[str, Any]) -> bool:
+        evaluating.set()
+        await asyncio.sleep(0.2)
+        return True
+
+    store = ProcedureStore(f"sqlite:///{db}")
+    store.register_guard("slow", slow)
+    await store.register(doc)
+    await store.start("p", auto=True)
+    await within(evaluating.wait())
+    await store.close()  # the guard is still being evaluated
+
+    other = ProcedureStore(f"sqlite:///{db}")
+    other.register_guard("slow", slow)
+    try:
+        (resumed,) = await other.recover()
+        final = await resumed.run_to_completion(timeout=1.0)
+        assert final.status is Status.COMPLETED
+    finally:
+        await other.close()
+
+
+async def test_pending_outcome_not_fired_during_compensation(store: ProcedureStore) -> None:
+    # Compensation: while compensating no event fires (send raises InvalidEvent); a driver
+    # starting meanwhile must not fire an outcome left pending before the rollback.
+    gate = Gate()
+    ran_b: list[bool] = []
+    store.register_action("undo", gate.action)
+    store.register_action("b_action", lambda context: ran_b.append(True))
+    await store.register(
+        make_doc(
+            {
+                "a": {
+                    "action": {"type": "noop"},
+                    "compensate": {"type": "function", "function": "undo"},
+                    "transitions": [{"event": "success", "target": "b"}],
+                },
+                "b": {
+                    "action": {"type": "function", "function": "b_action"},
+                    "transitions": [{"event": "success", "target": "c"}],
+                },
+                "c": {},
+            },
+            "a",
+        )
+    )
+    ex = await store.start("p")
+    await wait_until(lambda: bool(records(ex.history, "action", state="a")))
+    rolling = asyncio.create_task(ex.rollback())
+    await within(gate.started.wait())
+    driving = asyncio.create_task(ex.run_to_completion(timeout=2.0))
+    await asyncio.sleep(0.05)
+    gate.release.set()
+    final = await within(rolling)
+    await within(driving)
+    assert records(final.history, "entered", state="b") == []
+    assert ran_b == []
+    assert final.status is Status.ROLLED_BACK
