@@ -1,5 +1,10 @@
-"""Actions of ``order_fulfilment.json``: credit and fraud checks side by side, then a
-cancellable fulfilment phase (pick, pack) and shipping.
+"""Actions of ``order_fulfilment.json``: credit and fraud checks side by side, the payment,
+then a cancellable fulfilment phase (pick, pack) and shipping.
+
+It is a saga as well as a statechart: the credit check places a hold (undone by
+``release_credit``) and ``charge_payment`` charges the customer (undone by ``refund_payment``).
+When the order fails after both, the compensations run newest first: the refund, then the
+release.
 
 Each action takes a few milliseconds (a simulated remote system) and stores what it did in the
 context, so the final context tells the order's story.
@@ -10,12 +15,17 @@ Context (all optional): ``order_id`` (default ``"A-1000"``), ``items`` (default 
 - ``"fraud_flag": true`` - the fraud check flags the order (:class:`FraudSuspected`). The
   ``checks`` parallel state gets ``error``: the order is ``rejected`` (a failure), and the
   credit hold the credit check placed is released (its compensation): status ``rolled_back``.
+  Nothing was charged, so nothing is refunded.
 - ``"total"`` above ``credit_limit`` (default 1000) - the credit check refuses
   (:class:`CreditRefused`) while the fraud check still runs: the fraud check is cancelled,
   the order is ``rejected``; no hold was placed, so nothing is undone: status ``failed``.
+- ``"card_declined": true`` - the payment provider declines the card
+  (:class:`PaymentDeclined`): ``charge_payment``'s ``error`` transition goes to
+  ``payment_declined`` (a failure); nothing was charged, and the credit hold is released:
+  status ``rolled_back``.
 - ``"out_of_stock": true`` - picking finds an item missing and answers ``Event("cancel")``:
-  the ``fulfilment`` state's ``cancel`` transition leaves it for ``cancelled`` (a failure),
-  and the credit hold is released: status ``rolled_back``.
+  the ``fulfilment`` state's ``cancel`` transition leaves it for ``cancelled`` (a failure).
+  The payment is refunded, then the credit hold released: status ``rolled_back``.
 
 Run with ``procstore run examples/order_fulfilment.json --context '{"fraud_flag": true}'
 --allow-module order_fulfilment_actions`` (the CLI puts ``examples/`` on ``sys.path``).
@@ -44,6 +54,10 @@ class CreditRefused(RuntimeError):
 
 class FraudSuspected(RuntimeError):
     """The fraud check flagged the order (context ``fraud_flag``)."""
+
+
+class PaymentDeclined(RuntimeError):
+    """The payment provider declined the customer's card (context ``card_declined``)."""
 
 
 def _order(context: dict[str, Any]) -> tuple[str, float]:
@@ -78,6 +92,29 @@ async def check_fraud(context: dict[str, Any]) -> dict[str, Any]:
     if context.get("fraud_flag"):
         raise FraudSuspected(f"order {order_id} was flagged by the fraud check")
     return {"score": 0.02}
+
+
+async def charge_payment(context: dict[str, Any]) -> str:
+    """Charge the customer the order's total; returns the payment id (context ``payment``)."""
+    await asyncio.sleep(STEP_SECONDS)
+    order_id, total = _order(context)
+    if context.get("card_declined"):
+        raise PaymentDeclined(f"order {order_id}: the card was declined")
+    context["charged"] = total
+    log.info("order %s: charged %g", order_id, total)
+    return f"PAY-{order_id}"
+
+
+async def refund_payment(context: dict[str, Any]) -> str:
+    """Compensation of ``charge_payment``: refund the charge in full."""
+    await asyncio.sleep(STEP_SECONDS)
+    order_id, _ = _order(context)
+    payment = context.get("payment", "?")
+    amount = context.get("charged", 0)
+    context["refunded"] = amount
+    context["charged"] = 0
+    log.info("order %s: refunded %g (payment %s)", order_id, amount, payment)
+    return f"refunded {amount:g} of {payment}"
 
 
 async def pick(context: dict[str, Any]) -> Any:

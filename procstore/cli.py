@@ -223,6 +223,15 @@ def _execute(work: Callable[[], Any]) -> Any:
 # helpers
 
 
+def _modules_beside(path: Path) -> list[str]:
+    """The Python modules in FILE's directory: the CLI allows them by default, as running a
+    file from the command line trusts the code that lies next to it (``--no-local-modules``
+    turns this off)."""
+    return sorted(
+        p.stem for p in path.parent.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_"
+    )
+
+
 def _add_to_sys_path(directory: Path) -> None:
     """Put ``directory`` first on ``sys.path`` so an actions module in it imports."""
     entry = str(directory.resolve())
@@ -719,6 +728,7 @@ class _Session:
     def __init__(self, db: str) -> None:
         self.db = db
         self.execution_ids: list[str] = []
+        self.local_modules = True  # allow the modules beside FILE
 
     def interrupted(self) -> typer.Exit:
         typer.echo("interrupted", err=True)
@@ -745,6 +755,8 @@ async def _run(
     session: _Session,
 ) -> int:
     _add_to_sys_path(path.parent)
+    if session.local_modules:
+        allowed = [*allowed, *_modules_beside(path)]
     async with _open_store(db, allowed=allowed) as store:
         try:
             procedure = await store.register(path)
@@ -1181,14 +1193,20 @@ def _read_procedure(file: Path) -> Procedure:
 # validate
 
 
-async def _load(path: Path, allowed: Sequence[str]) -> tuple[ProcedureStore, Procedure]:
+async def _load(
+    path: Path, allowed: Sequence[str], local_modules: bool = True
+) -> tuple[ProcedureStore, Procedure]:
     _add_to_sys_path(path.parent)
+    if local_modules:
+        allowed = [*allowed, *_modules_beside(path)]
     store = ProcedureStore(allowed_modules=list(allowed))
     procedure = await store.register(path)
     return store, procedure
 
 
-async def _validate(paths: Iterable[Path], allowed: Sequence[str]) -> list[tuple[Path, list[str]]]:
+async def _validate(
+    paths: Iterable[Path], allowed: Sequence[str], local_modules: bool = True
+) -> list[tuple[Path, list[str]]]:
     results: list[tuple[Path, list[str]]] = []
     for path in paths:
         label = str(path)
@@ -1197,7 +1215,7 @@ async def _validate(paths: Iterable[Path], allowed: Sequence[str]) -> list[tuple
             results.append((path, [f"{label}: $: {problem}"]))
             continue
         try:
-            await _load(path, allowed)
+            await _load(path, allowed, local_modules)
         except Exception as exc:
             lines = _problem_lines(label, exc)
             hint = _module_hint(exc, allowed)
@@ -1212,6 +1230,17 @@ async def _validate(paths: Iterable[Path], allowed: Sequence[str]) -> list[tuple
 # --------------------------------------------------------------------------------------------
 # commands
 
+LocalModules = Annotated[
+    bool,
+    typer.Option(
+        "--local-modules/--no-local-modules",
+        help=(
+            "Allow function actions from the Python modules in FILE's own directory (the "
+            "default: running a file trusts the code beside it). --no-local-modules allows only "
+            "the --allow-module ones."
+        ),
+    ),
+]
 AllowModule = Annotated[
     list[str] | None,
     typer.Option(
@@ -1294,6 +1323,7 @@ def run(
     timeout: Timeout = 60.0,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
+    local_modules: LocalModules = True,
 ) -> None:
     """Register FILE's procedure in the store and run it to completion, showing its progress.
 
@@ -1310,6 +1340,7 @@ def run(
     start_context = _parse_context(context)
 
     def work(output: _Output, session: _Session) -> Any:
+        session.local_modules = local_modules
         return _run(file, start_context, allow_module or [], timeout, db, output, session)
 
     _drive_command(verbose, db, work)
@@ -1535,6 +1566,7 @@ def validate(
         typer.Argument(metavar="FILE", help="Procedure documents (.json, .yaml or .yml) to check."),
     ],
     allow_module: AllowModule = None,
+    local_modules: LocalModules = True,
 ) -> None:
     """Validate procedure files, printing every problem as `FILE: $.json.path: message`.
 
@@ -1542,7 +1574,7 @@ def validate(
     registration applies (schema, targets, reachability, allowed modules). A valid file prints
     `FILE: ok`. No database is used.
     """
-    results = asyncio.run(_validate(files, allow_module or []))
+    results = asyncio.run(_validate(files, allow_module or [], local_modules))
     invalid = False
     for path, lines in results:
         if lines:

@@ -106,7 +106,7 @@ class TransitionDef(_Schema):
     fires.
     """
 
-    event: Annotated[str, Field(min_length=1, max_length=200)]
+    event: Annotated[str, Field(max_length=200)]
     target: StatePath = Field(
         description="A sibling's or a top-level state's name, or any state's dotted path."
     )

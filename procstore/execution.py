@@ -141,6 +141,7 @@ class Execution:
         self._acted: set[str] = set()  # active leaves whose action has completed
         self._outcomes: dict[str, tuple[str, bool]] = {}  # finished, not yet acted on, by leaf
         self._commit: asyncio.Task[None] | None = None  # the journal commit under way
+        self._exited_steps: list[asyncio.Task[None]] = []  # cancelled by leaving their state
         self._rollback: tuple[str, str] | None = None  # (reason, status if nothing to undo)
         self._frozen: str | None = None  # why this handle may not change the execution
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
@@ -409,6 +410,7 @@ class Execution:
         step = self._steps.pop(path, None)
         if step is not None and step is not asyncio.current_task():
             self._interrupt(path, step)  # leaving a state cancels what runs in it
+            self._exited_steps.append(step)
         self._pending.pop(path, None)
         self._done_leaves.discard(path)
         self._deadlines.pop(path, None)
@@ -662,6 +664,11 @@ class Execution:
         async with self._fire_lock:
             fired = await self._trigger(event, origin)
             await self._drain()
+        if self._exited_steps:
+            # The actions a transition cancelled (leaving a compound state, say) have run
+            # their cleanup by the time the event's sender hears back.
+            exited, self._exited_steps = self._exited_steps, []
+            await asyncio.wait(exited, timeout=CANCEL_GRACE_SECONDS)
         await self._flush()
         return fired
 

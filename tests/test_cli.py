@@ -178,8 +178,21 @@ def test_run_rejects_a_bad_context_with_exit_2(context: str, needle: str, db: st
     assert needle in result.output
 
 
-def test_run_rejects_a_module_that_is_not_allowed_with_exit_2(db: str) -> None:
+def test_run_allows_the_modules_beside_the_file_by_default(db: str) -> None:
     result = invoke("run", "--db", db, str(DEPLOY), "--context", '{"env": "staging"}')
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.output
+
+
+def test_validate_allows_the_modules_beside_the_file_by_default() -> None:
+    result = invoke("validate", str(DEPLOY))
+    assert result.exit_code == 0, result.output
+
+
+def test_run_rejects_a_module_that_is_not_allowed_with_exit_2(db: str) -> None:
+    result = invoke(
+        "run", "--db", db, str(DEPLOY), "--context", '{"env": "staging"}', "--no-local-modules"
+    )
     assert result.exit_code == 2, result.output
     assert f"{DEPLOY}: $.definition.states.validate.action.module:" in result.output
     assert "--allow-module" in result.output

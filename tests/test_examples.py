@@ -221,13 +221,15 @@ EXPECTED: dict[str, Example] = {
         allowed_modules=["order_fulfilment_actions"],
         runs=[
             # Both checks pass (credit first: it answers sooner), done -> approved; the
-            # fulfilment phase completes (done) -> shipped.
+            # customer is charged; the fulfilment phase completes (done) -> shipped.
             Run(
                 {"order_id": "A-1001", "total": 120},
-                [*CHECKS_PASSED, *FULFILMENT, "shipped"],
+                [*CHECKS_PASSED, "charge_payment", *FULFILMENT, "shipped"],
                 Status("completed"),
                 {
                     "credit_hold": 120,
+                    "payment": "PAY-A-1001",
+                    "charged": 120,
                     "picked": ["book", "lamp"],
                     "parcel": "parcel-A-1001",
                     "tracking": "TRK-A-1001",
@@ -235,13 +237,14 @@ EXPECTED: dict[str, Example] = {
                 compensated=[],
             ),
             # The fraud check fails after the credit check passed: the parallel state's error
-            # -> rejected (a failure); the credit hold is released.
+            # -> rejected (a failure); the credit hold is released; nothing was charged.
             Run(
                 {"order_id": "A-1002", "fraud_flag": True},
                 [*CHECKS, "checks.credit.ok", "rejected"],
                 Status("rolled_back"),
                 {"credit_hold": 0},
                 compensated=["checks.credit.run"],
+                attempts={"charge_payment": 0},
                 kinds=("rollback",),
             ),
             # The credit check refuses while the fraud check runs: that one is cancelled;
@@ -253,13 +256,25 @@ EXPECTED: dict[str, Example] = {
                 compensated=[],
                 attempts={"checks.credit.run": 1},
             ),
-            # Picking answers Event("cancel"): fulfilment's cancel transition -> cancelled.
+            # The card is declined: charge_payment's error -> payment_declined (a failure);
+            # nothing was charged, so only the credit hold is released.
             Run(
-                {"out_of_stock": True},
-                [*CHECKS_PASSED, "fulfilment", "fulfilment.picking", "cancelled"],
+                {"order_id": "A-1003", "card_declined": True},
+                [*CHECKS_PASSED, "charge_payment", "payment_declined"],
                 Status("rolled_back"),
                 {"credit_hold": 0},
                 compensated=["checks.credit.run"],
+                attempts={"charge_payment": 1},
+            ),
+            # Picking answers Event("cancel"): fulfilment's cancel transition -> cancelled.
+            # The saga unwinds newest first: the payment is refunded, then the hold released.
+            Run(
+                {"order_id": "A-1004", "out_of_stock": True},
+                [*CHECKS_PASSED, "charge_payment", "fulfilment", "fulfilment.picking", "cancelled"],
+                Status("rolled_back"),
+                {"payment": "PAY-A-1004", "charged": 0, "refunded": 120, "credit_hold": 0},
+                compensated=["charge_payment", "checks.credit.run"],
+                kinds=("rollback",),
             ),
         ],
     ),
