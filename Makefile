@@ -56,8 +56,9 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy procstore
 
-bench: venv
+bench: venv system-deps
 	$(BIN)/python perf/bench_procstore.py
+	$(BIN)/python perf/bench_diagrams.py
 
 # SPEC-007 validation report (tests + full benchmark, about 2-3 minutes); docs/validation.md is
 # generated output: commit it, never edit it by hand.

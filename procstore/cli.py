@@ -1164,6 +1164,11 @@ async def _diagram(
                 f"error: {chosen} needs Graphviz's dot program, which is not installed "
                 "(apt install graphviz / brew install graphviz); dot and mermaid need nothing",
             ) from None
+        if type(exc).__name__ == "DiagramTimeout":  # procstore.diagrams.dot.DiagramTimeout
+            raise CommandError(
+                EXIT_STORE,
+                f"error: {exc}; --format dot or mermaid gives the chart's text at once",
+            ) from None
         raise
     if out is not None:
         if isinstance(data, str):

@@ -11,6 +11,13 @@ Layout:
 - an edge from or to a compound state starts or ends at the cluster's border (``ltail`` /
   ``lhead`` with ``compound=true``);
 - ``error`` edges are red and dashed, ``timeout`` edges orange and dashed;
+- compensation: dashed dark-orange ``undo`` edges run from each state with a ``compensate``
+  action to the one compensated after it (:attr:`Diagram.compensation_order`), outside the
+  layout's ranking (``constraint=false``); a legend explains the line styles the chart uses;
+- big charts (more than :data:`LARGE_STATES` states or :data:`LARGE_EDGES` transitions) are laid
+  out with bounded effort: cheaper ``dot`` settings, a transition spanning more than
+  :data:`JUMP_LEVELS` levels drawn to a small "jump" node beside its source, and
+  :func:`render` gives ``dot`` :data:`LARGE_TIMEOUT_S` before falling back to ``sfdp``;
 - with an execution overlaid, the states it went through are tinted, the active ones drawn bold,
   failed ones red, compensated ones orange, and the edges that fired are thick and say how many
   times, the others grey.
@@ -19,6 +26,8 @@ Layout:
 from __future__ import annotations
 
 import html
+import itertools
+import subprocess
 from typing import Any, Literal
 
 import graphviz
@@ -27,7 +36,7 @@ from procstore import paths
 from procstore.diagrams.extract import format_ms
 from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
 
-__all__ = ["FORMATS", "RankDir", "render", "to_dot", "to_graph"]
+__all__ = ["FORMATS", "DiagramTimeout", "RankDir", "is_large", "render", "to_dot", "to_graph"]
 
 #: Binary/text formats :func:`render` produces through Graphviz.
 FORMATS = ("svg", "png")
@@ -38,8 +47,33 @@ FANIN_LIMIT = 4
 
 #: Resolution of PNG output (Graphviz's default, 96, looks blurry on today's screens).
 PNG_DPI = 144
+#: Resolution of a large chart's PNG: at PNG_DPI cairo spends seconds on the bitmap.
+PNG_LARGE_DPI = 96
 #: The largest PNG side, in inches (14,400 pixels at PNG_DPI); larger drawings are scaled down.
 PNG_MAX_INCHES = 100
+
+#: A chart with more states (regions included) or transitions than these is "large": laid out
+#: with bounded effort (see the module's docstring). Smaller charts are drawn as they always were.
+LARGE_STATES = 80
+LARGE_EDGES = 200
+#: In a large chart, a transition between states further apart than this (in
+#: :attr:`Diagram.levels`) ends at a jump node beside its source instead of running across the
+#: chart: dot spends minutes placing hundreds of long back edges (one virtual node per rank).
+JUMP_LEVELS = 6
+#: Cheaper ``dot`` settings for large charts: fewer crossing-minimisation and network-simplex
+#: iterations.
+LARGE_GRAPH_ATTRS: dict[str, str] = {
+    "mclimit": "0.1",
+    "nslimit": "2",
+    "nslimit1": "2",
+    "remincross": "false",
+    "searchsize": "10",
+}
+#: How long ``dot`` may take on a large chart before :func:`render` falls back to ``sfdp``
+#: (force-directed: no ranks, but it never takes long), and how long that may take.
+LARGE_TIMEOUT_S = 1.0
+FALLBACK_ENGINE = "sfdp"
+FALLBACK_TIMEOUT_S = 10.0
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -57,6 +91,11 @@ COMPENSATED_FILL = "#ffe0b2"
 MISSING_LINE = "#9e9e9e"
 
 _TOP = "i__top"
+_LEGEND = "legend"
+
+
+class DiagramTimeout(RuntimeError):
+    """Graphviz could not lay out the chart in time, even with the fallback engine."""
 
 
 def _h(text: str) -> str:
@@ -176,7 +215,9 @@ class _Renderer:
         self.diagram = diagram
         self.overlaid = diagram.execution is not None
         self.states = diagram.by_path
+        self.large = is_large(diagram)
         self.proxies = self._proxies()
+        self.jumps = self._jumps() if self.large else {}
 
     def _proxies(self) -> dict[tuple[str, str], str]:
         """Copies of busy terminal leaves: (source path, target path) -> node id.
@@ -200,6 +241,19 @@ class _Renderer:
             for n, source in enumerate(froms[1:], start=2):
                 proxies[(source, target)] = f"p{n}_{state.id}"
         return proxies
+
+    def _jumps(self) -> dict[int, str]:
+        """Large charts: transitions (by index) drawn to a jump node instead of their target,
+        because source and target are more than :data:`JUMP_LEVELS` levels apart."""
+        levels = self.diagram.levels
+        jumps = {}
+        for index, edge in enumerate(self.diagram.transitions):
+            if (edge.source, edge.target) in self.proxies:
+                continue
+            source, target = levels.get(edge.source), levels.get(edge.target)
+            if source is not None and target is not None and abs(source - target) > JUMP_LEVELS:
+                jumps[index] = f"j{index}_{self.states[edge.source].id}"
+        return jumps
 
     # Anchors: the node an edge entering / leaving a state is attached to.
     def entry(self, state: StateNode) -> str:
@@ -284,7 +338,7 @@ class _Renderer:
         return {"lhead": f"cluster_{target.id}"}
 
     def edge_attrs(
-        self, edge: TransitionEdge, source: StateNode, target: StateNode
+        self, edge: TransitionEdge, source: StateNode, target: StateNode, *, jump: bool = False
     ) -> dict[str, str]:
         attrs: dict[str, str] = {}
         label = edge.label
@@ -295,7 +349,8 @@ class _Renderer:
                 label += f" (from {source.name})"
             else:
                 attrs["ltail"] = f"cluster_{source.id}"
-        attrs.update(self.lhead(target, source))
+        if not jump:
+            attrs.update(self.lhead(target, source))
         color = INK
         if edge.kind in ("normal", "done") and target.outcome != "failure":
             # The happy path pulls straight; edges to failures bend around it.
@@ -363,11 +418,61 @@ class _Renderer:
         initial = self.states.get(diagram.initial)
         if initial is not None:
             graph.edge(_TOP, self.entry(initial), **self.lhead(initial, None))
-        for edge in diagram.transitions:
+        for index, edge in enumerate(diagram.transitions):
             source, target = self.states[edge.source], self.states[edge.target]
-            head = self.proxies.get((edge.source, edge.target)) or self.entry(target)
-            graph.edge(self.exit(source), head, **self.edge_attrs(edge, source, target))
+            jump = self.jumps.get(index)
+            if jump is not None:
+                graph.node(jump, **_jump_attrs(target))
+            head = jump or self.proxies.get((edge.source, edge.target)) or self.entry(target)
+            attrs = self.edge_attrs(edge, source, target, jump=jump is not None)
+            if jump is not None:
+                attrs["weight"] = "1"  # weight 3 pulls the whole chain aside, one step at a time
+            graph.edge(self.exit(source), head, **attrs)
+        self.undo_edges(graph)
+        self.legend(graph)
         return graph
+
+    def undo_edges(self, graph: graphviz.Digraph) -> None:
+        """Dashed ``undo`` edges from each compensable state to the one compensated next."""
+        order = self.diagram.compensation_order
+        for first, then in itertools.pairwise(order):
+            source, target = self.states[first], self.states[then]
+            attrs = {"ltail": f"cluster_{source.id}"} if source.is_cluster else {}
+            attrs.update(self.lhead(target, source))
+            graph.edge(
+                self.exit(source),
+                self.entry(target),
+                label="undo",
+                style="dashed",
+                color=COMPENSATE,
+                fontcolor=COMPENSATE,
+                arrowhead="vee",
+                constraint="false",
+                tooltip=graphviz.escape(f"compensation: {first} is undone, then {then}"),
+                **attrs,
+            )
+
+    def legend(self, graph: graphviz.Digraph) -> None:
+        """A plaintext node naming the line styles used, when there is more than the solid one."""
+        kinds = {edge.kind for edge in self.diagram.transitions}
+        rows = []
+        if kinds & {"normal", "done"}:
+            rows.append(_small("—— event (solid)"))
+        if "error" in kinds:
+            rows.append(_small("- - - error", ERROR_EDGE))
+        if "timeout" in kinds:
+            rows.append(_small("- - - timeout", TIMEOUT_EDGE))
+        if len(self.diagram.compensation_order) > 1:
+            rows.append(_small("- - - undo: compensation order", COMPENSATE))
+        if len(rows) < 2:
+            return
+        label = (
+            '<<TABLE BORDER="1" COLOR="#cfd8dc" CELLBORDER="0" CELLSPACING="0" '
+            'CELLPADDING="2">'
+            + "".join(f'<TR><TD ALIGN="LEFT">{row}</TD></TR>' for row in rows)
+            + "</TABLE>>"
+        )
+        graph.node(_LEGEND, label=label, shape="plaintext", style="", tooltip="legend")
 
 
 _INITIAL: dict[str, Any] = {
@@ -392,6 +497,17 @@ _FINAL: dict[str, Any] = {
     "fixedsize": "true",
     "tooltip": "end",
 }
+
+
+def _jump_attrs(target: StateNode) -> dict[str, str]:
+    return {
+        "label": _table([_small(f"↪ {target.name}", size=10)]),
+        "style": "rounded,dashed",
+        "color": MUTED,
+        "tooltip": graphviz.escape(f"goes to {target.path} (drawn apart: too far away)"),
+    }
+
+
 _HIDDEN: dict[str, Any] = {
     "label": "",
     "shape": "point",
@@ -401,9 +517,17 @@ _HIDDEN: dict[str, Any] = {
 }
 
 
+def is_large(diagram: Diagram) -> bool:
+    """More than :data:`LARGE_STATES` states or :data:`LARGE_EDGES` transitions."""
+    return len(diagram.by_path) > LARGE_STATES or len(diagram.transitions) > LARGE_EDGES
+
+
 def to_graph(diagram: Diagram, *, rankdir: RankDir = "TB") -> graphviz.Digraph:
     """``diagram`` as a :class:`graphviz.Digraph` (render it with ``.pipe(format=...)``)."""
-    return _Renderer(diagram).graph(rankdir)
+    graph = _Renderer(diagram).graph(rankdir)
+    if is_large(diagram):
+        graph.attr("graph", **LARGE_GRAPH_ATTRS)
+    return graph
 
 
 def to_dot(diagram: Diagram, *, rankdir: RankDir = "TB") -> str:
@@ -425,6 +549,33 @@ def render(diagram: Diagram, format: str = "svg", *, rankdir: RankDir = "TB") ->
     if format == "png":
         # Sharp at PNG_DPI, but at most PNG_MAX_INCHES a side: beyond that cairo's bitmaps
         # take minutes (a 200-state chart is better read as SVG anyway).
-        graph.attr("graph", dpi=str(PNG_DPI), size=f"{PNG_MAX_INCHES},{PNG_MAX_INCHES}")
-    data: bytes = graph.pipe(format=format)
-    return data
+        dpi = PNG_LARGE_DPI if is_large(diagram) else PNG_DPI
+        graph.attr("graph", dpi=str(dpi), size=f"{PNG_MAX_INCHES},{PNG_MAX_INCHES}")
+    if not is_large(diagram):
+        data: bytes = graph.pipe(format=format)
+        return data
+    source = graph.source.encode("utf-8")
+    try:
+        return _run("dot", format, source, LARGE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        return _run(FALLBACK_ENGINE, format, source, FALLBACK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DiagramTimeout(
+            f"Graphviz could not lay out {diagram.title} ({len(diagram.by_path)} states) in "
+            f"{LARGE_TIMEOUT_S + FALLBACK_TIMEOUT_S:g}s; draw it as dot or mermaid text instead"
+        ) from None
+
+
+def _run(engine: str, format: str, source: bytes, timeout: float) -> bytes:
+    """Graphviz's ``engine`` program on ``source``, killed after ``timeout`` seconds
+    (``subprocess.TimeoutExpired``); errors as the ``graphviz`` package raises them."""
+    cmd = [engine, f"-T{format}"]
+    try:
+        proc = subprocess.run(cmd, input=source, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise graphviz.ExecutableNotFound(cmd) from None
+    if proc.returncode:
+        raise graphviz.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+    return proc.stdout

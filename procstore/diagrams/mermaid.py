@@ -12,7 +12,9 @@ Written by hand: transitions' own Mermaid export crashes on parallel states.
   labels are ``event [guard]``;
 - terminal states get the classes ``success`` / ``failure``; an overlaid execution the classes
   ``active``, ``visited``, ``failed``, ``compensated``, and fired transitions say how many times
-  in parentheses.
+  in parentheses;
+- each state with a ``compensate`` action gets a note with its place in the rollback order
+  (``undo 1/3 ← compensate: cancel_car``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class _Writer:
         self.states = diagram.by_path
         self.overlaid = diagram.execution is not None
         self.lines: list[str] = []
+        # Compensable states by their place in the rollback order (see Diagram.compensation_order).
+        self.undo = {path: i for i, path in enumerate(diagram.compensation_order)}
         # Transitions by the scope (container path, None = top) they are written in.
         self.edges: dict[str | None, list[TransitionEdge]] = {}
         for edge in diagram.transitions:
@@ -143,6 +147,15 @@ class _Writer:
         for child in children:
             if child.terminal and child.kind != "region":
                 self.emit(depth, f"{child.id} --> [*]")
+        for child in children:
+            if child.path in self.undo:
+                self.note(child, depth)
+
+    def note(self, state: StateNode, depth: int) -> None:
+        """``undo k/n ← compensate: fn``: the compensation and its place in the rollback."""
+        k, n = self.undo[state.path] + 1, len(self.undo)
+        text = f"undo {k}/{n} ← {state.compensate}"
+        self.emit(depth, f"note right of {state.id} : {escape(text)}")
 
     def transition(self, edge: TransitionEdge, depth: int) -> None:
         source, target = self.states[edge.source], self.states[edge.target]

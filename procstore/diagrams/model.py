@@ -8,6 +8,7 @@ document order, so the same procedure always gives the same diagram.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -172,3 +173,47 @@ class Diagram:
     def state(self, path: str) -> StateNode:
         """The state at ``path`` (``KeyError`` if there is none)."""
         return self.by_path[path]
+
+    @cached_property
+    def levels(self) -> dict[str, int]:
+        """How many transitions it takes to reach each state from the initial one.
+
+        Entering a compound or parallel state enters its initial child (each region's) at the
+        same level, and entering a nested state enters its ancestors too; transitions declared
+        on a state count from it. States that cannot be reached are left out.
+        """
+        states = self.by_path
+        targets: dict[str, list[str]] = {}
+        for edge in self.transitions:
+            targets.setdefault(edge.source, []).append(edge.target)
+        levels: dict[str, int] = {}
+        queue: deque[tuple[str, int]] = deque([(self.initial, 0)])
+        while queue:
+            path, level = queue.popleft()
+            if path in levels or path not in states:
+                continue
+            levels[path] = level
+            state = states[path]
+            # Same level first (0-1 BFS): ancestors and initial children enter together.
+            if state.parent is not None:
+                queue.appendleft((state.parent, level))
+            if state.kind == "parallel":
+                queue.extendleft((region.path, level) for region in reversed(state.children))
+            elif state.initial is not None:
+                queue.appendleft((state.initial, level))
+            queue.extend((target, level + 1) for target in targets.get(path, ()))
+        return levels
+
+    @cached_property
+    def compensation_order(self) -> tuple[str, ...]:
+        """Paths of the states with a ``compensate`` action, in the order a failure at the end of
+        the happy path compensates them: the reverse of the order they are reached from the
+        initial state (:attr:`levels`, document order breaking ties). Unreachable states are
+        left out (they are never compensated)."""
+        levels = self.levels
+        reached = [
+            (levels[state.path], n, state.path)
+            for n, state in enumerate(self.walk())
+            if state.compensate is not None and state.path in levels
+        ]
+        return tuple(path for _, _, path in sorted(reached, reverse=True))
