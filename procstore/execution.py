@@ -268,7 +268,7 @@ class Execution:
                 if not busy:
                     break
                 await self._wait_for(busy)
-            return await self._fire(event)
+            return await self._fire(event, external=True)
 
     async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
         """Drive the execution until it finishes and return its final snapshot.
@@ -599,6 +599,10 @@ class Execution:
             self._running.add(path)
             try:
                 outcome, value = await self._invoke(action, path, attempt)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # The action swallowed our cancellation: its result no longer counts.
+                    raise asyncio.CancelledError
             except Exception as exc:  # an action's failure is data: the `error` event
                 self._running.discard(path)
                 self._errors[path] = _error(exc)
@@ -660,8 +664,14 @@ class Execution:
             self._log("log", state=path, message=action.log_message)
         return outcome, value
 
-    async def _fire(self, event: str, origin: str | None = None) -> bool:
+    async def _fire(self, event: str, origin: str | None = None, external: bool = False) -> bool:
         async with self._fire_lock:
+            if external:
+                # Checked again under the lock: a reset() or cancel() may have got in first.
+                if self._status is not Status.RUNNING or self._closing:
+                    raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
+                if not any(self._compiled.accepts(p, event) for p in self._active):
+                    raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
             fired = await self._trigger(event, origin)
             await self._drain()
         if self._exited_steps:

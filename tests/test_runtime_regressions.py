@@ -268,3 +268,41 @@ async def test_pending_outcome_not_fired_during_compensation(store: ProcedureSto
     assert records(final.history, "entered", state="b") == []
     assert ran_b == []
     assert final.status is Status.ROLLED_BACK
+
+
+async def test_an_action_that_swallows_cancellation_does_not_complete(
+    store: ProcedureStore,
+) -> None:
+    # Cancellation: cancel() ends the execution; an action that catches CancelledError and
+    # returns must not be recorded as a success (after "finished") nor become compensable.
+    gate = asyncio.Event()
+
+    async def stubborn(context: dict[str, Any]) -> str:
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "ok"
+
+    store.register_action("stubborn", stubborn)
+    await store.register(
+        make_doc(
+            {
+                "a": {
+                    "action": {"type": "function", "function": "stubborn"},
+                    "compensate": {"type": "noop"},
+                    "transitions": [{"event": "success", "target": "b"}],
+                },
+                "b": {},
+            },
+            "a",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await asyncio.sleep(0.01)
+    final = await within(ex.cancel(rollback=True))
+    await asyncio.sleep(0.05)
+    assert final.status is Status.CANCELLED
+    kinds = [r.kind for r in ex.state.history]
+    assert kinds[-1] == "finished"
+    assert not [r for r in ex.state.history if r.kind == "action" and r.error is None]
