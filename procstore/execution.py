@@ -228,6 +228,10 @@ class Execution:
             self._watchers.append(waiter)
             await waiter
 
+    def _refuse_if_finished(self) -> None:
+        if self._status is not Status.RUNNING or self._closing:
+            raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
+
     def _check_writable(self) -> None:
         if self._frozen is not None:
             raise StoreError(f"execution {self.id}: this handle is {self._frozen}")
@@ -249,8 +253,7 @@ class Execution:
         self._check_writable()
         async with self._send_lock:
             while True:
-                if self._status is not Status.RUNNING or self._closing:
-                    raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
+                self._refuse_if_finished()
                 leaves = self._active_leaves()
                 own = [leaf for leaf in leaves if self._compiled.accepts(leaf, event)]
                 if own:
@@ -347,11 +350,7 @@ class Execution:
                 self._begin_rollback("cancelled", Status.CANCELLED, stopped)
             else:
                 self._finish(Status.CANCELLED)
-        if stopped:
-            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
-        await self._wait_for(list(self._steps.values()))
-        await self._flush()
-        return self.state
+        return await self._ended(stopped)
 
     async def rollback(self) -> ExecutionState:
         """Fail the execution on purpose: cancel what runs, then compensate every completed
@@ -370,6 +369,11 @@ class Execution:
         async with self._fire_lock:
             stopped = self._halt()
             self._begin_rollback("rollback requested", Status.FAILED, stopped)
+        return await self._ended(stopped)
+
+    async def _ended(self, stopped: list[asyncio.Task[None]]) -> ExecutionState:
+        """After cancel() or rollback(): let the stopped actions clean up, wait for the
+        compensations, store the outcome, return the final snapshot."""
         if stopped:
             await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
         await self._wait_for(list(self._steps.values()))
@@ -486,14 +490,16 @@ class Execution:
         for region in sorted(missing, key=self._compiled.order.__getitem__):
             for path in self._compiled.entries[region]:
                 self.on_state_entered(path, None)
-        leaves = sorted(self._active_leaves(), key=self._compiled.order.__getitem__)
+        self._set_configuration(sorted(self._active_leaves(), key=self._compiled.order.__getitem__))
+
+    def _set_configuration(self, leaves: list[str]) -> None:
+        """Tell transitions which leaves are active: one path, or a list of them (parallel)."""
         self.fsm_state = leaves[0] if len(leaves) == 1 else leaves
 
     def _enter_initial(self) -> None:
         """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
         entry = self._compiled.initial_entry
-        leaves = [p for p in entry if self._plans[p].kind == "leaf"]
-        self.fsm_state = leaves[0] if len(leaves) == 1 else leaves
+        self._set_configuration([p for p in entry if self._plans[p].kind == "leaf"])
         for path in entry:
             self.on_state_entered(path, None)
 
@@ -534,12 +540,21 @@ class Execution:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        return self._cancel_steps()
+
+    def _cancel_steps(self, within: str | None = None) -> list[asyncio.Task[None]]:
+        """Cancel the steps — all, or those of states inside ``within`` — but the caller's;
+        return the ones that were still running."""
         current = asyncio.current_task()
-        stopped = [(k, s) for k, s in self._steps.items() if s is not current and not s.done()]
-        for key, step in stopped:
-            self._interrupt(key, step)
-        self._steps = {k: s for k, s in self._steps.items() if s is current}
-        return [step for _, step in stopped]
+        stopped = []
+        for key, step in list(self._steps.items()):
+            if step is current or (within is not None and not paths.is_within(key, within)):
+                continue
+            del self._steps[key]
+            if not step.done():
+                self._interrupt(key, step)
+                stopped.append(step)
+        return stopped
 
     async def _wait_for(self, steps: list[asyncio.Task[None]]) -> None:
         """Wait for ``steps`` to end without cancelling them if the waiter gives up."""
@@ -605,8 +620,8 @@ class Execution:
                     raise asyncio.CancelledError
             except Exception as exc:  # an action's failure is data: the `error` event
                 self._running.discard(path)
-                self._errors[path] = _error(exc)
-                self._log("action", state=path, attempt=attempt, error=_error(exc))
+                error = self._errors[path] = _error(exc)
+                self._log("action", state=path, attempt=attempt, error=error)
                 policy = plan.retry
                 if (
                     policy is None
@@ -637,20 +652,22 @@ class Execution:
     async def _invoke(self, action: CompiledAction, path: str, attempt: int = 1) -> tuple[str, Any]:
         """One attempt: await the action within its timeout, store its result; return the
         outcome event and the result as recorded."""
+        info = ActionInfo(self.id, path, attempt)
         if action.timeout_s is None:
-            value = await action.invoke(self._context, ActionInfo(self.id, path, attempt))
+            value = await action.invoke(self._context, info)
         else:
+            overrun = f"attempt took longer than {action.timeout_s * 1000:g} ms"
             began = time.monotonic()
             try:
                 async with asyncio.timeout(action.timeout_s) as scope:
-                    value = await action.invoke(self._context, ActionInfo(self.id, path, attempt))
+                    value = await action.invoke(self._context, info)
             except TimeoutError:
                 if not scope.expired():
                     raise  # the action's own TimeoutError, not our bound
-                raise Timeout(f"attempt took longer than {action.timeout_s * 1000:g} ms") from None
+                raise Timeout(overrun) from None
             if time.monotonic() - began > action.timeout_s:
                 # A synchronous action cannot be interrupted; it still broke its bound.
-                raise Timeout(f"attempt took longer than {action.timeout_s * 1000:g} ms")
+                raise Timeout(overrun)
         outcome = SUCCESS
         if isinstance(value, Event):
             outcome = value = value.name
@@ -668,8 +685,7 @@ class Execution:
         async with self._fire_lock:
             if external:
                 # Checked again under the lock: a reset() or cancel() may have got in first.
-                if self._status is not Status.RUNNING or self._closing:
-                    raise InvalidEvent(f"execution {self.id} has finished; it accepts no events")
+                self._refuse_if_finished()
                 if not any(self._compiled.accepts(p, event) for p in self._active):
                     raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
             fired = await self._trigger(event, origin)
@@ -768,13 +784,7 @@ class Execution:
         self._timers.pop(path, None)
         # The deadline stays in the checkpoint until the timeout has been acted on: after a
         # crash in between, it fires again at once on resume.
-        current = asyncio.current_task()
-        interrupted = []
-        for key, step in list(self._steps.items()):
-            if key and paths.is_within(key, path) and step is not current:
-                self._interrupt(key, step)
-                interrupted.append(step)
-        self._steps = {k: s for k, s in self._steps.items() if s not in interrupted}
+        interrupted = self._cancel_steps(within=path)
         self._start_step(path, self._expire, path, visit, interrupted)
 
     async def _expire(self, path: str, visit: int, interrupted: list[asyncio.Task[None]]) -> None:
