@@ -105,6 +105,7 @@ class StatePlan:
         container: The compound or parallel state this one completes (regions skipped), or
             ``None`` at the top.
         children: Paths of the child states (regions, for a parallel state).
+        initial: The child entered first (compound states and regions).
         terminal: No transitions: completing it completes its container.
         failure: A terminal leaf whose ``outcome`` is ``failure``.
         events: The events of the state's own transitions.
@@ -114,6 +115,7 @@ class StatePlan:
     kind: str
     container: str | None
     children: tuple[str, ...]
+    initial: str | None
     action: CompiledAction | None
     retry: RetryPolicy | None
     timeout_s: float | None
@@ -338,6 +340,7 @@ class _Builder:
                     "region",
                     path,
                     _paths(region_path, region_children),
+                    paths.join(region_path, region.initial_state),
                     None,
                     None,
                     None,
@@ -363,6 +366,7 @@ class _Builder:
             kind=kind,
             container=container,
             children=_paths(path, children),
+            initial=paths.join(path, state.initial_state) if state.initial_state else None,
             action=_compile_action(state.action, self.actions),
             retry=state.retry,
             timeout_s=state.timeout_ms / 1000 if state.timeout_ms is not None else None,
@@ -379,30 +383,16 @@ def _paths(parent: str, specs: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(paths.join(parent, spec["name"]) for spec in specs)
 
 
-def _entries(definition: Definition, plans: dict[str, StatePlan]) -> dict[str, tuple[str, ...]]:
+def _entries(plans: dict[str, StatePlan]) -> dict[str, tuple[str, ...]]:
     """For every state, the states entered when it is entered afresh: itself, then its initial
     descendants (every region of a parallel state), parents before children."""
-    initial_of: dict[str, str] = {}
-
-    def collect(states: dict[str, StateDef], parent: str | None) -> None:
-        for name, state in states.items():
-            path = paths.join(parent, name)
-            if state.states is not None and state.initial_state is not None:
-                initial_of[path] = state.initial_state
-                collect(state.states, path)
-            for region_name, region in (state.parallel or {}).items():
-                region_path = paths.join(path, region_name)
-                initial_of[region_path] = region.initial_state
-                collect(region.states, region_path)
-
-    collect(definition.states, None)
 
     def entry(path: str) -> tuple[str, ...]:
         plan = plans[path]
         if plan.kind == "parallel":
             return (path, *(p for region in plan.children for p in entry(region)))
-        if plan.kind in ("compound", "region"):
-            return (path, *entry(paths.join(path, initial_of[path])))
+        if plan.initial is not None:  # a compound state or a region
+            return (path, *entry(plan.initial))
         return (path,)
 
     return {path: entry(path) for path in plans}
@@ -472,7 +462,7 @@ def compile_procedure(
         machine=machine,
         states=builder.plans,
         flat=flat,
-        entries=_entries(definition, builder.plans),
+        entries=_entries(builder.plans),
         order={path: i for i, path in enumerate(_preorder(builder.plans, definition))},
         top_level=tuple(definition.states),
     )
