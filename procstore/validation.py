@@ -1,9 +1,8 @@
 """Reading and checking procedure documents.
 
-``load_procedure`` accepts a dict, a JSON string, or a path to a ``.json``/``.yaml`` file and
-returns a ``Procedure``, or raises
-``InvalidProcedure`` listing *every* problem found, each with the JSON
-path of the offending value.
+``load_document`` accepts a dict, a JSON string, or a path to a ``.json``/``.yaml`` file and
+returns a ``Procedure`` (with the document's data as written), or raises ``InvalidProcedure``
+listing *every* problem found, each with the JSON path of the offending value.
 """
 
 from __future__ import annotations
@@ -82,16 +81,13 @@ def _read_file(path: Path) -> Any:
         raise InvalidProcedure([Problem("$", f"not valid YAML: {exc}")], source=str(path)) from None
 
 
-def load_procedure(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> Procedure:
-    """Parse and fully validate ``doc``; raise ``InvalidProcedure`` with every problem."""
-    return load_document(doc, actions, guards)[0]
-
-
 def load_document(
     doc: Document, actions: ActionRegistry, guards: GuardRegistry
 ) -> tuple[Procedure, Mapping[str, Any]]:
-    """Like ``load_procedure``, also returning the document's data as written (what a
-    persistent store keeps, so it shows the document back unchanged)."""
+    """Parse and fully validate ``doc``; raise ``InvalidProcedure`` with every problem.
+
+    Returns the procedure and the document's data as written (what a persistent store keeps,
+    so it shows the document back unchanged)."""
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
         found = type(data).__name__ if data is not None else "null"
