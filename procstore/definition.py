@@ -17,6 +17,7 @@ field may go, reachability, allowed modules, guards) live in `procstore.validati
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from packaging.version import InvalidVersion, Version
@@ -36,8 +37,11 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The longest duration a definition may give, in milliseconds: a day. Also the longest retry
+#: delay when a policy sets no `max_delay_ms`.
+MAX_DURATION_MS = 86_400_000
 #: A duration in milliseconds: positive, at most a day.
-Milliseconds = Annotated[float, Field(gt=0, le=86_400_000)]
+Milliseconds = Annotated[float, Field(gt=0, le=MAX_DURATION_MS)]
 
 
 class _ActionBase(_Schema):
@@ -68,7 +72,7 @@ class SleepAction(_ActionBase):
     """Waits `ms` milliseconds (without blocking other executions)."""
 
     type: Literal["sleep"]
-    ms: Annotated[float, Field(ge=0, le=86_400_000)]
+    ms: Annotated[float, Field(ge=0, le=MAX_DURATION_MS)]
 
 
 class FailAction(_ActionBase):
@@ -128,13 +132,14 @@ class RetryPolicy(_Schema):
     """Re-run a failed action, with exponential backoff (Step Functions' defaults).
 
     The delay before attempt `n + 1` is `min(interval_ms * backoff_rate ** (n - 1),
-    max_delay_ms)`; with `jitter: full` it is uniform in `[0, that]`.
+    max_delay_ms)` (`max_delay_ms` defaults to a day); with `jitter: full` it is uniform in
+    `[0, that]`.
     """
 
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="Every attempt counts, the first included."
     )
-    interval_ms: Annotated[float, Field(ge=0, le=86_400_000)] = 1000
+    interval_ms: Annotated[float, Field(ge=0, le=MAX_DURATION_MS)] = 1000
     backoff_rate: Annotated[float, Field(ge=1, le=100)] = 2.0
     max_delay_ms: Milliseconds | None = None
     jitter: Literal["full", "none"] = "none"
@@ -145,9 +150,17 @@ class RetryPolicy(_Schema):
     )
 
     def delay_ms(self, failed_attempt: int) -> float:
-        """The delay, before jitter, after attempt `failed_attempt` (1-based) failed."""
-        delay = self.interval_ms * self.backoff_rate ** (failed_attempt - 1)
-        return delay if self.max_delay_ms is None else min(delay, self.max_delay_ms)
+        """The delay, before jitter, after attempt `failed_attempt` (1-based) failed: never
+        more than `max_delay_ms`, or a day (`MAX_DURATION_MS`) when that is not set."""
+        cap = self.max_delay_ms if self.max_delay_ms is not None else MAX_DURATION_MS
+        exponent = failed_attempt - 1
+        if self.interval_ms == 0 or exponent == 0:
+            return min(self.interval_ms, cap)
+        # Compared in log space first: `backoff_rate ** exponent` overflows a float long before
+        # `max_attempts` runs out (100 ** 155), and past the cap its value does not matter.
+        if exponent * math.log(self.backoff_rate) > math.log(cap / self.interval_ms) + 1:
+            return cap
+        return min(self.interval_ms * self.backoff_rate**exponent, cap)
 
 
 class StateDef(_Schema):

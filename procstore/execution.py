@@ -516,14 +516,35 @@ class Execution:
             await self._flush()  # write-ahead: what led here is stored before it runs
             await work(*args)
             await self._flush()
-        except Exception as exc:  # a defect, not an action's failure: stop, don't hang
+        except Exception as exc:  # a defect, not an action's failure: fail, don't hang
             logger.exception("execution %s: internal error", self.id)
             self._log("internal_error", state=key or None, error=_error(exc))
-            self._finish(Status.FAILED)
+            await self._fail_internally(key, exc)
             await self._flush()
         finally:
             if self._steps.get(key) is asyncio.current_task():
                 del self._steps[key]
+
+    async def _fail_internally(self, key: str, error: Exception) -> None:
+        """After an internal error in the step of ``key``: the documented failure path, as if
+        that state's action had failed — its ``error`` handler if it has one, otherwise the
+        execution fails and compensates. An error while compensating ends it ``failed``."""
+        async with self._fire_lock:
+            if self._status is not Status.RUNNING:
+                return
+            try:
+                if key == EXECUTION or self._closing:
+                    self._finish(Status.FAILED)
+                elif key in self._active:
+                    self._errors[key] = _error(error)
+                    await self._raise(ERROR, key)
+                    await self._drain()
+                else:
+                    self._fail()
+            except Exception as exc:  # the failure path itself broke: stop here
+                logger.exception("execution %s: internal error while failing", self.id)
+                self._log("internal_error", state=key or None, error=_error(exc))
+                self._finish(Status.FAILED)
 
     def _interrupt(self, key: str, step: asyncio.Task[None]) -> None:
         """Cancel ``step``; an attempt it was running is recorded as interrupted now, so the

@@ -87,7 +87,8 @@ class HistoryRecord(_Frozen):
     - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
     - `reset`: the execution was reset to `state`, its initial state.
     - `finished`: the execution ended in `state` with `status`.
-    - `internal_error`: a defect in procstore stopped the execution (`error`); it ends failed.
+    - `internal_error`: a defect in procstore broke a step (`error`); handled as a failed
+      action of that state (`error` event, else failure with compensation).
 
     New kinds may be added: skip the ones you do not know.
 

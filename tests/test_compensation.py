@@ -631,3 +631,52 @@ async def test_reset_forgets_the_completions_of_the_old_run(store: ProcedureStor
     assert saga.undone == ["a"]
     assert len(records(final.history, "compensation")) == 1
     assert final.status == Status.ROLLED_BACK
+
+
+def _break_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make procstore's own retry scheduling raise: an internal error, not an action's."""
+
+    def broken(policy: Any, failed_attempt: int) -> float:
+        raise RuntimeError("defect in the retry scheduler")
+
+    monkeypatch.setattr("procstore.execution.retry_delay_ms", broken)
+
+
+async def test_an_internal_error_in_a_step_fires_the_states_error_transition(
+    store: ProcedureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _break_retry_delays(monkeypatch)
+    saga = Saga(store, "a")
+    retried = {"action": {"type": "fail"}, "retry": {"max_attempts": 3, "interval_ms": 1}}
+    await store.register(
+        make_doc(
+            {
+                "a": _step("a", _t("work")),
+                "work": {**retried, "transitions": [_t("done"), _t("handled", "error")]},
+                "done": {},
+                "handled": {},
+            },
+            "a",
+        )
+    )
+    final = await _finish(await within(store.start("p", "1.0", {})))
+
+    assert records(final.history, "internal_error", state="work")
+    assert final.current == "handled" and final.status == Status.COMPLETED
+    assert saga.undone == []
+
+
+async def test_an_unhandled_internal_error_compensates_like_an_action_failure(
+    store: ProcedureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _break_retry_delays(monkeypatch)
+    saga = Saga(store, "a", "b", "c")
+    retried = {"action": {"type": "fail"}, "retry": {"max_attempts": 3, "interval_ms": 1}}
+    await store.register(
+        _three_steps_then({**retried, "transitions": [_t("never")]}, {"never": {}})
+    )
+    final = await _finish(await within(store.start("p", "1.0", {})))
+
+    assert records(final.history, "internal_error", state="last")
+    assert saga.undone == ["c", "b", "a"]
+    assert final.status == Status.ROLLED_BACK

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
+from procstore.definition import MAX_DURATION_MS, RetryPolicy
 from tests.conftest import index_of, make_doc, records, wait_until, within
 
 
@@ -423,3 +424,31 @@ async def test_each_execution_retries_independently(store: ProcedureStore) -> No
     assert len(records(final_one.history, "retry")) == 1
     assert records(final_two.history, "retry") == []
     assert final_one.current == final_two.current == "done"
+
+
+async def test_a_steep_backoff_is_capped_instead_of_overflowing(store: ProcedureStore) -> None:
+    # 100 ** 155 overflows a float: the delay after attempt 156 once raised OverflowError and
+    # the execution failed without its error transition.
+    flaky = _always(ConnectionError("down"), n=300)
+    final = await _run(
+        store,
+        flaky,
+        {"max_attempts": 200, "interval_ms": 0.001, "backoff_rate": 100, "max_delay_ms": 0.001},
+    )
+
+    assert flaky.calls == 200
+    assert final.current == "failed"  # through the error transition
+    assert records(final.history, "internal_error") == []
+    delays = [r.delay_ms for r in records(final.history, "retry")]
+    assert len(delays) == 199 and max(delays) == 0.001
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 17, 156, 1000])
+def test_a_delay_without_max_delay_ms_never_exceeds_a_day(attempt: int) -> None:
+    policy = RetryPolicy(max_attempts=1000, interval_ms=1000, backoff_rate=100)
+    assert 0 < policy.delay_ms(attempt) <= MAX_DURATION_MS == 86_400_000
+
+
+def test_delays_below_the_cap_keep_the_exact_formula() -> None:
+    policy = RetryPolicy(interval_ms=5, backoff_rate=3.0, max_delay_ms=1e6)
+    assert [policy.delay_ms(n) for n in range(1, 6)] == [5, 15, 45, 135, 405]
