@@ -29,13 +29,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 from transitions.extensions.asyncio import AsyncMachine
 
 from procstore import paths
 from procstore.compiler import CompiledAction, CompiledProcedure, Guard, StatePlan
 from procstore.definition import RetryPolicy
 from procstore.errors import InvalidEvent, StoreError, Timeout
+from procstore.jsondata import require_json, stand_in
 from procstore.outcome import ActionInfo, Event
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 
@@ -70,14 +70,6 @@ def _to_model(record: dict[str, Any]) -> HistoryRecord:
 
 def _error(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
-
-
-def json_compatible(value: Any, what: str) -> Any:
-    """``value`` as plain JSON data (a copy); TypeError naming ``what`` when it has none."""
-    try:
-        return to_jsonable_python(value)
-    except PydanticSerializationError as exc:
-        raise TypeError(f"{what} is not JSON-compatible: {exc}") from None
 
 
 def is_retryable(policy: RetryPolicy, exc: BaseException) -> bool:
@@ -197,7 +189,7 @@ class Execution:
             current=self.current,
             active=self.active,
             status=self._status,
-            context=to_jsonable_python(self._context, fallback=repr),
+            context=self._context_data(),
             history=self.history,
         )
 
@@ -694,10 +686,10 @@ class Execution:
             outcome = value = value.name
         if action.result_key is not None:
             # It goes into the context, which must stay plain data (snapshots, storage).
-            value = json_compatible(value, f"the result stored as {action.result_key!r}")
+            value = require_json(value, f"the result stored as {action.result_key!r}")
             self._context[action.result_key] = value
         else:  # only recorded in the history: a readable stand-in will do
-            value = to_jsonable_python(value, fallback=repr)
+            value = stand_in(value)
         if action.log_message is not None:
             self._log("log", state=path, message=action.log_message)
         return outcome, value
@@ -932,6 +924,14 @@ class Execution:
         if not commit.cancelled() and commit.exception() is None:
             self._flushed = max(self._flushed, end)
 
+    def _context_data(self) -> dict[str, Any]:
+        """The context as JSON data for snapshots and checkpoints; an action may have put
+        anything into it, so what JSON cannot hold is stored as a stand-in (never an error)."""
+        data = stand_in(self._context)
+        if isinstance(data, dict):
+            return data
+        return {str(key): stand_in(value) for key, value in self._context.items()}
+
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to resume this execution elsewhere, as JSON-compatible data."""
         order = self._compiled.order
@@ -942,14 +942,14 @@ class Execution:
             "rollback": list(self._rollback) if self._rollback else None,
             "active": sorted(self._active, key=order.__getitem__),
             "fsm_state": self.fsm_state,
-            "context": to_jsonable_python(self._context, fallback=repr),
+            "context": self._context_data(),
             "start_context": self._start_context,
             "pending": dict(self._pending),
             "done_leaves": sorted(self._done_leaves),
             "acted": sorted(self._acted),
             "outcomes": {leaf: list(outcome) for leaf, outcome in self._outcomes.items()},
             "completed": [plan.path for plan in self._completed],
-            "results": to_jsonable_python(self._results, fallback=repr),
+            "results": dict(self._results),  # already JSON data (see _invoke)
             "errors": dict(self._errors),
             "attempts": dict(self._attempts),
             "retry_at": dict(self._retry_at),

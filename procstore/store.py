@@ -18,13 +18,9 @@ from procstore.actions import ActionCallable, ActionRegistry
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
 from procstore.errors import ExecutionNotFound, ProcedureNotFound, StoreError, VersionConflict
-from procstore.execution import (
-    Execution,
-    json_compatible,
-    restore_execution,
-    start_execution,
-)
+from procstore.execution import Execution, restore_execution, start_execution
 from procstore.guards import GuardCallable, GuardRegistry
+from procstore.jsondata import require_json
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, SQLiteBackend, StoredExecution
 from procstore.validation import Document, load_document
@@ -233,7 +229,7 @@ class ProcedureStore:
             )
         compiled = compile_procedure(procedure, self._actions, self._guards)
         if self._backend is not None:
-            document = json_compatible(dict(data), "the procedure document")
+            document = require_json(dict(data), "the procedure document")
             await self._backend.save_procedure(procedure.name, procedure.version, document)
         self._procedures[key] = compiled
         return procedure
@@ -294,7 +290,7 @@ class ProcedureStore:
         """
         await self._run_here()
         compiled = self._compiled(name, version)
-        start_context = json_compatible(dict(context or {}), "the start context")
+        start_context = require_json(dict(context or {}), "the start context")
         execution_id = uuid.uuid4().hex
         journal = None
         if self._backend is not None:

@@ -122,7 +122,9 @@ _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 _PAGE_SIZES: Final = frozenset({1, *(2**n for n in range(9, 16))})  # 1 stands for 65536
 
-_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# ensure_ascii: every Python str is storable, lone surrogates included (written as \ud800
+# escapes): text an action produced can never make a commit fail to encode.
+_encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 _INSERT_EXECUTION: Final = """
     INSERT INTO executions (id, procedure, version, status, snapshot, created_at, updated_at)
