@@ -286,15 +286,21 @@ class Execution:
                         if running and leaf in self._active:
                             await self._fire(outcome, leaf)
                 await self._finished.wait()
+                final = self.state  # taken now: a reset() may run during the flush
                 await self._flush()  # the end is stored before the caller hears of it
         finally:
             self._drivers -= 1
-        return self.state
+        return final
 
     async def reset(self) -> None:
         """Cancel what runs and go back to the initial state with a fresh copy of the start
-        context. The reset is recorded; the history is kept."""
+        context. The reset is recorded; the history is kept.
+
+        A rollback in progress is never cut short: its remaining compensations run, and the
+        rollback ends (and is stored) before the reset."""
         self._check_writable()
+        while self._closing and EXECUTION in self._steps:
+            await self._wait_for([self._steps[EXECUTION]])
         async with self._fire_lock:
             stopped = self._halt()
             self._context = copy.deepcopy(self._start_context)
@@ -369,8 +375,9 @@ class Execution:
         if stopped:
             await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
         await self._wait_for(list(self._steps.values()))
+        final = self.state  # taken now: a reset() waiting for this end may run during the flush
         await self._flush()
-        return self.state
+        return final
 
     # -- machine callbacks ------------------------------------------------------------------
 

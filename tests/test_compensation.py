@@ -680,3 +680,83 @@ async def test_an_unhandled_internal_error_compensates_like_an_action_failure(
     assert records(final.history, "internal_error", state="last")
     assert saga.undone == ["c", "b", "a"]
     assert final.status == Status.ROLLED_BACK
+
+
+async def _saga_rolling_back_on_a_gate(
+    store: ProcedureStore,
+) -> tuple[Saga, Gate, Any, asyncio.Task[Any]]:
+    """Steps a and b completed; rollback() was called and b's compensation waits on a gate."""
+    saga = Saga(store, "a")
+    gate = Gate(result="undid b")
+    store.register_action("do_b", lambda context: "b-id")
+    store.register_action("undo_b", gate.action)
+    await store.register(
+        make_doc(
+            {
+                "a": _step("a", _t("b")),
+                "b": _step("b", _t("wait")),
+                "wait": {"transitions": [_t("done", "go")]},
+                "done": {},
+            },
+            "a",
+        )
+    )
+    ex = await within(store.start("p", "1.0", {}))
+    await within(ex.send("success"))
+    await within(ex.send("success"))
+    rolling_back = asyncio.get_running_loop().create_task(ex.rollback())
+    await within(gate.started.wait())
+    return saga, gate, ex, rolling_back
+
+
+async def test_reset_during_a_rollback_lets_every_compensation_finish_first(
+    store: ProcedureStore,
+) -> None:
+    saga, gate, ex, rolling_back = await _saga_rolling_back_on_a_gate(store)
+    resetting = asyncio.get_running_loop().create_task(ex.reset())
+    await asyncio.sleep(0.01)
+    assert not resetting.done()  # waits for the compensation in progress
+    gate.release.set()
+    await within(resetting)
+    await within(rolling_back)
+
+    assert not gate.cancelled and saga.undone == ["a"]  # b's and then a's compensation ran
+    kinds = [(r.kind, r.state) for r in ex.history if r.kind in ("compensation", "reset")]
+    assert kinds == [("compensation", "b"), ("compensation", "a"), ("reset", "a")]
+    assert records(ex.history, "finished", status=Status.ROLLED_BACK)
+    assert ex.status == Status.RUNNING and ex.current in ("a", "b", "wait")
+
+
+async def test_a_rollback_interrupted_by_reset_still_returns_its_final_snapshot(
+    store: ProcedureStore,
+) -> None:
+    _, gate, ex, rolling_back = await _saga_rolling_back_on_a_gate(store)
+    resetting = asyncio.get_running_loop().create_task(ex.reset())
+    gate.release.set()
+    final = await within(rolling_back)
+    await within(resetting)
+
+    assert final.status == Status.ROLLED_BACK
+    assert final.history[-1].kind == "finished"
+
+
+async def test_reset_during_a_rollback_is_stored_as_it_happened(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'reset.db'}"
+    async with ProcedureStore(url) as store:
+        _, gate, ex, rolling_back = await _saga_rolling_back_on_a_gate(store)
+        resetting = asyncio.get_running_loop().create_task(ex.reset())
+        gate.release.set()
+        await within(rolling_back)
+        await within(resetting)
+        live = ex.history
+    async with ProcedureStore(url, read_only=True) as reader:
+        stored = (await reader.get_execution(ex.id)).history
+
+    assert stored == live
+    kinds = [(r.kind, r.state) for r in stored if r.kind in ("compensation", "finished", "reset")]
+    assert kinds == [
+        ("compensation", "b"),
+        ("compensation", "a"),
+        ("finished", "wait"),
+        ("reset", "a"),
+    ]
