@@ -18,6 +18,7 @@ before the trigger that caused them returns, like SCXML's internal queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import inspect
@@ -136,6 +137,8 @@ class Execution:
         self._exited_steps: list[asyncio.Task[None]] = []  # cancelled by leaving their state
         self._rollback: tuple[str, str] | None = None  # (reason, status if nothing to undo)
         self._frozen: str | None = None  # why this handle may not change the execution
+        self._write_failure: StoreError | None = None  # the failed write that stopped it
+        self._stored: dict[str, Any] | None = None  # the checkpoint last committed
         self._done_leaves: set[str] = set()  # terminal leaves whose work has completed
         self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
         self._origin: str | None = None  # the state an event being fired comes from
@@ -207,7 +210,12 @@ class Execution:
 
     async def watch(self) -> AsyncIterator[HistoryRecord]:
         """Yield every history record — those so far, then each new one as it happens — until
-        the execution has finished."""
+        the execution has finished.
+
+        Raises:
+            StoreError: a write to the store failed: the execution stopped here (see
+                [`run_to_completion`][procstore.Execution.run_to_completion]).
+        """
         seen = 0
         while True:
             records = self.history
@@ -216,6 +224,7 @@ class Execution:
             seen = len(records)
             if self._status is not Status.RUNNING and seen == len(self._history):
                 return
+            self._raise_if_stopped()
             waiter = asyncio.get_running_loop().create_future()
             self._watchers.append(waiter)
             await waiter
@@ -227,6 +236,21 @@ class Execution:
     def _check_writable(self) -> None:
         if self._frozen is not None:
             raise StoreError(f"execution {self.id}: this handle is {self._frozen}")
+
+    def _raise_if_stopped(self) -> None:
+        if self._write_failure is not None:
+            raise StoreError(
+                f"execution {self.id}: this handle is {self._frozen}"
+            ) from self._write_failure
+
+    @property
+    def detached(self) -> bool:
+        """Whether this handle no longer runs the execution: its store was closed, it was loaded
+        from a read-only store, or a write to its store failed. The stored execution goes on
+        from what was last stored through a new handle
+        ([`get_execution`][procstore.ProcedureStore.get_execution] or
+        [`recover`][procstore.ProcedureStore.recover])."""
+        return self._frozen is not None
 
     async def send(self, event: str) -> bool:
         """Process ``event`` after earlier events and after the running actions of the states
@@ -273,6 +297,10 @@ class Execution:
         Raises:
             TimeoutError: it has not finished within ``timeout`` seconds. That only ends the
                 wait: the execution stays as it is.
+            StoreError: a write to the store failed (a full disk, say). The execution stopped
+                in this process at once, without changing its status: the database keeps it as
+                last stored, and [`recover`][procstore.ProcedureStore.recover] carries it on
+                from there once writes work again.
         """
         if self._status is Status.RUNNING:
             self._check_writable()
@@ -286,6 +314,7 @@ class Execution:
                         if running and leaf in self._active:
                             await self._fire(outcome, leaf)
                 await self._finished.wait()
+                self._raise_if_stopped()
                 final = self.state  # taken now: a reset() may run during the flush
                 await self._flush()  # the end is stored before the caller hears of it
         finally:
@@ -515,11 +544,15 @@ class Execution:
             await self._flush()  # write-ahead: what led here is stored before it runs
             await work(*args)
             await self._flush()
-        except Exception as exc:  # a defect, not an action's failure: fail, don't hang
+        except Exception as exc:
+            if self._write_failure is not None:
+                return  # a write failed: the execution stopped (_stop said so, once)
+            # A defect, not an action's failure: fail, don't hang.
             logger.exception("execution %s: internal error", self.id)
             self._log("internal_error", state=key or None, error=_error(exc))
-            await self._fail_internally(key, exc)
-            await self._flush()
+            with contextlib.suppress(StoreError):  # a failed write stops it (_stop)
+                await self._fail_internally(key, exc)
+                await self._flush()
         finally:
             if self._steps.get(key) is asyncio.current_task():
                 del self._steps[key]
@@ -908,28 +941,66 @@ class Execution:
         self._finished.set()
 
     async def _flush(self) -> None:
-        """Commit the records since the last flush with a snapshot, in one transaction."""
-        if self._journal is None:
+        """Commit the records since the last flush with a snapshot, in one transaction.
+
+        Raises:
+            StoreError: the write failed; the execution has stopped (see ``_stop``).
+        """
+        journal = self._journal
+        if journal is None:
             return
         async with self._flush_lock:
-            if self._commit is not None and not self._commit.done():
-                await asyncio.shield(self._commit)  # a cancelled flusher's commit, still going
-            end = len(self._history)
-            if end == self._flushed:
-                return
-            records = self._history[self._flushed : end]
-            # The commit runs as its own task: if this caller is cancelled (a timeout around
-            # send()), the commit still completes and is counted, so no record is sent twice.
-            commit = asyncio.get_running_loop().create_task(
-                self._journal.commit(self._status.value, self.checkpoint(), records)
-            )
-            commit.add_done_callback(functools.partial(self._committed, end))
-            self._commit = commit
-            await asyncio.shield(commit)
+            self._raise_if_stopped()  # checked under the lock: an earlier flusher may have failed
+            try:
+                if self._commit is not None and not self._commit.done():
+                    await asyncio.shield(self._commit)  # a cancelled flusher's commit, going on
+                end = len(self._history)
+                if end == self._flushed:
+                    return
+                records = self._history[self._flushed : end]
+                checkpoint = self.checkpoint()
+                # The commit runs as its own task: if this caller is cancelled (a timeout around
+                # send()), the commit still completes and is counted, so no record is sent twice.
+                commit = asyncio.get_running_loop().create_task(
+                    journal.commit(self._status.value, checkpoint, records)
+                )
+                commit.add_done_callback(functools.partial(self._committed, end, checkpoint))
+                self._commit = commit
+                await asyncio.shield(commit)
+            except Exception as exc:
+                self._stop(exc)
+                self._raise_if_stopped()
 
-    def _committed(self, end: int, commit: asyncio.Task[None]) -> None:
-        if not commit.cancelled() and commit.exception() is None:
-            self._flushed = max(self._flushed, end)
+    def _stop(self, error: Exception) -> None:
+        """A write failed: stop everything this handle runs, at once and without a record or a
+        status the database does not have. The database keeps the execution as last stored;
+        a new handle (``recover()``) carries it on from there once writes work again."""
+        if self._write_failure is not None:
+            return
+        failure = error if isinstance(error, StoreError) else StoreError(str(error))
+        self._write_failure = failure
+        self._frozen = f"stopped: a write to its store failed ({failure})"
+        logger.error(
+            "execution %s stopped: a write to its store failed (%s); it stays as last stored "
+            "and store.recover() carries it on once writes work again",
+            self.id,
+            failure,
+        )
+        self._halt()
+        if self._running_registry is not None:
+            self._running_registry.pop(self.id, None)
+        if self._stored is not None:  # the handle shows what the database holds, nothing newer
+            self._restore(self._stored, self._history[: self._flushed])
+        self._finished.set()  # wakes run_to_completion(), which raises the failure
+        for waiter in self._watchers:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._watchers.clear()
+
+    def _committed(self, end: int, checkpoint: dict[str, Any], commit: asyncio.Task[None]) -> None:
+        if not commit.cancelled() and commit.exception() is None and end >= self._flushed:
+            self._flushed = end
+            self._stored = checkpoint
 
     def _context_data(self) -> dict[str, Any]:
         """The context as JSON data for snapshots and checkpoints; an action may have put
@@ -986,7 +1057,9 @@ class Execution:
         self._retry_at = {k: float(v) for k, v in snapshot["retry_at"].items()}
         self._deadlines = {k: float(v) for k, v in snapshot["deadlines"].items()}
         self._history = records
+        self._history_models = self._history_models[: len(records)]
         self._flushed = len(records)
+        self._stored = snapshot
         if self._status is not Status.RUNNING:
             self._finished.set()
             if self._running_registry is not None:
@@ -1020,10 +1093,10 @@ class Execution:
     async def detach(self) -> None:
         """Store what this handle shows, then stop this process's work on the execution (the
         store is closing): it stays ``running`` in the database and resumes from there."""
-        await self._flush()
-        if self._commit is not None and not self._commit.done():
-            await asyncio.shield(self._commit)
-        self._frozen = "detached: its store was closed"
+        if self._write_failure is None:
+            with contextlib.suppress(StoreError):  # then it stopped: _stop said so
+                await self._flush()
+        self._frozen = self._frozen or "detached: its store was closed"
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -1061,13 +1134,14 @@ async def start_execution(
             end = len(execution._history)
             records = execution._history[:end]
             try:
-                await journal.create(execution._status.value, execution.checkpoint(), records)
+                checkpoint = execution.checkpoint()
+                await journal.create(execution._status.value, checkpoint, records)
             except BaseException:
                 execution._halt()  # never stored: nothing of it may run
                 if running is not None:
                     running.pop(execution_id, None)
                 raise
-            execution._flushed = end
+            execution._flushed, execution._stored = end, checkpoint
     return execution
 
 

@@ -311,7 +311,7 @@ class ProcedureStore:
             ExecutionNotFound: no execution has that id.
         """
         await self.open()
-        live = self._executions.get(execution_id)
+        live = self._live(execution_id)
         if live is not None:
             return live
         if self._backend is None:
@@ -322,7 +322,7 @@ class ProcedureStore:
         resume = stored.status == Status.RUNNING and not self._read_only
         if resume:
             await self._run_here()
-            live = self._executions.get(execution_id)  # resumed meanwhile by another call
+            live = self._live(execution_id)  # resumed meanwhile by another call
             if live is not None:
                 return live
         return self._restore(stored, resume=resume)
@@ -378,11 +378,17 @@ class ProcedureStore:
             return []
         resumed = []
         for stored in await self._backend.load_unfinished():
-            live = self._executions.get(stored.id)
+            live = self._live(stored.id)
             if live is None:
                 live = self._restore(stored, resume=True)
             resumed.append(live)
         return resumed
+
+    def _live(self, execution_id: str) -> Execution | None:
+        """This process's handle on an execution, unless it is detached (a failed write stopped
+        it, say): then the stored execution is loaded anew."""
+        live = self._executions.get(execution_id)
+        return None if live is None or live.detached else live
 
     def _restore(self, stored: StoredExecution, *, resume: bool) -> Execution:
         assert self._backend is not None
