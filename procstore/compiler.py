@@ -39,6 +39,13 @@ from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
 #: the execution's public snapshot.
 MODEL_ATTRIBUTE = "fsm_state"
 
+#: Events only procstore raises, never a host's ``send()``: ``done`` (a compound or parallel
+#: state completed) and ``timeout`` (a state's ``timeout_ms`` ran out).
+RAISED_ONLY = frozenset({"done", "timeout"})
+#: Events procstore alone raises on compound and parallel states (a child ended in failure); a
+#: host may still send them to a leaf (to report work done outside as failed, say).
+RAISED_ON_CONTAINERS = frozenset({"error"})
+
 #: What a guard check is: a function of the execution's guard names (context + ``result``).
 GuardCheck = Callable[[Mapping[str, Any]], Any]
 
@@ -216,6 +223,15 @@ class CompiledProcedure:
 
     def accepts(self, state: str, event: str) -> bool:
         """Whether ``state`` has a transition of its own on ``event``."""
+        return event in self.states[state].events
+
+    def accepts_from_host(self, state: str, event: str) -> bool:
+        """Whether ``state`` has a transition on ``event`` that a host may fire with ``send()``:
+        not one on an event only procstore raises (see ``RAISED_ONLY``)."""
+        if event in RAISED_ONLY or (
+            event in RAISED_ON_CONTAINERS and self.states[state].kind != "leaf"
+        ):
+            return False
         return event in self.states[state].events
 
     async def fire(self, model: MachineModel, event: str) -> bool:

@@ -33,7 +33,13 @@ from typing import Any, Protocol
 from transitions.extensions.asyncio import AsyncMachine
 
 from procstore import paths
-from procstore.compiler import CompiledAction, CompiledProcedure, Guard, StatePlan
+from procstore.compiler import (
+    RAISED_ONLY,
+    CompiledAction,
+    CompiledProcedure,
+    Guard,
+    StatePlan,
+)
 from procstore.definition import RetryPolicy
 from procstore.errors import InvalidEvent, StoreError, Timeout
 from procstore.jsondata import require_json, stand_in
@@ -143,6 +149,7 @@ class Execution:
         self._internal: deque[tuple[str, bool]] = deque()  # (terminal leaf, failed) to process
         self._origin: str | None = None  # the state an event being fired comes from
         self._origin_exact = False  # only that state may handle it (``done``)
+        self._host_event: str | None = None  # the event a host's send() is firing
         self._completed: list[StatePlan] = []  # completed actions to compensate, oldest first
         self._pending: dict[str, str] = {}  # outcome events waiting for a driver, by leaf
         self._drivers = 0
@@ -263,31 +270,48 @@ class Execution:
             ``event`` blocked it (the state is unchanged).
 
         Raises:
-            InvalidEvent: no active state has a transition on ``event``, or the execution has
-                finished.
+            InvalidEvent: no active state has a transition on ``event`` that a host may fire,
+                or the execution has finished. ``done`` and ``timeout`` are only ever raised by
+                procstore itself, and so is ``error`` on a compound or parallel state.
         """
         self._check_writable()
+        if event in RAISED_ONLY:
+            raise InvalidEvent(
+                f"{event!r} is raised by procstore itself (when a compound or parallel state "
+                "completes, or a state's timeout_ms runs out); it cannot be sent"
+            )
+        accepts = self._compiled.accepts_from_host
         async with self._send_lock:
             while True:
                 self._refuse_if_finished()
                 leaves = self._active_leaves()
-                own = [leaf for leaf in leaves if self._compiled.accepts(leaf, event)]
+                own = [leaf for leaf in leaves if accepts(leaf, event)]
                 if own:
                     busy = [self._steps[leaf] for leaf in own if leaf in self._steps]
-                elif any(self._compiled.accepts(p, event) for p in self._active if p not in leaves):
+                elif any(accepts(p, event) for p in self._active if p not in leaves):
                     busy = []
                 else:
                     busy = list(self._steps.values())
                     if not busy:
-                        accepted = sorted({e for p in self._active for e in self._plans[p].events})
                         raise InvalidEvent(
                             f"no active state of {self.current!r} has a transition on {event!r} "
-                            f"(they accept: {', '.join(accepted) or 'nothing'})"
+                            f"(they accept: {', '.join(self._sendable_events()) or 'nothing'})"
                         )
                 if not busy:
                     break
                 await self._wait_for(busy)
             return await self._fire(event, external=True)
+
+    def _sendable_events(self) -> list[str]:
+        """The events ``send()`` accepts now, sorted."""
+        return sorted(
+            {
+                event
+                for path in self._active
+                for event in self._plans[path].events
+                if self._compiled.accepts_from_host(path, event)
+            }
+        )
 
     async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
         """Drive the execution until it finishes and return its final snapshot.
@@ -454,6 +478,8 @@ class Execution:
     def in_scope(self, source: str) -> bool:
         if source not in self._active:
             return False  # an earlier transition of the same event already left it
+        if self._host_event is not None:
+            return self._compiled.accepts_from_host(source, self._host_event)
         origin = self._origin
         if origin is None:
             return True
@@ -739,9 +765,9 @@ class Execution:
             if external:
                 # Checked again under the lock: a reset() or cancel() may have got in first.
                 self._refuse_if_finished()
-                if not any(self._compiled.accepts(p, event) for p in self._active):
+                if not any(self._compiled.accepts_from_host(p, event) for p in self._active):
                     raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
-            fired = await self._trigger(event, origin)
+            fired = await self._trigger(event, origin, external=external)
             await self._drain()
         if self._exited_steps:
             # The actions a transition cancelled (leaving a compound state, say) have run
@@ -751,15 +777,19 @@ class Execution:
         await self._flush()
         return fired
 
-    async def _trigger(self, event: str, origin: str | None, exact: bool = False) -> bool:
+    async def _trigger(
+        self, event: str, origin: str | None, exact: bool = False, external: bool = False
+    ) -> bool:
         """Trigger ``event`` (the fire lock is held), routed to ``origin`` and its ancestors
-        (or ``origin`` alone when ``exact``)."""
+        (or ``origin`` alone when ``exact``); from a host (``external``), only to the states
+        that accept it from a host."""
         self._origin, self._origin_exact = origin, exact
+        self._host_event = event if external else None
         before = self._transitions
         try:
             await self._compiled.fire(self, event)
         finally:
-            self._origin, self._origin_exact = None, False
+            self._origin, self._origin_exact, self._host_event = None, False, None
         # Counted rather than taken from the trigger's return value: with parallel regions,
         # transitions returns the result of the *last* region tried, not whether any fired.
         fired = self._transitions > before
