@@ -988,6 +988,84 @@ async def test_a_retried_success_is_not_a_failure() -> None:
     assert fetch.attempts == 2 and not fetch.failed
 
 
+def saga_doc(steps: int) -> dict[str, Any]:
+    """A trip saga of ``steps`` reservations, each compensable, each with an ``error`` edge to
+    one ``not_booked`` state: more sources than FANIN_LIMIT, so ``not_booked`` is drawn beside
+    each of them."""
+    names = [f"reserve_{i}" for i in range(steps)]
+    states: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        states[name] = {
+            "action": {"type": "function", "function": "trip.reserve"},
+            "compensate": {"type": "function", "function": "trip.cancel"},
+            "transitions": [
+                {"event": "success", "target": names[i + 1] if i + 1 < steps else "confirmed"},
+                {"event": "error", "target": "not_booked"},
+            ],
+        }
+    states["confirmed"] = {}
+    states["not_booked"] = {"outcome": "failure"}
+    return make_doc(states, names[0], name="saga")
+
+
+async def run_saga(doc: dict[str, Any], fail_at: int) -> ExecutionState:
+    """Run ``doc``; the ``fail_at``-th reservation (from 1) is refused."""
+    store = ProcedureStore()
+
+    @store.action("trip.reserve")
+    def reserve(context: dict[str, Any]) -> None:
+        context["n"] = context.get("n", 0) + 1
+        if context["n"] == fail_at:
+            raise RuntimeError("sold out")
+
+    @store.action("trip.cancel")
+    def cancel(context: dict[str, Any]) -> None:
+        return None
+
+    await store.register(doc)
+    ex = await store.start("saga")
+    return await ex.run_to_completion(timeout=5)
+
+
+def boxes_named(graph: Graph, name: str) -> dict[str, list[str]]:
+    """Every box drawn for state ``name`` (its own and its copies), with its label's rows."""
+    return {node: label_lines(graph.nodes[node]["label"]) for node in graph.named(name)}
+
+
+def test_a_state_drawn_more_than_once_marks_its_copies() -> None:
+    graph = dot_graph(saga_doc(6))
+    boxes = boxes_named(graph, "not_booked")
+    assert len(boxes) == 6  # beside each reservation
+    copies = [node for node, rows in boxes.items() if dot_renderer.COPY_NOTE in rows]
+    assert len(copies) == 5
+    for node in boxes:
+        assert ("dashed" in graph.nodes[node].get("style", "")) == (node in copies)
+    legend = label_lines(graph.nodes["legend"]["label"])
+    assert f"┆ dashed box, {dot_renderer.COPY_NOTE}: drawn beside each source" in legend
+
+
+async def test_overlay_marks_only_the_copy_the_execution_came_in_by() -> None:
+    doc = saga_doc(6)
+    state = await run_saga(doc, fail_at=4)
+    assert state.status == Status.ROLLED_BACK and state.current == "not_booked"
+    graph = dot_graph(doc, state)
+    (reached,) = [
+        target
+        for _, target, attrs in graph.edges
+        if attrs.get("tooltip") == "reserve_3 → not_booked: error"
+    ]
+    for node, rows in boxes_named(graph, "not_booked").items():
+        attrs = graph.nodes[node]
+        if node == reached:
+            assert f"entered 1{X}" in rows and "failed" in rows
+            assert attrs["penwidth"] == "3" and attrs["color"] == dot_renderer.ACTIVE_LINE
+        else:
+            assert not any(row.startswith("entered") or row == "failed" for row in rows), node
+            assert "penwidth" not in attrs and attrs["color"] == dot_renderer.FAILURE_LINE
+    model = diagram(doc, state)
+    assert [(b.id, b.visits) for b in model.state("not_booked").boxes if b.marked] == [(reached, 1)]
+
+
 def test_overlay_of_a_nested_snapshot_matches_bubbled_events_and_active_regions() -> None:
     """A snapshot written by hand (the nested runtime is not needed): ``cancel`` is declared on
     ``fulfilment`` but recorded from its active leaf; parallel regions are active together."""

@@ -26,6 +26,7 @@ from procstore.diagrams import mermaid as _mermaid
 from procstore.diagrams.dot import RankDir
 from procstore.diagrams.extract import extract, overlay
 from procstore.diagrams.model import (
+    Box,
     Diagram,
     ExecutionOverlay,
     StateNode,
@@ -35,6 +36,7 @@ from procstore.validation import Document
 
 __all__ = [
     "FORMATS",
+    "Box",
     "Diagram",
     "ExecutionOverlay",
     "Format",

@@ -14,13 +14,16 @@ Layout:
 - compensation: dashed dark-orange ``undo`` edges run from each state with a ``compensate``
   action to the one compensated after it (:attr:`Diagram.compensation_order`), outside the
   layout's ranking (``constraint=false``); a legend explains the line styles the chart uses;
+- a terminal leaf entered from many states is drawn beside each of them
+  (:attr:`StateNode.boxes`): the copies are dashed and say so;
 - big charts (more than :data:`LARGE_STATES` states or :data:`LARGE_EDGES` transitions) are laid
   out with bounded effort: cheaper ``dot`` settings, a transition spanning more than
   :data:`JUMP_LEVELS` levels drawn to a small "jump" node beside its source, and
   :func:`render` gives ``dot`` :data:`LARGE_TIMEOUT_S` before falling back to ``sfdp``;
 - with an execution overlaid, the states it went through are tinted, the active ones drawn bold,
   failed ones red, compensated ones orange, and the edges that fired are thick and say how many
-  times, the others grey.
+  times, the others grey; of a state drawn more than once, only the box the execution came in
+  by carries its marks.
 """
 
 from __future__ import annotations
@@ -41,9 +44,6 @@ __all__ = ["FORMATS", "DiagramTimeout", "RankDir", "is_large", "render", "to_dot
 #: Binary/text formats :func:`render` produces through Graphviz.
 FORMATS = ("svg", "png")
 RankDir = Literal["TB", "LR", "BT", "RL"]
-
-#: A terminal leaf entered from more states than this is drawn beside each of them.
-FANIN_LIMIT = 4
 
 #: Resolution of PNG output (Graphviz's default, 96, looks blurry on today's screens).
 PNG_DPI = 144
@@ -89,6 +89,9 @@ VISITED_FILL = "#e3f2fd"
 FAILED_FILL = "#ffcdd2"
 COMPENSATED_FILL = "#ffe0b2"
 MISSING_LINE = "#9e9e9e"
+
+#: The row that marks a copy of a state drawn more than once (see Box).
+COPY_NOTE = "↩ copy (same state)"
 
 _TOP = "i__top"
 _LEGEND = "legend"
@@ -138,8 +141,10 @@ def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
     return rows
 
 
-def _leaf_label(state: StateNode, overlaid: bool) -> str:
+def _leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
     rows = [f'<FONT POINT-SIZE="12"><B>{_h(state.name)}</B></FONT>']
+    if copy:
+        rows.append(_small(COPY_NOTE, MUTED, italic=True))
     if state.kind == "missing":
         rows.append(_small("no such state", FAILURE_LINE, italic=True))
         return _table(rows)
@@ -177,14 +182,19 @@ def _cluster_label(state: StateNode, overlaid: bool) -> str:
     return _table(rows)
 
 
-def _leaf_attrs(state: StateNode, overlaid: bool) -> dict[str, str]:
-    attrs: dict[str, str] = {"label": _leaf_label(state, overlaid)}
+def _leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict[str, str]:
+    """A leaf's box; a ``copy`` of a state drawn more than once says so and is dashed."""
+    attrs: dict[str, str] = {"label": _leaf_label(state, overlaid, copy)}
     tooltip = state.description or state.path
+    if copy:
+        tooltip = f"{tooltip} ({COPY_NOTE})"
     attrs["tooltip"] = graphviz.escape(tooltip)
     line, fill = INK, "white"
     if state.kind == "missing":
         line = MISSING_LINE
         attrs["style"] = "rounded,dashed"
+    if copy:
+        attrs["style"] = "rounded,filled,dashed"
     if state.terminal:
         attrs["peripheries"] = "2"
         if state.outcome == "failure":
@@ -216,31 +226,7 @@ class _Renderer:
         self.overlaid = diagram.execution is not None
         self.states = diagram.by_path
         self.large = is_large(diagram)
-        self.proxies = self._proxies()
         self.jumps = self._jumps() if self.large else {}
-
-    def _proxies(self) -> dict[tuple[str, str], str]:
-        """Copies of busy terminal leaves: (source path, target path) -> node id.
-
-        A terminal leaf (it has no outgoing transitions, so a copy hides nothing) entered from
-        more than :data:`FANIN_LIMIT` states is drawn once more beside each of them after the
-        first. Without that, a ``failed`` state that every step's ``error`` leads to pulls long
-        edges across the whole chart: unreadable, and slow for dot (a 60-state chain takes
-        seconds, 200 states minutes).
-        """
-        sources: dict[str, list[str]] = {}
-        for edge in self.diagram.transitions:
-            seen = sources.setdefault(edge.target, [])
-            if edge.source not in seen:
-                seen.append(edge.source)
-        proxies = {}
-        for target, froms in sources.items():
-            state = self.states[target]
-            if len(froms) <= FANIN_LIMIT or state.kind != "leaf" or not state.terminal:
-                continue
-            for n, source in enumerate(froms[1:], start=2):
-                proxies[(source, target)] = f"p{n}_{state.id}"
-        return proxies
 
     def _jumps(self) -> dict[int, str]:
         """Large charts: transitions (by index) drawn to a jump node instead of their target,
@@ -248,8 +234,8 @@ class _Renderer:
         levels = self.diagram.levels
         jumps = {}
         for index, edge in enumerate(self.diagram.transitions):
-            if (edge.source, edge.target) in self.proxies:
-                continue
+            if edge.box is not None and edge.box != self.states[edge.target].id:
+                continue  # it ends at a copy of its target, beside its source
             source, target = levels.get(edge.source), levels.get(edge.target)
             if source is not None and target is not None and abs(source - target) > JUMP_LEVELS:
                 jumps[index] = f"j{index}_{self.states[edge.source].id}"
@@ -306,12 +292,12 @@ class _Renderer:
                     final = f"f_{state.id}"
                     graph.node(final, **_FINAL)
                     graph.edge(self.exit(state), final, ltail=f"cluster_{state.id}")
+            elif state.boxes:
+                for box in state.boxes:
+                    attrs = _leaf_attrs(state.drawn_as(box), self.overlaid, copy=box.copy)
+                    graph.node(box.id, **attrs)
             else:
-                attrs = _leaf_attrs(state, self.overlaid)
-                graph.node(state.id, **attrs)
-                for (_, target), proxy in self.proxies.items():
-                    if target == state.path:
-                        graph.node(proxy, **attrs)
+                graph.node(state.id, **_leaf_attrs(state, self.overlaid))
 
     def cluster_body(self, sub: graphviz.Digraph, state: StateNode) -> None:
         if state.kind == "parallel":
@@ -423,7 +409,7 @@ class _Renderer:
             jump = self.jumps.get(index)
             if jump is not None:
                 graph.node(jump, **_jump_attrs(target))
-            head = jump or self.proxies.get((edge.source, edge.target)) or self.entry(target)
+            head = jump or edge.box or self.entry(target)
             attrs = self.edge_attrs(edge, source, target, jump=jump is not None)
             if jump is not None:
                 attrs["weight"] = "1"  # weight 3 pulls the whole chain aside, one step at a time
@@ -464,6 +450,8 @@ class _Renderer:
             rows.append(_small("- - - timeout", TIMEOUT_EDGE))
         if len(self.diagram.compensation_order) > 1:
             rows.append(_small("- - - undo: compensation order", COMPENSATE))
+        if any(state.boxes for state in self.diagram.walk()):
+            rows.append(_small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED))
         if len(rows) < 2:
             return
         label = (

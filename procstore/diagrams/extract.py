@@ -30,6 +30,7 @@ from procstore.definition import (
 )
 from procstore.diagrams.model import (
     TIMES,
+    Box,
     Diagram,
     EdgeKind,
     ExecutionOverlay,
@@ -40,7 +41,13 @@ from procstore.diagrams.model import (
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 from procstore.validation import Document, read_document
 
-__all__ = ["as_execution", "as_procedure", "extract", "format_ms", "overlay"]
+__all__ = ["FANIN_LIMIT", "as_execution", "as_procedure", "extract", "format_ms", "overlay"]
+
+#: A terminal leaf entered from more states than this is drawn beside each of them (one
+#: :class:`~procstore.diagrams.model.Box` per source state). Without that, a ``failed`` state
+#: that every step's ``error`` leads to pulls long edges across the whole chart: unreadable, and
+#: slow for Graphviz (a 60-state chain takes seconds, 200 states minutes).
+FANIN_LIMIT = 4
 
 _MAX_TEXT = 48
 _WHITESPACE = re.compile(r"\s+")
@@ -296,6 +303,36 @@ class _Builder:
         return edges
 
 
+def _boxes(
+    states: Mapping[str, StateNode], edges: Iterable[TransitionEdge]
+) -> dict[str, tuple[Box, ...]]:
+    """The boxes of the terminal leaves entered from more than :data:`FANIN_LIMIT` states: the
+    state's own box beside the first source (in document order), a copy beside each other."""
+    sources: dict[str, list[str]] = {}
+    for edge in edges:
+        seen = sources.setdefault(edge.target, [])
+        if edge.source not in seen:
+            seen.append(edge.source)
+    boxes = {}
+    for target, froms in sources.items():
+        state = states[target]
+        if len(froms) <= FANIN_LIMIT or state.kind != "leaf" or not state.terminal:
+            continue
+        boxes[target] = tuple(
+            Box(id=state.id if n == 1 else f"p{n}_{state.id}", source=source, copy=n > 1)
+            for n, source in enumerate(froms, start=1)
+        )
+    return boxes
+
+
+def _with_boxes(state: StateNode, boxes: Mapping[str, tuple[Box, ...]]) -> StateNode:
+    return dataclasses.replace(
+        state,
+        children=tuple(_with_boxes(child, boxes) for child in state.children),
+        boxes=boxes.get(state.path, ()),
+    )
+
+
 def extract(procedure: Procedure | Document) -> Diagram:
     """The diagram of ``procedure`` (a :class:`Procedure` or a document)."""
     procedure = as_procedure(procedure)
@@ -313,13 +350,19 @@ def extract(procedure: Procedure | Document) -> Diagram:
                     path=edge.target, name=edge.target, id=builder.ids(edge.target), kind="missing"
                 )
             )
+    by_path = {node.path: node for top in states for node in top.walk()}
+    boxes = _boxes(by_path, transitions)
+    box_of = {(box.source, path): box.id for path, drawn in boxes.items() for box in drawn}
     return Diagram(
         name=procedure.name,
         version=procedure.version,
         description=procedure.description,
         initial=definition.initial_state,
-        states=tuple(states),
-        transitions=tuple(transitions),
+        states=tuple(_with_boxes(state, boxes) for state in states),
+        transitions=tuple(
+            dataclasses.replace(edge, box=box_of.get((edge.source, edge.target)))
+            for edge in transitions
+        ),
     )
 
 
@@ -421,11 +464,33 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
     for i, edge in enumerate(edges):
         by_source.setdefault(edge.source, []).append(i)
     fired: Counter[int] = Counter()
+    last_box: dict[str, str] = {}  # state path -> the box the execution last entered it by
     for record in history:
         if record.kind == "transition":
             index = _match_edge(record, by_source, edges)
             if index is not None:
                 fired[index] += 1
+                edge = edges[index]
+                if edge.box is not None:
+                    last_box[edge.target] = edge.box
+    through: Counter[str] = Counter()  # box id -> entries through it
+    for i, edge in enumerate(edges):
+        if edge.box is not None:
+            through[edge.box] += fired[i]
+
+    def boxes(state: StateNode, visited: int) -> tuple[Box, ...]:
+        """The state's boxes, each with its share of the visits; the one the execution last
+        came in by carries the marks (its own box when it never came in by a transition)."""
+        copies = sum(through[box.id] for box in state.boxes if box.copy)
+        marked = last_box.get(state.path, state.id)
+        return tuple(
+            dataclasses.replace(
+                box,
+                visits=through[box.id] if box.copy else max(0, visited - copies),
+                marked=box.id == marked,
+            )
+            for box in state.boxes
+        )
 
     def paint(state: StateNode) -> StateNode:
         path = state.path
@@ -444,6 +509,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
             timed_out=path in timed_out,
             compensated=compensated.get(path, 0),
             compensation_failed=path in compensation_failed,
+            boxes=boxes(state, visited),
         )
 
     return dataclasses.replace(

@@ -8,6 +8,7 @@ document order, so the same procedure always gives the same diagram.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,34 @@ Outcome = Literal["success", "failure"]
 
 #: The multiplication sign, in backoff rates and in how many times an edge fired.
 TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+@dataclass(frozen=True)
+class Box:
+    """One box of a state drawn more than once (:attr:`StateNode.boxes`).
+
+    A terminal leaf entered from more than :data:`procstore.diagrams.extract.FANIN_LIMIT` states
+    is drawn beside each of them: its own box beside the first, a copy beside each other one.
+    It has no outgoing transitions, so a copy hides nothing, and the chart needs no long edges
+    across it to one shared box.
+
+    Attributes:
+        id: The box's node id: the state's own :attr:`StateNode.id` for its own box, a unique
+            ``[A-Za-z0-9_]`` id for a copy.
+        source: Path of the state whose transitions to this state end at this box.
+        copy: A copy (drawn marked as one), not the state's own box.
+        visits: Overlay: how many times the execution entered the state through this box (the
+            own box also counts entries that came through no transition, such as the start).
+        marked: Overlay: this box carries the state's overlay marks (active, failed, attempts,
+            compensation): the execution last entered the state through it. Exactly one box of
+            an overlaid state is marked.
+    """
+
+    id: str
+    source: str
+    copy: bool = False
+    visits: int = 0
+    marked: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,9 @@ class StateNode:
         timed_out: Overlay: the state's ``timeout_ms`` ran out.
         compensated: Overlay: how many times the state's action was compensated.
         compensation_failed: Overlay: a compensation of the state's action failed.
+        boxes: The boxes the state is drawn as when it is drawn more than once (a terminal leaf
+            entered from many states: see :class:`Box`), its own box first; empty when it is
+            drawn once. Renderers that draw every state once (Mermaid) ignore them.
     """
 
     path: str
@@ -82,6 +114,24 @@ class StateNode:
     timed_out: bool = False
     compensated: int = 0
     compensation_failed: bool = False
+    boxes: tuple[Box, ...] = ()
+
+    def drawn_as(self, box: Box) -> StateNode:
+        """The state as ``box`` shows it: the box that carries the overlay (:attr:`Box.marked`)
+        shows every mark, the others only how many times the execution came in through them;
+        each shows its own share of :attr:`visits`."""
+        if box.marked:
+            return dataclasses.replace(self, visits=box.visits)
+        return dataclasses.replace(
+            self,
+            active=False,
+            visits=box.visits,
+            attempts=0,
+            failed=False,
+            timed_out=False,
+            compensated=0,
+            compensation_failed=False,
+        )
 
     @property
     def is_cluster(self) -> bool:
@@ -107,6 +157,8 @@ class TransitionEdge:
             ``!pred`` (``unless``).
         kind: How it is drawn (see :data:`EdgeKind`).
         index: Its position among the source state's transitions.
+        box: When the target is drawn more than once (:attr:`StateNode.boxes`): the id of the
+            box this edge ends at; ``None`` otherwise.
         fired: Overlay: how many times it fired.
     """
 
@@ -116,6 +168,7 @@ class TransitionEdge:
     guards: tuple[str, ...] = ()
     kind: EdgeKind = "normal"
     index: int = 0
+    box: str | None = None
     fired: int = 0
 
     @property
