@@ -37,7 +37,7 @@ from procstore.diagrams import (
 )
 from procstore.diagrams import dot as dot_renderer
 from procstore.diagrams.model import TIMES as X
-from tests.conftest import make_doc
+from tests.conftest import Gate, make_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -1066,6 +1066,95 @@ async def test_overlay_marks_only_the_copy_the_execution_came_in_by() -> None:
     assert [(b.id, b.visits) for b in model.state("not_booked").boxes if b.marked] == [(reached, 1)]
 
 
+async def run_with_fallback() -> tuple[dict[str, Any], ExecutionState]:
+    """fetch fails; its ``error`` transition goes to use_cache, which completes."""
+    store = ProcedureStore()
+
+    @store.action("feed.fetch")
+    def fetch(context: dict[str, Any]) -> None:
+        raise ConnectionError("feed down")
+
+    doc = make_doc(
+        {
+            "fetch": {
+                "action": {"type": "function", "function": "feed.fetch"},
+                "transitions": [
+                    {"event": "success", "target": "done"},
+                    {"event": "error", "target": "use_cache"},
+                ],
+            },
+            "use_cache": {"action": {"type": "noop"}},
+            "done": {},
+        },
+        "fetch",
+        name="feed",
+    )
+    await store.register(doc)
+    return doc, await (await store.start("feed")).run_to_completion(timeout=5)
+
+
+async def test_an_error_handled_by_a_declared_transition_is_not_a_failure() -> None:
+    doc, state = await run_with_fallback()
+    assert state.status == Status.COMPLETED
+    fetch = diagram(doc, state).state("fetch")
+    assert not fetch.failed
+    assert fetch.handled == (("error", "use_cache"),)
+    graph = dot_graph(doc, state)
+    node = graph.nodes[node_of(graph, "fetch")]
+    rows = label_lines(node["label"])
+    assert "error handled → use_cache" in rows and "failed" not in rows
+    assert node["fillcolor"] == dot_renderer.HANDLED_FILL
+    text = to_mermaid(doc, state)
+    assert "    s_fetch : error handled → use_cache" in text.splitlines()
+    assert "class s_fetch handled" in text and "failed" not in text
+
+
+async def test_a_failed_execution_is_marked_where_it_failed_apart_from_handled_errors() -> None:
+    doc = saga_doc(3)
+    state = await run_saga(doc, fail_at=2)  # reserve_1's error -> not_booked: rolled back
+    assert state.status == Status.ROLLED_BACK
+    model = diagram(doc, state)
+    assert model.state("not_booked").failed
+    assert not model.state("reserve_1").failed
+    assert model.state("reserve_1").handled == (("error", "not_booked"),)
+    assert not model.state("not_booked").handled
+    graph = dot_graph(doc, state)
+    ended = graph.nodes[node_of(graph, "not_booked")]
+    assert ended["fillcolor"] == dot_renderer.FAILED_FILL and "failed" in label_lines(
+        ended["label"]
+    )
+    legend = label_lines(graph.nodes["legend"]["label"])
+    assert dot_renderer.LEGEND_FAILED in legend and dot_renderer.LEGEND_HANDLED in legend
+
+
+async def test_a_timeout_handled_by_its_transition_is_not_a_failure() -> None:
+    store = ProcedureStore()
+    gate = Gate()  # never released: the state's timeout interrupts the attempt
+    store.register_action("slow.call", gate.action)
+    doc = make_doc(
+        {
+            "call": {
+                "action": {"type": "function", "function": "slow.call"},
+                "timeout_ms": 20,
+                "transitions": [
+                    {"event": "success", "target": "done"},
+                    {"event": "timeout", "target": "late"},
+                ],
+            },
+            "late": {},
+            "done": {},
+        },
+        "call",
+    )
+    await store.register(doc)
+    state = await (await store.start("p")).run_to_completion(timeout=5)
+    assert state.status == Status.COMPLETED and gate.cancelled
+    call = diagram(doc, state).state("call")
+    assert call.timed_out
+    assert not call.failed  # the interrupted attempt is not a failure of the action
+    assert call.handled == (("timeout", "late"),)
+
+
 def test_overlay_of_a_nested_snapshot_matches_bubbled_events_and_active_regions() -> None:
     """A snapshot written by hand (the nested runtime is not needed): ``cancel`` is declared on
     ``fulfilment`` but recorded from its active leaf; parallel regions are active together."""
@@ -1116,6 +1205,44 @@ def test_overlay_of_a_nested_snapshot_matches_bubbled_events_and_active_regions(
     graph = dot_graph(nested_doc(), snapshot)
     assert graph.cluster_attrs["cluster_s_checks"]["color"] == dot_renderer.ACTIVE_LINE
     assert graph.nodes["s_checks__credit__run"]["penwidth"] == "3"
+
+
+def test_an_error_handled_by_an_ancestor_is_marked_on_the_state_that_raised_it() -> None:
+    at = "2026-01-01T00:00:00Z"
+    snapshot = ExecutionState.model_validate(
+        {
+            "id": "e2",
+            "procedure": "order",
+            "version": "1.0",
+            "current": "rejected",
+            "status": "failed",
+            "context": {},
+            "history": [
+                {"kind": "entered", "at": at, "state": "checks.credit.run"},
+                {
+                    "kind": "action",
+                    "at": at,
+                    "state": "checks.credit.run",
+                    "attempt": 1,
+                    "error": {"type": "LookupError", "message": "no such customer"},
+                },
+                {
+                    "kind": "transition",
+                    "at": at,
+                    "state": "checks",  # the state that declares the error transition
+                    "event": "error",
+                    "target": "rejected",
+                },
+                {"kind": "entered", "at": at, "state": "rejected"},
+                {"kind": "finished", "at": at, "state": "rejected", "status": "failed"},
+            ],
+        }
+    )
+    model = diagram(nested_doc(), snapshot)
+    run = model.state("checks.credit.run")
+    assert not run.failed and run.handled == (("error", "rejected"),)
+    assert not model.state("checks").handled and not model.state("checks").failed
+    assert model.state("rejected").failed
 
 
 @needs_graphviz

@@ -21,7 +21,9 @@ Layout:
   :data:`JUMP_LEVELS` levels drawn to a small "jump" node beside its source, and
   :func:`render` gives ``dot`` :data:`LARGE_TIMEOUT_S` before falling back to ``sfdp``;
 - with an execution overlaid, the states it went through are tinted, the active ones drawn bold,
-  failed ones red, compensated ones orange, and the edges that fired are thick and say how many
+  failed ones red (the execution failed there), those whose error a declared ``error`` or
+  ``timeout`` transition handled yellow (``error handled → target``), compensated ones orange
+  (the legend says which is which), and the edges that fired are thick and say how many
   times, the others grey; of a state drawn more than once, only the box the execution came in
   by carries its marks.
 """
@@ -37,7 +39,7 @@ import graphviz
 
 from procstore import paths
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode, TransitionEdge
 
 __all__ = ["FORMATS", "DiagramTimeout", "RankDir", "is_large", "render", "to_dot", "to_graph"]
 
@@ -87,11 +89,17 @@ COMPENSATE = "#e65100"
 ACTIVE_LINE, ACTIVE_FILL = "#1565c0", "#bbdefb"
 VISITED_FILL = "#e3f2fd"
 FAILED_FILL = "#ffcdd2"
+HANDLED_LINE, HANDLED_FILL = "#a15c00", "#fff59d"
 COMPENSATED_FILL = "#ffe0b2"
 MISSING_LINE = "#9e9e9e"
 
 #: The row that marks a copy of a state drawn more than once (see Box).
 COPY_NOTE = "↩ copy (same state)"
+
+#: What the overlay's colours mean, in the legend.
+LEGEND_FAILED = "failed: the execution failed in this state"
+LEGEND_HANDLED = "error handled: its error/timeout transition fired, as designed"
+LEGEND_COMPENSATED = "compensated: its action was undone"
 
 _TOP = "i__top"
 _LEGEND = "legend"
@@ -111,6 +119,10 @@ def _table(rows: list[str]) -> str:
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{body}</TABLE>>'
 
 
+def _bgcolor(fill: str | None) -> str:
+    return "" if fill is None else f' BGCOLOR="{fill}"'
+
+
 def _small(text: str, color: str = INK, *, italic: bool = False, size: int = 9) -> str:
     inner = f"<I>{_h(text)}</I>" if italic else _h(text)
     return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{inner}</FONT>'
@@ -126,7 +138,9 @@ def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
             text += f" · {state.attempts} attempts"
         rows.append(_small(text, ACTIVE_LINE))
     if state.failed:
-        rows.append(f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>failed</B></FONT>')
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>{FAILED_NOTE}</B></FONT>')
+    for note in state.handled_notes:
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="{HANDLED_LINE}"><B>{_h(note)}</B></FONT>')
     if state.timed_out:
         rows.append(f'<FONT POINT-SIZE="9" COLOR="{TIMEOUT_EDGE}"><B>timed out</B></FONT>')
     if state.compensated:
@@ -204,6 +218,8 @@ def _leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict
     if overlaid:
         if state.failed:
             fill = FAILED_FILL
+        elif state.handled:
+            fill = HANDLED_FILL
         elif state.compensated or state.compensation_failed:
             fill = COMPENSATED_FILL
         elif state.active:
@@ -278,6 +294,8 @@ class _Renderer:
         if self.overlaid:
             if state.failed:
                 attrs.update(color=FAILURE_LINE, penwidth="2")
+            elif state.handled:
+                attrs.update(color=HANDLED_LINE, penwidth="2")
             if state.active:
                 attrs.update(color=ACTIVE_LINE, penwidth="2.5")
         return attrs
@@ -439,26 +457,38 @@ class _Renderer:
             )
 
     def legend(self, graph: graphviz.Digraph) -> None:
-        """A plaintext node naming the line styles used, when there is more than the solid one."""
+        """A plaintext node naming the line styles used, when there is more than the solid one,
+        and, over an execution, what its failed, handled and compensated states' colours mean."""
         kinds = {edge.kind for edge in self.diagram.transitions}
-        rows = []
+        rows: list[tuple[str, str | None]] = []  # (text, background)
         if kinds & {"normal", "done"}:
-            rows.append(_small("—— event (solid)"))
+            rows.append((_small("—— event (solid)"), None))
         if "error" in kinds:
-            rows.append(_small("- - - error", ERROR_EDGE))
+            rows.append((_small("- - - error", ERROR_EDGE), None))
         if "timeout" in kinds:
-            rows.append(_small("- - - timeout", TIMEOUT_EDGE))
+            rows.append((_small("- - - timeout", TIMEOUT_EDGE), None))
         if len(self.diagram.compensation_order) > 1:
-            rows.append(_small("- - - undo: compensation order", COMPENSATE))
+            rows.append((_small("- - - undo: compensation order", COMPENSATE), None))
         if any(state.boxes for state in self.diagram.walk()):
-            rows.append(_small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED))
+            rows.append(
+                (_small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED), None)
+            )
+        if self.overlaid:
+            states = list(self.diagram.walk())
+            if any(state.failed for state in states):
+                rows.append((_small(LEGEND_FAILED, FAILURE_LINE), FAILED_FILL))
+            if any(state.handled for state in states):
+                rows.append((_small(LEGEND_HANDLED, HANDLED_LINE), HANDLED_FILL))
+            if any(state.compensated for state in states):
+                rows.append((_small(LEGEND_COMPENSATED, COMPENSATE), COMPENSATED_FILL))
         if len(rows) < 2:
             return
+        cells = "".join(
+            f'<TR><TD ALIGN="LEFT"{_bgcolor(fill)}>{text}</TD></TR>' for text, fill in rows
+        )
         label = (
             '<<TABLE BORDER="1" COLOR="#cfd8dc" CELLBORDER="0" CELLSPACING="0" '
-            'CELLPADDING="2">'
-            + "".join(f'<TR><TD ALIGN="LEFT">{row}</TD></TR>' for row in rows)
-            + "</TABLE>>"
+            f'CELLPADDING="2">{cells}</TABLE>>'
         )
         graph.node(_LEGEND, label=label, shape="plaintext", style="", tooltip="legend")
 

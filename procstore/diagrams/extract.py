@@ -13,6 +13,7 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from procstore import paths
@@ -370,31 +371,73 @@ def extract(procedure: Procedure | Document) -> Diagram:
 
 
 _FAILED = (Status.FAILED, Status.ROLLED_BACK)
+#: The events procstore raises itself when a state fails: a transition on one of them handles
+#: the failure the document way.
+_RAISED = ("error", "timeout")
+#: The error type of an attempt procstore cut short (a timeout, a cancel, a transition leaving
+#: its state): not a failure of the action.
+_INTERRUPTED = "Cancelled"
+#: The ``rollback`` record's message when the execution itself failed (not a cancel or a
+#: requested rollback).
+_FAILURE_ROLLBACK = "failed"
 
 
-def _failed_states(history: tuple[HistoryRecord, ...]) -> set[str]:
-    """States whose action failed for good (its last attempt, no retry after it), and states
-    the execution finished in with status failed (or rolled_back: it failed, then was
-    compensated)."""
-    failed: set[str] = set()
-    for i, record in enumerate(history):
-        if record.state is None:
+@dataclass
+class _Errors:
+    """What became of the errors in a history (see :func:`_errors`)."""
+
+    failed: set[str] = field(default_factory=set)
+    handled: dict[str, dict[tuple[str, str], None]] = field(default_factory=dict)
+
+
+def _errors(history: tuple[HistoryRecord, ...]) -> _Errors:
+    """Which states failed and which handled their errors.
+
+    A state *raises* when its action fails for good (no retry after it; an attempt procstore
+    interrupted does not count) or when its ``timeout_ms`` runs out. The raise is *handled*
+    when an ``error`` or ``timeout`` transition fires from the state or an ancestor (the
+    transition record names the declaring state): the state gets ``(event, target)``. It
+    *failed* when the execution fails while the raise is unhandled, and the state the execution
+    ends in with status failed (or rolled_back: failed, then compensated) failed too.
+    """
+    result = _Errors()
+    raised: dict[str, None] = {}  # states whose raise is not handled yet, oldest first
+    for record in history:
+        state = record.state
+        if state is None:
             continue
-        if record.kind == "action" and record.error is not None:
-            retried = False
-            for later in history[i + 1 :]:
-                if later.state != record.state:
-                    continue
-                if later.kind == "retry":
-                    retried = True
-                    break
-                if later.kind in ("action", "entered", "transition", "timeout", "finished"):
-                    break
-            if not retried:
-                failed.add(record.state)
-        elif record.kind == "finished" and record.status in _FAILED:
-            failed.add(record.state)
-    return failed
+        kind = record.kind
+        if kind == "action" and record.error is not None:
+            if record.error.type != _INTERRUPTED:
+                raised.pop(state, None)
+                raised[state] = None
+        elif kind == "internal_error":  # handled like a failed action of the state
+            raised.pop(state, None)
+            raised[state] = None
+        elif kind == "retry":
+            raised.pop(state, None)
+        elif kind == "timeout":
+            raised.pop(state, None)
+            raised[state] = None
+        elif kind == "transition":
+            # The states the transition leaves: the declaring state and everything inside it.
+            left = [path for path in raised if paths.is_within(path, state)]
+            if record.event in _RAISED:
+                origin = left[-1] if left else state
+                target = record.target or ""
+                result.handled.setdefault(origin, {})[(record.event or "", target)] = None
+            for path in left:
+                del raised[path]
+        elif kind in ("rollback", "finished"):
+            failing = (kind == "rollback" and record.message == _FAILURE_ROLLBACK) or (
+                kind == "finished" and record.status in _FAILED
+            )
+            if failing:
+                result.failed.update(raised)
+            if kind == "finished" and record.status in _FAILED:
+                result.failed.add(state)
+            raised.clear()
+    return result
 
 
 def _match_edge(
@@ -430,8 +473,9 @@ def _ancestors(path: str) -> Iterable[str]:
 
 def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | Any) -> Diagram:
     """``diagram`` with ``execution`` drawn on top: its active states, how many times each
-    state was entered and each transition fired, and the states that failed, timed out or
-    were compensated."""
+    state was entered and each transition fired, the states that failed, handled an error,
+    timed out or were compensated, and which box of a state drawn more than once the
+    execution came in by."""
     snapshot = as_execution(execution)
     history = snapshot.history
 
@@ -457,7 +501,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
         for r in history
         if r.kind == "compensation" and r.error is not None and r.state is not None
     }
-    failed = _failed_states(history)
+    errors = _errors(history)
 
     edges = list(diagram.transitions)
     by_source: dict[str, list[int]] = {}
@@ -505,7 +549,8 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
             active=path in active,
             visits=visited,
             attempts=attempts.get(path, 0),
-            failed=path in failed,
+            failed=path in errors.failed,
+            handled=tuple(errors.handled.get(path, ())),
             timed_out=path in timed_out,
             compensated=compensated.get(path, 0),
             compensation_failed=path in compensation_failed,

@@ -11,8 +11,9 @@ Written by hand: transitions' own Mermaid export crashes on parallel states.
 - a transition is written inside the block that holds both its ends, otherwise at the top;
   labels are ``event [guard]``;
 - terminal states get the classes ``success`` / ``failure``; an overlaid execution the classes
-  ``active``, ``visited``, ``failed``, ``compensated``, and fired transitions say how many times
-  in parentheses;
+  ``active``, ``visited``, ``failed`` (the execution failed there), ``handled`` (a declared
+  ``error``/``timeout`` transition handled its error; the state also says ``error handled →
+  target``), ``compensated``, and fired transitions say how many times in parentheses;
 - each state with a ``compensate`` action gets a note with its place in the rollback order
   (``undo 1/3 ← compensate: cancel_car``).
 """
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 
 from procstore import paths
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode, TransitionEdge
 
 __all__ = ["to_mermaid"]
 
@@ -37,6 +38,7 @@ CLASSES: dict[str, str] = {
     "visited": "fill:#e3f2fd,stroke:#37474f",
     "active": "fill:#bbdefb,stroke:#1565c0,stroke-width:3px",
     "compensated": "fill:#ffe0b2,stroke:#e65100,stroke-width:2px",
+    "handled": "fill:#fff59d,stroke:#a15c00,stroke-width:2px",
     "failed": "fill:#ffcdd2,stroke:#c62828,stroke-width:3px",
 }
 
@@ -78,6 +80,8 @@ def _class_of(state: StateNode, overlaid: bool) -> str | None:
     if overlaid:
         if state.failed:
             return "failed"
+        if state.handled:
+            return "handled"
         if state.compensated or state.compensation_failed:
             return "compensated"
         if state.active and not state.is_cluster:
@@ -117,7 +121,11 @@ class _Writer:
             self.emit(depth, f"{state.id} : no such state")
             return
         if not state.is_cluster:
-            for text in _descriptions(state):
+            lines = _descriptions(state)
+            if self.overlaid:
+                lines += [FAILED_NOTE] if state.failed else []
+                lines += state.handled_notes
+            for text in lines:
                 self.emit(depth, f"{state.id} : {escape(text)}")
             return
         self.emit(depth, f"state {state.id} {{")

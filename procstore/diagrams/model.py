@@ -30,6 +30,15 @@ Outcome = Literal["success", "failure"]
 #: The multiplication sign, in backoff rates and in how many times an edge fired.
 TIMES = "\N{MULTIPLICATION SIGN}"
 
+#: The overlay's note on a state where the execution failed (:attr:`StateNode.failed`).
+FAILED_NOTE = "failed"
+
+
+def handled_note(event: str, target: str) -> str:
+    """The overlay's note on a state whose error the document handled
+    (:attr:`StateNode.handled`): ``error handled → not_booked``."""
+    return f"{event} handled → {target}"
+
 
 @dataclass(frozen=True)
 class Box:
@@ -83,7 +92,13 @@ class StateNode:
         active: Overlay: the execution is in this state now (or ended here).
         visits: Overlay: how many times the execution entered the state.
         attempts: Overlay: how many times the state's action ran (retries included).
-        failed: Overlay: the state's action failed for good, or the execution failed here.
+        failed: Overlay: the execution failed here: it ended in this state with status failed
+            (or rolled_back), or this state's action failed for good (or its timeout ran out)
+            and no transition handled that.
+        handled: Overlay: this state's action failed for good (or its timeout ran out) and a
+            transition the document declares for that fired (an ``error`` or ``timeout``
+            transition of the state or of an ancestor): ``(event, target path)`` pairs, in the
+            order they first happened. A handled error is not a failure of the execution.
         timed_out: Overlay: the state's ``timeout_ms`` ran out.
         compensated: Overlay: how many times the state's action was compensated.
         compensation_failed: Overlay: a compensation of the state's action failed.
@@ -111,6 +126,7 @@ class StateNode:
     visits: int = 0
     attempts: int = 0
     failed: bool = False
+    handled: tuple[tuple[str, str], ...] = ()
     timed_out: bool = False
     compensated: int = 0
     compensation_failed: bool = False
@@ -128,10 +144,16 @@ class StateNode:
             visits=box.visits,
             attempts=0,
             failed=False,
+            handled=(),
             timed_out=False,
             compensated=0,
             compensation_failed=False,
         )
+
+    @property
+    def handled_notes(self) -> tuple[str, ...]:
+        """Overlay: ``error handled → target`` for each :attr:`handled` error."""
+        return tuple(handled_note(event, target) for event, target in self.handled)
 
     @property
     def is_cluster(self) -> bool:
