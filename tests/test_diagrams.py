@@ -320,6 +320,11 @@ def chain_doc(n: int) -> dict[str, Any]:
     return make_doc(states, "step 0", name="chain")
 
 
+def event_of(label: str) -> str:
+    """The event an edge label names, after the order number it may start with (``(2) ``)."""
+    return re.sub(r"^\(\d+\) ", "", label).split(" ")[0]
+
+
 def dot_graph(doc: Any, execution: Any = None) -> Graph:
     return parse_dot(to_dot(doc, execution))
 
@@ -414,7 +419,7 @@ def test_every_state_and_transition_is_in_the_dot_output() -> None:
         for t in state.get("transitions", []):
             target = node_of(graph, t["target"])
             assert any(
-                s == node and d == target and a["label"].split(" ")[0] == t["event"]
+                s == node and d == target and event_of(a["label"]) == t["event"]
                 for s, d, a in graph.edges
             ), (name, t)
     transitions = sum(len(s.get("transitions", [])) for s in doc["definition"]["states"].values())
@@ -432,8 +437,32 @@ def test_initial_marker_points_at_the_initial_state() -> None:
 def test_guard_label_is_event_and_bracketed_guard() -> None:
     graph = dot_graph(flat_doc())
     validate, charge = node_of(graph, "validate"), node_of(graph, "charge")
-    graph.edge(validate, charge, "success [amount < 1000]")
-    graph.edge(validate, node_of(graph, "review"), "success")
+    graph.edge(validate, charge, "(1) success [amount < 1000]")
+    graph.edge(validate, node_of(graph, "review"), "(2) success")
+
+
+def test_transitions_on_one_event_are_numbered_in_the_order_they_are_tried() -> None:
+    path = EXAMPLES / "loan_routing.json"
+    graph = dot_graph(path)
+    score = node_of(graph, "score")
+    graph.edge(
+        score, node_of(graph, "auto_approve"), "(1) success [score >= 700 and amount < 50000]"
+    )
+    graph.edge(score, node_of(graph, "manual_review"), "(2) success [score >= 600]")
+    graph.edge(score, node_of(graph, "decline"), "(3) success")
+    graph.edge(score, node_of(graph, "failed"), "error")  # the only one on its event
+    assert dot_renderer.ORDER_NOTE in label_lines(graph.nodes["legend"]["label"])
+    text = to_mermaid(path)
+    assert "    s_score --> s_manual_review : (2) success [score >= 600]" in text.splitlines()
+    assert "    s_score --> s_failed : error" in text.splitlines()
+
+
+def test_a_single_transition_on_its_event_has_no_number() -> None:
+    graph = dot_graph(EXAMPLES / "book_trip.json")  # one transition per event everywhere
+    car = node_of(graph, "reserve_car")
+    graph.edge(car, node_of(graph, "confirmed"), "success")
+    graph.edge(car, node_of(graph, "not_booked"), "error")
+    assert dot_renderer.ORDER_NOTE not in label_lines(graph.nodes["legend"]["label"])
 
 
 def test_conditions_and_unless_are_labelled_pred_and_not_pred() -> None:
@@ -579,7 +608,7 @@ def test_busy_terminal_state_is_drawn_beside_each_source() -> None:
         sources = {s for s, t, _ in graph.edges if t == node}
         assert len(sources) == 1
         labels = sorted(a["label"] for _, t, a in graph.edges if t == node)
-        assert labels == ["error", "success"]
+        assert labels == ["(2) success", "error"]
 
 
 # --------------------------------------------------------------------------- ids and escaping
@@ -651,7 +680,7 @@ def test_mermaid_flat_chart() -> None:
     lines = [line.strip() for line in text.splitlines()]
     assert lines[:4] == ["---", 'title: "payment 1.0"', "---", "stateDiagram-v2"]
     assert "[*] --> s_validate" in lines
-    assert "s_validate --> s_charge : success [amount < 1000]" in lines
+    assert "s_validate --> s_charge : (1) success [amount < 1000]" in lines
     assert "s_review --> s_failed : reject [!is_vip]" in lines
     assert "s_done --> [*]" in lines and "s_failed --> [*]" in lines
     assert f"s_charge : retry 4x 200ms{X}2 ≤5s jitter" in lines
@@ -727,7 +756,7 @@ def test_200_states_draw_every_transition() -> None:
     doc = chain_doc(200)
     text = to_dot(doc)
     svg = render(doc, "svg")
-    assert text.count('[label="success [amount < ') == 199
+    assert text.count('[label="(1) success [amount < ') == 199
     assert svg.startswith(b"<?xml")
 
 
@@ -913,8 +942,8 @@ async def test_overlay_of_a_finished_run_counts_fired_edges() -> None:
     assert fired == {
         ("work", "check", "success"): 3,
         ("work", "failed", "error"): 0,
-        ("check", "work", "success [n < 3]"): 2,
-        ("check", "done", "success"): 1,
+        ("check", "work", "(1) success [n < 3]"): 2,
+        ("check", "done", "(2) success"): 1,
     }
     assert model.state("done").active and not model.state("work").active
     assert model.state("work").visits == 3
@@ -927,13 +956,13 @@ async def test_overlay_of_a_finished_run_in_dot_and_mermaid() -> None:
     store_doc = loop_doc()
     graph = dot_graph(store_doc, state)
     work, check, done = (node_of(graph, n) for n in ("work", "check", "done"))
-    assert graph.edge(check, work, f"success [n < 3] (2{X})")["penwidth"] == "2.5"
+    assert graph.edge(check, work, f"(1) success [n < 3] (2{X})")["penwidth"] == "2.5"
     assert graph.edge(work, check, f"success (3{X})")["color"] == dot_renderer.ACTIVE_LINE
     assert graph.edge(work, node_of(graph, "failed"), "error")["color"] == dot_renderer.MUTED
     assert graph.nodes[done]["penwidth"] == "3"
     assert f"entered 3{X}" in label_lines(graph.nodes[work]["label"])
     text = to_mermaid(store_doc, state)
-    assert f"s_check --> s_work : success [n < 3] (2{X})" in text
+    assert f"s_check --> s_work : (1) success [n < 3] (2{X})" in text
     assert "class s_done active" in text
     assert "class s_work,s_check visited" in text
     # the JSON form of a snapshot draws the same

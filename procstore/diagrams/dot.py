@@ -96,6 +96,8 @@ MISSING_LINE = "#9e9e9e"
 #: The row that marks a copy of a state drawn more than once (see Box).
 COPY_NOTE = "↩ copy (same state)"
 
+#: The legend's explanation of the numbers on transitions that share an event.
+ORDER_NOTE = "(1) (2) … on one event: tried in this order, the first whose guards pass fires"
 #: What the overlay's colours mean, in the legend.
 LEGEND_FAILED = "failed: the execution failed in this state"
 LEGEND_HANDLED = "error handled: its error/timeout transition fired, as designed"
@@ -469,6 +471,8 @@ class _Renderer:
             rows.append((_small("- - - timeout", TIMEOUT_EDGE), None))
         if len(self.diagram.compensation_order) > 1:
             rows.append((_small("- - - undo: compensation order", COMPENSATE), None))
+        if any(edge.order is not None for edge in self.diagram.transitions):
+            rows.append((_small(ORDER_NOTE), None))
         if any(state.boxes for state in self.diagram.walk()):
             rows.append(
                 (_small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED), None)

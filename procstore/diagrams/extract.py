@@ -290,7 +290,10 @@ class _Builder:
             state = self.defs.get(path)
             if state is None:
                 continue  # a region has no transitions
+            per_event = Counter(transition.event for transition in state.transitions)
+            seen: Counter[str] = Counter()
             for index, transition in enumerate(state.transitions):
+                seen[transition.event] += 1
                 edges.append(
                     TransitionEdge(
                         source=path,
@@ -299,6 +302,8 @@ class _Builder:
                         guards=_guards(transition),
                         kind=_edge_kind(transition.event),
                         index=index,
+                        # Tried in document order: numbered when there is a choice.
+                        order=seen[transition.event] if per_event[transition.event] > 1 else None,
                     )
                 )
         return edges

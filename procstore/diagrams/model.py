@@ -179,6 +179,9 @@ class TransitionEdge:
             ``!pred`` (``unless``).
         kind: How it is drawn (see :data:`EdgeKind`).
         index: Its position among the source state's transitions.
+        order: When the source state declares several transitions on the same event: this
+            one's place among them, from 1. They are tried in that (document) order and the
+            first whose guards pass fires. ``None`` for the only transition on its event.
         box: When the target is drawn more than once (:attr:`StateNode.boxes`): the id of the
             box this edge ends at; ``None`` otherwise.
         fired: Overlay: how many times it fired.
@@ -190,13 +193,17 @@ class TransitionEdge:
     guards: tuple[str, ...] = ()
     kind: EdgeKind = "normal"
     index: int = 0
+    order: int | None = None
     box: str | None = None
     fired: int = 0
 
     @property
     def label(self) -> str:
-        """``event`` or ``event [guard] [pred] [!pred]``."""
-        return " ".join((self.event, *(f"[{g}]" for g in self.guards)))
+        """``event`` or ``event [guard] [pred] [!pred]``, after its :attr:`order` if it has one:
+        ``(1) success [amount < 1000]`` (not ``1.``: Markdown, which Mermaid may render labels
+        with, reads a leading ``1.`` as a list)."""
+        text = " ".join((self.event, *(f"[{g}]" for g in self.guards)))
+        return text if self.order is None else f"({self.order}) {text}"
 
 
 @dataclass(frozen=True)
