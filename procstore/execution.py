@@ -905,13 +905,13 @@ class Execution:
         assert self._rollback is not None
         if stopped:  # the interrupted actions' cleanup comes before any undoing
             await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
-        if not self._completed:
+        # What this rollback has compensated so far (before a restart, too): an empty stack
+        # after a restart may mean "all undone", not "nothing to undo".
+        done = [r for r in self._history[self._rollback_started() :] if r["kind"] == "compensation"]
+        if not self._completed and not done:
             self._finish(Status(self._rollback[1]))
             return
-        all_ok = not any(
-            r["kind"] == "compensation" and r.get("error") is not None
-            for r in self._history[self._rollback_started() :]
-        )
+        all_ok = not any(r.get("error") is not None for r in done)
         while self._completed:
             plan = self._completed[-1]
             compensation = plan.compensate

@@ -152,6 +152,64 @@ async def test_failure_with_compensation_survives_crash_before_rollback_starts(
         await other.close()
 
 
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        ("failure", Status.ROLLED_BACK),
+        ("rollback", Status.ROLLED_BACK),
+        ("cancel", Status.ROLLED_BACK),
+    ],
+)
+async def test_a_crash_after_the_last_compensation_still_ends_rolled_back(
+    tmp_path: Path, end: str, expected: Status
+) -> None:
+    # Found by perf/soak_crash.py: killed after the last compensation was committed but before
+    # the end was, a saga resumed with an empty compensation stack and ended as if there had
+    # been nothing to undo (failed, or cancelled) although every compensation had succeeded.
+    doc = make_doc(
+        {
+            "a": {
+                "action": {"type": "noop"},
+                "compensate": {"type": "noop"},
+                "transitions": [{"event": "success", "target": "b"}],
+            },
+            "b": {
+                "action": {"type": "noop"},
+                "compensate": {"type": "noop"},
+                "transitions": [{"event": "success", "target": "wait"}],
+            },
+            "wait": {"transitions": [{"event": "fail", "target": "bad"}]},
+            "bad": {"outcome": "failure"},
+        },
+        "a",
+    )
+    db, copy = tmp_path / "x.db", tmp_path / "copy.db"
+    store = ProcedureStore(f"sqlite:///{db}")
+    await store.register(doc)
+    ex = await store.start("p", auto=True)
+    await wait_until(lambda: ex.current == "wait")
+    copied = _crash_copy_when(
+        store, db, copy, lambda s: s["rollback"] is not None and not s["completed"]
+    )
+    if end == "failure":
+        await ex.send("fail")
+        final = await ex.run_to_completion(timeout=2.0)
+    elif end == "rollback":
+        final = await ex.rollback()
+    else:
+        final = await ex.cancel(rollback=True)
+    assert final.status is expected
+    await store.close()
+    assert copied, "no commit after the last compensation and before the end"
+    other, resumed = await _recover_copy(copy, lambda s: None)
+    try:
+        final = await resumed.run_to_completion(timeout=1.0)
+        assert final.status is expected
+        assert len(records(final.history, "compensation")) == 2
+    finally:
+        await other.close()
+
+
 async def test_cancelled_caller_does_not_duplicate_journal_records(tmp_path: Path) -> None:
     # Issue 5: history after reopening equals the live history record for record, even when a
     # send() caller gives up (is cancelled) while its commit is already being written.
