@@ -13,9 +13,12 @@ import functools
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
+from types import ModuleType
 from typing import Any, cast
 
+from procstore import modules
 from procstore.definition import (
     Action,
     FailAction,
@@ -37,7 +40,7 @@ Invoker = Callable[[dict[str, Any], ActionInfo], Awaitable[Any]]
 
 
 class ActionNotAllowed(LookupError):
-    """A `function` action names code the host did not allow.
+    """A `function` action names code the host did not allow, or code that cannot be used.
 
     Attributes:
         field: The action field at fault, `module` or `function`.
@@ -50,8 +53,22 @@ class ActionNotAllowed(LookupError):
         self.message = message
 
 
+class ModuleNotFound(ActionNotAllowed):
+    """An allowed module name that no module on ``sys.path`` answers to."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__("module", f"no module named {module!r} can be found")
+
+
 class ActionRegistry:
-    """The host's allowlist: named callables and modules whose public functions may be called."""
+    """The host's allowlist: named callables and modules whose public functions may be called.
+
+    Two moments use it. `check`, when a procedure is
+    registered, decides whether an action may name what it names *without running any host
+    code*: a module's source is found and read (`procstore.modules`), never imported.
+    `resolve`, when the action runs, imports the
+    module and returns the callable, checking the same rules again on the live objects.
+    """
 
     def __init__(self, allowed_modules: Iterable[str] = ()) -> None:
         self.allowed_modules: frozenset[str] = frozenset(allowed_modules)
@@ -67,40 +84,95 @@ class ActionRegistry:
         """An allowed package allows its submodules too (`myapp` allows `myapp.actions`)."""
         return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
 
-    def resolve(self, spec: FunctionAction) -> ActionCallable:
-        """Return the callable `spec` names.
+    def check(self, spec: FunctionAction) -> None:
+        """Check, without importing or running anything, that `spec` names allowed code.
+
+        A module already imported is checked on the live module (as `resolve` would); any
+        other is located through the import system's finders and its source read with
+        `ast`: the function must be bound by a top-level `def` or `async def` of that module.
 
         Raises:
-            ActionNotAllowed: `spec` names code the host did not allow, or an action name
-                nobody registered.
+            ActionNotAllowed: `spec` names code the host did not allow, a module that cannot
+                be found or read, or an action name nobody registered.
         """
         if spec.module is None:
-            fn = self._callables.get(spec.function)
-            if fn is None:
-                known = ", ".join(sorted(self._callables)) or "none"
-                raise ActionNotAllowed(
-                    "function",
-                    f"no action named {spec.function!r} is registered with the store "
-                    f"(registered: {known})",
-                )
-            return fn
-        return self._resolve_module_function(spec.module, spec.function)
+            self._registered(spec.function)
+            return
+        module, function = spec.module, spec.function
+        self._check_names(module, function)
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            self._defined_in(loaded, module, function)
+            return
+        try:
+            found = modules.find_spec(module)
+            if found is None:
+                raise ModuleNotFound(module)
+            names = modules.defined_functions(modules.source_file(found))
+        except modules.ModuleUnreadable as exc:
+            raise ActionNotAllowed(
+                "module", f"module {module!r} cannot be checked: {exc}"
+            ) from None
+        if function not in names:
+            raise ActionNotAllowed(
+                "function", f"module {module!r} defines no public function {function!r}"
+            )
 
-    def _resolve_module_function(self, module: str, function: str) -> ActionCallable:
+    def resolve(self, spec: FunctionAction) -> ActionCallable:
+        """Return the callable `spec` names, importing its module if need be (which runs the
+        module's code: this is for running an action, `check` is for registering one).
+
+        Raises:
+            ActionNotAllowed: `spec` names code the host did not allow, a module that fails
+                to import (whatever it raised is in the message and chained as the cause), or
+                an action name nobody registered.
+        """
+        if spec.module is None:
+            return self._registered(spec.function)
+        module, function = spec.module, spec.function
+        self._check_names(module, function)
+        try:
+            mod = importlib.import_module(module)
+        except (Exception, SystemExit) as exc:  # its top level may raise anything
+            raise ActionNotAllowed(
+                "module", f"cannot import module {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return self._defined_in(mod, module, function)
+
+    def _registered(self, name: str) -> ActionCallable:
+        fn = self._callables.get(name)
+        if fn is None:
+            known = ", ".join(sorted(self._callables)) or "none"
+            raise ActionNotAllowed(
+                "function",
+                f"no action named {name!r} is registered with the store (registered: {known})",
+            )
+        return fn
+
+    def _check_names(self, module: str, function: str) -> None:
         if not self.is_module_allowed(module):
             allowed = ", ".join(sorted(self.allowed_modules)) or "none"
             raise ActionNotAllowed(
                 "module", f"module {module!r} is not in the store's allowed_modules ({allowed})"
             )
+        # A package's __main__, its __init__ as a module of its own, private helpers: none is
+        # an actions module, and naming one would run code the host never meant to expose.
+        if any(not part.isidentifier() or part.startswith("_") for part in module.split(".")):
+            raise ActionNotAllowed(
+                "module",
+                f"module {module!r} is not public: a name with a part starting with '_' "
+                "(__main__, __init__, a private module) is never allowed",
+            )
         if not function.isidentifier() or function.startswith("_"):
             raise ActionNotAllowed(
                 "function", f"{function!r} is not a public function name of {module!r}"
             )
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            raise ActionNotAllowed("module", f"cannot import module {module!r}: {exc}") from None
-        fn = getattr(mod, function, None)
+
+    @staticmethod
+    def _defined_in(mod: ModuleType, module: str, function: str) -> ActionCallable:
+        # The module's namespace, not getattr(): a module-level __getattr__ would run host
+        # code for a name the module does not bind.
+        fn = getattr(mod, "__dict__", {}).get(function)
         # Only code *defined* in the allowed module counts: a name it merely imported (say
         # ``from subprocess import run``) would otherwise widen the allowlist unnoticed.
         if not callable(fn) or getattr(fn, "__module__", None) != module:

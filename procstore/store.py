@@ -73,7 +73,9 @@ class ProcedureStore:
             ``None`` to keep everything in memory.
         allowed_modules: Modules (and their submodules) whose public functions ``function``
             actions may name with ``module`` + ``function``. Nothing else is importable from a
-            definition.
+            definition. Registering a procedure checks its actions by reading the modules'
+            source, without importing (running) them; a module is imported when an action
+            that names it runs.
         synchronous: SQLite's durability setting: ``NORMAL`` (WAL: a power cut may lose the
             last commits, never corrupt) or ``FULL`` (fsync on every commit).
         read_only: Open a persisted store for reading (listing, history) beside the process

@@ -310,7 +310,7 @@ def _function_problems(
     if not isinstance(function, str) or not function or not isinstance(module, str | None):
         return []
     try:
-        registry.resolve(FunctionAction(type="function", module=module, function=function))
+        registry.check(FunctionAction(type="function", module=module, function=function))
     except ActionNotAllowed as exc:
         return [Problem(json_path((*loc, exc.field)), exc.message)]
     except ValidationError:
