@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import importlib
 import json
 import logging
 import sys
@@ -58,6 +57,7 @@ from procstore import (
     StoreError,
     VersionConflict,
 )
+from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
 from procstore.store import sqlite_path
 
@@ -788,8 +788,9 @@ async def _run(
 
 def _host_code_problems(procedure: Procedure, allowed: Iterable[str]) -> list[str]:
     """What the CLI cannot provide for ``procedure``'s executions: actions registered by name
-    in an application, guard predicates, modules not allowed or not importable."""
-    allowed = list(allowed)
+    in an application, guard predicates, modules not allowed, not found or not defining the
+    function. Checked as registration checks, without importing (running) any module."""
+    registry = ActionRegistry(allowed)
     problems: list[str] = []
 
     def check(path: str, what: str, action: Action | None) -> None:
@@ -802,21 +803,20 @@ def _host_code_problems(procedure: Procedure, allowed: Iterable[str]) -> list[st
                 "application: resume it there (store.recover() after registering its actions)"
             )
             return
-        if not any(module == m or module.startswith(m + ".") for m in allowed):
+        if not registry.is_module_allowed(module):
             problems.append(
                 f"state {path}: {what} uses module {module!r}: pass --allow-module {module}"
             )
             return
         try:
-            imported = importlib.import_module(module)
-        except ImportError as exc:
+            registry.check(action)
+        except ModuleNotFound:
             problems.append(
-                f"state {path}: {what} uses module {module!r}, which does not import ({exc}): "
+                f"state {path}: {what} uses module {module!r}, which cannot be found: "
                 "pass --path DIR with the directory that holds it"
             )
-            return
-        if not callable(getattr(imported, action.function, None)):
-            problems.append(f"state {path}: module {module!r} has no function {action.function!r}")
+        except ActionNotAllowed as exc:
+            problems.append(f"state {path}: {what}: {exc.message}")
 
     for path, state in _walk_states(procedure.definition.states):
         check(path, "action", state.action)

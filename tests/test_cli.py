@@ -642,6 +642,39 @@ def test_resume_refuses_actions_registered_by_name(db: str) -> None:
     assert execution_id in invoke("list", "--db", db, "--status", "running").output
 
 
+def test_resume_checks_the_actions_modules_without_running_them(tmp_path: Path, db: str) -> None:
+    module = f"cli_resume_marker_{os.getpid()}_{time.monotonic_ns()}"
+    modules = tmp_path / "mods"
+    modules.mkdir()
+    marker = tmp_path / "imported.txt"
+    (modules / f"{module}.py").write_text(
+        f"open({str(marker)!r}, 'a').close()\ndef work(context):\n    return 'worked'\n",
+        encoding="utf-8",
+    )
+    doc = _module_doc(module)
+    # Something resume cannot provide, so it refuses after checking the module's action.
+    doc["definition"]["states"]["work"]["compensate"] = {"type": "function", "function": "app.undo"}
+
+    async def go() -> None:
+        store = ProcedureStore(db, allowed_modules=[module])
+        store.register_action("app.undo", lambda context: None)
+        await store.register(doc)
+        await store.start("modular", auto=True)
+        await store.close()  # during the nap: the module's action has not run
+
+    sys.path.insert(0, str(modules))
+    asyncio.run(go())
+    sys.path.remove(str(modules))
+    sys.modules.pop(module, None)
+    marker.unlink(missing_ok=True)
+
+    result = invoke("resume", "--db", db, "--allow-module", module, "--path", str(modules))
+
+    assert result.exit_code == 2, result.output
+    assert "nothing was resumed" in result.output
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # list
 
