@@ -13,8 +13,10 @@ import functools
 import importlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
@@ -29,6 +31,9 @@ from procstore.definition import (
 )
 from procstore.errors import ActionFailed
 from procstore.outcome import ActionInfo
+
+#: A file system path, as `open()` takes it.
+StrPath = str | os.PathLike[str]
 
 logger = logging.getLogger("procstore")
 
@@ -61,17 +66,42 @@ class ModuleNotFound(ActionNotAllowed):
 
 
 class ActionRegistry:
-    """The host's allowlist: named callables and modules whose public functions may be called.
+    """The host's allowlist: named callables, modules allowed by name (with their
+    submodules) and modules allowed by file.
 
-    Two moments use it. `check`, when a procedure is
-    registered, decides whether an action may name what it names *without running any host
-    code*: a module's source is found and read (`procstore.modules`), never imported.
-    `resolve`, when the action runs, imports the
-    module and returns the callable, checking the same rules again on the live objects.
+    Two moments use it. `check`, when a procedure is registered, decides whether an action may
+    name what it names *without running any host code*: a module's source is found and read
+    (`procstore.modules`), never imported. `resolve`, when the action runs, imports the module
+    and returns the callable, checking the same rules again on the live objects.
+
+    Args:
+        allowed_modules: Module names: whatever module answers to one of them (or to a
+            submodule of one) may be called.
+        module_files: ``.py`` files, each allowing the one module named by its stem, and only
+            as that file: when that name imports another file (the standard library's
+            ``subprocess`` for a ``subprocess.py``), the module is refused. A name also in
+            `allowed_modules` is allowed by name.
+
+    Raises:
+        ValueError: a module file is not a ``.py`` file named like a public module, or two
+            files name the same module.
     """
 
-    def __init__(self, allowed_modules: Iterable[str] = ()) -> None:
+    def __init__(
+        self, allowed_modules: Iterable[str] = (), module_files: Iterable[StrPath] = ()
+    ) -> None:
         self.allowed_modules: frozenset[str] = frozenset(allowed_modules)
+        self.module_files: dict[str, Path] = {}
+        for entry in module_files:
+            path = Path(entry).resolve()
+            name = path.stem
+            if path.suffix != ".py" or not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"{entry} is not a .py file named like a public module")
+            if name in self.module_files and self.module_files[name] != path:
+                raise ValueError(
+                    f"{entry} and {self.module_files[name]} are both files of module {name!r}"
+                )
+            self.module_files[name] = path
         self._callables: dict[str, ActionCallable] = {}
 
     def register(self, name: str, fn: ActionCallable) -> None:
@@ -81,8 +111,33 @@ class ActionRegistry:
         self._callables[name] = fn
 
     def is_module_allowed(self, module: str) -> bool:
-        """An allowed package allows its submodules too (`myapp` allows `myapp.actions`)."""
+        """An allowed package allows its submodules too (`myapp` allows `myapp.actions`); a
+        module file allows its own module only."""
+        return self._allowed_by_name(module) or module in self.module_files
+
+    def _allowed_by_name(self, module: str) -> bool:
         return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
+
+    def _file_of(self, module: str) -> Path | None:
+        """The one file `module` may be, when it is allowed only by file."""
+        return None if self._allowed_by_name(module) else self.module_files.get(module)
+
+    def _check_file(self, module: str, origin: str | None) -> None:
+        """Refuse `module` when it is allowed only as a file and `origin` is another one."""
+        expected = self._file_of(module)
+        if expected is None:
+            return
+        try:
+            same = origin is not None and os.path.samefile(origin, expected)
+        except OSError:
+            same = False
+        if not same:
+            raise ActionNotAllowed(
+                "module",
+                f"module {module!r} is allowed only as the file {expected}, but that name "
+                f"imports {origin or 'a module without a file'}: give the file a name that "
+                "no other module has",
+            )
 
     def check(self, spec: FunctionAction) -> None:
         """Check, without importing or running anything, that `spec` names allowed code.
@@ -102,12 +157,14 @@ class ActionRegistry:
         self._check_names(module, function)
         loaded = sys.modules.get(module)
         if loaded is not None:
+            self._check_file(module, getattr(loaded, "__dict__", {}).get("__file__"))
             self._defined_in(loaded, module, function)
             return
         try:
             found = modules.find_spec(module)
             if found is None:
                 raise ModuleNotFound(module)
+            self._check_file(module, found.origin)
             names = modules.defined_functions(modules.source_file(found))
         except modules.ModuleUnreadable as exc:
             raise ActionNotAllowed(
@@ -131,12 +188,21 @@ class ActionRegistry:
             return self._registered(spec.function)
         module, function = spec.module, spec.function
         self._check_names(module, function)
+        if self._file_of(module) is not None and module not in sys.modules:
+            # Before importing: the file that would run must be the allowed one.
+            try:
+                found = modules.find_spec(module)
+            except modules.ModuleUnreadable as exc:
+                raise ActionNotAllowed("module", f"cannot find module {module!r}: {exc}") from None
+            self._check_file(module, found.origin if found is not None else None)
         try:
             mod = importlib.import_module(module)
         except (Exception, SystemExit) as exc:  # its top level may raise anything
             raise ActionNotAllowed(
                 "module", f"cannot import module {module!r}: {type(exc).__name__}: {exc}"
             ) from exc
+        # After: the module imported (perhaps earlier, by someone else) is that file.
+        self._check_file(module, getattr(mod, "__dict__", {}).get("__file__"))
         return self._defined_in(mod, module, function)
 
     def _registered(self, name: str) -> ActionCallable:
@@ -152,8 +218,11 @@ class ActionRegistry:
     def _check_names(self, module: str, function: str) -> None:
         if not self.is_module_allowed(module):
             allowed = ", ".join(sorted(self.allowed_modules)) or "none"
+            files = ", ".join(str(path) for _, path in sorted(self.module_files.items()))
             raise ActionNotAllowed(
-                "module", f"module {module!r} is not in the store's allowed_modules ({allowed})"
+                "module",
+                f"module {module!r} is not in the store's allowed_modules ({allowed})"
+                + (f" nor is it one of its allowed_module_files ({files})" if files else ""),
             )
         # A package's __main__, its __init__ as a module of its own, private helpers: none is
         # an actions module, and naming one would run code the host never meant to expose.

@@ -223,20 +223,20 @@ def _execute(work: Callable[[], Any]) -> Any:
 # helpers
 
 
-def _modules_beside(path: Path) -> list[str]:
-    """The Python modules in FILE's directory: the CLI allows them by default, as running a
-    file from the command line trusts the code that lies next to it (``--no-local-modules``
-    turns this off)."""
-    return sorted(
-        p.stem for p in path.parent.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_"
-    )
+def _modules_beside(path: Path) -> list[Path]:
+    """The Python module files in FILE's directory: the CLI allows them by default, as running
+    a file from the command line trusts the code that lies next to it (``--no-local-modules``
+    turns this off). Each is allowed as that file only, never by its name: an empty
+    ``subprocess.py`` there does not allow the standard library's ``subprocess``."""
+    return sorted(p for p in path.parent.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_")
 
 
 def _add_to_sys_path(directory: Path) -> None:
-    """Put ``directory`` first on ``sys.path`` so an actions module in it imports."""
+    """Put ``directory`` last on ``sys.path`` so an actions module in it imports, while a file
+    there named like another module (``json.py``) never shadows that module."""
     entry = str(directory.resolve())
     if entry not in sys.path:
-        sys.path.insert(0, entry)
+        sys.path.append(entry)
 
 
 def _parse_context(raw: str | None) -> dict[str, Any]:
@@ -393,7 +393,8 @@ def _module_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
     if not isinstance(exc, InvalidProcedure):
         return None
     if any(
-        problem.path.endswith(".module") and "allowed" in problem.message for problem in exc.errors
+        problem.path.endswith(".module") and "allowed_modules" in problem.message
+        for problem in exc.errors
     ):
         shown = ", ".join(allowed) if allowed else "none"
         return (
@@ -423,7 +424,12 @@ def _configure_logging(verbose: bool, console: Console | None = None) -> None:
 
 @asynccontextmanager
 async def _open_store(
-    db: str, *, allowed: Sequence[str] = (), read_only: bool = False, missing: str | None = None
+    db: str,
+    *,
+    allowed: Sequence[str] = (),
+    files: Sequence[Path] = (),
+    read_only: bool = False,
+    missing: str | None = None,
 ) -> AsyncIterator[ProcedureStore]:
     """Open the store at ``db`` and close it afterwards (running executions detach and stay
     ``running`` in the database).
@@ -434,7 +440,9 @@ async def _open_store(
     """
     if read_only and missing is not None and not _db_file(db).exists():
         raise CommandError(EXIT_NOT_FOUND, f"error: {missing}: no database at {_db_file(db)}")
-    store = ProcedureStore(db, allowed_modules=list(allowed), read_only=read_only)
+    store = ProcedureStore(
+        db, allowed_modules=list(allowed), allowed_module_files=files, read_only=read_only
+    )
     try:
         await store.open()
         yield store
@@ -755,9 +763,8 @@ async def _run(
     session: _Session,
 ) -> int:
     _add_to_sys_path(path.parent)
-    if session.local_modules:
-        allowed = [*allowed, *_modules_beside(path)]
-    async with _open_store(db, allowed=allowed) as store:
+    files = _modules_beside(path) if session.local_modules else []
+    async with _open_store(db, allowed=allowed, files=files) as store:
         try:
             procedure = await store.register(path)
         except VersionConflict as exc:
@@ -1202,9 +1209,8 @@ async def _load(
     path: Path, allowed: Sequence[str], local_modules: bool = True
 ) -> tuple[ProcedureStore, Procedure]:
     _add_to_sys_path(path.parent)
-    if local_modules:
-        allowed = [*allowed, *_modules_beside(path)]
-    store = ProcedureStore(allowed_modules=list(allowed))
+    files = _modules_beside(path) if local_modules else []
+    store = ProcedureStore(allowed_modules=list(allowed), allowed_module_files=files)
     procedure = await store.register(path)
     return store, procedure
 
@@ -1241,8 +1247,9 @@ LocalModules = Annotated[
         "--local-modules/--no-local-modules",
         help=(
             "Allow function actions from the Python modules in FILE's own directory (the "
-            "default: running a file trusts the code beside it). --no-local-modules allows only "
-            "the --allow-module ones."
+            "default: running a file trusts the code beside it), each as that file only: a file "
+            "named like another module (subprocess.py) allows nothing. --no-local-modules "
+            "allows only the --allow-module ones."
         ),
     ),
 ]
@@ -1254,7 +1261,7 @@ AllowModule = Annotated[
         metavar="MODULE",
         help=(
             "Module that function actions may name (repeatable). The directory of each FILE is "
-            "put on sys.path, so an actions module beside the file imports."
+            "appended to sys.path, so an actions module beside the file imports."
         ),
     ),
 ]
@@ -1378,7 +1385,7 @@ def resume(
             metavar="DIR",
             exists=True,
             file_okay=False,
-            help="Directory put on sys.path so the actions modules import (repeatable).",
+            help="Directory appended to sys.path so the actions modules import (repeatable).",
         ),
     ] = None,
     timeout: Timeout = 60.0,

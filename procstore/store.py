@@ -4,6 +4,7 @@ in memory or persisted (``sqlite:///path``)."""
 from __future__ import annotations
 
 import builtins
+import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -76,10 +77,21 @@ class ProcedureStore:
             definition. Registering a procedure checks its actions by reading the modules'
             source, without importing (running) them; a module is imported when an action
             that names it runs.
+        allowed_module_files: ``.py`` files whose module (named by the file's stem) function
+            actions may name, **only as that file**: when the name imports another module (an
+            empty ``subprocess.py`` would otherwise allow the standard library's
+            ``subprocess``), actions naming it are refused, at registration and when they run.
+            The file's directory must be on ``sys.path`` for it to import; append it
+            (``sys.path.append``) rather than prepend it, so that it never shadows another
+            module. A name also in ``allowed_modules`` is allowed by name.
         synchronous: SQLite's durability setting: ``NORMAL`` (WAL: a power cut may lose the
             last commits, never corrupt) or ``FULL`` (fsync on every commit).
         read_only: Open a persisted store for reading (listing, history) beside the process
             that runs its executions.
+
+    Raises:
+        ValueError: an ``allowed_module_files`` entry is not a ``.py`` file named like a public
+            module (an identifier without a leading ``_``), or two entries name one module.
 
     A persisted store opens on first use or with ``async with ProcedureStore(url) as store``;
     close it with [`close`][procstore.ProcedureStore.close]. Stored procedures are trusted when
@@ -91,6 +103,7 @@ class ProcedureStore:
         url: str | None = None,
         *,
         allowed_modules: Iterable[str] = (),
+        allowed_module_files: Iterable[str | os.PathLike[str]] = (),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
     ) -> None:
@@ -99,7 +112,7 @@ class ProcedureStore:
         self._read_only = read_only
         self._backend: SQLiteBackend | None = None
         self._runner = False  # this process holds the store's runner lock
-        self._actions = ActionRegistry(allowed_modules)
+        self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
         # Unfinished executions are kept alive here; finished ones belong to whoever holds

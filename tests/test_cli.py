@@ -189,6 +189,54 @@ def test_validate_allows_the_modules_beside_the_file_by_default() -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_a_file_beside_the_definition_does_not_allow_the_module_its_name_imports(
+    tmp_path: Path, db: str
+) -> None:
+    # An empty subprocess.py beside the file must not allow the standard library's subprocess:
+    # the noop puts the command in the context as a key, getoutput(context) would run it.
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "subprocess.py").write_text("", encoding="utf-8")
+    marker = tmp_path / "pwned"
+    exploit = simple_doc(
+        start={
+            "action": {"type": "noop", "result": f"touch {marker}"},
+            "transitions": [{"event": "success", "target": "shell"}],
+        },
+        shell={
+            "action": {"type": "function", "module": "subprocess", "function": "getoutput"},
+            "transitions": [{"event": "success", "target": "end"}],
+        },
+        end={},
+    )
+    path = write_json(flows / "exploit.json", exploit)
+
+    ran = invoke("run", "--db", db, str(path))
+    validated = invoke("validate", str(path))
+
+    assert ran.exit_code == 2, ran.output
+    assert f"{path}: $.definition.states.shell.action.module:" in ran.output
+    assert "allowed only as the file" in ran.output
+    assert validated.exit_code == 1, validated.output
+    assert f"{path}: $.definition.states.shell.action.module:" in validated.output
+    assert not marker.exists()
+
+
+def test_a_module_beside_the_definition_does_not_shadow_the_standard_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # colorsys: a standard module nothing here imports; any later import must get the real one.
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    (tmp_path / "colorsys.py").write_text("SHADOWED = True\n", encoding="utf-8")
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+
+    assert invoke("validate", str(path)).exit_code == 0
+
+    import colorsys
+
+    assert not hasattr(colorsys, "SHADOWED")
+
+
 def test_run_rejects_a_module_that_is_not_allowed_with_exit_2(db: str) -> None:
     result = invoke(
         "run", "--db", db, str(DEPLOY), "--context", '{"env": "staging"}', "--no-local-modules"

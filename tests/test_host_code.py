@@ -190,3 +190,68 @@ async def test_a_module_that_fails_to_import_fails_the_attempt_with_a_clear_erro
     assert attempt.error is not None
     assert f"cannot import module '{package.name}.raises'" in attempt.error.message
     assert "RuntimeError: boom at import" in attempt.error.message
+
+
+# -- modules allowed by file ------------------------------------------------------------------
+
+
+async def test_a_module_allowed_by_file_is_refused_when_its_name_imports_another_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An empty subprocess.py does not make the standard library's subprocess callable.
+    local = tmp_path / "subprocess.py"
+    local.write_text("", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))  # even first on sys.path: already imported
+    store = ProcedureStore(allowed_module_files=[local])
+
+    problems = await _problem_paths(store, _doc("subprocess", "getoutput"))
+
+    assert "allowed only as the file" in problems[f"{ACTION}.module"]
+
+
+async def test_a_module_allowed_by_file_runs_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"local_{uuid.uuid4().hex}"
+    local = tmp_path / f"{name}.py"
+    local.write_text("def work(context):\n    return 'local'\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)  # undone after the test
+    store = ProcedureStore(allowed_module_files=[local])
+    await store.register(_doc(name, "work"))
+
+    execution = await within(store.start("p", "1.0", {}, auto=True))
+    final = await within(execution.run_to_completion(timeout=2.0))
+
+    assert final.status == Status.COMPLETED
+    assert sys.modules[name].__file__ == str(local)
+
+
+async def test_a_module_allowed_by_file_is_not_imported_from_another_file_at_run_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"local_{uuid.uuid4().hex}"
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    other.mkdir()
+    local = allowed / f"{name}.py"
+    local.write_text("def work(context):\n    return 'local'\n", encoding="utf-8")
+    marker = tmp_path / "other-ran.txt"
+    (other / f"{name}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef work(context):\n    return 'other'\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(allowed))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    store = ProcedureStore(allowed_module_files=[local])
+    await store.register(_doc(name, "work"))
+    monkeypatch.syspath_prepend(str(other))  # now the name answers to another file
+
+    execution = await within(store.start("p", "1.0", {}, auto=True))
+    final = await within(execution.run_to_completion(timeout=2.0))
+
+    assert final.status == Status.FAILED
+    [attempt] = records(final.history, "action", state="s")
+    assert attempt.error is not None
+    assert "allowed only as the file" in attempt.error.message
+    assert not marker.exists()
