@@ -60,6 +60,7 @@ from procstore import (
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
 from procstore.store import sqlite_path
+from procstore.terminal import safe_text
 
 EXIT_OK = 0
 EXIT_NOT_COMPLETED = 1
@@ -173,7 +174,7 @@ def _package_version() -> str:
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"procstore {_package_version()}")
+        _echo(f"procstore {_package_version()}")
         raise typer.Exit(EXIT_OK)
 
 
@@ -190,6 +191,45 @@ def _root(
     ] = False,
 ) -> None:
     """procstore: declarative, versioned workflow procedures run on transitions' AsyncMachine."""
+
+
+# --------------------------------------------------------------------------------------------
+# output: everything the CLI prints goes through these, as most of it is data someone else wrote
+
+
+def _echo(line: str = "", err: bool = False) -> None:
+    """Print one line built from data (a definition, a context, a history, an error message,
+    a file name): every character a terminal would act on is shown as a visible escape
+    (`procstore.terminal.safe_text`), embedded newlines included, so nothing in the data can
+    clear the screen, set the window title or forge another line."""
+    typer.echo(safe_text(line), err=err)
+
+
+def _echo_document(text: str) -> None:
+    """Print a multi-line document (a diagram's text, the schema): its own line breaks and
+    indentation stay, anything else a terminal would act on is escaped."""
+    typer.echo(safe_text(text, keep="\n\t"), nl=not text.endswith("\n"))
+
+
+def _echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON. With ``ensure_ascii`` (kept on on purpose),
+    ``json.dumps`` escapes every character outside printable ASCII (ESC, DEL, C1, bidi
+    overrides) as ``\\uXXXX``: safe on a terminal, and still JSON with its strings intact."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=True))
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines for ``--verbose``: a `log` action's message is data, escaped like any line;
+    a traceback keeps its line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return safe_text(super().formatException(ei), keep="\n\t")
+
+    def formatStack(self, stack_info: str) -> str:
+        return safe_text(super().formatStack(stack_info), keep="\n\t")
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,10 +252,10 @@ def _execute(work: Callable[[], Any]) -> Any:
         return work()
     except CommandError as exc:
         for line in exc.lines:
-            typer.echo(line, err=True)
+            _echo(line, err=True)
         raise typer.Exit(exc.code) from None
     except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_STORE) from None
 
 
@@ -412,9 +452,10 @@ def _configure_logging(verbose: bool, console: Console | None = None) -> None:
         from rich.logging import RichHandler
 
         handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(_SafeFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True
     )
@@ -557,10 +598,10 @@ class _PlainOutput:
     """One line per record (the ``format_record`` lines): for pipes, files and tests."""
 
     def line(self, text: str, style: str | None = None) -> None:
-        typer.echo(text)
+        _echo(text)
 
     def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
-        typer.echo(prefix + format_record(record))
+        _echo(prefix + format_record(record))
 
     @asynccontextmanager
     async def watch(self, trackers: Sequence[_Tracker]) -> AsyncIterator[None]:
@@ -576,12 +617,12 @@ class _LiveOutput:
         self._started = time.monotonic()
 
     def line(self, text: str, style: str | None = None) -> None:
-        self.console.print(Text(text, style=style or ""), soft_wrap=True)
+        self.console.print(Text(safe_text(text), style=style or ""), soft_wrap=True)
 
     def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
         text = Text()
-        text.append(prefix, style="dim")
-        text.append(format_record(record), style=_record_style(record) or "")
+        text.append(safe_text(prefix), style="dim")
+        text.append(safe_text(format_record(record)), style=_record_style(record) or "")
         self.console.print(text, soft_wrap=True)
 
     def render(self, trackers: Sequence[_Tracker]) -> Table:
@@ -595,8 +636,8 @@ class _LiveOutput:
             mark: Any = tracker.spinner if running else Text("done", style="dim")
             grid.add_row(
                 mark,
-                Text(tracker.label, style="bold"),
-                Text(tracker.describe()),
+                Text(safe_text(tracker.label), style="bold"),
+                Text(safe_text(tracker.describe())),
                 Text(elapsed, style="dim"),
             )
         return grid
@@ -739,9 +780,9 @@ class _Session:
         self.local_modules = True  # allow the modules beside FILE
 
     def interrupted(self) -> typer.Exit:
-        typer.echo("interrupted", err=True)
+        _echo("interrupted", err=True)
         for execution_id in self.execution_ids:
-            typer.echo(
+            _echo(
                 f"execution {execution_id} stays running in the database: "
                 f"procstore resume {execution_id}{_db_args(self.db)}",
                 err=True,
@@ -930,7 +971,7 @@ async def _list(
         procedures: list[Procedure] = []
         executions: list[Any] = []
         if not as_json:
-            typer.echo(f"no database at {_db_file(db)} yet: nothing registered, nothing run")
+            _echo(f"no database at {_db_file(db)} yet: nothing registered, nothing run")
             return
     else:
         async with _open_store(db, read_only=True) as store:
@@ -952,17 +993,17 @@ async def _list(
             "executions": [s.model_dump(mode="json") for s in executions],
             "more_executions": hidden,
         }
-        typer.echo(json.dumps(document, indent=2))
+        _echo_json(document)
         return
 
     if versions:
         width = max(len("PROCEDURE"), *(len(name) for name in versions))
-        typer.echo(f"{'PROCEDURE':<{width}}  VERSIONS")
+        _echo(f"{'PROCEDURE':<{width}}  VERSIONS")
         for name, names in versions.items():
-            typer.echo(f"{name:<{width}}  {', '.join(names)}")
+            _echo(f"{name:<{width}}  {', '.join(names)}")
     else:
-        typer.echo("no procedures")
-    typer.echo("")
+        _echo("no procedures")
+    _echo("")
     if executions:
         rows = [
             (s.id, f"{s.procedure}@{s.version}", _status_text(s.status), _time_text(s.updated_at))
@@ -972,11 +1013,11 @@ async def _list(
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         for row in (headers, *rows):
             cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
-            typer.echo("  ".join(cells).rstrip())
+            _echo("  ".join(cells).rstrip())
         if hidden:
-            typer.echo(f"... and {hidden} older (--limit 0 lists them all)")
+            _echo(f"... and {hidden} older (--limit 0 lists them all)")
     else:
-        typer.echo("no executions")
+        _echo("no executions")
 
 
 def _describe_action(action: Action) -> str:
@@ -1060,10 +1101,10 @@ async def _show(spec: str, db: str, as_json: bool) -> None:
             raise CommandError(EXIT_NOT_FOUND, f"error: {exc} in {db}") from None
         versions = [p.version for p in await store.list() if p.name == name]
     if as_json:
-        typer.echo(json.dumps(json.loads(procedure.model_dump_json(exclude_unset=True)), indent=2))
+        _echo_json(json.loads(procedure.model_dump_json(exclude_unset=True)))
         return
     for line in _summary_lines(procedure, versions):
-        typer.echo(line)
+        _echo(line)
 
 
 async def _history(execution_id: str, db: str, as_json: bool, timestamps: bool) -> None:
@@ -1075,19 +1116,19 @@ async def _history(execution_id: str, db: str, as_json: bool, timestamps: bool) 
             raise CommandError(EXIT_NOT_FOUND, f"error: {exc}") from None
         state = execution.state
     if as_json:
-        typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
+        _echo_json(state.model_dump(mode="json"))
         return
-    typer.echo(f"procedure   {state.procedure} {state.version}")
-    typer.echo(f"execution   {state.id}")
+    _echo(f"procedure   {state.procedure} {state.version}")
+    _echo(f"execution   {state.id}")
     for record in state.history:
         line = format_record(record)
-        typer.echo(
+        _echo(
             f"{record.at.astimezone().isoformat(timespec='milliseconds')}  {line}"
             if timestamps
             else line
         )
-    typer.echo(f"context     {_value_text(state.context, limit=400)}")
-    typer.echo(f"status      {_status_text(state.status)} (state: {state.current})")
+    _echo(f"context     {_value_text(state.context, limit=400)}")
+    _echo(f"status      {_status_text(state.status)} (state: {state.current})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1182,7 +1223,7 @@ async def _diagram(
             out.write_text(data, encoding="utf-8")
         else:
             out.write_bytes(data)
-        typer.echo(f"wrote {out} ({chosen})", err=True)
+        _echo(f"wrote {out} ({chosen})", err=True)
         return
     if isinstance(data, bytes) and chosen == "png":
         sys.stdout.flush()
@@ -1190,7 +1231,7 @@ async def _diagram(
         sys.stdout.buffer.flush()
         return
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    typer.echo(text, nl=not text.endswith("\n"))
+    _echo_document(text)
 
 
 def _read_procedure(file: Path) -> Procedure:
@@ -1565,10 +1606,10 @@ def schema(
     }
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
-        typer.echo(text, nl=False)
+        _echo_document(text)
     else:
         out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
+        _echo(f"wrote {out}", err=True)
 
 
 @app.command(epilog=_VALIDATE_EXIT_CODES)
@@ -1592,9 +1633,9 @@ def validate(
         if lines:
             invalid = True
             for line in lines:
-                typer.echo(line)
+                _echo(line)
         else:
-            typer.echo(f"{path}: ok")
+            _echo(f"{path}: ok")
     raise typer.Exit(EXIT_NOT_COMPLETED if invalid else EXIT_OK)
 
 
