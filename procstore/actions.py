@@ -218,11 +218,13 @@ class ActionRegistry:
     def _check_names(self, module: str, function: str) -> None:
         if not self.is_module_allowed(module):
             allowed = ", ".join(sorted(self.allowed_modules)) or "none"
-            files = ", ".join(str(path) for _, path in sorted(self.module_files.items()))
+            files = ", ".join(sorted(self.module_files))
             raise ActionNotAllowed(
                 "module",
                 f"module {module!r} is not in the store's allowed_modules ({allowed})"
-                + (f" nor is it one of its allowed_module_files ({files})" if files else ""),
+                + (
+                    f" nor the module of one of its allowed_module_files ({files})" if files else ""
+                ),
             )
         # A package's __main__, its __init__ as a module of its own, private helpers: none is
         # an actions module, and naming one would run code the host never meant to expose.
