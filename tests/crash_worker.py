@@ -24,6 +24,9 @@ Modes:
 ``hold DB``
     Start one execution that waits in a state without an action (this takes the store's runner
     lock), print ``ready`` and wait to be killed.
+``crash DB``
+    Start one execution that waits, print ``started <id>``, then raise ``RuntimeError`` out of
+    ``asyncio.run`` without closing the store (a program that crashed).
 """
 
 from __future__ import annotations
@@ -198,6 +201,14 @@ async def hold(db: str) -> None:
     await asyncio.Event().wait()  # hold the runner lock until killed
 
 
+async def crash(db: str) -> None:
+    store = open_store(db)
+    await store.register(WAITING)
+    execution = await store.start("waiting")
+    say("started", execution.id)
+    raise RuntimeError("the program crashed with its store open")
+
+
 def main(argv: list[str]) -> None:
     mode, db, *rest = argv
     if mode == "run":
@@ -207,6 +218,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(recover(db))
     elif mode == "hold":
         asyncio.run(hold(db))
+    elif mode == "crash":
+        asyncio.run(crash(db))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -478,6 +478,22 @@ async def test_a_state_timeout_that_passed_while_dead_fires_as_soon_as_it_resume
     assert runs(crash.lines())["s4"] == runs(crash.lines())["s5"] == 1
 
 
+# -- a program that crashes without closing its store --------------------------------------------
+
+
+def test_a_program_that_raises_with_its_store_open_exits(tmp_path: Path) -> None:
+    child = spawn("crash", str(tmp_path / "x.db"))
+    assert read_line(child).split()[0] == "started"
+    try:
+        _, stderr = child.communicate(timeout=60)  # a hang: its database threads kept it alive
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=CHILD_TIMEOUT)
+    assert child.returncode == 1
+    assert "RuntimeError: the program crashed with its store open" in stderr
+
+
 def test_the_worker_procedures_are_five_steps() -> None:
     for scenario in ("chain", "retry", "saga", "timeout"):
         states = crash_worker.procedure(scenario)["definition"]["states"]

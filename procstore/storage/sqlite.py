@@ -41,6 +41,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -825,9 +826,29 @@ def _uri(path: str, **parameters: str) -> str:
     return f"file:{quoted}?{urllib.parse.urlencode(parameters)}"
 
 
+async def _open_connection(path: str, **parameters: str) -> aiosqlite.Connection:
+    """``aiosqlite.connect`` to ``path`` with URI ``parameters``, on a daemon thread.
+
+    aiosqlite (since 0.22) runs each connection on a non-daemon thread that ends only when the
+    connection is closed, so a program that dies with a store open (an exception outside
+    ``async with``) would never exit and never be restarted by its supervisor. A daemon thread
+    lets the interpreter exit; for the database that is the same as the process being killed,
+    which the write-ahead journal and SQLite's atomic commit are built for (a transaction in
+    flight is rolled back). aiosqlite has no option for it (upstream declined one, issue #299),
+    so the thread is marked before ``await`` starts it;
+    tests/test_crash_recovery.py::test_a_program_that_raises_with_its_store_open_exits
+    notices if a new aiosqlite stops honouring it.
+    """
+    connection = aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)
+    thread = getattr(connection, "_thread", None)
+    if isinstance(thread, threading.Thread) and not thread.is_alive():
+        thread.daemon = True
+    return await connection
+
+
 async def _connect(path: str, **parameters: str) -> aiosqlite.Connection:
     try:
-        db = await aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)
+        db = await _open_connection(path, **parameters)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
@@ -888,7 +909,7 @@ async def _inspect(path: str) -> int | None:
 
 async def _read_state_read_only(path: str, *, immutable: bool) -> tuple[int, int, str | None]:
     parameters = {"mode": "ro", "immutable": "1"} if immutable else {"mode": "ro"}
-    db = await aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)
+    db = await _open_connection(path, **parameters)
     try:
         return await _read_state(db)
     finally:
