@@ -798,6 +798,61 @@ async def test_a_second_process_cannot_take_the_runner_lock(db_path: str) -> Non
     assert line == (f"error: {db_path} is already used by process {os.getpid()} to run executions")
 
 
+async def test_a_second_process_through_a_symlink_cannot_take_the_runner_lock(
+    db_path: str, tmp_path: Path
+) -> None:
+    link = tmp_path / "elsewhere" / "link.db"
+    link.parent.mkdir()
+    link.symlink_to(db_path)
+    backend = await SQLiteBackend.open(db_path)
+    await backend.acquire_runner_lock()
+    try:
+        child = run_child(str(link), "try-lock")
+        line = read_line(child)
+        child.communicate(timeout=10)
+    finally:
+        await backend.close()
+    assert line == f"error: {link} is already used by process {os.getpid()} to run executions"
+
+
+async def test_a_second_backend_through_a_symlink_cannot_take_the_runner_lock(
+    db_path: str, tmp_path: Path
+) -> None:
+    link = tmp_path / "link.db"
+    link.symlink_to(db_path)
+    first = await SQLiteBackend.open(db_path)
+    second = await SQLiteBackend.open(link)
+    try:
+        await first.acquire_runner_lock()
+        with pytest.raises(StoreError, match=f"already used by process {os.getpid()} to run"):
+            await second.acquire_runner_lock()
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_the_runner_lock_keeps_no_file_of_its_own_beside_the_database(
+    db_path: str, lock_holder: subprocess.Popen[str]
+) -> None:
+    name = os.path.basename(db_path)
+    assert set(os.listdir(os.path.dirname(db_path))) <= {name, f"{name}-wal", f"{name}-shm"}
+
+
+async def test_deleting_the_files_beside_the_database_admits_no_second_runner(
+    db_path: str, lock_holder: subprocess.Popen[str]
+) -> None:
+    directory, name = os.path.split(db_path)
+    for other in os.listdir(directory):  # all but the database and SQLite's write-ahead log
+        if other not in (name, f"{name}-wal", f"{name}-shm"):
+            os.unlink(os.path.join(directory, other))
+    child = run_child(db_path, "try-lock")
+    line = read_line(child)
+    child.communicate(timeout=10)
+    assert (
+        line == f"error: {db_path} is already used by process {lock_holder.pid} to run executions"
+    )
+
+
 async def test_the_runner_lock_is_released_when_its_holder_is_sigkilled(
     db_path: str, lock_holder: subprocess.Popen[str]
 ) -> None:

@@ -27,6 +27,10 @@ before the writer took it is dropped; one cancelled later may or may not be comm
 Reads use a second, read-only connection, so they see only committed data and never wait for
 the writer.
 
+The runner lock (one process runs a database's executions) is an exclusive ``flock`` on the
+database file itself, so no path to it (a symlink, another spelling) and no deleted side file
+lets a second runner in. See ``_OpenFile`` for why each process keeps one descriptor per file.
+
 Opening checks the file before SQLite writes anything to it: the header is read with plain
 file I/O, then the schema with a read-only (and, when no ``-wal`` file exists, ``immutable``)
 connection, so a file that is not a procstore database is left byte-for-byte unchanged and gets
@@ -153,6 +157,10 @@ _INSERT_PROCEDURE: Final = """
     ON CONFLICT (name, version) DO NOTHING
     RETURNING seq
 """
+_SET_META: Final = """
+    INSERT INTO meta (key, value) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
 # The execution's row (seq 0) then its records (seq >= 1), in one statement: one consistent
 # read without an explicit transaction.
 _LOAD_EXECUTION: Final = """
@@ -214,7 +222,14 @@ class _Commit:
         return self.row[3]
 
 
-_Write = _SaveProcedure | _CreateExecution | _Commit
+@dataclass(slots=True)
+class _SetMeta:
+    key: str
+    value: str
+    future: asyncio.Future[None]
+
+
+_Write = _SaveProcedure | _CreateExecution | _Commit | _SetMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +246,74 @@ class WriteStats:
     writes: int = 0
     batches: int = 0
     one_by_one: int = 0
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """What this process has open of one database file (one inode), shared by its backends.
+
+    The runner lock is ``flock(LOCK_EX)`` on a descriptor of the database file. On Linux (and
+    the BSDs) ``flock`` locks are independent of the POSIX ``fcntl`` byte-range locks SQLite
+    takes on the same file, so the two never interfere. But closing *any* descriptor of a file
+    drops *all* of the process's POSIX locks on it, SQLite's included: a descriptor of ours
+    must stay open until every SQLite connection of this process on the file is closed. So
+    the process keeps one entry per file, counted by the backends open on it, and closes its
+    descriptors only after the last of them has closed its connections.
+
+    The entry also records which backend holds the runner lock: ``flock`` on the one shared
+    descriptor would succeed for every backend of the process.
+
+    Attributes:
+        fds: Descriptors of the file (the first carries the lock; a second one appears only
+            if the file was replaced while a backend opened it).
+        backends: Backends of this process open on the file.
+        runner: The backend that holds the runner lock, if any.
+    """
+
+    fds: list[int]
+    backends: int = 0
+    runner: SQLiteBackend | None = None
+
+
+_FileKey = tuple[int, int]  # (st_dev, st_ino): the file, whatever path leads to it
+_OPEN_FILES: dict[_FileKey, _OpenFile] = {}
+_OPEN_FILES_LOCK = threading.Lock()  # backends may be opened from several event loops
+
+
+def _register_file(path: str) -> _FileKey:
+    """Count one more backend open on the database file at ``path``; return the file's key."""
+    with _OPEN_FILES_LOCK:
+        key = _file_key(os.stat(path))
+        entry = _OPEN_FILES.get(key)
+        if entry is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            key = _file_key(os.fstat(fd))  # the file opened, if it was replaced meanwhile
+            entry = _OPEN_FILES.get(key)
+            if entry is None:
+                entry = _OPEN_FILES[key] = _OpenFile(fds=[fd])
+            else:
+                entry.fds.append(fd)  # never close it early: see _OpenFile
+        entry.backends += 1
+        return key
+
+
+def _unregister_file(key: _FileKey, backend: SQLiteBackend) -> None:
+    """``backend`` has closed its connections: release its runner lock and its count."""
+    with _OPEN_FILES_LOCK:
+        entry = _OPEN_FILES[key]
+        if entry.runner is backend:
+            entry.runner = None
+            with contextlib.suppress(OSError):
+                fcntl.flock(entry.fds[0], fcntl.LOCK_UN)
+        entry.backends -= 1
+        if entry.backends == 0:
+            del _OPEN_FILES[key]
+            for fd in entry.fds:
+                os.close(fd)
+
+
+def _file_key(stat: os.stat_result) -> _FileKey:
+    return stat.st_dev, stat.st_ino
 
 
 class SQLiteBackend:
@@ -252,7 +335,8 @@ class SQLiteBackend:
         self._writer = writer
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._lock_fd: int | None = None
+        self._file: _FileKey | None = None  # set by open, once the file is registered
+        self._runner = False
         self._closed = False
         self._stats = WriteStats()
         if writer is not None:
@@ -305,7 +389,7 @@ class SQLiteBackend:
                     f"{len(MIGRATIONS)}: open it once without read_only"
                 )
             reader = await _connect(path, mode="ro")
-            return cls(path, reader=reader, writer=None)
+            return await cls._registered(path, reader=reader, writer=None)
 
         writer = await _connect(path, mode="rwc")
         try:
@@ -315,7 +399,23 @@ class SQLiteBackend:
         except BaseException:
             await writer.close()
             raise
-        return cls(path, reader=reader, writer=writer)
+        return await cls._registered(path, reader=reader, writer=writer)
+
+    @classmethod
+    async def _registered(
+        cls, path: str, *, reader: aiosqlite.Connection, writer: aiosqlite.Connection | None
+    ) -> SQLiteBackend:
+        """The backend on the open connections, counted in this process's ``_OpenFile``."""
+        try:
+            key = _register_file(path)
+        except OSError as exc:
+            await reader.close()
+            if writer is not None:
+                await writer.close()
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        backend = cls(path, reader=reader, writer=writer)
+        backend._file = key
+        return backend
 
     async def close(self) -> None:
         """Finish queued writes, close the database and release the runner lock.
@@ -337,11 +437,10 @@ class SQLiteBackend:
                     # Closed last: the last connection checkpoints the WAL and removes it.
                     await self._writer.close()
         finally:
-            if self._lock_fd is not None:
-                fd, self._lock_fd = self._lock_fd, None
-                with contextlib.suppress(OSError):
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+            # Only now that this backend's connections are closed (see _OpenFile).
+            self._runner = False
+            if self._file is not None:
+                _unregister_file(self._file, self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -372,44 +471,66 @@ class SQLiteBackend:
     @property
     def holds_runner_lock(self) -> bool:
         """Whether ``acquire_runner_lock`` succeeded and the backend is still open."""
-        return self._lock_fd is not None
+        return self._runner
 
     async def acquire_runner_lock(self) -> None:
         """Claim the right to run executions from this database while the backend is open.
 
-        The claim is an exclusive ``flock`` on ``<path>.lock`` (which holds the owner's pid). It
-        is released by ``close`` and, by the operating system, when the process dies however
-        it dies. Processes forked while it is held share it until they exit too. Acquiring it
-        again on the same backend is a no-op.
+        The claim is an exclusive ``flock`` on the database file itself (not on a side file
+        that could be deleted, nor on a path: a symlink leads to the same file), and this
+        process's other backends on the file are refused too (see ``_OpenFile``). It is
+        released by ``close`` and, by the operating system, when the process dies however it
+        dies. Processes forked while it is held share it until they exit too. The holder
+        writes its pid to the ``meta`` table (``runner_pid``), for the error message of those
+        refused; the pid does not take part in the locking. Acquiring it again on the same
+        backend is a no-op.
 
         Raises:
             StoreError: Another backend, in this or another process, holds it; or the backend is
-                read-only or closed.
+                read-only or closed, or the pid cannot be written.
         """
         self._check_open()
         if self._writer is None:
             raise StoreError(f"{self._path} is opened read-only: it cannot run executions")
-        if self._lock_fd is not None:
+        if self._runner:
             return
-        lock_path = f"{self._path}.lock"
+        assert self._file is not None
+        with _OPEN_FILES_LOCK:
+            entry = _OPEN_FILES[self._file]
+            holder: str | None = None
+            if entry.runner is not None:
+                holder = str(os.getpid())
+            else:
+                try:
+                    fcntl.flock(entry.fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = ""  # another process: its pid is in the meta table
+                except OSError as exc:
+                    raise StoreError(f"cannot lock {self._path}: {exc}") from exc
+                else:
+                    entry.runner = self
+                    self._runner = True
+        if holder is not None:
+            if not holder:
+                holder = await self._runner_pid()
+            raise StoreError(f"{self._path} is already used by process {holder} to run executions")
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot open the lock file {lock_path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise StoreError(
-                f"{self._path} is already used by process {holder} to run executions"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"cannot lock {lock_path}: {exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+            await self._write(lambda future: _SetMeta("runner_pid", str(os.getpid()), future))
+        except BaseException:
+            with _OPEN_FILES_LOCK:
+                if entry.runner is self:
+                    entry.runner = None
+                    fcntl.flock(entry.fds[0], fcntl.LOCK_UN)
+            self._runner = False
+            raise
+
+    async def _runner_pid(self) -> str:
+        """The pid the runner lock's holder wrote, or ``(unknown pid)``."""
+        with contextlib.suppress(StoreError):
+            rows = await self._read("SELECT value FROM meta WHERE key = 'runner_pid'", ())
+            if rows and str(rows[0][0]).isdigit():
+                return str(rows[0][0])
+        return "(unknown pid)"
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -726,7 +847,7 @@ class SQLiteBackend:
         outcomes: list[ProcstoreError | None] = []
         for write in batch:
             outcome: ProcstoreError | None = None
-            if isinstance(write, _SaveProcedure):
+            if isinstance(write, _SaveProcedure | _SetMeta):
                 try:
                     await self._apply_alone_or_reject(db, write)
                 except _Rejected as rejected:
@@ -778,6 +899,8 @@ class SQLiteBackend:
                         f" in {self._path} with different content"
                     )
                 )
+        elif isinstance(write, _SetMeta):
+            await db.execute(_SET_META, (write.key, write.value))
         elif isinstance(write, _CreateExecution):
             if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
                 raise _Rejected(
@@ -811,14 +934,6 @@ def _check_strings(**values: object) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _read_pid(fd: int) -> str:
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        text = os.pread(fd, 32, 0).decode().strip()
-        if text.isdigit():
-            return text
-    return "(unknown pid)"
 
 
 def _uri(path: str, **parameters: str) -> str:
@@ -892,12 +1007,14 @@ async def _inspect(path: str) -> int | None:
         raise _not_procstore(path, f"another application's SQLite database: {application_id:#x}")
     # Without a -wal file the main file is the whole database: read it as immutable, so that
     # SQLite takes no lock and creates no -wal/-shm file. With one, committed data may still
-    # be in it, and the side files exist already.
-    immutable = not os.path.exists(f"{path}-wal")
+    # be in it, and the side files exist already. (SQLite keeps the -wal beside the file a
+    # symlink leads to.)
+    wal = f"{os.path.realpath(path)}-wal"
+    immutable = not os.path.exists(wal)
     try:
         state = await _read_state_read_only(path, immutable=immutable)
     except sqlite3.Error as exc:
-        if not (immutable and os.path.exists(f"{path}-wal")):
+        if not (immutable and os.path.exists(wal)):
             raise _not_procstore(path, f"unreadable: {exc}") from exc
         # A process opened it and wrote meanwhile: read it again the ordinary way.
         try:
