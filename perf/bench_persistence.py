@@ -11,7 +11,9 @@ transition commits the transition, the next state's entry and its action's resul
 Recovery: 10,000 unfinished executions are created and the store is closed; then a new store
 opens the file and ``recover()`` resumes all of them. Two kinds: waiting for an event in a state
 without an action, and waiting in a retry delay (an action that failed, next attempt in an
-hour). The open (loading the registry) and ``recover()`` are timed separately.
+hour). The open (loading the registry) and ``recover()`` are timed separately; the integrity
+check every open starts with (``PRAGMA quick_check`` over the whole file, before anything is
+written beside it) is timed on its own too, on the same file, with the file's size.
 
     .venv/bin/python perf/bench_persistence.py            # about two minutes
     .venv/bin/python perf/bench_persistence.py --quick    # a smoke run, a few seconds
@@ -65,6 +67,8 @@ class Recovery:
     create_seconds: float
     open_seconds: float
     recover_seconds: float
+    check_seconds: float  # PRAGMA quick_check alone, part of open_seconds
+    megabytes: float  # the database file's size
 
 
 def chain(states: int) -> dict[str, Any]:
@@ -149,7 +153,8 @@ async def throughput(
 
 async def recovery(directory: Path, kind: str, synchronous: str, count: int) -> Recovery:
     """Create ``count`` unfinished executions, close, reopen and time ``recover()``."""
-    url = f"sqlite:///{directory / f'recovery-{kind}-{time.monotonic_ns()}.db'}"
+    path = directory / f"recovery-{kind}-{time.monotonic_ns()}.db"
+    url = f"sqlite:///{path}"
     procedure = WAITING if kind == "waiting for an event" else RETRYING
     started = time.perf_counter()
     async with ProcedureStore(url, synchronous=synchronous) as store:  # type: ignore[arg-type]
@@ -167,7 +172,9 @@ async def recovery(directory: Path, kind: str, synchronous: str, count: int) -> 
             # whose commit is still in flight, and those commits are dropped.
             await asyncio.sleep(0.5)
     create_seconds = time.perf_counter() - started
+    check_seconds = quick_check_seconds(path)
 
+    path_megabytes = path.stat().st_size / 1e6
     gc.collect()
     store = ProcedureStore(url, synchronous=synchronous)  # type: ignore[arg-type]
     store.register_action("bench.flaky", flaky)
@@ -184,7 +191,27 @@ async def recovery(directory: Path, kind: str, synchronous: str, count: int) -> 
     finally:
         await store.close()
         remove_databases(directory)
-    return Recovery(kind, synchronous, count, create_seconds, opened - started, recovered - opened)
+    return Recovery(
+        kind,
+        synchronous,
+        count,
+        create_seconds,
+        opened - started,
+        recovered - opened,
+        check_seconds,
+        path_megabytes,
+    )
+
+
+def quick_check_seconds(path: Path) -> float:
+    """Time ``PRAGMA quick_check`` on the closed database, as opening a store runs it."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        started = time.perf_counter()
+        assert connection.execute("PRAGMA quick_check(1)").fetchall() == [("ok",)]
+        return time.perf_counter() - started
+    finally:
+        connection.close()
 
 
 async def run(
@@ -218,7 +245,8 @@ async def run(
         for kind in ("waiting for an event", "in a retry delay"):
             result = await recovery(where, kind, "NORMAL", recover_count)
             print(
-                f"  recovery {kind}: open {result.open_seconds:.3f}s, "
+                f"  recovery {kind}: open {result.open_seconds:.3f}s "
+                f"(quick_check {result.check_seconds:.3f}s), "
                 f"recover {result.recover_seconds:.3f}s",
                 file=sys.stderr,
             )
@@ -265,12 +293,19 @@ def print_table(rows: list[Throughput], recoveries: list[Recovery], repeats: int
         backend = "in memory" if row.backend == "memory" else f"SQLite {row.backend}"
         ratio = row.per_second / memory[row.shape]
         print(f"{shape:40} {backend:15} {row.per_second:14,.0f} {ratio:7.2f}")
-    print("\nRecovery (a new store opens the file, then recover() resumes every execution)")
-    print(f"{'unfinished executions':40} {'open s':>8} {'recover s':>10} {'per second':>12}")
+    print("\nRecovery (a new store opens the file, then recover() resumes every execution;")
+    print("open includes the integrity check, PRAGMA quick_check, shown on its own)")
+    print(
+        f"{'unfinished executions':40} {'file MB':>8} {'open s':>8} {'check s':>8} "
+        f"{'recover s':>10} {'per second':>12}"
+    )
     for r in recoveries:
         label = f"{r.count:,} {r.kind}"
         rate = r.count / r.recover_seconds if r.recover_seconds else float("inf")
-        print(f"{label:40} {r.open_seconds:8.3f} {r.recover_seconds:10.3f} {rate:12,.0f}")
+        print(
+            f"{label:40} {r.megabytes:8.1f} {r.open_seconds:8.3f} {r.check_seconds:8.3f} "
+            f"{r.recover_seconds:10.3f} {rate:12,.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -201,6 +201,90 @@ async def test_a_database_written_by_a_newer_procstore_is_refused_unchanged(
     assert fingerprint(db) == before
 
 
+def _damage_pages(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` with random bytes (a damaged disk sector)."""
+    connection = sqlite3.connect(db)
+    (root,) = connection.execute(
+        "SELECT rootpage FROM sqlite_schema WHERE name = ?", (table,)
+    ).fetchone()
+    (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+    connection.close()
+    with open(db, "r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(random.Random(7).randbytes(page_size))
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_database_with_damaged_pages_is_refused_at_open_unchanged(
+    db: Path, url: str, read_only: bool
+) -> None:
+    async with ProcedureStore(url) as store:
+        await store.register(chain_doc())
+        for _ in range(5):
+            await (await store.start("chain", auto=True)).run_to_completion()
+    _damage_pages(db, "journal")
+    before = fingerprint(db)
+    with pytest.raises(StoreError, match="is damaged") as caught:
+        await ProcedureStore(url, read_only=read_only).open()
+    assert str(db) in str(caught.value)
+    assert fingerprint(db) == before  # no -wal, -shm beside it
+
+
+READER = """
+import asyncio, json, sys
+from procstore import ProcedureStore
+
+async def main(path):
+    try:
+        open(path + ".probe", "w")
+    except OSError as exc:
+        print("cannot write beside it:", type(exc).__name__, flush=True)
+    async with ProcedureStore("sqlite:///" + path, read_only=True) as store:
+        summaries = await store.executions()
+        execution = await store.get_execution(summaries[0].id)
+        print(json.dumps([[s.status.value for s in summaries], len(execution.history)]))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_read_only_store_reads_a_database_on_a_file_system_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "data" / "procstore.db"
+    db.parent.mkdir()
+
+    async def fill() -> None:
+        async with ProcedureStore(f"sqlite:///{db}") as store:
+            await store.register(chain_doc())
+            await (await store.start("chain", auto=True)).run_to_completion()
+            await store.start("chain")
+
+    asyncio.run(fill())
+    before = fingerprint(db)
+    db.chmod(0o444)
+    db.parent.chmod(0o555)
+    try:
+        # Tests run as root, which writes anywhere: the reader runs as root without any
+        # capability, so the permission bits hold for it as for any user.
+        without_capabilities = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+        reader = subprocess.run(
+            [*without_capabilities, sys.executable, "-c", READER, str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        db.parent.chmod(0o755)
+        db.chmod(0o644)
+    assert reader.returncode == 0, reader.stderr
+    probe, listing = reader.stdout.splitlines()
+    assert probe == "cannot write beside it: PermissionError"
+    assert listing == '[["completed", "running"], 9]'
+    assert fingerprint(db) == before
+
+
 # -- many executions ----------------------------------------------------------------------------
 
 

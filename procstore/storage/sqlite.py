@@ -32,9 +32,10 @@ database file itself, so no path to it (a symlink, another spelling) and no dele
 lets a second runner in. See ``_OpenFile`` for why each process keeps one descriptor per file.
 
 Opening checks the file before SQLite writes anything to it: the header is read with plain
-file I/O, then the schema with a read-only (and, when no ``-wal`` file exists, ``immutable``)
-connection, so a file that is not a procstore database is left byte-for-byte unchanged and gets
-no ``-wal``/``-shm`` side files.
+file I/O, then the schema and the integrity of every page (``PRAGMA quick_check``) with a
+read-only (and, when no ``-wal`` file exists, ``immutable``) connection, so a file that is not a
+procstore database, or a damaged one, is left byte-for-byte unchanged and gets no
+``-wal``/``-shm`` side files.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ class SQLiteBackend:
                     f"{path} has schema {version} and needs migrating to schema "
                     f"{len(MIGRATIONS)}: open it once without read_only"
                 )
-            reader = await _connect(path, mode="ro")
+            reader = await _connect_read_only(path)
             return await cls._registered(path, reader=reader, writer=None)
 
         writer = await _connect(path, mode="rwc")
@@ -974,6 +975,26 @@ async def _connect(path: str, **parameters: str) -> aiosqlite.Connection:
     return db
 
 
+async def _connect_read_only(path: str) -> aiosqlite.Connection:
+    """The connection of a read-only backend: ``mode=ro``, or ``immutable`` where that fails.
+
+    SQLite reads a WAL database through its ``-shm`` file, which it creates beside the
+    database. On a read-only file system, or in a directory this process cannot write, it
+    cannot, and every read fails. If there is no ``-wal`` either, no process has the database
+    open, and the file alone is the whole database: it is read as ``immutable`` (no lock, no
+    side file), as it is when opened; a process that starts writing it later is not seen.
+    """
+    db = await _connect(path, mode="ro")
+    try:
+        await db.execute_fetchall("SELECT count(*) FROM sqlite_schema")
+        return db
+    except sqlite3.Error as exc:
+        await db.close()
+        if os.path.exists(_wal_path(path)):
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+    return await _connect(path, mode="ro", immutable="1")
+
+
 def _not_procstore(path: str, reason: str) -> StoreError:
     return StoreError(f"{path} is not a procstore database ({reason})")
 
@@ -981,12 +1002,19 @@ def _not_procstore(path: str, reason: str) -> StoreError:
 async def _inspect(path: str) -> int | None:
     """Return the schema version of the procstore database at ``path`` without changing it.
 
+    The header is read with plain file I/O; then a read-only connection (``immutable`` when no
+    ``-wal`` exists, so SQLite takes no lock and creates no side file) reads the schema and,
+    for a procstore database, runs ``PRAGMA quick_check`` over every page, so that a damaged
+    file is refused here, before anything is written beside it, rather than by the first read
+    that meets the damage.
+
     Returns:
         ``None`` for a missing file, an empty one, or an SQLite database with nothing in it
         (all three are initialised); otherwise the stored schema version.
 
     Raises:
-        StoreError: The file is not a procstore database, or was written by a newer procstore.
+        StoreError: The file is not a procstore database, was written by a newer procstore, or
+            is damaged.
     """
     try:
         with open(path, "rb") as file:
@@ -1005,30 +1033,53 @@ async def _inspect(path: str) -> int | None:
     application_id = int.from_bytes(header[68:72], "big", signed=True)
     if application_id not in (0, APPLICATION_ID):
         raise _not_procstore(path, f"another application's SQLite database: {application_id:#x}")
-    # Without a -wal file the main file is the whole database: read it as immutable, so that
-    # SQLite takes no lock and creates no -wal/-shm file. With one, committed data may still
-    # be in it, and the side files exist already. (SQLite keeps the -wal beside the file a
-    # symlink leads to.)
-    wal = f"{os.path.realpath(path)}-wal"
+    # Without a -wal file the main file is the whole database: read it as immutable. With one,
+    # committed data may still be in it, and the side files exist already.
+    wal = _wal_path(path)
     immutable = not os.path.exists(wal)
     try:
-        state = await _read_state_read_only(path, immutable=immutable)
-    except sqlite3.Error as exc:
+        return await _examine(path, immutable=immutable)
+    except (sqlite3.Error, _Damaged) as exc:
         if not (immutable and os.path.exists(wal)):
-            raise _not_procstore(path, f"unreadable: {exc}") from exc
-        # A process opened it and wrote meanwhile: read it again the ordinary way.
-        try:
-            state = await _read_state_read_only(path, immutable=False)
-        except sqlite3.Error as exc:
-            raise _not_procstore(path, f"unreadable: {exc}") from exc
-    return _check_state(path, *state)
+            raise _inspection_error(path, exc) from exc
+    # A process opened it and wrote meanwhile (an immutable read may then see a torn file):
+    # read it again the ordinary way.
+    try:
+        return await _examine(path, immutable=False)
+    except (sqlite3.Error, _Damaged) as exc:
+        raise _inspection_error(path, exc) from exc
 
 
-async def _read_state_read_only(path: str, *, immutable: bool) -> tuple[int, int, str | None]:
+class _Damaged(Exception):
+    """``PRAGMA quick_check`` found a problem (its first one is the message)."""
+
+
+def _inspection_error(path: str, exc: Exception) -> StoreError:
+    if isinstance(exc, _Damaged):
+        return StoreError(
+            f"{path} is damaged (PRAGMA quick_check: {exc}); it was left unchanged: restore it "
+            "from a backup, or recover what is readable with the sqlite3 shell's .recover"
+        )
+    return _not_procstore(path, f"unreadable: {exc}")
+
+
+def _wal_path(path: str) -> str:
+    """Where SQLite keeps the database's write-ahead log: beside the file a symlink leads to."""
+    return f"{os.path.realpath(path)}-wal"
+
+
+async def _examine(path: str, *, immutable: bool) -> int | None:
+    """``_check_state`` of the file through a read-only connection, then its integrity."""
     parameters = {"mode": "ro", "immutable": "1"} if immutable else {"mode": "ro"}
     db = await _open_connection(path, **parameters)
     try:
-        return await _read_state(db)
+        version = _check_state(path, *await _read_state(db))
+        if version is not None:
+            # quick_check(1) stops at the first problem: one is enough to refuse the file.
+            rows = list(await db.execute_fetchall("PRAGMA quick_check(1)"))
+            if [tuple(row) for row in rows] != [("ok",)]:
+                raise _Damaged(str(rows[0][0]) if rows else "no answer")
+        return version
     finally:
         await db.close()
 
