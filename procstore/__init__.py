@@ -6,6 +6,7 @@ The public API is what this module exports; everything else is an implementation
 from procstore.definition import Procedure
 from procstore.errors import (
     ActionFailed,
+    ExecutionDamaged,
     ExecutionNotFound,
     InvalidEvent,
     InvalidProcedure,
@@ -33,6 +34,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Execution",
+    "ExecutionDamaged",
     "ExecutionNotFound",
     "ExecutionState",
     "ExecutionSummary",

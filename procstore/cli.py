@@ -917,8 +917,12 @@ async def _resume(
         for summary in targets:
             key = (summary.procedure, summary.version)
             if key not in checked:
-                procedure = await store.get(*key)
-                checked[key] = _host_code_problems(procedure, allowed)
+                try:
+                    procedure = await store.get(*key)
+                except ProcedureNotFound:  # cannot be loaded: recover() quarantines these
+                    checked[key] = []
+                else:
+                    checked[key] = _host_code_problems(procedure, allowed)
             problems += [
                 f"{summary.id} ({summary.procedure}@{summary.version}): {problem}"
                 for problem in checked[key]
@@ -1005,11 +1009,14 @@ async def _list(
         _echo("no procedures")
     _echo("")
     if executions:
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (s.id, f"{s.procedure}@{s.version}", _status_text(s.status), _time_text(s.updated_at))
             for s in executions
         ]
-        headers = ("EXECUTION", "PROCEDURE", "STATUS", "UPDATED")
+        headers: tuple[str, ...] = ("EXECUTION", "PROCEDURE", "STATUS", "UPDATED")
+        if any(s.reason for s in executions):  # quarantined ones: say why
+            rows = [(*row, s.reason or "") for row, s in zip(rows, executions, strict=True)]
+            headers = (*headers, "REASON")
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         for row in (headers, *rows):
             cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
@@ -1481,7 +1488,8 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """List the registered procedures (name, versions) and the executions (id,
-    procedure@version, status, last update), oldest first.
+    procedure@version, status, last update), oldest first; a quarantined execution also
+    shows why (REASON).
 
     The store is opened read-only, so this works beside a process that runs executions.
     """

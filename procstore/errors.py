@@ -86,3 +86,22 @@ class StoreError(ProcstoreError):
 
 class ExecutionNotFound(ProcstoreError, LookupError):
     """No execution with that id is stored."""
+
+
+class ExecutionDamaged(StoreError):
+    """A stored execution cannot be restored: it is quarantined, or what is stored about it is
+    damaged (a snapshot or journal record that is not valid JSON or lacks what the runtime
+    needs, a procedure version that cannot be loaded, an unknown status).
+
+    `str(exc)` names the execution and the reason.
+
+    Attributes:
+        execution_id: The execution's id.
+        reason: Why it cannot be restored, in plain words.
+    """
+
+    def __init__(self, execution_id: str, reason: str, *, quarantined: bool = False) -> None:
+        self.execution_id = execution_id
+        self.reason = reason
+        state = "is quarantined" if quarantined else "cannot be restored"
+        super().__init__(f"execution {execution_id!r} {state}: {reason}")

@@ -26,6 +26,10 @@ class Status(enum.StrEnum):
             compensate).
         ROLLED_BACK: Failed or cancelled with `rollback=True`, and every compensation of its
             completed actions succeeded.
+        QUARANTINED: Stored, but it cannot be restored (its snapshot or journal is damaged,
+            its procedure version cannot be loaded, or its stored status is unknown): recovery
+            skipped it and left its stored data as it was. Never the status of a live
+            execution; its summary's `reason` says why.
     """
 
     RUNNING = "running"
@@ -33,6 +37,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ROLLED_BACK = "rolled_back"
+    QUARANTINED = "quarantined"
 
     # Lower-case aliases, so `Status.completed` reads like the value it compares equal to.
     running = "running"
@@ -40,6 +45,7 @@ class Status(enum.StrEnum):
     failed = "failed"
     cancelled = "cancelled"
     rolled_back = "rolled_back"
+    quarantined = "quarantined"
 
 
 class _Frozen(BaseModel):
@@ -154,6 +160,8 @@ class ExecutionSummary(_Frozen):
         status: Its status (as last stored, for a persisted store).
         created_at: When it started.
         updated_at: When it last changed.
+        reason: Why it is `quarantined` (e.g. `its stored snapshot is not valid JSON (...)`);
+            `None` for every other status.
     """
 
     id: str
@@ -162,3 +170,4 @@ class ExecutionSummary(_Frozen):
     status: Status
     created_at: datetime
     updated_at: datetime
+    reason: str | None = None

@@ -4,6 +4,7 @@ in memory or persisted (``sqlite:///path``)."""
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import uuid
 import weakref
@@ -18,18 +19,29 @@ from packaging.version import InvalidVersion, Version
 from procstore.actions import ActionCallable, ActionRegistry
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
-from procstore.errors import ExecutionNotFound, ProcedureNotFound, StoreError, VersionConflict
+from procstore.errors import (
+    ExecutionDamaged,
+    ExecutionNotFound,
+    ProcedureNotFound,
+    StoreError,
+    VersionConflict,
+)
 from procstore.execution import Execution, restore_execution, start_execution
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.jsondata import require_json
 from procstore.snapshot import ExecutionSummary, Status
-from procstore.storage import Backend, SQLiteBackend, StoredExecution
+from procstore.storage import Backend, SQLiteBackend, StoredExecution, StoredProcedure
 from procstore.validation import Document, load_document
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
 
 SQLITE_PREFIX = "sqlite:///"
+
+MAX_REASON_CHARS = 500
+"""Longest quarantine reason stored and shown (one line; a longer one is cut with ``...``)."""
+
+logger = logging.getLogger("procstore")
 
 
 def sqlite_path(url: str) -> Path:
@@ -52,6 +64,11 @@ class _Journal:
         self._id = execution_id
         self._procedure = procedure
         self._version = version
+        self._discarded = False
+
+    def discard(self) -> None:
+        """Write nothing more: the execution this journal was given to failed to restore."""
+        self._discarded = True
 
     async def create(
         self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
@@ -63,7 +80,8 @@ class _Journal:
     async def commit(
         self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
     ) -> None:
-        await self._backend.commit(self._id, status, snapshot, records)
+        if not self._discarded:
+            await self._backend.commit(self._id, status, snapshot, records)
 
 
 class ProcedureStore:
@@ -115,6 +133,8 @@ class ProcedureStore:
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
+        # Stored procedure versions that cannot be loaded, by (name, version as stored): why.
+        self._quarantined: dict[tuple[str, str], str] = {}
         # Unfinished executions are kept alive here; finished ones belong to whoever holds
         # their handle and are only tracked while referenced.
         self._running: dict[str, Execution] = {}
@@ -143,15 +163,44 @@ class ProcedureStore:
             self._path, synchronous=self._synchronous, read_only=self._read_only
         )
         try:
-            for document in await backend.load_procedures():
-                procedure = Procedure.model_validate(document)  # trusted: stored by us
-                key = (procedure.name, procedure.parsed_version)
-                self._procedures[key] = compile_procedure(procedure, self._actions, self._guards)
+            stored = await backend.load_procedures()
         except Exception:
             await backend.close()
             raise
+        for row in stored:
+            try:
+                compiled = self._load_procedure(row)
+            except Exception as exc:  # one damaged document must not close the store
+                reason = _one_line(str(exc))
+                self._quarantined[(row.name, row.version)] = reason
+                logger.warning(
+                    "%s: procedure %r version %r is quarantined: %s",
+                    self._path,
+                    row.name,
+                    row.version,
+                    reason,
+                )
+                continue
+            self._procedures[(compiled.procedure.name, compiled.procedure.parsed_version)] = (
+                compiled
+            )
         self._backend = backend
         return self
+
+    def _load_procedure(self, row: StoredProcedure) -> CompiledProcedure:
+        """Compile a stored procedure version; raise, saying why, if it cannot be loaded."""
+        if row.document is None:
+            raise ValueError(row.reason or "its stored document cannot be read")
+        try:
+            procedure = Procedure.model_validate(row.document)  # trusted: stored by us
+        except ValueError as exc:
+            raise ValueError(f"its stored document is not a valid procedure: {exc}") from exc
+        if (procedure.name, procedure.version) != (row.name, row.version):
+            raise ValueError(
+                f"its stored document is for procedure {procedure.name!r} version "
+                f"{procedure.version!r}"
+            )
+        return compile_procedure(procedure, self._actions, self._guards)
 
     async def close(self) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
@@ -234,6 +283,12 @@ class ProcedureStore:
         await self.open()
         procedure, data = load_document(doc, self._actions, self._guards)
         key = (procedure.name, procedure.parsed_version)
+        for (name, version), reason in self._quarantined.items():
+            if name == procedure.name and _same_version(version, procedure.parsed_version):
+                raise VersionConflict(
+                    f"{procedure.name} version {version} is stored in {self._path} but cannot "
+                    f"be loaded ({reason}); register it under a new version"
+                )
         existing = self._procedures.get(key)
         if existing is not None:
             if existing.procedure == procedure:
@@ -274,6 +329,11 @@ class ProcedureStore:
         except InvalidVersion:
             compiled = None
         if compiled is None:
+            reason = self._quarantined.get((name, version))
+            if reason is not None:
+                raise ProcedureNotFound(
+                    f"procedure {name!r} version {version!r} is quarantined: {reason}"
+                )
             raise ProcedureNotFound(f"no procedure {name!r} version {version!r}")
         return compiled
 
@@ -334,13 +394,21 @@ class ProcedureStore:
         stored = await self._backend.load_execution(execution_id)
         if stored is None:
             raise ExecutionNotFound(f"no execution {execution_id!r} in {self._path}")
+        if stored.status == Status.QUARANTINED:
+            reason = stored.reason or "no reason was stored"
+            raise ExecutionDamaged(execution_id, reason, quarantined=True)
         resume = stored.status == Status.RUNNING and not self._read_only
         if resume:
             await self._run_here()
             live = self._live(execution_id)  # resumed meanwhile by another call
             if live is not None:
                 return live
-        return self._restore(stored, resume=resume)
+        try:
+            return await self._restore(stored, resume=resume)
+        except ExecutionDamaged as damaged:
+            if resume:  # an unfinished one: keep recover() from meeting it again
+                await self._quarantine(damaged)
+            raise
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None
@@ -350,18 +418,25 @@ class ProcedureStore:
         await self.open()
         wanted = Status(status).value if status is not None else None
         if self._backend is not None:
-            rows = await self._backend.list_executions(status=wanted, procedure=procedure)
-            return [
-                ExecutionSummary(
+            # A status this procstore does not know is listed as quarantined: ask for all of
+            # them when quarantined ones are wanted.
+            asked = None if wanted == Status.QUARANTINED else wanted
+            rows = await self._backend.list_executions(status=asked, procedure=procedure)
+            summaries = []
+            for r in rows:
+                known = r.status in _STATUSES
+                summary = ExecutionSummary(
                     id=r.id,
                     procedure=r.procedure,
                     version=r.version,
-                    status=Status(r.status),
+                    status=Status(r.status) if known else Status.QUARANTINED,
                     created_at=r.created_at,
                     updated_at=r.updated_at,
+                    reason=r.reason if known else _unknown_status(r.status),
                 )
-                for r in rows
-            ]
+                if wanted is None or summary.status == wanted:
+                    summaries.append(summary)
+            return summaries
         summaries = []
         for execution in list(self._executions.values()):
             history = execution.history
@@ -385,6 +460,13 @@ class ProcedureStore:
         attempt runs again with its number), retry delays and state timeouts continue from
         their stored deadlines, compensation in progress carries on.
 
+        An execution that cannot be restored (a damaged snapshot or journal record, a procedure
+        version that is gone or cannot be loaded) does not stop the others: it is
+        *quarantined* (status ``quarantined``, with the reason, in the database), a warning
+        names it and the reason on the ``procstore`` logger, and every other one resumes.
+        [`executions`][procstore.ProcedureStore.executions] lists quarantined executions with
+        their ``reason``.
+
         Returns:
             Handles on the resumed executions.
         """
@@ -395,7 +477,11 @@ class ProcedureStore:
         for stored in await self._backend.load_unfinished():
             live = self._live(stored.id)
             if live is None:
-                live = self._restore(stored, resume=True)
+                try:
+                    live = await self._restore(stored, resume=True)
+                except ExecutionDamaged as damaged:
+                    await self._quarantine(damaged)
+                    continue
             resumed.append(live)
         return resumed
 
@@ -405,17 +491,83 @@ class ProcedureStore:
         live = self._executions.get(execution_id)
         return None if live is None or live.detached else live
 
-    def _restore(self, stored: StoredExecution, *, resume: bool) -> Execution:
+    async def _restore(self, stored: StoredExecution, *, resume: bool) -> Execution:
+        """A handle on a stored execution (with ``resume``, an unfinished one carries on here).
+
+        Raises:
+            ExecutionDamaged: it cannot be restored; nothing of it runs or is written.
+        """
         assert self._backend is not None
-        compiled = self._compiled(stored.procedure, stored.version)
-        execution = restore_execution(
-            compiled,
-            stored.id,
-            stored.snapshot,
-            stored.records,
-            journal=_Journal(self._backend, stored.id, stored.procedure, stored.version),
-            resume=resume,
-            running=self._running,
+        reason = stored.reason or self._cannot_restore(stored)
+        if reason is None:
+            journal = _Journal(self._backend, stored.id, stored.procedure, stored.version)
+            try:
+                execution = restore_execution(
+                    self._compiled(stored.procedure, stored.version),
+                    stored.id,
+                    stored.snapshot,
+                    stored.records,
+                    journal=journal,
+                    resume=resume,
+                    running=self._running,
+                )
+            except Exception as exc:  # whatever a damaged snapshot makes restoring raise
+                reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"
+                # The half-restored execution may have registered itself and scheduled its
+                # first steps: stop it before they run, and let nothing of it be written.
+                journal.discard()
+                half = self._running.pop(stored.id, None)
+                if half is not None:
+                    await half.detach()
+            else:
+                self._executions[execution.id] = execution
+                return execution
+        raise ExecutionDamaged(stored.id, _one_line(reason))
+
+    def _cannot_restore(self, stored: StoredExecution) -> str | None:
+        """Why ``stored`` cannot be restored, found before trying; ``None`` if nothing is."""
+        if stored.status not in _STATUSES:
+            return _unknown_status(stored.status)
+        key = (stored.procedure, stored.version)
+        if key in self._quarantined:
+            return (
+                f"its procedure {stored.procedure!r} version {stored.version!r} cannot be "
+                f"loaded: {self._quarantined[key]}"
+            )
+        try:
+            self._compiled(stored.procedure, stored.version)
+        except ProcedureNotFound:
+            return (
+                f"its procedure {stored.procedure!r} version {stored.version!r} is not in the store"
+            )
+        return None
+
+    async def _quarantine(self, damaged: ExecutionDamaged) -> None:
+        """Mark an unfinished execution that cannot be restored as quarantined, and say so."""
+        assert self._backend is not None
+        await self._backend.quarantine_execution(damaged.execution_id, damaged.reason)
+        logger.warning(
+            "%s: execution %s is quarantined: %s", self._path, damaged.execution_id, damaged.reason
         )
-        self._executions[execution.id] = execution
-        return execution
+
+
+_STATUSES = frozenset(status.value for status in Status)
+
+
+def _unknown_status(status: str) -> str:
+    return f"its stored status {status!r} is unknown to this procstore"
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (whitespace runs become one space), at most MAX_REASON_CHARS."""
+    line = " ".join(text.split())
+    if len(line) > MAX_REASON_CHARS:
+        line = line[: MAX_REASON_CHARS - 3] + "..."
+    return line
+
+
+def _same_version(stored: str, version: Version) -> bool:
+    try:
+        return Version(stored) == version
+    except InvalidVersion:
+        return False

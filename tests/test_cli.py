@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -542,6 +543,23 @@ def test_resume_finishes_an_execution_left_unfinished(db: str) -> None:
     assert "nothing to resume" in again.output
 
 
+def test_resume_quarantines_what_it_cannot_restore_and_resumes_the_rest(
+    tmp_path: Path, db: str
+) -> None:
+    healthy = leave_unfinished(db, nap_doc())
+    broken = leave_unfinished(db, nap_doc(name="broken"))
+    connection = sqlite3.connect(tmp_path / "x.db")
+    connection.execute("UPDATE procedures SET document = '{' WHERE name = 'broken'")
+    connection.commit()
+    connection.close()
+    result = invoke("resume", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert f"resumed     {healthy} nap 1.0 in nap" in result.output
+    assert result.output.splitlines()[-1] == "status      completed (state: done)"
+    listed = invoke("list", "--db", db, "--status", "quarantined").output
+    assert broken in listed and "its procedure 'broken' version '1.0' cannot be loaded" in listed
+
+
 def test_resume_one_execution_by_id(db: str) -> None:
     first = leave_unfinished(db, nap_doc())
     second = leave_unfinished(db, nap_doc())
@@ -777,6 +795,41 @@ def test_list_json(db: str) -> None:
     [summary] = document["executions"]
     assert summary["id"] == execution_id_of(ran.output)
     assert summary["status"] == "completed"
+
+
+def test_list_shows_quarantined_executions_with_their_reason(tmp_path: Path, db: str) -> None:
+    waiting = simple_doc("waiting", start={"transitions": [{"event": "go", "target": "done"}]})
+    waiting["definition"]["states"]["done"] = {}
+
+    async def start_two() -> list[str]:
+        async with ProcedureStore(db) as store:
+            await store.register(waiting)
+            return [(await store.start("waiting")).id for _ in range(2)]
+
+    damaged, renamed = asyncio.run(start_two())
+    connection = sqlite3.connect(tmp_path / "x.db")
+    connection.execute("UPDATE executions SET snapshot = '{' WHERE id = ?", (damaged,))
+    connection.execute("UPDATE executions SET status = 'paused' WHERE id = ?", (renamed,))
+    connection.commit()
+    connection.close()
+
+    async def recover() -> None:
+        async with ProcedureStore(db) as store:
+            assert await store.recover() == []  # the damaged one is quarantined
+
+    asyncio.run(recover())
+
+    result = invoke("list", "--db", db)
+
+    assert result.exit_code == 0, result.output
+    rows = result.output.split("\n\n")[1].splitlines()
+    assert rows[0].split() == ["EXECUTION", "PROCEDURE", "STATUS", "UPDATED", "REASON"]
+    assert [row.split()[:3] for row in rows[1:]] == [
+        [damaged, "waiting@1.0", "quarantined"],
+        [renamed, "waiting@1.0", "quarantined"],
+    ]
+    assert "its stored snapshot is not valid JSON" in rows[1]
+    assert "its stored status 'paused' is unknown to this procstore" in rows[2]
 
 
 def test_list_without_a_database_creates_nothing(tmp_path: Path, db: str) -> None:

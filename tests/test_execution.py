@@ -102,6 +102,7 @@ def test_status_is_a_str_enum_with_the_contract_values() -> None:
         "failed",
         "cancelled",
         "rolled_back",
+        "quarantined",  # a stored execution that cannot be restored (never a live one)
     }
     assert all(isinstance(s, str) for s in Status)
     assert Status("completed") is Status.COMPLETED

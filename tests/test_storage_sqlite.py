@@ -333,18 +333,20 @@ async def test_a_pending_migration_is_applied_on_open(
     backend = await SQLiteBackend.open(db_path)
     await make_execution(backend, "e1")
     await backend.close()
-    migration_2 = """
+    next_migration = """
         CREATE TABLE tags (execution_id TEXT NOT NULL, tag TEXT NOT NULL);
         CREATE TRIGGER tag_new AFTER INSERT ON executions BEGIN
             INSERT INTO tags VALUES (NEW.id, 'new');
         END;
     """
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, migration_2))
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, next_migration))
     migrated = await SQLiteBackend.open(db_path)
     await make_execution(migrated, "e2")
     stored = await migrated.load_execution("e1")
     await migrated.close()
-    assert raw_query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert raw_query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION + 1),)
+    ]
     assert raw_query(db_path, "SELECT * FROM tags") == [("e2", "new")]
     assert stored is not None and stored.records == [{"kind": "started", "n": 0}]
 
@@ -356,9 +358,13 @@ async def test_a_failing_migration_leaves_the_database_as_it_was(
     await backend.close()
     broken = "CREATE TABLE half_done (a INTEGER);\nINSERT INTO no_such_table VALUES (1);"
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, broken))
-    with pytest.raises(StoreError, match=r"cannot migrate .* from schema 1 to 2"):
+    with pytest.raises(
+        StoreError, match=f"cannot migrate .* from schema {SCHEMA_VERSION} to {SCHEMA_VERSION + 1}"
+    ):
         await SQLiteBackend.open(db_path)
-    assert raw_query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+    assert raw_query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
     assert raw_query(db_path, "SELECT name FROM sqlite_schema WHERE name = 'half_done'") == []
 
 
@@ -380,7 +386,7 @@ async def test_procedures_load_in_insertion_order(backend: SQLiteBackend) -> Non
     for document in documents:
         await backend.save_procedure(document["name"], "1.0", document)
     await backend.save_procedure("alpha", "2.0", {"name": "alpha", "version": "2.0"})
-    assert await backend.load_procedures() == [
+    assert [p.document for p in await backend.load_procedures()] == [
         *documents,
         {"name": "alpha", "version": "2.0"},
     ]
@@ -390,7 +396,7 @@ async def test_saving_the_same_procedure_again_is_a_no_op(backend: SQLiteBackend
     document = {"name": "deploy", "version": "1.0", "definition": {"states": {"a": {}}}}
     await backend.save_procedure("deploy", "1.0", document)
     await backend.save_procedure("deploy", "1.0", json.loads(json.dumps(document)))
-    assert await backend.load_procedures() == [document]
+    assert [p.document for p in await backend.load_procedures()] == [document]
 
 
 async def test_saving_a_different_document_under_a_stored_version_raises(
@@ -399,7 +405,7 @@ async def test_saving_a_different_document_under_a_stored_version_raises(
     await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 1})
     with pytest.raises(VersionConflict, match=r"'deploy' version '1\.0'"):
         await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 2})
-    assert await backend.load_procedures() == [{"name": "deploy", "steps": 1}]
+    assert [p.document for p in await backend.load_procedures()] == [{"name": "deploy", "steps": 1}]
 
 
 # -- executions ---------------------------------------------------------------------------------

@@ -6,7 +6,14 @@ embedded implementation (one database file, WAL mode, one writer connection).
 
 from __future__ import annotations
 
-from procstore.storage.base import RUNNING, Backend, ExecutionSummary, StoredExecution
+from procstore.storage.base import (
+    QUARANTINED,
+    RUNNING,
+    Backend,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -18,11 +25,13 @@ from procstore.storage.sqlite import (
 __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
+    "QUARANTINED",
     "RUNNING",
     "SCHEMA_VERSION",
     "Backend",
     "ExecutionSummary",
     "SQLiteBackend",
     "StoredExecution",
+    "StoredProcedure",
     "WriteStats",
 ]

@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["RUNNING", "Backend", "ExecutionSummary", "StoredExecution"]
+__all__ = [
+    "QUARANTINED",
+    "RUNNING",
+    "Backend",
+    "ExecutionSummary",
+    "StoredExecution",
+    "StoredProcedure",
+]
 
 RUNNING = "running"
 """The status of an unfinished execution: ``Backend.unfinished_execution_ids`` lists them."""
+
+QUARANTINED = "quarantined"
+"""The status ``Backend.quarantine_execution`` gives an execution that cannot be restored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,7 @@ class ExecutionSummary:
         status: Its status as last committed (``"running"`` while unfinished).
         created_at: When it was created (UTC, timezone-aware).
         updated_at: When it was last committed (UTC, timezone-aware).
+        reason: Why it was quarantined (status ``"quarantined"``); ``None`` otherwise.
     """
 
     id: str
@@ -45,6 +56,7 @@ class ExecutionSummary:
     status: str
     created_at: datetime
     updated_at: datetime
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,9 @@ class StoredExecution:
         records: The journal, in ``seq`` order (the first record has seq 1).
         created_at: When it was created (UTC, timezone-aware).
         updated_at: When it was last committed (UTC, timezone-aware).
+        reason: Why it was quarantined (status ``"quarantined"``), or why the backend could
+            not read what is stored (e.g. its snapshot is not valid JSON: ``snapshot`` and
+            ``records`` then hold what could be read); ``None`` for a healthy execution.
     """
 
     id: str
@@ -70,6 +85,25 @@ class StoredExecution:
     records: list[dict[str, Any]]
     created_at: datetime
     updated_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProcedure:
+    """One procedure version of the registry, as ``Backend.load_procedures`` returns it.
+
+    Attributes:
+        name: The procedure's name.
+        version: Its version, as it was saved.
+        document: The stored document, or ``None`` when it cannot be read.
+        reason: Why the document cannot be read (e.g. it is not valid JSON); ``None`` when it
+            can.
+    """
+
+    name: str
+    version: str
+    document: dict[str, Any] | None
+    reason: str | None = None
 
 
 @runtime_checkable
@@ -120,11 +154,14 @@ class Backend(Protocol):
         """
         ...
 
-    async def load_procedures(self) -> list[dict[str, Any]]:
-        """Return every stored procedure document, in the order they were first saved.
+    async def load_procedures(self) -> list[StoredProcedure]:
+        """Return every stored procedure version, in the order they were first saved.
+
+        A document that cannot be read is returned with its ``reason``, not raised: one
+        damaged row must not make the others unreachable.
 
         Returns:
-            The documents.
+            The procedure versions.
         """
         ...
 
@@ -174,8 +211,23 @@ class Backend(Protocol):
         """
         ...
 
+    async def quarantine_execution(self, execution_id: str, reason: str) -> None:
+        """Set an execution's status to ``"quarantined"`` and store ``reason``, leaving its
+        snapshot and journal as they are (for whoever repairs it).
+
+        Args:
+            execution_id: The execution.
+            reason: Why it cannot be restored.
+
+        Raises:
+            ExecutionNotFound: No execution with that id is stored.
+            StoreError: The backend is read-only or closed, or the write failed.
+        """
+        ...
+
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """Return everything stored about one execution.
+        """Return everything stored about one execution (one whose row cannot be read
+        entirely comes with a ``reason``).
 
         Args:
             execution_id: The execution.
@@ -200,7 +252,8 @@ class Backend(Protocol):
         ...
 
     async def load_unfinished(self) -> list[StoredExecution]:
-        """Return everything stored about every unfinished execution, in creation order."""
+        """Return everything stored about every unfinished execution, in creation order (one
+        whose row cannot be read entirely comes with a ``reason``)."""
         ...
 
     async def unfinished_execution_ids(self) -> list[str]:

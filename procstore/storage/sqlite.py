@@ -1,13 +1,16 @@
 """The embedded SQLite backend: one database file, WAL mode, one writer connection.
 
-Layout of the file (schema version 1; see ``MIGRATIONS``):
+Layout of the file (schema version 2; see ``MIGRATIONS``):
 
-* ``meta(key, value)``: ``schema_version`` is the last migration applied. The file header's
+* ``meta(key, value)``: ``schema_version`` is the last migration applied; ``runner_pid`` the
+  pid of the last process that took the runner lock (for error messages). The file header's
   ``PRAGMA application_id`` is ``APPLICATION_ID``, so a procstore database is recognised
   (and anybody else's rejected) before anything in it is read or written.
 * ``procedures(seq, name, version, document, saved_at)``: the registry, in insertion order.
-* ``executions(seq, id, procedure, version, status, snapshot, created_at, updated_at)``: one
-  row per execution; ``snapshot`` is replaced on every commit.
+* ``executions(seq, id, procedure, version, status, snapshot, created_at, updated_at,
+  quarantine_reason)``: one row per execution; ``snapshot`` is replaced on every commit;
+  ``quarantine_reason`` says why an execution that cannot be restored has the status
+  ``quarantined`` (``NULL`` for every other).
 * ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
 
 Writes from every task of the process go through one queue to one writer connection. The
@@ -57,7 +60,13 @@ from typing import Any, Final, Literal, Self
 import aiosqlite
 
 from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
-from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution
+from procstore.storage.base import (
+    QUARANTINED,
+    RUNNING,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 
 __all__ = [
     "APPLICATION_ID",
@@ -114,6 +123,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: why a quarantined execution (status 'quarantined') could not be restored.
+    """
+    ALTER TABLE executions ADD COLUMN quarantine_reason TEXT;
+    """,
 )
 """Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.
 
@@ -165,22 +178,26 @@ _SET_META: Final = """
 # The execution's row (seq 0) then its records (seq >= 1), in one statement: one consistent
 # read without an explicit transaction.
 _LOAD_EXECUTION: Final = """
-    SELECT 0, snapshot, procedure, version, status, created_at, updated_at
+    SELECT 0, snapshot, procedure, version, status, created_at, updated_at, quarantine_reason
       FROM executions WHERE id = ?1
     UNION ALL
-    SELECT seq, record, NULL, NULL, NULL, NULL, NULL FROM journal WHERE execution_id = ?1
+    SELECT seq, record, NULL, NULL, NULL, NULL, NULL, NULL FROM journal WHERE execution_id = ?1
     ORDER BY 1
 """
 
 
 _LOAD_UNFINISHED: Final = """
     SELECT e.seq, 0, e.id, e.snapshot, e.procedure, e.version, e.status, e.created_at,
-           e.updated_at
+           e.updated_at, e.quarantine_reason
       FROM executions e WHERE e.status = ?1
     UNION ALL
-    SELECT e.seq, j.seq, e.id, j.record, NULL, NULL, NULL, NULL, NULL
+    SELECT e.seq, j.seq, e.id, j.record, NULL, NULL, NULL, NULL, NULL, NULL
       FROM journal j JOIN executions e ON e.id = j.execution_id WHERE e.status = ?1
     ORDER BY 1, 2
+"""
+_QUARANTINE: Final = """
+    UPDATE executions SET status = ?, quarantine_reason = ?, updated_at = ? WHERE id = ?
+    RETURNING seq
 """
 
 
@@ -230,7 +247,17 @@ class _SetMeta:
     future: asyncio.Future[None]
 
 
-_Write = _SaveProcedure | _CreateExecution | _Commit | _SetMeta
+@dataclass(slots=True)
+class _Quarantine:
+    row: tuple[str, str, str, str]  # (status, reason, updated_at, execution_id)
+    future: asyncio.Future[None]
+
+    @property
+    def execution_id(self) -> str:
+        return self.row[3]
+
+
+_Write = _SaveProcedure | _CreateExecution | _Commit | _SetMeta | _Quarantine
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,17 +582,30 @@ class SQLiteBackend:
             lambda future: _SaveProcedure(name, version, _encode_json(document), _now(), future)
         )
 
-    async def load_procedures(self) -> list[dict[str, Any]]:
-        """Return every stored procedure document, in the order they were first saved.
+    async def load_procedures(self) -> list[StoredProcedure]:
+        """Return every stored procedure version, in the order they were first saved.
 
         Returns:
-            The documents.
+            The procedure versions; one whose document is not a JSON object comes with a
+            ``reason`` instead of a document.
 
         Raises:
             StoreError: The backend is closed or the database cannot be read.
         """
-        rows = await self._read("SELECT document FROM procedures ORDER BY seq", ())
-        return [json.loads(row[0]) for row in rows]
+        rows = await self._read("SELECT name, version, document FROM procedures ORDER BY seq", ())
+        procedures = []
+        for name, version, text in rows:
+            problems: list[str] = []
+            document = _json_object(text, "its stored document", problems)
+            procedures.append(
+                StoredProcedure(
+                    name=name,
+                    version=version,
+                    document=None if problems else document,
+                    reason=problems[0] if problems else None,
+                )
+            )
+        return procedures
 
     # -- executions --------------------------------------------------------------------------
 
@@ -630,6 +670,23 @@ class SQLiteBackend:
         journal = [(execution_id, _encode_json(r)) for r in records]
         await self._write(lambda future: _Commit(row, journal, future))
 
+    async def quarantine_execution(self, execution_id: str, reason: str) -> None:
+        """Set an execution's status to ``"quarantined"`` and store ``reason``, leaving its
+        snapshot and journal as they are (for whoever repairs it).
+
+        Args:
+            execution_id: The execution.
+            reason: Why it cannot be restored.
+
+        Raises:
+            ExecutionNotFound: No execution with that id is stored.
+            StoreError: The backend is read-only or closed, or the write failed.
+            TypeError: ``execution_id`` or ``reason`` is not a string.
+        """
+        _check_strings(execution_id=execution_id, reason=reason)
+        row = (QUARANTINED, reason, _now(), execution_id)
+        await self._write(lambda future: _Quarantine(row, future))
+
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Return everything stored about one execution.
 
@@ -637,7 +694,8 @@ class SQLiteBackend:
             execution_id: The execution.
 
         Returns:
-            The execution, or ``None`` when no execution with that id is stored.
+            The execution, or ``None`` when no execution with that id is stored. One whose
+            snapshot or journal cannot be read comes with a ``reason``.
 
         Raises:
             StoreError: The backend is closed or the database cannot be read.
@@ -645,16 +703,11 @@ class SQLiteBackend:
         rows = await self._read(_LOAD_EXECUTION, (execution_id,))
         if not rows:
             return None
-        _, snapshot, procedure, version, status, created_at, updated_at = rows[0]
-        return StoredExecution(
-            id=execution_id,
-            procedure=procedure,
-            version=version,
-            status=status,
-            snapshot=json.loads(snapshot),
-            records=[json.loads(row[1]) for row in rows[1:]],
-            created_at=datetime.fromisoformat(created_at),
-            updated_at=datetime.fromisoformat(updated_at),
+        _, snapshot, procedure, version, status, created, updated, reason = rows[0]
+        return _stored_execution(
+            (execution_id, procedure, version, status, created, updated, reason),
+            snapshot,
+            [row[1] for row in rows[1:]],
         )
 
     async def list_executions(
@@ -682,8 +735,8 @@ class SQLiteBackend:
             parameters.append(procedure)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = await self._read(
-            "SELECT id, procedure, version, status, created_at, updated_at FROM executions"
-            f"{where} ORDER BY seq",
+            "SELECT id, procedure, version, status, created_at, updated_at, quarantine_reason"
+            f" FROM executions{where} ORDER BY seq",
             parameters,
         )
         return [
@@ -692,8 +745,9 @@ class SQLiteBackend:
                 procedure=row[1],
                 version=row[2],
                 status=row[3],
-                created_at=datetime.fromisoformat(row[4]),
-                updated_at=datetime.fromisoformat(row[5]),
+                created_at=_timestamp(row[4], "created_at", []),
+                updated_at=_timestamp(row[5], "updated_at", []),
+                reason=row[6],
             )
             for row in rows
         ]
@@ -723,25 +777,14 @@ class SQLiteBackend:
         Raises:
             StoreError: The backend is closed or the database cannot be read.
         """
-        executions: list[StoredExecution] = []
+        rows: list[tuple[tuple[Any, ...], str, list[str]]] = []  # (columns, snapshot, records)
         for row in await self._read(_LOAD_UNFINISHED, (RUNNING,)):
-            _, seq, execution_id, payload, procedure, version, status, created, updated = row
+            _, seq, execution_id, payload, procedure, version, status, *rest = row
             if seq == 0:
-                executions.append(
-                    StoredExecution(
-                        id=execution_id,
-                        procedure=procedure,
-                        version=version,
-                        status=status,
-                        snapshot=json.loads(payload),
-                        records=[],
-                        created_at=datetime.fromisoformat(created),
-                        updated_at=datetime.fromisoformat(updated),
-                    )
-                )
+                rows.append(((execution_id, procedure, version, status, *rest), payload, []))
             else:
-                executions[-1].records.append(json.loads(payload))
-        return executions
+                rows[-1][2].append(payload)
+        return [_stored_execution(*row) for row in rows]
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -848,7 +891,7 @@ class SQLiteBackend:
         outcomes: list[ProcstoreError | None] = []
         for write in batch:
             outcome: ProcstoreError | None = None
-            if isinstance(write, _SaveProcedure | _SetMeta):
+            if isinstance(write, _SaveProcedure | _SetMeta | _Quarantine):
                 try:
                     await self._apply_alone_or_reject(db, write)
                 except _Rejected as rejected:
@@ -902,6 +945,11 @@ class SQLiteBackend:
                 )
         elif isinstance(write, _SetMeta):
             await db.execute(_SET_META, (write.key, write.value))
+        elif isinstance(write, _Quarantine):
+            if not await db.execute_fetchall(_QUARANTINE, write.row):
+                raise _Rejected(
+                    ExecutionNotFound(f"no execution {write.execution_id!r} in {self._path}")
+                )
         elif isinstance(write, _CreateExecution):
             if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
                 raise _Rejected(
@@ -935,6 +983,62 @@ def _check_strings(**values: object) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # stands for a timestamp that cannot be read
+
+
+def _json_object(text: Any, what: str, problems: list[str]) -> dict[str, Any]:
+    """Decode the JSON object ``text``; on failure add why to ``problems`` and return ``{}``."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:  # JSONDecodeError, and bytes that are not UTF-8
+        problems.append(f"{what} is not valid JSON ({exc})")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{what} is not a JSON object but {type(value).__name__}")
+        return {}
+    return value
+
+
+def _timestamp(text: Any, what: str, problems: list[str]) -> datetime:
+    """Parse the stored ISO timestamp ``text``; on failure add why to ``problems``."""
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        problems.append(f"its {what} {text!r} is not a timestamp")
+        return _EPOCH
+
+
+def _stored_execution(
+    columns: tuple[Any, ...], snapshot: str, records: list[str]
+) -> StoredExecution:
+    """A ``StoredExecution`` from its row's ``(id, procedure, version, status, created_at,
+    updated_at, quarantine_reason)``, its snapshot and its journal records (all as stored).
+
+    A value that cannot be decoded does not raise: it becomes the execution's ``reason``, so
+    that one damaged row leaves every other one readable.
+    """
+    execution_id, procedure, version, status, created, updated, reason = columns
+    problems: list[str] = []
+    decoded = _json_object(snapshot, "its stored snapshot", problems)
+    journal = [
+        _json_object(record, f"its journal record {seq}", problems)
+        for seq, record in enumerate(records, 1)
+    ]
+    created_at = _timestamp(created, "created_at", problems)
+    updated_at = _timestamp(updated, "updated_at", problems)
+    return StoredExecution(
+        id=execution_id,
+        procedure=procedure,
+        version=version,
+        status=status,
+        snapshot=decoded,
+        records=journal,
+        created_at=created_at,
+        updated_at=updated_at,
+        reason=reason if reason is not None else (problems[0] if problems else None),
+    )
 
 
 def _uri(path: str, **parameters: str) -> str:
