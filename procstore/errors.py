@@ -54,7 +54,8 @@ class InvalidProcedure(ProcstoreError):
 
 
 class VersionConflict(ProcstoreError):
-    """The same name and version were registered again with different content."""
+    """The same name and version were registered again with different content, or under
+    another spelling of a registered version (`1.0.0` when `1.0` is registered)."""
 
 
 class ProcedureNotFound(ProcstoreError, LookupError):

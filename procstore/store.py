@@ -274,29 +274,40 @@ class ProcedureStore:
         """Validate, compile and register a procedure document (and store it, when persisted).
 
         ``doc`` is a dict, a JSON string, or a path to a ``.json``/``.yaml`` file. Registering
-        the same name and version again is a no-op when the content is identical.
+        the same name and version again is a no-op when the content is identical. Versions
+        are equal as versions (``1.0`` is ``1.0.0``): a version keeps the spelling it was
+        first registered with.
 
         Raises:
             InvalidProcedure: listing every problem with its JSON path; nothing is registered.
-            VersionConflict: the name and version exist with different content.
+            VersionConflict: the name and version exist with different content, or the version
+                is registered (or stored, by another store on the same database) under another
+                spelling, which the message names.
         """
         await self.open()
         procedure, data = load_document(doc, self._actions, self._guards)
         key = (procedure.name, procedure.parsed_version)
+        existing = self._procedures.get(key)
+        if existing is not None:
+            if existing.procedure == procedure:
+                return existing.procedure
+            registered = existing.procedure.version
+            if registered != procedure.version:  # 1.0 and 1.0.0 are one version
+                raise VersionConflict(
+                    f"{procedure.name} version {procedure.version!r} is the same version as "
+                    f"the registered {registered!r}: register it as {registered!r}, or under "
+                    "a new version"
+                )
+            raise VersionConflict(
+                f"{procedure.name} version {registered} is already registered "
+                "with different content; register it under a new version"
+            )
         for (name, version), reason in self._quarantined.items():
             if name == procedure.name and _same_version(version, procedure.parsed_version):
                 raise VersionConflict(
                     f"{procedure.name} version {version} is stored in {self._path} but cannot "
                     f"be loaded ({reason}); register it under a new version"
                 )
-        existing = self._procedures.get(key)
-        if existing is not None:
-            if existing.procedure == procedure:
-                return existing.procedure
-            raise VersionConflict(
-                f"{procedure.name} version {existing.procedure.version} is already registered "
-                "with different content; register it under a new version"
-            )
         compiled = compile_procedure(procedure, self._actions, self._guards)
         if self._backend is not None:
             document = require_json(dict(data), "the procedure document")
@@ -535,8 +546,11 @@ class ProcedureStore:
                 f"loaded: {self._quarantined[key]}"
             )
         try:
-            self._compiled(stored.procedure, stored.version)
+            compiled = self._compiled(stored.procedure, stored.version)
         except ProcedureNotFound:
+            compiled = None
+        # Exactly the version it started on: another spelling of it may hold other states.
+        if compiled is None or compiled.procedure.version != stored.version:
             return (
                 f"its procedure {stored.procedure!r} version {stored.version!r} is not in the store"
             )

@@ -143,13 +143,17 @@ class Backend(Protocol):
     async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
         """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
 
+        Versions are compared as PEP 440 versions: ``1.0`` and ``1.0.0`` are one version, which
+        is stored once, under the spelling it was first saved with.
+
         Args:
             name: The procedure's name.
             version: Its version.
             document: The procedure document (JSON-compatible).
 
         Raises:
-            VersionConflict: ``(name, version)`` is stored with a different document.
+            VersionConflict: ``(name, version)`` is stored with a different document, or under
+                another spelling (the message names it).
             StoreError: The backend is read-only or closed, or the write failed.
         """
         ...

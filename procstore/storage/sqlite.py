@@ -1,12 +1,16 @@
 """The embedded SQLite backend: one database file, WAL mode, one writer connection.
 
-Layout of the file (schema version 2; see ``MIGRATIONS``):
+Layout of the file (schema version 3; see ``MIGRATIONS``):
 
 * ``meta(key, value)``: ``schema_version`` is the last migration applied; ``runner_pid`` the
   pid of the last process that took the runner lock (for error messages). The file header's
   ``PRAGMA application_id`` is ``APPLICATION_ID``, so a procstore database is recognised
   (and anybody else's rejected) before anything in it is read or written.
-* ``procedures(seq, name, version, document, saved_at)``: the registry, in insertion order.
+* ``procedures(seq, name, version, document, saved_at, canonical_version)``: the registry, in
+  insertion order. ``canonical_version`` is the version in canonical form
+  (``canonical_version``: ``1.0`` and ``1.0.0`` are both ``1``), unique per name, so that one
+  version is stored under one spelling; it is ``NULL`` only for an alias that schema 1 let in
+  after the first spelling (kept for inspection, never loaded).
 * ``executions(seq, id, procedure, version, status, snapshot, created_at, updated_at,
   quarantine_reason)``: one row per execution; ``snapshot`` is replaced on every commit;
   ``quarantine_reason`` says why an execution that cannot be restored has the status
@@ -58,6 +62,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 import aiosqlite
+from packaging.utils import canonicalize_version
 
 from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
 from procstore.storage.base import (
@@ -75,6 +80,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SQLiteBackend",
     "WriteStats",
+    "canonical_version",
 ]
 
 APPLICATION_ID: Final = 0x50535452
@@ -127,6 +133,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE executions ADD COLUMN quarantine_reason TEXT;
     """,
+    # 3: one spelling per version (1.0 and 1.0.0 are one version). Of the spellings schema 1
+    # let in, the first saved keeps the version; later ones keep a NULL canonical_version.
+    """
+    ALTER TABLE procedures ADD COLUMN canonical_version TEXT;
+
+    UPDATE procedures SET canonical_version = procstore_canonical_version(version)
+     WHERE seq = (
+        SELECT min(first.seq) FROM procedures AS first
+         WHERE first.name = procedures.name
+           AND procstore_canonical_version(first.version)
+               = procstore_canonical_version(procedures.version)
+     );
+
+    CREATE UNIQUE INDEX procedures_by_canonical_version
+        ON procedures (name, canonical_version);
+    """,
 )
 """Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.
 
@@ -136,6 +158,19 @@ also records the new schema version, so a failed migration leaves the file as it
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this procstore writes (the number of migrations)."""
+
+
+def canonical_version(version: str) -> str:
+    """The canonical form of a procedure version: equal for every spelling of one PEP 440
+    version (``1.0``, ``1.0.0`` and ``1`` are all ``1``; ``1.0A1`` is ``1a1``), so that the
+    database, like the registry, holds one version once. A string that is not a PEP 440
+    version is its own canonical form.
+
+    Migration 3 calls it from SQL as ``procstore_canonical_version``: its result for a given
+    version must never change.
+    """
+    return canonicalize_version(version, strip_trailing_zero=True)
+
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
@@ -167,9 +202,13 @@ _APPEND_RECORD: Final = """
     VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM journal WHERE execution_id = ?1), ?2)
 """
 _INSERT_PROCEDURE: Final = """
-    INSERT INTO procedures (name, version, document, saved_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (name, version) DO NOTHING
+    INSERT INTO procedures (name, version, document, saved_at, canonical_version)
+    VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING
     RETURNING seq
+"""
+_STORED_VERSION: Final = """
+    SELECT version, document FROM procedures WHERE name = ? AND canonical_version = ?
 """
 _SET_META: Final = """
     INSERT INTO meta (key, value) VALUES (?, ?)
@@ -213,6 +252,7 @@ class _Rejected(Exception):
 class _SaveProcedure:
     name: str
     version: str
+    canonical: str  # canonical_version(version)
     document: str  # JSON
     saved_at: str
     future: asyncio.Future[None]
@@ -565,21 +605,28 @@ class SQLiteBackend:
     async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
         """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
 
+        Versions are compared in their ``canonical_version`` form: ``1.0`` and ``1.0.0`` are
+        one version, which is stored once, under the spelling it was first saved with.
+
         Args:
             name: The procedure's name.
             version: Its version.
             document: The procedure document (JSON-compatible).
 
         Raises:
-            VersionConflict: ``(name, version)`` is stored with a different document.
+            VersionConflict: ``(name, version)`` is stored with a different document, or under
+                another spelling (the message names it).
             StoreError: The backend is read-only or closed, or the write failed.
             TypeError: ``name`` or ``version`` is not a string, or ``document`` holds a value
                 JSON cannot represent.
             ValueError: ``document`` holds NaN or infinity.
         """
         _check_strings(name=name, version=version)
+        canonical = canonical_version(version)
         await self._write(
-            lambda future: _SaveProcedure(name, version, _encode_json(document), _now(), future)
+            lambda future: _SaveProcedure(
+                name, version, canonical, _encode_json(document), _now(), future
+            )
         )
 
     async def load_procedures(self) -> list[StoredProcedure]:
@@ -592,10 +639,18 @@ class SQLiteBackend:
         Raises:
             StoreError: The backend is closed or the database cannot be read.
         """
-        rows = await self._read("SELECT name, version, document FROM procedures ORDER BY seq", ())
+        rows = await self._read(
+            "SELECT name, version, document, canonical_version FROM procedures ORDER BY seq", ()
+        )
+        spellings = {(name, canonical): version for name, version, _, canonical in rows}
         procedures = []
-        for name, version, text in rows:
+        for name, version, text, canonical in rows:
             problems: list[str] = []
+            if canonical is None:  # an alias that schema 1 let in after the first spelling
+                first = spellings.get((name, canonical_version(version)), "?")
+                problems.append(
+                    f"it is an alias of version {first!r}, stored before it (they are one version)"
+                )
             document = _json_object(text, "its stored document", problems)
             procedures.append(
                 StoredProcedure(
@@ -916,6 +971,41 @@ class SQLiteBackend:
                 await db.executemany(_APPEND_RECORD, appended)
         return outcomes
 
+    async def _save_procedure(self, db: aiosqlite.Connection, write: _SaveProcedure) -> None:
+        """Insert a procedure version, unless it is stored (a no-op when it is stored with the
+        same spelling and document); raise ``_Rejected`` otherwise."""
+        name, version = write.name, write.version
+        stored = list(await db.execute_fetchall(_STORED_VERSION, (name, write.canonical)))
+        if stored:
+            spelling, document = stored[0]
+            if spelling != version:
+                raise _Rejected(
+                    VersionConflict(
+                        f"procedure {name!r} version {version!r} is the same version as "
+                        f"{spelling!r}, already stored in {self._path}: register it as "
+                        f"{spelling!r}, or under a new version"
+                    )
+                )
+            problems: list[str] = []
+            if _json_object(document, "", problems) != json.loads(write.document) or problems:
+                raise _Rejected(
+                    VersionConflict(
+                        f"procedure {name!r} version {version!r} is already stored in "
+                        f"{self._path} with different content"
+                    )
+                )
+            return
+        parameters = (name, version, write.document, write.saved_at, write.canonical)
+        if not await db.execute_fetchall(_INSERT_PROCEDURE, parameters):
+            # Only a row schema 1 let in holds this spelling: an alias that is never loaded.
+            raise _Rejected(
+                VersionConflict(
+                    f"procedure {name!r} version {version!r} is already stored in {self._path}"
+                    " as an alias of another spelling, and cannot be loaded: register it under"
+                    " a new version"
+                )
+            )
+
     async def _apply_alone(self, db: aiosqlite.Connection, write: _Write) -> ProcstoreError | None:
         """Apply one write inside the open transaction; return why it was rejected, if it was."""
         try:
@@ -927,22 +1017,7 @@ class SQLiteBackend:
     async def _apply_alone_or_reject(self, db: aiosqlite.Connection, write: _Write) -> None:
         """Apply one write, or raise ``_Rejected`` before changing anything."""
         if isinstance(write, _SaveProcedure):
-            parameters = (write.name, write.version, write.document, write.saved_at)
-            if await db.execute_fetchall(_INSERT_PROCEDURE, parameters):
-                return
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT document FROM procedures WHERE name = ? AND version = ?",
-                    (write.name, write.version),
-                )
-            )
-            if json.loads(rows[0][0]) != json.loads(write.document):
-                raise _Rejected(
-                    VersionConflict(
-                        f"procedure {write.name!r} version {write.version!r} is already stored"
-                        f" in {self._path} with different content"
-                    )
-                )
+            await self._save_procedure(db, write)
         elif isinstance(write, _SetMeta):
             await db.execute(_SET_META, (write.key, write.value))
         elif isinstance(write, _Quarantine):
@@ -1229,6 +1304,10 @@ async def _configure_writer(db: aiosqlite.Connection, path: str, synchronous: st
             raise StoreError(f"cannot use WAL mode on {path} (journal mode {rows[0][0]!r})")
         await db.execute(f"PRAGMA synchronous = {synchronous}")
         await db.execute("PRAGMA foreign_keys = ON")
+        # For migration 3, which fills procedures.canonical_version.
+        await db.create_function(
+            "procstore_canonical_version", 1, canonical_version, deterministic=True
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
 
