@@ -305,6 +305,21 @@ async def test_a_file_that_is_not_a_procstore_database_is_rejected_unchanged(
     assert fingerprint(path) == before  # same bytes, and no -wal / -shm / .lock beside it
 
 
+def test_a_fifo_in_place_of_the_database_is_rejected_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "procstore.db"
+    os.mkfifo(fifo)
+    script = (
+        "import asyncio, sys\n"
+        "from procstore.storage import SQLiteBackend\n"
+        "asyncio.run(SQLiteBackend.open(sys.argv[1]))\n"
+    )
+    child = subprocess.run(  # in a child: a blocking open would hang this process for good
+        [sys.executable, "-c", script, str(fifo)], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 1
+    assert f"StoreError: {fifo} is not a procstore database (not a regular file)" in child.stderr
+
+
 async def test_a_database_written_by_a_newer_procstore_is_rejected_unchanged(
     db_path: str,
 ) -> None:
@@ -857,6 +872,29 @@ async def test_deleting_the_files_beside_the_database_admits_no_second_runner(
     assert (
         line == f"error: {db_path} is already used by process {lock_holder.pid} to run executions"
     )
+
+
+async def test_closing_the_runner_keeps_the_sqlite_locks_of_the_process_other_backends(
+    db_path: str,
+) -> None:
+    # An idle WAL connection holds a shared POSIX lock on the file, which tells the last
+    # connection to close (in any process) not to checkpoint and delete the -wal and -shm.
+    # Closing any descriptor of the file would drop this process's locks: the runner's must
+    # stay open while another backend of the process is.
+    runner = await SQLiteBackend.open(db_path)
+    await runner.acquire_runner_lock()
+    await make_execution(runner, "e1")
+    reader = await SQLiteBackend.open(db_path, read_only=True)
+    try:
+        assert [s.id for s in await reader.list_executions()] == ["e1"]
+        await runner.close()
+        child = run_child(db_path, "try-lock")  # opens the database, then closes it
+        assert read_line(child) == "acquired"
+        child.communicate(timeout=10)
+        assert os.path.exists(f"{db_path}-wal")  # it saw the reader of this process
+        assert [s.id for s in await reader.list_executions()] == ["e1"]
+    finally:
+        await reader.close()
 
 
 async def test_the_runner_lock_is_released_when_its_holder_is_sigkilled(

@@ -38,21 +38,23 @@ The runner lock (one process runs a database's executions) is an exclusive ``flo
 database file itself, so no path to it (a symlink, another spelling) and no deleted side file
 lets a second runner in. See ``_OpenFile`` for why each process keeps one descriptor per file.
 
-Opening checks the file before SQLite writes anything to it: the header is read with plain
-file I/O, then the schema and the integrity of every page (``PRAGMA quick_check``) with a
-read-only (and, when no ``-wal`` file exists, ``immutable``) connection, so a file that is not a
-procstore database, or a damaged one, is left byte-for-byte unchanged and gets no
-``-wal``/``-shm`` side files.
+Opening checks the file before SQLite writes anything to it: the header is read through the
+process's descriptor of the file (see ``_OpenFile``), then the schema and the integrity of every
+page (``PRAGMA quick_check``) with a read-only (and, when no ``-wal`` file exists,
+``immutable``) connection, so a file that is not a procstore database, or a damaged one, is left
+byte-for-byte unchanged and gets no ``-wal``/``-shm`` side files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -329,7 +331,11 @@ class _OpenFile:
     descriptors only after the last of them has closed its connections.
 
     The entry also records which backend holds the runner lock: ``flock`` on the one shared
-    descriptor would succeed for every backend of the process.
+    descriptor would succeed for every backend of the process. And it is taken before a backend
+    opens anything else of the file: the header check reads through the shared descriptor too,
+    since opening and closing the file to read it would drop the locks of the process's other
+    backends (an idle WAL connection holds a shared lock on the file, which keeps another
+    process's last connection from checkpointing and deleting the ``-wal`` under it).
 
     Attributes:
         fds: Descriptors of the file (the first carries the lock; a second one appears only
@@ -348,14 +354,33 @@ _OPEN_FILES: dict[_FileKey, _OpenFile] = {}
 _OPEN_FILES_LOCK = threading.Lock()  # backends may be opened from several event loops
 
 
-def _register_file(path: str) -> _FileKey:
-    """Count one more backend open on the database file at ``path``; return the file's key."""
+def _register_file(path: str, *, create: bool) -> _FileKey | None:
+    """Count one more backend on the database file at ``path``, before it opens anything of it.
+
+    Returns:
+        The file's key, or ``None`` when there is no file (and ``create`` is false). With
+        ``create``, a missing file is created empty (which opening then initialises).
+
+    Raises:
+        OSError: The file cannot be opened (or, ``ENODEV``, is not a regular file).
+    """
     with _OPEN_FILES_LOCK:
-        key = _file_key(os.stat(path))
-        entry = _OPEN_FILES.get(key)
+        try:
+            key = _file_key(os.stat(path))
+        except FileNotFoundError:
+            if not create:
+                return None
+            key = None
+        entry = _OPEN_FILES.get(key) if key is not None else None
         if entry is None:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            key = _file_key(os.fstat(fd))  # the file opened, if it was replaced meanwhile
+            # O_NONBLOCK: a FIFO at the path must not hang the open (regular files ignore it).
+            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_CREAT if create else 0)
+            fd = os.open(path, flags, 0o644)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)  # no SQLite connection can have this open: it is no database
+                raise OSError(errno.ENODEV, "not a regular file")
+            key = _file_key(info)  # the file opened, if it was replaced meanwhile
             entry = _OPEN_FILES.get(key)
             if entry is None:
                 entry = _OPEN_FILES[key] = _OpenFile(fds=[fd])
@@ -365,8 +390,15 @@ def _register_file(path: str) -> _FileKey:
         return key
 
 
-def _unregister_file(key: _FileKey, backend: SQLiteBackend) -> None:
-    """``backend`` has closed its connections: release its runner lock and its count."""
+def _file_descriptor(key: _FileKey) -> int:
+    """The descriptor this process keeps of a registered database file."""
+    with _OPEN_FILES_LOCK:
+        return _OPEN_FILES[key].fds[0]
+
+
+def _unregister_file(key: _FileKey, backend: SQLiteBackend | None) -> None:
+    """``backend`` (or one that failed to open) has closed its connections: release its runner
+    lock and its count."""
     with _OPEN_FILES_LOCK:
         entry = _OPEN_FILES[key]
         if entry.runner is backend:
@@ -394,16 +426,17 @@ class SQLiteBackend:
     def __init__(
         self,
         path: str,
+        file: _FileKey,
         *,
         reader: aiosqlite.Connection,
         writer: aiosqlite.Connection | None,
     ) -> None:
         self._path = path
+        self._file = file  # counted in _OPEN_FILES by open
         self._reader = reader
         self._writer = writer
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._file: _FileKey | None = None  # set by open, once the file is registered
         self._runner = False
         self._closed = False
         self._stats = WriteStats()
@@ -447,7 +480,26 @@ class SQLiteBackend:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         path = os.fspath(path)
-        version = await _inspect(path)
+        try:
+            key = _register_file(path, create=not read_only)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                raise _not_procstore(path, "not a regular file") from None
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        if key is None:
+            raise StoreError(f"{path} is not a procstore database yet: nothing to read")
+        try:
+            return await cls._open_registered(path, key, synchronous, read_only=read_only)
+        except BaseException:
+            _unregister_file(key, None)  # its connections, if any, are closed
+            raise
+
+    @classmethod
+    async def _open_registered(
+        cls, path: str, key: _FileKey, synchronous: str, *, read_only: bool
+    ) -> SQLiteBackend:
+        """``open`` of a file counted in this process's ``_OpenFile`` as ``key``."""
+        version = await _inspect(path, _file_descriptor(key))
         if read_only:
             if version is None:
                 raise StoreError(f"{path} is not a procstore database yet: nothing to read")
@@ -457,7 +509,7 @@ class SQLiteBackend:
                     f"{len(MIGRATIONS)}: open it once without read_only"
                 )
             reader = await _connect_read_only(path)
-            return await cls._registered(path, reader=reader, writer=None)
+            return cls(path, key, reader=reader, writer=None)
 
         writer = await _connect(path, mode="rwc")
         try:
@@ -467,23 +519,7 @@ class SQLiteBackend:
         except BaseException:
             await writer.close()
             raise
-        return await cls._registered(path, reader=reader, writer=writer)
-
-    @classmethod
-    async def _registered(
-        cls, path: str, *, reader: aiosqlite.Connection, writer: aiosqlite.Connection | None
-    ) -> SQLiteBackend:
-        """The backend on the open connections, counted in this process's ``_OpenFile``."""
-        try:
-            key = _register_file(path)
-        except OSError as exc:
-            await reader.close()
-            if writer is not None:
-                await writer.close()
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        backend = cls(path, reader=reader, writer=writer)
-        backend._file = key
-        return backend
+        return cls(path, key, reader=reader, writer=writer)
 
     async def close(self) -> None:
         """Finish queued writes, close the database and release the runner lock.
@@ -507,8 +543,7 @@ class SQLiteBackend:
         finally:
             # Only now that this backend's connections are closed (see _OpenFile).
             self._runner = False
-            if self._file is not None:
-                _unregister_file(self._file, self)
+            _unregister_file(self._file, self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -562,7 +597,6 @@ class SQLiteBackend:
             raise StoreError(f"{self._path} is opened read-only: it cannot run executions")
         if self._runner:
             return
-        assert self._file is not None
         with _OPEN_FILES_LOCK:
             entry = _OPEN_FILES[self._file]
             holder: str | None = None
@@ -1178,28 +1212,25 @@ def _not_procstore(path: str, reason: str) -> StoreError:
     return StoreError(f"{path} is not a procstore database ({reason})")
 
 
-async def _inspect(path: str) -> int | None:
+async def _inspect(path: str, fd: int) -> int | None:
     """Return the schema version of the procstore database at ``path`` without changing it.
 
-    The header is read with plain file I/O; then a read-only connection (``immutable`` when no
-    ``-wal`` exists, so SQLite takes no lock and creates no side file) reads the schema and,
-    for a procstore database, runs ``PRAGMA quick_check`` over every page, so that a damaged
-    file is refused here, before anything is written beside it, rather than by the first read
-    that meets the damage.
+    The header is read from ``fd`` (the process's descriptor of the file, see ``_OpenFile``);
+    then a read-only connection (``immutable`` when no ``-wal`` exists, so SQLite takes no lock
+    and creates no side file) reads the schema and, for a procstore database, runs ``PRAGMA
+    quick_check`` over every page, so that a damaged file is refused here, before anything is
+    written beside it, rather than by the first read that meets the damage.
 
     Returns:
-        ``None`` for a missing file, an empty one, or an SQLite database with nothing in it
-        (all three are initialised); otherwise the stored schema version.
+        ``None`` for an empty (0-byte) file, or an SQLite database with nothing in it (both are
+        initialised); otherwise the stored schema version.
 
     Raises:
         StoreError: The file is not a procstore database, was written by a newer procstore, or
             is damaged.
     """
     try:
-        with open(path, "rb") as file:
-            header = file.read(_HEADER_SIZE)
-    except FileNotFoundError:
-        return None
+        header = os.pread(fd, _HEADER_SIZE, 0)  # never open and close the file: see _OpenFile
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
     if not header:
