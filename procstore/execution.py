@@ -1072,6 +1072,14 @@ class Execution:
         self._rollback = (rollback[0], rollback[1]) if rollback else None
         self._active = set(snapshot["active"])
         self.fsm_state = snapshot["fsm_state"]
+        configuration = self.fsm_state if isinstance(self.fsm_state, list) else [self.fsm_state]
+        unknown = sorted({str(p) for p in (*self._active, *configuration)} - self._plans.keys())
+        if unknown or not self._active:
+            # A damaged snapshot, or one of another version: resuming it would run a wrong
+            # configuration, so refuse (the store quarantines it).
+            raise ValueError(f"its snapshot names states the procedure does not have: {unknown}")
+        if not isinstance(snapshot["context"], dict):
+            raise ValueError("its snapshot's context is not an object")
         self._context = snapshot["context"]
         self._pending = dict(snapshot["pending"])
         self._done_leaves = set(snapshot["done_leaves"])

@@ -86,6 +86,12 @@ DAMAGES = {
         " WHERE id = ?",
         "its stored state cannot be restored (KeyError: 'gone')",
     ),
+    "snapshot whose active state the procedure lacks": (
+        "UPDATE executions SET snapshot = json_set(snapshot, '$.active', json('[\"gone\"]'),"
+        " '$.fsm_state', 'gone') WHERE id = ?",
+        "its stored state cannot be restored (ValueError: its snapshot names states the "
+        "procedure does not have: ['gone'])",
+    ),
     "journal record that is not JSON": (
         "UPDATE journal SET record = '{\"kind\": ' WHERE execution_id = ? AND seq = 1",
         "its journal record 1 is not valid JSON",
