@@ -56,6 +56,7 @@ from procstore import (
     Status,
     StoreError,
     VersionConflict,
+    documents,
 )
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
@@ -280,26 +281,22 @@ def _add_to_sys_path(directory: Path) -> None:
 
 
 def _parse_context(raw: str | None) -> dict[str, Any]:
-    """``--context``: a JSON object, or ``@path`` naming a file that holds one."""
+    """``--context``: a JSON object, or ``@path`` naming a file that holds one (read like a
+    procedure document: a regular file of at most ``MAX_DOCUMENT_BYTES``)."""
     if raw is None:
         return {}
-    text = raw
     source = "--context"
-    if raw.startswith("@"):
-        path = Path(raw[1:])
-        source = f"--context file {path}"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise typer.BadParameter(
-                f"cannot read {path}: {exc.strerror or exc}", param_hint="--context"
-            ) from exc
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(
-            f"{source} is not valid JSON: {exc}", param_hint="--context"
-        ) from exc
+        if raw.startswith("@"):
+            source = f"--context file {raw[1:]}"
+            value = documents.parse_json(documents.read_text(Path(raw[1:])))
+        else:
+            value = documents.parse_json(raw)
+    except documents.DocumentError as exc:
+        problems = "; ".join(str(p) for p in exc.problems[:3])
+        if len(exc.problems) > 3:
+            problems += f" (and {len(exc.problems) - 3} more)"
+        raise typer.BadParameter(f"{source}: {problems}", param_hint="--context") from None
     if not isinstance(value, dict):
         raise typer.BadParameter(
             f"{source} must be a JSON object, got {type(value).__name__}", param_hint="--context"

@@ -7,78 +7,54 @@ listing *every* problem found, each with the JSON path of the offending value.
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from procstore import paths
+from procstore import documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
+from procstore.documents import json_path
 from procstore.errors import InvalidProcedure, Problem
 from procstore.guards import GuardRegistry, GuardSyntaxError, check_expression
 
 Document = Mapping[str, Any] | str | Path
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+__all__ = ["Document", "check_references", "json_path", "load_document", "read_document"]
 # Keys whose value is an action: pydantic puts the action's ``type`` tag right after them in
 # error locations, which is noise to a reader of the document.
 _ACTION_KEYS = frozenset({"action", "compensate"})
 
 
-def json_path(loc: Sequence[str | int]) -> str:
-    """Render an error location as a JSON path.
-
-    ``("definition", "states", "a b", "transitions", 0)`` becomes
-    ``$.definition.states["a b"].transitions[0]``.
-    """
-    parts = ["$"]
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif _IDENTIFIER.match(item):
-            parts.append(f".{item}")
-        else:
-            parts.append(f"[{json.dumps(item)}]")
-    return "".join(parts)
-
-
 def read_document(doc: Document) -> tuple[Any, str | None]:
-    """Return the raw data of ``doc`` and a name for its source (the file path, if any)."""
-    if isinstance(doc, Mapping):
-        return doc, None
-    if isinstance(doc, str) and doc.lstrip()[:1] in ("{", "["):
-        try:
-            return json.loads(doc), None
-        except json.JSONDecodeError as exc:
-            raise InvalidProcedure(
-                [Problem("$", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
-            ) from None
-    if isinstance(doc, str | Path):
-        return _read_file(Path(doc)), str(doc)
+    """Return the raw data of ``doc`` and a name for its source (the file path, if any).
+
+    A string that starts with ``{`` or ``[`` is JSON text; any other string, or a ``Path``, is
+    a file (``.yaml``/``.yml``: YAML, otherwise JSON), read by ``procstore.documents`` (a
+    regular file of at most ``MAX_DOCUMENT_BYTES``).
+
+    Raises:
+        InvalidProcedure: the document cannot be read or parsed.
+    """
+    source = None
+    try:
+        if isinstance(doc, Mapping):
+            return doc, None
+        if isinstance(doc, str) and doc.lstrip()[:1] in ("{", "["):
+            return documents.parse_json(doc), None
+        if isinstance(doc, str | Path):
+            path = Path(doc)
+            source = str(doc)[:200]
+            text = documents.read_text(path)
+            if path.suffix.lower() in (".yaml", ".yml"):
+                return documents.parse_yaml(text), source
+            return documents.parse_json(text), source
+    except documents.DocumentError as exc:
+        raise InvalidProcedure(exc.problems, source) from None
     raise InvalidProcedure([Problem("$", f"expected a procedure object, got {type(doc).__name__}")])
-
-
-def _read_file(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:
-        message = f"not a JSON document, and cannot read it as a file: {exc}"
-        raise InvalidProcedure([Problem("$", message)], source=str(path)[:200]) from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        problem = Problem("$", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
-        raise InvalidProcedure([problem], source=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise InvalidProcedure([Problem("$", f"not valid YAML: {exc}")], source=str(path)) from None
 
 
 def load_document(

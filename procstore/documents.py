@@ -1,0 +1,135 @@
+"""Reading JSON and YAML documents without trusting them.
+
+A procedure document, or a start context given to the CLI, may come from anyone. Reading one
+must cost time and memory in proportion to its size, and end in a clear problem (with the
+JSON path of the offending value) rather than a hang, a crash or a silent surprise:
+
+- a file is read only if it is a regular file of at most `MAX_DOCUMENT_BYTES` bytes (opened
+  without blocking, so a FIFO cannot hang the reader; a device such as `/dev/zero` is refused
+  before a byte is read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from procstore.errors import Problem
+
+#: The largest document or context file read, in bytes (8 MiB: a procedure of 10,000 states
+#: is about 1 MiB).
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DocumentError(ValueError):
+    """A document cannot be read or is not acceptable data; `problems` say where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def json_path(loc: Sequence[str | int]) -> str:
+    """Render a location in a document as a JSON path.
+
+    ``("definition", "states", "a b", "transitions", 0)`` becomes
+    ``$.definition.states["a b"].transitions[0]``.
+    """
+    parts = ["$"]
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif _IDENTIFIER.match(item):
+            parts.append(f".{item}")
+        else:
+            parts.append(f"[{json.dumps(item)}]")
+    return "".join(parts)
+
+
+def read_text(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> str:
+    """The UTF-8 text of the regular file at `path`, at most `limit` bytes.
+
+    The file is opened with `O_NONBLOCK` (opening a FIFO would otherwise wait for a writer)
+    and checked with `fstat` on the opened descriptor (no race with a swapped path); at most
+    `limit + 1` bytes are read, so a file that grows meanwhile is refused too.
+
+    Raises:
+        DocumentError: the file cannot be opened, is not a regular file, is larger than
+            `limit` bytes, or is not UTF-8.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise _error(f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _error(f"not a regular file ({_file_kind(mode)}): only files are read")
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as exc:
+        raise _error(f"cannot read it: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if remaining <= 0:
+        raise _error(f"larger than {limit} bytes (MAX_DOCUMENT_BYTES)")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(f"not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON text.
+
+    Raises:
+        DocumentError: the text is not valid JSON.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _error(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return data
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text (safe types only).
+
+    Raises:
+        DocumentError: the text is not valid YAML.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _error(f"not valid YAML: {' '.join(str(exc).split())}") from None
+    return data
+
+
+def _error(message: str) -> DocumentError:
+    return DocumentError([Problem("$", message)])
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
