@@ -6,7 +6,9 @@ JSON path of the offending value) rather than a hang, a crash or a silent surpri
 
 - a file is read only if it is a regular file of at most `MAX_DOCUMENT_BYTES` bytes (opened
   without blocking, so a FIFO cannot hang the reader; a device such as `/dev/zero` is refused
-  before a byte is read).
+  before a byte is read);
+- YAML aliases (`*name`) are refused: they let a few bytes expand into gigabytes, or into a
+  cycle, and a procedure document has no need for them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from procstore.errors import Problem
 #: The largest document or context file read, in bytes (8 MiB: a procedure of 10,000 states
 #: is about 1 MiB).
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+#: The deepest nesting of objects and lists in a document (a state nested 32 levels deep sits
+#: about 70 levels down).
+MAX_DOCUMENT_DEPTH = 100
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -107,21 +112,50 @@ def parse_json(text: str) -> Any:
     return data
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases and nesting deeper than `MAX_DOCUMENT_DEPTH`
+    while it composes (before anything is built)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _error(
+                f"YAML aliases are not allowed (*{event.anchor} at {_where(event.start_mark)}): "
+                "write the value out"
+            )
+        self._depth += 1
+        if self._depth > MAX_DOCUMENT_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _error(f"nested more than {MAX_DOCUMENT_DEPTH} levels deep (at {_where(mark)})")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text (safe types only).
+    """Parse YAML text (safe types only; no aliases, nesting at most `MAX_DOCUMENT_DEPTH`).
 
     Raises:
-        DocumentError: the text is not valid YAML.
+        DocumentError: the text is not valid YAML, uses an alias or nests too deep.
     """
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise _error(f"not valid YAML: {' '.join(str(exc).split())}") from None
-    return data
+    finally:
+        loader.dispose()
 
 
 def _error(message: str) -> DocumentError:
     return DocumentError([Problem("$", message)])
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1} column {mark.column + 1}"
 
 
 def _file_kind(mode: int) -> str:

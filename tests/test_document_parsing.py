@@ -1,0 +1,130 @@
+"""What a procedure document may be as data, before its schema is checked.
+
+JSON has no NaN; a key appears once; YAML aliases are refused (a few bytes of them expand into
+gigabytes, or into a cycle); nesting is bounded. Each is an ``InvalidProcedure`` problem with
+the JSON path (and, for YAML, the line and column) — never a silent surprise, a
+``RecursionError`` or a process that eats the machine.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procstore import InvalidProcedure, ProcedureStore
+from procstore.documents import MAX_DOCUMENT_DEPTH
+
+CHILD_TIMEOUT_S = 60
+CHILD_MEMORY_BYTES = 2 * 1024**3
+
+
+async def _problems(doc: Any) -> list[str]:
+    with pytest.raises(InvalidProcedure) as exc:
+        await ProcedureStore().register(doc)
+    return [str(p) for p in exc.value.errors]
+
+
+def _yaml_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "doc.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+# -- YAML aliases ---------------------------------------------------------------------------
+
+
+async def test_a_yaml_alias_is_refused_with_its_line_and_column(tmp_path: Path) -> None:
+    path = _yaml_file(
+        tmp_path,
+        """
+        name: p
+        version: "1.0"
+        definition:
+          initial_state: a
+          states:
+            a: &leaf {description: x}
+            b: *leaf
+        """,
+    )
+    problems = await _problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith("$: YAML aliases are not allowed (*leaf at line 8 column 8)")
+
+
+async def test_a_cyclic_yaml_alias_is_refused(tmp_path: Path) -> None:
+    path = _yaml_file(
+        tmp_path,
+        """
+        name: p
+        version: "1.0"
+        definition: &d
+          initial_state: a
+          states: {a: {}}
+          again: *d
+        """,
+    )
+    problems = await _problems(path)
+    assert problems[0].startswith("$: YAML aliases are not allowed (*d at line 7")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # 1.5 KB that expands to 10^9 leaves: refused in a child with capped memory and a timeout,
+    # so that expanding it fails the test instead of taking the machine.
+    lines = ["name: p", 'version: "1.0"', "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    lines += ["definition:", "  initial_state: a", "  states:", "    a: {description: *l9}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from procstore import InvalidProcedure, ProcedureStore
+        try:
+            asyncio.run(ProcedureStore().register({str(path)!r}))
+        except InvalidProcedure as exc:
+            print("\\n".join(str(p) for p in exc.errors))
+            sys.exit(3)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES)
+        ),
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert proc.stdout.startswith("$: YAML aliases are not allowed (*l0 at line 4")
+
+
+# -- nesting --------------------------------------------------------------------------------
+
+
+async def test_deep_nesting_in_a_yaml_document_is_refused_with_its_line(tmp_path: Path) -> None:
+    levels = 300
+    path = _yaml_file(
+        tmp_path,
+        f"""
+        name: p
+        version: "1.0"
+        description: {"[" * levels + "]" * levels}
+        definition:
+          initial_state: a
+          states: {{a: {{}}}}
+        """,
+    )
+    problems = await _problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        f"$: nested more than {MAX_DOCUMENT_DEPTH} levels deep (at line 4"
+    )
