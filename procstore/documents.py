@@ -8,7 +8,10 @@ JSON path of the offending value) rather than a hang, a crash or a silent surpri
   without blocking, so a FIFO cannot hang the reader; a device such as `/dev/zero` is refused
   before a byte is read);
 - YAML aliases (`*name`) are refused: they let a few bytes expand into gigabytes, or into a
-  cycle, and a procedure document has no need for them.
+  cycle, and a procedure document has no need for them;
+- nesting is limited to `MAX_DOCUMENT_DEPTH` levels and a document to `MAX_DOCUMENT_VALUES`
+  values, so that nothing downstream recurses without bound (a dict built in Python may share
+  parts many times over, or even contain itself).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,9 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 #: The deepest nesting of objects and lists in a document (a state nested 32 levels deep sits
 #: about 70 levels down).
 MAX_DOCUMENT_DEPTH = 100
+#: The most values (objects, lists, keys' values, scalars) in a document given as data: bounds
+#: the work on a dict whose parts are shared many times over.
+MAX_DOCUMENT_VALUES = 1_000_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -100,15 +106,18 @@ def read_text(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """Parse JSON text.
+    """Parse JSON text and check it with `check_data`.
 
     Raises:
-        DocumentError: the text is not valid JSON.
+        DocumentError: the text is not valid JSON, or breaks one of the rules of `check_data`.
     """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _error(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # json's parser recurses: deeper than the interpreter allows
+        raise _error(f"nested more than {MAX_DOCUMENT_DEPTH} levels deep") from None
+    check_data(data)
     return data
 
 
@@ -143,11 +152,52 @@ def parse_yaml(text: str) -> Any:
     """
     loader = _Loader(text)
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise _error(f"not valid YAML: {' '.join(str(exc).split())}") from None
     finally:
         loader.dispose()
+    check_data(data)
+    return data
+
+
+def check_data(data: Any) -> None:
+    """Check parsed or given data: nesting at most `MAX_DOCUMENT_DEPTH` levels, at most
+    `MAX_DOCUMENT_VALUES` values.
+
+    Iterative, so a deep or self-containing dict cannot exhaust the stack.
+
+    Raises:
+        DocumentError: every problem found, each with its JSON path.
+    """
+    problems: list[Problem] = []
+    count = 0
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        count += 1
+        if count > MAX_DOCUMENT_VALUES:
+            problems.append(
+                Problem("$", f"more than {MAX_DOCUMENT_VALUES} values (MAX_DOCUMENT_VALUES)")
+            )
+            break
+        if not isinstance(value, Mapping | list | tuple):
+            continue
+        if len(loc) >= MAX_DOCUMENT_DEPTH:
+            problems.append(
+                Problem(
+                    json_path(loc),
+                    f"nested more than {MAX_DOCUMENT_DEPTH} levels deep (MAX_DOCUMENT_DEPTH)",
+                )
+            )
+            continue
+        if isinstance(value, Mapping):
+            # Pushed in reverse, so that problems come out in document order.
+            stack.extend((item, (*loc, str(key))) for key, item in reversed(list(value.items())))
+        else:
+            stack.extend((value[i], (*loc, i)) for i in range(len(value) - 1, -1, -1))
+    if problems:
+        raise DocumentError(problems)
 
 
 def _error(message: str) -> DocumentError:

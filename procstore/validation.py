@@ -34,14 +34,16 @@ def read_document(doc: Document) -> tuple[Any, str | None]:
 
     A string that starts with ``{`` or ``[`` is JSON text; any other string, or a ``Path``, is
     a file (``.yaml``/``.yml``: YAML, otherwise JSON), read by ``procstore.documents`` (a
-    regular file of at most ``MAX_DOCUMENT_BYTES``).
+    regular file of at most ``MAX_DOCUMENT_BYTES``). Whatever the form, the data is checked
+    by ``procstore.documents.check_data`` (nesting at most ``MAX_DOCUMENT_DEPTH`` levels).
 
     Raises:
-        InvalidProcedure: the document cannot be read or parsed.
+        InvalidProcedure: the document cannot be read or parsed, or breaks those rules.
     """
     source = None
     try:
         if isinstance(doc, Mapping):
+            documents.check_data(doc)
             return doc, None
         if isinstance(doc, str) and doc.lstrip()[:1] in ("{", "["):
             return documents.parse_json(doc), None

@@ -8,6 +8,7 @@ the JSON path (and, for YAML, the line and column) — never a silent surprise, 
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from typing import Any
 import pytest
 
 from procstore import InvalidProcedure, ProcedureStore
-from procstore.documents import MAX_DOCUMENT_DEPTH
+from procstore.documents import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
+from tests.conftest import make_doc
 
 CHILD_TIMEOUT_S = 60
 CHILD_MEMORY_BYTES = 2 * 1024**3
@@ -110,6 +112,26 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
 # -- nesting --------------------------------------------------------------------------------
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    """A document whose description is a list nested ``levels`` deep."""
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return make_doc({"a": {}}, "a", description=value)
+
+
+@pytest.mark.parametrize("levels", [1_000, 100_000])
+async def test_deep_nesting_in_a_json_document_is_refused_not_a_recursion_error(
+    levels: int,
+) -> None:
+    text = json.dumps(make_doc({"a": {}}, "a", description="HERE")).replace(
+        '"HERE"', "[" * levels + "]" * levels
+    )
+    problems = await _problems(text)
+    assert len(problems) == 1
+    assert f"nested more than {MAX_DOCUMENT_DEPTH} levels deep" in problems[0]
+
+
 async def test_deep_nesting_in_a_yaml_document_is_refused_with_its_line(tmp_path: Path) -> None:
     levels = 300
     path = _yaml_file(
@@ -125,6 +147,35 @@ async def test_deep_nesting_in_a_yaml_document_is_refused_with_its_line(tmp_path
     )
     problems = await _problems(path)
     assert len(problems) == 1
-    assert problems[0].startswith(
-        f"$: nested more than {MAX_DOCUMENT_DEPTH} levels deep (at line 4"
-    )
+    expected = f"$: nested more than {MAX_DOCUMENT_DEPTH} levels deep (at line 4"
+    assert problems[0].startswith(expected)
+
+
+async def test_deep_nesting_in_a_dict_is_refused_with_its_path() -> None:
+    problems = await _problems(_nested(500))
+    assert len(problems) == 1
+    path, message = problems[0].split(": ", 1)
+    assert path.startswith("$.description[0][0]")
+    assert message == f"nested more than {MAX_DOCUMENT_DEPTH} levels deep (MAX_DOCUMENT_DEPTH)"
+
+
+async def test_a_dict_that_contains_itself_is_refused() -> None:
+    doc = make_doc({"a": {}}, "a")
+    doc["definition"]["states"]["a"]["loop"] = doc
+    problems = await _problems(doc)
+    assert len(problems) == 1
+    assert "nested more than" in problems[0]
+
+
+async def test_a_dict_whose_parts_are_shared_over_and_over_is_refused_by_its_size() -> None:
+    # A million values in a few kilobytes of Python: each row is the same list object.
+    row = ["x"] * 1_000
+    problems = await _problems(make_doc({"a": {}}, "a", description=[row] * 1_000))
+    assert problems == [f"$: more than {MAX_DOCUMENT_VALUES} values (MAX_DOCUMENT_VALUES)"]
+
+
+async def test_nesting_at_the_limit_is_not_refused_for_depth() -> None:
+    # $ -> description -> MAX_DOCUMENT_DEPTH - 1 lists: the deepest list sits at the limit.
+    problems = await _problems(_nested(MAX_DOCUMENT_DEPTH - 1))
+    assert not any("nested more than" in p for p in problems)
+    assert any(p.startswith("$.description:") for p in problems)  # a schema problem instead
