@@ -9,6 +9,9 @@ JSON path of the offending value) rather than a hang, a crash or a silent surpri
   before a byte is read);
 - YAML aliases (`*name`) are refused: they let a few bytes expand into gigabytes, or into a
   cycle, and a procedure document has no need for them;
+- JSON has no NaN or Infinity: `NaN`, `Infinity` and `-Infinity` (which Python's `json`
+  accepts) are refused, and so are non-finite floats in YAML (`.nan`, `.inf`) or a dict;
+- a key may appear only once in an object (JSON and YAML would keep the last one silently);
 - nesting is limited to `MAX_DOCUMENT_DEPTH` levels and a document to `MAX_DOCUMENT_VALUES`
   values, so that nothing downstream recurses without bound (a dict built in Python may share
   parts many times over, or even contain itself).
@@ -17,6 +20,7 @@ JSON path of the offending value) rather than a hang, a crash or a silent surpri
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -106,18 +110,36 @@ def read_text(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """Parse JSON text and check it with `check_data`.
+    """Parse JSON text and check it with `check_data`; a key repeated in an object is a
+    problem at its JSON path.
 
     Raises:
-        DocumentError: the text is not valid JSON, or breaks one of the rules of `check_data`.
+        DocumentError: the text is not valid JSON, repeats a key, or breaks one of the rules
+            of `check_data`.
     """
+    # The id of every object with a repeated key -> (the object, kept alive so that its id
+    # stays unique, and the repeated keys).
+    duplicates: dict[int, tuple[dict[str, Any], list[str]]] = {}
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            repeated: list[str] = []
+            for key, _ in pairs:
+                if key in seen:
+                    repeated.append(key)
+                seen.add(key)
+            duplicates[id(obj)] = (obj, repeated)
+        return obj
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as exc:
         raise _error(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:  # json's parser recurses: deeper than the interpreter allows
         raise _error(f"nested more than {MAX_DOCUMENT_DEPTH} levels deep") from None
-    check_data(data)
+    check_data(data, {key: keys for key, (_, keys) in duplicates.items()})
     return data
 
 
@@ -145,14 +167,22 @@ class _Loader(yaml.SafeLoader):
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text (safe types only; no aliases, nesting at most `MAX_DOCUMENT_DEPTH`).
+    """Parse YAML text (safe types only; no aliases, nesting at most `MAX_DOCUMENT_DEPTH`)
+    and check it with `check_data`; a key repeated in a mapping is a problem at its JSON path.
 
     Raises:
-        DocumentError: the text is not valid YAML, uses an alias or nests too deep.
+        DocumentError: the text is not valid YAML, uses an alias, nests too deep, repeats a
+            key, or breaks one of the rules of `check_data`.
     """
     loader = _Loader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems = _yaml_duplicates(node)
+        if problems:
+            raise DocumentError(problems)
+        data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise _error(f"not valid YAML: {' '.join(str(exc).split())}") from None
     finally:
@@ -161,9 +191,37 @@ def parse_yaml(text: str) -> Any:
     return data
 
 
-def check_data(data: Any) -> None:
-    """Check parsed or given data: nesting at most `MAX_DOCUMENT_DEPTH` levels, at most
-    `MAX_DOCUMENT_VALUES` values.
+def _yaml_duplicates(root: yaml.Node) -> list[Problem]:
+    """Every key repeated in a mapping of the composed tree, in document order."""
+    found: list[tuple[int, int, Problem]] = []
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[tuple[str, Any]] = set()
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if (key.tag, name) in seen:
+                    mark = key.start_mark
+                    found.append((mark.line, mark.column, _duplicate(loc, name, mark)))
+                seen.add((key.tag, name))
+                stack.append((value, (*loc, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+    return [problem for _, _, problem in sorted(found, key=lambda f: f[:2])]
+
+
+def _duplicate(loc: tuple[str | int, ...], key: str, mark: Any = None) -> Problem:
+    where = f" (again at {_where(mark)})" if mark is not None else ""
+    return Problem(
+        json_path((*loc, key)), f"duplicate key {key!r}{where}: a key may appear only once"
+    )
+
+
+def check_data(data: Any, duplicates: Mapping[int, list[str]] | None = None) -> None:
+    """Check parsed or given data: no NaN or Infinity, nesting at most `MAX_DOCUMENT_DEPTH`
+    levels, at most `MAX_DOCUMENT_VALUES` values; `duplicates` maps the `id` of an object to
+    its keys that appeared more than once (found by `parse_json`).
 
     Iterative, so a deep or self-containing dict cannot exhaust the stack.
 
@@ -181,6 +239,13 @@ def check_data(data: Any) -> None:
                 Problem("$", f"more than {MAX_DOCUMENT_VALUES} values (MAX_DOCUMENT_VALUES)")
             )
             break
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                name = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+                problems.append(
+                    Problem(json_path(loc), f"{name} is not allowed: JSON has no NaN or Infinity")
+                )
+            continue
         if not isinstance(value, Mapping | list | tuple):
             continue
         if len(loc) >= MAX_DOCUMENT_DEPTH:
@@ -192,6 +257,8 @@ def check_data(data: Any) -> None:
             )
             continue
         if isinstance(value, Mapping):
+            if duplicates:
+                problems += [_duplicate(loc, key) for key in duplicates.get(id(value), ())]
             # Pushed in reverse, so that problems come out in document order.
             stack.extend((item, (*loc, str(key))) for key, item in reversed(list(value.items())))
         else:

@@ -38,6 +38,71 @@ def _yaml_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# -- NaN and Infinity -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_or_infinity_in_a_json_document_is_refused_with_its_path(constant: str) -> None:
+    text = json.dumps(make_doc({"a": {"timeout_ms": 1}}, "a")).replace(
+        '"timeout_ms": 1', f'"timeout_ms": {constant}'
+    )
+    problems = await _problems(text)
+    assert problems == [
+        f"$.definition.states.a.timeout_ms: {constant} is not allowed: JSON has no NaN or Infinity"
+    ]
+
+
+async def test_nan_in_a_yaml_document_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = _yaml_file(
+        tmp_path,
+        """
+        name: p
+        version: "1.0"
+        definition:
+          initial_state: a
+          states:
+            a: {timeout_ms: .nan}
+        """,
+    )
+    problems = await _problems(path)
+    assert problems == [
+        "$.definition.states.a.timeout_ms: NaN is not allowed: JSON has no NaN or Infinity"
+    ]
+
+
+# -- duplicate keys -------------------------------------------------------------------------
+
+
+async def test_a_duplicate_key_in_a_json_document_is_refused_with_its_path() -> None:
+    text = (
+        '{"name": "p", "version": "1.0", "definition": {"initial_state": "a", '
+        '"states": {"a": {}, "b": {}, "a": {"description": "second"}}}}'
+    )
+    problems = await _problems(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("$.definition.states.a: duplicate key 'a'")
+
+
+async def test_a_duplicate_key_in_a_yaml_document_is_refused_with_its_path_and_line(
+    tmp_path: Path,
+) -> None:
+    path = _yaml_file(
+        tmp_path,
+        """
+        name: p
+        version: "1.0"
+        definition:
+          initial_state: a
+          states:
+            a: {}
+            a: {description: second}
+        """,
+    )
+    problems = await _problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith("$.definition.states.a: duplicate key 'a' (again at line 8")
+
+
 # -- YAML aliases ---------------------------------------------------------------------------
 
 

@@ -150,3 +150,22 @@ def test_run_refuses_a_context_file_that_is_not_a_regular_file(
     assert "Traceback" not in proc.stderr
     assert "--context" in proc.stderr
     assert "not a regular file" in proc.stderr
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_run_refuses_a_context_with_nan_or_infinity(
+    constant: str, good_doc: Path, tmp_path: Path
+) -> None:
+    proc = _cli(
+        "run",
+        str(good_doc),
+        "--db",
+        f"sqlite:///{tmp_path}/x.db",
+        "--context",
+        f'{{"x": {constant}}}',
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "$.x" in proc.stderr
+    assert "JSON has no NaN or Infinity" in proc.stderr
