@@ -54,14 +54,21 @@ def resolve_target(source: str, target: str, paths: Collection[str]) -> str:
     return candidates.pop()
 
 
-def crossed_region(source: str, target: str, parallels: dict[str, tuple[str, ...]]) -> str | None:
+def crossed_region(source: str, target: str, parallels: Collection[str]) -> str | None:
     """The parallel state whose regions a transition from `source` to `target` would cross,
-    or `None`. `parallels` maps each parallel state's path to its region paths."""
-    for parallel, regions in parallels.items():
-        if parallel in (source, target):
-            continue
-        src = next((r for r in regions if is_within(source, r)), None)
-        dst = next((r for r in regions if is_within(target, r)), None)
-        if src is not None and dst is not None and src != dst:
-            return parallel
-    return None
+    or `None`. `parallels` holds the paths of the parallel states.
+
+    Only one parallel state can be crossed: the deepest common ancestor of `source` and
+    `target`, when both lie strictly inside it (their paths part right below it, in two of its
+    regions). So this costs the length of the paths, whatever the number of parallel states.
+    """
+    src, dst = source.split(SEPARATOR), target.split(SEPARATOR)
+    common = 0
+    for a, b in zip(src, dst, strict=False):
+        if a != b:
+            break
+        common += 1
+    if common == 0 or common >= min(len(src), len(dst)):
+        return None  # no common ancestor, or one path contains the other
+    ancestor = SEPARATOR.join(src[:common])
+    return ancestor if ancestor in parallels else None

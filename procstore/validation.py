@@ -177,13 +177,7 @@ def check_references(
                 f"{initial!r} is not among the states ({_names(definition['states'])})",
             )
         )
-    parallels = {
-        s.path: tuple(
-            r.path for r in found if r.kind == "region" and paths.parent_of(r.path) == s.path
-        )
-        for s in found
-        if s.kind == "parallel"
-    }
+    parallels = {s.path for s in found if s.kind == "parallel"}
     edges: dict[str, list[str]] = {s.path: [] for s in found}
     for state in found:
         problems += _structure_problems(state)
@@ -217,7 +211,7 @@ def check_references(
         for key in ("action", "compensate"):
             problems += _function_problems(state.data.get(key), (*state.loc, key), actions)
     if isinstance(initial, str) and initial in by_path:
-        reachable = _reachable(initial, edges, by_path)
+        reachable = _reachable(initial, edges, by_path, _children(found))
         for state in found:
             if state.path not in reachable:
                 problems.append(
@@ -319,8 +313,21 @@ def _guard_problems(
     return problems
 
 
+def _children(found: list[_RawState]) -> dict[str, list[str]]:
+    """Each state's children (a parallel state's regions), by path."""
+    children: dict[str, list[str]] = {}
+    for state in found:
+        parent = paths.parent_of(state.path)
+        if parent is not None:
+            children.setdefault(parent, []).append(state.path)
+    return children
+
+
 def _reachable(
-    initial: str, edges: Mapping[str, list[str]], states: Mapping[str, _RawState]
+    initial: str,
+    edges: Mapping[str, list[str]],
+    states: Mapping[str, _RawState],
+    children: Mapping[str, list[str]],
 ) -> set[str]:
     """Every state some run can be in. Entering a state enters its ancestors, its initial
     descendants (every region of a parallel state), and the initial states of the other
@@ -339,7 +346,7 @@ def _reachable(
             return
         add(path)
         if state.kind == "parallel":
-            for region in (s for s in states if paths.parent_of(s) == path):
+            for region in children.get(path, ()):
                 enter_fresh(region)
         elif state.kind in ("compound", "region"):
             initial = state.data.get("initial_state")
@@ -352,7 +359,7 @@ def _reachable(
         while node is not None:
             add(node)
             if node in states and states[node].kind == "parallel":
-                for region in (s for s in states if paths.parent_of(s) == node):
+                for region in children.get(node, ()):
                     if region != below:
                         enter_fresh(region)
             below, node = node, paths.parent_of(node)
