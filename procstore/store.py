@@ -3,6 +3,7 @@ in memory or persisted (``sqlite:///path``)."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import os
@@ -278,6 +279,10 @@ class ProcedureStore:
         are equal as versions (``1.0`` is ``1.0.0``): a version keeps the spelling it was
         first registered with.
 
+        Reading, validating and compiling run in a worker thread: a document of thousands of
+        states takes a fraction of a second, during which the executions running in this
+        event loop go on.
+
         Raises:
             InvalidProcedure: listing every problem with its JSON path; nothing is registered.
             VersionConflict: the name and version exist with different content, or the version
@@ -285,9 +290,37 @@ class ProcedureStore:
                 spelling, which the message names.
         """
         await self.open()
-        procedure, data = load_document(doc, self._actions, self._guards)
+        procedure, data, compiled = await asyncio.to_thread(self._prepare, doc)
+        # Checked again on the event loop: another call may have registered it meanwhile.
+        registered = self._registered(procedure)
+        if registered is not None:
+            return registered
+        assert compiled is not None
         key = (procedure.name, procedure.parsed_version)
-        existing = self._procedures.get(key)
+        if self._backend is not None:
+            document = require_json(dict(data), "the procedure document")
+            await self._backend.save_procedure(procedure.name, procedure.version, document)
+        self._procedures[key] = compiled
+        return procedure
+
+    def _prepare(
+        self, doc: Document
+    ) -> tuple[Procedure, Mapping[str, Any], CompiledProcedure | None]:
+        """Read, validate and (unless already registered) compile ``doc``: the CPU-bound part of
+        ``register``, run in a worker thread."""
+        procedure, data = load_document(doc, self._actions, self._guards)
+        if self._registered(procedure) is not None:
+            return procedure, data, None
+        return procedure, data, compile_procedure(procedure, self._actions, self._guards)
+
+    def _registered(self, procedure: Procedure) -> Procedure | None:
+        """The registered procedure of the same name and version, if its content is the same.
+
+        Raises:
+            VersionConflict: the name and version exist with different content, under another
+                spelling of the version, or stored but quarantined.
+        """
+        existing = self._procedures.get((procedure.name, procedure.parsed_version))
         if existing is not None:
             if existing.procedure == procedure:
                 return existing.procedure
@@ -308,12 +341,7 @@ class ProcedureStore:
                     f"{procedure.name} version {version} is stored in {self._path} but cannot "
                     f"be loaded ({reason}); register it under a new version"
                 )
-        compiled = compile_procedure(procedure, self._actions, self._guards)
-        if self._backend is not None:
-            document = require_json(dict(data), "the procedure document")
-            await self._backend.save_procedure(procedure.name, procedure.version, document)
-        self._procedures[key] = compiled
-        return procedure
+        return None
 
     async def get(self, name: str, version: str | None = None) -> Procedure:
         """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).
