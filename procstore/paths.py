@@ -24,6 +24,11 @@ def parent_of(path: str) -> str | None:
     return head if sep else None
 
 
+def depth(path: str) -> int:
+    """How deep `path` is nested: 1 for a top-level state."""
+    return path.count(SEPARATOR) + 1
+
+
 def is_within(path: str, ancestor: str) -> bool:
     """Whether `path` is `ancestor` or lies inside it."""
     return path == ancestor or path.startswith(ancestor + SEPARATOR)

@@ -23,7 +23,23 @@ from procstore.guards import GuardRegistry, GuardSyntaxError, check_expression
 
 Document = Mapping[str, Any] | str | Path
 
-__all__ = ["Document", "check_references", "json_path", "load_document", "read_document"]
+__all__ = [
+    "MAX_STATES",
+    "MAX_STATE_DEPTH",
+    "Document",
+    "check_references",
+    "json_path",
+    "load_document",
+    "read_document",
+]
+
+#: The most states a definition may have, every nested state and region counted. A real
+#: procedure has tens to hundreds; 10,000 register in about a second.
+MAX_STATES = 10_000
+#: The deepest a state may be nested: the components of its path, regions counted
+#: (`fulfilment.packing` is 2 deep).
+MAX_STATE_DEPTH = 32
+
 # Keys whose value is an action: pydantic puts the action's ``type`` tag right after them in
 # error locations, which is noise to a reader of the document.
 _ACTION_KEYS = frozenset({"action", "compensate"})
@@ -70,6 +86,10 @@ def load_document(
     if not isinstance(data, Mapping):
         found = type(data).__name__ if data is not None else "null"
         raise InvalidProcedure([Problem("$", f"expected an object, got {found}")], source)
+    # Checked first, so that an oversized definition costs a walk, not a full validation.
+    too_large = _size_problems(data)
+    if too_large:
+        raise InvalidProcedure(too_large, source)
     try:
         procedure: Procedure | None = Procedure.model_validate(data)
         problems = []
@@ -82,6 +102,31 @@ def load_document(
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
     return procedure, data
+
+
+def _size_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """More than `MAX_STATES` states, or states nested deeper than `MAX_STATE_DEPTH` (each
+    reported once, at the first level too deep)."""
+    definition = data.get("definition")
+    if not isinstance(definition, Mapping):
+        return []
+    found: list[_RawState] = []
+    _walk(definition.get("states"), None, ("definition", "states"), found)
+    if len(found) > MAX_STATES:
+        return [
+            Problem(
+                json_path(("definition", "states")),
+                f"{len(found)} states: more than {MAX_STATES} (MAX_STATES)",
+            )
+        ]
+    return [
+        Problem(
+            json_path(state.loc),
+            f"state nested more than {MAX_STATE_DEPTH} levels deep (MAX_STATE_DEPTH)",
+        )
+        for state in found
+        if paths.depth(state.path) == MAX_STATE_DEPTH + 1
+    ]
 
 
 def _schema_problems(exc: ValidationError) -> list[Problem]:

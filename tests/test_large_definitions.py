@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from procstore import ProcedureStore
+import pytest
+
+from procstore import InvalidProcedure, ProcedureStore, Status
+from procstore.validation import MAX_STATE_DEPTH, MAX_STATES
 from tests.conftest import make_doc, within
 
 
@@ -52,3 +55,52 @@ async def test_running_executions_make_progress_while_a_large_definition_registe
     # the registration starts), not for the thousands it makes in the time.
     assert progress > 50
     await within(ticker.cancel())
+
+
+def _chain(count: int) -> dict[str, Any]:
+    """``count`` leaves in a chain s0 -> s1 -> ...: all reachable."""
+    states: dict[str, Any] = {
+        f"s{i}": {"transitions": [{"event": "next", "target": f"s{i + 1}"}]} for i in range(count)
+    }
+    states[f"s{count - 1}"] = {}
+    return make_doc(states, "s0", name="chain")
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """Compound states n0, n0.n1, ... nested ``levels`` deep, the deepest with a leaf inside
+    (``levels`` + 1 deep)."""
+    state: dict[str, Any] = {"initial_state": "leaf", "states": {"leaf": {}}}
+    for i in range(levels - 1, 0, -1):
+        state = {"initial_state": f"n{i}", "states": {f"n{i}": state}}
+    return make_doc({"n0": state}, "n0", name="deep")
+
+
+async def test_a_definition_of_more_than_max_states_states_is_refused(
+    store: ProcedureStore,
+) -> None:
+    with pytest.raises(InvalidProcedure) as exc:
+        await within(store.register(_chain(MAX_STATES + 1)), 60)
+    assert [str(p) for p in exc.value.errors] == [
+        f"$.definition.states: {MAX_STATES + 1} states: more than {MAX_STATES} (MAX_STATES)"
+    ]
+
+
+async def test_states_nested_deeper_than_the_limit_are_refused_at_the_first_level_too_deep(
+    store: ProcedureStore,
+) -> None:
+    with pytest.raises(InvalidProcedure) as exc:
+        await within(store.register(_nested(MAX_STATE_DEPTH + 3)))
+    [problem] = exc.value.errors
+    assert problem.path == ".".join(
+        ["$.definition.states.n0", *(f"states.n{i}" for i in range(1, MAX_STATE_DEPTH + 1))]
+    )
+    assert problem.message == (
+        f"state nested more than {MAX_STATE_DEPTH} levels deep (MAX_STATE_DEPTH)"
+    )
+
+
+async def test_states_nested_to_the_limit_register_and_run(store: ProcedureStore) -> None:
+    await within(store.register(_nested(MAX_STATE_DEPTH - 1)))
+    execution = await within(store.start("deep", auto=True))
+    final = await within(execution.run_to_completion())
+    assert final.status is Status.COMPLETED
