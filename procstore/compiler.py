@@ -45,6 +45,13 @@ RAISED_ONLY = frozenset({"done", "timeout"})
 #: Events procstore alone raises on compound and parallel states (a child ended in failure); a
 #: host may still send them to a leaf (to report work done outside as failed, say).
 RAISED_ON_CONTAINERS = frozenset({"error"})
+#: Event names the machine cannot take. transitions 0.9.3 has one rule of its own:
+#: ``Machine.add_transition`` refuses a trigger named like the model attribute ("Trigger name
+#: cannot be same as model attribute name."). Its other names never meet procstore's: the
+#: machine has no models (``model=None``), so it attaches no ``to_*``, ``is_*``, ``may_*`` or
+#: trigger methods to anything, and its wildcards (``*``, ``=``) are replaced by names with a
+#: dot, which state names cannot contain. So any state name works, and any event name but this.
+RESERVED_EVENTS = frozenset({MODEL_ATTRIBUTE})
 
 #: What a guard check is: a function of the execution's guard names (context + ``result``).
 GuardCheck = Callable[[Mapping[str, Any]], Any]

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from procstore import documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
+from procstore.compiler import RESERVED_EVENTS
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
 from procstore.documents import json_path
 from procstore.errors import InvalidProcedure, Problem
@@ -234,6 +235,15 @@ def check_references(
                 continue
             loc = (*state.loc, "transitions", i)
             problems += _guard_problems(transition, loc, guards)
+            event = transition.get("event")
+            if isinstance(event, str) and event in RESERVED_EVENTS:
+                problems.append(
+                    Problem(
+                        json_path((*loc, "event")),
+                        f"event name {event!r} is reserved: the state machine keeps each "
+                        "execution's state under that name; rename the event",
+                    )
+                )
             target = transition.get("target")
             if not isinstance(target, str) or not target:
                 continue

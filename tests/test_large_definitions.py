@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from procstore import InvalidProcedure, ProcedureStore, Status
+from procstore.compiler import MODEL_ATTRIBUTE
 from procstore.validation import MAX_STATE_DEPTH, MAX_STATES
 from tests.conftest import make_doc, within
 
@@ -104,3 +105,41 @@ async def test_states_nested_to_the_limit_register_and_run(store: ProcedureStore
     execution = await within(store.start("deep", auto=True))
     final = await within(execution.run_to_completion())
     assert final.status is Status.COMPLETED
+
+
+async def test_an_event_named_like_the_machines_state_attribute_is_refused(
+    store: ProcedureStore,
+) -> None:
+    doc = make_doc(
+        {"a": {"transitions": [{"event": MODEL_ATTRIBUTE, "target": "b"}]}, "b": {}}, "a"
+    )
+    with pytest.raises(InvalidProcedure) as exc:
+        await within(store.register(doc))
+    [problem] = exc.value.errors
+    assert problem.path == "$.definition.states.a.transitions[0].event"
+    assert problem.message.startswith(f"event name {MODEL_ATTRIBUTE!r} is reserved")
+
+
+@pytest.mark.parametrize(
+    "event", ["trigger", "to_b", "is_a", "may_go", "state", "machine", "models", "*", "="]
+)
+async def test_events_named_like_the_machines_methods_work(
+    store: ProcedureStore, event: str
+) -> None:
+    doc = make_doc({"a": {"transitions": [{"event": event, "target": "b"}]}, "b": {}}, "a")
+    await within(store.register(doc))
+    execution = await within(store.start("p"))
+    assert await within(execution.send(event)) is True
+    assert execution.state.status is Status.COMPLETED
+
+
+@pytest.mark.parametrize("name", [MODEL_ATTRIBUTE, "*", "=", "initial", "trigger", "machine"])
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+async def test_any_state_name_works(store: ProcedureStore, name: str, nested: bool) -> None:
+    states: dict[str, Any] = {"x": {"transitions": [{"event": "go", "target": name}]}, name: {}}
+    if nested:
+        states = {"top": {"initial_state": "x", "states": states}}
+    await within(store.register(make_doc(states, "top" if nested else "x")))
+    execution = await within(store.start("p"))
+    assert await within(execution.send("go")) is True
+    assert execution.state.status is Status.COMPLETED
