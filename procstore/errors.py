@@ -53,6 +53,29 @@ class InvalidProcedure(ProcstoreError):
         super().__init__(f"{head} ({len(self.errors)} problem(s)):\n{lines}")
 
 
+class ProcedureWarning(UserWarning):
+    """A procedure was registered, but something in it is probably not what its author meant
+    (a transition that can never fire, a guard that is always false, ...).
+
+    Issued with `warnings.warn` by [`register`][procstore.ProcedureStore.register]; make
+    warnings errors (`warnings.simplefilter("error", ProcedureWarning)`) to refuse such
+    procedures instead: then nothing is registered. `str(warning)` names the procedure, then
+    lists every problem, one per line, as `path: message`.
+
+    Attributes:
+        problems: Every problem found, each a [`Problem`][procstore.errors.Problem] with its
+            JSON path.
+        source: The file the document was read from, or `None`.
+    """
+
+    def __init__(self, procedure: str, problems: list[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"procedure {procedure}{f' in {source}' if source else ''}"
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
+        super().__init__(f"{head} ({len(self.problems)} warning(s)):\n{lines}")
+
+
 class VersionConflict(ProcstoreError):
     """The same name and version were registered again with different content, or under
     another spelling of a registered version (`1.0.0` when `1.0` is registered)."""

@@ -8,6 +8,7 @@ import builtins
 import logging
 import os
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from procstore.errors import (
     ExecutionDamaged,
     ExecutionNotFound,
     ProcedureNotFound,
+    ProcedureWarning,
     StoreError,
     VersionConflict,
 )
@@ -32,7 +34,7 @@ from procstore.guards import GuardCallable, GuardRegistry
 from procstore.jsondata import require_json
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, SQLiteBackend, StoredExecution, StoredProcedure
-from procstore.validation import Document, load_document
+from procstore.validation import Document, LoadedDocument, load_document
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
@@ -283,6 +285,11 @@ class ProcedureStore:
         states takes a fraction of a second, during which the executions running in this
         event loop go on.
 
+        Warns:
+            ProcedureWarning: the static checks found something probably unmeant (a transition
+                that can never fire, a guard that is always false); the procedure is registered
+                unless warnings are errors (``warnings.simplefilter("error", ProcedureWarning)``).
+
         Raises:
             InvalidProcedure: listing every problem with its JSON path; nothing is registered.
             VersionConflict: the name and version exist with different content, or the version
@@ -290,28 +297,30 @@ class ProcedureStore:
                 spelling, which the message names.
         """
         await self.open()
-        procedure, data, compiled = await asyncio.to_thread(self._prepare, doc)
+        loaded, compiled = await asyncio.to_thread(self._prepare, doc)
+        procedure = loaded.procedure
         # Checked again on the event loop: another call may have registered it meanwhile.
         registered = self._registered(procedure)
         if registered is not None:
             return registered
         assert compiled is not None
+        if loaded.warnings:  # before anything is stored: a filter may make it an error
+            label = f"{procedure.name} {procedure.version}"
+            warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=2)
         key = (procedure.name, procedure.parsed_version)
         if self._backend is not None:
-            document = require_json(dict(data), "the procedure document")
+            document = require_json(dict(loaded.data), "the procedure document")
             await self._backend.save_procedure(procedure.name, procedure.version, document)
         self._procedures[key] = compiled
         return procedure
 
-    def _prepare(
-        self, doc: Document
-    ) -> tuple[Procedure, Mapping[str, Any], CompiledProcedure | None]:
+    def _prepare(self, doc: Document) -> tuple[LoadedDocument, CompiledProcedure | None]:
         """Read, validate and (unless already registered) compile ``doc``: the CPU-bound part of
         ``register``, run in a worker thread."""
-        procedure, data = load_document(doc, self._actions, self._guards)
-        if self._registered(procedure) is not None:
-            return procedure, data, None
-        return procedure, data, compile_procedure(procedure, self._actions, self._guards)
+        loaded = load_document(doc, self._actions, self._guards)
+        if self._registered(loaded.procedure) is not None:
+            return loaded, None
+        return loaded, compile_procedure(loaded.procedure, self._actions, self._guards)
 
     def _registered(self, procedure: Procedure) -> Procedure | None:
         """The registered procedure of the same name and version, if its content is the same.

@@ -1,8 +1,9 @@
 """Reading and checking procedure documents.
 
 ``load_document`` accepts a dict, a JSON string, or a path to a ``.json``/``.yaml`` file and
-returns a ``Procedure`` (with the document's data as written), or raises ``InvalidProcedure``
-listing *every* problem found, each with the JSON path of the offending value.
+returns it as a ``LoadedDocument`` (the ``Procedure``, the data as written, the warnings of the
+static checks), or raises ``InvalidProcedure`` listing *every* problem found, each with the
+JSON path of the offending value.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 
 from procstore import documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
+from procstore.chart import build_chart
+from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
 from procstore.documents import json_path
@@ -28,6 +31,7 @@ __all__ = [
     "MAX_STATES",
     "MAX_STATE_DEPTH",
     "Document",
+    "LoadedDocument",
     "check_references",
     "json_path",
     "load_document",
@@ -76,13 +80,31 @@ def read_document(doc: Document) -> tuple[Any, str | None]:
     raise InvalidProcedure([Problem("$", f"expected a procedure object, got {type(doc).__name__}")])
 
 
-def load_document(
-    doc: Document, actions: ActionRegistry, guards: GuardRegistry
-) -> tuple[Procedure, Mapping[str, Any]]:
-    """Parse and fully validate ``doc``; raise ``InvalidProcedure`` with every problem.
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """A document that passed validation.
 
-    Returns the procedure and the document's data as written (what a persistent store keeps,
-    so it shows the document back unchanged)."""
+    Attributes:
+        procedure: The procedure.
+        data: The document's data as written (what a persistent store keeps, so it shows the
+            document back unchanged).
+        source: The file it was read from, or ``None``.
+        warnings: What the static checks found probably unmeant (see ``procstore.checks``).
+    """
+
+    procedure: Procedure
+    data: Mapping[str, Any]
+    source: str | None
+    warnings: list[Problem]
+
+
+def load_document(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> LoadedDocument:
+    """Parse and fully validate ``doc``: the schema, the cross-reference rules, then the static
+    checks of its chart (``procstore.checks``).
+
+    Raises:
+        InvalidProcedure: listing every problem found, each with its JSON path.
+    """
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
         found = type(data).__name__ if data is not None else "null"
@@ -102,7 +124,11 @@ def load_document(
     problems += [p for p in check_references(data, actions, guards) if p.path not in seen]
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
-    return procedure, data
+    # The chart's checks need every target resolved: they run once everything else passed.
+    findings = check_chart(build_chart(procedure))
+    if findings.errors:
+        raise InvalidProcedure(findings.errors, source)
+    return LoadedDocument(procedure, data, source, findings.warnings)
 
 
 def _size_problems(data: Mapping[str, Any]) -> list[Problem]:

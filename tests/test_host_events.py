@@ -91,7 +91,7 @@ async def test_the_accepted_events_hint_lists_only_what_a_host_may_send(
                     "initial_state": "wait",
                     "states": {
                         "wait": {"transitions": [on("go", "next"), on("error", "next")]},
-                        "next": {},
+                        "next": {"action": {"type": "fail"}},
                     },
                     "timeout_ms": 60_000,
                     "transitions": [
@@ -152,8 +152,11 @@ async def test_error_handled_only_by_a_compound_state_cannot_be_sent(store: Proc
             {
                 "outer": {
                     "initial_state": "wait",
-                    "states": {"wait": {"transitions": [on("go", "next")]}, "next": {}},
-                    "transitions": [on("error", "failed")],
+                    "states": {
+                        "wait": {"transitions": [on("go", "next")]},
+                        "next": {"action": {"type": "fail"}},
+                    },
+                    "transitions": [on("error", "failed"), on("done", "failed")],
                 },
                 "failed": {},
             },
@@ -182,8 +185,11 @@ async def test_error_sent_into_a_parallel_state_fires_only_in_leaves(store: Proc
                             {
                                 "inner": {
                                     "initial_state": "wait",
-                                    "states": {"wait": {"transitions": [on("go", "x")]}, "x": {}},
-                                    "transitions": [on("error", "broken")],
+                                    "states": {
+                                        "wait": {"transitions": [on("go", "x")]},
+                                        "x": {"action": {"type": "fail"}},
+                                    },
+                                    "transitions": [on("error", "broken"), on("done", "broken")],
                                 },
                                 "broken": {},
                             },

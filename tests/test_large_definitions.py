@@ -29,8 +29,12 @@ TICKER = make_doc(
     {
         "tick": {
             "action": {"type": "sleep", "ms": 0},
-            "transitions": [{"event": "success", "target": "tock"}],
+            "transitions": [
+                {"event": "success", "target": "tock"},
+                {"event": "stop", "target": "stopped"},
+            ],
         },
+        "stopped": {},
         "tock": {
             "action": {"type": "sleep", "ms": 0},
             "transitions": [{"event": "success", "target": "tick"}],

@@ -66,7 +66,7 @@ async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore)
                     "action": {"type": "noop"},
                     "transitions": [
                         {"event": "success", "target": "done"},
-                        {"event": "skip", "target": "done", "guard": "1 > 2"},
+                        {"event": "skip", "target": "done", "guard": "may_skip"},
                     ],
                 },
                 "done": {},
@@ -74,7 +74,7 @@ async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore)
             "a",
         )
     )
-    ex = await store.start("p")
+    ex = await store.start("p", context={"may_skip": False})
     await wait_until(lambda: bool(records(ex.history, "action", state="a")))
     assert await ex.send("skip") is False  # blocked by its guard: state unchanged
     final = await ex.run_to_completion(timeout=1.0)

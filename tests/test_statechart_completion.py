@@ -49,7 +49,8 @@ async def test_a_compound_gets_done_when_its_child_reaches_a_terminal_state(
                     "states": {"picking": {"transitions": [_t("packed", "next")]}, "packed": {}},
                     "transitions": [_t("shipping", "done")],
                 },
-                "shipping": {"transitions": [_t("fulfilment", "again")]},
+                "shipping": {"transitions": [_t("fulfilment", "again"), _t("stopped", "stop")]},
+                "stopped": {},
             },
             "fulfilment",
         )
@@ -74,7 +75,8 @@ async def test_done_fires_after_a_terminal_childs_action_without_a_driver(
                     "states": {"work": {"action": {"type": "sleep", "ms": 5}}},
                     "transitions": [_t("after", "done")],
                 },
-                "after": {"transitions": [_t("phase", "again")]},
+                "after": {"transitions": [_t("phase", "again"), _t("stopped", "stop")]},
+                "stopped": {},
             },
             "phase",
         )
@@ -136,7 +138,8 @@ async def test_a_parallel_state_gets_done_without_a_driver(store: ProcedureStore
                     },
                     "transitions": [_t("approved", "done")],
                 },
-                "approved": {"transitions": [_t("checks", "again")]},
+                "approved": {"transitions": [_t("checks", "again"), _t("stopped", "stop")]},
+                "stopped": {},
             },
             "checks",
         )
@@ -166,7 +169,8 @@ def _three_levels(own_done: bool) -> dict[str, Any]:
         l2["states"]["l3_done"] = {}
         l2["transitions"] = [_t("l2_done", "done")]
         l1["states"]["l2_done"] = {}
-    return make_doc({"l1": l1, "after": {"transitions": [_t("l1", "again")]}}, "l1")
+    after = {"transitions": [_t("l1", "again"), _t("stopped", "stop")]}
+    return make_doc({"l1": l1, "after": after, "stopped": {}}, "l1")
 
 
 async def test_done_propagates_through_three_levels_of_terminal_compound_states(
@@ -360,7 +364,8 @@ async def test_a_regions_unhandled_error_cancels_the_other_regions_running_actio
                     "transitions": [_t("approved", "done"), _t("rejected", "error")],
                 },
                 "approved": {},
-                "rejected": {"transitions": [_t("checks", "again")]},
+                "rejected": {"transitions": [_t("checks", "again"), _t("stopped", "stop")]},
+                "stopped": {},
             },
             "checks",
         )

@@ -39,7 +39,8 @@ def _fulfilment_doc() -> dict[str, Any]:
                 },
                 "transitions": [_t("shipping", "done")],
             },
-            "shipping": {"transitions": [_t("start", "again")]},
+            "shipping": {"transitions": [_t("start", "again"), _t("stopped", "stop")]},
+            "stopped": {},
         },
         "start",
     )
@@ -353,7 +354,12 @@ async def test_a_full_dotted_path_into_a_region_enters_the_other_regions_initial
                     "parallel": {
                         "credit": _region("run", {"run": leaf, "end": {}}),
                         "fraud": _region(
-                            "run", {"run": leaf, "end": {"transitions": [_t("run", "redo")]}}
+                            "run",
+                            {
+                                "run": leaf,
+                                "end": {"transitions": [_t("run", "redo"), _t("closed", "close")]},
+                                "closed": {},
+                            },
                         ),
                     },
                 },

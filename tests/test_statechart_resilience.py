@@ -354,6 +354,8 @@ def _error_levels_doc(handlers: set[str]) -> dict[str, Any]:
         if level in handlers:
             state.setdefault("transitions", []).append(_t(f"by_{level}", "error"))
             states[f"by_{level}"] = {}
+    if "transitions" in inner:  # no longer terminal in outer: its completion needs a handler
+        inner["transitions"].append(_t("after", "done"))
     return make_doc(states, "outer")
 
 
@@ -395,22 +397,23 @@ async def test_a_state_timeout_is_tried_innermost_first(store: ProcedureStore) -
                                 },
                                 "fin": {},
                             },
-                            "transitions": [_t("by_inner", "timeout")],
+                            "transitions": [_t("by_inner", "timeout"), _t("by_inner", "done")],
                         },
                         "by_inner": {},
                     },
-                    "transitions": [_t("by_outer", "timeout")],
+                    "transitions": [_t("by_outer", "timeout"), _t("after", "done")],
                 },
                 "by_outer": {},
+                "after": {},
             },
             "outer",
         )
     )
     ex = await within(store.start("p", "1.0", {}))
+    final = await within(ex.run_to_completion())
 
-    await wait_until(lambda: ex.current != "outer.inner.work")
-    assert ex.current == "outer.by_inner"
-    assert _transitions(ex.state.history, "timeout") == [("outer.inner", "outer.by_inner")]
+    assert _transitions(final.history, "timeout") == [("outer.inner", "outer.by_inner")]
+    assert final.current == "after"  # by_inner completed outer
 
 
 # --- compensation --------------------------------------------------------------------------------

@@ -393,7 +393,9 @@ async def test_a_dotted_target_into_one_region_makes_the_other_regions_reachable
         {"start": _leaf_to("checks.fraud.ok", "go"), "checks": checks, "approved": {}},
         "start",
     )
-    checks["parallel"]["fraud"]["states"]["ok"] = _leaf_to("run", "redo")
+    fraud = checks["parallel"]["fraud"]["states"]
+    fraud["ok"] = {"transitions": [_t("run", "redo"), _t("closed", "close")]}
+    fraud["closed"] = {}
 
     await store.register(doc)
 
