@@ -1,0 +1,131 @@
+"""The host code the command line trusts: which modules a definition's function actions may
+name, that only `run` and `resume` import them (every other command reads their source), and
+how `resume` finds the modules `run` found beside FILE."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procstore import ProcedureStore
+from tests.test_cli import invoke, write_json
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run in tmp_path; undo the CLI's sys.path changes and forget the modules it imported."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PROCSTORE_DB", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("marker_actions_"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/x.db"
+
+
+class Marked:
+    """A definition with a function action whose module lies beside it and, when imported,
+    appends a line to ``marker``."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.module = f"marker_actions_{uuid.uuid4().hex}"
+        self.marker = directory / "imported.txt"
+        self.module_file = directory / f"{self.module}.py"
+        self.module_file.write_text(
+            f"open({str(self.marker)!r}, 'a').write('imported\\n')\n"
+            "def work(context):\n"
+            "    return 'worked'\n",
+            encoding="utf-8",
+        )
+        self.doc: dict[str, Any] = {
+            "name": "marked",
+            "version": "1.0",
+            "definition": {
+                "initial_state": "work",
+                "states": {
+                    "work": {
+                        "action": {"type": "function", "module": self.module, "function": "work"},
+                        "transitions": [{"event": "success", "target": "done"}],
+                    },
+                    "done": {},
+                },
+            },
+        }
+        self.file = write_json(directory / "marked.json", self.doc)
+
+    def imported(self) -> bool:
+        return self.marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# only run and resume import
+
+
+def test_validate_reads_the_module_beside_the_file_without_importing_it(tmp_path: Path) -> None:
+    marked = Marked(tmp_path / "flows")
+
+    result = invoke("validate", str(marked.file))
+
+    assert result.exit_code == 0, result.output
+    assert not marked.imported()
+
+
+def test_validate_still_finds_a_function_the_module_does_not_define(tmp_path: Path) -> None:
+    marked = Marked(tmp_path / "flows")
+    marked.doc["definition"]["states"]["work"]["action"]["function"] = "missing"
+    write_json(marked.file, marked.doc)
+
+    result = invoke("validate", str(marked.file))
+
+    assert result.exit_code == 1, result.output
+    assert "$.definition.states.work.action.function:" in result.output
+    assert "defines no public function 'missing'" in result.output
+    assert not marked.imported()
+
+
+def test_diagram_does_not_import_the_module_beside_the_file(tmp_path: Path) -> None:
+    marked = Marked(tmp_path / "flows")
+
+    result = invoke("diagram", str(marked.file), "--format", "mermaid")
+
+    assert result.exit_code == 0, result.output
+    assert not marked.imported()
+
+
+def test_show_of_a_stored_procedure_does_not_import_its_module(tmp_path: Path, db: str) -> None:
+    marked = Marked(tmp_path / "flows")
+    sys.path.append(str(marked.module_file.parent))
+
+    async def register() -> None:
+        async with ProcedureStore(db, allowed_module_files=[marked.module_file]) as store:
+            await store.register(marked.doc)
+
+    asyncio.run(register())
+
+    result = invoke("show", "marked", "--db", db)
+
+    assert result.exit_code == 0, result.output
+    assert f"action function {marked.module}.work" in result.output
+    assert not marked.imported()
+
+
+def test_run_imports_the_module_when_the_action_runs(tmp_path: Path, db: str) -> None:
+    marked = Marked(tmp_path / "flows")
+
+    result = invoke("run", str(marked.file), "--db", db)
+
+    assert result.exit_code == 0, result.output
+    assert marked.marker.read_text(encoding="utf-8") == "imported\n"
