@@ -215,17 +215,24 @@ class ActionRegistry:
             )
         return fn
 
+    def refusal(self, module: str) -> str | None:
+        """Why a `function` action may not name `module` at all (neither allowed by name nor
+        by file), as `check` and `resolve` say it; `None` when `module` is allowed.
+
+        A caller that speaks to someone else than a Python programmer (the command line) can
+        tell this refusal from the other problems of a document by this exact message."""
+        if self.is_module_allowed(module):
+            return None
+        allowed = ", ".join(sorted(self.allowed_modules)) or "none"
+        files = ", ".join(sorted(self.module_files))
+        return f"module {module!r} is not in the store's allowed_modules ({allowed})" + (
+            f" nor the module of one of its allowed_module_files ({files})" if files else ""
+        )
+
     def _check_names(self, module: str, function: str) -> None:
-        if not self.is_module_allowed(module):
-            allowed = ", ".join(sorted(self.allowed_modules)) or "none"
-            files = ", ".join(sorted(self.module_files))
-            raise ActionNotAllowed(
-                "module",
-                f"module {module!r} is not in the store's allowed_modules ({allowed})"
-                + (
-                    f" nor the module of one of its allowed_module_files ({files})" if files else ""
-                ),
-            )
+        refusal = self.refusal(module)
+        if refusal is not None:
+            raise ActionNotAllowed("module", refusal)
         # A package's __main__, its __init__ as a module of its own, private helpers: none is
         # an actions module, and naming one would run code the host never meant to expose.
         if any(not part.isidentifier() or part.startswith("_") for part in module.split(".")):

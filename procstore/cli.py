@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +63,7 @@ from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
 from procstore.store import sqlite_path
 from procstore.terminal import safe_text
+from procstore.validation import read_document
 
 EXIT_OK = 0
 EXIT_NOT_COMPLETED = 1
@@ -280,6 +282,94 @@ def _add_to_sys_path(directory: Path) -> None:
         sys.path.append(entry)
 
 
+@dataclass(frozen=True)
+class _HostCode:
+    """The modules a command lets function actions name: the ``--allow-module`` ones by name
+    and, unless ``--no-local-modules``, the ``.py`` files in FILE's directory, each as that
+    file."""
+
+    allowed: tuple[str, ...]
+    file: Path
+    local: bool
+
+    @property
+    def files(self) -> list[Path]:
+        return _modules_beside(self.file) if self.local else []
+
+    def store(self, db: str | None = None) -> ProcedureStore:
+        """A store with this allowlist (in memory without ``db``), FILE's directory appended
+        to ``sys.path`` so the modules beside it import when an action runs."""
+        _add_to_sys_path(self.file.parent)
+        return ProcedureStore(db, allowed_modules=self.allowed, allowed_module_files=self.files)
+
+    def describe(self) -> str:
+        """What is allowed, in the command's terms, on one line."""
+        given = ", ".join(self.allowed) or "none"
+        if not self.local:
+            return (
+                f"function actions may name only the --allow-module modules ({given}), not "
+                f"the modules beside {self.file} (--no-local-modules)"
+            )
+        names = ", ".join(p.name for p in self.files) or "none"
+        return (
+            f"function actions may name the modules beside {self.file} ({names}) and the "
+            f"--allow-module modules ({given})"
+        )
+
+
+def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode) -> list[str]:
+    """``FILE: $.json.path: message`` for each problem of an invalid FILE. A module that is
+    not allowed is said so in the command's terms, followed by one hint line naming what is
+    allowed."""
+    registry = ActionRegistry(code.allowed, code.files)
+    refusals: dict[str, str] = {}  # the store's refusal message -> the module it refuses
+    try:
+        data, _ = read_document(code.file)
+    except InvalidProcedure:
+        data = None
+    for module in _function_modules(data):
+        refusal = registry.refusal(module)
+        if refusal is not None:
+            refusals[refusal] = module
+    lines: list[str] = []
+    refused: list[str] = []
+    for problem in exc.errors:
+        refused_module = refusals.get(problem.message)
+        if refused_module is None:
+            lines.append(f"{label}: {problem.path}: {problem.message}")
+            continue
+        lines.append(f"{label}: {problem.path}: module {refused_module!r} is not allowed")
+        if refused_module not in refused:
+            refused.append(refused_module)
+    if not exc.errors:
+        lines.append(f"{label}: $: {exc}")
+    if refused:
+        # Not "pass --allow-module os": the document may be someone else's, and allowing a
+        # module lets it call every public function the module defines.
+        lines.append(
+            f"{label}: hint: {code.describe()}; --allow-module MODULE would let the document "
+            "call every public function of MODULE"
+        )
+    return lines
+
+
+def _function_modules(data: Any) -> list[str]:
+    """Every module a function action in the raw document ``data`` names, wherever it stands
+    (an action in the wrong place has its own problem), in document order."""
+    found: dict[str, None] = {}
+    todo = [data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Mapping):
+            module = item.get("module")
+            if item.get("type") == "function" and isinstance(module, str):
+                found.setdefault(module)
+            todo.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            todo.extend(reversed(item))
+    return list(found)
+
+
 def _parse_context(raw: str | None) -> dict[str, Any]:
     """``--context``: a JSON object, or ``@path`` naming a file that holds one (read like a
     procedure document: a regular file of at most ``MAX_DOCUMENT_BYTES``)."""
@@ -425,22 +515,6 @@ def _loc_path(loc: Iterable[Any]) -> str:
     return path
 
 
-def _module_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
-    """A hint when a problem is about a function action's module, which --allow-module fixes."""
-    if not isinstance(exc, InvalidProcedure):
-        return None
-    if any(
-        problem.path.endswith(".module") and "allowed_modules" in problem.message
-        for problem in exc.errors
-    ):
-        shown = ", ".join(allowed) if allowed else "none"
-        return (
-            f"hint: function actions may only use modules given with --allow-module "
-            f"(allowed now: {shown})"
-        )
-    return None
-
-
 def _configure_logging(verbose: bool, console: Console | None = None) -> None:
     """``--verbose``: the actions' INFO log lines on stderr (through the live display when one
     is shown, so they do not tear it)."""
@@ -464,8 +538,8 @@ def _configure_logging(verbose: bool, console: Console | None = None) -> None:
 async def _open_store(
     db: str,
     *,
+    code: _HostCode | None = None,
     allowed: Sequence[str] = (),
-    files: Sequence[Path] = (),
     read_only: bool = False,
     missing: str | None = None,
 ) -> AsyncIterator[ProcedureStore]:
@@ -473,14 +547,16 @@ async def _open_store(
     ``running`` in the database).
 
     Args:
+        code: The host code its actions may use (``run``); else the modules ``allowed``.
         missing: For read-only use: when the database file does not exist, end the command
             with exit 4 and this message instead of an error about the file.
     """
     if read_only and missing is not None and not _db_file(db).exists():
         raise CommandError(EXIT_NOT_FOUND, f"error: {missing}: no database at {_db_file(db)}")
-    store = ProcedureStore(
-        db, allowed_modules=list(allowed), allowed_module_files=files, read_only=read_only
-    )
+    if code is not None:
+        store = code.store(db)
+    else:
+        store = ProcedureStore(db, allowed_modules=list(allowed), read_only=read_only)
     try:
         await store.open()
         yield store
@@ -800,9 +876,8 @@ async def _run(
     output: _Output,
     session: _Session,
 ) -> int:
-    _add_to_sys_path(path.parent)
-    files = _modules_beside(path) if session.local_modules else []
-    async with _open_store(db, allowed=allowed, files=files) as store:
+    code = _HostCode(tuple(allowed), path, session.local_modules)
+    async with _open_store(db, code=code) as store:
         try:
             procedure = await store.register(path)
         except VersionConflict as exc:
@@ -812,10 +887,8 @@ async def _run(
                 f"hint: a registered version never changes: bump the version in {path} "
                 f"(or use another --db)",
             ) from None
-        except (InvalidProcedure, OSError) as exc:
-            lines = _problem_lines(str(path), exc)
-            hint = _module_hint(exc, allowed)
-            raise CommandError(EXIT_USAGE, *lines, *([hint] if hint else [])) from None
+        except InvalidProcedure as exc:
+            raise CommandError(EXIT_USAGE, *_invalid_lines(str(path), exc, code)) from None
 
         output.line(f"procedure   {procedure.name} {procedure.version}")
         execution = await store.start(procedure.name, procedure.version, context, auto=True)
@@ -1250,16 +1323,6 @@ def _read_procedure(file: Path) -> Procedure:
 # validate
 
 
-async def _load(
-    path: Path, allowed: Sequence[str], local_modules: bool = True
-) -> tuple[ProcedureStore, Procedure]:
-    _add_to_sys_path(path.parent)
-    files = _modules_beside(path) if local_modules else []
-    store = ProcedureStore(allowed_modules=list(allowed), allowed_module_files=files)
-    procedure = await store.register(path)
-    return store, procedure
-
-
 async def _validate(
     paths: Iterable[Path], allowed: Sequence[str], local_modules: bool = True
 ) -> list[tuple[Path, list[str]]]:
@@ -1270,14 +1333,11 @@ async def _validate(
             problem = "no such file" if not path.exists() else "not a file"
             results.append((path, [f"{label}: $: {problem}"]))
             continue
+        code = _HostCode(tuple(allowed), path, local_modules)
         try:
-            await _load(path, allowed, local_modules)
-        except Exception as exc:
-            lines = _problem_lines(label, exc)
-            hint = _module_hint(exc, allowed)
-            if hint:
-                lines.append(f"{label}: {hint}")
-            results.append((path, lines))
+            await code.store().register(path)
+        except InvalidProcedure as exc:
+            results.append((path, _invalid_lines(label, exc, code)))
         else:
             results.append((path, []))
     return results

@@ -129,3 +129,47 @@ def test_run_imports_the_module_when_the_action_runs(tmp_path: Path, db: str) ->
 
     assert result.exit_code == 0, result.output
     assert marked.marker.read_text(encoding="utf-8") == "imported\n"
+
+
+# --------------------------------------------------------------------------------------------
+# what is allowed, said once
+
+
+def test_a_module_not_allowed_is_refused_with_one_hint_naming_what_is_allowed(
+    tmp_path: Path,
+) -> None:
+    marked = Marked(tmp_path / "flows")
+    marked.doc["definition"]["states"]["work"]["action"]["module"] = "elsewhere"
+    marked.doc["definition"]["states"]["work"]["compensate"] = {
+        "type": "function",
+        "module": "elsewhere",
+        "function": "undo",
+    }
+    write_json(marked.file, marked.doc)
+
+    result = invoke("validate", str(marked.file), "--allow-module", "json")
+
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"{marked.file}: $.definition.states.work.action.module: module 'elsewhere' is not allowed",
+        f"{marked.file}: $.definition.states.work.compensate.module: "
+        "module 'elsewhere' is not allowed",
+        f"{marked.file}: hint: function actions may name the modules beside {marked.file} "
+        f"({marked.module_file.name}) and the --allow-module modules (json); "
+        "--allow-module MODULE would let the document call every public function of MODULE",
+    ]
+
+
+def test_without_local_modules_the_hint_says_the_modules_beside_file_are_not_allowed(
+    tmp_path: Path, db: str
+) -> None:
+    marked = Marked(tmp_path / "flows")
+
+    result = invoke("run", str(marked.file), "--db", db, "--no-local-modules")
+
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"{marked.file}: hint: function actions may name only the --allow-module modules "
+        f"(none), not the modules beside {marked.file} (--no-local-modules); "
+        "--allow-module MODULE would let the document call every public function of MODULE"
+    )
