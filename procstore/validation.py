@@ -107,8 +107,9 @@ def load_document(doc: Document, actions: ActionRegistry, guards: GuardRegistry)
     """
     data, source = read_document(doc)
     if not isinstance(data, Mapping):
-        found = type(data).__name__ if data is not None else "null"
-        raise InvalidProcedure([Problem("$", f"expected an object, got {found}")], source)
+        raise InvalidProcedure(
+            [Problem("$", f"expected an object, got {_json_kind(data)}")], source
+        )
     # Checked first, so that an oversized definition costs a walk, not a full validation.
     too_large = _size_problems(data)
     if too_large:
@@ -173,9 +174,64 @@ def _schema_problems(exc: ValidationError) -> list[Problem]:
         elif error["type"] == "extra_forbidden":
             message = "unknown field"
         else:
-            message = error["msg"].removeprefix("Value error, ")
+            message = _schema_message(error, loc)
         problems.append(Problem(json_path(loc), message))
     return problems
+
+
+# What a pydantic type error expects, in the document's (JSON's) terms.
+_EXPECTED = {
+    "string_type": "a string",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+# What the entries of a mapping are (one, several), by the key that holds it.
+_ENTRIES = {"parallel": ("region", "regions"), "states": ("state", "states")}
+
+
+def _schema_message(error: Any, loc: tuple[str | int, ...]) -> str:
+    """Pydantic's message for ``error``, said in terms of the JSON document: ``expected a
+    list, got a string`` rather than ``Input should be a valid tuple``."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_json_kind(error.get('input'))}"
+    if kind == "too_short" and "min_length" in ctx:
+        one, several = _ENTRIES.get(str(loc[-1]) if loc else "", ("entry", "entries"))
+        least, has = ctx["min_length"], ctx.get("actual_length", 0)
+        return f"needs at least {least} {one if least == 1 else several}, has {has}"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    message: str = error["msg"].removeprefix("Value error, ")
+    if message.startswith("Input should be "):
+        message = "must be " + message.removeprefix("Input should be ")
+    return message
+
+
+def _json_kind(value: Any) -> str:
+    """What ``value`` is in JSON: an object, a list, a string, a number, true or false, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
 
 
 def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
