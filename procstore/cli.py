@@ -53,7 +53,6 @@ from procstore import (
     Procedure,
     ProcedureNotFound,
     ProcedureStore,
-    ProcstoreError,
     Status,
     StoreError,
     VersionConflict,
@@ -63,7 +62,7 @@ from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
 from procstore.store import sqlite_path
 from procstore.terminal import safe_text
-from procstore.validation import read_document
+from procstore.validation import load_document, read_document
 
 EXIT_OK = 0
 EXIT_NOT_COMPLETED = 1
@@ -317,20 +316,21 @@ class _HostCode:
         )
 
 
-def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode) -> list[str]:
-    """``FILE: $.json.path: message`` for each problem of an invalid FILE. A module that is
-    not allowed is said so in the command's terms, followed by one hint line naming what is
-    allowed."""
-    registry = ActionRegistry(code.allowed, code.files)
+def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode | None = None) -> list[str]:
+    """``FILE: $.json.path: message`` for each problem of an invalid FILE. With the ``code``
+    the command allowed, a module that is not allowed is said so in the command's terms,
+    followed by one hint line naming what is allowed."""
     refusals: dict[str, str] = {}  # the store's refusal message -> the module it refuses
-    try:
-        data, _ = read_document(code.file)
-    except InvalidProcedure:
-        data = None
-    for module in _function_modules(data):
-        refusal = registry.refusal(module)
-        if refusal is not None:
-            refusals[refusal] = module
+    if code is not None:
+        registry = ActionRegistry(code.allowed, code.files)
+        try:
+            data, _ = read_document(code.file)
+        except InvalidProcedure:
+            data = None
+        for module in _function_modules(data):
+            refusal = registry.refusal(module)
+            if refusal is not None:
+                refusals[refusal] = module
     lines: list[str] = []
     refused: list[str] = []
     for problem in exc.errors:
@@ -343,7 +343,7 @@ def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode) -> list[s
             refused.append(refused_module)
     if not exc.errors:
         lines.append(f"{label}: $: {exc}")
-    if refused:
+    if refused and code is not None:
         # Not "pass --allow-module os": the document may be someone else's, and allowing a
         # module lets it call every public function the module defines.
         lines.append(
@@ -490,29 +490,6 @@ def _record_style(record: HistoryRecord) -> str | None:
     if record.kind == "finished":
         return "bold green" if record.status == Status.COMPLETED else "bold red"
     return None
-
-
-def _problem_lines(label: str, exc: BaseException) -> list[str]:
-    """``FILE: $.json.path: message`` lines for whatever went wrong loading ``label``."""
-    if isinstance(exc, InvalidProcedure):
-        lines = [f"{label}: {problem.path}: {problem.message}" for problem in exc.errors]
-        return lines or [f"{label}: $: {exc}"]
-    if isinstance(exc, ValidationError):  # schema-only checks (diagram)
-        return [
-            f"{label}: {_loc_path(error['loc'])}: {error['msg']}" for error in exc.errors()
-        ] or [f"{label}: $: {exc}"]
-    if isinstance(exc, ProcstoreError):
-        return [f"{label}: $: {exc}"]
-    if isinstance(exc, OSError):
-        return [f"{label}: $: cannot read file: {exc.strerror or exc}"]
-    return [f"{label}: $: {type(exc).__name__}: {exc}"]
-
-
-def _loc_path(loc: Iterable[Any]) -> str:
-    path = "$"
-    for item in loc:
-        path += f"[{item}]" if isinstance(item, int) else f".{item}"
-    return path
 
 
 def _configure_logging(verbose: bool, console: Console | None = None) -> None:
@@ -1237,6 +1214,7 @@ async def _diagram(
     execution_id: str | None,
     db: str,
     rankdir: RankDir,
+    allow_invalid: bool = False,
 ) -> None:
     from procstore import diagrams
 
@@ -1254,12 +1232,7 @@ async def _diagram(
     if chosen == "png" and out is None and sys.stdout.isatty():
         raise CommandError(EXIT_USAGE, "error: a PNG goes to a file: give -o OUT.png")
 
-    source: Procedure | None = None
-    if file is not None:
-        try:
-            source = _read_procedure(file)
-        except (InvalidProcedure, ValidationError, OSError) as exc:
-            raise CommandError(EXIT_USAGE, *_problem_lines(str(file), exc)) from None
+    source = _procedure_to_draw(file, allow_invalid) if file is not None else None
 
     snapshot: ExecutionState | None = None
     if execution_id is not None:
@@ -1311,12 +1284,30 @@ async def _diagram(
     _echo_document(text)
 
 
-def _read_procedure(file: Path) -> Procedure:
-    """FILE's procedure, checked against the schema only (as the diagrams draw it)."""
-    from procstore.validation import read_document
-
-    data, _ = read_document(file)
-    return Procedure.model_validate(data)
+def _procedure_to_draw(file: Path, allow_invalid: bool) -> Procedure:
+    """FILE's procedure, checked as registering it would check it except for the host code
+    (modules and guard predicates are not resolved: a procedure can be drawn before it runs
+    anywhere). An invalid one ends the command with its problems, unless ``allow_invalid``:
+    then they are warnings on stderr and what the schema accepts is drawn (a target that
+    names no state, to debug the procedure)."""
+    try:
+        procedure = load_document(file, None, None).procedure
+    except InvalidProcedure as exc:
+        lines = _invalid_lines(str(file), exc)
+        if not allow_invalid:
+            raise CommandError(
+                EXIT_USAGE, *lines, f"{file}: hint: --allow-invalid draws it all the same"
+            ) from None
+        try:
+            data, _ = read_document(file)
+            procedure = Procedure.model_validate(data)
+        except (InvalidProcedure, ValidationError):
+            raise CommandError(
+                EXIT_USAGE, *lines, f"{file}: cannot be drawn until its schema problems are fixed"
+            ) from None
+        for line in lines:
+            _echo(f"warning: {line}", err=True)
+    return procedure
 
 
 # --------------------------------------------------------------------------------------------
@@ -1338,6 +1329,8 @@ async def _validate(
             await code.store().register(path)
         except InvalidProcedure as exc:
             results.append((path, _invalid_lines(label, exc, code)))
+        except Exception as exc:  # a check that broke: report it, and check the other files
+            results.append((path, [f"{label}: $: {type(exc).__name__}: {exc}"]))
         else:
             results.append((path, []))
     return results
@@ -1641,15 +1634,27 @@ def diagram(
         RankDir,
         typer.Option("--rankdir", help="Graphviz layout direction (svg, png, dot)."),
     ] = RankDir.TB,
+    allow_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--allow-invalid",
+            help=(
+                "Draw FILE even when it is invalid (a target that names no state is drawn as "
+                "one), to debug it; its problems are printed on stderr as warnings."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Export a procedure's state diagram: SVG or PNG (through Graphviz), DOT, or Mermaid.
 
-    Only FILE's schema is checked (modules and guards are not resolved), so a procedure can be
-    drawn before it runs anywhere. Without -o the text formats (dot, mermaid, svg) go to stdout.
+    FILE is checked as validate checks it, except that modules and guard predicates are not
+    looked for, so a procedure can be drawn before it runs anywhere. An invalid FILE draws
+    nothing: its problems are printed (exit 2); --allow-invalid draws it all the same, with the
+    problems as warnings on stderr. Without -o the text formats (dot, mermaid, svg) go to stdout.
     With --execution ID the execution's snapshot is read from --db (read-only) and drawn over
     the procedure.
     """
-    _execute(lambda: asyncio.run(_diagram(file, out, fmt, execution, db, rankdir)))
+    _execute(lambda: asyncio.run(_diagram(file, out, fmt, execution, db, rankdir, allow_invalid)))
 
 
 @app.command(epilog=_SCHEMA_EXIT_CODES)

@@ -98,9 +98,13 @@ class LoadedDocument:
     warnings: list[Problem]
 
 
-def load_document(doc: Document, actions: ActionRegistry, guards: GuardRegistry) -> LoadedDocument:
+def load_document(
+    doc: Document, actions: ActionRegistry | None, guards: GuardRegistry | None
+) -> LoadedDocument:
     """Parse and fully validate ``doc``: the schema, the cross-reference rules, then the static
-    checks of its chart (``procstore.checks``).
+    checks of its chart (``procstore.checks``). With ``actions`` or ``guards`` ``None``, the
+    host code they would check (function actions, guard predicates) is not checked: a diagram
+    draws a procedure before it runs anywhere.
 
     Raises:
         InvalidProcedure: listing every problem found, each with its JSON path.
@@ -281,11 +285,12 @@ def _walk(
 
 
 def check_references(
-    data: Mapping[str, Any], actions: ActionRegistry, guards: GuardRegistry
+    data: Mapping[str, Any], actions: ActionRegistry | None, guards: GuardRegistry | None
 ) -> list[Problem]:
     """The rules a schema cannot express: where each field may go, initial states, known and
-    unambiguous targets, no transition between parallel regions, reachability, allowed code,
-    guards.
+    unambiguous targets, no transition between parallel regions, reachability, allowed code
+    (unless ``actions`` is ``None``), guards (the predicates named: unless ``guards`` is
+    ``None``).
 
     Works on the raw document and skips whatever is malformed (the schema reports that), so
     it can run beside schema validation and report everything in one go.
@@ -345,8 +350,9 @@ def check_references(
                 )
                 continue
             edges[state.path].append(resolved)
-        for key in ("action", "compensate"):
-            problems += _function_problems(state.data.get(key), (*state.loc, key), actions)
+        if actions is not None:
+            for key in ("action", "compensate"):
+                problems += _function_problems(state.data.get(key), (*state.loc, key), actions)
     if isinstance(initial, str) and initial in by_path:
         reachable = _reachable(initial, edges, by_path, _children(found))
         for state in found:
@@ -428,7 +434,7 @@ def _function_problems(
 
 
 def _guard_problems(
-    transition: Mapping[str, Any], loc: tuple[str | int, ...], guards: GuardRegistry
+    transition: Mapping[str, Any], loc: tuple[str | int, ...], guards: GuardRegistry | None
 ) -> list[Problem]:
     problems = []
     guard = transition.get("guard")
@@ -437,6 +443,8 @@ def _guard_problems(
             check_expression(guard)
         except GuardSyntaxError as exc:
             problems.append(Problem(json_path((*loc, "guard")), f"invalid guard: {exc}"))
+    if guards is None:  # the predicates named are not checked
+        return problems
     for key in ("conditions", "unless"):
         names = transition.get(key)
         for j, name in enumerate(names if isinstance(names, list) else []):

@@ -978,6 +978,71 @@ def test_diagram_usage_errors(tmp_path: Path, db: str) -> None:
     assert invoke("diagram", str(DEPLOY), "--execution", "nope", "--db", db).exit_code == 4
 
 
+def test_diagram_of_an_invalid_file_prints_its_problems_and_draws_nothing(tmp_path: Path) -> None:
+    doc = simple_doc(start={"transitions": [{"event": "go", "target": "nowhere"}]})
+    path = write_json(tmp_path / "bad.json", doc)
+
+    result = invoke("diagram", str(path))
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert f"{path}: $.definition.states.start.transitions[0].target:" in result.stderr
+    assert f"{path}: hint: --allow-invalid draws it all the same" in result.stderr
+
+
+def test_diagram_allow_invalid_draws_it_and_warns_of_its_problems(tmp_path: Path) -> None:
+    doc = simple_doc(start={"transitions": [{"event": "go", "target": "nowhere"}]})
+    path = write_json(tmp_path / "bad.json", doc)
+
+    result = invoke("diagram", str(path), "--allow-invalid", "--format", "mermaid")
+
+    assert result.exit_code == 0, result.output
+    assert "no such state" in result.stdout
+    assert (
+        f"warning: {path}: $.definition.states.start.transitions[0].target: 'nowhere' is not "
+        "among the states reachable by name from 'start'"
+    ) in result.stderr.splitlines()
+
+
+def test_diagram_says_the_problems_of_a_file_as_validate_does(tmp_path: Path) -> None:
+    doc = simple_doc(
+        start={
+            "transitions": {"event": "go", "target": "done"},
+            "retry": {"max_attempts": 2, "errors": "Timeout"},
+            "colour": "blue",
+        },
+        done={"parallel": {"only": {"initial_state": "x", "states": {"x": {}}}}},
+    )
+    path = write_json(tmp_path / "bad.json", doc)
+
+    drawn = invoke("diagram", str(path))
+    validated = invoke("validate", str(path))
+
+    assert drawn.exit_code == 2, drawn.output
+    assert drawn.stderr.splitlines()[:-1] == validated.stdout.splitlines()
+    assert f"{path}: $.definition.states.start.transitions: expected a list, got an object" in (
+        validated.stdout.splitlines()
+    )
+
+
+def test_diagram_draws_a_procedure_whose_host_code_is_not_here(tmp_path: Path) -> None:
+    # An action and a guard predicate an application registers by name: validate refuses
+    # them here, diagram draws the procedure before it runs anywhere.
+    doc = simple_doc(
+        start={
+            "action": {"type": "function", "function": "app.work"},
+            "transitions": [{"event": "success", "target": "done", "conditions": ["is_vip"]}],
+        },
+        done={},
+    )
+    path = write_json(tmp_path / "app.json", doc)
+
+    result = invoke("diagram", str(path), "--format", "mermaid")
+
+    assert result.exit_code == 0, result.output
+    assert "function app.work" in result.stdout
+
+
 def test_diagram_overlays_a_stored_execution(tmp_path: Path, db: str) -> None:
     context = '{"env": "staging", "fail_step": "deploy"}'
     ran = invoke("run", "--db", db, str(DEPLOY), "-c", context, *ALLOW)

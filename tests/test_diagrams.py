@@ -795,7 +795,8 @@ def generated_doc(kind: str, n: int = 200) -> dict[str, Any]:
         state["transitions"] = transitions
         states[f"step_{i}"] = state
     states[f"step_{n - 1}"] = {}
-    states["failed"] = {"outcome": "failure"}
+    if kind != "plain":  # a plain chain never fails: a failure state would be unreachable
+        states["failed"] = {"outcome": "failure"}
     return make_doc(states, "step_0", name=f"generated_{kind}")
 
 
