@@ -26,6 +26,7 @@ import asyncio
 import enum
 import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -57,6 +58,7 @@ from procstore import (
     StoreError,
     VersionConflict,
     documents,
+    modules,
 )
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.definition import Action, FunctionAction, StateDef
@@ -265,12 +267,13 @@ def _execute(work: Callable[[], Any]) -> Any:
 # helpers
 
 
-def _modules_beside(path: Path) -> list[Path]:
-    """The Python module files in FILE's directory: the CLI allows them by default, as running
-    a file from the command line trusts the code that lies next to it (``--no-local-modules``
-    turns this off). Each is allowed as that file only, never by its name: an empty
-    ``subprocess.py`` there does not allow the standard library's ``subprocess``."""
-    return sorted(p for p in path.parent.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_")
+def _modules_in(directory: Path) -> list[Path]:
+    """The Python module files in ``directory`` (FILE's, or a ``--path DIR`` of ``resume``):
+    the CLI allows them by default, as running a file from the command line trusts the code
+    that lies next to it (``--no-local-modules`` turns this off). Each is allowed as that file
+    only, never by its name: an empty ``subprocess.py`` there does not allow the standard
+    library's ``subprocess``."""
+    return sorted(p for p in directory.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_")
 
 
 def _add_to_sys_path(directory: Path) -> None:
@@ -284,47 +287,95 @@ def _add_to_sys_path(directory: Path) -> None:
 @dataclass(frozen=True)
 class _HostCode:
     """The modules a command lets function actions name: the ``--allow-module`` ones by name
-    and, unless ``--no-local-modules``, the ``.py`` files in FILE's directory, each as that
-    file."""
+    and, unless ``--no-local-modules``, the ``.py`` files in its directories (FILE's for
+    ``run`` and ``validate``, each ``--path DIR`` for ``resume``), each as that file. The
+    directories are appended to ``sys.path``, so those modules import when an action runs."""
 
     allowed: tuple[str, ...]
-    file: Path
-    local: bool
+    directories: tuple[Path, ...]
+    local: bool = True
+
+    @classmethod
+    def beside(cls, file: Path, allowed: Iterable[str], local: bool) -> _HostCode:
+        """What ``run`` and ``validate`` allow for FILE."""
+        return cls(tuple(allowed), (file.parent,), local)
 
     @property
     def files(self) -> list[Path]:
-        return _modules_beside(self.file) if self.local else []
+        return [f for d in self.directories for f in _modules_in(d)] if self.local else []
+
+    def registry(self) -> ActionRegistry:
+        """The allowlist (to check with, as the store checks). Two directories that hold a
+        module of the same name are a usage error."""
+        try:
+            return ActionRegistry(self.allowed, self.files)
+        except ValueError as exc:
+            raise CommandError(EXIT_USAGE, f"error: {exc}") from None
 
     def store(self, db: str | None = None) -> ProcedureStore:
-        """A store with this allowlist (in memory without ``db``), FILE's directory appended
-        to ``sys.path`` so the modules beside it import when an action runs."""
-        _add_to_sys_path(self.file.parent)
+        """A store with this allowlist (in memory without ``db``)."""
+        self.registry()
+        for directory in self.directories:
+            _add_to_sys_path(directory)
         return ProcedureStore(db, allowed_modules=self.allowed, allowed_module_files=self.files)
 
-    def describe(self) -> str:
-        """What is allowed, in the command's terms, on one line."""
+    def describe(self, file: Path) -> str:
+        """What ``run`` or ``validate`` allows for ``file``, in its terms, on one line."""
         given = ", ".join(self.allowed) or "none"
         if not self.local:
             return (
                 f"function actions may name only the --allow-module modules ({given}), not "
-                f"the modules beside {self.file} (--no-local-modules)"
+                f"the modules beside {file} (--no-local-modules)"
             )
         names = ", ".join(p.name for p in self.files) or "none"
         return (
-            f"function actions may name the modules beside {self.file} ({names}) and the "
+            f"function actions may name the modules beside {file} ({names}) and the "
             f"--allow-module modules ({given})"
         )
 
+    def resume_flags(self, names_modules: bool) -> list[str]:
+        """The options that let ``resume`` find and allow what this command allowed, for
+        procedures whose actions name modules (``names_modules``); none for the others."""
+        if not names_modules:
+            return []
+        flags: list[str] = []
+        for directory in self.directories:
+            flags += ["--path", str(directory)]
+        if self.directories and not self.local:
+            flags.append("--no-local-modules")
+        for module in self.allowed:
+            flags += ["--allow-module", module]
+        return flags
 
-def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode | None = None) -> list[str]:
+
+def _names_modules(procedure: Procedure) -> bool:
+    """Whether a function action of ``procedure`` names a module."""
+    return any(
+        isinstance(action, FunctionAction) and action.module is not None
+        for _, state in _walk_states(procedure.definition.states)
+        for action in (state.action, state.compensate)
+    )
+
+
+def _resume_command(execution_id: str | None, db: str, flags: Sequence[str]) -> str:
+    """The ``procstore resume`` command that carries on ``execution_id`` (every unfinished
+    execution without it) with what this command had, quoted for a POSIX shell."""
+    words = ["procstore", "resume", *([execution_id] if execution_id else [])]
+    if db != DEFAULT_DB:
+        words += ["--db", db]
+    return shlex.join([*words, *flags])
+
+
+def _invalid_lines(file: Path, exc: InvalidProcedure, code: _HostCode | None = None) -> list[str]:
     """``FILE: $.json.path: message`` for each problem of an invalid FILE. With the ``code``
     the command allowed, a module that is not allowed is said so in the command's terms,
     followed by one hint line naming what is allowed."""
+    label = str(file)
     refusals: dict[str, str] = {}  # the store's refusal message -> the module it refuses
     if code is not None:
-        registry = ActionRegistry(code.allowed, code.files)
+        registry = code.registry()
         try:
-            data, _ = read_document(code.file)
+            data, _ = read_document(file)
         except InvalidProcedure:
             data = None
         for module in _function_modules(data):
@@ -347,7 +398,7 @@ def _invalid_lines(label: str, exc: InvalidProcedure, code: _HostCode | None = N
         # Not "pass --allow-module os": the document may be someone else's, and allowing a
         # module lets it call every public function the module defines.
         lines.append(
-            f"{label}: hint: {code.describe()}; --allow-module MODULE would let the document "
+            f"{label}: hint: {code.describe(file)}; --allow-module MODULE would let the document "
             "call every public function of MODULE"
         )
     return lines
@@ -405,11 +456,6 @@ def _check_db(value: str) -> str:
 
 def _db_file(db: str) -> Path:
     return sqlite_path(db)
-
-
-def _db_args(db: str) -> str:
-    """`` --db URL`` to repeat in a suggested command, or nothing for the default store."""
-    return "" if db == DEFAULT_DB else f" --db {db}"
 
 
 def _status_text(status: Status | str | None) -> str:
@@ -799,7 +845,7 @@ async def _drive(
 
 
 def _final_lines(
-    output: _Output, final: ExecutionState, timed_out: bool, timeout: float, db: str
+    output: _Output, final: ExecutionState, timed_out: bool, timeout: float, session: _Session
 ) -> None:
     output.line(f"context     {_value_text(final.context, limit=400)}")
     status = _status_text(final.status)
@@ -807,7 +853,7 @@ def _final_lines(
         output.line(
             f"timeout     still {status} in state {final.current} after {timeout:g}s", "yellow"
         )
-        output.line(f"resume      procstore resume {final.id}{_db_args(db)}")
+        output.line(f"resume      {session.resume_command(final.id)}")
         return
     style = "bold green" if final.status == Status.COMPLETED else "bold red"
     output.line(f"status      {status} (state: {final.current})", style)
@@ -827,14 +873,18 @@ class _Session:
     def __init__(self, db: str) -> None:
         self.db = db
         self.execution_ids: list[str] = []
-        self.local_modules = True  # allow the modules beside FILE
+        # The options resume needs to find and allow the modules this command allowed.
+        self.resume_flags: list[str] = []
+
+    def resume_command(self, execution_id: str) -> str:
+        return _resume_command(execution_id, self.db, self.resume_flags)
 
     def interrupted(self) -> typer.Exit:
         _echo("interrupted", err=True)
         for execution_id in self.execution_ids:
             _echo(
                 f"execution {execution_id} stays running in the database: "
-                f"procstore resume {execution_id}{_db_args(self.db)}",
+                f"{self.resume_command(execution_id)}",
                 err=True,
             )
         return typer.Exit(EXIT_INTERRUPTED)
@@ -852,8 +902,9 @@ async def _run(
     db: str,
     output: _Output,
     session: _Session,
+    local_modules: bool = True,
 ) -> int:
-    code = _HostCode(tuple(allowed), path, session.local_modules)
+    code = _HostCode.beside(path, allowed, local_modules)
     async with _open_store(db, code=code) as store:
         try:
             procedure = await store.register(path)
@@ -865,15 +916,16 @@ async def _run(
                 f"(or use another --db)",
             ) from None
         except InvalidProcedure as exc:
-            raise CommandError(EXIT_USAGE, *_invalid_lines(str(path), exc, code)) from None
+            raise CommandError(EXIT_USAGE, *_invalid_lines(path, exc, code)) from None
 
+        session.resume_flags = code.resume_flags(_names_modules(procedure))
         output.line(f"procedure   {procedure.name} {procedure.version}")
         execution = await store.start(procedure.name, procedure.version, context, auto=True)
         session.execution_ids.append(execution.id)
         output.line(f"execution   {execution.id}")
         [(_, timed_out)] = await _drive(store, [execution], timeout, output)
         final = execution.state
-        _final_lines(output, final, timed_out, timeout, db)
+        _final_lines(output, final, timed_out, timeout, session)
         return _exit_code([(final, timed_out)])
 
 
@@ -881,53 +933,79 @@ async def _run(
 # resume
 
 
-def _host_code_problems(procedure: Procedure, allowed: Iterable[str]) -> list[str]:
-    """What the CLI cannot provide for ``procedure``'s executions: actions registered by name
-    in an application, guard predicates, modules not allowed, not found or not defining the
-    function. Checked as registration checks, without importing (running) any module."""
-    registry = ActionRegistry(allowed)
-    problems: list[str] = []
-
-    def check(path: str, what: str, action: Action | None) -> None:
-        if not isinstance(action, FunctionAction):
-            return
-        module = action.module
-        if module is None:
-            problems.append(
-                f"state {path}: {what} {action.function!r} is registered by name in an "
-                "application: resume it there (store.recover() after registering its actions)"
-            )
-            return
-        if not registry.is_module_allowed(module):
-            problems.append(
-                f"state {path}: {what} uses module {module!r}: pass --allow-module {module}"
-            )
-            return
-        try:
-            registry.check(action)
-        except ModuleNotFound:
-            problems.append(
-                f"state {path}: {what} uses module {module!r}, which cannot be found: "
-                "pass --path DIR with the directory that holds it"
-            )
-        except ActionNotAllowed as exc:
-            problems.append(f"state {path}: {what}: {exc.message}")
-
+def _missing_host_code(procedure: Procedure, registry: ActionRegistry) -> list[str]:
+    """What the CLI cannot provide for ``procedure``'s executions, as clauses of one line,
+    each with what to pass: modules not allowed or not found, functions a module lacks,
+    actions and guard predicates an application registers by name. Checked as registration
+    checks, without importing (running) any module."""
+    refused: dict[str, None] = {}  # not allowed here
+    unfound: dict[str, None] = {}  # allowed by name, found nowhere
+    by_name: dict[str, None] = {}
+    other: dict[str, None] = {}
     for path, state in _walk_states(procedure.definition.states):
-        check(path, "action", state.action)
-        check(path, "compensation", state.compensate)
+        for action in (state.action, state.compensate):
+            if not isinstance(action, FunctionAction):
+                continue
+            if action.module is None:
+                by_name.setdefault(f"action {action.function!r}")
+            elif registry.refusal(action.module) is not None:
+                refused.setdefault(action.module)
+            else:
+                try:
+                    registry.check(action)
+                except ModuleNotFound:
+                    unfound.setdefault(action.module)
+                except ActionNotAllowed as exc:
+                    other.setdefault(f"state {path}: {exc.message}")
         for transition in state.transitions:
             for name in (*transition.conditions, *transition.unless):
-                problems.append(
-                    f"state {path}: the transition on {transition.event!r} uses guard "
-                    f"predicate {name!r}, registered by name in an application: resume it there"
-                )
-    return list(dict.fromkeys(problems))
+                by_name.setdefault(f"guard predicate {name!r}")
+    clauses: list[str] = []
+    if refused or unfound:
+        flags: list[str] = []
+        holding: list[str] = []  # what the directory to pass with --path must hold
+        for module in [*refused, *unfound]:
+            findable = _findable(module)
+            if module in refused and (findable or "." in module):
+                flags += ["--allow-module", module]  # --path allows only plain module files
+            if not findable:
+                top = module.split(".")[0]
+                holding.append(f"{top}/" if "." in module else f"{top}.py")
+        if holding:
+            flags += ["--path", "DIR"]
+        names = ", ".join(repr(m) for m in [*refused, *unfound])
+        clause = f"its actions need module{'s' if len(refused) + len(unfound) > 1 else ''} "
+        clause += f"{names}: pass {' '.join(flags)}"
+        if holding:
+            clause += f" (DIR: the directory that holds {', '.join(dict.fromkeys(holding))})"
+        clauses.append(clause)
+    clauses += other
+    if by_name:
+        clauses.append(
+            f"{', '.join(by_name)} {'are' if len(by_name) > 1 else 'is'} registered by name in "
+            "an application: resume it there (store.recover() after registering them)"
+        )
+    return clauses
+
+
+def _findable(module: str) -> bool:
+    """Whether ``module`` is found on ``sys.path`` (without importing anything)."""
+    try:
+        return modules.find_spec(module) is not None
+    except modules.ModuleUnreadable:
+        return False
+
+
+def _executions_text(ids: Sequence[str], procedure: str, version: str) -> str:
+    """``execution ID (name@version)``, or ``3 executions of name@version (ID, ID, ID)``."""
+    if len(ids) == 1:
+        return f"execution {ids[0]} ({procedure}@{version})"
+    return f"{len(ids)} executions of {procedure}@{version} ({', '.join(ids)})"
 
 
 async def _resume(
     execution_id: str | None,
-    allowed: Sequence[str],
+    code: _HostCode,
     timeout: float,
     db: str,
     output: _Output,
@@ -940,7 +1018,7 @@ async def _resume(
             )
         output.line(f"nothing to resume: no database at {_db_file(db)}")
         return EXIT_OK
-    async with _open_store(db, allowed=allowed) as store:
+    async with _open_store(db, code=code) as store:
         everything = await store.executions()
         if execution_id is not None:
             found = [s for s in everything if s.id == execution_id]
@@ -958,28 +1036,27 @@ async def _resume(
                 return EXIT_OK
 
         # Check first, resume after: an execution resumed without its host code would fail
-        # its next step for good.
-        problems: list[str] = []
-        checked: dict[tuple[str, str], list[str]] = {}
+        # its next step for good. One line per procedure version, with what to pass.
+        waiting: dict[tuple[str, str], list[str]] = {}
         for summary in targets:
-            key = (summary.procedure, summary.version)
-            if key not in checked:
-                try:
-                    procedure = await store.get(*key)
-                except ProcedureNotFound:  # cannot be loaded: recover() quarantines these
-                    checked[key] = []
-                else:
-                    checked[key] = _host_code_problems(procedure, allowed)
-            problems += [
-                f"{summary.id} ({summary.procedure}@{summary.version}): {problem}"
-                for problem in checked[key]
-            ]
+            waiting.setdefault((summary.procedure, summary.version), []).append(summary.id)
+        problems: list[str] = []
+        registry = code.registry()
+        names_modules = False
+        for (name, version), ids in waiting.items():
+            try:
+                procedure = await store.get(name, version)
+            except ProcedureNotFound:  # cannot be loaded: recover() quarantines these
+                continue
+            names_modules = names_modules or _names_modules(procedure)
+            clauses = _missing_host_code(procedure, registry)
+            if clauses:
+                problems.append(
+                    f"cannot resume {_executions_text(ids, name, version)}: {'; '.join(clauses)}"
+                )
         if problems:
-            raise CommandError(
-                EXIT_USAGE,
-                *(f"cannot resume {problem}" for problem in problems),
-                "nothing was resumed",
-            )
+            raise CommandError(EXIT_USAGE, *problems, "nothing was resumed")
+        session.resume_flags = code.resume_flags(names_modules)
 
         since = datetime.now(UTC)
         if execution_id is not None:
@@ -996,7 +1073,7 @@ async def _resume(
         finals = [(execution.state, timed_out) for execution, timed_out in results]
         if len(finals) == 1:
             final, timed_out = finals[0]
-            _final_lines(output, final, timed_out, timeout, db)
+            _final_lines(output, final, timed_out, timeout, session)
         else:
             for final, timed_out in finals:
                 status = _status_text(final.status)
@@ -1293,7 +1370,7 @@ def _procedure_to_draw(file: Path, allow_invalid: bool) -> Procedure:
     try:
         procedure = load_document(file, None, None).procedure
     except InvalidProcedure as exc:
-        lines = _invalid_lines(str(file), exc)
+        lines = _invalid_lines(file, exc)
         if not allow_invalid:
             raise CommandError(
                 EXIT_USAGE, *lines, f"{file}: hint: --allow-invalid draws it all the same"
@@ -1324,11 +1401,11 @@ async def _validate(
             problem = "no such file" if not path.exists() else "not a file"
             results.append((path, [f"{label}: $: {problem}"]))
             continue
-        code = _HostCode(tuple(allowed), path, local_modules)
+        code = _HostCode.beside(path, allowed, local_modules)
         try:
             await code.store().register(path)
         except InvalidProcedure as exc:
-            results.append((path, _invalid_lines(label, exc, code)))
+            results.append((path, _invalid_lines(path, exc, code)))
         except Exception as exc:  # a check that broke: report it, and check the other files
             results.append((path, [f"{label}: $: {type(exc).__name__}: {exc}"]))
         else:
@@ -1450,8 +1527,8 @@ def run(
     start_context = _parse_context(context)
 
     def work(output: _Output, session: _Session) -> Any:
-        session.local_modules = local_modules
-        return _run(file, start_context, allow_module or [], timeout, db, output, session)
+        allowed = allow_module or []
+        return _run(file, start_context, allowed, timeout, db, output, session, local_modules)
 
     _drive_command(verbose, db, work)
 
@@ -1483,12 +1560,26 @@ def resume(
             metavar="DIR",
             exists=True,
             file_okay=False,
-            help="Directory appended to sys.path so the actions modules import (repeatable).",
+            help=(
+                "A directory of actions modules, as FILE's directory is to run (repeatable): "
+                "appended to sys.path, and its .py modules allowed, each as that file."
+            ),
         ),
     ] = None,
     timeout: Timeout = 60.0,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
+    local_modules: Annotated[
+        bool,
+        typer.Option(
+            "--local-modules/--no-local-modules",
+            help=(
+                "Allow function actions from the Python modules in each --path DIR (the "
+                "default), as run allows those beside FILE; --no-local-modules only appends "
+                "DIR to sys.path, for the --allow-module modules."
+            ),
+        ),
+    ] = True,
 ) -> None:
     """Resume unfinished executions (or EXECUTION_ID) and drive them to completion.
 
@@ -1497,17 +1588,18 @@ def resume(
     (at least once), retry delays and state timeouts continue from their stored deadlines,
     a compensation in progress carries on. Records are printed as they happen, as `run` does.
 
-    The actions must be importable here: function actions that name a module need
-    --allow-module MODULE (and --path DIR when the module is not on sys.path). Actions and
-    guard predicates registered by name in an application cannot be provided by the CLI: an
-    execution that uses them is not resumed (exit 2); resume it from the application with
+    The actions must be available here as they were to run: pass --path DIR with the
+    directory that held FILE (its modules are allowed as run allowed them) and the
+    --allow-module options run had. The command that run prints on a timeout or Ctrl-C has
+    them all. An execution whose actions are missing is not resumed (exit 2): one line per
+    procedure version says what to pass. Actions and guard predicates registered by name in
+    an application cannot be provided by the CLI: resume those from the application with
     store.recover() after registering them.
     """
-    for directory in path or []:
-        _add_to_sys_path(directory)
+    code = _HostCode(tuple(allow_module or []), tuple(path or []), local_modules)
 
     def work(output: _Output, session: _Session) -> Any:
-        return _resume(execution_id, allow_module or [], timeout, db, output, session)
+        return _resume(execution_id, code, timeout, db, output, session)
 
     _drive_command(verbose, db, work)
 

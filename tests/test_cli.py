@@ -677,14 +677,14 @@ def test_resume_needs_the_actions_module_allowed_and_importable(tmp_path: Path, 
 
     refused = invoke("resume", "--db", db)
     assert refused.exit_code == 2, refused.output
-    assert f"pass --allow-module {module}" in refused.output
+    assert f"pass --path DIR (DIR: the directory that holds {module}.py)" in refused.output
     assert "nothing was resumed" in refused.output
     not_importable = invoke("resume", "--db", db, "--allow-module", module)
     assert not_importable.exit_code == 2, not_importable.output
     assert "--path DIR" in not_importable.output
     # Refusing changed nothing: it is still running, and resumes once it can.
     assert execution_id in invoke("list", "--db", db, "--status", "running").output
-    result = invoke("resume", "--db", db, "--allow-module", module, "--path", str(modules))
+    result = invoke("resume", "--db", db, "--path", str(modules))
     assert result.exit_code == 0, result.output
     assert 'action      work #1 ok -> "worked"' in result.output
 

@@ -5,6 +5,9 @@ how `resume` finds the modules `run` found beside FILE."""
 from __future__ import annotations
 
 import asyncio
+import shlex
+import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore
-from tests.test_cli import invoke, write_json
+from tests.test_cli import execution_id_of, invoke, leave_unfinished, write_json
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +176,150 @@ def test_without_local_modules_the_hint_says_the_modules_beside_file_are_not_all
         f"(none), not the modules beside {marked.file} (--no-local-modules); "
         "--allow-module MODULE would let the document call every public function of MODULE"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# resume finds what run found
+
+
+def napping(marked: Marked, ms: float = 400) -> Marked:
+    """``marked`` with a first state that sleeps ``ms``: a run cut short stops there, before
+    the module's action."""
+    states = marked.doc["definition"]["states"]
+    states["nap"] = {
+        "action": {"type": "sleep", "ms": ms},
+        "transitions": [{"event": "success", "target": "work"}],
+    }
+    marked.doc["definition"]["initial_state"] = "nap"
+    write_json(marked.file, marked.doc)
+    return marked
+
+
+def resume_line(output: str) -> list[str]:
+    """The arguments of the ``procstore resume ...`` command that ``output`` suggests."""
+    [line] = [line for line in output.splitlines() if line.startswith("resume ")]
+    words = shlex.split(line.split(None, 1)[1])
+    assert words[:2] == ["procstore", "resume"], line
+    return words[1:]
+
+
+def test_the_resume_command_run_prints_on_timeout_has_every_option_it_needs(
+    tmp_path: Path, db: str
+) -> None:
+    marked = napping(Marked(tmp_path / "flows"))
+
+    ran = invoke("run", str(marked.file), "--db", db, "-m", "json", "--timeout", "0.05")
+
+    assert ran.exit_code == 3, ran.output
+    execution_id = execution_id_of(ran.output)
+    directory = str(marked.file.parent)
+    assert resume_line(ran.output) == [
+        *("resume", execution_id, "--db", db),
+        *("--path", directory, "--allow-module", "json"),
+    ]
+
+
+def test_the_resume_command_run_prints_on_timeout_resumes_it(tmp_path: Path, db: str) -> None:
+    marked = napping(Marked(tmp_path / "flows"))
+    ran = invoke("run", str(marked.file), "--db", db, "--timeout", "0.05")
+    assert ran.exit_code == 3, ran.output
+    sys.modules.pop(marked.module, None)
+    sys.path.remove(str(marked.file.parent.resolve()))  # a new process: nothing from run
+
+    resumed = invoke(*resume_line(ran.output))
+
+    assert resumed.exit_code == 0, resumed.output
+    assert 'action      work #1 ok -> "worked"' in resumed.output
+
+
+def test_the_resume_command_printed_on_ctrl_c_has_every_option_it_needs(
+    tmp_path: Path, db: str
+) -> None:
+    marked = napping(Marked(tmp_path / "flows"), ms=60_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procstore", "run", str(marked.file), "--db", db, "-m", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until it runs the nap
+            if line.startswith("entered"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 130, stderr
+    [hint] = [line for line in stderr.splitlines() if "stays running" in line]
+    command = shlex.split(hint.split(": ", 1)[1])
+    assert command[:3] == ["procstore", "resume", command[2]]
+    assert command[3:] == ["--db", db, "--path", str(marked.file.parent), "--allow-module", "json"]
+
+
+def test_resume_path_allows_the_modules_in_dir_as_run_allows_those_beside_file(
+    tmp_path: Path, db: str
+) -> None:
+    marked = napping(Marked(tmp_path / "flows"))
+    assert invoke("run", str(marked.file), "--db", db, "--timeout", "0.05").exit_code == 3
+    sys.modules.pop(marked.module, None)
+
+    resumed = invoke("resume", "--db", db, "--path", str(marked.file.parent))
+
+    assert resumed.exit_code == 0, resumed.output
+    assert 'action      work #1 ok -> "worked"' in resumed.output
+
+
+def test_resume_path_does_not_allow_the_module_a_file_in_dir_is_named_like(
+    tmp_path: Path, db: str
+) -> None:
+    # Registered by an application that allowed subprocess by name: an empty subprocess.py
+    # in --path DIR must not allow it to the CLI.
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "subprocess.py").write_text("", encoding="utf-8")
+    marked = napping(Marked(tmp_path / "elsewhere"))
+    marked.doc["definition"]["states"]["work"]["action"] = {
+        "type": "function",
+        "module": "subprocess",
+        "function": "getoutput",
+    }
+    execution_id = leave_unfinished(db, marked.doc, allowed=["subprocess"])
+
+    resumed = invoke("resume", "--db", db, "--path", str(flows))
+
+    assert resumed.exit_code == 2, resumed.output
+    assert "module 'subprocess' is allowed only as the file" in resumed.output
+    assert execution_id in invoke("list", "--db", db, "--status", "running").output
+
+
+def test_resume_says_in_one_line_per_procedure_version_what_to_pass(
+    tmp_path: Path, db: str
+) -> None:
+    marked = napping(Marked(tmp_path / "flows"))
+    states = marked.doc["definition"]["states"]
+    for name in ("more", "still_more"):  # a saga: several actions, each with a compensation
+        states[name] = {
+            "action": {"type": "function", "module": marked.module, "function": "work"},
+            "compensate": {"type": "function", "module": marked.module, "function": "work"},
+            "transitions": [{"event": "success", "target": "done"}],
+        }
+    states["work"]["transitions"] = [{"event": "success", "target": "more"}]
+    states["more"]["transitions"] = [{"event": "success", "target": "still_more"}]
+    sys.path.append(str(marked.file.parent))
+    first = leave_unfinished(db, marked.doc, allowed=[marked.module])
+    second = leave_unfinished(db, marked.doc, allowed=[marked.module])
+    sys.path.remove(str(marked.file.parent))
+
+    refused = invoke("resume", "--db", db)
+
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.splitlines() == [
+        f"cannot resume 2 executions of marked@1.0 ({first}, {second}): its actions need "
+        f"module '{marked.module}': pass --path DIR (DIR: the directory that holds "
+        f"{marked.module}.py)",
+        "nothing was resumed",
+    ]
