@@ -905,6 +905,12 @@ async def _run(
     local_modules: bool = True,
 ) -> int:
     code = _HostCode.beside(path, allowed, local_modules)
+    # Checked first in memory, as validate checks it: an invalid FILE never creates the
+    # database (./procstore.db by default) just to be refused.
+    try:
+        await code.store().register(path)
+    except InvalidProcedure as exc:
+        raise CommandError(EXIT_USAGE, *_invalid_lines(path, exc, code)) from None
     async with _open_store(db, code=code) as store:
         try:
             procedure = await store.register(path)

@@ -261,6 +261,23 @@ def test_run_missing_file_exits_2(tmp_path: Path, db: str) -> None:
     assert result.exit_code == 2, result.output
 
 
+def test_run_of_an_invalid_file_creates_no_database(tmp_path: Path) -> None:
+    doc = simple_doc(start={"transitions": [{"event": "go", "target": "nowhere"}]})
+    path = write_json(tmp_path / "bad.json", doc)
+
+    result = invoke("run", str(path))  # the default store: ./procstore.db
+
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "procstore.db").exists()
+
+
+def test_run_of_a_missing_file_creates_no_database(tmp_path: Path) -> None:
+    result = invoke("run", str(tmp_path / "missing.json"))
+
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "procstore.db").exists()
+
+
 def test_run_that_does_not_finish_in_time_exits_3(tmp_path: Path, db: str) -> None:
     # "start" has no action, so no outcome event: it waits for an event nothing sends.
     doc = simple_doc(start={"transitions": [{"event": "go", "target": "done"}]}, done={})
