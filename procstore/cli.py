@@ -455,6 +455,8 @@ def _check_db(value: str) -> str:
 
 
 def _db_file(db: str) -> Path:
+    """The database file of ``--db URL``: how every message names the store (the library's
+    errors name it so too); a suggested command repeats the URL instead."""
     return sqlite_path(db)
 
 
@@ -1020,7 +1022,8 @@ async def _resume(
     if not _db_file(db).exists():
         if execution_id is not None:
             raise CommandError(
-                EXIT_NOT_FOUND, f"error: no execution {execution_id!r}: no database at {db}"
+                EXIT_NOT_FOUND,
+                f"error: no execution {execution_id!r}: no database at {_db_file(db)}",
             )
         output.line(f"nothing to resume: no database at {_db_file(db)}")
         return EXIT_OK
@@ -1029,7 +1032,9 @@ async def _resume(
         if execution_id is not None:
             found = [s for s in everything if s.id == execution_id]
             if not found:
-                raise CommandError(EXIT_NOT_FOUND, f"error: no execution {execution_id!r} in {db}")
+                raise CommandError(
+                    EXIT_NOT_FOUND, f"error: no execution {execution_id!r} in {_db_file(db)}"
+                )
             if found[0].status != Status.RUNNING:
                 status = _status_text(found[0].status)
                 output.line(f"execution   {execution_id} has already ended: {status}")
@@ -1038,7 +1043,7 @@ async def _resume(
         else:
             targets = [s for s in everything if s.status == Status.RUNNING]
             if not targets:
-                output.line(f"nothing to resume: no unfinished execution in {db}")
+                output.line(f"nothing to resume: no unfinished execution in {_db_file(db)}")
                 return EXIT_OK
 
         # Check first, resume after: an execution resumed without its host code would fail
@@ -1235,7 +1240,7 @@ async def _show(spec: str, db: str, as_json: bool) -> None:
         try:
             procedure = await store.get(name, version)
         except ProcedureNotFound as exc:
-            raise CommandError(EXIT_NOT_FOUND, f"error: {exc} in {db}") from None
+            raise CommandError(EXIT_NOT_FOUND, f"error: {exc} in {_db_file(db)}") from None
         versions = [p.version for p in await store.list() if p.name == name]
     if as_json:
         _echo_json(json.loads(procedure.model_dump_json(exclude_unset=True)))

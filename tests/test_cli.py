@@ -474,6 +474,36 @@ async def test_run_shows_a_live_status_line_on_a_terminal(tmp_path: Path, db: st
     assert "status      completed (state: done)" in text
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["history", "f" * 32], ["resume", "f" * 32], ["show", "nothing"], ["diagram", "-e", "f" * 32]],
+    ids=["history", "resume", "show", "diagram"],
+)
+def test_not_found_names_the_store_by_its_file(tmp_path: Path, db: str, command: list[str]) -> None:
+    assert (
+        invoke("run", "--db", db, str(write_json(tmp_path / "t.json", simple_doc()))).exit_code == 0
+    )
+
+    result = invoke(*command, "--db", db)
+
+    assert result.exit_code == 4, result.output
+    assert result.output.rstrip().endswith(f" in {tmp_path}/x.db"), result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["history", "f" * 32], ["resume", "f" * 32], ["show", "nothing"], ["diagram", "-e", "f" * 32]],
+    ids=["history", "resume", "show", "diagram"],
+)
+def test_no_database_names_the_store_by_its_file(
+    tmp_path: Path, db: str, command: list[str]
+) -> None:
+    result = invoke(*command, "--db", db)
+
+    assert result.exit_code == 4, result.output
+    assert result.output.rstrip().endswith(f": no database at {tmp_path}/x.db"), result.output
+
+
 # --------------------------------------------------------------------------------------------
 # history
 
