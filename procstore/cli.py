@@ -74,6 +74,13 @@ EXIT_NOT_FOUND = 4
 EXIT_STORE = 5
 EXIT_INTERRUPTED = 130
 
+#: How many characters of an action's result a record line shows (``run``, ``resume``,
+#: ``history``); ``--full`` shows it whole.
+RESULT_SHOWN_CHARS = 80
+#: How many characters of the final context the ``context`` line shows; ``--full`` shows it
+#: whole.
+CONTEXT_SHOWN_CHARS = 400
+
 #: The store every command uses unless ``--db`` (or ``PROCSTORE_DB``) says otherwise: the file
 #: ``procstore.db`` in the working directory.
 DEFAULT_DB = "sqlite:///procstore.db"
@@ -466,14 +473,26 @@ def _status_text(status: Status | str | None) -> str:
     return str(getattr(status, "value", status))
 
 
-def _value_text(value: Any, limit: int = 80) -> str:
+def _value_text(value: Any, limit: int | None = RESULT_SHOWN_CHARS) -> str:
+    """``value`` as JSON, cut to ``limit`` characters (ending in ``...``; whole with
+    ``None``)."""
     try:
         text = json.dumps(value, default=repr, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(value)
-    if len(text) > limit:
+    if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def _context_line(context: Any, full: bool) -> str:
+    """The ``context`` line: the context as JSON, cut to `CONTEXT_SHOWN_CHARS` unless
+    ``full``, saying so when it is cut."""
+    text = _value_text(context, limit=None)
+    if full or len(text) <= CONTEXT_SHOWN_CHARS:
+        return f"context     {text}"
+    shown = _value_text(context, limit=CONTEXT_SHOWN_CHARS)
+    return f"context     {shown} (cut from {len(text)} characters: --full prints it whole)"
 
 
 def _time_text(at: datetime) -> str:
@@ -491,8 +510,10 @@ def _elapsed_text(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def format_record(record: HistoryRecord) -> str:
-    """One plain line for one history record."""
+def format_record(record: HistoryRecord, full: bool = False) -> str:
+    """One plain line for one history record; an action's result is cut to
+    `RESULT_SHOWN_CHARS` unless ``full``."""
+    limit = None if full else RESULT_SHOWN_CHARS
     kind = record.kind
     if kind == "entered":
         cause = f" (on {record.event})" if record.event is not None else ""
@@ -504,7 +525,7 @@ def format_record(record: HistoryRecord) -> str:
                 f"action      {record.state}{attempt} error: "
                 f"{record.error.type}: {record.error.message}"
             )
-        result = "" if record.result is None else f" -> {_value_text(record.result)}"
+        result = "" if record.result is None else f" -> {_value_text(record.result, limit)}"
         return f"action      {record.state}{attempt} ok{result}"
     if kind == "transition":
         return f"transition  {record.state} --{record.event}--> {record.target}"
@@ -521,7 +542,7 @@ def format_record(record: HistoryRecord) -> str:
         if value is not None:
             fields.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     if record.result is not None:
-        fields.append(f"result={_value_text(record.result)}")
+        fields.append(f"result={_value_text(record.result, limit)}")
     if record.error is not None:
         fields.append(f"error={record.error.type}: {record.error.message}")
     if record.status is not None:
@@ -683,6 +704,8 @@ class _Tracker:
 class _Output(Protocol):
     """Where a command that drives executions writes."""
 
+    full: bool  # values (results, the final context) whole, not cut
+
     def line(self, text: str, style: str | None = None) -> None: ...
 
     def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None: ...
@@ -695,11 +718,14 @@ class _Output(Protocol):
 class _PlainOutput:
     """One line per record (the ``format_record`` lines): for pipes, files and tests."""
 
+    def __init__(self, full: bool = False) -> None:
+        self.full = full
+
     def line(self, text: str, style: str | None = None) -> None:
         _echo(text)
 
     def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
-        _echo(prefix + format_record(record))
+        _echo(prefix + format_record(record, self.full))
 
     @asynccontextmanager
     async def watch(self, trackers: Sequence[_Tracker]) -> AsyncIterator[None]:
@@ -710,8 +736,9 @@ class _LiveOutput:
     """On a terminal: the record lines scroll by above a status line per execution (spinner,
     current state(s), attempt, elapsed time), refreshed ten times a second."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, full: bool = False) -> None:
         self.console = console
+        self.full = full
         self._started = time.monotonic()
 
     def line(self, text: str, style: str | None = None) -> None:
@@ -720,7 +747,8 @@ class _LiveOutput:
     def record(self, tracker: _Tracker, record: HistoryRecord, prefix: str) -> None:
         text = Text()
         text.append(safe_text(prefix), style="dim")
-        text.append(safe_text(format_record(record)), style=_record_style(record) or "")
+        line = format_record(record, self.full)
+        text.append(safe_text(line), style=_record_style(record) or "")
         self.console.print(text, soft_wrap=True)
 
     def render(self, trackers: Sequence[_Tracker]) -> Table:
@@ -765,13 +793,13 @@ class _LiveOutput:
                 ticker.cancel()
 
 
-def _make_output(console: Console | None = None) -> _Output:
+def _make_output(console: Console | None = None, full: bool = False) -> _Output:
     """The live display when stdout is a terminal, plain lines otherwise."""
     if console is not None:
-        return _LiveOutput(console)
+        return _LiveOutput(console, full)
     if sys.stdout.isatty():
-        return _LiveOutput(Console(highlight=False))
-    return _PlainOutput()
+        return _LiveOutput(Console(highlight=False), full)
+    return _PlainOutput(full)
 
 
 class _Follower:
@@ -849,7 +877,7 @@ async def _drive(
 def _final_lines(
     output: _Output, final: ExecutionState, timed_out: bool, timeout: float, session: _Session
 ) -> None:
-    output.line(f"context     {_value_text(final.context, limit=400)}")
+    output.line(_context_line(final.context, output.full))
     status = _status_text(final.status)
     if timed_out:
         output.line(
@@ -1249,7 +1277,9 @@ async def _show(spec: str, db: str, as_json: bool) -> None:
         _echo(line)
 
 
-async def _history(execution_id: str, db: str, as_json: bool, timestamps: bool) -> None:
+async def _history(
+    execution_id: str, db: str, as_json: bool, timestamps: bool, full: bool = False
+) -> None:
     missing = f"no execution {execution_id!r}"
     async with _open_store(db, read_only=True, missing=missing) as store:
         try:
@@ -1263,13 +1293,13 @@ async def _history(execution_id: str, db: str, as_json: bool, timestamps: bool) 
     _echo(f"procedure   {state.procedure} {state.version}")
     _echo(f"execution   {state.id}")
     for record in state.history:
-        line = format_record(record)
+        line = format_record(record, full)
         _echo(
             f"{record.at.astimezone().isoformat(timespec='milliseconds')}  {line}"
             if timestamps
             else line
         )
-    _echo(f"context     {_value_text(state.context, limit=400)}")
+    _echo(_context_line(state.context, full))
     _echo(f"status      {_status_text(state.status)} (state: {state.current})")
 
 
@@ -1482,10 +1512,22 @@ Verbose = Annotated[
     typer.Option("--verbose", "-v", help="Show the actions' INFO log lines on stderr."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Full = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help=(
+            f"Print the final context and the action results whole (else they are cut to "
+            f"{CONTEXT_SHOWN_CHARS} and {RESULT_SHOWN_CHARS} characters)."
+        ),
+    ),
+]
 
 
-def _drive_command(verbose: bool, db: str, work: Callable[[_Output, _Session], Any]) -> None:
-    output = _make_output()
+def _drive_command(
+    verbose: bool, db: str, work: Callable[[_Output, _Session], Any], full: bool = False
+) -> None:
+    output = _make_output(full=full)
     live_console = output.console if isinstance(output, _LiveOutput) else None
     _configure_logging(verbose, live_console)
     session = _Session(db)
@@ -1521,6 +1563,7 @@ def run(
     timeout: Timeout = 60.0,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
+    full: Full = False,
     local_modules: LocalModules = True,
 ) -> None:
     """Register FILE's procedure in the store and run it to completion, showing its progress.
@@ -1541,7 +1584,7 @@ def run(
         allowed = allow_module or []
         return _run(file, start_context, allowed, timeout, db, output, session, local_modules)
 
-    _drive_command(verbose, db, work)
+    _drive_command(verbose, db, work, full)
 
 
 @app.command(epilog=_RESUME_EXIT_CODES)
@@ -1580,6 +1623,7 @@ def resume(
     timeout: Timeout = 60.0,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
+    full: Full = False,
     local_modules: Annotated[
         bool,
         typer.Option(
@@ -1612,7 +1656,7 @@ def resume(
     def work(output: _Output, session: _Session) -> Any:
         return _resume(execution_id, code, timeout, db, output, session)
 
-    _drive_command(verbose, db, work)
+    _drive_command(verbose, db, work, full)
 
 
 @app.command(name="list", epilog=_LIST_EXIT_CODES)
@@ -1680,13 +1724,14 @@ def history(
     timestamps: Annotated[
         bool, typer.Option("--timestamps", "-T", help="Start each record with its time.")
     ] = False,
+    full: Full = False,
 ) -> None:
     """Print an execution's stored history, one line per record (as `run` prints them), then
     its context and status.
 
     The store is opened read-only: an unfinished execution is shown, not resumed.
     """
-    _execute(lambda: asyncio.run(_history(execution_id, db, as_json, timestamps)))
+    _execute(lambda: asyncio.run(_history(execution_id, db, as_json, timestamps, full)))
 
 
 @app.command(epilog=_DIAGRAM_EXIT_CODES)

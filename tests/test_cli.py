@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,51 @@ def test_run_that_does_not_finish_in_time_exits_3(tmp_path: Path, db: str) -> No
     assert f"procstore resume {execution_id} --db {db}" in result.output
     listed = invoke("list", "--db", db, "--status", "running")
     assert execution_id in listed.output
+
+
+LONG = {"notes": "n" * 1000}
+
+
+def test_run_cuts_a_long_final_context_and_says_how_to_print_it_whole(
+    tmp_path: Path, db: str
+) -> None:
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+
+    result = invoke("run", "--db", db, str(path), "--context", json.dumps(LONG))
+
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("context")]
+    assert line.endswith("... (cut from 1013 characters: --full prints it whole)")
+
+
+def test_run_full_prints_the_final_context_whole(tmp_path: Path, db: str) -> None:
+    path = write_json(tmp_path / "tiny.json", simple_doc())
+
+    result = invoke("run", "--db", db, str(path), "--context", json.dumps(LONG), "--full")
+
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("context")]
+    assert json.loads(line.split(None, 1)[1]) == LONG
+
+
+def test_history_full_prints_the_action_results_whole(tmp_path: Path, db: str) -> None:
+    module = f"long_result_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text("def long(context):\n    return 'r' * 200\n")
+    doc = simple_doc(
+        start={
+            "action": {"type": "function", "module": module, "function": "long"},
+            "transitions": [{"event": "success", "target": "done"}],
+        },
+        done={},
+    )
+    ran = invoke("run", "--db", db, str(write_json(tmp_path / "long.json", doc)))
+    execution_id = execution_id_of(ran.output)
+
+    cut = invoke("history", execution_id, "--db", db)
+    whole = invoke("history", execution_id, "--db", db, "--full")
+
+    assert f"action      start #1 ok -> {json.dumps('r' * 200)[:77]}..." in cut.output
+    assert f"action      start #1 ok -> {json.dumps('r' * 200)}" in whole.output
 
 
 # --------------------------------------------------------------------------------------------
