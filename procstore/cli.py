@@ -1538,7 +1538,9 @@ def _drive_command(
     raise typer.Exit(code)
 
 
-@app.command(epilog=_RUN_EXIT_CODES)
+@app.command(
+    epilog=_RUN_EXIT_CODES, short_help="Register FILE's procedure and run it to completion."
+)
 def run(
     file: Annotated[
         Path,
@@ -1587,7 +1589,7 @@ def run(
     _drive_command(verbose, db, work, full)
 
 
-@app.command(epilog=_RESUME_EXIT_CODES)
+@app.command(epilog=_RESUME_EXIT_CODES, short_help="Carry on unfinished executions to completion.")
 def resume(
     execution_id: Annotated[
         str | None,
@@ -1659,7 +1661,11 @@ def resume(
     _drive_command(verbose, db, work, full)
 
 
-@app.command(name="list", epilog=_LIST_EXIT_CODES)
+@app.command(
+    name="list",
+    epilog=_LIST_EXIT_CODES,
+    short_help="List the registered procedures and the executions.",
+)
 def list_(
     db: Db = DEFAULT_DB,
     status: Annotated[
@@ -1693,7 +1699,9 @@ def list_(
     _execute(lambda: asyncio.run(_list(db, status, procedure, limit, as_json)))
 
 
-@app.command(epilog=_SHOW_EXIT_CODES)
+@app.command(
+    epilog=_SHOW_EXIT_CODES, short_help="Show a registered procedure's states and transitions."
+)
 def show(
     name: Annotated[
         str,
@@ -1713,7 +1721,7 @@ def show(
     _execute(lambda: asyncio.run(_show(name, db, as_json)))
 
 
-@app.command(epilog=_HISTORY_EXIT_CODES)
+@app.command(epilog=_HISTORY_EXIT_CODES, short_help="Print an execution's stored history.")
 def history(
     execution_id: Annotated[str, typer.Argument(metavar="EXECUTION_ID")],
     db: Db = DEFAULT_DB,
@@ -1734,7 +1742,10 @@ def history(
     _execute(lambda: asyncio.run(_history(execution_id, db, as_json, timestamps, full)))
 
 
-@app.command(epilog=_DIAGRAM_EXIT_CODES)
+@app.command(
+    epilog=_DIAGRAM_EXIT_CODES,
+    short_help="Draw a procedure's state diagram: SVG, PNG, DOT or Mermaid.",
+)
 def diagram(
     file: Annotated[
         Path | None,
@@ -1805,7 +1816,7 @@ def diagram(
     _execute(lambda: asyncio.run(_diagram(file, out, fmt, execution, db, rankdir, allow_invalid)))
 
 
-@app.command(epilog=_SCHEMA_EXIT_CODES)
+@app.command(epilog=_SCHEMA_EXIT_CODES, short_help="Print the JSON Schema of procedure documents.")
 def schema(
     out: Annotated[
         Path | None,
@@ -1830,7 +1841,9 @@ def schema(
         _echo(f"wrote {out}", err=True)
 
 
-@app.command(epilog=_VALIDATE_EXIT_CODES)
+@app.command(
+    epilog=_VALIDATE_EXIT_CODES, short_help="Check procedure files, printing every problem."
+)
 def validate(
     files: Annotated[
         list[Path],

@@ -1266,6 +1266,23 @@ def test_help_documents_the_commands_and_exit_codes() -> None:
         assert re.search(rf"^ +{code} +\S", result.output, re.MULTILINE), code
 
 
+def test_the_help_summarises_each_command_in_a_whole_sentence() -> None:
+    result = invoke("--help")
+    summaries: dict[str, str] = {}
+    for line in result.output.split("Commands:\n", 1)[1].splitlines():
+        named = re.match(r"^  (\S+)\s+(.*)$", line)
+        if named:
+            command = named.group(1)
+            summaries[command] = named.group(2)
+        elif line.strip():  # a summary wrapped onto the next line
+            summaries[command] += " " + line.strip()
+
+    assert sorted(summaries) == sorted(COMMANDS)
+    for command, summary in summaries.items():
+        assert summary[0].isupper() and summary.endswith("."), (command, summary)
+        assert "..." not in summary, (command, summary)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
