@@ -29,6 +29,7 @@ import logging
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from procstore import (
     Procedure,
     ProcedureNotFound,
     ProcedureStore,
+    ProcedureWarning,
     Status,
     StoreError,
     VersionConflict,
@@ -938,12 +940,14 @@ async def _run(
     # Checked first in memory, as validate checks it: an invalid FILE never creates the
     # database (./procstore.db by default) just to be refused.
     try:
-        await code.store().register(path)
+        _, warned = await _register(code.store(), path)
     except InvalidProcedure as exc:
         raise CommandError(EXIT_USAGE, *_invalid_lines(path, exc, code)) from None
+    for line in warned:
+        _echo(line, err=True)
     async with _open_store(db, code=code) as store:
         try:
-            procedure = await store.register(path)
+            procedure, _ = await _register(store, path)  # its warnings were said above
         except VersionConflict as exc:
             raise CommandError(
                 EXIT_USAGE,
@@ -1432,25 +1436,42 @@ def _procedure_to_draw(file: Path, allow_invalid: bool) -> Procedure:
 # validate
 
 
+async def _register(store: ProcedureStore, path: Path) -> tuple[Procedure, list[str]]:
+    """Register FILE; return it with the static checks' warnings, as lines to print."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProcedureWarning)
+        procedure = await store.register(path)
+    lines = []
+    for warning in caught:
+        if isinstance(warning.message, ProcedureWarning):
+            lines += [f"{path}: warning: {problem}" for problem in warning.message.problems]
+        else:  # not ours: as Python would have shown it
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return procedure, lines
+
+
 async def _validate(
     paths: Iterable[Path], allowed: Sequence[str], local_modules: bool = True
-) -> list[tuple[Path, list[str]]]:
-    results: list[tuple[Path, list[str]]] = []
+) -> list[tuple[Path, list[str], list[str]]]:
+    """Each FILE with its problems and its warnings, as lines."""
+    results: list[tuple[Path, list[str], list[str]]] = []
     for path in paths:
         label = str(path)
         if not path.is_file():
             problem = "no such file" if not path.exists() else "not a file"
-            results.append((path, [f"{label}: $: {problem}"]))
+            results.append((path, [f"{label}: $: {problem}"], []))
             continue
         code = _HostCode.beside(path, allowed, local_modules)
         try:
-            await code.store().register(path)
+            _, warned = await _register(code.store(), path)
         except InvalidProcedure as exc:
-            results.append((path, _invalid_lines(path, exc, code)))
+            results.append((path, _invalid_lines(path, exc, code), []))
         except Exception as exc:  # a check that broke: report it, and check the other files
-            results.append((path, [f"{label}: $: {type(exc).__name__}: {exc}"]))
+            results.append((path, [f"{label}: $: {type(exc).__name__}: {exc}"], []))
         else:
-            results.append((path, []))
+            results.append((path, [], warned))
     return results
 
 
@@ -1851,22 +1872,32 @@ def validate(
     ],
     allow_module: AllowModule = None,
     local_modules: LocalModules = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Count warnings as problems: a file with warnings is invalid."
+        ),
+    ] = False,
 ) -> None:
     """Validate procedure files, printing every problem as `FILE: $.json.path: message`.
 
     Each file is registered into a throwaway in-memory store, so every check done at
-    registration applies (schema, targets, reachability, allowed modules). A valid file prints
-    `FILE: ok`. No database is used.
+    registration applies (schema, targets, reachability, allowed modules, the static checks).
+    A valid file prints `FILE: ok`; the static checks' warnings print as
+    `FILE: warning: $.json.path: message` and do not make a file invalid unless --strict.
+    No database is used.
     """
     results = asyncio.run(_validate(files, allow_module or [], local_modules))
     invalid = False
-    for path, lines in results:
-        if lines:
+    for path, problems, warned in results:
+        for line in (*problems, *warned):
+            _echo(line)
+        if problems or (strict and warned):
             invalid = True
-            for line in lines:
-                _echo(line)
+            if not problems:
+                _echo(f"{path}: invalid: {len(warned)} warning(s), and --strict")
         else:
-            _echo(f"{path}: ok")
+            _echo(f"{path}: ok" + (f" ({len(warned)} warning(s))" if warned else ""))
     raise typer.Exit(EXIT_NOT_COMPLETED if invalid else EXIT_OK)
 
 

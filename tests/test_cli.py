@@ -1345,3 +1345,65 @@ def test_procstore_script_help() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "validate" in proc.stdout
+
+
+# -- validate: the static checks' warnings -------------------------------------------------------
+
+_WARNED = {
+    "name": "warned",
+    "version": "1.0",
+    "definition": {
+        "initial_state": "wait",
+        "states": {
+            "wait": {
+                "transitions": [
+                    {"event": "go", "target": "a", "guard": "1 > 2"},
+                    {"event": "x", "target": "a"},
+                ]
+            },
+            "a": {},
+        },
+    },
+}
+
+
+def test_validate_prints_warnings_and_the_file_stays_valid(tmp_path: Path) -> None:
+    file = tmp_path / "warned.json"
+    file.write_text(json.dumps(_WARNED))
+    result = invoke("validate", str(file))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{file}: warning: $.definition.states.wait.transitions[0].guard: the guard '1 > 2' is "
+        "always false: this transition never fires",
+        f"{file}: ok (1 warning(s))",
+    ]
+
+
+def test_validate_strict_counts_warnings_as_problems(tmp_path: Path) -> None:
+    file = tmp_path / "warned.json"
+    file.write_text(json.dumps(_WARNED))
+    result = invoke("validate", "--strict", str(file))
+
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == f"{file}: invalid: 1 warning(s), and --strict"
+
+
+def test_run_prints_the_warnings_once_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "warned.json"
+    doc = json.loads(json.dumps(_WARNED))
+    doc["definition"]["states"]["wait"] = {
+        "action": {"type": "noop"},
+        "transitions": [
+            {"event": "success", "target": "a", "guard": "1 > 2"},
+            {"event": "success", "target": "a"},
+        ],
+    }
+    file.write_text(json.dumps(doc))
+    result = invoke("run", str(file))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: $.definition.states.wait.transitions[0].guard") == 1
