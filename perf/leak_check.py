@@ -20,7 +20,7 @@ import time
 from transitions.extensions.asyncio import AsyncMachine
 
 from procstore import Event, ProcedureStore
-from procstore.execution import Execution
+from procstore.runtime import Execution
 
 PROCEDURE = {
     "name": "leak_check",

@@ -18,13 +18,14 @@ from procstore.errors import (
     Timeout,
     VersionConflict,
 )
-from procstore.execution import Execution
 from procstore.outcome import ActionInfo, Event
+from procstore.runtime import Execution
 from procstore.snapshot import (
     ErrorInfo,
     ExecutionState,
     ExecutionSummary,
     HistoryRecord,
+    RecordKind,
     Status,
 )
 from procstore.store import ProcedureStore
@@ -48,6 +49,7 @@ __all__ = [
     "ProcedureStore",
     "ProcedureWarning",
     "ProcstoreError",
+    "RecordKind",
     "Status",
     "StoreError",
     "Timeout",

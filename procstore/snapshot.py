@@ -48,6 +48,28 @@ class Status(enum.StrEnum):
     quarantined = "quarantined"
 
 
+class RecordKind(enum.StrEnum):
+    """The kinds of history records procstore writes (`HistoryRecord.kind`); a `str` enum, so
+    `record.kind == RecordKind.ENTERED` and `record.kind == "entered"` both hold. Each kind is
+    described under [`HistoryRecord`][procstore.HistoryRecord]."""
+
+    ENTERED = "entered"
+    ACTION = "action"
+    TRANSITION = "transition"
+    LOG = "log"
+    IGNORED = "ignored"
+    RETRY = "retry"
+    GUARD_ERROR = "guard_error"
+    BLOCKED = "blocked"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    ROLLBACK = "rollback"
+    COMPENSATION = "compensation"
+    RESET = "reset"
+    FINISHED = "finished"
+    INTERNAL_ERROR = "internal_error"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -99,7 +121,8 @@ class HistoryRecord(_Frozen):
     New kinds may be added: skip the ones you do not know.
 
     Attributes:
-        kind: What happened (see above).
+        kind: What happened (see above; the known kinds are the values of
+            [`RecordKind`][procstore.RecordKind]).
         at: When, in UTC.
         state: The dotted path of the state it concerns.
         event: The event involved.

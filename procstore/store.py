@@ -29,9 +29,9 @@ from procstore.errors import (
     StoreError,
     VersionConflict,
 )
-from procstore.execution import Execution, restore_execution, start_execution
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.jsondata import require_json
+from procstore.runtime import Execution, restore_execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, SQLiteBackend, StoredExecution, StoredProcedure
 from procstore.validation import Document, LoadedDocument, load_document
@@ -60,7 +60,7 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Journal:
-    """An execution's place in the backend (see ``procstore.execution.Journal``)."""
+    """An execution's place in the backend (see ``procstore.runtime.Journal``)."""
 
     def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
         self._backend = backend

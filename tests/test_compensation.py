@@ -639,7 +639,7 @@ def _break_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(policy: Any, failed_attempt: int) -> float:
         raise RuntimeError("defect in the retry scheduler")
 
-    monkeypatch.setattr("procstore.execution.retry_delay_ms", broken)
+    monkeypatch.setattr("procstore.runtime.steps.retry_delay_ms", broken)
 
 
 async def test_an_internal_error_in_a_step_fires_the_states_error_transition(

@@ -84,7 +84,8 @@ DAMAGES = {
     "snapshot naming a state the procedure lacks": (
         "UPDATE executions SET snapshot = json_set(snapshot, '$.completed', json('[\"gone\"]'))"
         " WHERE id = ?",
-        "its stored state cannot be restored (KeyError: 'gone')",
+        "its stored state cannot be restored (ValueError: its snapshot names states the "
+        "procedure does not have: ['gone'])",
     ),
     "snapshot whose active state the procedure lacks": (
         "UPDATE executions SET snapshot = json_set(snapshot, '$.active', json('[\"gone\"]'),"

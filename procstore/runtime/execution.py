@@ -1,0 +1,406 @@
+"""The public handle on one execution, and how executions begin: started, or restored.
+
+An execution moves through its procedure's shared machine (one per procedure version). Entering
+a leaf state starts that state's action as a background step; ``error`` (after the last
+attempt), ``timeout`` and ``done`` fire by themselves; other outcome events fire by themselves
+only while the execution is driven (`Execution.run_to_completion` or ``auto=True``), otherwise
+they wait for `Execution.send`. When an execution fails, the compensations of its completed
+actions run newest first. What does the work lives in the other modules of this package (see
+`procstore.runtime.run`); `Execution` is what a caller holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import procstore.runtime.saga as saga
+import procstore.runtime.steps as steps
+import procstore.runtime.timers as timers
+from procstore import paths
+from procstore.compiler import RAISED_ONLY, CompiledProcedure
+from procstore.errors import InvalidEvent, StoreError
+from procstore.runtime.clock import SYSTEM, Clock
+from procstore.runtime.journal import Journal
+from procstore.runtime.run import Run
+from procstore.runtime.state import LeafState, RunState
+from procstore.runtime.steps import CANCEL_GRACE_SECONDS, EXECUTION
+from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
+
+__all__ = ["Execution", "restore_execution", "start_execution"]
+
+
+class Execution:
+    """A handle on one execution. Create it with ``procstore.ProcedureStore.start``."""
+
+    __slots__ = ("__weakref__", "_run", "id")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.id = run.id
+        run.handle = self
+        if run.registry is not None:
+            run.registry[run.id] = self
+
+    # -- what it is -----------------------------------------------------------------------------
+
+    @property
+    def procedure(self) -> str:
+        """The name of the procedure this execution runs."""
+        return self._run.compiled.procedure.name
+
+    @property
+    def version(self) -> str:
+        """The version of the procedure this execution runs."""
+        return self._run.compiled.procedure.version
+
+    @property
+    def auto(self) -> bool:
+        """Whether it drives itself (``start(..., auto=True)``)."""
+        return self._run.state.auto
+
+    @property
+    def current(self) -> str:
+        """The active leaf's path or, while parallel regions are active, the outermost active
+        parallel state's path."""
+        return self._run.router.current
+
+    @property
+    def active(self) -> list[str]:
+        """The paths of every active leaf state, sorted."""
+        return sorted(self._run.router.active_leaves())
+
+    @property
+    def status(self) -> Status:
+        """The execution's status now."""
+        return self._run.state.status
+
+    @property
+    def history(self) -> tuple[HistoryRecord, ...]:
+        """Every history record so far, oldest first."""
+        return self._run.history.models()
+
+    @property
+    def state(self) -> ExecutionState:
+        """An immutable snapshot of the execution now."""
+        return ExecutionState.model_construct(
+            id=self.id,
+            procedure=self.procedure,
+            version=self.version,
+            current=self.current,
+            active=self.active,
+            status=self.status,
+            context=self._run.state.context_data(),
+            history=self.history,
+        )
+
+    @property
+    def detached(self) -> bool:
+        """Whether this handle no longer runs the execution: its store was closed, it was loaded
+        from a read-only store, or a write to its store failed. The stored execution goes on
+        from what was last stored through a new handle
+        ([`get_execution`][procstore.ProcedureStore.get_execution] or
+        [`recover`][procstore.ProcedureStore.recover])."""
+        return self._run.frozen is not None
+
+    async def watch(self) -> AsyncIterator[HistoryRecord]:
+        """Yield every history record — those so far, then each new one as it happens — until
+        the execution has finished.
+
+        Raises:
+            StoreError: a write to the store failed: the execution stopped here (see
+                [`run_to_completion`][procstore.Execution.run_to_completion]).
+        """
+        run, seen = self._run, 0
+        while True:
+            records = run.history.models()
+            for record in records[seen:]:
+                yield record
+            seen = len(records)
+            if run.state.status is not Status.RUNNING and seen == len(run.history):
+                return
+            run.writer.raise_if_failed()
+            await run.history.waiter()
+
+    # -- moving it --------------------------------------------------------------------------------
+
+    async def send(self, event: str) -> bool:
+        """Process ``event`` after earlier events and after the running actions of the states
+        that handle it themselves. An event only an ancestor state handles is processed at once
+        (leaving that state cancels what runs inside it). An event several parallel regions
+        handle fires in each.
+
+        Returns:
+            True when a transition fired; False when the guards of every transition on
+            ``event`` blocked it (the state is unchanged).
+
+        Raises:
+            InvalidEvent: no active state has a transition on ``event`` that a host may fire,
+                or the execution has finished. ``done`` and ``timeout`` are only ever raised by
+                procstore itself, and so is ``error`` on a compound or parallel state.
+        """
+        run = self._run
+        run.check_writable()
+        if event in RAISED_ONLY:
+            raise InvalidEvent(
+                f"{event!r} is raised by procstore itself (when a compound or parallel state "
+                "completes, or a state's timeout_ms runs out); it cannot be sent"
+            )
+        accepts, tasks = run.compiled.accepts_from_host, run.tasks
+        async with run.send_lock:
+            while True:
+                run.refuse_if_finished()
+                leaves = run.router.active_leaves()
+                own = [leaf for leaf in leaves if accepts(leaf, event)]
+                if own:
+                    busy = [tasks[leaf] for leaf in own if leaf in tasks]
+                elif any(accepts(p, event) for p in run.state.active if p not in leaves):
+                    busy = []
+                else:
+                    busy = list(tasks.values())
+                    if not busy:
+                        raise InvalidEvent(
+                            f"no active state of {self.current!r} has a transition on {event!r} "
+                            f"(they accept: {', '.join(self._sendable_events()) or 'nothing'})"
+                        )
+                if not busy:
+                    break
+                await steps.wait_for(busy)
+            return await self._fire(event, external=True)
+
+    def _sendable_events(self) -> list[str]:
+        """The events ``send()`` accepts now, sorted."""
+        run = self._run
+        return sorted(
+            {
+                event
+                for path in run.state.active
+                for event in run.plans[path].events
+                if run.compiled.accepts_from_host(path, event)
+            }
+        )
+
+    async def _fire(self, event: str, origin: str | None = None, external: bool = False) -> bool:
+        run = self._run
+        async with run.fire_lock:
+            if external:
+                # Checked again under the lock: a reset() or cancel() may have got in first.
+                run.refuse_if_finished()
+                if not any(run.compiled.accepts_from_host(p, event) for p in run.state.active):
+                    raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
+            fired = await run.router.trigger(event, origin, external=external)
+            await run.router.drain()
+        if run.exited:
+            await steps.settle_exited(run)
+        if run.writer.journal is not None:
+            await run.flush()
+        return fired
+
+    async def run_to_completion(self, timeout: float | None = None) -> ExecutionState:
+        """Drive the execution until it finishes and return its final snapshot.
+
+        While driven, every outcome event fires by itself.
+
+        Raises:
+            TimeoutError: it has not finished within ``timeout`` seconds. That only ends the
+                wait: the execution stays as it is.
+            StoreError: a write to the store failed (a full disk, say). The execution stopped
+                in this process at once, without changing its status: the database keeps it as
+                last stored, and [`recover`][procstore.ProcedureStore.recover] carries it on
+                from there once writes work again.
+        """
+        run = self._run
+        if run.state.status is Status.RUNNING:
+            run.check_writable()
+        run.drivers += 1
+        try:
+            async with asyncio.timeout(timeout):
+                async with run.send_lock:
+                    for path, leaf in list(run.state.leaves.items()):
+                        outcome, leaf.pending = leaf.pending, None
+                        if outcome is not None and run.state.running and path in run.state.active:
+                            await self._fire(outcome, path)
+                await run.finished.wait()
+                run.writer.raise_if_failed()
+                final = self.state  # taken now: a reset() may run during the flush
+                await run.flush()  # the end is stored before the caller hears of it
+        finally:
+            run.drivers -= 1
+        return final
+
+    async def reset(self) -> None:
+        """Cancel what runs and go back to the initial state with a fresh copy of the start
+        context. The reset is recorded; the history is kept.
+
+        A rollback in progress is never cut short: its remaining compensations run, and the
+        rollback ends (and is stored) before the reset."""
+        run = self._run
+        run.check_writable()
+        while run.state.closing and EXECUTION in run.tasks:
+            await steps.wait_for([run.tasks[EXECUTION]])
+        async with run.fire_lock:
+            stopped = steps.halt(run)
+            run.state.reset()
+            if run.registry is not None:
+                run.registry[self.id] = self
+            run.finished.clear()
+            run.log(RecordKind.RESET, state=run.compiled.initial_state)
+            run.router.enter_initial()
+            await run.router.drain()
+        if stopped:
+            await asyncio.wait(stopped)  # let the cancelled actions' cleanup run
+        await run.flush()
+
+    async def cancel(self, rollback: bool = False) -> ExecutionState:
+        """Cancel the running actions (their ``finally`` runs) and end the execution.
+
+        The status becomes ``cancelled`` at once. With ``rollback=True`` the compensations of
+        the completed actions then run, newest first, and the execution ends ``rolled_back``
+        (``failed`` if a compensation fails; ``cancelled`` if there was nothing to undo).
+        Cancelling a finished execution changes nothing.
+        """
+        run = self._run
+        if not run.state.running:
+            return self.state
+        run.check_writable()
+        async with run.fire_lock:
+            stopped = steps.halt(run)
+            run.log(RecordKind.CANCELLED, state=self.current)
+            if rollback and run.state.completed:
+                saga.begin(run, "cancelled", Status.CANCELLED, stopped)
+            else:
+                run.finish(Status.CANCELLED)
+        return await self._ended(stopped)
+
+    async def rollback(self) -> ExecutionState:
+        """Fail the execution on purpose: cancel what runs, then compensate every completed
+        action, newest first.
+
+        Returns:
+            The final snapshot: ``rolled_back``, or ``failed`` if a compensation failed or
+            there was nothing to compensate.
+
+        Raises:
+            InvalidEvent: the execution has already finished.
+        """
+        run = self._run
+        if not run.state.running:
+            raise InvalidEvent(f"execution {self.id} has finished; there is nothing to roll back")
+        run.check_writable()
+        async with run.fire_lock:
+            stopped = steps.halt(run)
+            saga.begin(run, "rollback requested", Status.FAILED, stopped)
+        return await self._ended(stopped)
+
+    async def _ended(self, stopped: list[asyncio.Task[None]]) -> ExecutionState:
+        """After cancel() or rollback(): let the stopped actions clean up, wait for the
+        compensations, store the outcome, return the final snapshot."""
+        run = self._run
+        if stopped:
+            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
+        await steps.wait_for(list(run.tasks.values()))
+        final = self.state  # taken now: a reset() waiting for this end may run during the flush
+        await run.flush()
+        return final
+
+    async def detach(self) -> None:
+        """Store what this handle shows, then stop this process's work on the execution (the
+        store is closing): it stays ``running`` in the database and resumes from there."""
+        run = self._run
+        if run.writer.failure is None:
+            with contextlib.suppress(StoreError):  # then it stopped: the writer said so
+                await run.flush()
+        run.frozen = run.frozen or "detached: its store was closed"
+        timers.cancel_all(run)
+        for step in run.tasks.values():
+            step.cancel()
+        run.tasks.clear()
+        run.writer.detach()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Execution {self.id} {self.procedure}@{self.version} "
+            f"{self.current} {self.status.value}>"
+        )
+
+
+async def start_execution(
+    compiled: CompiledProcedure,
+    execution_id: str,
+    context: dict[str, Any],
+    *,
+    auto: bool = False,
+    journal: Journal | None = None,
+    running: dict[str, Execution] | None = None,
+    clock: Clock = SYSTEM,
+) -> Execution:
+    """Create an execution and enter its initial configuration (completing at once if that is
+    a terminal state); with a journal, it is stored before any of its actions runs."""
+    run = Run(compiled, execution_id, RunState.fresh(context, auto), clock, journal, running)
+    execution = Execution(run)
+    async with run.writer.lock:  # its steps wait for this before running anything
+        async with run.fire_lock:
+            run.router.enter_initial()
+            await run.router.drain()
+        if journal is not None:
+            try:
+                await run.writer.create()
+            except BaseException:
+                steps.halt(run)  # never stored: nothing of it may run
+                run.unregister()
+                raise
+    return execution
+
+
+def restore_execution(
+    compiled: CompiledProcedure,
+    execution_id: str,
+    snapshot: dict[str, Any],
+    records: list[dict[str, Any]],
+    *,
+    journal: Journal | None,
+    resume: bool,
+    running: dict[str, Execution] | None = None,
+    clock: Clock = SYSTEM,
+) -> Execution:
+    """Rebuild a stored execution; with ``resume``, an unfinished one carries on here.
+
+    Raises:
+        ValueError, KeyError, TypeError: the stored checkpoint is damaged (nothing of it runs).
+    """
+    run = Run(compiled, execution_id, RunState.fresh({}, False), clock, journal, None)
+    run.restore(snapshot, records)
+    if resume and run.state.status is Status.RUNNING:
+        run.registry = running
+        execution = Execution(run)
+        _resume(run)
+        return execution
+    execution = Execution(run)
+    if run.state.status is Status.RUNNING:
+        run.frozen = "read-only: it was loaded from a read-only store"
+    return execution
+
+
+def _resume(run: Run) -> None:
+    """Carry on after a restart: timers from their stored deadlines, actions that had not
+    completed (an interrupted attempt runs again with its number), a rollback in progress."""
+    state, router = run.state, run.router
+    for path in state.deadlines:
+        router.visits[path] = len(router.visits) + 1
+        timers.arm(run, path)
+    if state.rollback is not None:
+        steps.start(run, EXECUTION, saga.roll_back, run)
+        return
+    now = run.clock.time()
+    expired = [path for path, deadline in state.deadlines.items() if deadline <= now]
+    for path in sorted(router.active_leaves(), key=run.compiled.order.__getitem__):
+        plan, leaf = run.plans[path], state.leaves.setdefault(path, LeafState())
+        if any(paths.is_within(path, timed_out) for timed_out in expired):
+            continue  # its time ran out while nothing ran: the timeout fires instead
+        if leaf.outcome is not None:  # finished before the crash, not yet acted on
+            outcome, failed = leaf.outcome
+            steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
+        elif plan.action is not None and not leaf.acted:
+            steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)

@@ -1,0 +1,132 @@
+"""Write-ahead: an execution's records and checkpoint, committed before what they lead to runs.
+
+The runtime knows nothing about databases: a persisted execution is given a `Journal` (the
+store's view of its row) and writes through a `Writer`, which commits the records appended
+since the last commit together with a fresh checkpoint, in one transaction. A failed commit
+stops the execution (see `Writer.flush`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from procstore.errors import StoreError
+
+if TYPE_CHECKING:
+    from procstore.runtime.run import Run
+
+__all__ = ["Journal", "Writer"]
+
+logger = logging.getLogger("procstore")
+
+
+class Journal(Protocol):
+    """Where a persistent store keeps an execution: its snapshot and its history records."""
+
+    async def create(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        """Store a new execution with its first records."""
+
+    async def commit(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        """Append ``records`` and replace the snapshot, in one transaction."""
+
+
+class Writer:
+    """Commits one execution's history and checkpoints to its journal (none: in memory).
+
+    Attributes:
+        flushed: How many history records the journal holds.
+        stored: The checkpoint last committed.
+        failure: The failed write that stopped the execution, if one did.
+    """
+
+    __slots__ = ("_commit", "_lock", "_run", "failure", "flushed", "journal", "stored")
+
+    def __init__(self, run: Run, journal: Journal | None) -> None:
+        self._run = run
+        self.journal = journal
+        self._lock = asyncio.Lock()
+        self._commit: asyncio.Task[None] | None = None  # the commit under way
+        self.flushed = 0
+        self.stored: dict[str, Any] | None = None
+        self.failure: StoreError | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while committing (and, by a new execution, until it is stored)."""
+        return self._lock
+
+    async def create(self) -> None:
+        """Store a new execution with what it has recorded so far."""
+        assert self.journal is not None
+        history = self._run.history
+        end = len(history)
+        status, checkpoint = self._run.snapshot()
+        await self.journal.create(status, checkpoint, history.records[:end])
+        self.flushed, self.stored = end, checkpoint
+
+    async def flush(self) -> None:
+        """Commit the records since the last flush with a checkpoint, in one transaction.
+
+        Raises:
+            StoreError: the write failed (now or before): the execution has stopped.
+        """
+        journal = self.journal
+        if journal is None:
+            return
+        async with self._lock:
+            self.raise_if_failed()  # under the lock: an earlier flusher may have failed
+            try:
+                if self._commit is not None and not self._commit.done():
+                    await asyncio.shield(self._commit)  # a cancelled flusher's, still going
+                history = self._run.history
+                end = len(history)
+                if end == self.flushed:
+                    return
+                records = history.records[self.flushed : end]
+                status, checkpoint = self._run.snapshot()
+                # The commit runs as its own task: if this caller is cancelled (a timeout around
+                # send()), the commit still completes and is counted, so no record is sent twice.
+                commit = asyncio.get_running_loop().create_task(
+                    journal.commit(status, checkpoint, records)
+                )
+                commit.add_done_callback(functools.partial(self._committed, end, checkpoint))
+                self._commit = commit
+                await asyncio.shield(commit)
+            except Exception as exc:
+                self._fail(exc)
+                self.raise_if_failed()
+
+    def _committed(self, end: int, checkpoint: dict[str, Any], commit: asyncio.Task[None]) -> None:
+        if not commit.cancelled() and commit.exception() is None and end >= self.flushed:
+            self.flushed, self.stored = end, checkpoint
+
+    def _fail(self, error: Exception) -> None:
+        if self.failure is not None:
+            return
+        self.failure = error if isinstance(error, StoreError) else StoreError(str(error))
+        logger.error(
+            "execution %s stopped: a write to its store failed (%s); it stays as last stored "
+            "and store.recover() carries it on once writes work again",
+            self._run.id,
+            self.failure,
+        )
+        self._run.stop(self.failure)
+
+    def raise_if_failed(self) -> None:
+        """Raise the failure that stopped the execution, if a write failed."""
+        if self.failure is not None:
+            raise StoreError(
+                f"execution {self._run.id}: this handle is stopped: a write to its store failed "
+                f"({self.failure})"
+            ) from self.failure
+
+    def detach(self) -> None:
+        """Write nothing more (the store is closing, or the execution was found damaged)."""
+        self.journal = None

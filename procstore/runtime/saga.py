@@ -1,0 +1,73 @@
+"""Compensation: when an execution fails (or is rolled back or cancelled with rollback), the
+compensations of its completed actions run, newest first, each once.
+
+The decision to roll back is recorded in the same commit as what caused it, so a crash before
+the first compensation still resumes the rollback; each compensation's completion is committed
+before the next starts, so after a crash the interrupted one runs again and the finished ones
+never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import procstore.runtime.steps as steps
+from procstore.runtime.history import error_fields
+from procstore.snapshot import RecordKind, Status
+
+if TYPE_CHECKING:
+    from procstore.runtime.run import Run
+
+__all__ = ["begin", "fail", "roll_back"]
+
+
+def fail(run: Run) -> None:
+    """The execution failed: compensate what completed, or end ``failed``."""
+    if run.state.completed:
+        begin(run, "failed", Status.FAILED, steps.halt(run))
+    else:
+        run.finish(Status.FAILED)
+
+
+def begin(
+    run: Run, reason: str, nothing_to_undo: Status, stopped: list[asyncio.Task[None]]
+) -> None:
+    """Decide, now, that the execution rolls back (see the module's docstring)."""
+    state = run.state
+    state.closing = True
+    for leaf in state.leaves.values():
+        leaf.pending = None
+    state.rollback = (reason, nothing_to_undo.value)
+    run.log(RecordKind.ROLLBACK, state=run.router.current, message=reason)
+    steps.start(run, steps.EXECUTION, roll_back, run, stopped)
+
+
+async def roll_back(run: Run, stopped: list[asyncio.Task[None]] | None = None) -> None:
+    """Run the compensation of every completed action, newest first, each once."""
+    state = run.state
+    assert state.rollback is not None
+    if stopped:  # the interrupted actions' cleanup comes before any undoing
+        await asyncio.wait(stopped, timeout=steps.CANCEL_GRACE_SECONDS)
+    # What this rollback has compensated so far (before a restart, too): an empty stack
+    # after a restart may mean "all undone", not "nothing to undo".
+    started = run.history.last_index(RecordKind.ROLLBACK)
+    done = [r for r in run.history.records[started:] if r["kind"] == RecordKind.COMPENSATION]
+    if not state.completed and not done:
+        run.finish(Status(state.rollback[1]))
+        return
+    all_ok = not any(r.get("error") is not None for r in done)
+    while state.completed:
+        path = state.completed[-1]
+        compensation = run.plans[path].compensate
+        assert compensation is not None
+        try:
+            _, value = await steps.invoke(run, compensation, path)
+        except Exception as exc:  # the rest still run; the execution ends failed
+            all_ok = False
+            run.log(RecordKind.COMPENSATION, state=path, error=error_fields(exc))
+        else:
+            run.log(RecordKind.COMPENSATION, state=path, result=value)
+        state.completed.pop()  # only once it ran: an interrupted one runs again
+        await run.flush()
+    run.finish(Status.ROLLED_BACK if all_ok else Status.FAILED)

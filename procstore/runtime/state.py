@@ -1,0 +1,242 @@
+"""What an execution knows about itself, in one place: the run state, with one reset, one
+checkpoint and one restore.
+
+`RunState` is the execution as a whole (status, context, active states, deadlines, the
+compensation stack, a rollback under way); `LeafState` is what an active leaf knows while it is
+active (its attempt, retry deadline, outcome, last result and error). A leaf's record is created
+when the leaf is entered and dropped when it is left, so nothing of a visit outlives it.
+
+The checkpoint is the JSON form of all of this, written with every commit. It carries its
+format (`CHECKPOINT_FORMAT`); `RunState.restore` reads every format procstore has written,
+the first of which had no ``format`` key.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from procstore.jsondata import stand_in
+from procstore.snapshot import Status
+
+__all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
+
+#: The format of the checkpoints this procstore writes. 0 (no ``format`` key) kept each kind of
+#: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``.
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(slots=True)
+class LeafState:
+    """An active leaf, for as long as it is active.
+
+    Attributes:
+        attempt: The number of the attempt in progress or next (retries), or `None`.
+        running: An attempt is in flight.
+        retry_at: When the next attempt starts (wall clock), while waiting to retry.
+        acted: Its action has completed.
+        outcome: `(event, failed)` of a finished action not yet acted on.
+        pending: An outcome event waiting for a driver (`send()` or `run_to_completion()`).
+        done: A terminal leaf whose work has completed.
+        result: The last result of its action (guards' `result`).
+        error: The last error of its action (guards' `error`).
+    """
+
+    attempt: int | None = None
+    running: bool = False
+    retry_at: float | None = None
+    acted: bool = False
+    outcome: tuple[str, bool] | None = None
+    pending: str | None = None
+    done: bool = False
+    result: Any = None
+    error: dict[str, str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The stored form: only what differs from a fresh leaf (an attempt in flight is
+        stored as the attempt to run again)."""
+        data: dict[str, Any] = {}
+        if self.attempt is not None:
+            data["attempt"] = self.attempt
+        if self.retry_at is not None:
+            data["retry_at"] = self.retry_at
+        if self.acted:
+            data["acted"] = True
+        if self.outcome is not None:
+            data["outcome"] = list(self.outcome)
+        if self.pending is not None:
+            data["pending"] = self.pending
+        if self.done:
+            data["done"] = True
+        if self.result is not None:
+            data["result"] = self.result
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> LeafState:
+        outcome = data.get("outcome")
+        return cls(
+            attempt=int(data["attempt"]) if data.get("attempt") is not None else None,
+            retry_at=float(data["retry_at"]) if data.get("retry_at") is not None else None,
+            acted=bool(data.get("acted", False)),
+            outcome=(str(outcome[0]), bool(outcome[1])) if outcome else None,
+            pending=str(data["pending"]) if data.get("pending") is not None else None,
+            done=bool(data.get("done", False)),
+            result=data.get("result"),
+            error=dict(data["error"]) if data.get("error") is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class RunState:
+    """One execution's state (see the module's docstring).
+
+    Attributes:
+        start_context: The context it started with (a reset starts from a copy again).
+        context: Its data, as actions see and change it.
+        auto: It drives itself (`start(..., auto=True)`).
+        status: Where it stands.
+        closing: Failing, rolling back or cancelled: no more events.
+        rollback: `(reason, status if nothing was undone)` of a rollback under way.
+        active: The paths of every active state, at every level.
+        leaves: A record per active leaf.
+        deadlines: When each active state's `timeout_ms` runs out (wall clock).
+        completed: The paths of the completed actions to compensate, oldest first.
+        internal: Terminal leaves reached, `(leaf, failed)`, not yet processed.
+    """
+
+    start_context: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+    auto: bool = False
+    status: Status = Status.RUNNING
+    closing: bool = False
+    rollback: tuple[str, str] | None = None
+    active: set[str] = field(default_factory=set)
+    leaves: dict[str, LeafState] = field(default_factory=dict)
+    deadlines: dict[str, float] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)
+    internal: deque[tuple[str, bool]] = field(default_factory=deque)
+
+    @classmethod
+    def fresh(cls, start_context: dict[str, Any], auto: bool) -> RunState:
+        """A new execution's state: a copy of the start context, nothing active yet."""
+        return cls(start_context, copy.deepcopy(start_context), auto)
+
+    def reset(self) -> None:
+        """Back to the start: a fresh copy of the start context, nothing active, running."""
+        fresh = RunState.fresh(self.start_context, self.auto)
+        for name in RunState.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    @property
+    def running(self) -> bool:
+        """Running and accepting events (not finished, not closing)."""
+        return self.status is Status.RUNNING and not self.closing
+
+    def context_data(self) -> dict[str, Any]:
+        """The context as JSON data. An action may have put anything into it, so what JSON
+        cannot hold is a readable stand-in (never an error)."""
+        data = stand_in(self.context)
+        if isinstance(data, dict):
+            return data
+        return {str(key): stand_in(value) for key, value in self.context.items()}
+
+    # -- the stored form ------------------------------------------------------------------------
+
+    def checkpoint(self, configuration: Any, order: dict[str, int]) -> dict[str, Any]:
+        """Everything needed to resume the execution elsewhere, as JSON data.
+
+        Args:
+            configuration: The machine's view of the active leaves (a path, or a list).
+            order: Document order of the states, for stable listings.
+        """
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "auto": self.auto,
+            "status": self.status.value,
+            "closing": self.closing,
+            "rollback": list(self.rollback) if self.rollback else None,
+            "active": sorted(self.active, key=order.__getitem__),
+            "configuration": configuration,
+            "context": self.context_data(),
+            "start_context": self.start_context,
+            "leaves": {path: leaf.to_data() for path, leaf in self.leaves.items()},
+            "deadlines": dict(self.deadlines),
+            "completed": list(self.completed),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], leaf_paths: set[str]) -> tuple[RunState, Any]:
+        """The state a checkpoint of any known format describes, and its configuration.
+
+        Args:
+            snapshot: The checkpoint.
+            leaf_paths: The procedure's leaf states (format 0 kept facts about left ones).
+
+        Raises:
+            ValueError: the format is unknown, or the checkpoint is not an object of it.
+            KeyError: a field it needs is missing.
+        """
+        version = snapshot.get("format", 0)
+        if version == 0:
+            snapshot = _from_format_0(snapshot, leaf_paths)
+        elif version != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {version!r} is unknown to this procstore")
+        if not isinstance(snapshot["context"], dict):
+            raise ValueError("its snapshot's context is not an object")
+        rollback = snapshot["rollback"]
+        state = cls(
+            start_context=snapshot["start_context"],
+            context=snapshot["context"],
+            auto=bool(snapshot["auto"]),
+            status=Status(snapshot["status"]),
+            closing=bool(snapshot["closing"]),
+            rollback=(str(rollback[0]), str(rollback[1])) if rollback else None,
+            active=set(snapshot["active"]),
+            leaves={path: LeafState.from_data(data) for path, data in snapshot["leaves"].items()},
+            deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
+            completed=[str(path) for path in snapshot["completed"]],
+        )
+        return state, snapshot["configuration"]
+
+
+def _from_format_0(old: dict[str, Any], leaf_paths: set[str]) -> dict[str, Any]:
+    """A format-0 checkpoint (one map per per-leaf fact) as format 1."""
+    active_leaves = [p for p in old["active"] if p in leaf_paths]
+    leaves: dict[str, dict[str, Any]] = {}
+    for path in active_leaves:
+        leaf: dict[str, Any] = {}
+        if path in old["attempts"]:
+            leaf["attempt"] = old["attempts"][path]
+        if path in old["retry_at"]:
+            leaf["retry_at"] = old["retry_at"][path]
+        if path in old["acted"]:
+            leaf["acted"] = True
+        if path in old["outcomes"]:
+            leaf["outcome"] = old["outcomes"][path]
+        if path in old["pending"]:
+            leaf["pending"] = old["pending"][path]
+        if path in old["done_leaves"]:
+            leaf["done"] = True
+        if old["results"].get(path) is not None:
+            leaf["result"] = old["results"][path]
+        if old["errors"].get(path) is not None:
+            leaf["error"] = old["errors"][path]
+        leaves[path] = leaf
+    return {
+        "auto": old["auto"],
+        "status": old["status"],
+        "closing": old["closing"],
+        "rollback": old["rollback"],
+        "active": old["active"],
+        "configuration": old["fsm_state"],
+        "context": old["context"],
+        "start_context": old["start_context"],
+        "leaves": leaves,
+        "deadlines": old["deadlines"],
+        "completed": old["completed"],
+    }

@@ -1,0 +1,65 @@
+"""State timeouts: a state's ``timeout_ms`` bounds its whole stay (its action, retries, waiting
+for an event, everything inside a compound state).
+
+Each is armed from a stored wall-clock deadline, so after a restart it fires at the instant it
+was due (at once, if that passed while nothing ran), not after a fresh full delay. When it fires,
+what runs inside the state is cancelled and ``timeout`` is raised from it. The deadline stays in
+the checkpoint until the timeout has been acted on: after a crash in between, it fires again.
+The armed timers are the run's ``timers`` (by state path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import procstore.runtime.steps as steps
+from procstore.runtime.events import TIMEOUT
+from procstore.snapshot import RecordKind
+
+if TYPE_CHECKING:
+    from procstore.runtime.run import Run
+
+__all__ = ["arm", "cancel", "cancel_all"]
+
+
+def arm(run: Run, path: str) -> None:
+    """Arm ``path``'s timeout from its stored deadline."""
+    delay = run.state.deadlines[path] - run.clock.time()
+    run.timers[path] = run.clock.call_later(delay, _fired, run, path, run.router.visits[path])
+
+
+def cancel(run: Run, path: str) -> None:
+    timer = run.timers.pop(path, None)
+    if timer is not None:
+        timer.cancel()
+
+
+def cancel_all(run: Run) -> None:
+    for timer in run.timers.values():
+        timer.cancel()
+    run.timers.clear()
+
+
+def _current(run: Run, path: str, visit: int) -> bool:
+    """Whether the visit a timer was armed for is still going on."""
+    return run.router.visits.get(path) == visit and path in run.state.active
+
+
+def _fired(run: Run, path: str, visit: int) -> None:
+    if not _current(run, path, visit) or not run.state.running:
+        return
+    run.timers.pop(path, None)
+    interrupted = steps.cancel(run, within=path)
+    steps.start(run, path, _expire, run, path, visit, interrupted)
+
+
+async def _expire(run: Run, path: str, visit: int, interrupted: list[asyncio.Task[None]]) -> None:
+    if interrupted:
+        await asyncio.wait(interrupted)
+    async with run.fire_lock:
+        if not _current(run, path, visit):
+            return
+        run.log(RecordKind.TIMEOUT, state=path)
+        await run.router.raise_event(TIMEOUT, path)
+        await run.router.drain()
