@@ -1,5 +1,4 @@
-"""Every procedure in examples/ validates and runs to its expected final state; so does the
-README's Python example.
+"""Every procedure in examples/ validates and runs to its expected final state.
 
 A new example needs an entry in ``EXPECTED`` below: the modules its function actions use and, for
 one or more start contexts, the states it goes through and how it ends. A run may also send events
@@ -9,8 +8,6 @@ from outside (a person's decision), each once the execution has reached a given 
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,21 +481,3 @@ async def test_example_runs_to_its_expected_end(
     # The start context is kept, not replaced.
     for key, value in run.context.items():
         assert final.context[key] == value
-
-
-def test_readme_python_example_runs(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    assert blocks, "README.md has no python example"
-    script = tmp_path / "readme_example.py"
-    script.write_text(blocks[0], encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "finished done" in proc.stdout
