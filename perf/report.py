@@ -10,6 +10,10 @@ a subprocess (their "N passed, M failed" summary line is parsed) and the benchma
 ``perf/bench_procstore.py --json``. The page written is generated output: it carries a "do not
 edit" banner and is rewritten by every run.
 
+The page ends with a record of what it was generated from (``perf/report_inputs.py``): the
+scripts that make its figures and every test each criterion counted. ``make check-report``
+compares that record with the checkout, so CI notices a stale report without regenerating it.
+
 The exit code is 0 when every required criterion (SPEC-007 "Must Pass") passes, 1 otherwise;
 the page is written either way. Optional criteria (persistence, distribution, diagram export)
 are reported but never change the exit code.
@@ -32,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import report_inputs  # perf/report_inputs.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -68,6 +74,7 @@ class TestRun:
     seconds: float = 0.0
     summary: str = ""
     failures: list[str] = field(default_factory=list)  # the "FAILED ..." / "ERROR ..." lines
+    passed_ids: list[str] = field(default_factory=list)  # node ids of the tests that passed
     error: str = ""  # timed out, could not run, no summary line
 
     @property
@@ -149,6 +156,21 @@ def git_revision() -> str:
     return f"{head} with uncommitted changes" if dirty else head
 
 
+def git_commit() -> str:
+    """The full hash of HEAD, for the report's record of its inputs ("unknown" outside git)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def test_files(*patterns: str, exclude: Sequence[str] = ()) -> list[str]:
     """tests/ files matching the glob patterns, as paths relative to the repository root."""
     found: set[str] = set()
@@ -183,7 +205,9 @@ def run_pytest(files: list[str], missing: Sequence[str] = ()) -> TestRun:
     if not files:
         run.error = "no test files present"
         return run
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    # -rA lists every test with its outcome ("PASSED tests/test_a.py::test_b"): the report
+    # records the ones that passed, for `make check-report`.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *files]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -199,6 +223,11 @@ def run_pytest(files: list[str], missing: Sequence[str] = ()) -> TestRun:
     run.summary, run.counts = parse_summary(output)
     run.failures = [
         line.strip() for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))
+    ]
+    run.passed_ids = [
+        line.removeprefix("PASSED ").strip()
+        for line in output.splitlines()
+        if line.startswith("PASSED ")
     ]
     if not run.summary:
         run.error = f"pytest exited {proc.returncode} without a summary line"
@@ -348,7 +377,7 @@ def completion(row: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- optional items
 
 
-def persistence_criterion(steps: list[Step], failures: dict[str, list[str]]) -> Criterion:
+def persistence_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
     name = "State persistence across restarts"
     target = "executions survive a restart of the process"
     wanted = ["test_storage_sqlite.py", "test_durability.py", "test_crash_recovery.py"]
@@ -369,7 +398,7 @@ def persistence_criterion(steps: list[Step], failures: dict[str, list[str]]) -> 
     run = run_pytest(present)
     steps.append(Step(f"pytest (persistence): {len(present)} files", run.seconds))
     log(f"     {run.figure()} ({run.seconds:.1f} s)")
-    failures["6a"] = run.failures
+    runs["6a"] = run
     crit = tests_criterion("6a", name, run, target, required=False)
     notes = [f"`{n}`: not measured (file absent)" for n in absent]
 
@@ -444,7 +473,7 @@ def persistence_note() -> str:
     return "PostgreSQL design note planned for `docs/persistence.md`"
 
 
-def diagrams_criterion(steps: list[Step], failures: dict[str, list[str]]) -> Criterion:
+def diagrams_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
     name = "Visual state diagram export"
     target = "procedures export as DOT/SVG/PNG/Mermaid"
     if not (TESTS / "test_diagrams.py").is_file():
@@ -462,7 +491,7 @@ def diagrams_criterion(steps: list[Step], failures: dict[str, list[str]]) -> Cri
     run = run_pytest(["tests/test_diagrams.py"])
     steps.append(Step("pytest (diagrams): 1 file", run.seconds))
     log(f"     {run.figure()} ({run.seconds:.1f} s)")
-    failures["6c"] = run.failures
+    runs["6c"] = run
     return tests_criterion("6c", name, run, target, required=False)
 
 
@@ -544,6 +573,11 @@ def render(
         "`perf/bench_procstore.py` (see [Performance](performance.md) for what each benchmark "
         'row measures). Criteria 1 to 5 are SPEC-007\'s "Must Pass" list; 6a to 6c are '
         "optional for v1 and marked ⚠️ when not available.",
+        "",
+        "The page's source ends with a record of what it was generated from: the scripts that "
+        "produce it and every test each criterion counted. CI's `make check-report` fails "
+        "when one of those scripts changed or one of those tests no longer exists or did not "
+        "pass, until `make report` is run again.",
         "",
         "## Run",
         "",
@@ -643,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     steps: list[Step] = []
     criteria: list[Criterion] = []
-    failures: dict[str, list[str]] = {}
+    runs: dict[str, TestRun] = {}
 
     # --- test groups of the required criteria
     fsm = test_files(
@@ -693,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_pytest(files, missing)
         steps.append(Step(f"pytest (criterion {ident}): {len(files)} files", run.seconds))
         log(f"     {run.figure()} ({run.seconds:.1f} s)")
-        failures[ident] = run.failures
+        runs[ident] = run
         by_ident[ident] = tests_criterion(ident, name, run, target)
 
     # --- benchmarks
@@ -782,9 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     # --- optional items
-    persistence = persistence_criterion(steps, failures)
+    persistence = persistence_criterion(steps, runs)
     distributed = distributed_criterion()
-    diagrams = diagrams_criterion(steps, failures)
+    diagrams = diagrams_criterion(steps, runs)
 
     criteria = [by_ident["1"], by_ident["2"], *perf, *conc, by_ident["5"]]
     criteria += [persistence, distributed, diagrams]
@@ -802,6 +836,12 @@ def main(argv: list[str] | None = None) -> int:
         if key not in judged and (r.get("passed") is False or r.get("error"))
     ]
 
+    record = report_inputs.Record(
+        commit=git_commit(),
+        mode="quick" if args.quick else "full",
+        inputs=report_inputs.input_digests(ROOT),
+        tests={ident: run.passed_ids for ident, run in runs.items()},
+    )
     total = time.perf_counter() - t_start
     page = render(
         criteria,
@@ -809,12 +849,13 @@ def main(argv: list[str] | None = None) -> int:
         bench_error,
         steps,
         unassigned,
-        failures,
+        {ident: run.failures for ident, run in runs.items()},
         other_misses,
         args.quick,
         started,
         total,
     )
+    page += "\n" + report_inputs.render(record) + "\n"
     out = Path(args.out)
     if not out.is_absolute():
         out = ROOT / out
