@@ -17,6 +17,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "docs" / "validation.md"
 
 
 def _load(name: str) -> ModuleType:
@@ -128,3 +129,10 @@ def test_the_tests_that_passed_are_read_from_pytest_junit_xml(tmp_path: Path) ->
         "tests/test_sample.py::TestGroup::test_in_a_class",
         "tests/test_sample.py::test_param[1]",
     }
+
+
+def test_the_committed_report_has_a_record_of_a_full_run() -> None:
+    committed = inputs.read(REPORT.read_text(encoding="utf-8"))
+    assert committed is not None, f"{REPORT} has no record: run `make report`"
+    assert committed.mode == "full"
+    assert set(committed.tests) == {"1", "2", "5", "6a", "6c"}
