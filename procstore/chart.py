@@ -6,17 +6,18 @@ transition with its target resolved to a path; which states are entered together
 reachable. Everything that needs the chart's structure (the static checks, and in time the
 compiler, the diagrams and the CLI) reads it from here instead of walking the definition again.
 
-A chart can be built from any document that passes the schema: a target that names no state is
-kept with the reason it does not resolve (`Transition.target` is `None`), so a diagram can still
-draw it; validation reports it.
+A chart can be built from any document that passes the schema, and from the raw data of one that
+does not (what is malformed is left out, so validation checks the rest at the same time). A
+target that names no state is kept with the reason it does not resolve (`Transition.target` is
+`None`), so a diagram can still draw it; validation reports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from procstore import paths
 from procstore.definition import Definition, Procedure, RegionDef, StateDef, TransitionDef
@@ -42,7 +43,7 @@ class Transition:
         event: The event that fires it.
         target: The path of the state it enters, or `None` when the target names no state.
         unresolved: Why the target does not resolve, when it does not.
-        definition: The transition as written.
+        definition: The transition as written (its raw mapping, in a chart of raw data).
         loc: Its location in the document.
     """
 
@@ -51,8 +52,15 @@ class Transition:
     event: str
     target: str | None
     unresolved: str | None
-    definition: TransitionDef
+    definition: TransitionDef | Mapping[str, Any]
     loc: Location
+
+    @property
+    def spec(self) -> TransitionDef:
+        """The transition as the schema read it (a chart of a procedure, not of raw data)."""
+        if not isinstance(self.definition, TransitionDef):
+            raise TypeError(f"transition {self.loc} was not read by the schema")
+        return self.definition
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,8 @@ class ChartState:
         children: Paths of the child states (of a parallel state: its regions), in document
             order.
         initial: Path of the child entered first (compound states and regions).
-        definition: The state (or region) as written.
+        definition: The state (or region) as written (its raw mapping, in a chart of raw
+            data).
         loc: Its location in the document.
         transitions: Its own transitions, in document order (regions have none).
     """
@@ -79,7 +88,7 @@ class ChartState:
     container: str | None
     children: tuple[str, ...]
     initial: str | None
-    definition: StateDef | RegionDef
+    definition: StateDef | RegionDef | Mapping[str, Any]
     loc: Location
     transitions: tuple[Transition, ...] = ()
 
@@ -112,7 +121,7 @@ class Chart:
     Attributes:
         states: Every state and region by path, in document order (depth first).
         top_level: The top-level states' paths, in document order.
-        initial: The initial state's path.
+        initial: The initial state's path (``""`` in a chart of raw data that names none).
     """
 
     states: Mapping[str, ChartState]
@@ -152,7 +161,7 @@ class Chart:
             state = self.states[path]
             if state.kind == "parallel":
                 entry = (path, *(p for region in state.children for p in self.entry(region)))
-            elif state.initial is not None:
+            elif state.initial is not None and state.initial in self.states:
                 entry = (path, *self.entry(state.initial))
             else:
                 entry = (path,)
@@ -173,9 +182,10 @@ class Chart:
             below = node
         return entered
 
-    def reachable(self) -> set[str]:
+    def reachable(self, follow: Callable[[Transition], bool] | None = None) -> set[str]:
         """Every state some run can be in: from the initial state, through every transition
-        of every state entered (a transition of a state fires from anywhere inside it)."""
+        of every state entered (a transition of a state fires from anywhere inside it) — or
+        only those ``follow`` accepts."""
         seen: set[str] = set()
         todo: list[str] = []
 
@@ -199,94 +209,152 @@ class Chart:
                                 add(path)
                 below = node
 
+        if self.initial not in self.states:
+            return seen
         enter(self.initial)
         entered = {self.initial}
         while todo:
             for transition in self.states[todo.pop()].transitions:
                 target = transition.target
-                if target is not None and target not in entered:
+                if target is None or (follow is not None and not follow(transition)):
+                    continue
+                if target not in entered:
                     entered.add(target)
                     enter(target)
         return seen
 
 
-def build_chart(procedure: Procedure | Definition) -> Chart:
-    """The resolved chart of a procedure that passed the schema."""
-    definition = procedure.definition if isinstance(procedure, Procedure) else procedure
+def build_chart(source: Procedure | Definition | Mapping[str, Any]) -> Chart:
+    """The resolved chart of a procedure.
+
+    Args:
+        source: A procedure (or its definition) that passed the schema; or a raw document as
+            read (a mapping with a ``definition``), whatever its shape: what is malformed in it
+            is left out (the schema reports it), so that validation can check the rest at the
+            same time. A state's `ChartState.definition` is then its raw mapping.
+    """
+    if isinstance(source, Procedure):
+        source = source.definition
+    if isinstance(source, Definition):
+        states: Any = source.states
+        initial: Any = source.initial_state
+    else:
+        definition = source.get("definition")
+        definition = definition if isinstance(definition, Mapping) else {}
+        states, initial = definition.get("states"), definition.get("initial_state")
+    states = states if isinstance(states, Mapping) else {}
     builder = _Builder()
-    builder.add(definition.states, None, None, ("definition", "states"))
+    builder.add(states, None, None, ("definition", "states"))
     names = builder.built.keys()
-    states = {}
+    resolved = {}
     for path in builder.order:  # document order, parents first
         state = builder.built[path]
-        if isinstance(state.definition, StateDef):
+        if state.kind != "region":
             state = dataclasses.replace(state, transitions=_transitions(state, names))
-        states[path] = state
+        resolved[path] = state
     return Chart(
-        states=states,
-        top_level=tuple(definition.states),
-        initial=definition.initial_state,
+        states=resolved,
+        top_level=tuple(builder.top_level),
+        initial=initial if isinstance(initial, str) else "",
     )
 
 
 class _Builder:
-    """Walks the definition once, in document order."""
+    """Walks the definition once, in document order: the one walk of a definition's states."""
 
     def __init__(self) -> None:
         self.order: list[str] = []
         self.built: dict[str, ChartState] = {}
+        self.top_level: list[str] = []
 
     def add(
-        self,
-        states: Mapping[str, StateDef],
-        parent: str | None,
-        container: str | None,
-        loc: Location,
+        self, states: Mapping[Any, Any], parent: str | None, container: str | None, loc: Location
     ) -> tuple[str, ...]:
         added = []
         for name, state in states.items():
+            if not isinstance(name, str) or not isinstance(state, StateDef | Mapping):
+                continue  # malformed: the schema says so
             path = paths.join(parent, name)
             here = (*loc, name)
             added.append(path)
+            if parent is None:
+                self.top_level.append(path)
             self.order.append(path)
             kind: StateKind = "leaf"
             children: tuple[str, ...] = ()
-            if state.states is not None:
-                kind, children = "compound", self.add(state.states, path, path, (*here, "states"))
-            elif state.parallel is not None:
+            substates, regions = _parts(state)
+            if regions is not None:
                 kind = "parallel"
                 children = tuple(
                     self.region(path, region_name, region, (*here, "parallel", region_name))
-                    for region_name, region in state.parallel.items()
+                    for region_name, region in regions.items()
+                    if isinstance(region_name, str) and isinstance(region, RegionDef | Mapping)
                 )
-            initial = paths.join(path, state.initial_state) if state.initial_state else None
+            elif substates is not None:
+                kind = "compound"
+                if isinstance(substates, Mapping):
+                    children = self.add(substates, path, path, (*here, "states"))
+            initial = _initial(path, state)
             self.built[path] = ChartState(
                 path, kind, parent, container, children, initial, state, here
             )
         return tuple(added)
 
-    def region(self, parallel: str, name: str, region: RegionDef, loc: Location) -> str:
+    def region(self, parallel: str, name: str, region: Any, loc: Location) -> str:
         path = paths.join(parallel, name)
         self.order.append(path)
-        children = self.add(region.states, path, parallel, (*loc, "states"))
-        initial = paths.join(path, region.initial_state)
+        substates = region.states if isinstance(region, RegionDef) else region.get("states")
+        children: tuple[str, ...] = ()
+        if isinstance(substates, Mapping):
+            children = self.add(substates, path, parallel, (*loc, "states"))
         self.built[path] = ChartState(
-            path, "region", parallel, None, children, initial, region, loc
+            path, "region", parallel, None, children, _initial(path, region), region, loc
         )
         return path
 
 
+def _parts(state: StateDef | Mapping[str, Any]) -> tuple[Any, Mapping[Any, Any] | None]:
+    """A state's children and regions as written (raw: ``states`` may be anything; a state
+    with ``parallel`` is parallel whatever else it has)."""
+    if isinstance(state, StateDef):
+        return state.states, state.parallel
+    regions = state.get("parallel")
+    return (state.get("states", None) if "states" in state else None), (
+        regions if isinstance(regions, Mapping) else None
+    )
+
+
+def _initial(path: str, state: Any) -> str | None:
+    initial = state.initial_state if isinstance(state, StateDef | RegionDef) else None
+    if isinstance(state, Mapping):
+        initial = state.get("initial_state")
+    return paths.join(path, initial) if isinstance(initial, str) and initial else None
+
+
 def _transitions(state: ChartState, names: Collection[str]) -> tuple[Transition, ...]:
-    assert isinstance(state.definition, StateDef)
+    written: Any = (
+        state.definition.transitions
+        if isinstance(state.definition, StateDef)
+        else state.definition.get("transitions")  # type: ignore[union-attr]
+    )
     transitions = []
-    for i, written in enumerate(state.definition.transitions):
-        try:
-            target: str | None = paths.resolve_target(state.path, written.target, names)
-            unresolved = None
-        except ValueError as exc:
-            target, unresolved = None, str(exc)
+    for i, transition in enumerate(written if isinstance(written, list | tuple) else ()):
+        event: Any
+        target: Any
+        if isinstance(transition, TransitionDef):
+            event, target = transition.event, transition.target
+        elif isinstance(transition, Mapping):
+            event, target = transition.get("event"), transition.get("target")
+        else:
+            continue
+        resolved: str | None = None
+        unresolved: str | None = None
+        if isinstance(target, str) and target:
+            try:
+                resolved = paths.resolve_target(state.path, target, names)
+            except ValueError as exc:
+                unresolved = str(exc)
         loc = (*state.loc, "transitions", i)
-        transitions.append(
-            Transition(state.path, i, written.event, target, unresolved, written, loc)
-        )
+        name = event if isinstance(event, str) else ""
+        transitions.append(Transition(state.path, i, name, resolved, unresolved, transition, loc))
     return tuple(transitions)

@@ -196,7 +196,7 @@ class _Checker:
 
     def check_guards(self, state: ChartState) -> None:
         for transition in state.transitions:
-            guard = transition.definition.guard
+            guard = transition.spec.guard
             if guard is None:
                 continue
             constant = _constant_value(guard)
@@ -211,7 +211,7 @@ class _Checker:
                 )
             elif any(
                 later.event == transition.event for later in _after(state, transition)
-            ) and not (transition.definition.conditions or transition.definition.unless):
+            ) and not (transition.spec.conditions or transition.spec.unless):
                 self.warnings.append(
                     Problem(
                         self.path((*transition.loc, "guard")),

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from procstore import documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
-from procstore.chart import build_chart
+from procstore.chart import Chart, ChartState, Transition, build_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
@@ -114,8 +114,11 @@ def load_document(
         raise InvalidProcedure(
             [Problem("$", f"expected an object, got {_json_kind(data)}")], source
         )
+    # The chart of the raw data: what the schema cannot check is checked on it even when the
+    # shape is wrong somewhere, so one round of fixes is enough.
+    chart = build_chart(data)
     # Checked first, so that an oversized definition costs a walk, not a full validation.
-    too_large = _size_problems(data)
+    too_large = _size_problems(chart)
     if too_large:
         raise InvalidProcedure(too_large, source)
     try:
@@ -123,10 +126,8 @@ def load_document(
         problems = []
     except ValidationError as exc:
         procedure, problems = None, _schema_problems(exc)
-    # The cross-reference rules run on the raw data even when the shape is wrong somewhere,
-    # so one round of fixes is enough.
     seen = {p.path for p in problems}
-    problems += [p for p in check_references(data, actions, guards) if p.path not in seen]
+    problems += [p for p in _references(chart, data, actions, guards) if p.path not in seen]
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
     # The chart's checks need every target resolved: they run once everything else passed.
@@ -136,19 +137,14 @@ def load_document(
     return LoadedDocument(procedure, data, source, findings.warnings)
 
 
-def _size_problems(data: Mapping[str, Any]) -> list[Problem]:
+def _size_problems(chart: Chart) -> list[Problem]:
     """More than `MAX_STATES` states, or states nested deeper than `MAX_STATE_DEPTH` (each
     reported once, at the first level too deep)."""
-    definition = data.get("definition")
-    if not isinstance(definition, Mapping):
-        return []
-    found: list[_RawState] = []
-    _walk(definition.get("states"), None, ("definition", "states"), found)
-    if len(found) > MAX_STATES:
+    if len(chart.states) > MAX_STATES:
         return [
             Problem(
                 json_path(("definition", "states")),
-                f"{len(found)} states: more than {MAX_STATES} (MAX_STATES)",
+                f"{len(chart.states)} states: more than {MAX_STATES} (MAX_STATES)",
             )
         ]
     return [
@@ -156,7 +152,7 @@ def _size_problems(data: Mapping[str, Any]) -> list[Problem]:
             json_path(state.loc),
             f"state nested more than {MAX_STATE_DEPTH} levels deep (MAX_STATE_DEPTH)",
         )
-        for state in found
+        for state in chart
         if paths.depth(state.path) == MAX_STATE_DEPTH + 1
     ]
 
@@ -247,41 +243,7 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-@dataclass
-class _RawState:
-    """A state as found in the raw document, with where it is."""
-
-    path: str
-    loc: tuple[str | int, ...]
-    data: Mapping[str, Any]
-    kind: str  # "leaf", "compound", "parallel" or "region"
-
-
 _LEAF_ONLY = ("action", "retry", "compensate", "outcome")
-
-
-def _walk(
-    states: Any, prefix: str | None, loc: tuple[str | int, ...], out: list[_RawState]
-) -> None:
-    if not isinstance(states, Mapping):
-        return
-    for name, data in states.items():
-        if not isinstance(name, str) or not isinstance(data, Mapping):
-            continue
-        path, here = paths.join(prefix, name), (*loc, name)
-        if isinstance(data.get("parallel"), Mapping):
-            out.append(_RawState(path, here, data, "parallel"))
-            for region, body in data["parallel"].items():
-                if isinstance(region, str) and isinstance(body, Mapping):
-                    region_path = paths.join(path, region)
-                    region_loc = (*here, "parallel", region)
-                    out.append(_RawState(region_path, region_loc, body, "region"))
-                    _walk(body.get("states"), region_path, (*region_loc, "states"), out)
-        elif "states" in data:
-            out.append(_RawState(path, here, data, "compound"))
-            _walk(data.get("states"), path, (*here, "states"), out)
-        else:
-            out.append(_RawState(path, here, data, "leaf"))
 
 
 def check_references(
@@ -295,12 +257,19 @@ def check_references(
     Works on the raw document and skips whatever is malformed (the schema reports that), so
     it can run beside schema validation and report everything in one go.
     """
+    return _references(build_chart(data), data, actions, guards)
+
+
+def _references(
+    chart: Chart,
+    data: Mapping[str, Any],
+    actions: ActionRegistry | None,
+    guards: GuardRegistry | None,
+) -> list[Problem]:
+    """`check_references` on the chart of ``data``."""
     definition = data.get("definition")
     if not isinstance(definition, Mapping) or not isinstance(definition.get("states"), Mapping):
         return []
-    found: list[_RawState] = []
-    _walk(definition["states"], None, ("definition", "states"), found)
-    by_path = {s.path: s for s in found}
     problems: list[Problem] = []
     initial = definition.get("initial_state")
     if isinstance(initial, str) and initial not in definition["states"]:
@@ -310,52 +279,21 @@ def check_references(
                 f"{initial!r} is not among the states ({_names(definition['states'])})",
             )
         )
-    parallels = {s.path for s in found if s.kind == "parallel"}
-    edges: dict[str, list[str]] = {s.path: [] for s in found}
-    for state in found:
-        problems += _structure_problems(state)
+    parallels = {state.path for state in chart if state.kind == "parallel"}
+    crossing: set[tuple[str, int]] = set()
+    for state in chart:
+        raw: Mapping[str, Any] = state.definition  # type: ignore[assignment]
+        problems += _structure_problems(state, raw)
         if state.kind == "region":
             continue
-        transitions = state.data.get("transitions", [])
-        for i, transition in enumerate(transitions if isinstance(transitions, list) else []):
-            if not isinstance(transition, Mapping):
-                continue
-            loc = (*state.loc, "transitions", i)
-            problems += _guard_problems(transition, loc, guards)
-            event = transition.get("event")
-            if isinstance(event, str) and event in RESERVED_EVENTS:
-                problems.append(
-                    Problem(
-                        json_path((*loc, "event")),
-                        f"event name {event!r} is reserved: the state machine keeps each "
-                        "execution's state under that name; rename the event",
-                    )
-                )
-            target = transition.get("target")
-            if not isinstance(target, str) or not target:
-                continue
-            try:
-                resolved = paths.resolve_target(state.path, target, by_path)
-            except ValueError as exc:
-                problems.append(Problem(json_path((*loc, "target")), str(exc)))
-                continue
-            crossed = paths.crossed_region(state.path, resolved, parallels)
-            if crossed is not None:
-                problems.append(
-                    Problem(
-                        json_path((*loc, "target")),
-                        f"{resolved!r} is in another region of parallel state {crossed!r}: "
-                        "transitions may not cross regions",
-                    )
-                )
-                continue
-            edges[state.path].append(resolved)
+        for transition in state.transitions:
+            problems += _transition_problems(transition, parallels, guards, crossing)
         if actions is not None:
             for key in ("action", "compensate"):
-                problems += _function_problems(state.data.get(key), (*state.loc, key), actions)
-    if isinstance(initial, str) and initial in by_path:
-        reachable = _reachable(initial, edges, by_path, _children(found))
-        for state in found:
+                problems += _function_problems(raw.get(key), (*state.loc, key), actions)
+    if isinstance(initial, str) and initial in chart.states:
+        reachable = chart.reachable(lambda t: (t.source, t.index) not in crossing)
+        for state in chart:
             if state.path not in reachable:
                 problems.append(
                     Problem(
@@ -366,9 +304,44 @@ def check_references(
     return problems
 
 
-def _structure_problems(state: _RawState) -> list[Problem]:
+def _transition_problems(
+    transition: Transition,
+    parallels: set[str],
+    guards: GuardRegistry | None,
+    crossing: set[tuple[str, int]],
+) -> list[Problem]:
+    """A transition's guards, event name and target (one crossing regions goes into
+    ``crossing``: it is no way to reach a state)."""
+    raw: Mapping[str, Any] = transition.definition  # type: ignore[assignment]
+    loc = transition.loc
+    problems = _guard_problems(raw, loc, guards)
+    if transition.event in RESERVED_EVENTS:
+        problems.append(
+            Problem(
+                json_path((*loc, "event")),
+                f"event name {transition.event!r} is reserved: the state machine keeps each "
+                "execution's state under that name; rename the event",
+            )
+        )
+    if transition.unresolved is not None:
+        problems.append(Problem(json_path((*loc, "target")), transition.unresolved))
+    elif transition.target is not None:
+        crossed = paths.crossed_region(transition.source, transition.target, parallels)
+        if crossed is not None:
+            crossing.add((transition.source, transition.index))
+            problems.append(
+                Problem(
+                    json_path((*loc, "target")),
+                    f"{transition.target!r} is in another region of parallel state {crossed!r}: "
+                    "transitions may not cross regions",
+                )
+            )
+    return problems
+
+
+def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
     """Where fields may go: actions and their kin on leaves, initial_state on compounds."""
-    data, loc, problems = state.data, state.loc, []
+    loc, problems = state.loc, []
     if state.kind in ("compound", "parallel"):
         for key in _LEAF_ONLY:
             if key in data:
@@ -456,67 +429,6 @@ def _guard_problems(
                     )
                 )
     return problems
-
-
-def _children(found: list[_RawState]) -> dict[str, list[str]]:
-    """Each state's children (a parallel state's regions), by path."""
-    children: dict[str, list[str]] = {}
-    for state in found:
-        parent = paths.parent_of(state.path)
-        if parent is not None:
-            children.setdefault(parent, []).append(state.path)
-    return children
-
-
-def _reachable(
-    initial: str,
-    edges: Mapping[str, list[str]],
-    states: Mapping[str, _RawState],
-    children: Mapping[str, list[str]],
-) -> set[str]:
-    """Every state some run can be in. Entering a state enters its ancestors, its initial
-    descendants (every region of a parallel state), and the initial states of the other
-    regions of every parallel ancestor."""
-    seen: set[str] = set()
-    todo: list[str] = []
-
-    def add(path: str) -> None:
-        if path not in seen:
-            seen.add(path)
-            todo.append(path)
-
-    def enter_fresh(path: str) -> None:
-        state = states.get(path)
-        if state is None:
-            return
-        add(path)
-        if state.kind == "parallel":
-            for region in children.get(path, ()):
-                enter_fresh(region)
-        elif state.kind in ("compound", "region"):
-            initial = state.data.get("initial_state")
-            if isinstance(initial, str):
-                enter_fresh(paths.join(path, initial))
-
-    def enter(target: str) -> None:
-        enter_fresh(target)
-        below, node = target, paths.parent_of(target)
-        while node is not None:
-            add(node)
-            if node in states and states[node].kind == "parallel":
-                for region in children.get(node, ()):
-                    if region != below:
-                        enter_fresh(region)
-            below, node = node, paths.parent_of(node)
-
-    entered = {initial}
-    enter(initial)
-    while todo:
-        for target in edges.get(todo.pop(), []):
-            if target not in entered:
-                entered.add(target)
-                enter(target)
-    return seen
 
 
 def _names(states: Mapping[str, Any]) -> str:
