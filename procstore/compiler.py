@@ -24,13 +24,12 @@ from transitions.extensions.asyncio import (
 
 from procstore import paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
+from procstore.chart import Chart, ChartState, StateKind, build_chart
 from procstore.definition import (
     Action,
-    Definition,
     LogAction,
     Procedure,
     RetryPolicy,
-    StateDef,
     TransitionDef,
 )
 from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
@@ -126,7 +125,7 @@ class StatePlan:
     """
 
     path: str
-    kind: str
+    kind: StateKind
     container: str | None
     children: tuple[str, ...]
     initial: str | None
@@ -326,125 +325,59 @@ def _compile_action(spec: Action | None, registry: ActionRegistry) -> CompiledAc
     )
 
 
-class _Builder:
-    """Walks the definition once: plans, transitions' machine specs, the initial entry."""
-
-    def __init__(self, actions: ActionRegistry) -> None:
-        self.actions = actions
-        self.plans: dict[str, StatePlan] = {}
-        self.declared: list[tuple[str, StateDef]] = []  # states with transitions to add
-
-    def states(
-        self, states: dict[str, StateDef], parent: str | None, container: str | None
-    ) -> list[dict[str, Any]]:
-        return [self.state(name, state, parent, container) for name, state in states.items()]
-
-    def state(
-        self, name: str, state: StateDef, parent: str | None, container: str | None
-    ) -> dict[str, Any]:
-        path = paths.join(parent, name)
-        spec: dict[str, Any] = {
-            "name": name,
-            "on_enter": [_entered(path)],
-            "on_exit": [_exited(path)],
-        }
-        children: list[dict[str, Any]] = []
-        if state.states is not None:
-            kind = "compound"
-            children = self.states(state.states, path, path)
-            spec["children"], spec["initial"] = children, state.initial_state
-        elif state.parallel is not None:
-            kind = "parallel"
-            for region_name, region in state.parallel.items():
-                region_path = paths.join(path, region_name)
-                region_children = self.states(region.states, region_path, path)
-                self.plans[region_path] = StatePlan(
-                    region_path,
-                    "region",
-                    path,
-                    _paths(region_path, region_children),
-                    paths.join(region_path, region.initial_state),
-                    None,
-                    None,
-                    None,
-                    None,
-                    False,
-                    False,
-                    frozenset(),
-                )
-                children.append(
-                    {
-                        "name": region_name,
-                        "children": region_children,
-                        "initial": region.initial_state,
-                        "on_enter": [_entered(region_path)],
-                        "on_exit": [_exited(region_path)],
-                    }
-                )
-            spec["parallel"] = children
-        else:
-            kind = "leaf"
-        self.plans[path] = StatePlan(
-            path=path,
-            kind=kind,
-            container=container,
-            children=_paths(path, children),
-            initial=paths.join(path, state.initial_state) if state.initial_state else None,
-            action=_compile_action(state.action, self.actions),
-            retry=state.retry,
-            timeout_s=state.timeout_ms / 1000 if state.timeout_ms is not None else None,
-            compensate=_compile_action(state.compensate, self.actions),
-            terminal=state.is_terminal,
-            failure=state.is_failure,
-            events=frozenset(t.event for t in state.transitions),
-        )
-        self.declared.append((path, state))
-        return spec
+def _plan(state: ChartState, actions: ActionRegistry) -> StatePlan:
+    """What ``state`` means to the runtime: its place in the chart and its compiled actions."""
+    definition = state.state  # None for a region
+    timeout_ms = definition.timeout_ms if definition is not None else None
+    return StatePlan(
+        path=state.path,
+        kind=state.kind,
+        container=state.container,
+        children=state.children,
+        initial=state.initial,
+        action=_compile_action(definition.action, actions) if definition is not None else None,
+        retry=definition.retry if definition is not None else None,
+        timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
+        compensate=(
+            _compile_action(definition.compensate, actions) if definition is not None else None
+        ),
+        terminal=state.terminal,
+        failure=definition is not None and definition.is_failure,
+        events=state.events,
+    )
 
 
-def _paths(parent: str, specs: list[dict[str, Any]]) -> tuple[str, ...]:
-    return tuple(paths.join(parent, spec["name"]) for spec in specs)
-
-
-def _entries(plans: dict[str, StatePlan]) -> dict[str, tuple[str, ...]]:
-    """For every state, the states entered when it is entered afresh: itself, then its initial
-    descendants (every region of a parallel state), parents before children."""
-
-    def entry(path: str) -> tuple[str, ...]:
-        plan = plans[path]
-        if plan.kind == "parallel":
-            return (path, *(p for region in plan.children for p in entry(region)))
-        if plan.initial is not None:  # a compound state or a region
-            return (path, *entry(plan.initial))
-        return (path,)
-
-    return {path: entry(path) for path in plans}
-
-
-def _preorder(plans: dict[str, StatePlan], definition: Definition) -> list[str]:
-    out: list[str] = []
-
-    def visit(path: str) -> None:
-        out.append(path)
-        for child in plans[path].children:
-            visit(child)
-
-    for name in definition.states:
-        visit(name)
-    return out
+def _spec(chart: Chart, path: str) -> dict[str, Any]:
+    """transitions' nested-state spec of ``path`` (a state or a region), with its callbacks."""
+    state = chart[path]
+    spec: dict[str, Any] = {
+        "name": state.name,
+        "on_enter": [_entered(path)],
+        "on_exit": [_exited(path)],
+    }
+    children = [_spec(chart, child) for child in state.children]
+    if state.kind == "parallel":
+        spec["parallel"] = children
+    elif state.kind in ("compound", "region"):
+        assert state.initial is not None
+        spec["children"], spec["initial"] = children, chart[state.initial].name
+    return spec
 
 
 def compile_procedure(
-    procedure: Procedure, actions: ActionRegistry, guards: GuardRegistry
+    procedure: Procedure,
+    actions: ActionRegistry,
+    guards: GuardRegistry,
+    chart: Chart | None = None,
 ) -> CompiledProcedure:
-    """Build the machine and the state plans for a validated ``procedure``.
+    """Build the machine and the state plans for a validated ``procedure`` (whose chart,
+    when validation built it already, is ``chart``).
 
     Flat definitions (only leaves) get the flat AsyncMachine; definitions with compound or
     parallel states get the hierarchical one, which costs ~1.7-2x per transition.
     """
     definition = procedure.definition
-    builder = _Builder(actions)
-    specs = builder.states(definition.states, None, None)
+    chart = chart if chart is not None else build_chart(procedure)
     flat = definition.is_flat
     common: dict[str, Any] = {
         "model": None,
@@ -458,34 +391,34 @@ def compile_procedure(
     machine: SequentialAsyncMachine | SequentialHierarchicalMachine
     if flat:
         states = [
-            AsyncState(spec["name"], on_enter=spec["on_enter"], on_exit=spec["on_exit"])
-            for spec in specs
+            AsyncState(path, on_enter=[_entered(path)], on_exit=[_exited(path)])
+            for path in chart.top_level
         ]
         machine = SequentialAsyncMachine(states=states, **common)
     else:
         # An event no active state handles must not raise: procstore checks acceptance itself.
         machine = SequentialHierarchicalMachine(
-            states=specs, ignore_invalid_triggers=True, **common
+            states=[_spec(chart, path) for path in chart.top_level],
+            ignore_invalid_triggers=True,
+            **common,
         )
-    all_paths = builder.plans.keys()
-    for path, state in builder.declared:
-        for transition in state.transitions:
-            target = paths.resolve_target(path, transition.target, all_paths)
-            conditions, unless = compile_guards(transition, path, guards)
-            scope = [] if flat else [_in_scope(path)]
-            machine.add_transition(
-                transition.event,
-                source=path,
-                dest=target,
-                conditions=scope + [_condition(g) for g in conditions],
-                unless=[_condition(g) for g in unless],
-            )
+    for transition in chart.transitions():
+        assert transition.target is not None  # validated
+        conditions, unless = compile_guards(transition.spec, transition.source, guards)
+        scope = [] if flat else [_in_scope(transition.source)]
+        machine.add_transition(
+            transition.event,
+            source=transition.source,
+            dest=transition.target,
+            conditions=scope + [_condition(g) for g in conditions],
+            unless=[_condition(g) for g in unless],
+        )
     return CompiledProcedure(
         procedure=procedure,
         machine=machine,
-        states=builder.plans,
+        states={path: _plan(state, actions) for path, state in chart.states.items()},
         flat=flat,
-        entries=_entries(builder.plans),
-        order={path: i for i, path in enumerate(_preorder(builder.plans, definition))},
-        top_level=tuple(definition.states),
+        entries={path: chart.entry(path) for path in chart.states},
+        order={path: i for i, path in enumerate(chart.states)},
+        top_level=chart.top_level,
     )

@@ -320,7 +320,8 @@ class ProcedureStore:
         loaded = load_document(doc, self._actions, self._guards)
         if self._registered(loaded.procedure) is not None:
             return loaded, None
-        return loaded, compile_procedure(loaded.procedure, self._actions, self._guards)
+        compiled = compile_procedure(loaded.procedure, self._actions, self._guards, loaded.chart)
+        return loaded, compiled
 
     def _registered(self, procedure: Procedure) -> Procedure | None:
         """The registered procedure of the same name and version, if its content is the same.

@@ -90,12 +90,14 @@ class LoadedDocument:
             document back unchanged).
         source: The file it was read from, or ``None``.
         warnings: What the static checks found probably unmeant (see ``procstore.checks``).
+        chart: The procedure's chart (what the compiler builds its machine from).
     """
 
     procedure: Procedure
     data: Mapping[str, Any]
     source: str | None
     warnings: list[Problem]
+    chart: Chart
 
 
 def load_document(
@@ -131,10 +133,11 @@ def load_document(
     if problems or procedure is None:
         raise InvalidProcedure(problems, source)
     # The chart's checks need every target resolved: they run once everything else passed.
-    findings = check_chart(build_chart(procedure))
+    chart = build_chart(procedure)
+    findings = check_chart(chart)
     if findings.errors:
         raise InvalidProcedure(findings.errors, source)
-    return LoadedDocument(procedure, data, source, findings.warnings)
+    return LoadedDocument(procedure, data, source, findings.warnings, chart)
 
 
 def _size_problems(chart: Chart) -> list[Problem]:
