@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from procstore import paths
+from procstore.chart import Chart, Transition, build_chart
 from procstore.definition import (
     Action,
     FailAction,
@@ -26,7 +27,6 @@ from procstore.definition import (
     Procedure,
     RetryPolicy,
     SleepAction,
-    StateDef,
     TransitionDef,
 )
 from procstore.diagrams.model import (
@@ -195,115 +195,83 @@ class _Ids:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    """The diagram's nodes and edges, from the procedure's chart."""
+
+    def __init__(self, chart: Chart) -> None:
+        self.chart = chart
         self.ids = _Ids()
-        self.defs: dict[str, StateDef] = {}  # state path -> definition (regions excluded)
-        self.regions: set[str] = set()
-        self.order: list[str] = []  # every state/region path, document order
 
-    def collect(self, states: Mapping[str, StateDef], prefix: str | None) -> None:
-        for name, state in states.items():
-            path = paths.join(prefix, name)
-            self.defs[path] = state
-            self.order.append(path)
-            if state.parallel is not None:
-                for region_name, region in state.parallel.items():
-                    region_path = paths.join(path, region_name)
-                    self.regions.add(region_path)
-                    self.order.append(region_path)
-                    self.collect(region.states, region_path)
-            elif state.states is not None:
-                self.collect(state.states, path)
-
-    def resolve(self, source: str, target: str, known: set[str]) -> str:
-        try:
-            return paths.resolve_target(source, target, known)
-        except ValueError:
-            sibling = paths.join(paths.parent_of(source), target)
-            if paths.SEPARATOR not in target and sibling in self.defs:
-                return sibling  # ambiguous: the sibling wins (validation rejects it anyway)
-            return target  # names no state: drawn as a "missing" node
-
-    def state(self, name: str, path: str, parent: str | None, state: StateDef) -> StateNode:
-        terminal = not state.transitions
+    def node(self, path: str) -> StateNode:
+        """The node of ``path`` with its children. Ids are handed out in a fixed order (a
+        region before its children, a state after them), so clashes resolve the same way."""
+        state = self.chart[path]
+        if state.kind == "region":
+            node_id = self.ids(path)
+            return StateNode(
+                path=path,
+                name=state.name,
+                id=node_id,
+                kind="region",
+                parent=state.parent,
+                initial=state.initial,
+                children=tuple(self.node(child) for child in state.children),
+            )
+        children = tuple(self.node(child) for child in state.children)
+        definition = state.state
+        assert definition is not None
         outcome: Outcome | None = None
-        if terminal:
-            outcome = "failure" if state.outcome == "failure" else "success"
-        children: tuple[StateNode, ...] = ()
-        initial: str | None = None
-        kind: str
-        if state.parallel is not None:
-            kind = "parallel"
-            regions = []
-            for region_name, region in state.parallel.items():
-                region_path = paths.join(path, region_name)
-                regions.append(
-                    StateNode(
-                        path=region_path,
-                        name=region_name,
-                        id=self.ids(region_path),
-                        kind="region",
-                        parent=path,
-                        initial=paths.join(region_path, region.initial_state),
-                        children=self.children(region.states, region_path),
-                    )
-                )
-            children = tuple(regions)
-        elif state.states is not None:
-            kind = "compound"
-            children = self.children(state.states, path)
-            if state.initial_state is not None:
-                initial = paths.join(path, state.initial_state)
-        else:
-            kind = "leaf"
-        node_id = self.ids(path)
+        if state.terminal:
+            outcome = "failure" if definition.outcome == "failure" else "success"
+        action, compensate = definition.action, definition.compensate
         return StateNode(
             path=path,
-            name=name,
-            id=node_id,
-            kind=kind,  # type: ignore[arg-type]
-            parent=parent,
-            description=state.description,
-            initial=initial,
+            name=state.name,
+            id=self.ids(path),
+            kind=state.kind,
+            parent=state.parent,
+            description=definition.description,
+            initial=state.initial if state.kind == "compound" else None,
             children=children,
-            action=None if state.action is None else describe_action(state.action),
-            action_timeout_ms=None if state.action is None else state.action.timeout_ms,
-            retry=None if state.retry is None else describe_retry(state.retry),
-            timeout_ms=state.timeout_ms,
-            compensate=None
-            if state.compensate is None
-            else describe_compensation(state.compensate),
-            terminal=terminal,
+            action=None if action is None else describe_action(action),
+            action_timeout_ms=None if action is None else action.timeout_ms,
+            retry=None if definition.retry is None else describe_retry(definition.retry),
+            timeout_ms=definition.timeout_ms,
+            compensate=None if compensate is None else describe_compensation(compensate),
+            terminal=state.terminal,
             outcome=outcome,
         )
 
-    def children(self, states: Mapping[str, StateDef], prefix: str) -> tuple[StateNode, ...]:
-        return tuple(
-            self.state(name, paths.join(prefix, name), prefix, state)
-            for name, state in states.items()
-        )
+    def target(self, transition: Transition) -> str:
+        """Where ``transition`` is drawn to: its target, or — when it does not resolve — an
+        ambiguous name's sibling (validation rejects it anyway), else the name as written (a
+        "missing" node)."""
+        if transition.target is not None:
+            return transition.target
+        written = transition.spec.target
+        sibling = paths.join(paths.parent_of(transition.source), written)
+        known = self.chart.states.get(sibling)
+        if paths.SEPARATOR not in written and known is not None and known.kind != "region":
+            return sibling
+        return written
 
     def transitions(self) -> list[TransitionEdge]:
         edges = []
-        known = set(self.order)
-        for path in self.order:
-            state = self.defs.get(path)
-            if state is None:
-                continue  # a region has no transitions
+        for state in self.chart:
             per_event = Counter(transition.event for transition in state.transitions)
             seen: Counter[str] = Counter()
-            for index, transition in enumerate(state.transitions):
-                seen[transition.event] += 1
+            for transition in state.transitions:
+                event = transition.event
+                seen[event] += 1
                 edges.append(
                     TransitionEdge(
-                        source=path,
-                        target=self.resolve(path, transition.target, known),
-                        event=transition.event,
-                        guards=_guards(transition),
-                        kind=_edge_kind(transition.event),
-                        index=index,
+                        source=state.path,
+                        target=self.target(transition),
+                        event=event,
+                        guards=_guards(transition.spec),
+                        kind=_edge_kind(event),
+                        index=transition.index,
                         # Tried in document order: numbered when there is a choice.
-                        order=seen[transition.event] if per_event[transition.event] > 1 else None,
+                        order=seen[event] if per_event[event] > 1 else None,
                     )
                 )
         return edges
@@ -343,11 +311,10 @@ def extract(procedure: Procedure | Document) -> Diagram:
     """The diagram of ``procedure`` (a :class:`Procedure` or a document)."""
     procedure = as_procedure(procedure)
     definition = procedure.definition
-    builder = _Builder()
-    builder.collect(definition.states, None)
-    states = [builder.state(name, name, None, state) for name, state in definition.states.items()]
+    builder = _Builder(build_chart(procedure))
+    states = [builder.node(path) for path in builder.chart.top_level]
     transitions = builder.transitions()
-    known = set(builder.order)
+    known = set(builder.chart.states)
     for edge in transitions:
         if edge.target not in known:
             known.add(edge.target)

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-#: ``leaf``: may run an action; ``compound``: one child at a time; ``parallel``: every region
-#: at once; ``region``: one region of a parallel state; ``missing``: a transition target that
-#: names no state (only in diagrams of documents that were not fully validated).
-StateKind = Literal["leaf", "compound", "parallel", "region", "missing"]
+from procstore.chart import StateKind as ChartStateKind
+
+#: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region), and
+#: ``missing``: a transition target that names no state (only in diagrams of documents that
+#: were not fully validated).
+StateKind = ChartStateKind | Literal["missing"]
 
 #: How a transition is drawn: ``error`` and ``timeout`` apart from the happy path; ``done``
 #: (completion of a compound or parallel state) like ``normal``.
