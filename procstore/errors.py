@@ -48,9 +48,7 @@ class InvalidProcedure(ProcstoreError):
     def __init__(self, errors: list[Problem], source: str | None = None) -> None:
         self.errors = list(errors)
         self.source = source
-        head = f"invalid procedure{f' in {source}' if source else ''}"
-        lines = "\n".join(f"  {problem}" for problem in self.errors)
-        super().__init__(f"{head} ({len(self.errors)} problem(s)):\n{lines}")
+        super().__init__(_listing("invalid procedure", source, self.errors, "problem"))
 
 
 class ProcedureWarning(UserWarning):
@@ -71,9 +69,14 @@ class ProcedureWarning(UserWarning):
     def __init__(self, procedure: str, problems: list[Problem], source: str | None = None) -> None:
         self.problems = list(problems)
         self.source = source
-        head = f"procedure {procedure}{f' in {source}' if source else ''}"
-        lines = "\n".join(f"  {problem}" for problem in self.problems)
-        super().__init__(f"{head} ({len(self.problems)} warning(s)):\n{lines}")
+        super().__init__(_listing(f"procedure {procedure}", source, self.problems, "warning"))
+
+
+def _listing(head: str, source: str | None, problems: list[Problem], noun: str) -> str:
+    """``head in source (n noun(s)):`` then every problem on a line of its own."""
+    lines = "\n".join(f"  {problem}" for problem in problems)
+    where = f" in {source}" if source else ""
+    return f"{head}{where} ({len(problems)} {noun}(s)):\n{lines}"
 
 
 class VersionConflict(ProcstoreError):

@@ -204,28 +204,31 @@ class RunState:
         return state, snapshot["configuration"]
 
 
+#: How format 0 kept each per-leaf fact: its map, and the fact's name in a format-1 leaf
+#: record. Maps of values give the value; ``acted`` and ``done_leaves`` were lists of paths.
+_FORMAT_0_MAPS = (
+    ("attempts", "attempt"),
+    ("retry_at", "retry_at"),
+    ("outcomes", "outcome"),
+    ("pending", "pending"),
+    ("results", "result"),
+    ("errors", "error"),
+)
+_FORMAT_0_FLAGS = (("acted", "acted"), ("done_leaves", "done"))
+
+
 def _from_format_0(old: dict[str, Any], leaf_paths: set[str]) -> dict[str, Any]:
-    """A format-0 checkpoint (one map per per-leaf fact) as format 1."""
-    active_leaves = [p for p in old["active"] if p in leaf_paths]
+    """A format-0 checkpoint (one map per per-leaf fact, kept even for leaves left) as
+    format 1 (a record per active leaf)."""
     leaves: dict[str, dict[str, Any]] = {}
-    for path in active_leaves:
+    for path in (p for p in old["active"] if p in leaf_paths):
         leaf: dict[str, Any] = {}
-        if path in old["attempts"]:
-            leaf["attempt"] = old["attempts"][path]
-        if path in old["retry_at"]:
-            leaf["retry_at"] = old["retry_at"][path]
-        if path in old["acted"]:
-            leaf["acted"] = True
-        if path in old["outcomes"]:
-            leaf["outcome"] = old["outcomes"][path]
-        if path in old["pending"]:
-            leaf["pending"] = old["pending"][path]
-        if path in old["done_leaves"]:
-            leaf["done"] = True
-        if old["results"].get(path) is not None:
-            leaf["result"] = old["results"][path]
-        if old["errors"].get(path) is not None:
-            leaf["error"] = old["errors"][path]
+        for old_map, fact in _FORMAT_0_MAPS:
+            if old[old_map].get(path) is not None:
+                leaf[fact] = old[old_map][path]
+        for old_list, fact in _FORMAT_0_FLAGS:
+            if path in old[old_list]:
+                leaf[fact] = True
         leaves[path] = leaf
     return {
         "auto": old["auto"],
