@@ -8,7 +8,6 @@ listed in `allowed_modules`. Nothing else is importable from a definition.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
@@ -21,6 +20,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from procstore import modules
+from procstore.clock import SYSTEM, Clock
 from procstore.definition import (
     Action,
     FailAction,
@@ -287,8 +287,9 @@ async def _call(fn: ActionCallable, context: dict[str, Any], info: ActionInfo) -
     return result
 
 
-def make_invoker(spec: Action, registry: ActionRegistry) -> Invoker:
-    """Turn an action spec into the coroutine function the runtime awaits for one attempt.
+def make_invoker(spec: Action, registry: ActionRegistry, clock: Clock = SYSTEM) -> Invoker:
+    """Turn an action spec into the coroutine function the runtime awaits for one attempt
+    (``sleep`` waits on ``clock``).
 
     Host code is looked up at each call — callables registered by name and module functions
     alike — so the host may register its actions after a store with stored procedures opened,
@@ -299,7 +300,7 @@ def make_invoker(spec: Action, registry: ActionRegistry) -> Invoker:
     if isinstance(spec, LogAction):
         return _make_log(spec.message)
     if isinstance(spec, SleepAction):
-        return _make_sleep(spec.ms / 1000)
+        return _make_sleep(spec.ms / 1000, clock)
     if isinstance(spec, FailAction):
         return _make_fail(spec.message)
 
@@ -320,9 +321,9 @@ def _make_log(message: str) -> Invoker:
     return log
 
 
-def _make_sleep(seconds: float) -> Invoker:
+def _make_sleep(seconds: float, clock: Clock) -> Invoker:
     async def sleep(context: dict[str, Any], info: ActionInfo) -> None:
-        await asyncio.sleep(seconds)
+        await clock.sleep(seconds)
 
     return sleep
 

@@ -25,6 +25,7 @@ from transitions.extensions.asyncio import (
 from procstore import paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
 from procstore.chart import Chart, ChartState, StateKind, build_chart
+from procstore.clock import SYSTEM, Clock
 from procstore.definition import (
     Action,
     LogAction,
@@ -313,19 +314,21 @@ def compile_guards(
     return conditions, unless
 
 
-def _compile_action(spec: Action | None, registry: ActionRegistry) -> CompiledAction | None:
+def _compile_action(
+    spec: Action | None, registry: ActionRegistry, clock: Clock
+) -> CompiledAction | None:
     if spec is None:
         return None
     return CompiledAction(
         spec=spec,
-        invoke=make_invoker(spec, registry),
+        invoke=make_invoker(spec, registry, clock),
         timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms is not None else None,
         result_key=spec.result,
         log_message=spec.message if isinstance(spec, LogAction) else None,
     )
 
 
-def _plan(state: ChartState, actions: ActionRegistry) -> StatePlan:
+def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan:
     """What ``state`` means to the runtime: its place in the chart and its compiled actions."""
     definition = state.state  # None for a region
     timeout_ms = definition.timeout_ms if definition is not None else None
@@ -335,11 +338,15 @@ def _plan(state: ChartState, actions: ActionRegistry) -> StatePlan:
         container=state.container,
         children=state.children,
         initial=state.initial,
-        action=_compile_action(definition.action, actions) if definition is not None else None,
+        action=(
+            _compile_action(definition.action, actions, clock) if definition is not None else None
+        ),
         retry=definition.retry if definition is not None else None,
         timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
         compensate=(
-            _compile_action(definition.compensate, actions) if definition is not None else None
+            _compile_action(definition.compensate, actions, clock)
+            if definition is not None
+            else None
         ),
         terminal=state.terminal,
         failure=definition is not None and definition.is_failure,
@@ -369,9 +376,11 @@ def compile_procedure(
     actions: ActionRegistry,
     guards: GuardRegistry,
     chart: Chart | None = None,
+    clock: Clock = SYSTEM,
 ) -> CompiledProcedure:
     """Build the machine and the state plans for a validated ``procedure`` (whose chart,
-    when validation built it already, is ``chart``).
+    when validation built it already, is ``chart``; whose ``sleep`` actions wait on
+    ``clock``).
 
     Flat definitions (only leaves) get the flat AsyncMachine; definitions with compound or
     parallel states get the hierarchical one, which costs ~1.7-2x per transition.
@@ -416,7 +425,7 @@ def compile_procedure(
     return CompiledProcedure(
         procedure=procedure,
         machine=machine,
-        states={path: _plan(state, actions) for path, state in chart.states.items()},
+        states={path: _plan(state, actions, clock) for path, state in chart.states.items()},
         flat=flat,
         entries={path: chart.entry(path) for path in chart.states},
         order={path: i for i, path in enumerate(chart.states)},

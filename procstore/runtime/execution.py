@@ -20,9 +20,9 @@ import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
 from procstore import paths
+from procstore.clock import SYSTEM, Clock
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, StoreError
-from procstore.runtime.clock import SYSTEM, Clock
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState

@@ -11,7 +11,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from procstore.runtime.clock import Clock
+from procstore.clock import Clock
 from procstore.snapshot import HistoryRecord, RecordKind
 
 __all__ = ["History", "error_fields"]

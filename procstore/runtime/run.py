@@ -22,9 +22,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import procstore.runtime.steps as steps
+from procstore.clock import Clock, TimerHandle
 from procstore.compiler import CompiledProcedure, StatePlan
 from procstore.errors import InvalidEvent, StoreError
-from procstore.runtime.clock import Clock, TimerHandle
 from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
 from procstore.runtime.router import Router
