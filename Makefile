@@ -84,7 +84,7 @@ docs: venv
 
 # diagrams/<example>.svg and .mmd for every examples/*.json; unchanged ones are left alone.
 diagrams: venv system-deps
-	$(BIN)/python -m procstore.diagrams.build --examples examples --out diagrams
+	$(BIN)/python tools/build_diagrams.py --examples examples --out diagrams
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis site

@@ -26,7 +26,6 @@ import pytest
 
 from procstore import ExecutionState, ProcedureStore, Status
 from procstore.definition import Procedure
-from procstore.diagrams import build as diagrams_build
 from procstore.diagrams import (
     diagram,
     format_for,
@@ -38,6 +37,7 @@ from procstore.diagrams import (
 from procstore.diagrams import dot as dot_renderer
 from procstore.diagrams.model import TIMES as X
 from tests.conftest import Gate, make_doc
+from tools import build_diagrams as diagrams_build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -5,8 +5,8 @@ Graphviz) and ``diagrams/<name>.mmd`` (Mermaid). Each SVG carries the SHA-256 of
 was drawn from, so ``--check`` can tell an out-of-date SVG without Graphviz and without depending
 on the Graphviz version's exact output; an SVG whose source did not change is left untouched.
 
-    python -m procstore.diagrams.build             # regenerate what changed
-    python -m procstore.diagrams.build --check     # exit 1 if anything is out of date
+    python tools/build_diagrams.py             # regenerate what changed
+    python tools/build_diagrams.py --check     # exit 1 if anything is out of date
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def build(examples: Path, out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m procstore.diagrams.build",
+        prog="python tools/build_diagrams.py",
         description="Regenerate the SVG and Mermaid diagrams of the example procedures.",
     )
     parser.add_argument("--examples", type=Path, default=Path("examples"))
