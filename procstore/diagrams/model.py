@@ -17,6 +17,9 @@ from typing import Literal
 
 from procstore.chart import StateKind as ChartStateKind
 
+# The multiplication sign of the backoff rates, also in how many times an edge fired.
+from procstore.describe import TIMES as TIMES
+
 #: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region), and
 #: ``missing``: a transition target that names no state (only in diagrams of documents that
 #: were not fully validated).
@@ -28,9 +31,6 @@ EdgeKind = Literal["normal", "error", "timeout", "done"]
 
 #: A terminal state ends its parent successfully or with a failure.
 Outcome = Literal["success", "failure"]
-
-#: The multiplication sign, in backoff rates and in how many times an edge fired.
-TIMES = "\N{MULTIPLICATION SIGN}"
 
 #: The overlay's note on a state where the execution failed (:attr:`StateNode.failed`).
 FAILED_NOTE = "failed"
