@@ -63,7 +63,8 @@ from procstore import (
     modules,
 )
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
-from procstore.definition import Action, FunctionAction, StateDef
+from procstore.definition import FunctionAction, StateDef
+from procstore.describe import describe_action, describe_retry
 from procstore.store import sqlite_path
 from procstore.terminal import safe_text
 from procstore.validation import load_document, read_document
@@ -1194,24 +1195,6 @@ async def _list(
         _echo("no executions")
 
 
-def _describe_action(action: Action) -> str:
-    if isinstance(action, FunctionAction):
-        name = action.function if action.module is None else f"{action.module}.{action.function}"
-        text = f"function {name}"
-    else:
-        extra = ""
-        for field in ("message", "ms"):
-            value = getattr(action, field, None)
-            if value is not None:
-                extra = f" {value:g}ms" if field == "ms" else f" {json.dumps(value)}"
-        text = f"{action.type}{extra}"
-    if action.timeout_ms is not None:
-        text += f" (timeout {action.timeout_ms:g}ms)"
-    if action.result is not None:
-        text += f" -> {action.result}"
-    return text
-
-
 def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
     definition = procedure.definition
     states = list(_walk_states(definition.states))
@@ -1240,20 +1223,15 @@ def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
         lines.append(head)
         details = []
         if state.action is not None:
-            details.append(f"action {_describe_action(state.action)}")
+            timeout = state.action.timeout_ms
+            limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
+            details.append(f"action {describe_action(state.action)}{limit}")
         if state.retry is not None:
-            retry = state.retry
-            details.append(
-                f"retry up to {retry.max_attempts} attempts, {retry.interval_ms:g}ms "
-                f"x{retry.backoff_rate:g}"
-                + (f" <= {retry.max_delay_ms:g}ms" if retry.max_delay_ms is not None else "")
-                + (" jitter" if retry.jitter == "full" else "")
-                + (f" on {', '.join(retry.errors)}" if retry.errors else "")
-            )
+            details.append(describe_retry(state.retry))
         if state.timeout_ms is not None:
             details.append(f"timeout {state.timeout_ms:g}ms")
         if state.compensate is not None:
-            details.append(f"compensate {_describe_action(state.compensate)}")
+            details.append(f"compensate {describe_action(state.compensate)}")
         for transition in state.transitions:
             guards = []
             if transition.guard:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner, Result
 
 from procstore import ProcedureStore, Status
 from procstore.cli import DEFAULT_DB, _LiveOutput, _run, _Session, app
+from procstore.describe import TIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -971,10 +972,10 @@ def test_show_summarises_a_procedure(tmp_path: Path, db: str) -> None:
     assert "states       3" in lines
     assert "transitions  2" in lines
     for needle in (
-        "    action noop -> checked",
-        "    retry up to 3 attempts, 100ms x2",
+        "    action noop → checked",
+        f"    retry 3x 100ms{TIMES}2",
         "    timeout 5000ms",
-        '    compensate log "undo"',
+        "    compensate log “undo”",
         "    on success [amount < 1000] -> small",
         "    on success -> large",
         "small  (terminal)",
