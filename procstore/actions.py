@@ -65,6 +65,19 @@ class ModuleNotFound(ActionNotAllowed):
         super().__init__("module", f"no module named {module!r} can be found")
 
 
+def is_module_file(path: StrPath) -> bool:
+    """Whether ``path`` can be an allowed module file: a ``.py`` file named like a public
+    module (``deploy_actions.py``; not ``_private.py``, ``my-actions.py``)."""
+    path = Path(path)
+    return path.suffix == ".py" and path.stem.isidentifier() and not path.stem.startswith("_")
+
+
+def module_files_in(directory: StrPath) -> list[Path]:
+    """The files in ``directory`` that can be allowed module files (`is_module_file`), sorted:
+    what a host that trusts the code in a directory passes as ``module_files``."""
+    return sorted(p for p in Path(directory).glob("*.py") if is_module_file(p))
+
+
 class ActionRegistry:
     """The host's allowlist: named callables, modules allowed by name (with their
     submodules) and modules allowed by file.
@@ -95,7 +108,7 @@ class ActionRegistry:
         for entry in module_files:
             path = Path(entry).resolve()
             name = path.stem
-            if path.suffix != ".py" or not name.isidentifier() or name.startswith("_"):
+            if not is_module_file(path):
                 raise ValueError(f"{entry} is not a .py file named like a public module")
             if name in self.module_files and self.module_files[name] != path:
                 raise ValueError(

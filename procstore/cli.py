@@ -62,7 +62,7 @@ from procstore import (
     documents,
     modules,
 )
-from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
+from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound, module_files_in
 from procstore.definition import FunctionAction, StateDef
 from procstore.describe import describe_action, describe_retry
 from procstore.store import sqlite_path
@@ -277,15 +277,6 @@ def _execute(work: Callable[[], Any]) -> Any:
 # helpers
 
 
-def _modules_in(directory: Path) -> list[Path]:
-    """The Python module files in ``directory`` (FILE's, or a ``--path DIR`` of ``resume``):
-    the CLI allows them by default, as running a file from the command line trusts the code
-    that lies next to it (``--no-local-modules`` turns this off). Each is allowed as that file
-    only, never by its name: an empty ``subprocess.py`` there does not allow the standard
-    library's ``subprocess``."""
-    return sorted(p for p in directory.glob("*.py") if p.stem.isidentifier() and p.stem[0] != "_")
-
-
 def _add_to_sys_path(directory: Path) -> None:
     """Put ``directory`` last on ``sys.path`` so an actions module in it imports, while a file
     there named like another module (``json.py``) never shadows that module."""
@@ -312,7 +303,11 @@ class _HostCode:
 
     @property
     def files(self) -> list[Path]:
-        return [f for d in self.directories for f in _modules_in(d)] if self.local else []
+        """The module files in the directories, allowed by default: running a file from the
+        command line trusts the code that lies next to it (``--no-local-modules`` turns this
+        off). Each is allowed as that file only, never by its name: an empty
+        ``subprocess.py`` there does not allow the standard library's ``subprocess``."""
+        return [f for d in self.directories for f in module_files_in(d)] if self.local else []
 
     def registry(self) -> ActionRegistry:
         """The allowlist (to check with, as the store checks). Two directories that hold a
