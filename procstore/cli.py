@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,8 +61,10 @@ from procstore import (
     VersionConflict,
     documents,
     modules,
+    paths,
 )
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound, module_files_in
+from procstore.chart import Chart, build_chart
 from procstore.definition import FunctionAction, StateDef
 from procstore.describe import describe_action, describe_retry
 from procstore.store import sqlite_path
@@ -357,7 +359,7 @@ def _names_modules(procedure: Procedure) -> bool:
     """Whether a function action of ``procedure`` names a module."""
     return any(
         isinstance(action, FunctionAction) and action.module is not None
-        for _, state in _walk_states(procedure.definition.states)
+        for state in _state_defs(procedure).values()
         for action in (state.action, state.compensate)
     )
 
@@ -608,19 +610,10 @@ async def _open_store(
         await store.close()
 
 
-def _walk_states(
-    states: Mapping[str, StateDef], prefix: str = ""
-) -> Iterator[tuple[str, StateDef]]:
-    """Every state of a definition with its dotted path, depth first in document order
-    (regions of a parallel state are path segments, as in the execution's paths)."""
-    for name, state in states.items():
-        path = f"{prefix}{name}"
-        yield path, state
-        if state.states:
-            yield from _walk_states(state.states, f"{path}.")
-        if state.parallel:
-            for region_name, region in state.parallel.items():
-                yield from _walk_states(region.states, f"{path}.{region_name}.")
+def _state_defs(procedure: Procedure | Chart) -> dict[str, StateDef]:
+    """Every state of ``procedure`` (not the regions) by its path, in document order."""
+    chart = procedure if isinstance(procedure, Chart) else build_chart(procedure)
+    return {node.path: node.state for node in chart if node.state is not None}
 
 
 def _split_name(spec: str) -> tuple[str, str | None]:
@@ -645,13 +638,10 @@ class _Tracker:
     def __init__(self, execution: Execution, procedure: Procedure, label: str) -> None:
         self.execution = execution
         self.label = label
-        states = list(_walk_states(procedure.definition.states))
-        self.with_action = {path for path, state in states if state.action}
-        self.terminal = {  # leaves without transitions: a region that reached one waits
-            path
-            for path, state in states
-            if not state.transitions and state.states is None and state.parallel is None
-        }
+        chart = build_chart(procedure)
+        self.with_action = {path for path, state in _state_defs(chart).items() if state.action}
+        # Leaves without transitions: a region that reached one waits for the others.
+        self.terminal = {s.path for s in chart if s.kind == "leaf" and s.terminal}
         self.attempt: dict[str, int] = {}
         self.acted: set[str] = set()
         self.retry_at: dict[str, float] = {}
@@ -978,7 +968,7 @@ def _missing_host_code(procedure: Procedure, registry: ActionRegistry) -> list[s
     unfound: dict[str, None] = {}  # allowed by name, found nowhere
     by_name: dict[str, None] = {}
     other: dict[str, None] = {}
-    for path, state in _walk_states(procedure.definition.states):
+    for path, state in _state_defs(procedure).items():
         for action in (state.action, state.compensate):
             if not isinstance(action, FunctionAction):
                 continue
@@ -1192,8 +1182,9 @@ async def _list(
 
 def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
     definition = procedure.definition
-    states = list(_walk_states(definition.states))
-    transitions = sum(len(state.transitions) for _, state in states)
+    chart = build_chart(procedure)
+    states = [s for s in chart if s.kind != "region"]
+    transitions = sum(len(s.transitions) for s in states)
     lines = [f"procedure    {procedure.name} {procedure.version}"]
     if procedure.description:
         lines.append(f"description  {procedure.description}")
@@ -1202,19 +1193,19 @@ def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
     lines.append(f"states       {len(states)}")
     lines.append(f"transitions  {transitions}")
     lines.append("")
-    for path, state in states:
-        depth = path.count(".")
-        indent = "  " * depth
-        name = path.rsplit(".", 1)[-1]
-        if state.states is not None:
+    for node in states:
+        state = node.state
+        assert state is not None  # not a region
+        indent = "  " * (paths.depth(node.path) - 1)
+        if node.kind == "compound":
             kind = f"compound, initial {state.initial_state}"
-        elif state.parallel is not None:
-            kind = f"parallel: {', '.join(state.parallel)}"
-        elif not state.transitions:
+        elif node.kind == "parallel":
+            kind = f"parallel: {', '.join(state.parallel or ())}"
+        elif node.terminal:
             kind = "terminal" + (", failure" if state.outcome == "failure" else "")
         else:
             kind = ""
-        head = f"{indent}{name}" + (f"  ({kind})" if kind else "")
+        head = f"{indent}{node.name}" + (f"  ({kind})" if kind else "")
         lines.append(head)
         details = []
         if state.action is not None:
