@@ -1302,7 +1302,10 @@ async def _diagram(
     rankdir: RankDir,
     allow_invalid: bool = False,
 ) -> None:
+    import graphviz
+
     from procstore import diagrams
+    from procstore.diagrams.dot import DiagramTimeout
 
     if file is None and execution_id is None:
         raise CommandError(EXIT_USAGE, "error: give FILE, or --execution ID to draw a stored one")
@@ -1341,19 +1344,16 @@ async def _diagram(
 
     try:
         data = diagrams.render(source, chosen, snapshot, rankdir=rankdir.value)
-    except Exception as exc:
-        if type(exc).__name__ == "ExecutableNotFound":  # graphviz.ExecutableNotFound
-            raise CommandError(
-                EXIT_STORE,
-                f"error: {chosen} needs Graphviz's dot program, which is not installed "
-                "(apt install graphviz / brew install graphviz); dot and mermaid need nothing",
-            ) from None
-        if type(exc).__name__ == "DiagramTimeout":  # procstore.diagrams.dot.DiagramTimeout
-            raise CommandError(
-                EXIT_STORE,
-                f"error: {exc}; --format dot or mermaid gives the chart's text at once",
-            ) from None
-        raise
+    except graphviz.ExecutableNotFound:
+        raise CommandError(
+            EXIT_STORE,
+            f"error: {chosen} needs Graphviz's dot program, which is not installed "
+            "(apt install graphviz / brew install graphviz); dot and mermaid need nothing",
+        ) from None
+    except DiagramTimeout as exc:
+        raise CommandError(
+            EXIT_STORE, f"error: {exc}; --format dot or mermaid gives the chart's text at once"
+        ) from None
     if out is not None:
         if isinstance(data, str):
             out.write_text(data, encoding="utf-8")
@@ -1384,9 +1384,10 @@ def _procedure_to_draw(file: Path, allow_invalid: bool) -> Procedure:
             raise CommandError(
                 EXIT_USAGE, *lines, f"{file}: hint: --allow-invalid draws it all the same"
             ) from None
+        from procstore.diagrams.extract import as_procedure
+
         try:
-            data, _ = read_document(file)
-            procedure = Procedure.model_validate(data)
+            procedure = as_procedure(file)
         except (InvalidProcedure, ValidationError):
             raise CommandError(
                 EXIT_USAGE, *lines, f"{file}: cannot be drawn until its schema problems are fixed"

@@ -1059,6 +1059,16 @@ def test_diagram_to_stdout(tmp_path: Path) -> None:
     assert "stateDiagram-v2" in out.read_text(encoding="utf-8")
 
 
+def test_diagram_svg_without_graphviz_says_what_to_install_and_exits_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH on which no dot program is found
+    result = invoke("diagram", str(DEPLOY), "-o", str(tmp_path / "d.svg"))
+    assert result.exit_code == 5, result.output
+    assert "svg needs Graphviz's dot program, which is not installed" in result.output
+    assert not (tmp_path / "d.svg").exists()
+
+
 def test_diagram_usage_errors(tmp_path: Path, db: str) -> None:
     unknown_suffix = invoke("diagram", str(DEPLOY), "-o", str(tmp_path / "d.txt"))
     assert unknown_suffix.exit_code == 2, unknown_suffix.output
