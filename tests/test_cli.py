@@ -26,7 +26,11 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from procstore import ProcedureStore, Status
-from procstore.cli import DEFAULT_DB, _LiveOutput, _run, _Session, app
+from procstore.cli import app
+from procstore.cli.drive import Session as _Session
+from procstore.cli.options import DEFAULT_DB
+from procstore.cli.progress import LiveOutput as _LiveOutput
+from procstore.cli.run import run_file as _run
 from procstore.describe import TIMES
 
 ROOT = Path(__file__).resolve().parent.parent

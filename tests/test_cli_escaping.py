@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from procstore.cli import _LiveOutput, _run, _Session
+from procstore.cli.drive import Session as _Session
+from procstore.cli.progress import LiveOutput as _LiveOutput
+from procstore.cli.run import run_file as _run
 from tests.test_cli import execution_id_of, invoke, write_json
 
 # An OSC window title (BEL-terminated), a screen clear, concealed text, a right-to-left override,
