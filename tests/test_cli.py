@@ -28,6 +28,7 @@ from typer.testing import CliRunner, Result
 from procstore import ProcedureStore, Status
 from procstore.cli import app
 from procstore.cli.drive import Session as _Session
+from procstore.cli.exits import EXIT_CODES
 from procstore.cli.options import DEFAULT_DB
 from procstore.cli.progress import LiveOutput as _LiveOutput
 from procstore.cli.run import run_file as _run
@@ -1279,6 +1280,24 @@ def test_help_documents_the_commands_and_exit_codes() -> None:
         assert needle in result.output
     for code in ("0", "1", "2", "3", "4", "5", "130"):
         assert re.search(rf"^ +{code} +\S", result.output, re.MULTILINE), code
+
+
+def test_docs_cli_md_lists_the_exit_codes_of_the_cli_table() -> None:
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = page.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.*) \|$", section, re.MULTILINE)
+    assert rows == [(str(code.value), meaning.docs) for code, meaning in EXIT_CODES.items()]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_help_ends_with_the_exit_codes_of_the_cli_table(command: str) -> None:
+    result = invoke(command, "--help")
+    codes = [code for code, meaning in EXIT_CODES.items() if command in meaning.commands]
+    listed = re.findall(r"^ +(\d+) +\S", result.output.split("Exit codes:\n", 1)[1], re.MULTILINE)
+    assert listed == [str(code.value) for code in codes]
+    for code in codes:
+        for line in EXIT_CODES[code].commands[command]:
+            assert line in result.output, (code, line)
 
 
 def test_the_help_summarises_each_command_in_a_whole_sentence() -> None:
