@@ -129,6 +129,9 @@ ModulePath = Annotated[
         ),
     ),
 ]
+#: How many seconds ``run`` and ``resume`` wait for their executions unless ``--timeout``
+#: says otherwise; then they exit with 3 and the executions stay running in the database.
+DEFAULT_TIMEOUT_S = 60.0
 #: ``run``, ``resume``: how long to wait for the executions to finish.
 Timeout = Annotated[
     float,

@@ -22,6 +22,7 @@ from procstore.cli.exits import CommandError, ExitCode
 from procstore.cli.hostcode import HostCode, names_modules, state_defs
 from procstore.cli.options import (
     DEFAULT_DB,
+    DEFAULT_TIMEOUT_S,
     Db,
     Full,
     ModulePath,
@@ -46,7 +47,7 @@ def resume(
     ] = None,
     allow_module: ResumeAllowModule = None,
     path: ModulePath = None,
-    timeout: Timeout = 60.0,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
     full: Full = False,

@@ -15,6 +15,7 @@ from procstore.cli.exits import CommandError, ExitCode
 from procstore.cli.hostcode import HostCode, names_modules
 from procstore.cli.options import (
     DEFAULT_DB,
+    DEFAULT_TIMEOUT_S,
     AllowModule,
     Db,
     Full,
@@ -40,7 +41,7 @@ def run(
         ),
     ] = None,
     allow_module: AllowModule = None,
-    timeout: Timeout = 60.0,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
     db: Db = DEFAULT_DB,
     verbose: Verbose = False,
     full: Full = False,
