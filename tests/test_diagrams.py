@@ -28,6 +28,7 @@ from procstore import ExecutionState, ProcedureStore, Status
 from procstore.definition import Procedure
 from procstore.diagrams import (
     diagram,
+    dot_style,
     format_for,
     render,
     save,
@@ -364,7 +365,7 @@ def test_compensation_is_drawn_as_dashed_undo_edges_in_rollback_order() -> None:
     assert [(s, t) for s, t, _ in edges] == [(car, hotel), (hotel, flight)]
     for _, _, attrs in edges:
         assert attrs["style"] == "dashed"
-        assert attrs["color"] == dot_renderer.COMPENSATE
+        assert attrs["color"] == dot_style.COMPENSATE
         assert attrs["constraint"] == "false"
     # The compensation is still listed inside each state too.
     assert "↺ compensate: book_trip_actions.cancel_car" in label_lines(graph.nodes[car]["label"])
@@ -451,7 +452,7 @@ def test_transitions_on_one_event_are_numbered_in_the_order_they_are_tried() -> 
     graph.edge(score, node_of(graph, "manual_review"), "(2) success [score >= 600]")
     graph.edge(score, node_of(graph, "decline"), "(3) success")
     graph.edge(score, node_of(graph, "failed"), "error")  # the only one on its event
-    assert dot_renderer.ORDER_NOTE in label_lines(graph.nodes["legend"]["label"])
+    assert dot_style.ORDER_NOTE in label_lines(graph.nodes["legend"]["label"])
     text = to_mermaid(path)
     assert "    s_score --> s_manual_review : (2) success [score >= 600]" in text.splitlines()
     assert "    s_score --> s_failed : error" in text.splitlines()
@@ -462,7 +463,7 @@ def test_a_single_transition_on_its_event_has_no_number() -> None:
     car = node_of(graph, "reserve_car")
     graph.edge(car, node_of(graph, "confirmed"), "success")
     graph.edge(car, node_of(graph, "not_booked"), "error")
-    assert dot_renderer.ORDER_NOTE not in label_lines(graph.nodes["legend"]["label"])
+    assert dot_style.ORDER_NOTE not in label_lines(graph.nodes["legend"]["label"])
 
 
 def test_conditions_and_unless_are_labelled_pred_and_not_pred() -> None:
@@ -493,8 +494,8 @@ def test_terminal_success_and_failure_are_styled_apart() -> None:
     assert "peripheries" not in plain
     assert done["color"] != failed["color"]
     assert done["fillcolor"] != failed["fillcolor"]
-    assert failed["color"] == dot_renderer.FAILURE_LINE
-    assert done["color"] == dot_renderer.SUCCESS_LINE
+    assert failed["color"] == dot_style.FAILURE_LINE
+    assert done["color"] == dot_style.SUCCESS_LINE
 
 
 def test_error_and_timeout_edges_are_styled_apart_from_the_happy_path() -> None:
@@ -958,8 +959,8 @@ async def test_overlay_of_a_finished_run_in_dot_and_mermaid() -> None:
     graph = dot_graph(store_doc, state)
     work, check, done = (node_of(graph, n) for n in ("work", "check", "done"))
     assert graph.edge(check, work, f"(1) success [n < 3] (2{X})")["penwidth"] == "2.5"
-    assert graph.edge(work, check, f"success (3{X})")["color"] == dot_renderer.ACTIVE_LINE
-    assert graph.edge(work, node_of(graph, "failed"), "error")["color"] == dot_renderer.MUTED
+    assert graph.edge(work, check, f"success (3{X})")["color"] == dot_style.ACTIVE_LINE
+    assert graph.edge(work, node_of(graph, "failed"), "error")["color"] == dot_style.MUTED
     assert graph.nodes[done]["penwidth"] == "3"
     assert f"entered 3{X}" in label_lines(graph.nodes[work]["label"])
     text = to_mermaid(store_doc, state)
@@ -980,11 +981,11 @@ async def test_overlay_of_a_failed_run_marks_failed_and_compensated_states() -> 
     assert not model.state("done").active and model.state("done").visits == 0
     graph = dot_graph(doc, state)
     charge_node = graph.nodes[node_of(graph, "charge")]
-    assert charge_node["fillcolor"] == dot_renderer.FAILED_FILL
+    assert charge_node["fillcolor"] == dot_style.FAILED_FILL
     assert "failed" in label_lines(charge_node["label"])
     assert f"entered 1{X} · 2 attempts" in label_lines(charge_node["label"])
     reserve_node = graph.nodes[node_of(graph, "reserve")]
-    assert reserve_node["fillcolor"] == dot_renderer.COMPENSATED_FILL
+    assert reserve_node["fillcolor"] == dot_style.COMPENSATED_FILL
     assert f"compensated 1{X}" in label_lines(reserve_node["label"])
     text = to_mermaid(doc, state)
     assert "class s_charge failed" in text and "class s_reserve compensated" in text
@@ -1066,12 +1067,12 @@ def test_a_state_drawn_more_than_once_marks_its_copies() -> None:
     graph = dot_graph(saga_doc(6))
     boxes = boxes_named(graph, "not_booked")
     assert len(boxes) == 6  # beside each reservation
-    copies = [node for node, rows in boxes.items() if dot_renderer.COPY_NOTE in rows]
+    copies = [node for node, rows in boxes.items() if dot_style.COPY_NOTE in rows]
     assert len(copies) == 5
     for node in boxes:
         assert ("dashed" in graph.nodes[node].get("style", "")) == (node in copies)
     legend = label_lines(graph.nodes["legend"]["label"])
-    assert f"┆ dashed box, {dot_renderer.COPY_NOTE}: drawn beside each source" in legend
+    assert f"┆ dashed box, {dot_style.COPY_NOTE}: drawn beside each source" in legend
 
 
 async def test_overlay_marks_only_the_copy_the_execution_came_in_by() -> None:
@@ -1088,10 +1089,10 @@ async def test_overlay_marks_only_the_copy_the_execution_came_in_by() -> None:
         attrs = graph.nodes[node]
         if node == reached:
             assert f"entered 1{X}" in rows and "failed" in rows
-            assert attrs["penwidth"] == "3" and attrs["color"] == dot_renderer.ACTIVE_LINE
+            assert attrs["penwidth"] == "3" and attrs["color"] == dot_style.ACTIVE_LINE
         else:
             assert not any(row.startswith("entered") or row == "failed" for row in rows), node
-            assert "penwidth" not in attrs and attrs["color"] == dot_renderer.FAILURE_LINE
+            assert "penwidth" not in attrs and attrs["color"] == dot_style.FAILURE_LINE
     model = diagram(doc, state)
     assert [(b.id, b.visits) for b in model.state("not_booked").boxes if b.marked] == [(reached, 1)]
 
@@ -1133,7 +1134,7 @@ async def test_an_error_handled_by_a_declared_transition_is_not_a_failure() -> N
     node = graph.nodes[node_of(graph, "fetch")]
     rows = label_lines(node["label"])
     assert "error handled → use_cache" in rows and "failed" not in rows
-    assert node["fillcolor"] == dot_renderer.HANDLED_FILL
+    assert node["fillcolor"] == dot_style.HANDLED_FILL
     text = to_mermaid(doc, state)
     assert "    s_fetch : error handled → use_cache" in text.splitlines()
     assert "class s_fetch handled" in text and "failed" not in text
@@ -1150,11 +1151,9 @@ async def test_a_failed_execution_is_marked_where_it_failed_apart_from_handled_e
     assert not model.state("not_booked").handled
     graph = dot_graph(doc, state)
     ended = graph.nodes[node_of(graph, "not_booked")]
-    assert ended["fillcolor"] == dot_renderer.FAILED_FILL and "failed" in label_lines(
-        ended["label"]
-    )
+    assert ended["fillcolor"] == dot_style.FAILED_FILL and "failed" in label_lines(ended["label"])
     legend = label_lines(graph.nodes["legend"]["label"])
-    assert dot_renderer.LEGEND_FAILED in legend and dot_renderer.LEGEND_HANDLED in legend
+    assert dot_style.LEGEND_FAILED in legend and dot_style.LEGEND_HANDLED in legend
 
 
 async def test_a_timeout_handled_by_its_transition_is_not_a_failure() -> None:
@@ -1233,7 +1232,7 @@ def test_overlay_of_a_nested_snapshot_matches_bubbled_events_and_active_regions(
     ]
     assert model.state("fulfilment").visits == 1  # entered through its child
     graph = dot_graph(nested_doc(), snapshot)
-    assert graph.cluster_attrs["cluster_s_checks"]["color"] == dot_renderer.ACTIVE_LINE
+    assert graph.cluster_attrs["cluster_s_checks"]["color"] == dot_style.ACTIVE_LINE
     assert graph.nodes["s_checks__credit__run"]["penwidth"] == "3"
 
 

@@ -24,7 +24,7 @@ from procstore.definition import Procedure
 from procstore.diagrams import dot as _dot
 from procstore.diagrams import mermaid as _mermaid
 from procstore.diagrams.dot import RankDir
-from procstore.diagrams.extract import extract, overlay
+from procstore.diagrams.extract import extract
 from procstore.diagrams.model import (
     Box,
     Diagram,
@@ -32,6 +32,7 @@ from procstore.diagrams.model import (
     StateNode,
     TransitionEdge,
 )
+from procstore.diagrams.overlay import overlay
 from procstore.validation import Document
 
 __all__ = [

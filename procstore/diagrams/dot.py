@@ -30,7 +30,6 @@ Layout:
 
 from __future__ import annotations
 
-import html
 import itertools
 import subprocess
 from typing import Any, Literal
@@ -38,8 +37,24 @@ from typing import Any, Literal
 import graphviz
 
 from procstore import paths
-from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode, TransitionEdge
+from procstore.diagrams.dot_style import (
+    ACTIVE_LINE,
+    COMPENSATE,
+    ERROR_EDGE,
+    FAILURE_LINE,
+    FONT,
+    HANDLED_LINE,
+    INK,
+    MUTED,
+    TIMEOUT_EDGE,
+    cluster_label,
+    h,
+    leaf_attrs,
+    legend_label,
+    small,
+    table,
+)
+from procstore.diagrams.model import TIMES, Diagram, StateNode, TransitionEdge
 
 __all__ = ["FORMATS", "DiagramTimeout", "RankDir", "is_large", "render", "to_dot", "to_graph"]
 
@@ -77,165 +92,12 @@ LARGE_TIMEOUT_S = 1.0
 FALLBACK_ENGINE = "sfdp"
 FALLBACK_TIMEOUT_S = 10.0
 
-FONT = "Helvetica,Arial,sans-serif"
-
-INK = "#37474f"
-MUTED = "#90a4ae"
-SUCCESS_LINE, SUCCESS_FILL = "#2e7d32", "#e8f5e9"
-FAILURE_LINE, FAILURE_FILL = "#c62828", "#fdecea"
-ERROR_EDGE = "#c62828"
-TIMEOUT_EDGE = "#ef6c00"
-COMPENSATE = "#e65100"
-ACTIVE_LINE, ACTIVE_FILL = "#1565c0", "#bbdefb"
-VISITED_FILL = "#e3f2fd"
-FAILED_FILL = "#ffcdd2"
-HANDLED_LINE, HANDLED_FILL = "#a15c00", "#fff59d"
-COMPENSATED_FILL = "#ffe0b2"
-MISSING_LINE = "#9e9e9e"
-
-#: The row that marks a copy of a state drawn more than once (see Box).
-COPY_NOTE = "↩ copy (same state)"
-
-#: The legend's explanation of the numbers on transitions that share an event.
-ORDER_NOTE = "(1) (2) … on one event: tried in this order, the first whose guards pass fires"
-#: What the overlay's colours mean, in the legend.
-LEGEND_FAILED = "failed: the execution failed in this state"
-LEGEND_HANDLED = "error handled: its error/timeout transition fired, as designed"
-LEGEND_COMPENSATED = "compensated: its action was undone"
-
 _TOP = "i__top"
 _LEGEND = "legend"
 
 
 class DiagramTimeout(RuntimeError):
     """Graphviz could not lay out the chart in time, even with the fallback engine."""
-
-
-def _h(text: str) -> str:
-    """Escape text for an HTML-like label."""
-    return html.escape(text, quote=True)
-
-
-def _table(rows: list[str]) -> str:
-    body = "".join(f"<TR><TD>{row}</TD></TR>" for row in rows)
-    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{body}</TABLE>>'
-
-
-def _bgcolor(fill: str | None) -> str:
-    return "" if fill is None else f' BGCOLOR="{fill}"'
-
-
-def _small(text: str, color: str = INK, *, italic: bool = False, size: int = 9) -> str:
-    inner = f"<I>{_h(text)}</I>" if italic else _h(text)
-    return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{inner}</FONT>'
-
-
-def _overlay_rows(state: StateNode, overlaid: bool) -> list[str]:
-    if not overlaid:
-        return []
-    rows = []
-    if state.visits:
-        text = f"entered {state.visits}{TIMES}"
-        if state.attempts > state.visits:
-            text += f" · {state.attempts} attempts"
-        rows.append(_small(text, ACTIVE_LINE))
-    if state.failed:
-        rows.append(f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>{FAILED_NOTE}</B></FONT>')
-    for note in state.handled_notes:
-        rows.append(f'<FONT POINT-SIZE="9" COLOR="{HANDLED_LINE}"><B>{_h(note)}</B></FONT>')
-    if state.timed_out:
-        rows.append(f'<FONT POINT-SIZE="9" COLOR="{TIMEOUT_EDGE}"><B>timed out</B></FONT>')
-    if state.compensated:
-        rows.append(
-            f'<FONT POINT-SIZE="9" COLOR="{COMPENSATE}"><B>compensated {state.compensated}{TIMES}'
-            "</B></FONT>"
-        )
-    if state.compensation_failed:
-        rows.append(
-            f'<FONT POINT-SIZE="9" COLOR="{FAILURE_LINE}"><B>compensation failed</B></FONT>'
-        )
-    return rows
-
-
-def _leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
-    rows = [f'<FONT POINT-SIZE="12"><B>{_h(state.name)}</B></FONT>']
-    if copy:
-        rows.append(_small(COPY_NOTE, MUTED, italic=True))
-    if state.kind == "missing":
-        rows.append(_small("no such state", FAILURE_LINE, italic=True))
-        return _table(rows)
-    if state.action is not None:
-        rows.append(_small(state.action, size=10))
-    elif not state.terminal:
-        rows.append(_small("waits for an event", MUTED, italic=True))
-    if state.retry is not None:
-        rows.append(_small(state.retry))
-    if state.action_timeout_ms is not None:
-        rows.append(_small(f"attempt timeout {format_ms(state.action_timeout_ms)}"))
-    if state.timeout_ms is not None:
-        rows.append(_small(f"state timeout {format_ms(state.timeout_ms)}"))
-    if state.compensate is not None:
-        rows.append(_small(f"↺ {state.compensate}", COMPENSATE))
-    if state.terminal:
-        if state.outcome == "failure":
-            rows.append(_small("end: failure", FAILURE_LINE, italic=True))
-        else:
-            rows.append(_small("end: success", SUCCESS_LINE, italic=True))
-    rows += _overlay_rows(state, overlaid)
-    return _table(rows)
-
-
-def _cluster_label(state: StateNode, overlaid: bool) -> str:
-    if state.kind == "region":
-        return _table([f'<FONT POINT-SIZE="10" COLOR="{INK}"><I>{_h(state.name)}</I></FONT>'])
-    title = f'<FONT POINT-SIZE="12"><B>{_h(state.name)}</B></FONT>'
-    if state.kind == "parallel":
-        title += _small("  ‖ parallel", MUTED, italic=True)
-    rows = [title]
-    if state.timeout_ms is not None:
-        rows.append(_small(f"state timeout {format_ms(state.timeout_ms)}"))
-    rows += _overlay_rows(state, overlaid)
-    return _table(rows)
-
-
-def _leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict[str, str]:
-    """A leaf's box; a ``copy`` of a state drawn more than once says so and is dashed."""
-    attrs: dict[str, str] = {"label": _leaf_label(state, overlaid, copy)}
-    tooltip = state.description or state.path
-    if copy:
-        tooltip = f"{tooltip} ({COPY_NOTE})"
-    attrs["tooltip"] = graphviz.escape(tooltip)
-    line, fill = INK, "white"
-    if state.kind == "missing":
-        line = MISSING_LINE
-        attrs["style"] = "rounded,dashed"
-    if copy:
-        attrs["style"] = "rounded,filled,dashed"
-    if state.terminal:
-        attrs["peripheries"] = "2"
-        if state.outcome == "failure":
-            line, fill = FAILURE_LINE, FAILURE_FILL
-        else:
-            line, fill = SUCCESS_LINE, SUCCESS_FILL
-    if overlaid:
-        if state.failed:
-            fill = FAILED_FILL
-        elif state.handled:
-            fill = HANDLED_FILL
-        elif state.compensated or state.compensation_failed:
-            fill = COMPENSATED_FILL
-        elif state.active:
-            fill = ACTIVE_FILL
-        elif state.visits:
-            fill = VISITED_FILL
-        if state.active:
-            line = ACTIVE_LINE
-            attrs["penwidth"] = "3"
-        elif state.failed:
-            attrs["penwidth"] = "2"
-    attrs["color"] = line
-    attrs["fillcolor"] = fill
-    return attrs
 
 
 class _Renderer:
@@ -280,7 +142,7 @@ class _Renderer:
 
     def cluster_attrs(self, state: StateNode) -> dict[str, str]:
         attrs = {
-            "label": _cluster_label(state, self.overlaid),
+            "label": cluster_label(state, self.overlaid),
             "labeljust": "l",
             "fontname": FONT,
             "tooltip": graphviz.escape(state.description or state.path),
@@ -314,10 +176,10 @@ class _Renderer:
                     graph.edge(self.exit(state), final, ltail=f"cluster_{state.id}")
             elif state.boxes:
                 for box in state.boxes:
-                    attrs = _leaf_attrs(state.drawn_as(box), self.overlaid, copy=box.copy)
+                    attrs = leaf_attrs(state.drawn_as(box), self.overlaid, copy=box.copy)
                     graph.node(box.id, **attrs)
             else:
-                graph.node(state.id, **_leaf_attrs(state, self.overlaid))
+                graph.node(state.id, **leaf_attrs(state, self.overlaid))
 
     def cluster_body(self, sub: graphviz.Digraph, state: StateNode) -> None:
         if state.kind == "parallel":
@@ -386,12 +248,12 @@ class _Renderer:
     def graph(self, rankdir: RankDir) -> graphviz.Digraph:
         diagram = self.diagram
         graph = graphviz.Digraph(name=diagram.name)
-        title = f'<FONT POINT-SIZE="14"><B>{_h(diagram.name)}</B></FONT> {_h(diagram.version)}'
+        title = f'<FONT POINT-SIZE="14"><B>{h(diagram.name)}</B></FONT> {h(diagram.version)}'
         rows = [title]
         if diagram.execution is not None:
             ex = diagram.execution
             rows.append(
-                _small(
+                small(
                     f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10
                 )
             )
@@ -400,7 +262,7 @@ class _Renderer:
             rankdir=rankdir,
             compound="true",
             fontname=FONT,
-            label=_table(rows),
+            label=table(rows),
             labelloc="t",
             labeljust="l",
             nodesep="0.35",
@@ -435,7 +297,9 @@ class _Renderer:
                 attrs["weight"] = "1"  # weight 3 pulls the whole chain aside, one step at a time
             graph.edge(self.exit(source), head, **attrs)
         self.undo_edges(graph)
-        self.legend(graph)
+        legend = legend_label(self.diagram, self.overlaid)
+        if legend is not None:
+            graph.node(_LEGEND, label=legend, shape="plaintext", style="", tooltip="legend")
         return graph
 
     def undo_edges(self, graph: graphviz.Digraph) -> None:
@@ -457,44 +321,6 @@ class _Renderer:
                 tooltip=graphviz.escape(f"compensation: {first} is undone, then {then}"),
                 **attrs,
             )
-
-    def legend(self, graph: graphviz.Digraph) -> None:
-        """A plaintext node naming the line styles used, when there is more than the solid one,
-        and, over an execution, what its failed, handled and compensated states' colours mean."""
-        kinds = {edge.kind for edge in self.diagram.transitions}
-        rows: list[tuple[str, str | None]] = []  # (text, background)
-        if kinds & {"normal", "done"}:
-            rows.append((_small("—— event (solid)"), None))
-        if "error" in kinds:
-            rows.append((_small("- - - error", ERROR_EDGE), None))
-        if "timeout" in kinds:
-            rows.append((_small("- - - timeout", TIMEOUT_EDGE), None))
-        if len(self.diagram.compensation_order) > 1:
-            rows.append((_small("- - - undo: compensation order", COMPENSATE), None))
-        if any(edge.order is not None for edge in self.diagram.transitions):
-            rows.append((_small(ORDER_NOTE), None))
-        if any(state.boxes for state in self.diagram.walk()):
-            rows.append(
-                (_small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED), None)
-            )
-        if self.overlaid:
-            states = list(self.diagram.walk())
-            if any(state.failed for state in states):
-                rows.append((_small(LEGEND_FAILED, FAILURE_LINE), FAILED_FILL))
-            if any(state.handled for state in states):
-                rows.append((_small(LEGEND_HANDLED, HANDLED_LINE), HANDLED_FILL))
-            if any(state.compensated for state in states):
-                rows.append((_small(LEGEND_COMPENSATED, COMPENSATE), COMPENSATED_FILL))
-        if len(rows) < 2:
-            return
-        cells = "".join(
-            f'<TR><TD ALIGN="LEFT"{_bgcolor(fill)}>{text}</TD></TR>' for text, fill in rows
-        )
-        label = (
-            '<<TABLE BORDER="1" COLOR="#cfd8dc" CELLBORDER="0" CELLSPACING="0" '
-            f'CELLPADDING="2">{cells}</TABLE>>'
-        )
-        graph.node(_LEGEND, label=label, shape="plaintext", style="", tooltip="legend")
 
 
 _INITIAL: dict[str, Any] = {
@@ -523,7 +349,7 @@ _FINAL: dict[str, Any] = {
 
 def _jump_attrs(target: StateNode) -> dict[str, str]:
     return {
-        "label": _table([_small(f"↪ {target.name}", size=10)]),
+        "label": table([small(f"↪ {target.name}", size=10)]),
         "style": "rounded,dashed",
         "color": MUTED,
         "tooltip": graphviz.escape(f"goes to {target.path} (drawn apart: too far away)"),
