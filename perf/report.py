@@ -380,7 +380,12 @@ def completion(row: dict[str, Any]) -> str:
 def persistence_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
     name = "State persistence across restarts"
     target = "executions survive a restart of the process"
-    wanted = ["test_storage_sqlite.py", "test_durability.py", "test_crash_recovery.py"]
+    wanted = [
+        "test_backend_contract.py",
+        "test_storage_sqlite.py",
+        "test_durability.py",
+        "test_crash_recovery.py",
+    ]
     present = [f"tests/{n}" for n in wanted if (TESTS / n).is_file()]
     absent = [n for n in wanted if not (TESTS / n).is_file()]
     if not present:
@@ -824,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     criteria += [persistence, distributed, diagrams]
 
     assigned = {Path(f).name for _, _, files, _, _ in groups for f in files}
-    assigned |= {"test_storage_sqlite.py", "test_durability.py", "test_crash_recovery.py"}
+    assigned |= {"test_backend_contract.py", "test_storage_sqlite.py", "test_durability.py"}
+    assigned |= {"test_crash_recovery.py"}
     assigned |= {"test_diagrams.py"}
     unassigned = sorted(p.name for p in TESTS.glob("test_*.py") if p.name not in assigned)
 

@@ -1,11 +1,12 @@
-"""The SQLite storage backend (issue 5): schema, integrity checks, concurrency, runner lock."""
+"""What only the SQLite storage backend does: its file, schema and migrations, integrity checks,
+the group-commit writer, read-only use and the runner lock across processes. What every backend
+does is tests/test_backend_contract.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import importlib.util
-import json
 import os
 import random
 import select
@@ -15,17 +16,15 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
+from procstore.errors import ExecutionNotFound, StoreError
 from procstore.storage import (
     APPLICATION_ID,
     SCHEMA_VERSION,
-    Backend,
     SQLiteBackend,
     StoredExecution,
 )
@@ -173,10 +172,6 @@ async def test_close_leaves_no_side_files(db_path: str) -> None:
     await make_execution(backend, "e1")
     await backend.close()
     assert sorted(os.listdir(Path(db_path).parent)) == ["procstore.db"]
-
-
-async def test_sqlite_backend_satisfies_the_backend_protocol(backend: SQLiteBackend) -> None:
-    assert isinstance(backend, Backend)
 
 
 @pytest.mark.parametrize("synchronous, pragma_value", [("NORMAL", 1), ("FULL", 2)])
@@ -393,71 +388,7 @@ async def test_read_only_open_of_a_database_needing_migration_raises(
         await SQLiteBackend.open(db_path, read_only=True)
 
 
-# -- registry -----------------------------------------------------------------------------------
-
-
-async def test_procedures_load_in_insertion_order(backend: SQLiteBackend) -> None:
-    documents = [{"name": name, "version": "1.0"} for name in ("zeta", "alpha", "mid")]
-    for document in documents:
-        await backend.save_procedure(document["name"], "1.0", document)
-    await backend.save_procedure("alpha", "2.0", {"name": "alpha", "version": "2.0"})
-    assert [p.document for p in await backend.load_procedures()] == [
-        *documents,
-        {"name": "alpha", "version": "2.0"},
-    ]
-
-
-async def test_saving_the_same_procedure_again_is_a_no_op(backend: SQLiteBackend) -> None:
-    document = {"name": "deploy", "version": "1.0", "definition": {"states": {"a": {}}}}
-    await backend.save_procedure("deploy", "1.0", document)
-    await backend.save_procedure("deploy", "1.0", json.loads(json.dumps(document)))
-    assert [p.document for p in await backend.load_procedures()] == [document]
-
-
-async def test_saving_a_different_document_under_a_stored_version_raises(
-    backend: SQLiteBackend,
-) -> None:
-    await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 1})
-    with pytest.raises(VersionConflict, match=r"'deploy' version '1\.0'"):
-        await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 2})
-    assert [p.document for p in await backend.load_procedures()] == [{"name": "deploy", "steps": 1}]
-
-
-# -- executions ---------------------------------------------------------------------------------
-
-
-async def test_a_created_execution_loads_with_its_first_records(backend: SQLiteBackend) -> None:
-    await backend.create_execution(
-        "e1", "deploy", "1.0", "running", {"state": "build"}, [{"kind": "a"}, {"kind": "b"}]
-    )
-    stored = await backend.load_execution("e1")
-    assert stored is not None
-    assert (stored.id, stored.procedure, stored.version, stored.status) == (
-        "e1",
-        "deploy",
-        "1.0",
-        "running",
-    )
-    assert stored.snapshot == {"state": "build"}
-    assert stored.records == [{"kind": "a"}, {"kind": "b"}]
-
-
-async def test_commit_appends_records_and_replaces_snapshot_and_status(
-    backend: SQLiteBackend,
-) -> None:
-    await make_execution(backend, "e1")
-    await backend.commit("e1", "running", {"state": "test"}, [{"kind": "entered", "state": "t"}])
-    await backend.commit("e1", "succeeded", {"state": "done"}, [{"kind": "x"}, {"kind": "y"}])
-    stored = await backend.load_execution("e1")
-    assert stored is not None
-    assert stored.status == "succeeded"
-    assert stored.snapshot == {"state": "done"}
-    assert stored.records == [
-        {"kind": "started", "n": 0},
-        {"kind": "entered", "state": "t"},
-        {"kind": "x"},
-        {"kind": "y"},
-    ]
+# -- the journal in the file --------------------------------------------------------------------
 
 
 async def test_journal_seq_continues_per_execution_from_one(
@@ -472,93 +403,12 @@ async def test_journal_seq_continues_per_execution_from_one(
     assert rows == [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("b", 2)]
 
 
-async def test_commit_without_records_replaces_only_the_snapshot(backend: SQLiteBackend) -> None:
-    await make_execution(backend, "e1")
-    await backend.commit("e1", "waiting", {"state": "approve"}, [])
-    stored = await backend.load_execution("e1")
-    assert stored is not None
-    assert (stored.status, stored.snapshot) == ("waiting", {"state": "approve"})
-    assert stored.records == [{"kind": "started", "n": 0}]
-
-
 async def test_commit_to_an_unknown_execution_raises_and_writes_nothing(
     db_path: str, backend: SQLiteBackend
 ) -> None:
     with pytest.raises(ExecutionNotFound, match="'ghost'"):
         await backend.commit("ghost", "running", {}, [{"kind": "x"}])
     assert raw_query(db_path, "SELECT count(*) FROM journal") == [(0,)]
-
-
-async def test_creating_an_existing_execution_raises_and_keeps_the_first(
-    backend: SQLiteBackend,
-) -> None:
-    await make_execution(backend, "e1", procedure="deploy")
-    with pytest.raises(StoreError, match="'e1' already exists"):
-        await make_execution(backend, "e1", procedure="other", records=3)
-    stored = await backend.load_execution("e1")
-    assert stored is not None
-    assert stored.procedure == "deploy" and len(stored.records) == 1
-
-
-async def test_loading_an_unknown_execution_returns_none(backend: SQLiteBackend) -> None:
-    assert await backend.load_execution("ghost") is None
-
-
-async def test_list_executions_filters_by_status_and_procedure(backend: SQLiteBackend) -> None:
-    await make_execution(backend, "e1", procedure="deploy", status="running")
-    await make_execution(backend, "e2", procedure="audit", status="running")
-    await make_execution(backend, "e3", procedure="deploy", status="succeeded")
-    await make_execution(backend, "e4", procedure="deploy", status="running")
-
-    async def ids(**filters: str) -> list[str]:
-        return [summary.id for summary in await backend.list_executions(**filters)]
-
-    assert await ids() == ["e1", "e2", "e3", "e4"]
-    assert await ids(status="running") == ["e1", "e2", "e4"]
-    assert await ids(procedure="deploy") == ["e1", "e3", "e4"]
-    assert await ids(status="running", procedure="deploy") == ["e1", "e4"]
-    assert await ids(status="failed") == []
-
-
-async def test_unfinished_execution_ids_are_the_running_ones(backend: SQLiteBackend) -> None:
-    await make_execution(backend, "e1", status="running")
-    await make_execution(backend, "e2", status="running")
-    await make_execution(backend, "e3", status="running")
-    await backend.commit("e2", "failed", {}, [])
-    await backend.commit("e3", "waiting", {}, [])
-    assert await backend.unfinished_execution_ids() == ["e1"]
-
-
-async def test_timestamps_are_utc_and_updated_at_follows_commits(backend: SQLiteBackend) -> None:
-    await make_execution(backend, "e1")
-    created = await backend.load_execution("e1")
-    await asyncio.sleep(0.002)
-    await backend.commit("e1", "running", {}, [])
-    committed = await backend.load_execution("e1")
-    assert created is not None and committed is not None
-    assert created.created_at.tzinfo == UTC
-    assert created.created_at == created.updated_at == committed.created_at
-    assert committed.updated_at > created.updated_at
-    (summary,) = await backend.list_executions()
-    assert (summary.created_at, summary.updated_at) == (committed.created_at, committed.updated_at)
-
-
-@pytest.mark.parametrize(
-    "snapshot, error", [({"when": object()}, TypeError), ({"x": float("nan")}, ValueError)]
-)
-async def test_a_snapshot_json_cannot_hold_is_refused_before_writing(
-    backend: SQLiteBackend, snapshot: dict[str, Any], error: type[Exception]
-) -> None:
-    await make_execution(backend, "e1")
-    with pytest.raises(error):
-        await backend.commit("e1", "failed", snapshot, [{"kind": "lost"}])
-    stored = await backend.load_execution("e1")
-    assert stored is not None and stored.status == "running" and len(stored.records) == 1
-
-
-async def test_a_non_string_id_raises_type_error(backend: SQLiteBackend) -> None:
-    with pytest.raises(TypeError, match="execution_id must be a str"):
-        await backend.create_execution(7, "p", "1", "running", {}, [])  # type: ignore[arg-type]
 
 
 # -- the writer: batching, rejection, cancellation ------------------------------------------------
@@ -727,16 +577,6 @@ async def test_close_commits_the_writes_already_queued(db_path: str) -> None:
     reopened = await SQLiteBackend.open(db_path)
     assert len(await reopened.list_executions()) == 20
     await reopened.close()
-
-
-async def test_a_closed_backend_raises_store_error(db_path: str) -> None:
-    backend = await SQLiteBackend.open(db_path)
-    await backend.close()
-    await backend.close()  # harmless
-    with pytest.raises(StoreError, match="is closed"):
-        await backend.list_executions()
-    with pytest.raises(StoreError, match="is closed"):
-        await make_execution(backend, "e1")
 
 
 # -- read-only use ------------------------------------------------------------------------------
@@ -956,24 +796,3 @@ async def test_the_storage_benchmark_measures_commits(
     assert (row.writers, row.commits) == (10, 50)
     assert row.commits_per_second > 0 and row.mean_batch >= 1
     assert os.listdir(tmp_path) == []
-
-
-async def test_load_unfinished_returns_every_running_execution_with_its_records(
-    backend: SQLiteBackend,
-) -> None:
-    for n, status in enumerate(["running", "completed", "running"]):
-        records = [{"kind": "entered", "n": n}]
-        await backend.create_execution(f"e{n}", "p", "1.0", "running", {"n": n}, records)
-        await backend.commit(f"e{n}", status, {"n": n, "done": True}, [{"kind": "x", "n": n}])
-
-    loaded = await backend.load_unfinished()
-
-    assert [e.id for e in loaded] == ["e0", "e2"]
-    for stored in loaded:
-        one = await backend.load_execution(stored.id)
-        assert one is not None
-        assert (stored.snapshot, stored.records, stored.status) == (
-            one.snapshot,
-            one.records,
-            one.status,
-        )

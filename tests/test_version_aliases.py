@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status, VersionConflict
-from procstore.storage import MIGRATIONS, SCHEMA_VERSION, SQLiteBackend
+from procstore.storage import MIGRATIONS, SCHEMA_VERSION
 from procstore.storage.sqlite import APPLICATION_ID
 from tests.conftest import make_doc, within
 
@@ -66,17 +66,6 @@ async def test_two_stores_open_at_once_cannot_register_two_spellings(url: str) -
             await second.register(waiting("1.0.0"))
     async with ProcedureStore(url) as reopened:
         assert [p.version for p in await reopened.list()] == ["1.0"]
-
-
-async def test_the_backend_refuses_an_alias_of_a_stored_version(db: Path) -> None:
-    async with await SQLiteBackend.open(db) as backend:
-        await backend.save_procedure("p", "1.0", waiting("1.0"))
-        await backend.save_procedure("p", "1.0", waiting("1.0"))  # the same spelling: a no-op
-        with pytest.raises(
-            VersionConflict, match=re.escape("'1.0.0' is the same version as '1.0'")
-        ):
-            await backend.save_procedure("p", "1.0.0", waiting("1.0.0"))
-        assert [(p.name, p.version) for p in await backend.load_procedures()] == [("p", "1.0")]
 
 
 async def test_an_execution_never_resumes_on_another_spelling_of_its_version(

@@ -1,7 +1,8 @@
-"""Persistent storage for procedures and executions.
+"""Storage for procedures and executions.
 
-``Backend`` is the interface the runtime writes through; ``SQLiteBackend`` is the
-embedded implementation (one database file, WAL mode, one writer connection).
+``Backend`` is the interface a store writes through; ``SQLiteBackend`` is the embedded,
+persistent implementation (one database file, WAL mode, one writer connection) and
+``MemoryBackend`` the one of a store without a URL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from procstore.storage.base import (
     StoredExecution,
     StoredProcedure,
 )
+from procstore.storage.memory import MemoryBackend
 from procstore.storage.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -30,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Backend",
     "ExecutionSummary",
+    "MemoryBackend",
     "SQLiteBackend",
     "StoredExecution",
     "StoredProcedure",

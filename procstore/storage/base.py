@@ -12,6 +12,10 @@ A backend stores two things:
 Every write is one transaction: ``Backend.commit`` appends the records *and* replaces the
 snapshot and status, or does neither. When it returns, the write is committed (durable as far
 as the backend's synchronous setting promises).
+
+The implementations sit beside this module: ``procstore.storage.sqlite`` (one database file)
+and ``procstore.storage.memory`` (the process's memory, for a store without a URL). Every one
+of them passes the same contract suite, tests/test_backend_contract.py.
 """
 
 from __future__ import annotations
@@ -64,17 +68,13 @@ class StoredExecution:
     """Everything stored about one execution, as ``Backend.load_execution`` returns it.
 
     Attributes:
-        id: The execution's id.
-        procedure: Name of the procedure it runs.
-        version: Version of that procedure.
-        status: Its status as last committed.
         snapshot: The snapshot last committed.
         records: The journal, in ``seq`` order (the first record has seq 1).
-        created_at: When it was created (UTC, timezone-aware).
-        updated_at: When it was last committed (UTC, timezone-aware).
         reason: Why it was quarantined (status ``"quarantined"``), or why the backend could
             not read what is stored (e.g. its snapshot is not valid JSON: ``snapshot`` and
             ``records`` then hold what could be read); ``None`` for a healthy execution.
+
+    The other attributes are those of its ``ExecutionSummary``.
     """
 
     id: str
@@ -112,13 +112,26 @@ class Backend(Protocol):
 
     How a backend is opened is backend-specific (e.g. ``SQLiteBackend.open
     <procstore.storage.sqlite.SQLiteBackend.open>``); once open it is used only through these
-    methods. Snapshots and records must be JSON-compatible (dicts, lists, strings, finite
-    numbers, booleans, ``None``).
+    methods. Documents, snapshots and records must be JSON-compatible (dicts, lists, strings,
+    finite numbers, booleans, ``None``): every write refuses, before changing anything, a value
+    JSON cannot hold (``TypeError``) or NaN and infinity (``ValueError``), and one whose ids,
+    names, versions or status are not strings (``TypeError``).
     """
 
     @property
     def read_only(self) -> bool:
         """Whether the backend was opened read-only (every write raises ``StoreError``)."""
+        ...
+
+    @property
+    def persistent(self) -> bool:
+        """Whether what is written outlives the process.
+
+        A store writes its executions only through a persistent backend. Without one, an
+        execution's handle is its only record: writing it to memory as well would cost a
+        snapshot per step and keep every finished execution alive, and nothing of it would
+        survive the process anyway.
+        """
         ...
 
     async def close(self) -> None:

@@ -64,7 +64,6 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 import aiosqlite
-from packaging.utils import canonicalize_version
 
 from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
 from procstore.storage.base import (
@@ -74,6 +73,7 @@ from procstore.storage.base import (
     StoredExecution,
     StoredProcedure,
 )
+from procstore.storage.values import canonical_version, check_strings, encode_json
 
 __all__ = [
     "APPLICATION_ID",
@@ -162,25 +162,9 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this procstore writes (the number of migrations)."""
 
 
-def canonical_version(version: str) -> str:
-    """The canonical form of a procedure version: equal for every spelling of one PEP 440
-    version (``1.0``, ``1.0.0`` and ``1`` are all ``1``; ``1.0A1`` is ``1a1``), so that the
-    database, like the registry, holds one version once. A string that is not a PEP 440
-    version is its own canonical form.
-
-    Migration 3 calls it from SQL as ``procstore_canonical_version``: its result for a given
-    version must never change.
-    """
-    return canonicalize_version(version, strip_trailing_zero=True)
-
-
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 _PAGE_SIZES: Final = frozenset({1, *(2**n for n in range(9, 16))})  # 1 stands for 65536
-
-# ensure_ascii: every Python str is storable, lone surrogates included (written as \ud800
-# escapes): text an action produced can never make a commit fail to encode.
-_encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 _INSERT_EXECUTION: Final = """
     INSERT INTO executions (id, procedure, version, status, snapshot, created_at, updated_at)
@@ -567,6 +551,11 @@ class SQLiteBackend:
         return self._writer is None
 
     @property
+    def persistent(self) -> bool:
+        """Always: what is committed is in the database file."""
+        return True
+
+    @property
     def write_stats(self) -> WriteStats:
         """Counters of the writer since the backend was opened (all zero when read-only)."""
         return self._stats
@@ -655,11 +644,11 @@ class SQLiteBackend:
                 JSON cannot represent.
             ValueError: ``document`` holds NaN or infinity.
         """
-        _check_strings(name=name, version=version)
+        check_strings(name=name, version=version)
         canonical = canonical_version(version)
         await self._write(
             lambda future: _SaveProcedure(
-                name, version, canonical, _encode_json(document), _now(), future
+                name, version, canonical, encode_json(document), _now(), future
             )
         )
 
@@ -724,12 +713,12 @@ class SQLiteBackend:
                 record holds a value JSON cannot represent.
             ValueError: ``snapshot`` or a record holds NaN or infinity.
         """
-        _check_strings(
+        check_strings(
             execution_id=execution_id, procedure=procedure, version=version, status=status
         )
         now = _now()
-        row = (execution_id, procedure, version, status, _encode_json(snapshot), now, now)
-        journal = [(execution_id, seq, _encode_json(r)) for seq, r in enumerate(records, 1)]
+        row = (execution_id, procedure, version, status, encode_json(snapshot), now, now)
+        journal = [(execution_id, seq, encode_json(r)) for seq, r in enumerate(records, 1)]
         await self._write(lambda future: _CreateExecution(row, journal, future))
 
     async def commit(
@@ -754,9 +743,9 @@ class SQLiteBackend:
                 record holds a value JSON cannot represent.
             ValueError: ``snapshot`` or a record holds NaN or infinity.
         """
-        _check_strings(execution_id=execution_id, status=status)
-        row = (status, _encode_json(snapshot), _now(), execution_id)
-        journal = [(execution_id, _encode_json(r)) for r in records]
+        check_strings(execution_id=execution_id, status=status)
+        row = (status, encode_json(snapshot), _now(), execution_id)
+        journal = [(execution_id, encode_json(r)) for r in records]
         await self._write(lambda future: _Commit(row, journal, future))
 
     async def quarantine_execution(self, execution_id: str, reason: str) -> None:
@@ -772,7 +761,7 @@ class SQLiteBackend:
             StoreError: The backend is read-only or closed, or the write failed.
             TypeError: ``execution_id`` or ``reason`` is not a string.
         """
-        _check_strings(execution_id=execution_id, reason=reason)
+        check_strings(execution_id=execution_id, reason=reason)
         row = (QUARANTINED, reason, _now(), execution_id)
         await self._write(lambda future: _Quarantine(row, future))
 
@@ -1082,12 +1071,6 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-def _check_strings(**values: object) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
 
 
 def _now() -> str:

@@ -1,0 +1,47 @@
+"""What every backend does to what it is given, so that all of them accept and refuse the same
+values the same way: the JSON text a document, snapshot or record is stored as
+(``encode_json``), the one form of each version (``canonical_version``), the type checks of
+ids and names (``check_strings``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from packaging.utils import canonicalize_version
+
+__all__ = ["canonical_version", "check_strings", "encode_json"]
+
+# ensure_ascii: every Python str is storable, lone surrogates included (written as \ud800
+# escapes): text an action produced can never make a commit fail to encode.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def encode_json(value: Any) -> str:
+    """``value`` as the JSON text a backend stores.
+
+    Raises:
+        TypeError: Part of ``value`` has no JSON form.
+        ValueError: ``value`` holds NaN or infinity.
+    """
+    return _ENCODER.encode(value)
+
+
+def canonical_version(version: str) -> str:
+    """The canonical form of a procedure version: equal for every spelling of one PEP 440
+    version (``1.0``, ``1.0.0`` and ``1`` are all ``1``; ``1.0A1`` is ``1a1``), so that a
+    backend, like the registry, holds one version once. A string that is not a PEP 440
+    version is its own canonical form.
+
+    The SQLite schema's migration 3 calls it from SQL as ``procstore_canonical_version``: its
+    result for a given version must never change.
+    """
+    return canonicalize_version(version, strip_trailing_zero=True)
+
+
+def check_strings(**values: object) -> None:
+    """Raise ``TypeError`` naming the first of ``values`` that is not a ``str``."""
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")

@@ -1,0 +1,309 @@
+"""What every storage backend does, run once per backend (``backend`` is parametrised).
+
+A new backend (PostgreSQL, say) joins by adding itself to ``BACKENDS``. What only one backend
+does (SQLite's file, write-ahead log, runner lock across processes, migrations, group commit)
+is tested beside it: tests/test_storage_sqlite.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
+from procstore.storage import QUARANTINED, Backend, MemoryBackend, SQLiteBackend
+
+BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
+    "memory": lambda tmp_path: MemoryBackend.open(),
+    "sqlite": lambda tmp_path: SQLiteBackend.open(tmp_path / "procstore.db"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    opened = await BACKENDS[request.param](tmp_path)
+    yield opened
+    await opened.close()
+
+
+async def make_execution(
+    backend: Backend,
+    execution_id: str,
+    *,
+    procedure: str = "deploy",
+    status: str = "running",
+    records: int = 1,
+) -> None:
+    await backend.create_execution(
+        execution_id,
+        procedure,
+        "1.0",
+        status,
+        {"state": "start"},
+        [{"kind": "started", "n": n} for n in range(records)],
+    )
+
+
+async def test_every_backend_satisfies_the_backend_protocol(backend: Backend) -> None:
+    assert isinstance(backend, Backend)
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+async def test_procedures_load_in_insertion_order(backend: Backend) -> None:
+    documents = [{"name": name, "version": "1.0"} for name in ("zeta", "alpha", "mid")]
+    for document in documents:
+        await backend.save_procedure(document["name"], "1.0", document)
+    await backend.save_procedure("alpha", "2.0", {"name": "alpha", "version": "2.0"})
+    assert [p.document for p in await backend.load_procedures()] == [
+        *documents,
+        {"name": "alpha", "version": "2.0"},
+    ]
+
+
+async def test_saving_the_same_procedure_again_is_a_no_op(backend: Backend) -> None:
+    document = {"name": "deploy", "version": "1.0", "definition": {"states": {"a": {}}}}
+    await backend.save_procedure("deploy", "1.0", document)
+    await backend.save_procedure("deploy", "1.0", json.loads(json.dumps(document)))
+    assert [p.document for p in await backend.load_procedures()] == [document]
+
+
+async def test_saving_a_different_document_under_a_stored_version_raises(
+    backend: Backend,
+) -> None:
+    await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 1})
+    with pytest.raises(VersionConflict, match=r"'deploy' version '1\.0'"):
+        await backend.save_procedure("deploy", "1.0", {"name": "deploy", "steps": 2})
+    assert [p.document for p in await backend.load_procedures()] == [{"name": "deploy", "steps": 1}]
+
+
+async def test_the_backend_refuses_an_alias_of_a_stored_version(backend: Backend) -> None:
+    document = {"name": "p", "version": "1.0"}
+    await backend.save_procedure("p", "1.0", document)
+    await backend.save_procedure("p", "1.0", document)  # the same spelling: a no-op
+    with pytest.raises(VersionConflict, match=re.escape("'1.0.0' is the same version as '1.0'")):
+        await backend.save_procedure("p", "1.0.0", {"name": "p", "version": "1.0.0"})
+    assert [(p.name, p.version) for p in await backend.load_procedures()] == [("p", "1.0")]
+
+
+@pytest.mark.parametrize(
+    "document, error", [({"when": object()}, TypeError), ({"x": float("inf")}, ValueError)]
+)
+async def test_a_document_json_cannot_hold_is_refused_before_saving(
+    backend: Backend, document: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await backend.save_procedure("deploy", "1.0", document)
+    assert await backend.load_procedures() == []
+
+
+# -- executions ---------------------------------------------------------------------------------
+
+
+async def test_a_created_execution_loads_with_its_first_records(backend: Backend) -> None:
+    await backend.create_execution(
+        "e1", "deploy", "1.0", "running", {"state": "build"}, [{"kind": "a"}, {"kind": "b"}]
+    )
+    stored = await backend.load_execution("e1")
+    assert stored is not None
+    assert (stored.id, stored.procedure, stored.version, stored.status) == (
+        "e1",
+        "deploy",
+        "1.0",
+        "running",
+    )
+    assert stored.snapshot == {"state": "build"}
+    assert stored.records == [{"kind": "a"}, {"kind": "b"}]
+
+
+async def test_commit_appends_records_and_replaces_snapshot_and_status(backend: Backend) -> None:
+    await make_execution(backend, "e1")
+    await backend.commit("e1", "running", {"state": "test"}, [{"kind": "entered", "state": "t"}])
+    await backend.commit("e1", "succeeded", {"state": "done"}, [{"kind": "x"}, {"kind": "y"}])
+    stored = await backend.load_execution("e1")
+    assert stored is not None
+    assert stored.status == "succeeded"
+    assert stored.snapshot == {"state": "done"}
+    assert stored.records == [
+        {"kind": "started", "n": 0},
+        {"kind": "entered", "state": "t"},
+        {"kind": "x"},
+        {"kind": "y"},
+    ]
+
+
+async def test_interleaved_commits_keep_each_journal_in_its_own_order(backend: Backend) -> None:
+    await make_execution(backend, "a", records=2)
+    await make_execution(backend, "b", records=0)
+    await backend.commit("b", "running", {}, [{"n": 1}])
+    await backend.commit("a", "running", {}, [{"n": 3}, {"n": 4}])
+    await backend.commit("b", "running", {}, [{"n": 2}])
+    a, b = await backend.load_execution("a"), await backend.load_execution("b")
+    assert a is not None and b is not None
+    assert a.records == [
+        {"kind": "started", "n": 0},
+        {"kind": "started", "n": 1},
+        {"n": 3},
+        {"n": 4},
+    ]
+    assert b.records == [{"n": 1}, {"n": 2}]
+
+
+async def test_commit_without_records_replaces_only_the_snapshot(backend: Backend) -> None:
+    await make_execution(backend, "e1")
+    await backend.commit("e1", "waiting", {"state": "approve"}, [])
+    stored = await backend.load_execution("e1")
+    assert stored is not None
+    assert (stored.status, stored.snapshot) == ("waiting", {"state": "approve"})
+    assert stored.records == [{"kind": "started", "n": 0}]
+
+
+async def test_commit_to_an_unknown_execution_raises_and_stores_nothing(backend: Backend) -> None:
+    with pytest.raises(ExecutionNotFound, match="'ghost'"):
+        await backend.commit("ghost", "running", {}, [{"kind": "x"}])
+    assert await backend.load_execution("ghost") is None
+    assert await backend.list_executions() == []
+
+
+async def test_creating_an_existing_execution_raises_and_keeps_the_first(backend: Backend) -> None:
+    await make_execution(backend, "e1", procedure="deploy")
+    with pytest.raises(StoreError, match="'e1' already exists"):
+        await make_execution(backend, "e1", procedure="other", records=3)
+    stored = await backend.load_execution("e1")
+    assert stored is not None
+    assert stored.procedure == "deploy" and len(stored.records) == 1
+
+
+async def test_loading_an_unknown_execution_returns_none(backend: Backend) -> None:
+    assert await backend.load_execution("ghost") is None
+
+
+async def test_a_loaded_execution_is_a_copy_of_what_is_stored(backend: Backend) -> None:
+    await make_execution(backend, "e1")
+    loaded = await backend.load_execution("e1")
+    assert loaded is not None
+    loaded.snapshot["state"] = "changed"
+    loaded.records.append({"kind": "forged"})
+    again = await backend.load_execution("e1")
+    assert again is not None
+    assert again.snapshot == {"state": "start"} and again.records == [{"kind": "started", "n": 0}]
+
+
+async def test_list_executions_filters_by_status_and_procedure(backend: Backend) -> None:
+    await make_execution(backend, "e1", procedure="deploy", status="running")
+    await make_execution(backend, "e2", procedure="audit", status="running")
+    await make_execution(backend, "e3", procedure="deploy", status="succeeded")
+    await make_execution(backend, "e4", procedure="deploy", status="running")
+
+    async def ids(**filters: str) -> list[str]:
+        return [summary.id for summary in await backend.list_executions(**filters)]
+
+    assert await ids() == ["e1", "e2", "e3", "e4"]
+    assert await ids(status="running") == ["e1", "e2", "e4"]
+    assert await ids(procedure="deploy") == ["e1", "e3", "e4"]
+    assert await ids(status="running", procedure="deploy") == ["e1", "e4"]
+    assert await ids(status="failed") == []
+
+
+async def test_unfinished_execution_ids_are_the_running_ones(backend: Backend) -> None:
+    await make_execution(backend, "e1", status="running")
+    await make_execution(backend, "e2", status="running")
+    await make_execution(backend, "e3", status="running")
+    await backend.commit("e2", "failed", {}, [])
+    await backend.commit("e3", "waiting", {}, [])
+    assert await backend.unfinished_execution_ids() == ["e1"]
+
+
+async def test_load_unfinished_returns_every_running_execution_with_its_records(
+    backend: Backend,
+) -> None:
+    for n, status in enumerate(["running", "completed", "running"]):
+        records = [{"kind": "entered", "n": n}]
+        await backend.create_execution(f"e{n}", "p", "1.0", "running", {"n": n}, records)
+        await backend.commit(f"e{n}", status, {"n": n, "done": True}, [{"kind": "x", "n": n}])
+
+    loaded = await backend.load_unfinished()
+
+    assert [e.id for e in loaded] == ["e0", "e2"]
+    for stored in loaded:
+        one = await backend.load_execution(stored.id)
+        assert one is not None
+        assert (stored.snapshot, stored.records, stored.status) == (
+            one.snapshot,
+            one.records,
+            one.status,
+        )
+
+
+async def test_timestamps_are_utc_and_updated_at_follows_commits(backend: Backend) -> None:
+    await make_execution(backend, "e1")
+    created = await backend.load_execution("e1")
+    await asyncio.sleep(0.002)
+    await backend.commit("e1", "running", {}, [])
+    committed = await backend.load_execution("e1")
+    assert created is not None and committed is not None
+    assert created.created_at.tzinfo == UTC
+    assert created.created_at == created.updated_at == committed.created_at
+    assert committed.updated_at > created.updated_at
+    (summary,) = await backend.list_executions()
+    assert (summary.created_at, summary.updated_at) == (committed.created_at, committed.updated_at)
+
+
+@pytest.mark.parametrize(
+    "snapshot, error", [({"when": object()}, TypeError), ({"x": float("nan")}, ValueError)]
+)
+async def test_a_snapshot_json_cannot_hold_is_refused_before_writing(
+    backend: Backend, snapshot: dict[str, Any], error: type[Exception]
+) -> None:
+    await make_execution(backend, "e1")
+    with pytest.raises(error):
+        await backend.commit("e1", "failed", snapshot, [{"kind": "lost"}])
+    stored = await backend.load_execution("e1")
+    assert stored is not None and stored.status == "running" and len(stored.records) == 1
+
+
+async def test_a_non_string_id_raises_type_error(backend: Backend) -> None:
+    with pytest.raises(TypeError, match="execution_id must be a str"):
+        await backend.create_execution(7, "p", "1", "running", {}, [])  # type: ignore[arg-type]
+
+
+# -- quarantine ---------------------------------------------------------------------------------
+
+
+async def test_quarantine_sets_the_status_and_reason_and_keeps_what_is_stored(
+    backend: Backend,
+) -> None:
+    await make_execution(backend, "e1", records=2)
+    await backend.quarantine_execution("e1", "its snapshot is damaged")
+    stored = await backend.load_execution("e1")
+    assert stored is not None
+    assert (stored.status, stored.reason) == (QUARANTINED, "its snapshot is damaged")
+    assert stored.snapshot == {"state": "start"} and len(stored.records) == 2
+    [summary] = await backend.list_executions(status=QUARANTINED)
+    assert (summary.id, summary.reason) == ("e1", "its snapshot is damaged")
+    assert await backend.unfinished_execution_ids() == []
+
+
+async def test_quarantining_an_unknown_execution_raises(backend: Backend) -> None:
+    with pytest.raises(ExecutionNotFound, match="'ghost'"):
+        await backend.quarantine_execution("ghost", "gone")
+
+
+# -- closing ------------------------------------------------------------------------------------
+
+
+async def test_a_closed_backend_raises_store_error(backend: Backend) -> None:
+    await backend.close()
+    await backend.close()  # harmless
+    with pytest.raises(StoreError, match="is closed"):
+        await backend.list_executions()
+    with pytest.raises(StoreError, match="is closed"):
+        await make_execution(backend, "e1")
