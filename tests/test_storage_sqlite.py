@@ -28,7 +28,8 @@ from procstore.storage import (
     SQLiteBackend,
     StoredExecution,
 )
-from procstore.storage import sqlite as sqlite_module
+from procstore.storage.sqlite import schema
+from procstore.storage.sqlite import writer as writer_module
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ def _truncated_procstore_database(path: Path) -> None:
     source = path.with_name("source.db")
     connection = sqlite3.connect(source)
     connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    for statement in sqlite_module._statements(sqlite_module.MIGRATIONS[0]):
+    for statement in schema.statements(schema.MIGRATIONS[0]):
         connection.execute(statement)
     connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     connection.commit()
@@ -349,7 +350,7 @@ async def test_a_pending_migration_is_applied_on_open(
             INSERT INTO tags VALUES (NEW.id, 'new');
         END;
     """
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, next_migration))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, next_migration))
     migrated = await SQLiteBackend.open(db_path)
     await make_execution(migrated, "e2")
     stored = await migrated.load_execution("e1")
@@ -367,7 +368,7 @@ async def test_a_failing_migration_leaves_the_database_as_it_was(
     backend = await SQLiteBackend.open(db_path)
     await backend.close()
     broken = "CREATE TABLE half_done (a INTEGER);\nINSERT INTO no_such_table VALUES (1);"
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, broken))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
     with pytest.raises(
         StoreError, match=f"cannot migrate .* from schema {SCHEMA_VERSION} to {SCHEMA_VERSION + 1}"
     ):
@@ -383,7 +384,7 @@ async def test_read_only_open_of_a_database_needing_migration_raises(
 ) -> None:
     backend = await SQLiteBackend.open(db_path)
     await backend.close()
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, "SELECT 1;"))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, "SELECT 1;"))
     with pytest.raises(StoreError, match="open it once without read_only"):
         await SQLiteBackend.open(db_path, read_only=True)
 
@@ -527,7 +528,7 @@ async def test_a_failing_transaction_fails_its_whole_batch_and_applies_nothing(
     backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await make_execution(backend, "e1")
-    monkeypatch.setattr(sqlite_module, "_APPEND_RECORD", "INSERT INTO nowhere VALUES (?1, ?2)")
+    monkeypatch.setattr(writer_module, "_APPEND_RECORD", "INSERT INTO nowhere VALUES (?1, ?2)")
     results = await asyncio.gather(
         make_execution(backend, "e2", records=0),
         backend.commit("e1", "succeeded", {"lost": True}, [{"n": 1}]),
