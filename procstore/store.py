@@ -16,33 +16,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from packaging.version import InvalidVersion, Version
-
 from procstore.actions import ActionCallable, ActionRegistry
-from procstore.compiler import CompiledProcedure, compile_procedure
+from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
-from procstore.errors import (
-    ExecutionDamaged,
-    ExecutionNotFound,
-    ProcedureNotFound,
-    ProcedureWarning,
-    StoreError,
-    VersionConflict,
-)
+from procstore.errors import ExecutionDamaged, ExecutionNotFound, ProcedureWarning, StoreError
 from procstore.guards import GuardCallable, GuardRegistry
 from procstore.jsondata import require_json
+from procstore.reasons import one_line
+from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution, restore_execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
-from procstore.storage import Backend, SQLiteBackend, StoredExecution, StoredProcedure
-from procstore.validation import Document, LoadedDocument, load_document
+from procstore.storage import Backend, SQLiteBackend, StoredExecution
+from procstore.validation import Document
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
 
 SQLITE_PREFIX = "sqlite:///"
-
-MAX_REASON_CHARS = 500
-"""Longest quarantine reason stored and shown (one line; a longer one is cut with ``...``)."""
 
 logger = logging.getLogger("procstore")
 
@@ -135,9 +125,7 @@ class ProcedureStore:
         self._runner = False  # this process holds the store's runner lock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
-        self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
-        # Stored procedure versions that cannot be loaded, by (name, version as stored): why.
-        self._quarantined: dict[tuple[str, str], str] = {}
+        self._registry = ProcedureRegistry(self._actions, self._guards, str(self._path))
         # Unfinished executions are kept alive here; finished ones belong to whoever holds
         # their handle and are only tracked while referenced.
         self._running: dict[str, Execution] = {}
@@ -170,40 +158,9 @@ class ProcedureStore:
         except Exception:
             await backend.close()
             raise
-        for row in stored:
-            try:
-                compiled = self._load_procedure(row)
-            except Exception as exc:  # one damaged document must not close the store
-                reason = _one_line(str(exc))
-                self._quarantined[(row.name, row.version)] = reason
-                logger.warning(
-                    "%s: procedure %r version %r is quarantined: %s",
-                    self._path,
-                    row.name,
-                    row.version,
-                    reason,
-                )
-                continue
-            self._procedures[(compiled.procedure.name, compiled.procedure.parsed_version)] = (
-                compiled
-            )
+        self._registry.load(stored)
         self._backend = backend
         return self
-
-    def _load_procedure(self, row: StoredProcedure) -> CompiledProcedure:
-        """Compile a stored procedure version; raise, saying why, if it cannot be loaded."""
-        if row.document is None:
-            raise ValueError(row.reason or "its stored document cannot be read")
-        try:
-            procedure = Procedure.model_validate(row.document)  # trusted: stored by us
-        except ValueError as exc:
-            raise ValueError(f"its stored document is not a valid procedure: {exc}") from exc
-        if (procedure.name, procedure.version) != (row.name, row.version):
-            raise ValueError(
-                f"its stored document is for procedure {procedure.name!r} version "
-                f"{procedure.version!r}"
-            )
-        return compile_procedure(procedure, self._actions, self._guards)
 
     async def close(self) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
@@ -297,61 +254,21 @@ class ProcedureStore:
                 spelling, which the message names.
         """
         await self.open()
-        loaded, compiled = await asyncio.to_thread(self._prepare, doc)
+        loaded, compiled = await asyncio.to_thread(self._registry.prepare, doc)
         procedure = loaded.procedure
         # Checked again on the event loop: another call may have registered it meanwhile.
-        registered = self._registered(procedure)
+        registered = self._registry.registered(procedure)
         if registered is not None:
             return registered
         assert compiled is not None
         if loaded.warnings:  # before anything is stored: a filter may make it an error
             label = f"{procedure.name} {procedure.version}"
             warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=2)
-        key = (procedure.name, procedure.parsed_version)
         if self._backend is not None:
             document = require_json(dict(loaded.data), "the procedure document")
             await self._backend.save_procedure(procedure.name, procedure.version, document)
-        self._procedures[key] = compiled
+        self._registry.add(compiled)
         return procedure
-
-    def _prepare(self, doc: Document) -> tuple[LoadedDocument, CompiledProcedure | None]:
-        """Read, validate and (unless already registered) compile ``doc``: the CPU-bound part of
-        ``register``, run in a worker thread."""
-        loaded = load_document(doc, self._actions, self._guards)
-        if self._registered(loaded.procedure) is not None:
-            return loaded, None
-        compiled = compile_procedure(loaded.procedure, self._actions, self._guards, loaded.chart)
-        return loaded, compiled
-
-    def _registered(self, procedure: Procedure) -> Procedure | None:
-        """The registered procedure of the same name and version, if its content is the same.
-
-        Raises:
-            VersionConflict: the name and version exist with different content, under another
-                spelling of the version, or stored but quarantined.
-        """
-        existing = self._procedures.get((procedure.name, procedure.parsed_version))
-        if existing is not None:
-            if existing.procedure == procedure:
-                return existing.procedure
-            registered = existing.procedure.version
-            if registered != procedure.version:  # 1.0 and 1.0.0 are one version
-                raise VersionConflict(
-                    f"{procedure.name} version {procedure.version!r} is the same version as "
-                    f"the registered {registered!r}: register it as {registered!r}, or under "
-                    "a new version"
-                )
-            raise VersionConflict(
-                f"{procedure.name} version {registered} is already registered "
-                "with different content; register it under a new version"
-            )
-        for (name, version), reason in self._quarantined.items():
-            if name == procedure.name and _same_version(version, procedure.parsed_version):
-                raise VersionConflict(
-                    f"{procedure.name} version {version} is stored in {self._path} but cannot "
-                    f"be loaded ({reason}); register it under a new version"
-                )
-        return None
 
     async def get(self, name: str, version: str | None = None) -> Procedure:
         """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).
@@ -365,26 +282,10 @@ class ProcedureStore:
     async def list(self) -> list[Procedure]:
         """Every registered procedure version, by name then version."""
         await self.open()
-        return [self._procedures[key].procedure for key in sorted(self._procedures)]
+        return self._registry.procedures()
 
     def _compiled(self, name: str, version: str | None) -> CompiledProcedure:
-        if version is None:
-            versions = [v for (n, v) in self._procedures if n == name]
-            if not versions:
-                raise ProcedureNotFound(f"no procedure named {name!r}")
-            return self._procedures[(name, max(versions))]
-        try:
-            compiled = self._procedures.get((name, Version(version)))
-        except InvalidVersion:
-            compiled = None
-        if compiled is None:
-            reason = self._quarantined.get((name, version))
-            if reason is not None:
-                raise ProcedureNotFound(
-                    f"procedure {name!r} version {version!r} is quarantined: {reason}"
-                )
-            raise ProcedureNotFound(f"no procedure {name!r} version {version!r}")
-        return compiled
+        return self._registry.compiled(name, version)
 
     # -- executions ---------------------------------------------------------------------------
 
@@ -571,28 +472,13 @@ class ProcedureStore:
             else:
                 self._executions[execution.id] = execution
                 return execution
-        raise ExecutionDamaged(stored.id, _one_line(reason))
+        raise ExecutionDamaged(stored.id, one_line(reason))
 
     def _cannot_restore(self, stored: StoredExecution) -> str | None:
         """Why ``stored`` cannot be restored, found before trying; ``None`` if nothing is."""
         if stored.status not in _STATUSES:
             return _unknown_status(stored.status)
-        key = (stored.procedure, stored.version)
-        if key in self._quarantined:
-            return (
-                f"its procedure {stored.procedure!r} version {stored.version!r} cannot be "
-                f"loaded: {self._quarantined[key]}"
-            )
-        try:
-            compiled = self._compiled(stored.procedure, stored.version)
-        except ProcedureNotFound:
-            compiled = None
-        # Exactly the version it started on: another spelling of it may hold other states.
-        if compiled is None or compiled.procedure.version != stored.version:
-            return (
-                f"its procedure {stored.procedure!r} version {stored.version!r} is not in the store"
-            )
-        return None
+        return self._registry.cannot_run(stored.procedure, stored.version)
 
     async def _quarantine(self, damaged: ExecutionDamaged) -> None:
         """Mark an unfinished execution that cannot be restored as quarantined, and say so."""
@@ -608,18 +494,3 @@ _STATUSES = frozenset(status.value for status in Status)
 
 def _unknown_status(status: str) -> str:
     return f"its stored status {status!r} is unknown to this procstore"
-
-
-def _one_line(text: str) -> str:
-    """``text`` on one line (whitespace runs become one space), at most MAX_REASON_CHARS."""
-    line = " ".join(text.split())
-    if len(line) > MAX_REASON_CHARS:
-        line = line[: MAX_REASON_CHARS - 3] + "..."
-    return line
-
-
-def _same_version(stored: str, version: Version) -> bool:
-    try:
-        return Version(stored) == version
-    except InvalidVersion:
-        return False
