@@ -1,17 +1,19 @@
 """The procedure store: a registry of versioned procedures and the executions started from it,
-in memory or persisted (``sqlite:///path``)."""
+kept through a storage ``Backend``: in memory, or persisted (``sqlite:///path``).
+
+The store holds a backend whatever the URL and talks to it only through ``Backend``. What a
+backend that is not ``persistent`` (the in-memory one) changes is said where it matters: the
+store gives the executions it starts no journal, and knows them through their handles.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
+import functools
 import os
-import uuid
 import warnings
-import weakref
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -21,20 +23,18 @@ from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, ProcedureWarning, StoreError
 from procstore.guards import GuardCallable, GuardRegistry
+from procstore.handles import Handles, summary
 from procstore.jsondata import require_json
-from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import Execution, restore_execution, start_execution
+from procstore.runtime import Execution
 from procstore.snapshot import ExecutionSummary, Status
-from procstore.storage import Backend, SQLiteBackend, StoredExecution
+from procstore.storage import Backend, MemoryBackend, SQLiteBackend
 from procstore.validation import Document
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
 
 SQLITE_PREFIX = "sqlite:///"
-
-logger = logging.getLogger("procstore")
 
 
 def sqlite_path(url: str) -> Path:
@@ -47,34 +47,6 @@ def sqlite_path(url: str) -> Path:
             "sqlite:////absolute/path.db (or no URL for an in-memory store)"
         )
     return Path(url[len(SQLITE_PREFIX) :])
-
-
-class _Journal:
-    """An execution's place in the backend (see ``procstore.runtime.Journal``)."""
-
-    def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
-        self._backend = backend
-        self._id = execution_id
-        self._procedure = procedure
-        self._version = version
-        self._discarded = False
-
-    def discard(self) -> None:
-        """Write nothing more: the execution this journal was given to failed to restore."""
-        self._discarded = True
-
-    async def create(
-        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
-    ) -> None:
-        await self._backend.create_execution(
-            self._id, self._procedure, self._version, status, snapshot, records
-        )
-
-    async def commit(
-        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
-    ) -> None:
-        if not self._discarded:
-            await self._backend.commit(self._id, status, snapshot, records)
 
 
 class ProcedureStore:
@@ -118,20 +90,20 @@ class ProcedureStore:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
     ) -> None:
-        self._path = sqlite_path(url) if url is not None else None
-        self._synchronous = synchronous
-        self._read_only = read_only
-        self._backend: SQLiteBackend | None = None
+        self._open_backend: Callable[[], Awaitable[Backend]] = MemoryBackend.open
+        self._where, self._where_suffix = "memory", ""  # how messages name its storage
+        if url is not None:
+            path = sqlite_path(url)
+            self._open_backend = functools.partial(
+                SQLiteBackend.open, path, synchronous=synchronous, read_only=read_only
+            )
+            self._where, self._where_suffix = str(path), f" in {path}"
+        self._backend: Backend | None = None  # until opened, and once closed
         self._runner = False  # this process holds the store's runner lock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
-        self._registry = ProcedureRegistry(self._actions, self._guards, str(self._path))
-        # Unfinished executions are kept alive here; finished ones belong to whoever holds
-        # their handle and are only tracked while referenced.
-        self._running: dict[str, Execution] = {}
-        self._executions: weakref.WeakValueDictionary[str, Execution] = (
-            weakref.WeakValueDictionary()
-        )
+        self._registry = ProcedureRegistry(self._actions, self._guards, self._where)
+        self._executions = Handles(self._registry, self._where)
 
     @property
     def allowed_modules(self) -> frozenset[str]:
@@ -148,30 +120,31 @@ class ProcedureStore:
             StoreError: the file is not a procstore database, is corrupt, or was written by a
                 newer procstore.
         """
-        if self._path is None or self._backend is not None:
-            return self
-        backend = await SQLiteBackend.open(
-            self._path, synchronous=self._synchronous, read_only=self._read_only
-        )
-        try:
-            stored = await backend.load_procedures()
-        except Exception:
-            await backend.close()
-            raise
-        self._registry.load(stored)
-        self._backend = backend
+        await self._opened()
         return self
+
+    async def _opened(self) -> Backend:
+        """The open backend, opened (with the procedures it stores loaded) on first use."""
+        backend = self._backend
+        if backend is None:
+            backend = await self._open_backend()
+            try:
+                stored = await backend.load_procedures()
+            except Exception:
+                await backend.close()
+                raise
+            self._registry.load(stored)
+            self._backend = backend
+        return backend
 
     async def close(self) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
         database and resumes with [`recover`][procstore.ProcedureStore.recover]) and close the
         database."""
-        for execution in list(self._running.values()):
-            await execution.detach()
-        self._running.clear()
-        if self._backend is not None:
-            backend, self._backend = self._backend, None
-            self._runner = False
+        await self._executions.detach_running()
+        backend, self._backend = self._backend, None
+        self._runner = False
+        if backend is not None:  # it was opened
             await backend.close()
 
     async def __aenter__(self) -> ProcedureStore:
@@ -185,15 +158,15 @@ class ProcedureStore:
     ) -> None:
         await self.close()
 
-    async def _run_here(self) -> None:
-        """Make sure this process may run executions of a persisted store."""
-        await self.open()
-        if self._backend is None or self._runner:
-            return
-        if self._read_only:
-            raise StoreError(f"{self._path} is open read-only: it cannot run executions")
-        await self._backend.acquire_runner_lock()
-        self._runner = True
+    async def _run_here(self) -> Backend:
+        """The open backend, once this process may run its executions (holds its runner lock)."""
+        backend = await self._opened()
+        if not self._runner:
+            if backend.read_only:
+                raise StoreError(f"{self._where} is open read-only: it cannot run executions")
+            await backend.acquire_runner_lock()
+            self._runner = True
+        return backend
 
     # -- host code -------------------------------------------------------------------------
 
@@ -253,7 +226,7 @@ class ProcedureStore:
                 is registered (or stored, by another store on the same database) under another
                 spelling, which the message names.
         """
-        await self.open()
+        backend = await self._opened()
         loaded, compiled = await asyncio.to_thread(self._registry.prepare, doc)
         procedure = loaded.procedure
         # Checked again on the event loop: another call may have registered it meanwhile.
@@ -264,9 +237,8 @@ class ProcedureStore:
         if loaded.warnings:  # before anything is stored: a filter may make it an error
             label = f"{procedure.name} {procedure.version}"
             warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=2)
-        if self._backend is not None:
-            document = require_json(dict(loaded.data), "the procedure document")
-            await self._backend.save_procedure(procedure.name, procedure.version, document)
+        document = require_json(dict(loaded.data), "the procedure document")
+        await backend.save_procedure(procedure.name, procedure.version, document)
         self._registry.add(compiled)
         return procedure
 
@@ -276,12 +248,12 @@ class ProcedureStore:
         Raises:
             ProcedureNotFound: no such name or version.
         """
-        await self.open()
+        await self._opened()
         return self._compiled(name, version).procedure
 
     async def list(self) -> list[Procedure]:
         """Every registered procedure version, by name then version."""
-        await self.open()
+        await self._opened()
         return self._registry.procedures()
 
     def _compiled(self, name: str, version: str | None) -> CompiledProcedure:
@@ -313,20 +285,10 @@ class ProcedureStore:
             TypeError: the context is not JSON-compatible data.
             StoreError: another process runs this store's executions.
         """
-        await self._run_here()
+        backend = await self._run_here()
         compiled = self._compiled(name, version)
         start_context = require_json(dict(context or {}), "the start context")
-        execution_id = uuid.uuid4().hex
-        journal = None
-        if self._backend is not None:
-            journal = _Journal(
-                self._backend, execution_id, compiled.procedure.name, compiled.procedure.version
-            )
-        execution = await start_execution(
-            compiled, execution_id, start_context, auto=auto, journal=journal, running=self._running
-        )
-        self._executions[execution.id] = execution
-        return execution
+        return await self._executions.start(backend, compiled, start_context, auto)
 
     async def get_execution(self, execution_id: str) -> Execution:
         """A handle on a stored execution, finished or not. An unfinished one that no handle in
@@ -335,75 +297,37 @@ class ProcedureStore:
         Raises:
             ExecutionNotFound: no execution has that id.
         """
-        await self.open()
-        live = self._live(execution_id)
+        backend = await self._opened()
+        live = self._executions.live(execution_id)
         if live is not None:
             return live
-        if self._backend is None:
-            raise ExecutionNotFound(f"no execution {execution_id!r}")
-        stored = await self._backend.load_execution(execution_id)
+        stored = await backend.load_execution(execution_id)
         if stored is None:
-            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._path}")
+            raise ExecutionNotFound(f"no execution {execution_id!r}{self._where_suffix}")
         if stored.status == Status.QUARANTINED:
             reason = stored.reason or "no reason was stored"
             raise ExecutionDamaged(execution_id, reason, quarantined=True)
-        resume = stored.status == Status.RUNNING and not self._read_only
+        resume = stored.status == Status.RUNNING and not backend.read_only
         if resume:
             await self._run_here()
-            live = self._live(execution_id)  # resumed meanwhile by another call
+            live = self._executions.live(execution_id)  # resumed meanwhile by another call
             if live is not None:
                 return live
-        try:
-            return await self._restore(stored, resume=resume)
-        except ExecutionDamaged as damaged:
-            if resume:  # an unfinished one: keep recover() from meeting it again
-                await self._quarantine(damaged)
-            raise
+        return await self._executions.restore(backend, stored, resume=resume)
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None
     ) -> builtins.list[ExecutionSummary]:
         """Summaries of the executions (stored ones, or this process's for an in-memory store),
         filtered by status and procedure name, oldest first."""
-        await self.open()
+        backend = await self._opened()
         wanted = Status(status).value if status is not None else None
-        if self._backend is not None:
-            # A status this procstore does not know is listed as quarantined: ask for all of
-            # them when quarantined ones are wanted.
-            asked = None if wanted == Status.QUARANTINED else wanted
-            rows = await self._backend.list_executions(status=asked, procedure=procedure)
-            summaries = []
-            for r in rows:
-                known = r.status in _STATUSES
-                summary = ExecutionSummary(
-                    id=r.id,
-                    procedure=r.procedure,
-                    version=r.version,
-                    status=Status(r.status) if known else Status.QUARANTINED,
-                    created_at=r.created_at,
-                    updated_at=r.updated_at,
-                    reason=r.reason if known else _unknown_status(r.status),
-                )
-                if wanted is None or summary.status == wanted:
-                    summaries.append(summary)
-            return summaries
-        summaries = []
-        for execution in list(self._executions.values()):
-            history = execution.history
-            if (wanted is None or execution.status.value == wanted) and (
-                procedure is None or execution.procedure == procedure
-            ):
-                summaries.append(
-                    ExecutionSummary(
-                        id=execution.id,
-                        procedure=execution.procedure,
-                        version=execution.version,
-                        status=execution.status,
-                        created_at=history[0].at if history else datetime.now(UTC),
-                        updated_at=history[-1].at if history else datetime.now(UTC),
-                    )
-                )
-        return sorted(summaries, key=lambda s: s.created_at)
+        # A status this procstore does not know is listed as quarantined: ask for all of them
+        # when quarantined ones are wanted.
+        asked = None if wanted == Status.QUARANTINED else wanted
+        rows = await backend.list_executions(status=asked, procedure=procedure)
+        stored = [s for s in map(summary, rows) if wanted is None or s.status == wanted]
+        return stored + self._executions.unstored(wanted, procedure)
 
     async def recover(self) -> builtins.list[Execution]:
         """Resume every unfinished stored execution: running actions restart (an interrupted
@@ -420,77 +344,4 @@ class ProcedureStore:
         Returns:
             Handles on the resumed executions.
         """
-        await self._run_here()
-        if self._backend is None:
-            return []
-        resumed = []
-        for stored in await self._backend.load_unfinished():
-            live = self._live(stored.id)
-            if live is None:
-                try:
-                    live = await self._restore(stored, resume=True)
-                except ExecutionDamaged as damaged:
-                    await self._quarantine(damaged)
-                    continue
-            resumed.append(live)
-        return resumed
-
-    def _live(self, execution_id: str) -> Execution | None:
-        """This process's handle on an execution, unless it is detached (a failed write stopped
-        it, say): then the stored execution is loaded anew."""
-        live = self._executions.get(execution_id)
-        return None if live is None or live.detached else live
-
-    async def _restore(self, stored: StoredExecution, *, resume: bool) -> Execution:
-        """A handle on a stored execution (with ``resume``, an unfinished one carries on here).
-
-        Raises:
-            ExecutionDamaged: it cannot be restored; nothing of it runs or is written.
-        """
-        assert self._backend is not None
-        reason = stored.reason or self._cannot_restore(stored)
-        if reason is None:
-            journal = _Journal(self._backend, stored.id, stored.procedure, stored.version)
-            try:
-                execution = restore_execution(
-                    self._compiled(stored.procedure, stored.version),
-                    stored.id,
-                    stored.snapshot,
-                    stored.records,
-                    journal=journal,
-                    resume=resume,
-                    running=self._running,
-                )
-            except Exception as exc:  # whatever a damaged snapshot makes restoring raise
-                reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"
-                # The half-restored execution may have registered itself and scheduled its
-                # first steps: stop it before they run, and let nothing of it be written.
-                journal.discard()
-                half = self._running.pop(stored.id, None)
-                if half is not None:
-                    await half.detach()
-            else:
-                self._executions[execution.id] = execution
-                return execution
-        raise ExecutionDamaged(stored.id, one_line(reason))
-
-    def _cannot_restore(self, stored: StoredExecution) -> str | None:
-        """Why ``stored`` cannot be restored, found before trying; ``None`` if nothing is."""
-        if stored.status not in _STATUSES:
-            return _unknown_status(stored.status)
-        return self._registry.cannot_run(stored.procedure, stored.version)
-
-    async def _quarantine(self, damaged: ExecutionDamaged) -> None:
-        """Mark an unfinished execution that cannot be restored as quarantined, and say so."""
-        assert self._backend is not None
-        await self._backend.quarantine_execution(damaged.execution_id, damaged.reason)
-        logger.warning(
-            "%s: execution %s is quarantined: %s", self._path, damaged.execution_id, damaged.reason
-        )
-
-
-_STATUSES = frozenset(status.value for status in Status)
-
-
-def _unknown_status(status: str) -> str:
-    return f"its stored status {status!r} is unknown to this procstore"
+        return await self._executions.recover(await self._run_here())

@@ -1,0 +1,227 @@
+"""A store's executions as this process holds them: ``Handles`` on the live ones, the journal a
+persisted one writes through (``StoreJournal``), the summary of a stored row, and restoring a
+stored execution as a handle, or quarantining, with a one-line reason, one that cannot be
+restored."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from datetime import UTC, datetime
+from typing import Any
+
+from procstore.compiler import CompiledProcedure
+from procstore.errors import ExecutionDamaged
+from procstore.reasons import one_line
+from procstore.registry import ProcedureRegistry
+from procstore.runtime import Execution, restore_execution, start_execution
+from procstore.snapshot import ExecutionSummary, Status
+from procstore.storage import Backend, StoredExecution
+from procstore.storage import ExecutionSummary as StoredSummary
+
+__all__ = ["Handles", "StoreJournal", "summary"]
+
+logger = logging.getLogger("procstore")
+
+_STATUSES = frozenset(status.value for status in Status)
+
+
+class StoreJournal:
+    """An execution's place in a backend (see ``procstore.runtime.Journal``)."""
+
+    def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
+        self._backend = backend
+        self._id = execution_id
+        self._procedure = procedure
+        self._version = version
+        self._discarded = False
+
+    def discard(self) -> None:
+        """Write nothing more: the execution this journal was given to failed to restore."""
+        self._discarded = True
+
+    async def create(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        await self._backend.create_execution(
+            self._id, self._procedure, self._version, status, snapshot, records
+        )
+
+    async def commit(
+        self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
+    ) -> None:
+        if not self._discarded:
+            await self._backend.commit(self._id, status, snapshot, records)
+
+
+def summary(row: StoredSummary) -> ExecutionSummary:
+    """The summary of a stored execution; one whose status this procstore does not know is
+    listed as quarantined, saying so."""
+    known = row.status in _STATUSES
+    return ExecutionSummary(
+        id=row.id,
+        procedure=row.procedure,
+        version=row.version,
+        status=Status(row.status) if known else Status.QUARANTINED,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reason=row.reason if known else _unknown_status(row.status),
+    )
+
+
+class Handles:
+    """This process's handles on one store's executions.
+
+    Unfinished executions are kept alive in ``running`` (the runtime adds and removes them);
+    finished ones belong to whoever holds their handle and are only tracked while referenced,
+    so memory does not grow with finished executions nobody references.
+
+    Args:
+        registry: The store's procedure versions, which executions are restored on.
+        where: What log messages call the store's storage (its database file).
+    """
+
+    def __init__(self, registry: ProcedureRegistry, where: str) -> None:
+        self._registry = registry
+        self._where = where
+        self.running: dict[str, Execution] = {}
+        self._tracked: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
+        # Those written nowhere (the backend is not persistent): listed from their handles.
+        self._unstored: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        """How many executions are tracked (alive, or referenced by someone)."""
+        return len(self._tracked)
+
+    def live(self, execution_id: str) -> Execution | None:
+        """This process's handle on an execution, unless it is detached (a failed write stopped
+        it, say): then the stored execution is loaded anew."""
+        live = self._tracked.get(execution_id)
+        return None if live is None or live.detached else live
+
+    async def start(
+        self, backend: Backend, compiled: CompiledProcedure, context: dict[str, Any], auto: bool
+    ) -> Execution:
+        """Start an execution of ``compiled``, written through ``backend`` if it is persistent."""
+        execution_id = uuid.uuid4().hex
+        journal = None  # not persistent: nothing to write, so no commit per step
+        if backend.persistent:
+            journal = StoreJournal(
+                backend, execution_id, compiled.procedure.name, compiled.procedure.version
+            )
+        execution = await start_execution(
+            compiled, execution_id, context, auto=auto, journal=journal, running=self.running
+        )
+        self._tracked[execution.id] = execution
+        if journal is None:
+            self._unstored[execution.id] = execution
+        return execution
+
+    async def restore(
+        self, backend: Backend, stored: StoredExecution, *, resume: bool
+    ) -> Execution:
+        """A handle on a stored execution (with ``resume``, an unfinished one carries on here).
+
+        Raises:
+            ExecutionDamaged: it cannot be restored; nothing of it runs or is written. With
+                ``resume`` it is quarantined too, so that ``recover`` does not meet it again.
+        """
+        try:
+            execution = await _restore(stored, self._registry, backend, self.running, resume)
+        except ExecutionDamaged as damaged:
+            if resume:
+                await backend.quarantine_execution(damaged.execution_id, damaged.reason)
+                logger.warning(
+                    "%s: execution %s is quarantined: %s",
+                    self._where,
+                    damaged.execution_id,
+                    damaged.reason,
+                )
+            raise
+        self._tracked[execution.id] = execution
+        return execution
+
+    async def recover(self, backend: Backend) -> list[Execution]:
+        """Resume every unfinished execution ``backend`` stores that no handle here runs yet;
+        quarantine each that cannot be restored and go on with the others."""
+        resumed = []
+        for stored in await backend.load_unfinished():  # none from a backend not persistent
+            live = self.live(stored.id)
+            if live is None:
+                try:
+                    live = await self.restore(backend, stored, resume=True)
+                except ExecutionDamaged:
+                    continue
+            resumed.append(live)
+        return resumed
+
+    def unstored(self, status: str | None, procedure: str | None) -> list[ExecutionSummary]:
+        """Summaries of the executions written nowhere, filtered by status and procedure name,
+        oldest first."""
+        summaries = []
+        for execution in list(self._unstored.values()):
+            history = execution.history
+            if (status is None or execution.status.value == status) and (
+                procedure is None or execution.procedure == procedure
+            ):
+                summaries.append(
+                    ExecutionSummary(
+                        id=execution.id,
+                        procedure=execution.procedure,
+                        version=execution.version,
+                        status=execution.status,
+                        created_at=history[0].at if history else datetime.now(UTC),
+                        updated_at=history[-1].at if history else datetime.now(UTC),
+                    )
+                )
+        return sorted(summaries, key=lambda s: s.created_at)
+
+    async def detach_running(self) -> None:
+        """Stop every unfinished execution in this process (each stays as last stored)."""
+        for execution in list(self.running.values()):
+            await execution.detach()
+        self.running.clear()
+
+
+async def _restore(
+    stored: StoredExecution,
+    registry: ProcedureRegistry,
+    backend: Backend,
+    running: dict[str, Execution],
+    resume: bool,
+) -> Execution:
+    """``Handles.restore`` but for the tracking and the quarantine."""
+    reason = stored.reason or _cannot_restore(stored, registry)
+    if reason is None:
+        journal = StoreJournal(backend, stored.id, stored.procedure, stored.version)
+        try:
+            return restore_execution(
+                registry.compiled(stored.procedure, stored.version),
+                stored.id,
+                stored.snapshot,
+                stored.records,
+                journal=journal,
+                resume=resume,
+                running=running,
+            )
+        except Exception as exc:  # whatever a damaged snapshot makes restoring raise
+            reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"
+            # The half-restored execution may have registered itself and scheduled its
+            # first steps: stop it before they run, and let nothing of it be written.
+            journal.discard()
+            half = running.pop(stored.id, None)
+            if half is not None:
+                await half.detach()
+    raise ExecutionDamaged(stored.id, one_line(reason))
+
+
+def _cannot_restore(stored: StoredExecution, registry: ProcedureRegistry) -> str | None:
+    """Why ``stored`` cannot be restored, found before trying; ``None`` if nothing is."""
+    if stored.status not in _STATUSES:
+        return _unknown_status(stored.status)
+    return registry.cannot_run(stored.procedure, stored.version)
+
+
+def _unknown_status(status: str) -> str:
+    return f"its stored status {status!r} is unknown to this procstore"
