@@ -6,21 +6,20 @@ restored."""
 from __future__ import annotations
 
 import logging
-import uuid
 import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from procstore.compiler import CompiledProcedure
+from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged
 from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import Execution, restore_execution, start_execution
+from procstore.runtime import Execution, restore_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
 
-__all__ = ["Handles", "StoreJournal", "summary"]
+__all__ = ["Handles", "StoreJournal", "journal_for", "summary"]
 
 logger = logging.getLogger("procstore")
 
@@ -55,6 +54,15 @@ class StoreJournal:
             await self._backend.commit(self._id, status, snapshot, records)
 
 
+def journal_for(backend: Backend, execution_id: str, procedure: Procedure) -> StoreJournal | None:
+    """Where a new execution of ``procedure`` is written: ``backend``, or nowhere (``None``)
+    when it is not persistent (see ``Backend.persistent``), so that an in-memory execution
+    commits nothing per step."""
+    if not backend.persistent:
+        return None
+    return StoreJournal(backend, execution_id, procedure.name, procedure.version)
+
+
 def summary(row: StoredSummary) -> ExecutionSummary:
     """The summary of a stored execution; one whose status this procstore does not know is
     listed as quarantined, saying so."""
@@ -87,8 +95,6 @@ class Handles:
         self._where = where
         self.running: dict[str, Execution] = {}
         self._tracked: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
-        # Those written nowhere (the backend is not persistent): listed from their handles.
-        self._unstored: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
 
     def __len__(self) -> int:
         """How many executions are tracked (alive, or referenced by someone)."""
@@ -100,23 +106,9 @@ class Handles:
         live = self._tracked.get(execution_id)
         return None if live is None or live.detached else live
 
-    async def start(
-        self, backend: Backend, compiled: CompiledProcedure, context: dict[str, Any], auto: bool
-    ) -> Execution:
-        """Start an execution of ``compiled``, written through ``backend`` if it is persistent."""
-        execution_id = uuid.uuid4().hex
-        journal = None  # not persistent: nothing to write, so no commit per step
-        if backend.persistent:
-            journal = StoreJournal(
-                backend, execution_id, compiled.procedure.name, compiled.procedure.version
-            )
-        execution = await start_execution(
-            compiled, execution_id, context, auto=auto, journal=journal, running=self.running
-        )
+    def track(self, execution: Execution) -> None:
+        """Track a handle this store started."""
         self._tracked[execution.id] = execution
-        if journal is None:
-            self._unstored[execution.id] = execution
-        return execution
 
     async def restore(
         self, backend: Backend, stored: StoredExecution, *, resume: bool
@@ -156,11 +148,11 @@ class Handles:
             resumed.append(live)
         return resumed
 
-    def unstored(self, status: str | None, procedure: str | None) -> list[ExecutionSummary]:
-        """Summaries of the executions written nowhere, filtered by status and procedure name,
-        oldest first."""
+    def summaries(self, status: str | None, procedure: str | None) -> list[ExecutionSummary]:
+        """Summaries of the tracked executions, filtered by status and procedure name, oldest
+        first: all a store whose backend is not persistent knows of its executions."""
         summaries = []
-        for execution in list(self._unstored.values()):
+        for execution in list(self._tracked.values()):
             history = execution.history
             if (status is None or execution.status.value == status) and (
                 procedure is None or execution.procedure == procedure

@@ -1,9 +1,9 @@
 """The procedure store: a registry of versioned procedures and the executions started from it,
 kept through a storage ``Backend``: in memory, or persisted (``sqlite:///path``).
 
-The store holds a backend whatever the URL and talks to it only through ``Backend``. What a
-backend that is not ``persistent`` (the in-memory one) changes is said where it matters: the
-store gives the executions it starts no journal, and knows them through their handles.
+The store holds a backend whatever the URL and talks to it only through ``Backend``. It
+writes only to a ``persistent`` one: with the in-memory backend, its registry keeps the
+procedures and the handles (``procstore.handles``) the executions, which get no journal.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import functools
 import os
+import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,10 +24,10 @@ from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, ProcedureWarning, StoreError
 from procstore.guards import GuardCallable, GuardRegistry
-from procstore.handles import Handles, summary
+from procstore.handles import Handles, journal_for, summary
 from procstore.jsondata import require_json
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import Execution
+from procstore.runtime import Execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
 from procstore.validation import Document
@@ -47,6 +48,20 @@ def sqlite_path(url: str) -> Path:
             "sqlite:////absolute/path.db (or no URL for an in-memory store)"
         )
     return Path(url[len(SQLITE_PREFIX) :])
+
+
+def _storage(
+    url: str | None, synchronous: Literal["NORMAL", "FULL"], read_only: bool
+) -> tuple[Callable[[], Awaitable[Backend]], str, str]:
+    """How a store opens the backend ``url`` names, what messages call it, and the suffix
+    that says where an execution was not found (none in memory)."""
+    if url is None:
+        return MemoryBackend.open, "memory", ""
+    path = sqlite_path(url)
+    opener = functools.partial(
+        SQLiteBackend.open, path, synchronous=synchronous, read_only=read_only
+    )
+    return opener, str(path), f" in {path}"
 
 
 class ProcedureStore:
@@ -90,14 +105,8 @@ class ProcedureStore:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
     ) -> None:
-        self._open_backend: Callable[[], Awaitable[Backend]] = MemoryBackend.open
-        self._where, self._where_suffix = "memory", ""  # how messages name its storage
-        if url is not None:
-            path = sqlite_path(url)
-            self._open_backend = functools.partial(
-                SQLiteBackend.open, path, synchronous=synchronous, read_only=read_only
-            )
-            self._where, self._where_suffix = str(path), f" in {path}"
+        # How to open its backend, and how messages name where it keeps things.
+        self._open_backend, self._where, self._where_suffix = _storage(url, synchronous, read_only)
         self._backend: Backend | None = None  # until opened, and once closed
         self._runner = False  # this process holds the store's runner lock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
@@ -237,8 +246,9 @@ class ProcedureStore:
         if loaded.warnings:  # before anything is stored: a filter may make it an error
             label = f"{procedure.name} {procedure.version}"
             warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=2)
-        document = require_json(dict(loaded.data), "the procedure document")
-        await backend.save_procedure(procedure.name, procedure.version, document)
+        if backend.persistent:  # otherwise the registry is the only record (see Backend)
+            document = require_json(dict(loaded.data), "the procedure document")
+            await backend.save_procedure(procedure.name, procedure.version, document)
         self._registry.add(compiled)
         return procedure
 
@@ -286,9 +296,16 @@ class ProcedureStore:
             StoreError: another process runs this store's executions.
         """
         backend = await self._run_here()
-        compiled = self._compiled(name, version)
+        compiled = self._registry.compiled(name, version)
         start_context = require_json(dict(context or {}), "the start context")
-        return await self._executions.start(backend, compiled, start_context, auto)
+        execution_id = uuid.uuid4().hex
+        journal = journal_for(backend, execution_id, compiled.procedure)
+        running = self._executions.running
+        execution = await start_execution(
+            compiled, execution_id, start_context, auto=auto, journal=journal, running=running
+        )
+        self._executions.track(execution)
+        return execution
 
     async def get_execution(self, execution_id: str) -> Execution:
         """A handle on a stored execution, finished or not. An unfinished one that no handle in
@@ -322,12 +339,13 @@ class ProcedureStore:
         filtered by status and procedure name, oldest first."""
         backend = await self._opened()
         wanted = Status(status).value if status is not None else None
+        if not backend.persistent:  # it holds none of them (see journal_for): the handles do
+            return self._executions.summaries(wanted, procedure)
         # A status this procstore does not know is listed as quarantined: ask for all of them
         # when quarantined ones are wanted.
         asked = None if wanted == Status.QUARANTINED else wanted
         rows = await backend.list_executions(status=asked, procedure=procedure)
-        stored = [s for s in map(summary, rows) if wanted is None or s.status == wanted]
-        return stored + self._executions.unstored(wanted, procedure)
+        return [s for s in map(summary, rows) if wanted is None or s.status == wanted]
 
     async def recover(self) -> builtins.list[Execution]:
         """Resume every unfinished stored execution: running actions restart (an interrupted

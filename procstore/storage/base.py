@@ -127,10 +127,11 @@ class Backend(Protocol):
     def persistent(self) -> bool:
         """Whether what is written outlives the process.
 
-        A store writes its executions only through a persistent backend. Without one, an
-        execution's handle is its only record: writing it to memory as well would cost a
-        snapshot per step and keep every finished execution alive, and nothing of it would
-        survive the process anyway.
+        A store writes only to a persistent backend; it reads from any. Without one, the
+        store's own registry and its handles on executions are the only record there is:
+        writing them to memory as well would cost a copy of every document, a snapshot per
+        step of every execution, and memory for every finished execution, for nothing that
+        could outlive the process anyway.
         """
         ...
 
