@@ -209,6 +209,8 @@ class CompiledProcedure:
             its initial descendants, parents first).
         order: Every state's position in the document, for document-order listings.
         top_level: The top-level states' paths, in document order.
+        clock: The time its executions run on: their timestamps, retry delays, timeouts and
+            ``sleep`` actions (the store's clock; tests give a manual one).
     """
 
     procedure: Procedure
@@ -218,6 +220,7 @@ class CompiledProcedure:
     entries: dict[str, tuple[str, ...]]
     order: dict[str, int]
     top_level: tuple[str, ...]
+    clock: Clock
 
     @property
     def initial_state(self) -> str:
@@ -379,8 +382,7 @@ def compile_procedure(
     clock: Clock = SYSTEM,
 ) -> CompiledProcedure:
     """Build the machine and the state plans for a validated ``procedure`` (whose chart,
-    when validation built it already, is ``chart``; whose ``sleep`` actions wait on
-    ``clock``).
+    when validation built it already, is ``chart``; whose executions run on ``clock``).
 
     Flat definitions (only leaves) get the flat AsyncMachine; definitions with compound or
     parallel states get the hierarchical one, which costs ~1.7-2x per transition.
@@ -430,4 +432,5 @@ def compile_procedure(
         entries={path: chart.entry(path) for path in chart.states},
         order={path: i for i, path in enumerate(chart.states)},
         top_level=chart.top_level,
+        clock=clock,
     )

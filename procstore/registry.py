@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from packaging.version import InvalidVersion, Version
 
 from procstore.actions import ActionRegistry
+from procstore.clock import Clock
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
@@ -30,12 +31,16 @@ class ProcedureRegistry:
         actions: The store's actions, which compiling checks documents against.
         guards: The store's guards, likewise.
         where: What messages call the store's storage (its database file).
+        clock: The clock the executions of its procedures run on.
     """
 
-    def __init__(self, actions: ActionRegistry, guards: GuardRegistry, where: str) -> None:
+    def __init__(
+        self, actions: ActionRegistry, guards: GuardRegistry, where: str, clock: Clock
+    ) -> None:
         self._actions = actions
         self._guards = guards
         self._where = where
+        self._clock = clock
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
         # Stored procedure versions that cannot be loaded, by (name, version as stored): why.
         self._quarantined: dict[tuple[str, str], str] = {}
@@ -72,7 +77,7 @@ class ProcedureRegistry:
                 f"its stored document is for procedure {procedure.name!r} version "
                 f"{procedure.version!r}"
             )
-        return compile_procedure(procedure, self._actions, self._guards)
+        return compile_procedure(procedure, self._actions, self._guards, clock=self._clock)
 
     def prepare(self, doc: Document) -> tuple[LoadedDocument, CompiledProcedure | None]:
         """Read, validate and (unless already registered) compile ``doc``: the CPU-bound part of
@@ -80,7 +85,9 @@ class ProcedureRegistry:
         loaded = load_document(doc, self._actions, self._guards)
         if self.registered(loaded.procedure) is not None:
             return loaded, None
-        compiled = compile_procedure(loaded.procedure, self._actions, self._guards, loaded.chart)
+        compiled = compile_procedure(
+            loaded.procedure, self._actions, self._guards, loaded.chart, self._clock
+        )
         return loaded, compiled
 
     def add(self, compiled: CompiledProcedure) -> None:

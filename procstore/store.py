@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from procstore.actions import ActionCallable, ActionRegistry
+from procstore.clock import SYSTEM, Clock
 from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, ProcedureWarning, StoreError
@@ -86,6 +87,9 @@ class ProcedureStore:
             last commits, never corrupt) or ``FULL`` (fsync on every commit).
         read_only: Open a persisted store for reading (listing, history) beside the process
             that runs its executions.
+        clock: The time its executions run on (history timestamps, retry delays, timeouts,
+            ``sleep`` actions): the system's by default; a test may pass one it advances by
+            hand (see ``procstore.clock.Clock``).
 
     Raises:
         ValueError: an ``allowed_module_files`` entry is not a ``.py`` file named like a public
@@ -104,6 +108,7 @@ class ProcedureStore:
         allowed_module_files: Iterable[str | os.PathLike[str]] = (),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         # How to open its backend, and how messages name where it keeps things.
         self._open_backend, self._where, self._where_suffix = _storage(url, synchronous, read_only)
@@ -111,7 +116,7 @@ class ProcedureStore:
         self._runner = False  # this process holds the store's runner lock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
-        self._registry = ProcedureRegistry(self._actions, self._guards, self._where)
+        self._registry = ProcedureRegistry(self._actions, self._guards, self._where, clock)
         self._executions = Handles(self._registry, self._where)
 
     @property

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from procstore import ProcedureStore
+from tests.clock import ManualClock
 
 SPEC_MODULE = "tests.spec_actions"
 
@@ -29,6 +30,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def store() -> ProcedureStore:
     """A fresh in-memory store allowed to call the SPEC-007 test actions."""
     return ProcedureStore(allowed_modules=[SPEC_MODULE])
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test advances it (see ``tests.clock``)."""
+    return ManualClock()
+
+
+@pytest.fixture
+def timed_store(clock: ManualClock) -> ProcedureStore:
+    """Like ``store``, but its executions run on ``clock``: a timing test advances time and
+    asserts exact instants instead of wall-clock windows."""
+    return ProcedureStore(allowed_modules=[SPEC_MODULE], clock=clock)
 
 
 async def within(awaitable: Awaitable[T], timeout: float = 2.0) -> T:

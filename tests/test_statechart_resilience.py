@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
+from tests.clock import ManualClock
 from tests.conftest import Gate, make_doc, records, wait_until, within
 
 
@@ -219,7 +220,7 @@ async def test_an_action_timeout_inside_a_compound_fails_the_attempt_and_bubbles
 
 
 async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     """``phase`` may take 100 ms: 60 ms in ``first``, then ``second`` retries a failing action
     every 10 ms. The compound's timer is not restarted by moving between its children; its
@@ -228,8 +229,8 @@ async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
     def broken(context: dict[str, Any]) -> None:
         raise ConnectionError("still down")
 
-    store.register_action("broken", broken)
-    await store.register(
+    timed_store.register_action("broken", broken)
+    await timed_store.register(
         make_doc(
             {
                 "phase": {
@@ -255,18 +256,20 @@ async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
             "phase",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}, auto=True))
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.advance(0.099)
+    assert ex.current == "phase.second", "the compound timed out before its 100 ms"
+    await clock.advance(0.001)
     final = await within(ex.run_to_completion())
-    elapsed = time.perf_counter() - began
 
     assert final.current == "late"
     assert records(final.history, "timeout", state="phase")
     assert _transitions(final.history, "timeout") == [("phase", "late")]
     assert len(records(final.history, "action", state="phase.second")) >= 2  # it was retrying
-    assert 0.095 <= elapsed < 0.15, f"the compound timed out after {elapsed:.3f}s"
+    (fired,) = records(final.history, "timeout", state="phase")
+    assert fired.at.timestamp() == pytest.approx(clock.time()), "not at 100 ms exactly"
     attempts_then = len(records(final.history, "action"))
-    await asyncio.sleep(0.03)
+    await clock.advance(0.03)
     assert len(records(ex.state.history, "action")) == attempts_then, "retries went on"
 
 

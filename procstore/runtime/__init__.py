@@ -1,8 +1,7 @@
 """The runtime: executions of compiled procedures (see `procstore.runtime.run` for how its
 parts fit together)."""
 
-from procstore.clock import SYSTEM, Clock
 from procstore.runtime.execution import Execution, restore_execution, start_execution
 from procstore.runtime.journal import Journal
 
-__all__ = ["SYSTEM", "Clock", "Execution", "Journal", "restore_execution", "start_execution"]
+__all__ = ["Execution", "Journal", "restore_execution", "start_execution"]

@@ -20,7 +20,6 @@ import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
 from procstore import paths
-from procstore.clock import SYSTEM, Clock
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, StoreError
 from procstore.runtime.journal import Journal
@@ -334,11 +333,10 @@ async def start_execution(
     auto: bool = False,
     journal: Journal | None = None,
     running: dict[str, Execution] | None = None,
-    clock: Clock = SYSTEM,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
     a terminal state); with a journal, it is stored before any of its actions runs."""
-    run = Run(compiled, execution_id, RunState.fresh(context, auto), clock, journal, running)
+    run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running)
     execution = Execution(run)
     async with run.writer.lock:  # its steps wait for this before running anything
         async with run.fire_lock:
@@ -363,14 +361,13 @@ def restore_execution(
     journal: Journal | None,
     resume: bool,
     running: dict[str, Execution] | None = None,
-    clock: Clock = SYSTEM,
 ) -> Execution:
     """Rebuild a stored execution; with ``resume``, an unfinished one carries on here.
 
     Raises:
         ValueError, KeyError, TypeError: the stored checkpoint is damaged (nothing of it runs).
     """
-    run = Run(compiled, execution_id, RunState.fresh({}, False), clock, journal, None)
+    run = Run(compiled, execution_id, RunState.fresh({}, False), journal, None)
     run.restore(snapshot, records)
     if resume and run.state.status is Status.RUNNING:
         run.registry = running

@@ -68,7 +68,6 @@ class Run:
         compiled: CompiledProcedure,
         execution_id: str,
         state: RunState,
-        clock: Clock,
         journal: Journal | None,
         running: dict[str, Execution] | None,
     ) -> None:
@@ -76,8 +75,8 @@ class Run:
         self.compiled = compiled
         self.plans: dict[str, StatePlan] = compiled.states
         self.state = state
-        self.clock = clock
-        self.history = History(clock)
+        self.clock: Clock = compiled.clock
+        self.history = History(self.clock)
         self.writer = Writer(self, journal)
         # Where the store keeps unfinished executions alive: asyncio holds tasks only weakly,
         # so an execution nobody references could otherwise vanish mid-run.
