@@ -418,7 +418,8 @@ def states_of(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def check_end(soak: Soak, state: ExecutionState, indices: Counter[int]) -> None:
-    """Invariant 2 for one execution (its end), and invariant 3's history part."""
+    """Invariant 2 for one execution (its end), invariant 3's history part, and invariant 4's
+    attempts part (`check_attempts`)."""
     index = state.context.get("index")
     indices[index] += 1
     name, context = soak_worker.plan(soak.seed, index)
@@ -467,6 +468,12 @@ def check_end(soak: Soak, state: ExecutionState, indices: Counter[int]) -> None:
             f"{state.id} ({name}): {len(rollbacks)} rollback record(s), expected status "
             f"{status.value}",
         )
+    check_attempts(soak, state, states)
+
+
+def check_attempts(soak: Soak, state: ExecutionState, states: dict[str, dict[str, Any]]) -> None:
+    """Invariant 4's attempts part for one execution: each state's recorded attempts are
+    numbered 1, 2, ... without a repeat or a gap, within its retry budget."""
     attempts: dict[str, list[int]] = defaultdict(list)
     for record in state.history:
         if record.kind == "action" and record.state and record.attempt:

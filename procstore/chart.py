@@ -189,25 +189,11 @@ class Chart:
         seen: set[str] = set()
         todo: list[str] = []
 
-        def add(path: str) -> None:
-            if path not in seen:
-                seen.add(path)
-                todo.append(path)
-
         def enter(target: str) -> None:
-            for path in self.entry(target):
-                add(path)
-            below = target
-            for node in self.ancestors(target):
-                if node in seen:
-                    break  # entered before: its ancestors and other regions were then too
-                add(node)
-                if self.states[node].kind == "parallel":
-                    for region in self.states[node].children:
-                        if region != below:
-                            for path in self.entry(region):
-                                add(path)
-                below = node
+            for path in self.entered_by(target):
+                if path not in seen:
+                    seen.add(path)
+                    todo.append(path)
 
         if self.initial not in self.states:
             return seen

@@ -295,16 +295,21 @@ def _references(
             for key in ("action", "compensate"):
                 problems += _function_problems(raw.get(key), (*state.loc, key), actions)
     if isinstance(initial, str) and initial in chart.states:
-        reachable = chart.reachable(lambda t: (t.source, t.index) not in crossing)
-        for state in chart:
-            if state.path not in reachable:
-                problems.append(
-                    Problem(
-                        json_path(state.loc),
-                        f"state is unreachable from initial state {initial!r}",
-                    )
-                )
+        problems += _unreachable_problems(chart, initial, crossing)
     return problems
+
+
+def _unreachable_problems(
+    chart: Chart, initial: str, crossing: set[tuple[str, int]]
+) -> list[Problem]:
+    """A problem for each state no run can reach from ``initial`` (a transition crossing
+    regions, in ``crossing``, reaches nothing)."""
+    reachable = chart.reachable(lambda t: (t.source, t.index) not in crossing)
+    return [
+        Problem(json_path(state.loc), f"state is unreachable from initial state {initial!r}")
+        for state in chart
+        if state.path not in reachable
+    ]
 
 
 def _transition_problems(

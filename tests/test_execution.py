@@ -964,14 +964,14 @@ async def test_sleep_action_takes_about_its_ms(store: ProcedureStore) -> None:
 # --- leaks -------------------------------------------------------------------------------
 
 
-def _find_machines(root: Any, depth: int = 4) -> list[Any]:
+def _find_machines(root: Any, depth: int = 4) -> list[Any]:  # noqa: C901
     """transitions Machine objects reachable from ``root`` through a few attribute hops."""
     from transitions import Machine
 
     found: dict[int, Any] = {}
     seen: set[int] = set()
 
-    def walk(obj: Any, level: int) -> None:
+    def walk(obj: Any, level: int) -> None:  # noqa: C901
         if id(obj) in seen or level > depth:
             return
         seen.add(id(obj))

@@ -120,18 +120,7 @@ async def _diagram(
         raise CommandError(
             ExitCode.USAGE, "error: give FILE, or --execution ID to draw a stored one"
         )
-    if fmt is not None:
-        chosen: str = fmt.value
-    elif out is not None:
-        try:
-            chosen = diagrams.format_for(out)
-        except ValueError as exc:
-            raise CommandError(ExitCode.USAGE, f"error: {exc}; or give --format") from None
-    else:
-        chosen = "dot"
-    if chosen == "png" and out is None and sys.stdout.isatty():
-        raise CommandError(ExitCode.USAGE, "error: a PNG goes to a file: give -o OUT.png")
-
+    chosen = _chosen_format(fmt, out)
     source = _procedure_to_draw(file, allow_invalid) if file is not None else None
 
     snapshot: ExecutionState | None = None
@@ -165,6 +154,31 @@ async def _diagram(
         raise CommandError(
             ExitCode.STORE, f"error: {exc}; --format dot or mermaid gives the chart's text at once"
         ) from None
+    _write(data, out, chosen)
+
+
+def _chosen_format(fmt: DiagramFormat | None, out: Path | None) -> str:
+    """The format to write: ``fmt``, else the one OUT's suffix names, else dot. A PNG for a
+    terminal is refused (it is a file's content, not text)."""
+    from procstore import diagrams
+
+    if fmt is not None:
+        chosen: str = fmt.value
+    elif out is not None:
+        try:
+            chosen = diagrams.format_for(out)
+        except ValueError as exc:
+            raise CommandError(ExitCode.USAGE, f"error: {exc}; or give --format") from None
+    else:
+        chosen = "dot"
+    if chosen == "png" and out is None and sys.stdout.isatty():
+        raise CommandError(ExitCode.USAGE, "error: a PNG goes to a file: give -o OUT.png")
+    return chosen
+
+
+def _write(data: str | bytes, out: Path | None, chosen: str) -> None:
+    """Write the rendered diagram to ``out`` (saying so on stderr), else to stdout: a PNG as
+    bytes, text as the document it is."""
     if out is not None:
         if isinstance(data, str):
             out.write_text(data, encoding="utf-8")

@@ -9,12 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from procstore import ExecutionNotFound, Procedure, ProcedureNotFound, Status, paths
-from procstore.chart import build_chart
+from procstore import (
+    ExecutionNotFound,
+    ExecutionSummary,
+    Procedure,
+    ProcedureNotFound,
+    Status,
+    paths,
+)
+from procstore.chart import ChartState, build_chart
 from procstore.cli.db import db_file, open_store
 from procstore.cli.exits import CommandError, ExitCode, execute
 from procstore.cli.options import DEFAULT_DB, AsJson, Db, Full
@@ -26,6 +33,7 @@ from procstore.cli.output import (
     status_text,
     time_text,
 )
+from procstore.definition import StateDef
 from procstore.describe import describe_action, describe_retry
 
 
@@ -72,7 +80,7 @@ async def _list(
     """Print the procedures and the (last ``limit``) executions, as text or JSON."""
     if not db_file(db).exists():
         procedures: list[Procedure] = []
-        executions: list[Any] = []
+        executions: list[ExecutionSummary] = []
         if not as_json:
             echo(f"no database at {db_file(db)} yet: nothing registered, nothing run")
             return
@@ -107,23 +115,29 @@ async def _list(
     else:
         echo("no procedures")
     echo("")
-    if executions:
-        rows: list[tuple[str, ...]] = [
-            (s.id, f"{s.procedure}@{s.version}", status_text(s.status), time_text(s.updated_at))
-            for s in executions
-        ]
-        headers: tuple[str, ...] = ("EXECUTION", "PROCEDURE", "STATUS", "UPDATED")
-        if any(s.reason for s in executions):  # quarantined ones: say why
-            rows = [(*row, s.reason or "") for row, s in zip(rows, executions, strict=True)]
-            headers = (*headers, "REASON")
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        for row in (headers, *rows):
-            cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
-            echo("  ".join(cells).rstrip())
-        if hidden:
-            echo(f"... and {hidden} older (--limit 0 lists them all)")
-    else:
+    _echo_executions(executions, hidden)
+
+
+def _echo_executions(executions: Sequence[ExecutionSummary], hidden: int) -> None:
+    """Print ``executions`` as a table (with a REASON column when one is quarantined), and
+    how many older ones the limit left out."""
+    if not executions:
         echo("no executions")
+        return
+    rows: list[tuple[str, ...]] = [
+        (s.id, f"{s.procedure}@{s.version}", status_text(s.status), time_text(s.updated_at))
+        for s in executions
+    ]
+    headers: tuple[str, ...] = ("EXECUTION", "PROCEDURE", "STATUS", "UPDATED")
+    if any(s.reason for s in executions):  # quarantined ones: say why
+        rows = [(*row, s.reason or "") for row, s in zip(rows, executions, strict=True)]
+        headers = (*headers, "REASON")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        echo("  ".join(cells).rstrip())
+    if hidden:
+        echo(f"... and {hidden} older (--limit 0 lists them all)")
 
 
 def show(
@@ -180,37 +194,48 @@ def _summary_lines(procedure: Procedure, versions: Sequence[str]) -> list[str]:
         state = node.state
         assert state is not None  # not a region
         indent = "  " * (paths.depth(node.path) - 1)
-        if node.kind == "compound":
-            kind = f"compound, initial {state.initial_state}"
-        elif node.kind == "parallel":
-            kind = f"parallel: {', '.join(state.parallel or ())}"
-        elif node.terminal:
-            kind = "terminal" + (", failure" if state.outcome == "failure" else "")
-        else:
-            kind = ""
+        kind = _kind_text(node, state)
         head = f"{indent}{node.name}" + (f"  ({kind})" if kind else "")
         lines.append(head)
-        details = []
-        if state.action is not None:
-            timeout = state.action.timeout_ms
-            limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
-            details.append(f"action {describe_action(state.action)}{limit}")
-        if state.retry is not None:
-            details.append(describe_retry(state.retry))
-        if state.timeout_ms is not None:
-            details.append(f"timeout {state.timeout_ms:g}ms")
-        if state.compensate is not None:
-            details.append(f"compensate {describe_action(state.compensate)}")
-        for transition in state.transitions:
-            guards = []
-            if transition.guard:
-                guards.append(f"[{transition.guard}]")
-            guards += [f"[{name}]" for name in transition.conditions]
-            guards += [f"[!{name}]" for name in transition.unless]
-            guard = f" {' '.join(guards)}" if guards else ""
-            details.append(f"on {transition.event}{guard} -> {transition.target}")
-        lines += [f"{indent}    {detail}" for detail in details]
+        lines += [f"{indent}    {detail}" for detail in _detail_lines(state)]
     return lines
+
+
+def _kind_text(node: ChartState, state: StateDef) -> str:
+    """What ``show`` says after a state's name: compound (with its initial state), parallel
+    (with its regions), terminal (and whether a failure), or nothing for a plain state."""
+    if node.kind == "compound":
+        return f"compound, initial {state.initial_state}"
+    if node.kind == "parallel":
+        return f"parallel: {', '.join(state.parallel or ())}"
+    if node.terminal:
+        return "terminal" + (", failure" if state.outcome == "failure" else "")
+    return ""
+
+
+def _detail_lines(state: StateDef) -> list[str]:
+    """A state's action, retry policy, timeout, compensation and transitions (with their
+    guards), one line each, as written."""
+    details = []
+    if state.action is not None:
+        timeout = state.action.timeout_ms
+        limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
+        details.append(f"action {describe_action(state.action)}{limit}")
+    if state.retry is not None:
+        details.append(describe_retry(state.retry))
+    if state.timeout_ms is not None:
+        details.append(f"timeout {state.timeout_ms:g}ms")
+    if state.compensate is not None:
+        details.append(f"compensate {describe_action(state.compensate)}")
+    for transition in state.transitions:
+        guards = []
+        if transition.guard:
+            guards.append(f"[{transition.guard}]")
+        guards += [f"[{name}]" for name in transition.conditions]
+        guards += [f"[!{name}]" for name in transition.unless]
+        guard = f" {' '.join(guards)}" if guards else ""
+        details.append(f"on {transition.event}{guard} -> {transition.target}")
+    return details
 
 
 def _split_name(spec: str) -> tuple[str, str | None]:

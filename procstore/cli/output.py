@@ -137,14 +137,7 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
         cause = f" (on {record.event})" if record.event is not None else ""
         return f"entered     {record.state}{cause}"
     if kind == "action":
-        attempt = f" #{record.attempt}" if record.attempt is not None else ""
-        if record.error is not None:
-            return (
-                f"action      {record.state}{attempt} error: "
-                f"{record.error.type}: {record.error.message}"
-            )
-        result = "" if record.result is None else f" -> {_value_text(record.result, limit)}"
-        return f"action      {record.state}{attempt} ok{result}"
+        return _action_line(record, limit)
     if kind == "transition":
         return f"transition  {record.state} --{record.event}--> {record.target}"
     if kind == "log":
@@ -154,6 +147,25 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
     if kind == "finished":
         return f"finished    {record.state}: {status_text(record.status)}"
     # Any other kind (an event the state had no transition for, ...): show what it carries.
+    return _fields_line(record, limit)
+
+
+def _action_line(record: HistoryRecord, limit: int | None) -> str:
+    """An ``action`` record: the attempt's error, or ``ok`` and its result (cut to ``limit``)."""
+    attempt = f" #{record.attempt}" if record.attempt is not None else ""
+    if record.error is not None:
+        return (
+            f"action      {record.state}{attempt} error: "
+            f"{record.error.type}: {record.error.message}"
+        )
+    result = "" if record.result is None else f" -> {_value_text(record.result, limit)}"
+    return f"action      {record.state}{attempt} ok{result}"
+
+
+def _fields_line(record: HistoryRecord, limit: int | None) -> str:
+    """A record of any other kind: its kind, then each field it carries as ``name=value``
+    (a result cut to ``limit``)."""
+    kind = record.kind
     fields: list[str] = []
     for name in ("state", "event", "target", "attempt", "delay_ms", "message"):
         value = getattr(record, name, None)

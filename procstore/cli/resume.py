@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from procstore import Procedure, ProcedureNotFound, Status, modules
+from procstore import (
+    ExecutionState,
+    ExecutionSummary,
+    Procedure,
+    ProcedureNotFound,
+    ProcedureStore,
+    Status,
+    modules,
+)
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
 from procstore.cli.db import db_file, open_store
 from procstore.cli.drive import Session, drive, drive_command, exit_code_of, final_lines
@@ -116,26 +124,8 @@ async def _resume(
                 return ExitCode.OK
 
         # Check first, resume after: an execution resumed without its host code would fail
-        # its next step for good. One line per procedure version, with what to pass.
-        waiting: dict[tuple[str, str], list[str]] = {}
-        for summary in targets:
-            waiting.setdefault((summary.procedure, summary.version), []).append(summary.id)
-        problems: list[str] = []
-        registry = code.registry()
-        any_names_modules = False
-        for (name, version), ids in waiting.items():
-            try:
-                procedure = await store.get(name, version)
-            except ProcedureNotFound:  # cannot be loaded: recover() quarantines these
-                continue
-            any_names_modules = any_names_modules or names_modules(procedure)
-            clauses = _missing_host_code(procedure, registry)
-            if clauses:
-                problems.append(
-                    f"cannot resume {_executions_text(ids, name, version)}: {'; '.join(clauses)}"
-                )
-        if problems:
-            raise CommandError(ExitCode.USAGE, *problems, "nothing was resumed")
+        # its next step for good.
+        any_names_modules = await _check_host_code(store, targets, code)
         session.resume_flags = code.resume_flags(any_names_modules)
 
         since = datetime.now(UTC)
@@ -151,17 +141,56 @@ async def _resume(
             )
         results = await drive(store, executions, timeout, output, since=since)
         finals = [(execution.state, timed_out) for execution, timed_out in results]
-        if len(finals) == 1:
-            final, timed_out = finals[0]
-            final_lines(output, final, timed_out, timeout, session)
-        else:
-            for final, timed_out in finals:
-                status = status_text(final.status)
-                if timed_out:
-                    output.line(f"timeout     {final.id} still {status} in state {final.current}")
-                else:
-                    output.line(f"status      {final.id} {status} (state: {final.current})")
+        _final_report(output, finals, timeout, session)
         return exit_code_of(finals)
+
+
+def _final_report(
+    output: Output,
+    finals: Sequence[tuple[ExecutionState, bool]],
+    timeout: float,
+    session: Session,
+) -> None:
+    """How the resumed executions ended (each with whether it timed out): one execution as
+    ``run`` reports its end, several one line each."""
+    if len(finals) == 1:
+        final, timed_out = finals[0]
+        final_lines(output, final, timed_out, timeout, session)
+        return
+    for final, timed_out in finals:
+        status = status_text(final.status)
+        if timed_out:
+            output.line(f"timeout     {final.id} still {status} in state {final.current}")
+        else:
+            output.line(f"status      {final.id} {status} (state: {final.current})")
+
+
+async def _check_host_code(
+    store: ProcedureStore, targets: Sequence[ExecutionSummary], code: HostCode
+) -> bool:
+    """Raise a usage error when some of ``targets`` need host code ``code`` cannot provide:
+    one line per procedure version, with what to pass. Whether any of their procedures names
+    a module (so the resume command to print needs the module flags)."""
+    waiting: dict[tuple[str, str], list[str]] = {}
+    for summary in targets:
+        waiting.setdefault((summary.procedure, summary.version), []).append(summary.id)
+    problems: list[str] = []
+    registry = code.registry()
+    any_names_modules = False
+    for (name, version), ids in waiting.items():
+        try:
+            procedure = await store.get(name, version)
+        except ProcedureNotFound:  # cannot be loaded: recover() quarantines these
+            continue
+        any_names_modules = any_names_modules or names_modules(procedure)
+        clauses = _missing_host_code(procedure, registry)
+        if clauses:
+            problems.append(
+                f"cannot resume {_executions_text(ids, name, version)}: {'; '.join(clauses)}"
+            )
+    if problems:
+        raise CommandError(ExitCode.USAGE, *problems, "nothing was resumed")
+    return any_names_modules
 
 
 def _missing_host_code(procedure: Procedure, registry: ActionRegistry) -> list[str]:
@@ -188,28 +217,9 @@ def _missing_host_code(procedure: Procedure, registry: ActionRegistry) -> list[s
                     unfound.setdefault(action.module)
                 except ActionNotAllowed as exc:
                     other.setdefault(f"state {path}: {exc.message}")
-        for transition in state.transitions:
-            for name in (*transition.conditions, *transition.unless):
-                by_name.setdefault(f"guard predicate {name!r}")
-    clauses: list[str] = []
-    if refused or unfound:
-        flags: list[str] = []
-        holding: list[str] = []  # what the directory to pass with --path must hold
-        for module in [*refused, *unfound]:
-            findable = _findable(module)
-            if module in refused and (findable or "." in module):
-                flags += ["--allow-module", module]  # --path allows only plain module files
-            if not findable:
-                top = module.split(".")[0]
-                holding.append(f"{top}/" if "." in module else f"{top}.py")
-        if holding:
-            flags += ["--path", "DIR"]
-        names = ", ".join(repr(m) for m in [*refused, *unfound])
-        clause = f"its actions need module{'s' if len(refused) + len(unfound) > 1 else ''} "
-        clause += f"{names}: pass {' '.join(flags)}"
-        if holding:
-            clause += f" (DIR: the directory that holds {', '.join(dict.fromkeys(holding))})"
-        clauses.append(clause)
+        predicates = (n for t in state.transitions for n in (*t.conditions, *t.unless))
+        by_name.update(dict.fromkeys(f"guard predicate {name!r}" for name in predicates))
+    clauses = _modules_clauses(list(refused), list(unfound))
     clauses += other
     if by_name:
         clauses.append(
@@ -217,6 +227,31 @@ def _missing_host_code(procedure: Procedure, registry: ActionRegistry) -> list[s
             "an application: resume it there (store.recover() after registering them)"
         )
     return clauses
+
+
+def _modules_clauses(refused: list[str], unfound: list[str]) -> list[str]:
+    """The clause (none when both lists are empty) for the modules the actions need: those
+    ``refused`` here (not allowed) and those allowed but ``unfound``, with the
+    ``--allow-module`` and ``--path`` options that would provide them."""
+    if not refused and not unfound:
+        return []
+    flags: list[str] = []
+    holding: list[str] = []  # what the directory to pass with --path must hold
+    for module in [*refused, *unfound]:
+        findable = _findable(module)
+        if module in refused and (findable or "." in module):
+            flags += ["--allow-module", module]  # --path allows only plain module files
+        if not findable:
+            top = module.split(".")[0]
+            holding.append(f"{top}/" if "." in module else f"{top}.py")
+    if holding:
+        flags += ["--path", "DIR"]
+    names = ", ".join(repr(m) for m in [*refused, *unfound])
+    clause = f"its actions need module{'s' if len(refused) + len(unfound) > 1 else ''} "
+    clause += f"{names}: pass {' '.join(flags)}"
+    if holding:
+        clause += f" (DIR: the directory that holds {', '.join(dict.fromkeys(holding))})"
+    return [clause]
 
 
 def _findable(module: str) -> bool:

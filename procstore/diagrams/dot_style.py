@@ -98,6 +98,19 @@ def leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
         rows.append(small(state.action, size=10))
     elif not state.terminal:
         rows.append(small("waits for an event", MUTED, italic=True))
+    rows += _policy_rows(state)
+    if state.terminal:
+        if state.outcome == "failure":
+            rows.append(small("end: failure", FAILURE_LINE, italic=True))
+        else:
+            rows.append(small("end: success", SUCCESS_LINE, italic=True))
+    rows += overlay_rows(state, overlaid)
+    return table(rows)
+
+
+def _policy_rows(state: StateNode) -> list[str]:
+    """A leaf's retry policy, attempt and state timeouts and compensation, one row each."""
+    rows: list[str] = []
     if state.retry is not None:
         rows.append(small(state.retry))
     if state.action_timeout_ms is not None:
@@ -106,13 +119,7 @@ def leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
         rows.append(small(f"state timeout {format_ms(state.timeout_ms)}"))
     if state.compensate is not None:
         rows.append(small(f"↺ {state.compensate}", COMPENSATE))
-    if state.terminal:
-        if state.outcome == "failure":
-            rows.append(small("end: failure", FAILURE_LINE, italic=True))
-        else:
-            rows.append(small("end: success", SUCCESS_LINE, italic=True))
-    rows += overlay_rows(state, overlaid)
-    return table(rows)
+    return rows
 
 
 def cluster_label(state: StateNode, overlaid: bool) -> str:
@@ -148,16 +155,7 @@ def leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict[
         else:
             line, fill = SUCCESS_LINE, SUCCESS_FILL
     if overlaid:
-        if state.failed:
-            fill = FAILED_FILL
-        elif state.handled:
-            fill = HANDLED_FILL
-        elif state.compensated or state.compensation_failed:
-            fill = COMPENSATED_FILL
-        elif state.active:
-            fill = ACTIVE_FILL
-        elif state.visits:
-            fill = VISITED_FILL
+        fill = _overlay_fill(state) or fill
         if state.active:
             line = ACTIVE_LINE
             attrs["penwidth"] = "3"
@@ -166,6 +164,22 @@ def leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict[
     attrs["color"] = line
     attrs["fillcolor"] = fill
     return attrs
+
+
+def _overlay_fill(state: StateNode) -> str | None:
+    """The fill an execution drawn on top gives a leaf, by what matters most: it failed,
+    handled an error, was compensated, is active, was visited; `None` when untouched."""
+    if state.failed:
+        return FAILED_FILL
+    if state.handled:
+        return HANDLED_FILL
+    if state.compensated or state.compensation_failed:
+        return COMPENSATED_FILL
+    if state.active:
+        return ACTIVE_FILL
+    if state.visits:
+        return VISITED_FILL
+    return None
 
 
 def legend_label(diagram: Diagram, overlaid: bool) -> str | None:
@@ -187,13 +201,7 @@ def legend_label(diagram: Diagram, overlaid: bool) -> str | None:
     if any(state.boxes for state in diagram.walk()):
         rows.append((small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED), None))
     if overlaid:
-        states = list(diagram.walk())
-        if any(state.failed for state in states):
-            rows.append((small(LEGEND_FAILED, FAILURE_LINE), FAILED_FILL))
-        if any(state.handled for state in states):
-            rows.append((small(LEGEND_HANDLED, HANDLED_LINE), HANDLED_FILL))
-        if any(state.compensated for state in states):
-            rows.append((small(LEGEND_COMPENSATED, COMPENSATE), COMPENSATED_FILL))
+        rows += _overlay_legend_rows(list(diagram.walk()))
     if len(rows) < 2:
         return None
     cells = "".join(f'<TR><TD ALIGN="LEFT"{bgcolor(fill)}>{text}</TD></TR>' for text, fill in rows)
@@ -201,3 +209,16 @@ def legend_label(diagram: Diagram, overlaid: bool) -> str | None:
         '<<TABLE BORDER="1" COLOR="#cfd8dc" CELLBORDER="0" CELLSPACING="0" '
         f'CELLPADDING="2">{cells}</TABLE>>'
     )
+
+
+def _overlay_legend_rows(states: list[StateNode]) -> list[tuple[str, str | None]]:
+    """The legend rows (text, background) for the fills an execution drawn on top used:
+    failed, handled and compensated states."""
+    rows: list[tuple[str, str | None]] = []
+    if any(state.failed for state in states):
+        rows.append((small(LEGEND_FAILED, FAILURE_LINE), FAILED_FILL))
+    if any(state.handled for state in states):
+        rows.append((small(LEGEND_HANDLED, HANDLED_LINE), HANDLED_FILL))
+    if any(state.compensated for state in states):
+        rows.append((small(LEGEND_COMPENSATED, COMPENSATE), COMPENSATED_FILL))
+    return rows

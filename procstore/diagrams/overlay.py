@@ -74,24 +74,37 @@ def _errors(history: tuple[HistoryRecord, ...]) -> _Errors:
             raised.pop(state, None)
             raised[state] = None
         elif kind == "transition":
-            # The states the transition leaves: the declaring state and everything inside it.
-            left = [path for path in raised if paths.is_within(path, state)]
-            if record.event in _RAISED:
-                origin = left[-1] if left else state
-                target = record.target or ""
-                result.handled.setdefault(origin, {})[(record.event or "", target)] = None
-            for path in left:
-                del raised[path]
+            _leave(record, state, raised, result)
         elif kind in ("rollback", "finished"):
-            failing = (kind == "rollback" and record.message == _FAILURE_ROLLBACK) or (
-                kind == "finished" and record.status in _FAILED
-            )
-            if failing:
-                result.failed.update(raised)
-            if kind == "finished" and record.status in _FAILED:
-                result.failed.add(state)
-            raised.clear()
+            _end(record, state, raised, result)
     return result
+
+
+def _leave(record: HistoryRecord, state: str, raised: dict[str, None], result: _Errors) -> None:
+    """A transition ``record`` declared on ``state`` leaves it and every state inside it, so
+    their raises are over; an ``error`` or ``timeout`` one handled the newest of those raises
+    (the declaring state's own when none is pending)."""
+    left = [path for path in raised if paths.is_within(path, state)]
+    if record.event in _RAISED:
+        origin = left[-1] if left else state
+        target = record.target or ""
+        result.handled.setdefault(origin, {})[(record.event or "", target)] = None
+    for path in left:
+        del raised[path]
+
+
+def _end(record: HistoryRecord, state: str, raised: dict[str, None], result: _Errors) -> None:
+    """A rollback or the end of the execution closes every raise: the unhandled ones failed
+    when the execution failed (then the state it ends in failed too)."""
+    kind = record.kind
+    failing = (kind == "rollback" and record.message == _FAILURE_ROLLBACK) or (
+        kind == "finished" and record.status in _FAILED
+    )
+    if failing:
+        result.failed.update(raised)
+    if kind == "finished" and record.status in _FAILED:
+        result.failed.add(state)
+    raised.clear()
 
 
 def _match_edge(
@@ -125,6 +138,36 @@ def _ancestors(path: str) -> Iterable[str]:
         parent = paths.parent_of(parent)
 
 
+def _active_paths(snapshot: ExecutionState) -> list[str]:
+    """The execution's current state, then its active states (when the snapshot has them)."""
+    raw_active = getattr(snapshot, "active", None)
+    active_paths = [snapshot.current]
+    if isinstance(raw_active, list | tuple) and raw_active:
+        active_paths += [str(p) for p in raw_active]
+    return active_paths
+
+
+def _fired(
+    history: tuple[HistoryRecord, ...], edges: list[TransitionEdge]
+) -> tuple[Counter[int], dict[str, str]]:
+    """How often each edge (by index) fired, and for each state path the box the execution
+    last entered it by (for a state drawn more than once)."""
+    by_source: dict[str, list[int]] = {}
+    for i, edge in enumerate(edges):
+        by_source.setdefault(edge.source, []).append(i)
+    fired: Counter[int] = Counter()
+    last_box: dict[str, str] = {}
+    for record in history:
+        if record.kind == "transition":
+            index = _match_edge(record, by_source, edges)
+            if index is not None:
+                fired[index] += 1
+                edge = edges[index]
+                if edge.box is not None:
+                    last_box[edge.target] = edge.box
+    return fired, last_box
+
+
 def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | Any) -> Diagram:
     """``diagram`` with ``execution`` drawn on top: its active states, how many times each
     state was entered and each transition fired, the states that failed, handled an error,
@@ -133,10 +176,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
     snapshot = as_execution(execution)
     history = snapshot.history
 
-    raw_active = getattr(snapshot, "active", None)
-    active_paths = [snapshot.current]
-    if isinstance(raw_active, list | tuple) and raw_active:
-        active_paths += [str(p) for p in raw_active]
+    active_paths = _active_paths(snapshot)
     active: set[str] = set()
     for path in active_paths:
         active.add(path)
@@ -158,19 +198,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
     errors = _errors(history)
 
     edges = list(diagram.transitions)
-    by_source: dict[str, list[int]] = {}
-    for i, edge in enumerate(edges):
-        by_source.setdefault(edge.source, []).append(i)
-    fired: Counter[int] = Counter()
-    last_box: dict[str, str] = {}  # state path -> the box the execution last entered it by
-    for record in history:
-        if record.kind == "transition":
-            index = _match_edge(record, by_source, edges)
-            if index is not None:
-                fired[index] += 1
-                edge = edges[index]
-                if edge.box is not None:
-                    last_box[edge.target] = edge.box
+    fired, last_box = _fired(history, edges)
     through: Counter[str] = Counter()  # box id -> entries through it
     for i, edge in enumerate(edges):
         if edge.box is not None:

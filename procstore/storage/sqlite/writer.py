@@ -256,28 +256,14 @@ class Writer:
         exists and no creation's id is taken. When that does not hold it returns ``None`` (the
         caller rolls back and applies the writes one by one); otherwise one outcome per write.
         """
-        created: set[str] = set()
-        creating = {w.execution_id for w in batch if isinstance(w, CreateExecution)}
-        for write in batch:
-            if isinstance(write, CreateExecution):
-                if write.execution_id in created:
-                    return None
-                created.add(write.execution_id)
-            elif (
-                isinstance(write, Commit)
-                and write.execution_id in creating
-                and write.execution_id not in created
-            ):
-                return None
-        outcomes: list[ProcstoreError | None] = []
-        for write in batch:
-            outcome: ProcstoreError | None = None
-            if isinstance(write, SaveProcedure | SetMeta | Quarantine):
-                try:
-                    await self._apply_alone_or_reject(db, write)
-                except _Rejected as rejected:
-                    outcome = rejected.error
-            outcomes.append(outcome)
+        if not _creations_first(batch):
+            return None
+        outcomes = [
+            await self._apply_alone(db, w)
+            if isinstance(w, SaveProcedure | SetMeta | Quarantine)
+            else None
+            for w in batch
+        ]
         creates = [w for w in batch if isinstance(w, CreateExecution)]
         commits = [w for w in batch if isinstance(w, Commit)]
         try:
@@ -365,6 +351,25 @@ class Writer:
                 )
             if write.journal:
                 await db.executemany(_APPEND_RECORD, write.journal)
+
+
+def _creations_first(batch: list[Write]) -> bool:
+    """Whether ``batch`` creates each execution at most once, and before any commit of it:
+    then applying all its creations before all its commits keeps their order."""
+    created: set[str] = set()
+    creating = {w.execution_id for w in batch if isinstance(w, CreateExecution)}
+    for write in batch:
+        if isinstance(write, CreateExecution):
+            if write.execution_id in created:
+                return False
+            created.add(write.execution_id)
+        elif (
+            isinstance(write, Commit)
+            and write.execution_id in creating
+            and write.execution_id not in created
+        ):
+            return False
+    return True
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
