@@ -95,7 +95,7 @@ async def test_the_backend_refuses_an_alias_of_a_stored_version(backend: Backend
 
 
 @pytest.mark.parametrize(
-    "document, error", [({"when": object()}, TypeError), ({"x": float("inf")}, ValueError)]
+    ("document", "error"), [({"when": object()}, TypeError), ({"x": float("inf")}, ValueError)]
 )
 async def test_a_document_json_cannot_hold_is_refused_before_saving(
     backend: Backend, document: dict[str, Any], error: type[Exception]
@@ -258,7 +258,7 @@ async def test_timestamps_are_utc_and_updated_at_follows_commits(backend: Backen
 
 
 @pytest.mark.parametrize(
-    "snapshot, error", [({"when": object()}, TypeError), ({"x": float("nan")}, ValueError)]
+    ("snapshot", "error"), [({"when": object()}, TypeError), ({"x": float("nan")}, ValueError)]
 )
 async def test_a_snapshot_json_cannot_hold_is_refused_before_writing(
     backend: Backend, snapshot: dict[str, Any], error: type[Exception]

@@ -192,7 +192,8 @@ async def test_huge_work_fails_safely_at_evaluation(
     try:
         await store.register(_doc(guard))
     except InvalidProcedure as exc:
-        assert GUARD_PATH in [p.path for p in exc.errors]
+        # Either outcome is right, so not pytest.raises: a rejection must name the guard.
+        assert GUARD_PATH in [p.path for p in exc.errors]  # noqa: PT017
         return
     ex = await within(store.start("p", "1.0", {}))
 

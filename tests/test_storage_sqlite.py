@@ -175,7 +175,7 @@ async def test_close_leaves_no_side_files(db_path: str) -> None:
     assert sorted(os.listdir(Path(db_path).parent)) == ["procstore.db"]
 
 
-@pytest.mark.parametrize("synchronous, pragma_value", [("NORMAL", 1), ("FULL", 2)])
+@pytest.mark.parametrize(("synchronous", "pragma_value"), [("NORMAL", 1), ("FULL", 2)])
 async def test_synchronous_setting_is_applied_and_writes_persist(
     db_path: str, synchronous: Any, pragma_value: int
 ) -> None:
