@@ -14,7 +14,7 @@ help:
 	@echo "make venv   create $(VENV) and install procstore with its dev extras"
 	@echo "make demo   run examples/deploy_workflow.json through the procstore CLI, stored in ./procstore.db"
 	@echo "make test   run the test suite, then the quick benchmark smoke"
-	@echo "make lint   ruff check, ruff format --check, mypy (strict) on procstore/"
+	@echo "make lint   ruff check, ruff format --check, mypy (strict) on procstore/ and tests/"
 	@echo "make bench  run the full benchmark"
 	@echo "make report run SPEC-007's acceptance criteria, write docs/validation.md (minutes)"
 	@echo "make check-report  fail if docs/validation.md is stale: a test it counted is gone (or,"
@@ -59,7 +59,7 @@ test: venv system-deps
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy procstore
+	$(BIN)/mypy procstore tests
 
 bench: venv system-deps
 	$(BIN)/python perf/bench_procstore.py

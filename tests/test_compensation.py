@@ -550,8 +550,9 @@ async def test_rollback_record_and_compensations_follow_the_failure(
     assert ex.status == Status.ROLLED_BACK
     assert saga.undone == ["a"]
     failed_attempt = index_of(history, "action", state="b")
-    assert history[failed_attempt].error is not None
-    assert history[failed_attempt].error.message == "card declined"
+    error = history[failed_attempt].error
+    assert error is not None
+    assert error.message == "card declined"
     assert failed_attempt < index_of(history, "rollback") < index_of(history, "compensation")
 
 

@@ -356,11 +356,11 @@ async def test_a_retry_resumes_at_its_stored_deadline_with_the_next_attempt_numb
     attempt_2 = next(r for r in state.history if r.kind == "action" and r.attempt == 2)
     started = attempt_2.at.timestamp()  # flaky() fails at once: its record is its start
     # The stored deadline, or at once if it passed while recover() ran (a loaded machine).
-    expected = max(deadline, recovered_at)
+    due = max(deadline, recovered_at)
     fresh_delay_end = resumed_at + RETRY_INTERVAL_MS / 1000
-    assert expected + 0.1 < fresh_delay_end, "recover() took too long to tell the two apart"
+    assert due + 0.1 < fresh_delay_end, "recover() took too long to tell the two apart"
     assert deadline - 0.005 <= started, "the retry fired before its stored deadline"
-    assert started < expected + 0.1, (
+    assert started < due + 0.1, (
         f"attempt 2 started {started - deadline:.3f}s after the stored deadline "
         f"(a fresh delay would end {fresh_delay_end - deadline:.3f}s after it)"
     )

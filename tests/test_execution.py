@@ -106,7 +106,7 @@ def test_status_is_a_str_enum_with_the_contract_values() -> None:
     }
     assert all(isinstance(s, str) for s in Status)
     assert Status("completed") is Status.COMPLETED
-    assert Status.FAILED == "failed"
+    assert Status("failed") == "failed"
 
 
 def test_event_carries_its_name() -> None:
@@ -611,7 +611,7 @@ async def test_reset_returns_to_initial_state_with_fresh_start_context(
 
     store.register_action("work", work)
     await store.register(_reset_doc())
-    start_context = {"items": []}
+    start_context: dict[str, Any] = {"items": []}
     ex = await within(store.start("p", "1.0", start_context))
     await within(ex.send("go"))
     await wait_until(lambda: bool(records(ex.state.history, "action", state="b")))
@@ -738,7 +738,7 @@ async def test_executions_never_share_context(store: ProcedureStore) -> None:
 
     store.register_action("work", mutate)
     await store.register(_reset_doc())
-    start_context = {"nested": {"items": []}}
+    start_context: dict[str, Any] = {"nested": {"items": []}}
     pristine = copy.deepcopy(start_context)
     one = await within(store.start("p", "1.0", start_context))
     two = await within(store.start("p", "1.0", start_context))
@@ -786,7 +786,7 @@ async def test_history_records_entered_action_and_transition_in_order(
     history = (await within(ex.run_to_completion(timeout=1.0))).history
 
     assert isinstance(history, tuple)
-    expected = [
+    expected: list[tuple[str, dict[str, Any]]] = [
         ("entered", dict(state="a", event=None)),
         ("action", dict(state="a", attempt=1, error=None)),
         ("transition", dict(state="a", event="success", target="b")),

@@ -14,7 +14,7 @@ def _fn(name: str, **extra: Any) -> dict[str, Any]:
     return {"type": "function", "function": name, **extra}
 
 
-def _t(target: str, event: str = "go", **extra: Any) -> dict[str, Any]:
+def _t(target: str, event: str = "go", /, **extra: Any) -> dict[str, Any]:
     return {"event": event, "target": target, **extra}
 
 

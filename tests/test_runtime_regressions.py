@@ -27,7 +27,9 @@ def _snapshot_db(src: Path, dst: Path) -> None:
         target.close()
 
 
-def _crash_copy_when(store: ProcedureStore, db: Path, copy: Path, predicate: Any) -> list[bool]:
+def _crash_copy_when(
+    monkeypatch: pytest.MonkeyPatch, store: ProcedureStore, db: Path, copy: Path, predicate: Any
+) -> list[bool]:
     """After each commit, copy the database to ``copy`` the first time ``predicate(snapshot)``
     holds: a crash right after that commit leaves exactly that file."""
     backend = store._backend
@@ -35,13 +37,15 @@ def _crash_copy_when(store: ProcedureStore, db: Path, copy: Path, predicate: Any
     real = backend.commit
     copied: list[bool] = []
 
-    async def commit(execution_id: str, status: str, snapshot: dict[str, Any], recs: Any) -> None:
+    async def commit(
+        execution_id: str, status: str, snapshot: dict[str, Any], recs: list[dict[str, Any]]
+    ) -> None:
         await real(execution_id, status, snapshot, recs)
         if not copied and predicate(snapshot):
             _snapshot_db(db, copy)
             copied.append(True)
 
-    backend.commit = commit  # type: ignore[method-assign]
+    monkeypatch.setattr(backend, "commit", commit)
     return copied
 
 
@@ -81,7 +85,9 @@ async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore)
     assert final.status is Status.COMPLETED
 
 
-async def test_state_timeout_survives_crash_after_expiry_write_ahead(tmp_path: Path) -> None:
+async def test_state_timeout_survives_crash_after_expiry_write_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Issue 5: state timeouts store wall-clock deadlines and fire on resume; a crash while the
     # timeout is being handled must not lose it (the execution still reaches `late`).
     doc = make_doc(
@@ -103,6 +109,7 @@ async def test_state_timeout_survives_crash_after_expiry_write_ahead(tmp_path: P
     await store.register(doc)
     ex = await store.start("p", auto=True)
     copied = _crash_copy_when(
+        monkeypatch,
         store,
         db,
         copy,
@@ -120,7 +127,7 @@ async def test_state_timeout_survives_crash_after_expiry_write_ahead(tmp_path: P
 
 
 async def test_failure_with_compensation_survives_crash_before_rollback_starts(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Compensation + issue 5: a failing execution is compensated (rolled_back); a crash between
     # the failure being committed and the rollback record must still end rolled_back on resume.
@@ -139,7 +146,9 @@ async def test_failure_with_compensation_survives_crash_before_rollback_starts(
     store = ProcedureStore(f"sqlite:///{db}")
     await store.register(doc)
     ex = await store.start("p", auto=True)
-    copied = _crash_copy_when(store, db, copy, lambda s: s["closing"] and s["completed"])
+    copied = _crash_copy_when(
+        monkeypatch, store, db, copy, lambda s: s["closing"] and s["completed"]
+    )
     final = await ex.run_to_completion(timeout=2.0)
     assert final.status is Status.ROLLED_BACK
     await store.close()
@@ -161,7 +170,7 @@ async def test_failure_with_compensation_survives_crash_before_rollback_starts(
     ],
 )
 async def test_a_crash_after_the_last_compensation_still_ends_rolled_back(
-    tmp_path: Path, end: str, expected: Status
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str, expected: Status
 ) -> None:
     # Found by perf/soak_crash.py: killed after the last compensation was committed but before
     # the end was, a saga resumed with an empty compensation stack and ended as if there had
@@ -189,7 +198,7 @@ async def test_a_crash_after_the_last_compensation_still_ends_rolled_back(
     ex = await store.start("p", auto=True)
     await wait_until(lambda: ex.current == "wait")
     copied = _crash_copy_when(
-        store, db, copy, lambda s: s["rollback"] is not None and not s["completed"]
+        monkeypatch, store, db, copy, lambda s: s["rollback"] is not None and not s["completed"]
     )
     if end == "failure":
         await ex.send("fail")
@@ -210,7 +219,9 @@ async def test_a_crash_after_the_last_compensation_still_ends_rolled_back(
         await other.close()
 
 
-async def test_cancelled_caller_does_not_duplicate_journal_records(tmp_path: Path) -> None:
+async def test_cancelled_caller_does_not_duplicate_journal_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Issue 5: history after reopening equals the live history record for record, even when a
     # send() caller gives up (is cancelled) while its commit is already being written.
     doc = make_doc(
@@ -236,7 +247,7 @@ async def test_cancelled_caller_does_not_duplicate_journal_records(tmp_path: Pat
         writing.set()
         await asyncio.shield(inner)
 
-    backend.commit = commit  # type: ignore[method-assign]
+    monkeypatch.setattr(backend, "commit", commit)
     task = asyncio.create_task(ex.send("go"))
     await within(writing.wait())
     task.cancel()

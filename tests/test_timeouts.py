@@ -92,7 +92,7 @@ async def test_a_timed_out_attempt_is_retried(store: ProcedureStore) -> None:
     first = Gate()
     calls = 0
 
-    async def hang_once(context: dict[str, Any]) -> str:
+    async def hang_once(context: dict[str, Any]) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:

@@ -267,7 +267,12 @@ async def test_os_system_function_action_rejected_at_registration(
     store: ProcedureStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(os, "system", lambda *args, **kwargs: calls.append((args, kwargs)) or 0)
+
+    def system(*args: Any, **kwargs: Any) -> int:
+        calls.append((args, kwargs))
+        return 0
+
+    monkeypatch.setattr(os, "system", system)
     doc = make_doc(
         {
             "pwn": {
@@ -502,7 +507,7 @@ json_values = st.recursive(
 )
 
 # Values with a chance of meaning something to the validator.
-interesting_values = st.sampled_from(
+interesting_values: st.SearchStrategy[Any] = st.sampled_from(
     [
         "",
         ".",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status, StoreError
+from procstore.storage.sqlite import SQLiteBackend
 from tests.conftest import Gate, make_doc, records, within
 
 BIG = "x" * 20_000  # a result that needs new pages to be stored
@@ -29,8 +30,9 @@ BIG = "x" * 20_000  # a result that needs new pages to be stored
 async def _set_max_pages(store: ProcedureStore, pages: int | None) -> None:
     """Fill the database file (``pages=None``: to the pages it has now) or free it again."""
     backend = store._backend
-    assert backend is not None and backend._writer is not None
+    assert isinstance(backend, SQLiteBackend)
     writer = backend._writer
+    assert writer is not None
     if pages is None:
         [(pages,)] = list(await writer.execute_fetchall("PRAGMA page_count"))
     await writer.execute(f"PRAGMA max_page_count = {pages}")
