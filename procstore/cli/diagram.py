@@ -4,8 +4,10 @@ with a stored execution drawn on top."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -110,11 +112,8 @@ async def _diagram(
 ) -> None:
     """Draw FILE's procedure (or the stored one of ``execution_id``) in the format chosen,
     with the execution over it, to ``out`` or stdout."""
-    # Imported when a diagram is drawn, so the other commands start without them.
-    import graphviz
-
+    # Imported when a diagram is drawn, so the other commands start without it.
     from procstore import diagrams
-    from procstore.diagrams.dot import DiagramTimeout
 
     if file is None and execution_id is None:
         raise CommandError(
@@ -142,8 +141,26 @@ async def _diagram(
             )
     assert source is not None
 
-    try:
+    if out is not None:
+        with _graphviz_errors(chosen):
+            diagrams.save(source, out, chosen, snapshot, rankdir=rankdir.value)
+        echo(f"wrote {out} ({chosen})", err=True)
+        return
+    with _graphviz_errors(chosen):
         data = diagrams.render(source, chosen, snapshot, rankdir=rankdir.value)
+    _print(data, chosen)
+
+
+@contextlib.contextmanager
+def _graphviz_errors(chosen: str) -> Iterator[None]:
+    """Drawing in the ``chosen`` format, where Graphviz is missing or too slow: a command
+    error that says what to do instead."""
+    import graphviz
+
+    from procstore.diagrams.dot import DiagramTimeout
+
+    try:
+        yield
     except graphviz.ExecutableNotFound:
         raise CommandError(
             ExitCode.STORE,
@@ -154,7 +171,6 @@ async def _diagram(
         raise CommandError(
             ExitCode.STORE, f"error: {exc}; --format dot or mermaid gives the chart's text at once"
         ) from None
-    _write(data, out, chosen)
 
 
 def _chosen_format(fmt: DiagramFormat | None, out: Path | None) -> str:
@@ -176,16 +192,8 @@ def _chosen_format(fmt: DiagramFormat | None, out: Path | None) -> str:
     return chosen
 
 
-def _write(data: str | bytes, out: Path | None, chosen: str) -> None:
-    """Write the rendered diagram to ``out`` (saying so on stderr), else to stdout: a PNG as
-    bytes, text as the document it is."""
-    if out is not None:
-        if isinstance(data, str):
-            out.write_text(data, encoding="utf-8")
-        else:
-            out.write_bytes(data)
-        echo(f"wrote {out} ({chosen})", err=True)
-        return
+def _print(data: str | bytes, chosen: str) -> None:
+    """Write the rendered diagram to stdout: a PNG as bytes, text as the document it is."""
     if isinstance(data, bytes) and chosen == "png":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
