@@ -5,6 +5,11 @@ only this time: history timestamps, retry delays, state and action timeouts, ``s
 ``await clock.advance(0.02)`` moves time on by 20 ms, firing what fell due in order and
 letting the event loop run what that caused. So a test asserts *when* something happens, in
 virtual time and exactly, instead of a wall-clock window that a loaded machine breaks.
+
+Virtual time is kept in whole microseconds (the resolution of a history record's ``at``), so
+that sums of delays do not drift by float rounding: after ``advance(0.099)`` and
+``advance(0.001)``, ``clock.elapsed == 0.1`` exactly, and ``clock.instant(record.at)`` gives the
+moment a record was stamped, to compare with ``==``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -20,11 +26,18 @@ from typing import Any
 #: causes (a step, a commit, a transition) to run to its next wait.
 SETTLE_ROUNDS = 50
 
+#: Microseconds in a second: the clock's unit of time.
+_US = 1_000_000
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * _US)
+
 
 class _Timer:
     __slots__ = ("args", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def __init__(self, when: int, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
         self.when, self.callback, self.args, self.cancelled = when, callback, args, False
 
     def cancel(self) -> None:
@@ -36,28 +49,33 @@ class ManualClock:
 
     def __init__(self, epoch: float = 1_800_000_000.0) -> None:
         self._epoch = epoch
-        self._now = 0.0
-        self._timers: list[tuple[float, int, _Timer]] = []
+        self._now = 0  # microseconds since the clock was made
+        self._timers: list[tuple[int, int, _Timer]] = []
         self._seq = itertools.count()
 
     @property
     def elapsed(self) -> float:
         """Seconds advanced since the clock was made."""
-        return self._now
+        return self._now / _US
+
+    def instant(self, at: datetime) -> float:
+        """The moment `at` (a history record's timestamp) on this clock: seconds since the
+        clock was made, exact to the microsecond (so ``clock.instant(r.at) == 0.1`` holds)."""
+        return _micros(at.timestamp() - self._epoch) / _US
 
     def time(self) -> float:
-        return self._epoch + self._now
+        return self._epoch + self._now / _US
 
     def monotonic(self) -> float:
-        return self._now
+        return self._now / _US
 
     def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> _Timer:
-        timer = _Timer(self._now + max(0.0, seconds), callback, args)
+        timer = _Timer(self._now + max(0, _micros(seconds)), callback, args)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
     async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
+        if _micros(seconds) <= 0:
             await asyncio.sleep(0)
             return
         woken = asyncio.get_running_loop().create_future()
@@ -72,13 +90,13 @@ class ManualClock:
 
     def pending(self) -> list[float]:
         """When the timers not yet fired are due (seconds on this clock), soonest first."""
-        return sorted(when for when, _, timer in self._timers if not timer.cancelled)
+        return sorted(when / _US for when, _, timer in self._timers if not timer.cancelled)
 
     async def advance(self, seconds: float) -> None:
         """Move time on by `seconds`: fire every timer due by then, in order, each at its own
         instant, letting the loop run what it causes before the next."""
         await self.settle()
-        target = self._now + seconds
+        target = self._now + _micros(seconds)
         while self._timers and self._timers[0][0] <= target:
             when, _, timer = heapq.heappop(self._timers)
             if timer.cancelled:
