@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
+from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
 
 
@@ -28,11 +28,11 @@ def _kinds(history: Any, *kinds: str) -> list[tuple[str, str | None]]:
 
 
 async def test_action_timeout_cancels_the_attempt_and_records_timeout(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     gate = Gate()
-    store.register_action("hang", gate.action)
-    await store.register(
+    timed_store.register_action("hang", gate.action)
+    await timed_store.register(
         make_doc(
             {
                 "a": {
@@ -45,10 +45,11 @@ async def test_action_timeout_cancels_the_attempt_and_records_timeout(
             "a",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
-    final = await within(ex.run_to_completion(timeout=2.0))
-    elapsed = time.perf_counter() - began
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.019)
+    assert gate.started.is_set() and not gate.cancelled, "cut short before its 20 ms"
+    await clock.advance(0.001)
+    final = await within(ex.run_to_completion())
 
     assert gate.cancelled, "the attempt was not cancelled"
     assert gate.finished.is_set(), "the action's finally did not run"
@@ -57,8 +58,8 @@ async def test_action_timeout_cancels_the_attempt_and_records_timeout(
     assert len(attempts) == 1
     assert attempts[0].error is not None
     assert attempts[0].error.type == "Timeout"
+    assert clock.instant(attempts[0].at) == 0.02, "not cut short at 20 ms exactly"
     assert final.current == "failed"
-    assert 0.018 <= elapsed < 0.5
 
 
 async def test_action_timeout_is_per_attempt_and_a_fast_action_is_unaffected(
@@ -142,17 +143,21 @@ def _timed_state(
 
 
 async def test_state_timeout_fires_timeout_by_itself_without_driving(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     gate = Gate()
-    await store.register(_timed_state(store, gate, [_t("done", "success"), _t("late", "timeout")]))
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
+    await timed_store.register(
+        _timed_state(timed_store, gate, [_t("done", "success"), _t("late", "timeout")])
+    )
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.029)
+    assert ex.state.current == "a", "the state timed out before its 30 ms"
 
-    await wait_until(lambda: ex.state.current == "late", timeout=1.0)
-    elapsed = time.perf_counter() - began
+    await clock.advance(0.001)
+    assert ex.state.current == "late"
     history = ex.state.history
-    assert 0.025 <= elapsed < 0.5
+    (fired,) = records(history, "timeout", state="a")
+    assert clock.instant(fired.at) == 0.03
     assert gate.cancelled and gate.finished.is_set()
     assert index_of(history, "timeout", state="a") < index_of(
         history, "transition", event="timeout", state="a", target="late"
@@ -230,8 +235,10 @@ async def test_state_timeout_whose_transition_is_guarded_away_fails_the_executio
     assert ex.state.current == "a"
 
 
-async def test_state_timeout_while_waiting_for_an_external_event(store: ProcedureStore) -> None:
-    await store.register(
+async def test_state_timeout_while_waiting_for_an_external_event(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {
                 "approval": {
@@ -244,18 +251,22 @@ async def test_state_timeout_while_waiting_for_an_external_event(store: Procedur
             "approval",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.029)
+    assert ex.state.current == "approval", "the wait timed out before its 30 ms"
 
-    await wait_until(lambda: ex.state.current == "expired", timeout=1.0)
-    assert time.perf_counter() - began >= 0.025
-    assert records(ex.state.history, "timeout", state="approval")
+    await clock.advance(0.001)
+    assert ex.state.current == "expired"
+    (fired,) = records(ex.state.history, "timeout", state="approval")
+    assert clock.instant(fired.at) == 0.03
     with pytest.raises(InvalidEvent):
         await within(ex.send("approve"))
 
 
-async def test_event_before_the_deadline_beats_the_state_timeout(store: ProcedureStore) -> None:
-    await store.register(
+async def test_event_before_the_deadline_beats_the_state_timeout(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {
                 "approval": {
@@ -269,11 +280,12 @@ async def test_event_before_the_deadline_beats_the_state_timeout(store: Procedur
             "approval",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.059)
     assert await within(ex.send("approve")) is True
     length = len(ex.history)
 
-    await asyncio.sleep(0.12)  # well past the old deadline
+    await clock.advance(0.06)  # well past the old deadline
     state = ex.state
     assert state.current == "approved"
     assert state.status == Status.RUNNING
@@ -281,7 +293,9 @@ async def test_event_before_the_deadline_beats_the_state_timeout(store: Procedur
     assert len(state.history) == length, "something happened after the state was left"
 
 
-async def test_state_timeout_covers_the_retries(store: ProcedureStore) -> None:
+async def test_state_timeout_covers_the_retries(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     calls = 0
 
     async def always_fails(context: dict[str, Any]) -> None:
@@ -289,8 +303,8 @@ async def test_state_timeout_covers_the_retries(store: ProcedureStore) -> None:
         calls += 1
         raise ConnectionError("down")
 
-    store.register_action("down", always_fails)
-    await store.register(
+    timed_store.register_action("down", always_fails)
+    await timed_store.register(
         make_doc(
             {
                 "a": {
@@ -310,23 +324,24 @@ async def test_state_timeout_covers_the_retries(store: ProcedureStore) -> None:
             "a",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
-    await wait_until(lambda: ex.state.current == "late", timeout=1.0)
-    elapsed = time.perf_counter() - began
-
-    assert elapsed < 0.4, "the state timeout waited for the retry delay"
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.04)
+    assert ex.state.current == "late", "the state timeout waited for the retry delay"
     assert calls == 1
     history = ex.state.history
     assert len(records(history, "retry", state="a")) == 1
     assert index_of(history, "retry", state="a") < index_of(history, "timeout", state="a")
+    (fired,) = records(history, "timeout", state="a")
+    assert clock.instant(fired.at) == 0.04
     assert records(history, "transition", event="error") == []
-    await asyncio.sleep(0.05)
+    await clock.advance(0.5)  # past when the retry was due
     assert calls == 1, "the cancelled retry ran anyway"
 
 
-async def test_state_timer_restarts_on_each_entry(store: ProcedureStore) -> None:
-    await store.register(
+async def test_state_timer_restarts_on_each_entry(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {
                 "a": {
@@ -339,19 +354,19 @@ async def test_state_timer_restarts_on_each_entry(store: ProcedureStore) -> None
             "a",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
-    await asyncio.sleep(0.05)
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.05)
     assert await within(ex.send("go")) is True
-    assert await within(ex.send("back")) is True
-    reentered = time.perf_counter()
+    assert await within(ex.send("back")) is True  # re-entered at 50 ms
 
-    await asyncio.sleep(0.05)  # 100 ms after the first entry, 50 ms after the second
+    await clock.advance(0.079)  # 129 ms after the first entry, 79 ms after the second
     assert ex.state.current == "a"
     assert records(ex.state.history, "timeout") == []
 
-    await wait_until(lambda: ex.state.current == "expired", timeout=1.0)
-    assert time.perf_counter() - reentered >= 0.075
-    assert len(records(ex.state.history, "timeout")) == 1
+    await clock.advance(0.001)
+    assert ex.state.current == "expired"
+    (fired,) = records(ex.state.history, "timeout")
+    assert clock.instant(fired.at) == 0.13, "not 80 ms after the second entry"
 
 
 async def test_each_execution_has_its_own_state_timer(store: ProcedureStore) -> None:
@@ -417,7 +432,7 @@ def _saga(store: ProcedureStore, charge: dict[str, Any]) -> tuple[list[str], dic
 
 
 async def test_retried_action_in_timed_state_whose_timeout_triggers_compensation(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     calls = 0
 
@@ -426,9 +441,9 @@ async def test_retried_action_in_timed_state_whose_timeout_triggers_compensation
         calls += 1
         raise ConnectionError("gateway down")
 
-    store.register_action("charge", charge)
+    timed_store.register_action("charge", charge)
     undone, doc = _saga(
-        store,
+        timed_store,
         {
             "action": _fn("charge", timeout_ms=20),
             "retry": {"max_attempts": 5, "interval_ms": 30, "backoff_rate": 2.0},
@@ -436,11 +451,17 @@ async def test_retried_action_in_timed_state_whose_timeout_triggers_compensation
             "transitions": [_t("done", "success"), _t("failed", "timeout")],
         },
     )
-    await store.register(doc)
-    ex = await within(store.start("p", "1.0", {}))
-    final = await within(ex.run_to_completion(timeout=2.0))
+    await timed_store.register(doc)
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.advance(0.06)
+    final = await within(ex.run_to_completion())
 
-    assert calls == 2  # attempt 1 at 0 ms, attempt 2 at 30 ms, next one due at 90 ms > 60 ms
+    # attempt 1 at 0 ms, attempt 2 at 30 ms, the next one due at 90 ms: after the 60 ms bound
+    assert calls == 2
+    attempts = records(final.history, "action", state="charge")
+    assert [clock.instant(r.at) for r in attempts] == [0.0, 0.03]
+    (fired,) = records(final.history, "timeout", state="charge")
+    assert clock.instant(fired.at) == 0.06
     assert final.status == Status.ROLLED_BACK
     assert undone == ["R-1"]
     history = final.history
