@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
 from typing import Any
 
 import pytest
 
 from procstore import ProcedureStore, Status
 from procstore.definition import MAX_DURATION_MS, RetryPolicy
+from tests.clock import ManualClock
 from tests.conftest import index_of, make_doc, records, wait_until, within
 
 
@@ -25,11 +24,9 @@ class Flaky:
         self.errors = list(errors)
         self.result = result
         self.calls = 0
-        self.times: list[float] = []
 
     async def __call__(self, context: dict[str, Any]) -> Any:
         self.calls += 1
-        self.times.append(time.perf_counter())
         if self.calls <= len(self.errors):
             raise self.errors[self.calls - 1]
         return self.result
@@ -96,11 +93,11 @@ async def test_max_attempts_one_means_no_retry(store: ProcedureStore) -> None:
 
 
 async def test_bare_retry_block_defaults_to_three_attempts_and_one_second(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     flaky = _always(ConnectionError("down"))
-    store.register_action("flaky", flaky)
-    proc = await store.register(_doc({}))
+    timed_store.register_action("flaky", flaky)
+    proc = await timed_store.register(_doc({}))
     policy = proc.definition.states["work"].retry
     assert policy is not None
     assert policy.max_attempts == 3
@@ -110,16 +107,18 @@ async def test_bare_retry_block_defaults_to_three_attempts_and_one_second(
     assert policy.jitter == "none"
     assert policy.errors is None
 
-    ex = await within(store.start("p", "1.0", {}))
-    await wait_until(lambda: bool(records(ex.history, "retry")), timeout=1.0)
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.settle()
     retry = records(ex.history, "retry")
     assert len(retry) == 1
     assert retry[0].attempt == 2
     assert retry[0].delay_ms == 1000
-    # It really waits: no second attempt shortly afterwards.
-    await asyncio.sleep(0.1)
+    # It really waits the second: no second attempt before it runs out, one just then.
+    await clock.advance(0.999)
     assert flaky.calls == 1
     assert ex.state.current == "work"
+    await clock.advance(0.001)
+    assert flaky.calls == 2
     await within(ex.cancel())
     assert ex.status == Status.CANCELLED
 
@@ -149,19 +148,23 @@ async def test_backoff_rate_one_keeps_a_constant_delay(store: ProcedureStore) ->
     assert [r.delay_ms for r in records(final.history, "retry")] == [3, 3, 3]
 
 
-async def test_measured_gaps_between_attempts_match_the_delays(store: ProcedureStore) -> None:
+async def test_measured_gaps_between_attempts_match_the_delays(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     flaky = _always(ConnectionError("down"))
-    began = time.perf_counter()
-    final = await _run(store, flaky, {"max_attempts": 3, "interval_ms": 20, "backoff_rate": 2.0})
-    elapsed = time.perf_counter() - began
+    timed_store.register_action("flaky", flaky)
+    await timed_store.register(_doc({"max_attempts": 3, "interval_ms": 20, "backoff_rate": 2.0}))
+    ex = await within(timed_store.start("p", "1.0", {}))
+    calls_at = []
+    for step in (0.019, 0.001, 0.039, 0.001):  # to 19, 20, 59 and 60 ms
+        await clock.advance(step)
+        calls_at.append(flaky.calls)
+    final = await within(ex.run_to_completion())
 
+    assert calls_at == [1, 2, 2, 3]
     assert [r.delay_ms for r in records(final.history, "retry")] == [20, 40]
-    gaps = [b - a for a, b in itertools.pairwise(flaky.times)]
-    assert len(gaps) == 2
-    assert gaps[0] >= 0.018, gaps
-    assert gaps[1] >= 0.038, gaps
-    assert gaps[1] > gaps[0]
-    assert 0.058 <= elapsed < 1.0
+    attempts = records(final.history, "action", state="work")
+    assert [clock.instant(r.at) for r in attempts] == [0.0, 0.02, 0.06]
 
 
 async def test_full_jitter_keeps_every_delay_within_zero_and_the_cap(
@@ -225,16 +228,20 @@ async def test_errors_match_the_class_and_its_bases(
     ],
 )
 async def test_non_matching_error_fails_at_once_without_retry(
-    store: ProcedureStore, errors: list[str], exc: BaseException
+    timed_store: ProcedureStore, clock: ManualClock, errors: list[str], exc: BaseException
 ) -> None:
     flaky = _always(exc)
-    began = time.perf_counter()
-    final = await _run(store, flaky, {"max_attempts": 5, "interval_ms": 500, "errors": errors})
+    timed_store.register_action("flaky", flaky)
+    await timed_store.register(_doc({"max_attempts": 5, "interval_ms": 500, "errors": errors}))
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.settle()  # no time passes
+    assert ex.state.current == "failed"
 
+    final = await within(ex.run_to_completion())
     assert flaky.calls == 1
     assert records(final.history, "retry") == []
-    assert final.current == "failed"
-    assert time.perf_counter() - began < 0.4
+    (finished,) = records(final.history, "finished")
+    assert clock.instant(finished.at) == 0.0
 
 
 async def test_timeout_in_errors_retries_an_action_timeout(store: ProcedureStore) -> None:
@@ -311,19 +318,23 @@ async def test_success_on_the_second_attempt_proceeds_with_success(
     assert records(final.history, "transition", event="error") == []
 
 
-async def test_error_event_fires_only_after_the_last_attempt(store: ProcedureStore) -> None:
+async def test_error_event_fires_only_after_the_last_attempt(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     flaky = _always(ConnectionError("down"))
-    store.register_action("flaky", flaky)
-    await store.register(_doc({"max_attempts": 3, "interval_ms": 30, "backoff_rate": 1.0}))
-    ex = await within(store.start("p", "1.0", {}))
-    driver = asyncio.create_task(ex.run_to_completion(timeout=2.0))
+    timed_store.register_action("flaky", flaky)
+    await timed_store.register(_doc({"max_attempts": 3, "interval_ms": 30, "backoff_rate": 1.0}))
+    ex = await within(timed_store.start("p", "1.0", {}))
+    driver = asyncio.create_task(ex.run_to_completion())
 
     # Between attempts the execution stays in the state, with no error transition yet.
-    await wait_until(lambda: flaky.calls == 2)
+    await clock.advance(0.03)
+    assert flaky.calls == 2
     assert ex.state.current == "work"
     assert records(ex.history, "transition") == []
     assert records(ex.history, "entered", state="failed") == []
 
+    await clock.advance(0.03)
     final = await within(driver)
     assert flaky.calls == 3
     assert final.current == "failed"
@@ -365,9 +376,6 @@ async def test_every_attempt_and_every_delay_is_in_the_history_in_order(
     ]
     first_retry = records(final.history, "retry")[0]
     assert first_retry.state == "work"
-    # Timestamps advance with the delays.
-    attempts = records(final.history, "action", state="work")
-    assert attempts[0].at <= attempts[1].at <= attempts[2].at
 
 
 async def test_retry_of_an_unhandled_error_then_fails_the_execution(
