@@ -4,7 +4,6 @@ parallel states; deep charts; nothing left running."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -186,11 +185,11 @@ async def test_retry_inside_a_region(store: ProcedureStore) -> None:
 
 
 async def test_an_action_timeout_inside_a_compound_fails_the_attempt_and_bubbles_error(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     gate = Gate()
-    store.register_action("hang", gate.action)
-    await store.register(
+    timed_store.register_action("hang", gate.action)
+    await timed_store.register(
         make_doc(
             {
                 "phase": {
@@ -207,16 +206,17 @@ async def test_an_action_timeout_inside_a_compound_fails_the_attempt_and_bubbles
             "phase",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.advance(0.019)
+    assert ex.state.current == "phase.work" and not gate.cancelled
+    await clock.advance(0.001)
     final = await within(ex.run_to_completion())
-    elapsed = time.perf_counter() - began
 
     assert final.current == "timed_out"
     [attempt] = records(final.history, "action", state="phase.work")
     assert attempt.error is not None and attempt.error.type == "Timeout"
+    assert clock.instant(attempt.at) == 0.02
     assert gate.cancelled
-    assert elapsed < 0.5
 
 
 async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
@@ -549,12 +549,12 @@ async def test_a_parallel_state_inside_a_compound_inside_a_parallel_state_runs_t
 
 
 async def test_leaving_a_compound_cancels_everything_inside_it_nested_regions_included(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     x, y = Gate(), Gate()
-    store.register_action("x", x.action)
-    store.register_action("y", y.action)
-    await store.register(
+    timed_store.register_action("x", x.action)
+    timed_store.register_action("y", y.action)
+    await timed_store.register(
         make_doc(
             {
                 "fulfilment": {
@@ -592,20 +592,22 @@ async def test_leaving_a_compound_cancels_everything_inside_it_nested_regions_in
             "fulfilment",
         )
     )
-    ex = await within(store.start("p", "1.0", {}, auto=True))
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
     await within(x.started.wait())
     await within(y.started.wait())
     assert ex.state.current == "fulfilment.checks"
 
-    began = time.perf_counter()
-    assert await within(ex.send("cancel")) is True
-    assert time.perf_counter() - began < 0.2
+    # No time passes: the send does not wait for the running actions (nor for the timeout).
+    sending = asyncio.create_task(ex.send("cancel"))
+    await clock.settle()
+    assert sending.done(), "the cancel waited for the actions inside the compound"
+    assert sending.result() is True
 
     assert ex.state.current == "cancelled"
     assert list(ex.state.active) == ["cancelled"]
     await wait_until(lambda: x.finished.is_set() and y.finished.is_set(), timeout=0.5)
     assert x.cancelled and y.cancelled
-    await asyncio.sleep(0.1)  # past the checks state's 60 ms
+    await clock.advance(0.1)  # past the checks state's 60 ms
     assert not records(ex.state.history, "timeout")
     assert ex.state.current == "cancelled"
     assert ex.state.status is Status.RUNNING
