@@ -4,20 +4,19 @@
 |---------------------------|---------------------------------------------------------------|
 | happy path                | every state entered and completed, status completed           |
 | error in the middle       | the failing state takes its `error` transition                |
-| retry with backoff        | delays from the history's "retry" records and measured time   |
+| retry with backoff        | delays from the "retry" records, attempts' virtual instants   |
 | guard conditions          | transitions blocked when their guards fail                    |
 | timeout handling          | a state times out gracefully to its `timeout` transition      |
 """
 
 from __future__ import annotations
 
-import itertools
-import time
 from typing import Any
 
 import pytest
 
 from procstore import ProcedureStore, Status
+from tests.clock import ManualClock
 from tests.conftest import SPEC_MODULE, index_of, make_doc, records, wait_until, within
 
 
@@ -93,17 +92,20 @@ async def test_error_in_the_middle_takes_the_error_transition(store: ProcedureSt
     )
 
 
-async def test_retry_on_failure_with_configurable_backoff(store: ProcedureStore) -> None:
-    attempts: list[float] = []
+async def test_retry_on_failure_with_configurable_backoff(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    calls = 0
 
     def build(context: dict[str, Any]) -> str:
-        attempts.append(time.perf_counter())
-        if len(attempts) < 3:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
             raise ConnectionError("registry unavailable")
         return "built"
 
-    store.register_action("build", build)
-    await store.register(
+    timed_store.register_action("build", build)
+    await timed_store.register(
         _pipeline(
             {
                 "action": _fn("build"),
@@ -111,10 +113,11 @@ async def test_retry_on_failure_with_configurable_backoff(store: ProcedureStore)
             }
         )
     )
-    ex = await within(store.start("p", "1.0", {"env": "staging"}))
-    began = time.perf_counter()
-    final = await within(ex.run_to_completion(timeout=2.0))
-    elapsed = time.perf_counter() - began
+    ex = await within(timed_store.start("p", "1.0", {"env": "staging"}, auto=True))
+    await clock.advance(0.059)
+    assert calls == 2, "the third attempt did not wait its 40 ms"
+    await clock.advance(0.001)
+    final = await within(ex.run_to_completion())
 
     assert final.status == Status.COMPLETED
     assert final.current == "done"
@@ -123,10 +126,7 @@ async def test_retry_on_failure_with_configurable_backoff(store: ProcedureStore)
     build_attempts = records(final.history, "action", state="build")
     assert [r.attempt for r in build_attempts] == [1, 2, 3]
     assert [r.error is not None for r in build_attempts] == [True, True, False]
-    gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert gaps[0] >= 0.018, gaps
-    assert gaps[1] >= 0.038, gaps
-    assert 0.058 <= elapsed < 1.0
+    assert [clock.instant(r.at) for r in build_attempts] == [0.0, 0.02, 0.06]
 
 
 @pytest.mark.parametrize(("env", "expected"), [("staging", "deploy_staging"), ("prod", "approval")])
@@ -180,8 +180,10 @@ async def test_guard_conditions_all_failing_block_the_event(store: ProcedureStor
     assert ex.state.current == "validate"
 
 
-async def test_timeout_handling_states_time_out_gracefully(store: ProcedureStore) -> None:
-    await store.register(
+async def test_timeout_handling_states_time_out_gracefully(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {
                 "deploy": {
@@ -195,15 +197,16 @@ async def test_timeout_handling_states_time_out_gracefully(store: ProcedureStore
             "deploy",
         )
     )
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
-    final = await within(ex.run_to_completion(timeout=2.0))
-    elapsed = time.perf_counter() - began
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.029)
+    assert ex.state.current == "deploy", "timed out before its 30 ms"
+    await clock.advance(0.001)
+    final = await within(ex.run_to_completion())
 
     assert final.current == "timed_out"
     assert final.status == Status.COMPLETED
-    assert 0.025 <= elapsed < 0.5
-    assert records(final.history, "timeout", state="deploy")
+    (fired,) = records(final.history, "timeout", state="deploy")
+    assert clock.instant(fired.at) == 0.03
     assert records(final.history, "transition", event="timeout", state="deploy")
 
 
