@@ -2,8 +2,9 @@
 
 Everything an execution does in time goes through a `Clock`: the timestamps of its history
 records and its stored deadlines (`time`, wall-clock seconds), how long an attempt took
-(`monotonic`), retry delays (`sleep`), state timeouts (`call_later`) and action timeouts
-(`timeout`). `SYSTEM` is the real one; a test may give the store a clock it advances by hand.
+(`monotonic`), retry delays (`sleep`), state timeouts (`call_later`), action timeouts, the grace
+a cancelled action gets for its cleanup and `run_to_completion`'s ``timeout`` (`timeout`).
+`SYSTEM` is the real one; a test may give the store a clock it advances by hand.
 """
 
 from __future__ import annotations

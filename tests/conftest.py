@@ -94,6 +94,24 @@ def index_of(history: Iterable[Any], kind: str, **fields: Any) -> int:
     raise AssertionError(f"no {kind!r} record with {fields!r} in history")
 
 
+def slow_cleanup(
+    store: ProcedureStore, clock: ManualClock, seconds: float, name: str = "slow"
+) -> list[str]:
+    """Register action ``name``: it waits until cancelled, then its cleanup (``finally``)
+    takes ``seconds`` on ``clock``. The returned list gets ``"cleaned"`` when it is done."""
+    cleaned: list[str] = []
+
+    async def slow(context: dict[str, Any]) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await clock.sleep(seconds)
+            cleaned.append("cleaned")
+
+    store.register_action(name, slow)
+    return cleaned
+
+
 class Gate:
     """An async action blocked on an :class:`asyncio.Event` until ``release`` is set.
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
-from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
+from procstore.runtime.steps import CANCEL_GRACE_SECONDS
+from tests.clock import ManualClock
+from tests.conftest import Gate, index_of, make_doc, records, slow_cleanup, wait_until, within
 
 
 def _fn(name: str, **extra: Any) -> dict[str, Any]:
@@ -133,6 +135,62 @@ async def test_cancel_waits_for_the_actions_async_cleanup(store: ProcedureStore)
     await within(ex.cancel())
     assert cleaned == [True]
     assert time.perf_counter() - began < 0.1
+
+
+async def test_cancel_waits_for_a_slow_cleanup_only_its_grace_period(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    cleaned = slow_cleanup(timed_store, clock, 5.0)
+    await timed_store.register(
+        make_doc({"a": {"action": _fn("slow"), "transitions": [_t("b")]}, "b": {}}, "a")
+    )
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.settle()
+
+    cancelling = asyncio.create_task(ex.cancel())
+    await clock.advance(CANCEL_GRACE_SECONDS - 0.001)
+    assert not cancelling.done(), "cancel did not give the cleanup its grace period"
+    await clock.advance(0.001)
+    assert cancelling.done(), "cancel waited past its grace period"
+    assert cancelling.result().status == Status.CANCELLED
+    assert cleaned == []
+    await clock.advance(4.0)  # the cleanup goes on, and ends, by itself
+    assert cleaned == ["cleaned"]
+
+
+async def test_rollback_after_cancel_undoes_once_the_grace_period_is_over(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    undone = _undo_log(timed_store)
+    slow_cleanup(timed_store, clock, 5.0)
+    await timed_store.register(
+        make_doc(
+            {
+                "first": {
+                    "action": {"type": "noop"},
+                    "compensate": _fn("undo"),
+                    "transitions": [_t("work")],
+                },
+                "work": {"action": _fn("slow"), "transitions": [_t("done")]},
+                "done": {},
+            },
+            "first",
+        )
+    )
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.settle()
+    assert ex.state.current == "work"
+
+    cancelling = asyncio.create_task(ex.cancel(rollback=True))
+    await clock.advance(CANCEL_GRACE_SECONDS - 0.001)
+    assert undone == [], "undone while the interrupted action was still cleaning up"
+    await clock.advance(0.001)
+    assert undone == ["undo"], "the undoing waited past the grace period"
+    final = await within(cancelling)
+    (compensation,) = records(final.history, "compensation", state="first")
+    assert clock.instant(compensation.at) == CANCEL_GRACE_SECONDS
+    assert final.status == Status.ROLLED_BACK
+    await clock.advance(4.0)  # let the cleanup end
 
 
 async def test_cancel_records_cancelled(store: ProcedureStore) -> None:

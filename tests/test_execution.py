@@ -27,6 +27,7 @@ from procstore import (
     Status,
     VersionConflict,
 )
+from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
 
 
@@ -543,27 +544,30 @@ async def test_terminal_state_whose_action_fails_fails(store: ProcedureStore) ->
 
 
 async def test_run_to_completion_timeout_raises_and_leaves_execution_usable(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
     gate = Gate()
-    store.register_action("blocked", gate.action)
-    await store.register(
+    timed_store.register_action("blocked", gate.action)
+    await timed_store.register(
         make_doc(
             {"a": {"action": _fn("blocked"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(timed_store.start("p", "1.0", {}))
 
-    began = time.perf_counter()
+    driving = asyncio.create_task(ex.run_to_completion(timeout=0.05))
+    await clock.advance(0.049)
+    assert not driving.done(), "the wait ended before its timeout"
+    await clock.advance(0.001)  # the timeout is on the store's clock
+    assert driving.done(), "the wait went on past its timeout"
     with pytest.raises(TimeoutError):
-        await within(ex.run_to_completion(timeout=0.05), 1.0)
-    assert time.perf_counter() - began < 0.5
+        driving.result()
 
     assert ex.state.current == "a"
     assert ex.state.status == Status.RUNNING
     assert not gate.cancelled
     gate.release.set()
-    final = await within(ex.run_to_completion(timeout=1.0))
+    final = await within(ex.run_to_completion())
     assert final.current == "b"
     assert final.status == Status.COMPLETED
     [attempt] = records(final.history, "action", state="a")

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
+from procstore.runtime.steps import CANCEL_GRACE_SECONDS
 from tests.clock import ManualClock
-from tests.conftest import Gate, make_doc, records, wait_until, within
+from tests.conftest import Gate, make_doc, records, slow_cleanup, wait_until, within
 
 
 def _fn(name: str, **extra: Any) -> dict[str, Any]:
@@ -611,6 +612,41 @@ async def test_leaving_a_compound_cancels_everything_inside_it_nested_regions_in
     assert not records(ex.state.history, "timeout")
     assert ex.state.current == "cancelled"
     assert ex.state.status is Status.RUNNING
+
+
+async def test_leaving_a_compound_waits_for_a_slow_cleanup_only_its_grace_period(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    cleaned = slow_cleanup(timed_store, clock, 5.0)
+    await timed_store.register(
+        make_doc(
+            {
+                "phase": {
+                    "initial_state": "work",
+                    "states": {
+                        "work": {"action": _fn("slow"), "transitions": [_t("fin")]},
+                        "fin": {},
+                    },
+                    "transitions": [_t("stopped", "stop")],
+                },
+                "stopped": {},
+            },
+            "phase",
+        )
+    )
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.settle()
+
+    sending = asyncio.create_task(ex.send("stop"))
+    await clock.advance(CANCEL_GRACE_SECONDS - 0.001)
+    assert not sending.done(), "the send did not give the action's cleanup its grace period"
+    await clock.advance(0.001)
+    assert sending.done(), "the send waited past the grace period"
+    assert sending.result() is True
+    assert ex.state.current == "stopped"
+    assert cleaned == []
+    await clock.advance(4.0)  # the cleanup goes on, and ends, by itself
+    assert cleaned == ["cleaned"]
 
 
 # --- nothing left running ------------------------------------------------------------------------

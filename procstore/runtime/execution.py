@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import procstore.runtime.saga as saga
@@ -25,7 +26,7 @@ from procstore.errors import InvalidEvent, StoreError
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
-from procstore.runtime.steps import CANCEL_GRACE_SECONDS, EXECUTION
+from procstore.runtime.steps import EXECUTION
 from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
 
 __all__ = ["Execution", "restore_execution", "start_execution"]
@@ -203,8 +204,9 @@ class Execution:
         While driven, every outcome event fires by itself.
 
         Raises:
-            TimeoutError: it has not finished within ``timeout`` seconds. That only ends the
-                wait: the execution stays as it is.
+            TimeoutError: it has not finished within ``timeout`` seconds (on the store's clock,
+                like the execution's own timeouts). That only ends the wait: the execution
+                stays as it is.
             StoreError: a write to the store failed (a full disk, say). The execution stopped
                 in this process at once, without changing its status: the database keeps it as
                 last stored, and [`recover`][procstore.ProcedureStore.recover] carries it on
@@ -215,7 +217,7 @@ class Execution:
             run.check_writable()
         run.drivers += 1
         try:
-            async with asyncio.timeout(timeout):
+            async with _bound(run, timeout):
                 async with run.send_lock:
                     for path, leaf in list(run.state.leaves.items()):
                         outcome, leaf.pending = leaf.pending, None
@@ -297,8 +299,7 @@ class Execution:
         """After cancel() or rollback(): let the stopped actions clean up, wait for the
         compensations, store the outcome, return the final snapshot."""
         run = self._run
-        if stopped:
-            await asyncio.wait(stopped, timeout=CANCEL_GRACE_SECONDS)
+        await steps.let_clean_up(run, stopped)
         await steps.wait_for(list(run.tasks.values()))
         final = self.state  # taken now: a reset() waiting for this end may run during the flush
         await run.flush()
@@ -323,6 +324,13 @@ class Execution:
             f"<Execution {self.id} {self.procedure}@{self.version} "
             f"{self.current} {self.status.value}>"
         )
+
+
+def _bound(run: Run, seconds: float | None) -> AbstractAsyncContextManager[Any]:
+    """A timeout of ``seconds`` on the run's clock; no bound when ``seconds`` is None."""
+    if seconds is None:
+        return contextlib.nullcontext()
+    return run.clock.timeout(seconds)
 
 
 async def start_execution(

@@ -48,7 +48,7 @@ async def roll_back(run: Run, stopped: list[asyncio.Task[None]] | None = None) -
     state = run.state
     assert state.rollback is not None
     if stopped:  # the interrupted actions' cleanup comes before any undoing
-        await asyncio.wait(stopped, timeout=steps.CANCEL_GRACE_SECONDS)
+        await steps.let_clean_up(run, stopped)
     # What this rollback has compensated so far (before a restart, too): an empty stack
     # after a restart may mean "all undone", not "nothing to undo".
     started = run.history.last_index(RecordKind.ROLLBACK)

@@ -47,6 +47,7 @@ __all__ = [
     "invoke",
     "is_retryable",
     "leave",
+    "let_clean_up",
     "retry_delay_ms",
     "run_step",
     "settle_exited",
@@ -58,7 +59,8 @@ logger = logging.getLogger("procstore")
 
 #: The step key of work that belongs to the whole execution (a rollback).
 EXECUTION = ""
-#: How long to wait for a cancelled action's cleanup (its ``finally``) to finish.
+#: How long to wait for a cancelled action's cleanup (its ``finally``) to finish, in seconds on
+#: the run's clock; after that the execution goes on and the cleanup runs on by itself.
 CANCEL_GRACE_SECONDS = 1.0
 
 Work = Callable[..., Awaitable[None]]
@@ -176,7 +178,17 @@ async def settle_exited(run: Run) -> None:
     cleanup, so that the event's sender hears back after it."""
     if run.exited:
         exited, run.exited = run.exited, []
-        await asyncio.wait(exited, timeout=CANCEL_GRACE_SECONDS)
+        await let_clean_up(run, exited)
+
+
+async def let_clean_up(run: Run, stopped: list[asyncio.Task[None]]) -> None:
+    """Wait for the cancelled ``stopped`` steps to end, at most `CANCEL_GRACE_SECONDS` on the
+    run's clock (like every wait of an execution, so a test's clock decides it too)."""
+    if not stopped:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with run.clock.timeout(CANCEL_GRACE_SECONDS):
+            await asyncio.wait(stopped)
 
 
 async def wait_for(steps: list[asyncio.Task[None]]) -> None:
