@@ -7,7 +7,6 @@ import contextlib
 import copy
 import gc
 import json
-import time
 import uuid
 import weakref
 from datetime import timedelta
@@ -946,8 +945,10 @@ async def test_log_action_message_appears_in_history(store: ProcedureStore) -> N
     assert [(r.state, r.message) for r in logs] == [("a", "Hello, history")]
 
 
-async def test_sleep_action_takes_about_its_ms(store: ProcedureStore) -> None:
-    await store.register(
+async def test_sleep_action_takes_about_its_ms(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {
                 "a": {"action": {"type": "sleep", "ms": 60}, "transitions": [_go("b", "success")]},
@@ -956,13 +957,14 @@ async def test_sleep_action_takes_about_its_ms(store: ProcedureStore) -> None:
             "a",
         )
     )
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
 
-    began = time.perf_counter()
-    ex = await within(store.start("p", "1.0", {}))
-    await within(ex.run_to_completion(timeout=1.0))
-    elapsed = time.perf_counter() - began
-
-    assert 0.05 <= elapsed < 0.5, elapsed
+    await clock.advance(0.059)
+    assert ex.state.current == "a", "the sleep ended before its 60 ms"
+    await clock.advance(0.001)
+    assert ex.state.current == "b"
+    (slept,) = records(ex.state.history, "action", state="a")
+    assert clock.instant(slept.at) == 0.06
 
 
 # --- leaks -------------------------------------------------------------------------------
