@@ -10,6 +10,11 @@ Virtual time is kept in whole microseconds (the resolution of a history record's
 that sums of delays do not drift by float rounding: after ``advance(0.099)`` and
 ``advance(0.001)``, ``clock.elapsed == 0.1`` exactly, and ``clock.instant(record.at)`` gives the
 moment a record was stamped, to compare with ``==``.
+
+``await clock.instantly(ex.cancel())`` says that something takes no time at all: it must be done
+once the loop has settled, with no timer fired. A wait for a deadline (or for an action that is
+still sleeping in virtual time) fails it at once, where a wall-clock test would assert
+"under 100 ms".
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: How many times `ManualClock.settle` lets the event loop go round: enough for what a timer
 #: causes (a step, a commit, a transition) to run to its next wait.
@@ -106,6 +113,24 @@ class ManualClock:
             await self.settle()
         self._now = target
         await self.settle()
+
+    async def instantly(self, awaitable: Awaitable[T]) -> T:
+        """The result of `awaitable`, which must finish with no time passing on this clock.
+
+        Raises:
+            AssertionError: it is still waiting once the loop has settled (it waits for a
+                timer, or for something that never comes); it is cancelled.
+        """
+        task = asyncio.ensure_future(awaitable)
+        await self.settle()
+        if not task.done():
+            task.cancel()
+            await self.settle()
+            raise AssertionError(
+                f"still waiting at {self.elapsed}s with no time passing "
+                f"(timers due at {self.pending()})"
+            )
+        return task.result()
 
     @staticmethod
     async def settle() -> None:

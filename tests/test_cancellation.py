@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -78,16 +77,15 @@ async def _start_in_work(store: ProcedureStore, gate: Gate, context: Any = None)
     return ex
 
 
-async def test_cancel_interrupts_a_long_action_within_100_ms(store: ProcedureStore) -> None:
+async def test_cancel_interrupts_a_long_action_within_100_ms(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     gate = Gate()
-    await store.register(_gated_doc(store, gate))
-    ex = await _start_in_work(store, gate)
+    await timed_store.register(_gated_doc(timed_store, gate))
+    ex = await _start_in_work(timed_store, gate)
 
-    began = time.perf_counter()
-    final = await within(ex.cancel())
-    elapsed = time.perf_counter() - began
+    final = await clock.instantly(ex.cancel())  # it takes no time at all
 
-    assert elapsed < 0.1, f"cancel took {elapsed * 1000:.0f} ms"
     assert gate.cancelled
     assert gate.finished.is_set(), "the action's finally did not run"
     assert not gate.returned
@@ -96,45 +94,40 @@ async def test_cancel_interrupts_a_long_action_within_100_ms(store: ProcedureSto
     assert final.current == "work"
 
 
-async def test_cancel_interrupts_a_builtin_sleep_action(store: ProcedureStore) -> None:
-    await store.register(
+async def test_cancel_interrupts_a_builtin_sleep_action(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    await timed_store.register(
         make_doc(
             {"a": {"action": {"type": "sleep", "ms": 10_000}, "transitions": [_t("b")]}, "b": {}},
             "a",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
-    await asyncio.sleep(0.01)
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.01)
+    assert clock.pending() == [10.0], "the action is not sleeping"
 
-    began = time.perf_counter()
-    final = await within(ex.cancel())
-    assert time.perf_counter() - began < 0.1
+    final = await clock.instantly(ex.cancel())  # while the action still sleeps
     assert final.status == Status.CANCELLED
+    assert clock.pending() == [], "the sleep went on"
 
 
-async def test_cancel_waits_for_the_actions_async_cleanup(store: ProcedureStore) -> None:
-    started = asyncio.Event()
-    cleaned: list[bool] = []
-
-    async def careful(context: dict[str, Any]) -> None:
-        started.set()
-        try:
-            await asyncio.sleep(10)
-        finally:
-            await asyncio.sleep(0.01)
-            cleaned.append(True)
-
-    store.register_action("careful", careful)
-    await store.register(
-        make_doc({"a": {"action": _fn("careful"), "transitions": [_t("b")]}, "b": {}}, "a")
+async def test_cancel_waits_for_the_actions_async_cleanup(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    cleaned = slow_cleanup(timed_store, clock, 0.01)
+    await timed_store.register(
+        make_doc({"a": {"action": _fn("slow"), "transitions": [_t("b")]}, "b": {}}, "a")
     )
-    ex = await within(store.start("p", "1.0", {}))
-    await within(started.wait())
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.settle()
 
-    began = time.perf_counter()
-    await within(ex.cancel())
-    assert cleaned == [True]
-    assert time.perf_counter() - began < 0.1
+    cancelling = asyncio.create_task(ex.cancel())
+    await clock.advance(0.009)
+    assert not cancelling.done(), "cancel returned before the action's cleanup ended"
+    await clock.advance(0.001)
+    assert cancelling.done(), "cancel waited on after the cleanup ended"
+    assert cleaned == ["cleaned"]
 
 
 async def test_cancel_waits_for_a_slow_cleanup_only_its_grace_period(
@@ -287,7 +280,9 @@ async def test_cancel_without_rollback_does_not_compensate(store: ProcedureStore
     assert records(ex.state.history, "compensation") == []
 
 
-async def test_cancel_during_a_retry_delay_stops_further_attempts(store: ProcedureStore) -> None:
+async def test_cancel_during_a_retry_delay_stops_further_attempts(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     calls = 0
 
     async def down(context: dict[str, Any]) -> None:
@@ -295,8 +290,8 @@ async def test_cancel_during_a_retry_delay_stops_further_attempts(store: Procedu
         calls += 1
         raise ConnectionError("down")
 
-    store.register_action("down", down)
-    await store.register(
+    timed_store.register_action("down", down)
+    await timed_store.register(
         make_doc(
             {
                 "a": {
@@ -309,13 +304,12 @@ async def test_cancel_during_a_retry_delay_stops_further_attempts(store: Procedu
             "a",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
-    await wait_until(lambda: bool(records(ex.history, "retry")))
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.02)
+    assert records(ex.history, "retry"), "not waiting to retry"
 
-    began = time.perf_counter()
-    await within(ex.cancel())
-    assert time.perf_counter() - began < 0.1
-    await asyncio.sleep(0.1)
+    await clock.instantly(ex.cancel())  # during the 40 ms delay
+    await clock.advance(0.1)
     assert calls == 1
     assert ex.status == Status.CANCELLED
     assert len(records(ex.history, "action")) == 1
@@ -384,7 +378,9 @@ async def test_cancelling_a_finished_execution_is_a_no_op(store: ProcedureStore,
 # --- nothing survives ----------------------------------------------------------------------------
 
 
-async def test_no_task_or_timer_survives_a_finished_execution(store: ProcedureStore) -> None:
+async def test_no_task_or_timer_survives_a_finished_execution(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     baseline = set(asyncio.all_tasks())
     calls = 0
 
@@ -395,8 +391,8 @@ async def test_no_task_or_timer_survives_a_finished_execution(store: ProcedureSt
             raise ConnectionError("blip")
         return "ok"
 
-    store.register_action("flaky", flaky)
-    await store.register(
+    timed_store.register_action("flaky", flaky)
+    await timed_store.register(
         make_doc(
             {
                 "a": {
@@ -411,56 +407,68 @@ async def test_no_task_or_timer_survives_a_finished_execution(store: ProcedureSt
             "a",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
-    final = await within(ex.run_to_completion(timeout=2.0))
+    ex = await within(timed_store.start("p", "1.0", {}, auto=True))
+    await clock.advance(0.001)  # the retry
+    final = await within(ex.run_to_completion())
     assert final.status == Status.COMPLETED
     assert final.current == "b"
     length = len(ex.history)
 
     await _assert_no_new_tasks(baseline)
-    await asyncio.sleep(0.1)  # past both states' deadlines
+    assert clock.pending() == [], "a timer survived"
+    await clock.advance(0.1)  # past both states' deadlines
     assert len(ex.history) == length
     assert records(ex.history, "timeout") == []
     await _assert_no_new_tasks(baseline)
 
 
-async def test_no_task_or_timer_survives_a_cancelled_execution(store: ProcedureStore) -> None:
+async def test_no_task_or_timer_survives_a_cancelled_execution(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     baseline = set(asyncio.all_tasks())
     gate = Gate()
-    await store.register(_gated_doc(store, gate, state_timeout_ms=50))
-    ex = await _start_in_work(store, gate)
+    await timed_store.register(_gated_doc(timed_store, gate, state_timeout_ms=50))
+    ex = await _start_in_work(timed_store, gate)
 
     await within(ex.cancel())
     await _assert_no_new_tasks(baseline)
+    assert clock.pending() == [], "the state's timer survived"
     length = len(ex.history)
 
-    await asyncio.sleep(0.1)  # past the state's deadline
+    await clock.advance(0.1)  # past the state's deadline
     assert len(ex.history) == length
     assert records(ex.history, "timeout") == []
     assert ex.state.current == "work"
     assert ex.status == Status.CANCELLED
 
 
-async def test_no_task_survives_a_cancel_with_rollback(store: ProcedureStore) -> None:
+async def test_no_task_survives_a_cancel_with_rollback(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     baseline = set(asyncio.all_tasks())
-    _undo_log(store)
+    _undo_log(timed_store)
     gate = Gate()
-    await store.register(_gated_doc(store, gate, compensated_first=True, state_timeout_ms=50))
-    ex = await _start_in_work(store, gate)
+    await timed_store.register(
+        _gated_doc(timed_store, gate, compensated_first=True, state_timeout_ms=50)
+    )
+    ex = await _start_in_work(timed_store, gate)
 
     await within(ex.cancel(rollback=True))
     assert ex.status == Status.ROLLED_BACK
     await _assert_no_new_tasks(baseline)
+    assert clock.pending() == [], "a timer survived"
     length = len(ex.history)
-    await asyncio.sleep(0.1)
+    await clock.advance(0.1)  # past the state's deadline
     assert len(ex.history) == length
 
 
-async def test_nothing_of_the_old_run_survives_a_reset(store: ProcedureStore) -> None:
+async def test_nothing_of_the_old_run_survives_a_reset(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
     baseline = set(asyncio.all_tasks())
     gate = Gate()
-    store.register_action("hang", gate.action)
-    await store.register(
+    timed_store.register_action("hang", gate.action)
+    await timed_store.register(
         make_doc(
             {
                 "start": {"transitions": [_t("work", "go")]},
@@ -475,7 +483,7 @@ async def test_nothing_of_the_old_run_survives_a_reset(store: ProcedureStore) ->
             "start",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(timed_store.start("p", "1.0", {}))
     assert await within(ex.send("go")) is True
     await within(gate.started.wait())
     before_reset = {t for t in asyncio.all_tasks() if t not in baseline}
@@ -490,8 +498,9 @@ async def test_nothing_of_the_old_run_survives_a_reset(store: ProcedureStore) ->
     await _assert_no_new_tasks(baseline)  # the initial state has no action
     assert ex.state.current == "start"
     assert ex.status == Status.RUNNING
+    assert clock.pending() == [], "the old state's timer survived"
 
-    await asyncio.sleep(0.1)  # past the old state's deadline
+    await clock.advance(0.1)  # past the old state's deadline
     assert ex.state.current == "start"
     assert records(ex.history, "timeout") == []
     assert records(ex.history, "reset", state="start")
