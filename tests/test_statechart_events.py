@@ -5,12 +5,12 @@ concurrency of regions."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
+from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
 
 
@@ -31,11 +31,12 @@ def _transitions(history: Any) -> list[tuple[str | None, str | None, str | None]
 
 
 class LongAction:
-    """An async action that sleeps ``seconds``; records whether it was cancelled and whether its
-    ``finally`` ran."""
+    """An async action that sleeps ``seconds`` (on ``clock`` if given, else real time); records
+    whether it was cancelled and whether its ``finally`` ran."""
 
-    def __init__(self, seconds: float = 30.0) -> None:
+    def __init__(self, seconds: float = 30.0, clock: ManualClock | None = None) -> None:
         self.seconds = seconds
+        self.sleep = clock.sleep if clock is not None else asyncio.sleep
         self.started = asyncio.Event()
         self.cancelled = False
         self.cleaned_up = False
@@ -43,7 +44,7 @@ class LongAction:
     async def action(self, context: dict[str, Any]) -> str:
         self.started.set()
         try:
-            await asyncio.sleep(self.seconds)
+            await self.sleep(self.seconds)
             return "slept"
         except asyncio.CancelledError:
             self.cancelled = True
@@ -162,19 +163,18 @@ def _cancellable_doc(store: ProcedureStore, picking: LongAction, **picking_extra
 
 
 async def test_cancel_on_the_compound_interrupts_a_long_running_child_action_at_once(
-    store: ProcedureStore,
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
-    picking = LongAction(30.0)
-    await store.register(_cancellable_doc(store, picking))
-    ex = await within(store.start("p", "1.0", {}))
+    picking = LongAction(30.0, clock)
+    await timed_store.register(_cancellable_doc(timed_store, picking))
+    ex = await within(timed_store.start("p", "1.0", {}))
     await within(picking.started.wait())
 
-    began = time.perf_counter()
-    fired = await within(ex.send("cancel"))
-    elapsed = time.perf_counter() - began
+    # No time passes: the send does not wait for the picking action, which still sleeps.
+    fired = await clock.instantly(ex.send("cancel"))
 
     assert fired is True
-    assert elapsed < 0.2, f"cancel waited {elapsed:.3f}s for the picking action"
+    assert picking.cancelled and clock.pending() == []
     assert ex.state.current == "cancelled"
     assert ("cancel", "fulfilment", "cancelled") in _transitions(ex.state.history)
 
@@ -195,19 +195,22 @@ async def test_cancel_on_the_compound_runs_the_interrupted_actions_finally(
     assert all(a.error is not None for a in attempts), "the interrupted action counted as done"
 
 
-async def test_cancel_on_the_compound_stops_the_childs_timers(store: ProcedureStore) -> None:
-    picking = LongAction(30.0)
-    doc = _cancellable_doc(store, picking, timeout_ms=40)
+async def test_cancel_on_the_compound_stops_the_childs_timers(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    picking = LongAction(30.0, clock)
+    doc = _cancellable_doc(timed_store, picking, timeout_ms=40)
     doc["definition"]["states"]["fulfilment"]["states"]["picking"]["transitions"].append(
         _t("late", "timeout")
     )
     doc["definition"]["states"]["late"] = {}
-    await store.register(doc)
-    ex = await within(store.start("p", "1.0", {}))
+    await timed_store.register(doc)
+    ex = await within(timed_store.start("p", "1.0", {}))
     await within(picking.started.wait())
 
     await within(ex.send("cancel"))
-    await asyncio.sleep(0.08)  # well past the picking state's 40 ms
+    assert clock.pending() == [], "a timer of the picking state survived"
+    await clock.advance(0.08)  # well past the picking state's 40 ms
 
     assert ex.state.current == "cancelled"
     assert ex.state.status is Status.RUNNING
