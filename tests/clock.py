@@ -11,6 +11,9 @@ that sums of delays do not drift by float rounding: after ``advance(0.099)`` and
 ``advance(0.001)``, ``clock.elapsed == 0.1`` exactly, and ``clock.instant(record.at)`` gives the
 moment a record was stamped, to compare with ``==``.
 
+A timer set for a moment already passed (a deadline that ran out while a store was closed) fires
+soon without an advance, as on the event loop.
+
 ``await clock.instantly(ex.cancel())`` says that something takes no time at all: it must be done
 once the loop has settled, with no timer fired. A wait for a deadline (or for an action that is
 still sleeping in virtual time) fails it at once, where a wall-clock test would assert
@@ -79,7 +82,18 @@ class ManualClock:
     def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> _Timer:
         timer = _Timer(self._now + max(0, _micros(seconds)), callback, args)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        if timer.when <= self._now:
+            # Already due (a deadline that passed while a store was closed, say): like the
+            # event loop's call_later, it runs soon, without waiting for an advance.
+            asyncio.get_running_loop().call_soon(self._fire_due)
         return timer
+
+    def _fire_due(self) -> None:
+        """Fire the timers due by now that an advance has not fired yet."""
+        while self._timers and self._timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback(*timer.args)
 
     async def sleep(self, seconds: float) -> None:
         if _micros(seconds) <= 0:

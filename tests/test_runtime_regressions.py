@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procstore import ProcedureStore, Status
+from procstore.clock import SYSTEM, Clock
+from tests.clock import ManualClock
 from tests.conftest import Gate, make_doc, records, wait_until, within
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -49,8 +50,8 @@ def _crash_copy_when(
     return copied
 
 
-async def _recover_copy(copy: Path, register: Any) -> Any:
-    other = ProcedureStore(f"sqlite:///{copy}")
+async def _recover_copy(copy: Path, register: Any, clock: Clock = SYSTEM) -> Any:
+    other = ProcedureStore(f"sqlite:///{copy}", clock=clock)
     register(other)
     resumed = await other.recover()
     assert len(resumed) == 1
@@ -86,7 +87,7 @@ async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore)
 
 
 async def test_state_timeout_survives_crash_after_expiry_write_ahead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Issue 5: state timeouts store wall-clock deadlines and fire on resume; a crash while the
     # timeout is being handled must not lose it (the execution still reaches `late`).
@@ -105,7 +106,7 @@ async def test_state_timeout_survives_crash_after_expiry_write_ahead(
         "wait",
     )
     db, copy = tmp_path / "x.db", tmp_path / "copy.db"
-    store = ProcedureStore(f"sqlite:///{db}")
+    store = ProcedureStore(f"sqlite:///{db}", clock=clock)
     await store.register(doc)
     ex = await store.start("p", auto=True)
     copied = _crash_copy_when(
@@ -113,14 +114,15 @@ async def test_state_timeout_survives_crash_after_expiry_write_ahead(
         store,
         db,
         copy,
-        lambda s: s["active"] == ["wait"] and s["deadlines"].get("wait", 1e18) <= time.time(),
+        lambda s: s["active"] == ["wait"] and s["deadlines"].get("wait", 1e18) <= clock.time(),
     )
-    await ex.run_to_completion(timeout=2.0)
+    await clock.advance(0.05)  # the deadline; the sleep action has 4.95 s to go
+    await within(ex.run_to_completion())
     await store.close()
     assert copied, "no commit with 'wait' active after its deadline passed"
-    other, resumed = await _recover_copy(copy, lambda s: None)
+    other, resumed = await _recover_copy(copy, lambda s: None, clock)
     try:
-        final = await resumed.run_to_completion(timeout=1.0)
+        final = await within(resumed.run_to_completion())  # no time passes: it is overdue
         assert final.current == "late"
     finally:
         await other.close()
