@@ -18,7 +18,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from procstore import (
     Status,
     StoreError,
 )
+from procstore.clock import SYSTEM, Clock
+from tests.clock import ManualClock
 from tests.conftest import Gate, make_doc, wait_until, within
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -456,10 +457,11 @@ async def test_close_keeps_every_record_the_live_executions_already_show(url: st
 # -- recovery -----------------------------------------------------------------------------------
 
 
-async def crash_in_work(url: str, *, auto: bool, doc: Any = None) -> str:
-    """Start ``gated`` and close the store while ``work``'s action runs; return the id."""
+async def crash_in_work(url: str, *, auto: bool, doc: Any = None, clock: Clock = SYSTEM) -> str:
+    """Start ``gated`` (on ``clock``) and close the store while ``work``'s action runs; return
+    the id."""
     gate = Gate()
-    async with ProcedureStore(url) as store:
+    async with ProcedureStore(url, clock=clock) as store:
         store.register_action("app.work", gate.action)
         await store.register(doc or gated_doc())
         execution = await store.start("gated", auto=auto)
@@ -546,7 +548,9 @@ async def test_an_interrupted_retry_attempt_runs_again_with_its_number(url: str)
     ]
 
 
-async def test_a_jittered_retry_resumes_at_its_stored_deadline(url: str) -> None:
+async def test_a_jittered_retry_resumes_at_its_stored_deadline(
+    url: str, clock: ManualClock
+) -> None:
     async def work(context: dict[str, Any], info: ActionInfo) -> str:
         if info.attempt == 1:
             raise ConnectionError("first attempt fails")
@@ -558,59 +562,65 @@ async def test_a_jittered_retry_resumes_at_its_stored_deadline(url: str) -> None
         "interval_ms": 400,
         "jitter": "full",
     }
-    async with ProcedureStore(url) as store:
+    async with ProcedureStore(url, clock=clock) as store:
         store.register_action("app.work", work)
         await store.register(doc)
         execution = await store.start("gated", auto=True)
-        await wait_until(lambda: any(r.kind == "retry" for r in execution.history))
+        await wait_until(lambda: bool(clock.pending()))  # waiting to retry
+    assert clock.pending() == [], "the closed store still waits"
     retry = next(r for r in execution.history if r.kind == "retry")
-    assert retry.delay_ms is not None and 0 <= retry.delay_ms <= 400
-    deadline = retry.at.timestamp() + retry.delay_ms / 1000
+    assert retry.delay_ms is not None and 0 < retry.delay_ms <= 400
+    delay = retry.delay_ms / 1000
+    deadline = clock.instant(retry.at) + delay
+    await clock.advance(delay / 2)  # closed for half the delay
 
-    async with ProcedureStore(url) as store:
+    async with ProcedureStore(url, clock=clock) as store:
         store.register_action("app.work", work)
         (resumed,) = await store.recover()
-        recovered_at = time.time()
+        await wait_until(lambda: bool(clock.pending()))  # waiting to retry again
+        await clock.advance(0.4)
         final = await within(resumed.run_to_completion())
     second = next(r for r in final.history if r.kind == "action" and r.attempt == 2)
-    expected = max(deadline, recovered_at)  # the stored deadline, or at once if it passed
-    assert expected - 0.005 <= second.at.timestamp() < expected + 0.1
+    # At the stored deadline: not a fresh (or freshly drawn) delay from the reopening.
+    assert clock.instant(second.at) == pytest.approx(deadline, abs=1e-6)
 
 
-async def test_a_state_timeout_fires_at_its_stored_deadline_after_reopening(url: str) -> None:
+async def test_a_state_timeout_fires_at_its_stored_deadline_after_reopening(
+    url: str, clock: ManualClock
+) -> None:
     doc = gated_doc()
     doc["definition"]["states"]["work"]["timeout_ms"] = 400
     doc["definition"]["states"]["work"]["transitions"].append({"event": "timeout", "target": "end"})
-    execution_id = await crash_in_work(url, auto=True, doc=doc)
-    await asyncio.sleep(0.15)  # dead for a while: a fresh 400 ms would end too late
+    execution_id = await crash_in_work(url, auto=True, doc=doc, clock=clock)
+    await clock.advance(0.15)  # closed for a while: a fresh 400 ms would end at 550 ms
 
     never = asyncio.Event()
-    async with ProcedureStore(url) as store:
+    async with ProcedureStore(url, clock=clock) as store:
         store.register_action("app.work", lambda c: never.wait())
-        resumed_at = time.time()
         (resumed,) = await store.recover()
-        recovered_at = time.time()
+        assert clock.pending() == [0.4], "the timer is not armed for the stored deadline"
+        await clock.advance(0.249)
+        assert resumed.current == "work"
+        await clock.advance(0.001)
         final = await within(resumed.run_to_completion())
     entered = next(r for r in final.history if r.kind == "entered" and r.state == "work")
     timeout = next(r for r in final.history if r.kind == "timeout")
-    deadline = entered.at.timestamp() + 0.4
-    expected = max(deadline, recovered_at)  # at once if it passed while recover() ran
     assert final.id == execution_id and final.current == "end"
-    assert expected + 0.1 < resumed_at + 0.4, "recover() took too long to tell a fresh timeout"
-    assert deadline - 0.005 <= timeout.at.timestamp() < expected + 0.1
+    assert clock.instant(entered.at) == 0.0
+    assert clock.instant(timeout.at) == 0.4
 
 
 async def test_a_state_that_timed_out_while_closed_does_not_start_its_action_again(
-    url: str,
+    url: str, clock: ManualClock
 ) -> None:
     doc = gated_doc()
     doc["definition"]["states"]["work"]["timeout_ms"] = 100
     doc["definition"]["states"]["work"]["transitions"].append({"event": "timeout", "target": "end"})
-    await crash_in_work(url, auto=True, doc=doc)
-    await asyncio.sleep(0.2)  # the state's whole stay ran out while nothing ran
+    await crash_in_work(url, auto=True, doc=doc, clock=clock)
+    await clock.advance(0.2)  # the state's whole stay ran out while nothing ran
 
     started: list[int] = []
-    async with ProcedureStore(url) as store:
+    async with ProcedureStore(url, clock=clock) as store:
         store.register_action("app.work", lambda c, info: started.append(info.attempt))
         (resumed,) = await store.recover()
         final = await within(resumed.run_to_completion())
