@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
+from procstore.runtime.steps import CANCEL_GRACE_SECONDS
 from tests.clock import ManualClock
-from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
+from tests.conftest import Gate, index_of, make_doc, records, slow_cleanup, wait_until, within
 
 
 def _fn(name: str, **extra: Any) -> dict[str, Any]:
@@ -163,6 +164,37 @@ async def test_state_timeout_fires_timeout_by_itself_without_driving(
         history, "transition", event="timeout", state="a", target="late"
     )
     assert ex.state.status == Status.COMPLETED
+
+
+async def test_a_state_timeout_fires_after_the_grace_period_of_an_action_ignoring_it(
+    timed_store: ProcedureStore, clock: ManualClock
+) -> None:
+    """An action whose cleanup outlasts its cancellation holds the timeout off for the grace
+    period that cancel and leaving a state give it, no longer: the timeout bounds the state."""
+    cleaned = slow_cleanup(timed_store, clock, 5.0)
+    await timed_store.register(
+        make_doc(
+            {
+                "a": {
+                    "action": {"type": "function", "function": "slow"},
+                    "timeout_ms": 30,
+                    "transitions": [_t("done", "success"), _t("late", "timeout")],
+                },
+                "done": {},
+                "late": {},
+            },
+            "a",
+        )
+    )
+    ex = await within(timed_store.start("p", "1.0", {}))
+    await clock.advance(0.03 + CANCEL_GRACE_SECONDS - 0.001)
+    assert ex.state.current == "a", "the timeout did not give the cleanup its grace period"
+
+    await clock.advance(0.001)
+    assert ex.state.current == "late"
+    (fired,) = records(ex.state.history, "timeout", state="a")
+    assert clock.instant(fired.at) == 0.03 + CANCEL_GRACE_SECONDS
+    assert cleaned == []  # the cleanup goes on by itself
 
 
 async def test_state_timeout_under_a_driver_moves_on(store: ProcedureStore) -> None:

@@ -55,8 +55,9 @@ def _fired(run: Run, path: str, visit: int) -> None:
 
 
 async def _expire(run: Run, path: str, visit: int, interrupted: list[asyncio.Task[None]]) -> None:
-    if interrupted:
-        await asyncio.wait(interrupted)
+    # An action that ignores its cancellation gets the grace period cancel and leave give it,
+    # no more: the timeout is the state's bound, so it must fire however the action behaves.
+    await steps.let_clean_up(run, interrupted)
     async with run.fire_lock:
         if not _current(run, path, visit):
             return
