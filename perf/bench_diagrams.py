@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_diagrams import generated_doc  # the shapes the tests draw
+from tests.diagrams.test_diagrams import generated_doc  # the shapes the tests draw
 
 TARGET_S = 2.0
 

@@ -172,11 +172,19 @@ def git_commit() -> str:
 
 
 def test_files(*patterns: str, exclude: Sequence[str] = ()) -> list[str]:
-    """tests/ files matching the glob patterns, as paths relative to the repository root."""
-    found: set[str] = set()
+    """Test files whose names match the glob patterns, in tests/ or one of its area folders
+    (tests/runtime/, tests/storage/, ...), as paths relative to the repository root."""
+    found: set[Path] = set()
     for pattern in patterns:
-        found.update(p.name for p in TESTS.glob(pattern) if p.is_file())
-    return sorted(f"tests/{name}" for name in found if name not in exclude)
+        found.update(p for p in TESTS.rglob(pattern) if p.is_file() and p.name not in exclude)
+    return sorted(str(p.relative_to(ROOT)) for p in found)
+
+
+def find_test(name: str) -> str | None:
+    """The test file called ``name`` (its path from the repository root), wherever it is in
+    tests/; None if there is none."""
+    found = test_files(name)
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- pytest
@@ -386,8 +394,8 @@ def persistence_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criter
         "test_durability.py",
         "test_crash_recovery.py",
     ]
-    present = [f"tests/{n}" for n in wanted if (TESTS / n).is_file()]
-    absent = [n for n in wanted if not (TESTS / n).is_file()]
+    present = [path for n in wanted if (path := find_test(n))]
+    absent = [n for n in wanted if not find_test(n)]
     if not present:
         return Criterion(
             "6a",
@@ -481,19 +489,20 @@ def persistence_note() -> str:
 def diagrams_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
     name = "Visual state diagram export"
     target = "procedures export as DOT/SVG/PNG/Mermaid"
-    if not (TESTS / "test_diagrams.py").is_file():
+    diagram_tests = find_test("test_diagrams.py")
+    if not diagram_tests:
         return Criterion(
             "6c",
             name,
             "pytest: `test_diagrams.py`",
-            "not measured: `tests/test_diagrams.py` absent",
+            "not measured: `tests/diagrams/test_diagrams.py` absent",
             target,
             WARN,
             False,
             "not measured (no diagram tests present)",
         )
-    log("[6c] diagrams: pytest tests/test_diagrams.py")
-    run = run_pytest(["tests/test_diagrams.py"])
+    log(f"[6c] diagrams: pytest {diagram_tests}")
+    run = run_pytest([diagram_tests])
     steps.append(Step("pytest (diagrams): 1 file", run.seconds))
     log(f"     {run.figure()} ({run.seconds:.1f} s)")
     runs["6c"] = run
@@ -727,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     by_ident: dict[str, Criterion] = {}
     for ident, name, files, required_names, target in groups:
-        missing = [f"tests/{n}" for n in required_names if not (TESTS / n).is_file()]
+        missing = [f"tests/{n}" for n in required_names if not find_test(n)]
         log(f"[{ident}] {name.split(':')[0]}: pytest {len(files)} files")
         run = run_pytest(files, missing)
         steps.append(Step(f"pytest (criterion {ident}): {len(files)} files", run.seconds))
@@ -832,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     assigned |= {"test_backend_contract.py", "test_storage_sqlite.py", "test_durability.py"}
     assigned |= {"test_crash_recovery.py"}
     assigned |= {"test_diagrams.py"}
-    unassigned = sorted(p.name for p in TESTS.glob("test_*.py") if p.name not in assigned)
+    unassigned = sorted(p.name for p in TESTS.rglob("test_*.py") if p.name not in assigned)
 
     judged = {"load", "send_reset", "full", "per_transition"}
     judged |= {k for k in rows if k.startswith("concurrent_")}

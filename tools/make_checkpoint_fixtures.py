@@ -1,6 +1,7 @@
 """Write tests/fixtures/checkpoints/v0_*.json: checkpoints as procstore stored them before
-checkpoints carried a format version (commit 0e01bbe), so that tests/test_checkpoint_formats.py
-can prove that every later procstore still restores them.
+checkpoints carried a format version (commit 0e01bbe), so that
+tests/runtime/test_checkpoint_formats.py can prove that every later procstore still restores
+them.
 
 Each fixture is one execution stopped at an interesting moment, as its store committed it:
 ``{"document", "id", "status", "snapshot", "records", "expect"}``. Run it with the procstore

@@ -15,7 +15,7 @@ as the backend's synchronous setting promises).
 
 The implementations sit beside this module: ``procstore.storage.sqlite`` (one database file)
 and ``procstore.storage.memory`` (the process's memory, for a store without a URL). Every one
-of them passes the same contract suite, tests/test_backend_contract.py.
+of them passes the same contract suite, tests/storage/test_backend_contract.py.
 """
 
 from __future__ import annotations

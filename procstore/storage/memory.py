@@ -1,8 +1,8 @@
 """The in-memory backend: the ``Backend`` of a store without a URL, kept in the process.
 
-It honours the whole contract (tests/test_backend_contract.py runs on it as on SQLite): values
-are stored as the same JSON text SQLite stores (``procstore.storage.values``), so they are
-refused alike and come back as copies; versions are compared in their canonical form
+It honours the whole contract (tests/storage/test_backend_contract.py runs on it as on
+SQLite): values are stored as the same JSON text SQLite stores (``procstore.storage.values``), so
+they are refused alike and come back as copies; versions are compared in their canonical form
 (``1.0`` and ``1.0.0`` are one version, kept under its first spelling); a duplicate execution
 id is refused and a commit to an unknown one raises ``ExecutionNotFound``.
 

@@ -35,7 +35,7 @@ async def open_connection(path: str, **parameters: str) -> aiosqlite.Connection:
     which the write-ahead journal and SQLite's atomic commit are built for (a transaction in
     flight is rolled back). aiosqlite has no option for it (upstream declined one, issue #299),
     so the thread is marked before ``await`` starts it;
-    tests/test_crash_recovery.py::test_a_program_that_raises_with_its_store_open_exits
+    tests/storage/test_crash_recovery.py::test_a_program_that_raises_with_its_store_open_exits
     notices if a new aiosqlite stops honouring it.
     """
     connection = aiosqlite.connect(_uri(path, **parameters), uri=True, isolation_level=None)

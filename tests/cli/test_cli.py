@@ -34,7 +34,7 @@ from procstore.cli.progress import LiveOutput as _LiveOutput
 from procstore.cli.run import run_file as _run
 from procstore.describe import TIMES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DEPLOY = EXAMPLES / "deploy_workflow.json"
 ALLOW = ["--allow-module", "deploy_actions"]

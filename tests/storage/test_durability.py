@@ -38,7 +38,7 @@ from procstore.clock import SYSTEM, Clock
 from tests.clock import ManualClock
 from tests.conftest import Gate, make_doc, wait_until, within
 
-WORKER = Path(__file__).with_name("crash_worker.py")
+WORKER = Path(__file__).parents[1] / "crash_worker.py"
 
 
 @pytest.fixture
@@ -274,7 +274,7 @@ def test_a_read_only_store_reads_a_database_on_a_file_system_it_cannot_write(
             capture_output=True,
             text=True,
             timeout=60,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
     finally:
         db.parent.chmod(0o755)

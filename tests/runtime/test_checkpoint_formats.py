@@ -22,7 +22,7 @@ import pytest
 from procstore import ProcedureStore, Status
 from tests.conftest import records, wait_until, within
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "checkpoints").glob("v*_*.json"))
+FIXTURES = sorted((Path(__file__).parents[1] / "fixtures" / "checkpoints").glob("v*_*.json"))
 
 
 def _due_now(snapshot: dict[str, Any]) -> dict[str, Any]:

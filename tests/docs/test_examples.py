@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from procstore import Execution, ProcedureStore, Status
 from procstore.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_FILES = sorted(
     p for pattern in ("*.json", "*.yaml", "*.yml") for p in EXAMPLES.glob(pattern)

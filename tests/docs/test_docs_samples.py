@@ -73,7 +73,7 @@ from tests.doc_samples import (
     sh_commands,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PAGES += sorted(EXAMPLES.glob("*.md"))

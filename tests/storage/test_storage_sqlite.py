@@ -787,7 +787,7 @@ async def test_commits_survive_a_sigkill_of_the_writing_process(
 async def test_the_storage_benchmark_measures_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = Path(__file__).parent.parent / "perf" / "bench_storage.py"
+    script = Path(__file__).parents[2] / "perf" / "bench_storage.py"
     spec = importlib.util.spec_from_file_location("bench_storage", script)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)

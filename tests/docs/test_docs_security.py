@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ROW = re.compile(r"^\| `(procstore(?:\.\w+)+)\.([A-Z_]+)` \| ([\d,]+) \|", re.MULTILINE)
 
 

@@ -37,8 +37,8 @@ from procstore import HistoryRecord, ProcedureStore, Status
 from tests import crash_worker
 from tests.crash_worker import MODULE, RETRY_INTERVAL_MS, STATE_TIMEOUT_MS, STEPS
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).with_name("crash_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).parents[1] / "crash_worker.py"
 CHILD_TIMEOUT = 20.0
 
 # -- the child process --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import procstore
 
-API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def test_all_is_exactly_the_public_names_of_the_package() -> None:

@@ -40,7 +40,7 @@ from procstore.diagrams.model import TIMES as X
 from tests.conftest import Gate, make_doc
 from tools import build_diagrams as diagrams_build
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_FILES = diagrams_build.example_files(EXAMPLES)
 

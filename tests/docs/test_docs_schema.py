@@ -23,7 +23,7 @@ import pytest
 
 from procstore.definition import Procedure
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "definition.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "definition.md"
 
 #: The section (heading text) of docs/definition.md that documents each schema model.
 SECTIONS = {

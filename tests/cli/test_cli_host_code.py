@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore
-from tests.test_cli import execution_id_of, invoke, leave_unfinished, write_json
+from tests.cli.test_cli import execution_id_of, invoke, leave_unfinished, write_json
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from rich.console import Console
 from procstore.cli.drive import Session as _Session
 from procstore.cli.progress import LiveOutput as _LiveOutput
 from procstore.cli.run import run_file as _run
-from tests.test_cli import execution_id_of, invoke, write_json
+from tests.cli.test_cli import execution_id_of, invoke, write_json
 
 # An OSC window title (BEL-terminated), a screen clear, concealed text, a right-to-left override,
 # an 8-bit CSI, a carriage return and DEL.

@@ -1,0 +1,1 @@
+"""Procedure documents: parsing, the schema, validation, static checks, versions and limits."""

@@ -1,0 +1,1 @@
+"""Diagrams of procedures: DOT, Mermaid, SVG and PNG, with execution overlays."""

@@ -1,0 +1,1 @@
+"""The documentation: its samples run, its tables match the code, its report is current."""

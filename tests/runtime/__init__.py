@@ -1,0 +1,1 @@
+"""Running executions: transitions, guards, retry, timeouts, cancellation, saga, statecharts."""

@@ -1,0 +1,1 @@
+"""What an untrusted definition cannot do: guard expressions and the host code it may name."""

@@ -1,0 +1,1 @@
+"""Storage backends and persisted stores: the contract, SQLite, durability and crash recovery."""
