@@ -18,3 +18,11 @@ def on(event: str, target: str, **extra: Any) -> dict[str, Any]:
 def region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
     """A region of a parallel state."""
     return {"initial_state": initial, "states": states}
+
+
+def step_region(action: dict[str, Any], **state: Any) -> dict[str, Any]:
+    """A region of one step: its state ``run`` runs ``action`` (with the other ``state``
+    fields, e.g. ``retry``), then on ``success`` the region ends in ``ok``."""
+    return region(
+        "run", {"run": {"action": action, **state, "transitions": [on("success", "ok")]}, "ok": {}}
+    )

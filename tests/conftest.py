@@ -2,18 +2,28 @@
 
 Every test builds its own :class:`procstore.ProcedureStore` (the ``store`` fixture): there is no
 global registry to leak between tests.  Helpers are imported by the test modules as
-``from tests.conftest import ...``.
+``from tests.conftest import ...``; the builders of procedure documents are in
+``tests.builders``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import resource
+import select
+import subprocess
+import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from procstore import ProcedureStore
+from procstore import InvalidProcedure, ProcedureStore
+from procstore.storage import Backend
 from tests.clock import ManualClock
 
 SPEC_MODULE = "tests.spec_actions"
@@ -43,6 +53,18 @@ def timed_store(clock: ManualClock) -> ProcedureStore:
     """Like ``store``, but its executions run on ``clock``: a timing test advances time and
     asserts exact instants instead of wall-clock windows."""
     return ProcedureStore(allowed_modules=[SPEC_MODULE], clock=clock)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """The path of this test's SQLite database (not created yet)."""
+    return tmp_path / "procstore.db"
+
+
+@pytest.fixture
+def url(db: Path) -> str:
+    """The URL of ``db``, for ``ProcedureStore(url)``."""
+    return f"sqlite:///{db}"
 
 
 async def within(awaitable: Awaitable[T], timeout: float = 2.0) -> T:
@@ -139,3 +161,137 @@ class Gate:
             raise
         finally:
             self.finished.set()
+
+
+# -- refused documents ----------------------------------------------------------------------------
+
+
+async def problems_by_path(store: ProcedureStore, doc: Any) -> dict[str, list[str]]:
+    """Register ``doc``, which must be refused: the messages of its problems by JSON path.
+
+    Every problem has a path and a non-empty list of them, and the error's text names each path.
+    """
+    with pytest.raises(InvalidProcedure) as info:
+        await store.register(doc)
+    assert info.value.errors, "InvalidProcedure without any problem"
+    found: dict[str, list[str]] = {}
+    for problem in info.value.errors:
+        assert isinstance(problem.path, str)
+        assert isinstance(problem.message, str)
+        found.setdefault(problem.path, []).append(problem.message)
+    text = str(info.value)
+    for path in found:
+        assert path in text
+    return found
+
+
+async def problem_lines(store: ProcedureStore, doc: Any) -> list[str]:
+    """Register ``doc``, which must be refused: its problems as they print (``path: message``)."""
+    with pytest.raises(InvalidProcedure) as info:
+        await store.register(doc)
+    return [str(problem) for problem in info.value.errors]
+
+
+# -- histories and tasks --------------------------------------------------------------------------
+
+
+def transitions_on(history: Iterable[Any], event: str) -> list[tuple[str | None, str | None]]:
+    """(state, target) of each ``transition`` record of ``event``, in order."""
+    return [(r.state, r.target) for r in history if r.kind == "transition" and r.event == event]
+
+
+async def assert_no_new_tasks(baseline: set[asyncio.Task[Any]], settle: float = 0.0) -> None:
+    """Let finished tasks complete their last step (a few turns of the loop, then ``settle``
+    seconds), then fail if a task not in ``baseline`` is still running."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    if settle:
+        await asyncio.sleep(settle)
+    leftover = {t for t in asyncio.all_tasks() if t not in baseline and not t.done()}
+    assert not leftover, f"tasks survived the execution: {leftover}"
+
+
+# -- storage --------------------------------------------------------------------------------------
+
+
+def fingerprint(path: Path) -> tuple[str, list[str]]:
+    """The file's SHA-256 and its directory's listing (a -wal, -shm or .lock file shows)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(os.listdir(path.parent))
+
+
+async def make_execution(
+    backend: Backend,
+    execution_id: str,
+    *,
+    procedure: str = "deploy",
+    status: str = "running",
+    records: int = 1,
+) -> None:
+    """Create execution ``execution_id`` of ``procedure`` 1.0 in ``backend`` directly, with
+    ``records`` history records."""
+    await backend.create_execution(
+        execution_id,
+        procedure,
+        "1.0",
+        status,
+        {"state": "start"},
+        [{"kind": "started", "n": n} for n in range(records)],
+    )
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+#: Generous: a child either answers at once or never does.
+CHILD_TIMEOUT_S = 60
+#: A child that reads /dev/zero into memory, or expands a structure without end, dies of
+#: MemoryError long before it hurts the host.
+CHILD_MEMORY_BYTES = 2 * 1024**3
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+
+
+def python_child(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` with capped memory; a hang fails the test (TimeoutExpired)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        preexec_fn=_cap_memory,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def register_in_child(path: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``ProcedureStore().register(path)`` in a :func:`python_child`: prints the problems of the
+    InvalidProcedure and exits 3."""
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from procstore import InvalidProcedure, ProcedureStore
+        try:
+            asyncio.run(ProcedureStore().register({str(path)!r}))
+        except InvalidProcedure as exc:
+            print("\\n".join(str(p) for p in exc.errors))
+            sys.exit(3)
+        """
+    )
+    return python_child("-c", code, cwd=cwd)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float = 15.0) -> str:
+    """The next line the child prints, stripped; fails the test if it prints nothing within
+    ``timeout`` seconds or exits."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    if not ready:
+        process.kill()
+        raise AssertionError(f"the child printed nothing within {timeout}s")
+    line = process.stdout.readline()
+    if not line:
+        _, stderr = process.communicate(timeout=timeout)
+        raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
+    return line.strip()

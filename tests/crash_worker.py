@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from procstore import ActionInfo, ProcedureStore
+from tests.builders import fn
 
 MODULE = "tests.crash_worker"
 STEPS = ("s1", "s2", "s3", "s4", "s5")
@@ -101,10 +102,6 @@ async def undo(context: dict[str, Any], info: ActionInfo) -> str:
 # -- procedures ---------------------------------------------------------------------------------
 
 
-def _function(name: str) -> dict[str, Any]:
-    return {"type": "function", "module": MODULE, "function": name}
-
-
 def procedure(scenario: str) -> dict[str, Any]:
     """The 5-step procedure of a scenario: ``s1 -> s2 -> s3 -> s4 -> s5`` on ``success``.
 
@@ -115,12 +112,12 @@ def procedure(scenario: str) -> dict[str, Any]:
     """
     states: dict[str, Any] = {}
     for n, name in enumerate(STEPS):
-        state: dict[str, Any] = {"action": _function("step")}
+        state: dict[str, Any] = {"action": fn("step", module=MODULE)}
         if n + 1 < len(STEPS):
             state["transitions"] = [{"event": "success", "target": STEPS[n + 1]}]
         states[name] = state
     if scenario == "retry":
-        states["s3"]["action"] = _function("flaky")
+        states["s3"]["action"] = fn("flaky", module=MODULE)
         states["s3"]["retry"] = {
             "max_attempts": 3,
             "interval_ms": RETRY_INTERVAL_MS,
@@ -128,8 +125,8 @@ def procedure(scenario: str) -> dict[str, Any]:
         }
     elif scenario == "saga":
         for name in ("s1", "s2", "s3"):
-            states[name]["compensate"] = _function("undo")
-        states["s4"]["action"] = _function("fail")
+            states[name]["compensate"] = fn("undo", module=MODULE)
+        states["s4"]["action"] = fn("fail", module=MODULE)
     elif scenario == "timeout":
         states["s3"]["timeout_ms"] = STATE_TIMEOUT_MS
         states["s3"]["transitions"].append({"event": "timeout", "target": "s4"})

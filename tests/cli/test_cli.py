@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +39,6 @@ DEPLOY = EXAMPLES / "deploy_workflow.json"
 ALLOW = ["--allow-module", "deploy_actions"]
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _restore_sys_path() -> Iterator[None]:
-    """The CLI puts each FILE's directory on sys.path: undo that after every test."""
-    saved = list(sys.path)
-    yield
-    sys.path[:] = saved
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run in tmp_path without PROCSTORE_DB: a forgotten --db cannot touch ./procstore.db."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PROCSTORE_DB", raising=False)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    """This test's store: ``sqlite:////tmp/.../x.db`` (absolute path: four slashes)."""
-    return f"sqlite:///{tmp_path}/x.db"
 
 
 def invoke(*args: str) -> Result:

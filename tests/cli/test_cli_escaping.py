@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import unicodedata
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +33,6 @@ def raw_controls(text: str) -> list[str]:
         for ch in text
         if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")
     ]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run in tmp_path; undo the CLI's sys.path change and the actions module's import."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PROCSTORE_DB", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.startswith("hostile_"):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/x.db"
 
 
 def hostile_definition(directory: Path, file: str = "hostile.json") -> Path:

@@ -10,32 +10,11 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from procstore import ProcedureStore
 from tests.cli.test_cli import execution_id_of, invoke, leave_unfinished, write_json
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run in tmp_path; undo the CLI's sys.path changes and forget the modules it imported."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PROCSTORE_DB", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.startswith("marker_actions_"):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/x.db"
 
 
 class Marked:

@@ -9,27 +9,15 @@ the JSON path (and, for YAML, the line and column) — never a silent surprise, 
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from procstore import InvalidProcedure, ProcedureStore
+from procstore import ProcedureStore
 from procstore.documents import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
-from tests.conftest import make_doc
-
-CHILD_TIMEOUT_S = 60
-CHILD_MEMORY_BYTES = 2 * 1024**3
-
-
-async def _problems(doc: Any) -> list[str]:
-    with pytest.raises(InvalidProcedure) as exc:
-        await ProcedureStore().register(doc)
-    return [str(p) for p in exc.value.errors]
+from tests.conftest import make_doc, problem_lines, register_in_child
 
 
 def _yaml_file(tmp_path: Path, text: str) -> Path:
@@ -46,7 +34,7 @@ async def test_nan_or_infinity_in_a_json_document_is_refused_with_its_path(const
     text = json.dumps(make_doc({"a": {"timeout_ms": 1}}, "a")).replace(
         '"timeout_ms": 1', f'"timeout_ms": {constant}'
     )
-    problems = await _problems(text)
+    problems = await problem_lines(ProcedureStore(), text)
     assert problems == [
         f"$.definition.states.a.timeout_ms: {constant} is not allowed: JSON has no NaN or Infinity"
     ]
@@ -64,7 +52,7 @@ async def test_nan_in_a_yaml_document_is_refused_with_its_path(tmp_path: Path) -
             a: {timeout_ms: .nan}
         """,
     )
-    problems = await _problems(path)
+    problems = await problem_lines(ProcedureStore(), path)
     assert problems == [
         "$.definition.states.a.timeout_ms: NaN is not allowed: JSON has no NaN or Infinity"
     ]
@@ -78,7 +66,7 @@ async def test_a_duplicate_key_in_a_json_document_is_refused_with_its_path() -> 
         '{"name": "p", "version": "1.0", "definition": {"initial_state": "a", '
         '"states": {"a": {}, "b": {}, "a": {"description": "second"}}}}'
     )
-    problems = await _problems(text)
+    problems = await problem_lines(ProcedureStore(), text)
     assert len(problems) == 1
     assert problems[0].startswith("$.definition.states.a: duplicate key 'a'")
 
@@ -98,7 +86,7 @@ async def test_a_duplicate_key_in_a_yaml_document_is_refused_with_its_path_and_l
             a: {description: second}
         """,
     )
-    problems = await _problems(path)
+    problems = await problem_lines(ProcedureStore(), path)
     assert len(problems) == 1
     assert problems[0].startswith("$.definition.states.a: duplicate key 'a' (again at line 8")
 
@@ -119,7 +107,7 @@ async def test_a_yaml_alias_is_refused_with_its_line_and_column(tmp_path: Path) 
             b: *leaf
         """,
     )
-    problems = await _problems(path)
+    problems = await problem_lines(ProcedureStore(), path)
     assert len(problems) == 1
     assert problems[0].startswith("$: YAML aliases are not allowed (*leaf at line 8 column 8)")
 
@@ -136,7 +124,7 @@ async def test_a_cyclic_yaml_alias_is_refused(tmp_path: Path) -> None:
           again: *d
         """,
     )
-    problems = await _problems(path)
+    problems = await problem_lines(ProcedureStore(), path)
     assert problems[0].startswith("$: YAML aliases are not allowed (*d at line 7")
 
 
@@ -149,27 +137,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     lines += ["definition:", "  initial_state: a", "  states:", "    a: {description: *l9}"]
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    code = textwrap.dedent(
-        f"""
-        import asyncio, sys
-        from procstore import InvalidProcedure, ProcedureStore
-        try:
-            asyncio.run(ProcedureStore().register({str(path)!r}))
-        except InvalidProcedure as exc:
-            print("\\n".join(str(p) for p in exc.errors))
-            sys.exit(3)
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        preexec_fn=lambda: resource.setrlimit(
-            resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES)
-        ),
-        check=False,
-    )
+    proc = register_in_child(path)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert proc.stdout.startswith("$: YAML aliases are not allowed (*l0 at line 4")
 
@@ -192,7 +160,7 @@ async def test_deep_nesting_in_a_json_document_is_refused_not_a_recursion_error(
     text = json.dumps(make_doc({"a": {}}, "a", description="HERE")).replace(
         '"HERE"', "[" * levels + "]" * levels
     )
-    problems = await _problems(text)
+    problems = await problem_lines(ProcedureStore(), text)
     assert len(problems) == 1
     assert f"nested more than {MAX_DOCUMENT_DEPTH} levels deep" in problems[0]
 
@@ -210,14 +178,14 @@ async def test_deep_nesting_in_a_yaml_document_is_refused_with_its_line(tmp_path
           states: {{a: {{}}}}
         """,
     )
-    problems = await _problems(path)
+    problems = await problem_lines(ProcedureStore(), path)
     assert len(problems) == 1
     expected = f"$: nested more than {MAX_DOCUMENT_DEPTH} levels deep (at line 4"
     assert problems[0].startswith(expected)
 
 
 async def test_deep_nesting_in_a_dict_is_refused_with_its_path() -> None:
-    problems = await _problems(_nested(500))
+    problems = await problem_lines(ProcedureStore(), _nested(500))
     assert len(problems) == 1
     path, message = problems[0].split(": ", 1)
     assert path.startswith("$.description[0][0]")
@@ -227,7 +195,7 @@ async def test_deep_nesting_in_a_dict_is_refused_with_its_path() -> None:
 async def test_a_dict_that_contains_itself_is_refused() -> None:
     doc = make_doc({"a": {}}, "a")
     doc["definition"]["states"]["a"]["loop"] = doc
-    problems = await _problems(doc)
+    problems = await problem_lines(ProcedureStore(), doc)
     assert len(problems) == 1
     assert "nested more than" in problems[0]
 
@@ -235,12 +203,14 @@ async def test_a_dict_that_contains_itself_is_refused() -> None:
 async def test_a_dict_whose_parts_are_shared_over_and_over_is_refused_by_its_size() -> None:
     # A million values in a few kilobytes of Python: each row is the same list object.
     row = ["x"] * 1_000
-    problems = await _problems(make_doc({"a": {}}, "a", description=[row] * 1_000))
+    problems = await problem_lines(
+        ProcedureStore(), make_doc({"a": {}}, "a", description=[row] * 1_000)
+    )
     assert problems == [f"$: more than {MAX_DOCUMENT_VALUES} values (MAX_DOCUMENT_VALUES)"]
 
 
 async def test_nesting_at_the_limit_is_not_refused_for_depth() -> None:
     # $ -> description -> MAX_DOCUMENT_DEPTH - 1 lists: the deepest list sits at the limit.
-    problems = await _problems(_nested(MAX_DOCUMENT_DEPTH - 1))
+    problems = await problem_lines(ProcedureStore(), _nested(MAX_DOCUMENT_DEPTH - 1))
     assert not any("nested more than" in p for p in problems)
     assert any(p.startswith("$.description:") for p in problems)  # a schema problem instead

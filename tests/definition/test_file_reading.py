@@ -11,59 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from procstore import InvalidProcedure, ProcedureStore
 from procstore.documents import MAX_DOCUMENT_BYTES
-from tests.conftest import make_doc
-
-#: Generous: the child either answers at once or never does.
-CHILD_TIMEOUT_S = 60
-#: A child that reads /dev/zero into memory dies of MemoryError long before it hurts the host.
-CHILD_MEMORY_BYTES = 2 * 1024**3
-
-
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
-
-
-def _child(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python *args`` with capped memory; a hang fails the test (TimeoutExpired)."""
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        preexec_fn=_cap_memory,
-        cwd=cwd,
-        check=False,
-    )
-
-
-def _register_in_child(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """``store.register(path)`` in a child: prints the problems of the InvalidProcedure."""
-    code = textwrap.dedent(
-        f"""
-        import asyncio, sys
-        from procstore import InvalidProcedure, ProcedureStore
-        try:
-            asyncio.run(ProcedureStore().register({str(path)!r}))
-        except InvalidProcedure as exc:
-            print("\\n".join(str(p) for p in exc.errors))
-            sys.exit(3)
-        """
-    )
-    return _child("-c", code, cwd=tmp_path)
+from tests.conftest import make_doc, python_child, register_in_child
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return _child("-m", "procstore", *args, cwd=cwd)
+    return python_child("-m", "procstore", *args, cwd=cwd)
 
 
 @pytest.fixture
@@ -82,7 +41,7 @@ def good_doc(tmp_path: Path) -> Path:
 
 
 def test_registering_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
-    proc = _register_in_child(Path("/dev/zero"), tmp_path)
+    proc = register_in_child(Path("/dev/zero"), tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "$: not a regular file" in proc.stdout
 
@@ -90,7 +49,7 @@ def test_registering_a_device_is_refused_without_reading_it(tmp_path: Path) -> N
 def test_registering_a_fifo_is_refused_without_waiting_for_a_writer(
     fifo: Path, tmp_path: Path
 ) -> None:
-    proc = _register_in_child(fifo, tmp_path)
+    proc = register_in_child(fifo, tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "$: not a regular file" in proc.stdout
 

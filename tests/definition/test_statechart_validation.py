@@ -9,30 +9,23 @@ from typing import Any
 
 import pytest
 
-from procstore import InvalidProcedure, ProcedureStore, Status
-from tests.conftest import SPEC_MODULE, make_doc, within
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
-
-
-def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
-    return {"initial_state": initial, "states": states}
+from procstore import ProcedureStore, Status
+from tests.builders import on, region
+from tests.conftest import SPEC_MODULE, make_doc, problems_by_path, within
 
 
 def _leaf_to(target: str, event: str = "next") -> dict[str, Any]:
-    return {"transitions": [_t(target, event)]}
+    return {"transitions": [on(event, target)]}
 
 
 def _checks(**extra: Any) -> dict[str, Any]:
     """A valid parallel state with regions credit and fraud (run -> ok)."""
     return {
         "parallel": {
-            "credit": _region("run", {"run": _leaf_to("ok"), "ok": {}}),
-            "fraud": _region("run", {"run": _leaf_to("ok"), "ok": {}}),
+            "credit": region("run", {"run": _leaf_to("ok"), "ok": {}}),
+            "fraud": region("run", {"run": _leaf_to("ok"), "ok": {}}),
         },
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
         **extra,
     }
 
@@ -42,7 +35,7 @@ def _fulfilment(**extra: Any) -> dict[str, Any]:
     return {
         "initial_state": "picking",
         "states": {"picking": _leaf_to("packed"), "packed": {}},
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
         **extra,
     }
 
@@ -51,26 +44,13 @@ def _doc(top: dict[str, Any], initial: str = "top") -> dict[str, Any]:
     return make_doc({**top, "approved": {}}, initial)
 
 
-async def _problems(store: ProcedureStore, doc: Any) -> dict[str, list[str]]:
-    """Register ``doc``, which must be rejected; return {path: [messages]}."""
-    with pytest.raises(InvalidProcedure) as info:
-        await store.register(doc)
-    found: dict[str, list[str]] = {}
-    for problem in info.value.errors:
-        found.setdefault(problem.path, []).append(problem.message)
-    text = str(info.value)
-    for path in found:
-        assert path in text
-    return found
-
-
 # --- valid charts --------------------------------------------------------------------------------
 
 
 async def test_a_chart_with_compound_and_parallel_states_is_valid(store: ProcedureStore) -> None:
     doc = make_doc(
         {
-            "fulfilment": {**_fulfilment(), "transitions": [_t("checks", "done")]},
+            "fulfilment": {**_fulfilment(), "transitions": [on("done", "checks")]},
             "checks": _checks(),
             "approved": {},
         },
@@ -85,7 +65,7 @@ async def test_a_chart_with_compound_and_parallel_states_is_valid(store: Procedu
 async def test_compound_and_parallel_states_may_have_timeout_ms(store: ProcedureStore) -> None:
     doc = _doc({"top": _fulfilment(timeout_ms=100)})
     doc["definition"]["states"]["checks"] = _checks(timeout_ms=100)
-    doc["definition"]["states"]["top"]["transitions"] = [_t("checks", "done")]
+    doc["definition"]["states"]["top"]["transitions"] = [on("done", "checks")]
 
     await store.register(doc)
 
@@ -97,7 +77,7 @@ async def test_a_compound_state_without_initial_state_is_rejected(store: Procedu
     top = _fulfilment()
     del top["initial_state"]
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.initial_state" in problems
 
@@ -105,7 +85,7 @@ async def test_a_compound_state_without_initial_state_is_rejected(store: Procedu
 async def test_a_compound_initial_state_that_is_not_its_child_is_rejected(
     store: ProcedureStore,
 ) -> None:
-    problems = await _problems(store, _doc({"top": _fulfilment(initial_state="approved")}))
+    problems = await problems_by_path(store, _doc({"top": _fulfilment(initial_state="approved")}))
 
     assert "$.definition.states.top.initial_state" in problems
 
@@ -119,10 +99,10 @@ async def test_a_nested_compound_without_initial_state_is_rejected_at_its_path(
     top = {
         "initial_state": "inner",
         "states": {"inner": inner},
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
     }
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.states.inner.initial_state" in problems
 
@@ -131,7 +111,7 @@ async def test_a_region_without_initial_state_is_rejected(store: ProcedureStore)
     top = _checks()
     del top["parallel"]["fraud"]["initial_state"]
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.parallel.fraud.initial_state" in problems
 
@@ -142,14 +122,15 @@ async def test_a_region_initial_state_that_is_not_its_child_is_rejected(
     top = _checks()
     top["parallel"]["fraud"]["initial_state"] = "nowhere"
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.parallel.fraud.initial_state" in problems
 
 
 async def test_initial_state_on_a_leaf_is_rejected(store: ProcedureStore) -> None:
-    problems = await _problems(
-        store, _doc({"top": {"initial_state": "approved", "transitions": [_t("approved")]}})
+    problems = await problems_by_path(
+        store,
+        _doc({"top": {"initial_state": "approved", "transitions": [on("success", "approved")]}}),
     )
 
     assert "$.definition.states.top.initial_state" in problems
@@ -162,7 +143,7 @@ async def test_a_parallel_state_with_one_region_is_rejected(store: ProcedureStor
     top = _checks()
     del top["parallel"]["fraud"]
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.parallel" in problems
 
@@ -171,7 +152,7 @@ async def test_a_parallel_state_with_no_regions_is_rejected(store: ProcedureStor
     top = _checks()
     top["parallel"] = {}
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.parallel" in problems
 
@@ -179,7 +160,7 @@ async def test_a_parallel_state_with_no_regions_is_rejected(store: ProcedureStor
 async def test_a_state_with_both_states_and_parallel_is_rejected(store: ProcedureStore) -> None:
     top = _checks(states={"x": {}})
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.states" in problems
 
@@ -189,7 +170,7 @@ async def test_a_region_with_a_field_other_than_initial_state_and_states_is_reje
     store: ProcedureStore, extra: str
 ) -> None:
     value = {
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
         "action": {"type": "noop"},
         "timeout_ms": 100,
         "retry": {"max_attempts": 2},
@@ -197,7 +178,7 @@ async def test_a_region_with_a_field_other_than_initial_state_and_states_is_reje
     top = _checks()
     top["parallel"]["credit"][extra] = value
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert f"$.definition.states.top.parallel.credit.{extra}" in problems
 
@@ -221,19 +202,19 @@ async def test_leaf_only_fields_on_a_compound_or_parallel_state_are_rejected(
     top = _fulfilment() if kind == "compound" else _checks()
     top[field] = value
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert f"$.definition.states.top.{field}" in problems
 
 
 async def test_an_action_on_a_compound_state_is_rejected(store: ProcedureStore) -> None:
-    problems = await _problems(store, _doc({"top": _fulfilment(action={"type": "noop"})}))
+    problems = await problems_by_path(store, _doc({"top": _fulfilment(action={"type": "noop"})}))
 
     assert list(problems) == ["$.definition.states.top.action"]
 
 
 async def test_retry_on_a_parallel_state_is_rejected(store: ProcedureStore) -> None:
-    problems = await _problems(store, _doc({"top": _checks(retry={"max_attempts": 3})}))
+    problems = await problems_by_path(store, _doc({"top": _checks(retry={"max_attempts": 3})}))
 
     assert list(problems) == ["$.definition.states.top.retry"]
 
@@ -245,13 +226,13 @@ async def test_an_ambiguous_plain_target_is_rejected(store: ProcedureStore) -> N
     """``packed`` is both a sibling of ``picking`` and a top-level state."""
     doc = make_doc(
         {
-            "top": _fulfilment(transitions=[_t("packed", "done")]),
+            "top": _fulfilment(transitions=[on("done", "packed")]),
             "packed": {},
         },
         "top",
     )
 
-    problems = await _problems(store, doc)
+    problems = await problems_by_path(store, doc)
 
     path = "$.definition.states.top.states.picking.transitions[0].target"
     assert path in problems
@@ -265,11 +246,11 @@ async def test_a_full_path_resolves_what_a_plain_name_could_not(store: Procedure
                 "initial_state": "picking",
                 "states": {
                     "picking": {
-                        "transitions": [_t("top.packed", "next"), _t("packed_top", "skip")]
+                        "transitions": [on("next", "top.packed"), on("skip", "packed_top")]
                     },
                     "packed": {},
                 },
-                "transitions": [_t("packed_top", "done")],
+                "transitions": [on("done", "packed_top")],
             },
             "packed_top": {},
         },
@@ -281,9 +262,9 @@ async def test_a_full_path_resolves_what_a_plain_name_could_not(store: Procedure
 
 async def test_an_unknown_nested_target_is_rejected(store: ProcedureStore) -> None:
     top = _fulfilment()
-    top["states"]["picking"]["transitions"].append(_t("top.nowhere", "jump"))
+    top["states"]["picking"]["transitions"].append(on("jump", "top.nowhere"))
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert "$.definition.states.top.states.picking.transitions[1].target" in problems
 
@@ -295,23 +276,23 @@ async def test_a_plain_target_naming_a_cousin_is_rejected(store: ProcedureStore)
             "a": {
                 "initial_state": "x",
                 "states": {"x": _leaf_to("hidden"), "end": {}},
-                "transitions": [_t("b", "done")],
+                "transitions": [on("done", "b")],
             },
             "b": {"initial_state": "hidden", "states": {"hidden": {}}},
         },
         "a",
     )
 
-    problems = await _problems(store, doc)
+    problems = await problems_by_path(store, doc)
 
     assert "$.definition.states.a.states.x.transitions[0].target" in problems
 
 
 async def test_a_transition_across_regions_is_rejected(store: ProcedureStore) -> None:
     top = _checks()
-    top["parallel"]["credit"]["states"]["run"]["transitions"].append(_t("top.fraud.ok", "cross"))
+    top["parallel"]["credit"]["states"]["run"]["transitions"].append(on("cross", "top.fraud.ok"))
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     path = "$.definition.states.top.parallel.credit.states.run.transitions[1].target"
     assert path in problems
@@ -324,15 +305,15 @@ async def test_a_transition_across_regions_of_a_nested_parallel_state_is_rejecte
     checks = _checks()
     del checks["transitions"]
     checks["parallel"]["fraud"]["states"]["run"]["transitions"].append(
-        _t("top.checks.credit.run", "cross")
+        on("cross", "top.checks.credit.run")
     )
     top = {
         "initial_state": "checks",
         "states": {"checks": checks},
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
     }
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert (
         "$.definition.states.top.states.checks.parallel.fraud.states.run.transitions[1].target"
@@ -342,7 +323,7 @@ async def test_a_transition_across_regions_of_a_nested_parallel_state_is_rejecte
 
 async def test_a_region_may_leave_its_parallel_state(store: ProcedureStore) -> None:
     top = _checks()
-    top["parallel"]["credit"]["states"]["run"]["transitions"].append(_t("approved", "abort"))
+    top["parallel"]["credit"]["states"]["run"]["transitions"].append(on("abort", "approved"))
 
     await store.register(_doc({"top": top}))
 
@@ -354,7 +335,7 @@ async def test_an_unreachable_nested_state_is_rejected(store: ProcedureStore) ->
     top = _fulfilment()
     top["states"]["orphan"] = {}
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert list(problems) == ["$.definition.states.top.states.orphan"]
 
@@ -363,7 +344,7 @@ async def test_an_unreachable_state_in_a_region_is_rejected(store: ProcedureStor
     top = _checks()
     top["parallel"]["fraud"]["states"]["orphan"] = {}
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert list(problems) == ["$.definition.states.top.parallel.fraud.states.orphan"]
 
@@ -373,7 +354,7 @@ async def test_a_state_reached_only_through_a_compounds_transition_is_reachable(
 ) -> None:
     doc = make_doc(
         {
-            "top": _fulfilment(transitions=[_t("approved", "done"), _t("cancelled", "cancel")]),
+            "top": _fulfilment(transitions=[on("done", "approved"), on("cancel", "cancelled")]),
             "approved": {},
             "cancelled": {},
         },
@@ -394,7 +375,7 @@ async def test_a_dotted_target_into_one_region_makes_the_other_regions_reachable
         "start",
     )
     fraud = checks["parallel"]["fraud"]["states"]
-    fraud["ok"] = {"transitions": [_t("run", "redo"), _t("closed", "close")]}
+    fraud["ok"] = {"transitions": [on("redo", "run"), on("close", "closed")]}
     fraud["closed"] = {}
 
     await store.register(doc)
@@ -408,7 +389,7 @@ async def test_reachability_of_regions_does_not_depend_on_transition_order(
     checks = _checks()
     doc = make_doc(
         {
-            "start": {"transitions": [_t("checks.fraud.ok", "go"), _t("checks", "enter")]},
+            "start": {"transitions": [on("go", "checks.fraud.ok"), on("enter", "checks")]},
             "checks": checks,
             "approved": {},
         },
@@ -424,7 +405,7 @@ async def test_reachability_of_regions_does_not_depend_on_transition_order(
 async def test_a_top_level_state_name_with_a_dot_is_rejected(store: ProcedureStore) -> None:
     doc = make_doc({"a.b": {}}, "a.b")
 
-    problems = await _problems(store, doc)
+    problems = await problems_by_path(store, doc)
 
     assert '$.definition.states["a.b"]' in problems
 
@@ -433,10 +414,10 @@ async def test_a_nested_state_name_with_a_dot_is_rejected(store: ProcedureStore)
     top = {
         "initial_state": "pick",
         "states": {"pick": _leaf_to("x.y"), "x.y": {}},
-        "transitions": [_t("approved", "done")],
+        "transitions": [on("done", "approved")],
     }
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert '$.definition.states.top.states["x.y"]' in problems
 
@@ -445,7 +426,7 @@ async def test_a_region_name_with_a_dot_is_rejected(store: ProcedureStore) -> No
     top = _checks()
     top["parallel"]["cre.dit"] = top["parallel"].pop("credit")
 
-    problems = await _problems(store, _doc({"top": top}))
+    problems = await problems_by_path(store, _doc({"top": top}))
 
     assert '$.definition.states.top.parallel["cre.dit"]' in problems
 
@@ -457,14 +438,14 @@ async def test_every_problem_of_a_chart_is_reported_at_once(store: ProcedureStor
     del checks["parallel"]["fraud"]
     doc = make_doc(
         {
-            "top": {**fulfilment, "transitions": [_t("checks", "done")]},
+            "top": {**fulfilment, "transitions": [on("done", "checks")]},
             "checks": checks,
             "approved": {},
         },
         "top",
     )
 
-    problems = await _problems(store, doc)
+    problems = await problems_by_path(store, doc)
 
     assert {
         "$.definition.states.top.action",
@@ -483,9 +464,12 @@ def _deploy_doc() -> dict[str, Any]:
         {
             "validate": {
                 "action": {**action, "function": "validate", "result": "validation"},
-                "transitions": [_t("build"), _t("failed", "error")],
+                "transitions": [on("success", "build"), on("error", "failed")],
             },
-            "build": {"action": {**action, "function": "build"}, "transitions": [_t("done")]},
+            "build": {
+                "action": {**action, "function": "build"},
+                "transitions": [on("success", "done")],
+            },
             "failed": {"outcome": "failure"},
             "done": {},
         },
@@ -535,6 +519,6 @@ async def test_a_flat_document_compiles_to_the_flat_machine(store: ProcedureStor
 
 
 async def test_a_dotted_target_in_a_flat_document_is_rejected(store: ProcedureStore) -> None:
-    problems = await _problems(store, make_doc({"a": _leaf_to("a.b"), "b": {}}, "a"))
+    problems = await problems_by_path(store, make_doc({"a": _leaf_to("a.b"), "b": {}}, "a"))
 
     assert "$.definition.states.a.transitions[0].target" in problems

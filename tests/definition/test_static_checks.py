@@ -13,15 +13,9 @@ from typing import Any
 
 import pytest
 
-from procstore import InvalidProcedure, ProcedureNotFound, ProcedureStore, ProcedureWarning
+from procstore import ProcedureNotFound, ProcedureStore, ProcedureWarning
 from tests.builders import fn, on
-from tests.conftest import make_doc
-
-
-async def _problems(store: ProcedureStore, doc: dict[str, Any]) -> list[str]:
-    with pytest.raises(InvalidProcedure) as refused:
-        await store.register(doc)
-    return [str(problem) for problem in refused.value.errors]
+from tests.conftest import make_doc, problem_lines
 
 
 async def _warnings(store: ProcedureStore, doc: dict[str, Any]) -> list[str]:
@@ -40,7 +34,7 @@ async def test_a_misspelt_success_is_refused_with_the_nearest_event(store: Proce
         {"work": {"action": {"type": "noop"}, "transitions": [on("sucess", "done")]}, "done": {}},
         "work",
     )
-    assert await _problems(store, doc) == [
+    assert await problem_lines(store, doc) == [
         "$.definition.states.work.transitions[0].event: 'sucess' is no event procstore raises "
         "and no transition here handles 'success': did you mean 'success'?"
     ]
@@ -58,7 +52,7 @@ async def test_a_misspelt_timeout_is_refused(store: ProcedureStore) -> None:
         },
         "wait",
     )
-    [problem] = await _problems(store, doc)
+    [problem] = await problem_lines(store, doc)
     assert problem.startswith("$.definition.states.wait.transitions[1].event: 'timout'")
     assert problem.endswith("did you mean 'timeout'?")
 
@@ -83,7 +77,7 @@ async def test_an_action_whose_success_nothing_handles_and_nothing_else_moves_is
         },
         "work",
     )
-    [problem] = await _problems(store, doc)
+    [problem] = await problem_lines(store, doc)
     assert problem.startswith("$.definition.states.work.transitions: its action's success is")
     assert "it would wait in 'work' forever" in problem
 
@@ -118,7 +112,7 @@ async def test_a_compound_state_whose_completion_nothing_handles_is_refused(
         },
         "phase",
     )
-    [problem] = await _problems(store, doc)
+    [problem] = await problem_lines(store, doc)
     assert problem.startswith("$.definition.states.phase.transitions: its completion ('done')")
 
 
@@ -135,7 +129,7 @@ async def test_a_state_from_which_no_end_can_be_reached_is_refused(store: Proced
         "a",
     )
     doc["definition"]["states"]["a"]["transitions"].append(on("finish", "end"))
-    problems = await _problems(store, doc)
+    problems = await problem_lines(store, doc)
     assert problems == [
         "$.definition.states.b: no end can be reached from 'b': whatever happens there, the "
         "execution never gets to a terminal state (an endless loop); add a transition to a "
@@ -171,7 +165,7 @@ async def test_every_region_must_be_able_to_end(store: ProcedureStore) -> None:
         },
         "both",
     )
-    [problem] = await _problems(store, doc)
+    [problem] = await problem_lines(store, doc)
     assert problem.startswith("$.definition.states.both.parallel.b.states.y: no end can be")
 
 
@@ -263,5 +257,5 @@ async def test_a_state_that_waits_forever_is_reported_once(store: ProcedureStore
         },
         "start",
     )
-    [problem] = await _problems(store, doc)
+    [problem] = await problem_lines(store, doc)
     assert "it would wait in 'work' forever" in problem

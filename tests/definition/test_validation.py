@@ -23,7 +23,7 @@ from procstore import (
     ProcstoreError,
     VersionConflict,
 )
-from tests.conftest import SPEC_MODULE, make_doc
+from tests.conftest import SPEC_MODULE, make_doc, problems_by_path
 
 
 def _valid_doc(name: str = "p", version: str = "1.0") -> dict[str, Any]:
@@ -52,23 +52,8 @@ def _doc_with_action(action: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def _problems(store: ProcedureStore, doc: Any) -> dict[str, list[str]]:
-    """Register ``doc``, which must be rejected; return {path: [messages]}."""
-    with pytest.raises(InvalidProcedure) as info:
-        await store.register(doc)
-    exc = info.value
-    assert isinstance(exc, ProcstoreError)
-    assert exc.errors, "InvalidProcedure without any problem"
-    found: dict[str, list[str]] = {}
-    for problem in exc.errors:
-        assert isinstance(problem.path, str)
-        assert isinstance(problem.message, str)
-        found.setdefault(problem.path, []).append(problem.message)
-    return found
-
-
 async def _assert_problem(store: ProcedureStore, doc: Any, path: str) -> None:
-    found = await _problems(store, doc)
+    found = await problems_by_path(store, doc)
     assert path in found, f"expected a problem at {path!r}, got {found!r}"
     assert all(m.strip() for m in found[path]), f"empty message at {path!r}"
 
@@ -203,7 +188,7 @@ async def test_state_name_empty_or_with_dot_rejected_at_its_key(
 ) -> None:
     doc = make_doc({"a": {"transitions": [{"event": "go", "target": name}]}, name: {}}, "a")
 
-    found = await _problems(store, doc)
+    found = await problems_by_path(store, doc)
 
     # A key that is not an identifier is written in bracket notation; either quote style.
     accepted = {f'$.definition.states["{name}"]', f"$.definition.states['{name}']"}
@@ -237,7 +222,7 @@ async def test_several_problems_are_all_reported(store: ProcedureStore) -> None:
     )
     del doc["version"]
 
-    found = await _problems(store, doc)
+    found = await problems_by_path(store, doc)
 
     expected = {
         "$.version",

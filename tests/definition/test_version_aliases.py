@@ -28,16 +28,6 @@ def waiting(version: str, first: str = "wait") -> dict[str, Any]:
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "procstore.db"
-
-
-@pytest.fixture
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, url: str) -> AsyncIterator[ProcedureStore]:
     async with ProcedureStore(None if request.param == "memory" else url) as opened:

@@ -9,24 +9,18 @@ import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
 from procstore.runtime.steps import CANCEL_GRACE_SECONDS
+from tests.builders import fn, on
 from tests.clock import ManualClock
-from tests.conftest import Gate, index_of, make_doc, records, slow_cleanup, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
-
-
-async def _assert_no_new_tasks(baseline: set[asyncio.Task[Any]]) -> None:
-    """Let finished tasks complete their last step, then compare with ``baseline``."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-    leftover = {t for t in asyncio.all_tasks() if t not in baseline and not t.done()}
-    assert not leftover, f"tasks survived the execution: {leftover}"
+from tests.conftest import (
+    Gate,
+    assert_no_new_tasks,
+    index_of,
+    make_doc,
+    records,
+    slow_cleanup,
+    wait_until,
+    within,
+)
 
 
 def _undo_log(store: ProcedureStore, *, failing: bool = False) -> list[str]:
@@ -51,10 +45,10 @@ def _gated_doc(
 ) -> dict[str, Any]:
     """[first (noop, maybe compensated) ->] work (gate) -> done."""
     store.register_action("hang", gate.action)
-    work: dict[str, Any] = {"action": _fn("hang"), "transitions": [_t("done")]}
+    work: dict[str, Any] = {"action": fn("hang"), "transitions": [on("success", "done")]}
     if state_timeout_ms is not None:
         work["timeout_ms"] = state_timeout_ms
-        work["transitions"].append(_t("late", "timeout"))
+        work["transitions"].append(on("timeout", "late"))
     states: dict[str, Any] = {"work": work, "done": {}}
     if state_timeout_ms is not None:
         states["late"] = {}
@@ -62,8 +56,8 @@ def _gated_doc(
     if compensated_first:
         states["first"] = {
             "action": {"type": "noop"},
-            "compensate": _fn("undo"),
-            "transitions": [_t("work")],
+            "compensate": fn("undo"),
+            "transitions": [on("success", "work")],
         }
         initial = "first"
     return make_doc(states, initial)
@@ -99,7 +93,13 @@ async def test_cancel_interrupts_a_builtin_sleep_action(
 ) -> None:
     await timed_store.register(
         make_doc(
-            {"a": {"action": {"type": "sleep", "ms": 10_000}, "transitions": [_t("b")]}, "b": {}},
+            {
+                "a": {
+                    "action": {"type": "sleep", "ms": 10_000},
+                    "transitions": [on("success", "b")],
+                },
+                "b": {},
+            },
             "a",
         )
     )
@@ -117,7 +117,7 @@ async def test_cancel_waits_for_the_actions_async_cleanup(
 ) -> None:
     cleaned = slow_cleanup(timed_store, clock, 0.01)
     await timed_store.register(
-        make_doc({"a": {"action": _fn("slow"), "transitions": [_t("b")]}, "b": {}}, "a")
+        make_doc({"a": {"action": fn("slow"), "transitions": [on("success", "b")]}, "b": {}}, "a")
     )
     ex = await within(timed_store.start("p", "1.0", {}))
     await clock.settle()
@@ -135,7 +135,7 @@ async def test_cancel_waits_for_a_slow_cleanup_only_its_grace_period(
 ) -> None:
     cleaned = slow_cleanup(timed_store, clock, 5.0)
     await timed_store.register(
-        make_doc({"a": {"action": _fn("slow"), "transitions": [_t("b")]}, "b": {}}, "a")
+        make_doc({"a": {"action": fn("slow"), "transitions": [on("success", "b")]}, "b": {}}, "a")
     )
     ex = await within(timed_store.start("p", "1.0", {}))
     await clock.settle()
@@ -161,10 +161,10 @@ async def test_rollback_after_cancel_undoes_once_the_grace_period_is_over(
             {
                 "first": {
                     "action": {"type": "noop"},
-                    "compensate": _fn("undo"),
-                    "transitions": [_t("work")],
+                    "compensate": fn("undo"),
+                    "transitions": [on("success", "work")],
                 },
-                "work": {"action": _fn("slow"), "transitions": [_t("done")]},
+                "work": {"action": fn("slow"), "transitions": [on("success", "done")]},
                 "done": {},
             },
             "first",
@@ -204,7 +204,7 @@ async def test_cancel_records_cancelled(store: ProcedureStore) -> None:
 
 
 async def test_cancel_of_an_execution_waiting_for_an_event(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_t("b", "go")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
 
     final = await within(ex.cancel())
@@ -295,9 +295,9 @@ async def test_cancel_during_a_retry_delay_stops_further_attempts(
         make_doc(
             {
                 "a": {
-                    "action": _fn("down"),
+                    "action": fn("down"),
                     "retry": {"max_attempts": 5, "interval_ms": 40},
-                    "transitions": [_t("b"), _t("b", "error")],
+                    "transitions": [on("success", "b"), on("error", "b")],
                 },
                 "b": {},
             },
@@ -345,7 +345,7 @@ async def test_waiting_send_is_released_by_cancel_with_invalid_event(
 
 
 async def test_send_after_cancel_raises_invalid_event(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_t("b", "go")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
     await within(ex.cancel())
 
@@ -358,7 +358,7 @@ async def test_send_after_cancel_raises_invalid_event(store: ProcedureStore) -> 
 @pytest.mark.parametrize("how", ["completed", "failed", "cancelled"])
 async def test_cancelling_a_finished_execution_is_a_no_op(store: ProcedureStore, how: str) -> None:
     last: dict[str, Any] = {"outcome": "failure"} if how == "failed" else {}
-    await store.register(make_doc({"a": {"transitions": [_t("b", "go")]}, "b": last}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": last}, "a"))
     ex = await within(store.start("p", "1.0", {}))
     if how == "cancelled":
         await within(ex.cancel())
@@ -396,10 +396,10 @@ async def test_no_task_or_timer_survives_a_finished_execution(
         make_doc(
             {
                 "a": {
-                    "action": _fn("flaky", timeout_ms=100),
+                    "action": fn("flaky", timeout_ms=100),
                     "retry": {"max_attempts": 2, "interval_ms": 1},
                     "timeout_ms": 60,
-                    "transitions": [_t("b"), _t("late", "timeout")],
+                    "transitions": [on("success", "b"), on("timeout", "late")],
                 },
                 "b": {"action": {"type": "noop"}, "timeout_ms": 60},
                 "late": {},
@@ -414,12 +414,12 @@ async def test_no_task_or_timer_survives_a_finished_execution(
     assert final.current == "b"
     length = len(ex.history)
 
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline)
     assert clock.pending() == [], "a timer survived"
     await clock.advance(0.1)  # past both states' deadlines
     assert len(ex.history) == length
     assert records(ex.history, "timeout") == []
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline)
 
 
 async def test_no_task_or_timer_survives_a_cancelled_execution(
@@ -431,7 +431,7 @@ async def test_no_task_or_timer_survives_a_cancelled_execution(
     ex = await _start_in_work(timed_store, gate)
 
     await within(ex.cancel())
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline)
     assert clock.pending() == [], "the state's timer survived"
     length = len(ex.history)
 
@@ -455,7 +455,7 @@ async def test_no_task_survives_a_cancel_with_rollback(
 
     await within(ex.cancel(rollback=True))
     assert ex.status == Status.ROLLED_BACK
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline)
     assert clock.pending() == [], "a timer survived"
     length = len(ex.history)
     await clock.advance(0.1)  # past the state's deadline
@@ -471,11 +471,11 @@ async def test_nothing_of_the_old_run_survives_a_reset(
     await timed_store.register(
         make_doc(
             {
-                "start": {"transitions": [_t("work", "go")]},
+                "start": {"transitions": [on("go", "work")]},
                 "work": {
-                    "action": _fn("hang"),
+                    "action": fn("hang"),
                     "timeout_ms": 50,
-                    "transitions": [_t("done"), _t("late", "timeout")],
+                    "transitions": [on("success", "done"), on("timeout", "late")],
                 },
                 "done": {},
                 "late": {},
@@ -495,7 +495,7 @@ async def test_nothing_of_the_old_run_survives_a_reset(
     for _ in range(5):
         await asyncio.sleep(0)
     assert all(t.done() for t in before_reset), "a task of the old run survived the reset"
-    await _assert_no_new_tasks(baseline)  # the initial state has no action
+    await assert_no_new_tasks(baseline)  # the initial state has no action
     assert ex.state.current == "start"
     assert ex.status == Status.RUNNING
     assert clock.pending() == [], "the old state's timer survived"
@@ -512,7 +512,10 @@ async def test_no_task_survives_a_state_timeout_with_no_handler(store: Procedure
     store.register_action("hang", gate.action)
     await store.register(
         make_doc(
-            {"a": {"action": _fn("hang"), "timeout_ms": 20, "transitions": [_t("b")]}, "b": {}},
+            {
+                "a": {"action": fn("hang"), "timeout_ms": 20, "transitions": [on("success", "b")]},
+                "b": {},
+            },
             "a",
         )
     )
@@ -521,4 +524,4 @@ async def test_no_task_survives_a_state_timeout_with_no_handler(store: Procedure
 
     assert ex.status == Status.FAILED
     assert gate.cancelled and gate.finished.is_set()
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline)

@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 
 from procstore import Event, InvalidEvent, ProcedureStore, Status
+from tests.builders import fn, on
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
 
 
 class Saga:
@@ -55,17 +48,17 @@ class Saga:
 def _step(name: str, then: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
     transitions = then if isinstance(then, list) else [then]
     return {
-        "action": _fn(f"do_{name}", result=name),
-        "compensate": _fn(f"undo_{name}"),
+        "action": fn(f"do_{name}", result=name),
+        "compensate": fn(f"undo_{name}"),
         "transitions": transitions,
     }
 
 
 def _three_steps_then(last: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     states = {
-        "a": _step("a", _t("b")),
-        "b": _step("b", _t("c")),
-        "c": _step("c", _t("last")),
+        "a": _step("a", on("success", "b")),
+        "b": _step("b", on("success", "c")),
+        "c": _step("c", on("success", "last")),
         "last": last,
     }
     states.update(extra or {})
@@ -82,7 +75,10 @@ async def test_unhandled_error_compensates_newest_first_and_ends_rolled_back(
     saga = Saga(store, "a", "b", "c")
     await store.register(
         _three_steps_then(
-            {"action": {"type": "fail", "message": "boom"}, "transitions": [_t("never")]},
+            {
+                "action": {"type": "fail", "message": "boom"},
+                "transitions": [on("success", "never")],
+            },
             {"never": {}},
         )
     )
@@ -110,8 +106,8 @@ async def test_handled_error_does_not_compensate(store: ProcedureStore) -> None:
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
-                "b": {"action": {"type": "fail"}, "transitions": [_t("recovered", "error")]},
+                "a": _step("a", on("success", "b")),
+                "b": {"action": {"type": "fail"}, "transitions": [on("error", "recovered")]},
                 "recovered": {},
             },
             "a",
@@ -169,15 +165,15 @@ async def test_state_completed_twice_in_a_loop_is_compensated_twice(
         make_doc(
             {
                 "charge": {
-                    "action": _fn("charge", result="n"),
-                    "compensate": _fn("refund"),
-                    "transitions": [_t("check")],
+                    "action": fn("charge", result="n"),
+                    "compensate": fn("refund"),
+                    "transitions": [on("success", "check")],
                 },
                 "check": {
                     "action": {"type": "noop"},
                     "transitions": [
                         {"event": "success", "target": "charge", "guard": "n < 2"},
-                        _t("broken"),
+                        on("success", "broken"),
                     ],
                 },
                 "broken": {"outcome": "failure"},
@@ -221,14 +217,14 @@ async def test_only_successful_completions_of_compensated_states_are_undone(
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("plain")),
+                "a": _step("a", on("success", "plain")),
                 # No compensate: nothing to undo here.
-                "plain": {"action": {"type": "noop"}, "transitions": [_t("b")]},
+                "plain": {"action": {"type": "noop"}, "transitions": [on("success", "b")]},
                 # Declares a compensation, but its action fails: it never completed.
                 "b": {
-                    "action": _fn("explode"),
-                    "compensate": _fn("undo_b"),
-                    "transitions": [_t("done")],
+                    "action": fn("explode"),
+                    "compensate": fn("undo_b"),
+                    "transitions": [on("success", "done")],
                 },
                 "done": {},
             },
@@ -272,13 +268,13 @@ async def test_every_failing_compensation_is_recorded(store: ProcedureStore) -> 
             {
                 "a": {
                     "action": {"type": "noop"},
-                    "compensate": _fn("broken"),
-                    "transitions": [_t("b")],
+                    "compensate": fn("broken"),
+                    "transitions": [on("success", "b")],
                 },
                 "b": {
                     "action": {"type": "noop"},
                     "compensate": {"type": "fail", "message": "x"},
-                    "transitions": [_t("end")],
+                    "transitions": [on("success", "end")],
                 },
                 "end": {"outcome": "failure"},
             },
@@ -300,11 +296,11 @@ async def test_nothing_to_compensate_leaves_status_failed(store: ProcedureStore)
     await store.register(
         make_doc(
             {
-                "a": {"action": {"type": "noop"}, "transitions": [_t("b")]},
+                "a": {"action": {"type": "noop"}, "transitions": [on("success", "b")]},
                 "b": {
                     "action": {"type": "fail"},
                     "compensate": {"type": "noop"},
-                    "transitions": [_t("c")],
+                    "transitions": [on("success", "c")],
                 },
                 "c": {},
             },
@@ -324,7 +320,7 @@ async def test_terminal_failure_with_nothing_to_compensate_is_failed(
     await store.register(
         make_doc(
             {
-                "a": {"action": {"type": "noop"}, "transitions": [_t("x")]},
+                "a": {"action": {"type": "noop"}, "transitions": [on("success", "x")]},
                 "x": {"outcome": "failure"},
             },
             "a",
@@ -341,9 +337,9 @@ async def test_rollback_on_a_running_execution(store: ProcedureStore) -> None:
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
-                "b": _step("b", _t("wait")),
-                "wait": {"transitions": [_t("done", "go")]},
+                "a": _step("a", on("success", "b")),
+                "b": _step("b", on("success", "wait")),
+                "wait": {"transitions": [on("go", "done")]},
                 "done": {},
             },
             "a",
@@ -369,11 +365,11 @@ async def test_rollback_cancels_the_running_action(store: ProcedureStore) -> Non
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
+                "a": _step("a", on("success", "b")),
                 "b": {
-                    "action": _fn("hang"),
-                    "compensate": _fn("undo_a"),
-                    "transitions": [_t("done")],
+                    "action": fn("hang"),
+                    "compensate": fn("undo_a"),
+                    "transitions": [on("success", "done")],
                 },
                 "done": {},
             },
@@ -392,7 +388,7 @@ async def test_rollback_cancels_the_running_action(store: ProcedureStore) -> Non
 
 
 async def test_rollback_with_nothing_to_compensate_ends_failed(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_t("b", "go")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
 
     final = await within(ex.rollback())
@@ -407,12 +403,12 @@ async def test_rollback_on_a_finished_execution_raises_invalid_event(
     saga = Saga(store, "a")
     last: dict[str, Any] = {"outcome": "failure"} if how in ("failed", "rolled_back") else {}
     first = (
-        _step("a", _t("wait"))
+        _step("a", on("success", "wait"))
         if how != "failed"
-        else {"action": {"type": "noop"}, "transitions": [_t("wait")]}
+        else {"action": {"type": "noop"}, "transitions": [on("success", "wait")]}
     )
     await store.register(
-        make_doc({"a": first, "wait": {"transitions": [_t("last", "go")]}, "last": last}, "a")
+        make_doc({"a": first, "wait": {"transitions": [on("go", "last")]}, "last": last}, "a")
     )
     ex = await within(store.start("p", "1.0", {}))
     if how == "cancelled":
@@ -436,7 +432,11 @@ async def test_compensation_receives_the_context(store: ProcedureStore) -> None:
     saga = Saga(store, "a", "b")
     await store.register(
         make_doc(
-            {"a": _step("a", _t("b")), "b": _step("b", _t("end")), "end": {"outcome": "failure"}},
+            {
+                "a": _step("a", on("success", "b")),
+                "b": _step("b", on("success", "end")),
+                "end": {"outcome": "failure"},
+            },
             "a",
         )
     )
@@ -458,9 +458,9 @@ async def test_compensation_result_key_is_stored_in_the_context(
         make_doc(
             {
                 "a": {
-                    "action": _fn("do_a"),
-                    "compensate": _fn("undo_a", result="undo_note"),
-                    "transitions": [_t("end")],
+                    "action": fn("do_a"),
+                    "compensate": fn("undo_a", result="undo_note"),
+                    "transitions": [on("success", "end")],
                 },
                 "end": {"outcome": "failure"},
             },
@@ -481,10 +481,10 @@ async def test_send_during_rollback_raises_invalid_event(store: ProcedureStore) 
             {
                 "a": {
                     "action": {"type": "noop"},
-                    "compensate": _fn("slow_undo"),
-                    "transitions": [_t("wait")],
+                    "compensate": fn("slow_undo"),
+                    "transitions": [on("success", "wait")],
                 },
-                "wait": {"transitions": [_t("done", "go")]},
+                "wait": {"transitions": [on("go", "done")]},
                 "done": {},
             },
             "a",
@@ -512,7 +512,11 @@ async def test_send_after_rollback_raises_invalid_event(store: ProcedureStore) -
     Saga(store, "a")
     await store.register(
         make_doc(
-            {"a": _step("a", _t("wait")), "wait": {"transitions": [_t("done", "go")]}, "done": {}},
+            {
+                "a": _step("a", on("success", "wait")),
+                "wait": {"transitions": [on("go", "done")]},
+                "done": {},
+            },
             "a",
         )
     )
@@ -532,10 +536,10 @@ async def test_rollback_record_and_compensations_follow_the_failure(
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
+                "a": _step("a", on("success", "b")),
                 "b": {
                     "action": {"type": "fail", "message": "card declined"},
-                    "transitions": [_t("done")],
+                    "transitions": [on("success", "done")],
                 },
                 "done": {},
             },
@@ -565,9 +569,9 @@ async def test_action_choosing_its_outcome_event_counts_as_a_completion(
         make_doc(
             {
                 "pick": {
-                    "action": _fn("choose"),
-                    "compensate": _fn("undo_a"),
-                    "transitions": [_t("end", "approve")],
+                    "action": fn("choose"),
+                    "compensate": fn("undo_a"),
+                    "transitions": [on("approve", "end")],
                 },
                 "end": {"outcome": "failure"},
             },
@@ -588,11 +592,11 @@ async def test_hanging_compensation_is_bounded_by_its_timeout_ms(store: Procedur
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
+                "a": _step("a", on("success", "b")),
                 "b": {
                     "action": {"type": "noop"},
-                    "compensate": _fn("hang", timeout_ms=20),
-                    "transitions": [_t("end")],
+                    "compensate": fn("hang", timeout_ms=20),
+                    "transitions": [on("success", "end")],
                 },
                 "end": {"outcome": "failure"},
             },
@@ -615,8 +619,8 @@ async def test_reset_forgets_the_completions_of_the_old_run(store: ProcedureStor
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("wait")),
-                "wait": {"transitions": [_t("done", "go")]},
+                "a": _step("a", on("success", "wait")),
+                "wait": {"transitions": [on("go", "done")]},
                 "done": {},
             },
             "a",
@@ -652,8 +656,8 @@ async def test_an_internal_error_in_a_step_fires_the_states_error_transition(
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("work")),
-                "work": {**retried, "transitions": [_t("done"), _t("handled", "error")]},
+                "a": _step("a", on("success", "work")),
+                "work": {**retried, "transitions": [on("success", "done"), on("error", "handled")]},
                 "done": {},
                 "handled": {},
             },
@@ -674,7 +678,7 @@ async def test_an_unhandled_internal_error_compensates_like_an_action_failure(
     saga = Saga(store, "a", "b", "c")
     retried = {"action": {"type": "fail"}, "retry": {"max_attempts": 3, "interval_ms": 1}}
     await store.register(
-        _three_steps_then({**retried, "transitions": [_t("never")]}, {"never": {}})
+        _three_steps_then({**retried, "transitions": [on("success", "never")]}, {"never": {}})
     )
     final = await _finish(await within(store.start("p", "1.0", {})))
 
@@ -694,9 +698,9 @@ async def _saga_rolling_back_on_a_gate(
     await store.register(
         make_doc(
             {
-                "a": _step("a", _t("b")),
-                "b": _step("b", _t("wait")),
-                "wait": {"transitions": [_t("done", "go")]},
+                "a": _step("a", on("success", "b")),
+                "b": _step("b", on("success", "wait")),
+                "wait": {"transitions": [on("go", "done")]},
                 "done": {},
             },
             "a",

@@ -26,17 +26,9 @@ from procstore import (
     Status,
     VersionConflict,
 )
+from tests.builders import fn, on
 from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _go(target: str, event: str = "go") -> dict[str, Any]:
-    return {"event": event, "target": target}
-
 
 # --- semantics 1: start, send, outcome events ---------------------------------------------
 
@@ -48,7 +40,7 @@ async def test_start_returns_with_initial_state_entered_while_its_action_runs(
     store.register_action("blocked", gate.action)
     await store.register(
         make_doc(
-            {"a": {"action": _fn("blocked"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
+            {"a": {"action": fn("blocked"), "transitions": [on("success", "b")]}, "b": {}}, "a"
         )
     )
 
@@ -70,7 +62,7 @@ async def test_send_waits_for_the_running_action(store: ProcedureStore) -> None:
     store.register_action("blocked", gate.action)
     await store.register(
         make_doc(
-            {"a": {"action": _fn("blocked"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
+            {"a": {"action": fn("blocked"), "transitions": [on("success", "b")]}, "b": {}}, "a"
         )
     )
     ex = await within(store.start("p", "1.0", {}))
@@ -141,8 +133,8 @@ async def test_returning_any_value_normally_is_the_success_event(store: Procedur
         make_doc(
             {
                 "a": {
-                    "action": _fn("opaque"),
-                    "transitions": [_go("ok", "success"), _go("err", "error")],
+                    "action": fn("opaque"),
+                    "transitions": [on("success", "ok"), on("error", "err")],
                 },
                 "ok": {},
                 "err": {},
@@ -167,7 +159,7 @@ async def test_abandoning_a_waiting_send_leaves_the_action_running(store: Proced
     store.register_action("blocked", gate.action)
     await store.register(
         make_doc(
-            {"a": {"action": _fn("blocked"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
+            {"a": {"action": fn("blocked"), "transitions": [on("success", "b")]}, "b": {}}, "a"
         )
     )
     ex = await within(store.start("p", "1.0", {}))
@@ -188,7 +180,7 @@ async def test_abandoning_a_waiting_send_leaves_the_action_running(store: Proced
 
 
 async def test_send_returns_true_when_a_transition_fires(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("b")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
 
     fired = await within(ex.send("go"))
@@ -198,7 +190,7 @@ async def test_send_returns_true_when_a_transition_fires(store: ProcedureStore) 
 
 
 async def test_state_without_action_waits_for_send(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("b")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}, auto=True))
 
     await asyncio.sleep(0.03)
@@ -211,7 +203,7 @@ async def test_state_without_action_waits_for_send(store: ProcedureStore) -> Non
 async def test_event_not_accepted_raises_invalid_event_and_leaves_state_unchanged(
     store: ProcedureStore,
 ) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("b")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {"k": 1}))
     before = ex.state
 
@@ -233,7 +225,7 @@ async def test_any_event_to_a_finished_execution_raises_invalid_event(
     store: ProcedureStore, terminal: dict[str, Any], status: Status
 ) -> None:
     await store.register(
-        make_doc({"a": {"transitions": [_go("b"), _go("b", "again")]}, "b": terminal}, "a")
+        make_doc({"a": {"transitions": [on("go", "b"), on("again", "b")]}, "b": terminal}, "a")
     )
     ex = await within(store.start("p", "1.0", {}))
     await within(ex.send("go"))
@@ -257,9 +249,9 @@ async def test_error_fires_by_itself_to_the_error_transition(store: ProcedureSto
             {
                 "a": {
                     "action": {"type": "fail", "message": "broken"},
-                    "transitions": [_go("done", "success"), _go("handled", "error")],
+                    "transitions": [on("success", "done"), on("error", "handled")],
                 },
-                "handled": {"transitions": [_go("done")]},
+                "handled": {"transitions": [on("go", "done")]},
                 "done": {},
             },
             "a",
@@ -282,7 +274,7 @@ async def test_error_without_error_transition_fails_in_place(store: ProcedureSto
     store.register_action("explode", explode)
     await store.register(
         make_doc(
-            {"a": {"action": _fn("explode"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
+            {"a": {"action": fn("explode"), "transitions": [on("success", "b")]}, "b": {}}, "a"
         )
     )
 
@@ -303,7 +295,10 @@ async def test_fail_action_error_is_recorded_with_its_message(store: ProcedureSt
     await store.register(
         make_doc(
             {
-                "a": {"action": {"type": "fail", "message": "nope"}, "transitions": [_go("b")]},
+                "a": {
+                    "action": {"type": "fail", "message": "nope"},
+                    "transitions": [on("go", "b")],
+                },
                 "b": {},
             },
             "a",
@@ -331,7 +326,7 @@ async def test_success_does_not_fire_by_itself_when_not_driven(store: ProcedureS
 
     store.register_action("work", work)
     await store.register(
-        make_doc({"a": {"action": _fn("work"), "transitions": [_go("b", "success")]}, "b": {}}, "a")
+        make_doc({"a": {"action": fn("work"), "transitions": [on("success", "b")]}, "b": {}}, "a")
     )
     ex = await within(store.start("p", "1.0", {}))
 
@@ -350,8 +345,8 @@ async def test_success_does_not_fire_by_itself_when_not_driven(store: ProcedureS
 def _noop_chain() -> dict[str, Any]:
     return make_doc(
         {
-            "a": {"action": {"type": "noop"}, "transitions": [_go("b", "success")]},
-            "b": {"action": {"type": "noop"}, "transitions": [_go("c", "success")]},
+            "a": {"action": {"type": "noop"}, "transitions": [on("success", "b")]},
+            "b": {"action": {"type": "noop"}, "transitions": [on("success", "c")]},
             "c": {},
         },
         "a",
@@ -388,8 +383,8 @@ def _approval_doc() -> dict[str, Any]:
     return make_doc(
         {
             "review": {
-                "action": _fn("review"),
-                "transitions": [_go("rejected", "success"), _go("approved", "approve")],
+                "action": fn("review"),
+                "transitions": [on("success", "rejected"), on("approve", "approved")],
             },
             "approved": {},
             "rejected": {"outcome": "failure"},
@@ -433,7 +428,7 @@ async def test_outcome_event_without_transition_is_recorded_then_waits(
 ) -> None:
     store.register_action("odd", lambda context: Event("unheard_of"))
     await store.register(
-        make_doc({"a": {"action": _fn("odd"), "transitions": [_go("b")]}, "b": {}}, "a")
+        make_doc({"a": {"action": fn("odd"), "transitions": [on("go", "b")]}, "b": {}}, "a")
     )
 
     ex = await within(store.start("p", "1.0", {}, auto=True))
@@ -454,9 +449,9 @@ async def test_events_sent_while_an_action_runs_are_processed_in_order(
     await store.register(
         make_doc(
             {
-                "a": {"action": _fn("blocked"), "transitions": [_go("b", "one")]},
-                "b": {"transitions": [_go("c", "two")]},
-                "c": {"transitions": [_go("d", "three")]},
+                "a": {"action": fn("blocked"), "transitions": [on("one", "b")]},
+                "b": {"transitions": [on("two", "c")]},
+                "c": {"transitions": [on("three", "d")]},
                 "d": {},
             },
             "a",
@@ -494,7 +489,7 @@ async def test_terminal_state_action_runs_before_status_completed(store: Procedu
 
     store.register_action("finish", finish)
     await store.register(
-        make_doc({"a": {"transitions": [_go("done")]}, "done": {"action": _fn("finish")}}, "a")
+        make_doc({"a": {"transitions": [on("go", "done")]}, "done": {"action": fn("finish")}}, "a")
     )
     ex = holder["ex"] = await within(store.start("p", "1.0", {}))
 
@@ -513,7 +508,7 @@ async def test_terminal_state_with_outcome_failure_fails(store: ProcedureStore) 
     await store.register(
         make_doc(
             {
-                "a": {"transitions": [_go("bad")]},
+                "a": {"transitions": [on("go", "bad")]},
                 "bad": {"outcome": "failure", "action": {"type": "log", "message": "x"}},
             },
             "a",
@@ -531,7 +526,9 @@ async def test_terminal_state_with_outcome_failure_fails(store: ProcedureStore) 
 
 async def test_terminal_state_whose_action_fails_fails(store: ProcedureStore) -> None:
     await store.register(
-        make_doc({"a": {"transitions": [_go("done")]}, "done": {"action": {"type": "fail"}}}, "a")
+        make_doc(
+            {"a": {"transitions": [on("go", "done")]}, "done": {"action": {"type": "fail"}}}, "a"
+        )
     )
     ex = await within(store.start("p", "1.0", {}))
     await within(ex.send("go"))
@@ -549,7 +546,7 @@ async def test_run_to_completion_timeout_raises_and_leaves_execution_usable(
     timed_store.register_action("blocked", gate.action)
     await timed_store.register(
         make_doc(
-            {"a": {"action": _fn("blocked"), "transitions": [_go("b", "success")]}, "b": {}}, "a"
+            {"a": {"action": fn("blocked"), "transitions": [on("success", "b")]}, "b": {}}, "a"
         )
     )
     ex = await within(timed_store.start("p", "1.0", {}))
@@ -576,8 +573,8 @@ async def test_run_to_completion_timeout_raises_and_leaves_execution_usable(
 def _reset_doc() -> dict[str, Any]:
     return make_doc(
         {
-            "a": {"transitions": [_go("b")]},
-            "b": {"action": _fn("work"), "transitions": [_go("c", "success")]},
+            "a": {"transitions": [on("go", "b")]},
+            "b": {"action": fn("work"), "transitions": [on("success", "c")]},
             "c": {},
         },
         "a",
@@ -682,7 +679,7 @@ async def test_reset_is_recorded_in_history(store: ProcedureStore) -> None:
 async def test_reserved_looking_event_names_are_ordinary_events(
     store: ProcedureStore, event: str
 ) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("done", event)]}, "done": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on(event, "done")]}, "done": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
     other = await within(store.start("p", "1.0", {}))
 
@@ -710,9 +707,9 @@ async def test_any_valid_state_name_is_an_ordinary_state(store: ProcedureStore, 
     await store.register(
         make_doc(
             {
-                "a": {"transitions": [_go(name)]},
-                name: {"transitions": [_go("b")]},
-                "b": {"transitions": [_go("c")]},
+                "a": {"transitions": [on("go", name)]},
+                name: {"transitions": [on("go", "b")]},
+                "b": {"transitions": [on("go", "c")]},
                 "c": {},
             },
             "a",
@@ -755,7 +752,7 @@ async def test_executions_never_share_context(store: ProcedureStore) -> None:
 
 
 async def test_snapshot_context_is_detached_from_the_execution(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("b")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {"nested": {"items": []}}))
 
     snapshot = ex.state
@@ -774,10 +771,10 @@ async def test_history_records_entered_action_and_transition_in_order(
     await store.register(
         make_doc(
             {
-                "a": {"action": {"type": "noop"}, "transitions": [_go("b", "success")]},
+                "a": {"action": {"type": "noop"}, "transitions": [on("success", "b")]},
                 "b": {
                     "action": {"type": "log", "message": "hello"},
-                    "transitions": [_go("c", "success")],
+                    "transitions": [on("success", "c")],
                 },
                 "c": {},
             },
@@ -815,8 +812,8 @@ async def test_result_key_stores_the_return_value_in_context(store: ProcedureSto
         make_doc(
             {
                 "a": {
-                    "action": _fn("compute", result="out"),
-                    "transitions": [_go("b", "success")],
+                    "action": fn("compute", result="out"),
+                    "transitions": [on("success", "b")],
                 },
                 "b": {
                     "action": {
@@ -840,7 +837,7 @@ async def test_result_key_stores_the_return_value_in_context(store: ProcedureSto
 
 
 async def test_snapshot_is_immutable(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_go("b")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
     snapshot = ex.state
 
@@ -865,7 +862,7 @@ async def test_snapshot_is_json_serialisable(store: ProcedureStore) -> None:
             {
                 "a": {
                     "action": {"type": "fail", "message": "bad"},
-                    "transitions": [_go("b", "error")],
+                    "transitions": [on("error", "b")],
                 },
                 "b": {"action": {"type": "log", "message": "handled"}},
             },
@@ -907,16 +904,16 @@ async def test_sync_and_async_registered_actions_work(
         seen.append(dict(context))
         return "async-result"
 
-    fn = sync_action if flavour == "sync" else async_action
+    action = sync_action if flavour == "sync" else async_action
     if registration == "decorator":
-        returned = store.action("my.action")(fn)
-        assert returned is fn
+        returned = store.action("my.action")(action)
+        assert returned is action
     else:
-        store.register_action("my.action", fn)
+        store.register_action("my.action", action)
     await store.register(
         make_doc(
             {
-                "a": {"action": _fn("my.action", result="r"), "transitions": [_go("b", "success")]},
+                "a": {"action": fn("my.action", result="r"), "transitions": [on("success", "b")]},
                 "b": {},
             },
             "a",
@@ -951,7 +948,7 @@ async def test_sleep_action_takes_about_its_ms(
     await timed_store.register(
         make_doc(
             {
-                "a": {"action": {"type": "sleep", "ms": 60}, "transitions": [_go("b", "success")]},
+                "a": {"action": {"type": "sleep", "ms": 60}, "transitions": [on("success", "b")]},
                 "b": {},
             },
             "a",
@@ -1018,10 +1015,10 @@ async def test_nothing_leaks_after_many_finished_executions(store: ProcedureStor
     await store.register(
         make_doc(
             {
-                "a": {"action": {"type": "noop"}, "transitions": [_go("b", "success")]},
+                "a": {"action": {"type": "noop"}, "transitions": [on("success", "b")]},
                 "b": {
                     "action": {"type": "log", "message": "m"},
-                    "transitions": [_go("c", "success")],
+                    "transitions": [on("success", "c")],
                 },
                 "c": {},
             },
@@ -1031,12 +1028,14 @@ async def test_nothing_leaks_after_many_finished_executions(store: ProcedureStor
     )
     await store.register(
         make_doc(
-            {"a": {"action": {"type": "fail"}, "transitions": [_go("b")]}, "b": {}}, "a", name="bad"
+            {"a": {"action": {"type": "fail"}, "transitions": [on("go", "b")]}, "b": {}},
+            "a",
+            name="bad",
         )
     )
     await store.register(
         make_doc(
-            {"a": {"action": _fn("choose"), "transitions": [_go("b", "other")]}, "b": {}},
+            {"a": {"action": fn("choose"), "transitions": [on("other", "b")]}, "b": {}},
             "a",
             name="choice",
         )

@@ -7,15 +7,8 @@ from typing import Any
 import pytest
 
 from procstore import InvalidEvent, InvalidProcedure, ProcedureNotFound, ProcedureStore, Status
+from tests.builders import fn, on
 from tests.conftest import make_doc, records, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "go", /, **extra: Any) -> dict[str, Any]:
-    return {"event": event, "target": target, **extra}
 
 
 def _waiting(transitions: list[dict[str, Any]], *targets: str) -> dict[str, Any]:
@@ -35,7 +28,7 @@ def _problems(exc: pytest.ExceptionInfo[InvalidProcedure]) -> dict[str, str]:
 async def test_expression_guard_that_passes_lets_the_transition_fire(
     store: ProcedureStore,
 ) -> None:
-    await store.register(_waiting([_t("b", guard="amount < 1000")], "b"))
+    await store.register(_waiting([on("go", "b", guard="amount < 1000")], "b"))
     ex = await within(store.start("p", "1.0", {"amount": 10}))
 
     assert await within(ex.send("go")) is True
@@ -46,7 +39,7 @@ async def test_expression_guard_that_passes_lets_the_transition_fire(
 
 
 async def test_expression_guard_that_fails_blocks_the_transition(store: ProcedureStore) -> None:
-    await store.register(_waiting([_t("b", guard="amount < 1000")], "b"))
+    await store.register(_waiting([on("go", "b", guard="amount < 1000")], "b"))
     ex = await within(store.start("p", "1.0", {"amount": 5000}))
 
     assert await within(ex.send("go")) is False
@@ -67,8 +60,8 @@ async def test_first_transition_whose_guard_passes_wins(
                 "charge": {
                     "action": {"type": "noop"},
                     "transitions": [
-                        _t("ship", "success", guard="amount < 1000"),
-                        _t("review", "success"),
+                        on("success", "ship", guard="amount < 1000"),
+                        on("success", "review"),
                     ],
                 },
                 "ship": {},
@@ -88,7 +81,12 @@ async def test_transitions_are_tried_in_document_order_when_several_pass(
     store: ProcedureStore,
 ) -> None:
     await store.register(
-        _waiting([_t("x", guard="amount > 5"), _t("y", guard="amount > 0"), _t("z")], "x", "y", "z")
+        _waiting(
+            [on("go", "x", guard="amount > 5"), on("go", "y", guard="amount > 0"), on("go", "z")],
+            "x",
+            "y",
+            "z",
+        )
     )
     ex = await within(store.start("p", "1.0", {"amount": 10}))
     assert await within(ex.send("go")) is True
@@ -103,7 +101,7 @@ async def test_when_no_guard_passes_send_returns_false_and_records_blocked(
     store: ProcedureStore,
 ) -> None:
     await store.register(
-        _waiting([_t("x", guard="amount > 100"), _t("y", guard="amount < 0")], "x", "y")
+        _waiting([on("go", "x", guard="amount > 100"), on("go", "y", guard="amount < 0")], "x", "y")
     )
     ex = await within(store.start("p", "1.0", {"amount": 50}))
     before = ex.state
@@ -121,7 +119,9 @@ async def test_when_no_guard_passes_send_returns_false_and_records_blocked(
 
 
 async def test_blocked_execution_still_accepts_a_later_event(store: ProcedureStore) -> None:
-    await store.register(_waiting([_t("x", guard="amount > 100"), _t("y", "other")], "x", "y"))
+    await store.register(
+        _waiting([on("go", "x", guard="amount > 100"), on("other", "y")], "x", "y")
+    )
     ex = await within(store.start("p", "1.0", {"amount": 50}))
 
     assert await within(ex.send("go")) is False
@@ -136,7 +136,7 @@ async def test_driven_execution_keeps_waiting_when_guards_block(store: Procedure
             {
                 "a": {
                     "action": {"type": "noop"},
-                    "transitions": [_t("b", "success", guard="approved")],
+                    "transitions": [on("success", "b", guard="approved")],
                 },
                 "b": {},
             },
@@ -160,7 +160,7 @@ async def test_auto_execution_blocked_by_guard_does_not_move(store: ProcedureSto
             {
                 "a": {
                     "action": {"type": "noop"},
-                    "transitions": [_t("b", "success", guard="approved")],
+                    "transitions": [on("success", "b", guard="approved")],
                 },
                 "b": {},
             },
@@ -181,10 +181,10 @@ async def test_guard_sees_context_written_by_the_states_action(store: ProcedureS
         make_doc(
             {
                 "a": {
-                    "action": _fn("quote", result="amount"),
+                    "action": fn("quote", result="amount"),
                     "transitions": [
-                        _t("ship", "success", guard="amount < 1000"),
-                        _t("review", "success"),
+                        on("success", "ship", guard="amount < 1000"),
+                        on("success", "review"),
                     ],
                 },
                 "ship": {},
@@ -210,10 +210,10 @@ async def test_result_names_the_states_last_action_result(
         make_doc(
             {
                 "a": {
-                    "action": _fn("compute"),
+                    "action": fn("compute"),
                     "transitions": [
-                        _t("yes", "success", guard="result == 42"),
-                        _t("no", "success"),
+                        on("success", "yes", guard="result == 42"),
+                        on("success", "no"),
                     ],
                 },
                 "yes": {},
@@ -243,11 +243,11 @@ async def test_result_is_the_result_of_the_last_attempt_after_a_retry(
         make_doc(
             {
                 "a": {
-                    "action": _fn("flaky"),
+                    "action": fn("flaky"),
                     "retry": {"max_attempts": 2, "interval_ms": 1},
                     "transitions": [
-                        _t("second", "success", guard="result == 2"),
-                        _t("other", "success"),
+                        on("success", "second", guard="result == 2"),
+                        on("success", "other"),
                     ],
                 },
                 "second": {},
@@ -266,9 +266,9 @@ async def test_result_does_not_leak_from_the_previous_state(store: ProcedureStor
     await store.register(
         make_doc(
             {
-                "a": {"action": _fn("compute"), "transitions": [_t("b", "success")]},
+                "a": {"action": fn("compute"), "transitions": [on("success", "b")]},
                 # b has no action: it has no result of its own.
-                "b": {"transitions": [_t("leaked", guard="result == 42"), _t("clean")]},
+                "b": {"transitions": [on("go", "leaked", guard="result == 42"), on("go", "clean")]},
                 "leaked": {},
                 "clean": {},
             },
@@ -289,10 +289,10 @@ async def test_result_key_in_context_is_shadowed_by_the_action_result(
         make_doc(
             {
                 "a": {
-                    "action": _fn("compute"),
+                    "action": fn("compute"),
                     "transitions": [
-                        _t("yes", "success", guard="result == 42"),
-                        _t("no", "success"),
+                        on("success", "yes", guard="result == 42"),
+                        on("success", "no"),
                     ],
                 },
                 "yes": {},
@@ -335,7 +335,9 @@ async def test_conditions_predicate_must_return_true(
     store: ProcedureStore, kind: str, value: bool, expected: str
 ) -> None:
     seen = _register_predicate(store, "approved", value, kind)
-    await store.register(_waiting([_t("b", conditions=["approved"]), _t("c")], "b", "c"))
+    await store.register(
+        _waiting([on("go", "b", conditions=["approved"]), on("go", "c")], "b", "c")
+    )
     ex = await within(store.start("p", "1.0", {"amount": 5}))
 
     assert await within(ex.send("go")) is True
@@ -350,7 +352,7 @@ async def test_unless_predicate_must_return_false(
     store: ProcedureStore, kind: str, value: bool, expected: str
 ) -> None:
     seen = _register_predicate(store, "frozen", value, kind)
-    await store.register(_waiting([_t("b", unless=["frozen"]), _t("c")], "b", "c"))
+    await store.register(_waiting([on("go", "b", unless=["frozen"]), on("go", "c")], "b", "c"))
     ex = await within(store.start("p", "1.0", {"amount": 5}))
 
     assert await within(ex.send("go")) is True
@@ -361,7 +363,7 @@ async def test_unless_predicate_must_return_false(
 async def test_all_conditions_must_pass(store: ProcedureStore) -> None:
     _register_predicate(store, "yes", True, "sync")
     _register_predicate(store, "no", False, "async")
-    await store.register(_waiting([_t("b", conditions=["yes", "no"])], "b"))
+    await store.register(_waiting([on("go", "b", conditions=["yes", "no"])], "b"))
     ex = await within(store.start("p", "1.0", {}))
 
     assert await within(ex.send("go")) is False
@@ -371,7 +373,7 @@ async def test_all_conditions_must_pass(store: ProcedureStore) -> None:
 async def test_expression_and_predicate_combine(store: ProcedureStore) -> None:
     _register_predicate(store, "yes", True, "sync")
     await store.register(
-        _waiting([_t("b", guard="amount > 100", conditions=["yes"]), _t("c")], "b", "c")
+        _waiting([on("go", "b", guard="amount > 100", conditions=["yes"]), on("go", "c")], "b", "c")
     )
     small = await within(store.start("p", "1.0", {"amount": 1}))
     big = await within(store.start("p", "1.0", {"amount": 1000}))
@@ -406,7 +408,7 @@ async def test_raising_predicate_blocks_its_transition_and_is_recorded(
     store: ProcedureStore, where: str, kind: str
 ) -> None:
     _register_raising(store, "boom", kind)
-    await store.register(_waiting([_t("b", **{where: ["boom"]})], "b"))
+    await store.register(_waiting([on("go", "b", **{where: ["boom"]})], "b"))
     ex = await within(store.start("p", "1.0", {}))
 
     assert await within(ex.send("go")) is False
@@ -429,7 +431,7 @@ async def test_raising_guard_blocks_only_its_own_transition(
     store: ProcedureStore, where: str
 ) -> None:
     _register_raising(store, "boom", "sync")
-    await store.register(_waiting([_t("b", **{where: ["boom"]}), _t("c")], "b", "c"))
+    await store.register(_waiting([on("go", "b", **{where: ["boom"]}), on("go", "c")], "b", "c"))
     ex = await within(store.start("p", "1.0", {}))
 
     assert await within(ex.send("go")) is True
@@ -438,7 +440,7 @@ async def test_raising_guard_blocks_only_its_own_transition(
 
 
 async def test_raising_expression_blocks_and_is_recorded(store: ProcedureStore) -> None:
-    await store.register(_waiting([_t("b", guard="10 / zero > 1")], "b"))
+    await store.register(_waiting([on("go", "b", guard="10 / zero > 1")], "b"))
     ex = await within(store.start("p", "1.0", {"zero": 0}))
 
     assert await within(ex.send("go")) is False
@@ -453,7 +455,9 @@ async def test_raising_expression_blocks_and_is_recorded(store: ProcedureStore) 
 async def test_guard_on_unknown_context_key_blocks_with_guard_error(
     store: ProcedureStore,
 ) -> None:
-    await store.register(_waiting([_t("b", guard="missing_key > 1"), _t("c", "other")], "b", "c"))
+    await store.register(
+        _waiting([on("go", "b", guard="missing_key > 1"), on("other", "c")], "b", "c")
+    )
     ex = await within(store.start("p", "1.0", {"amount": 1}))
 
     assert await within(ex.send("go")) is False
@@ -471,7 +475,7 @@ async def test_blocked_error_event_fails_the_execution(store: ProcedureStore) ->
             {
                 "a": {
                     "action": {"type": "fail", "message": "nope"},
-                    "transitions": [_t("recover", "error", guard="retryable")],
+                    "transitions": [on("error", "recover", guard="retryable")],
                 },
                 "recover": {},
             },
@@ -490,7 +494,7 @@ async def test_blocked_error_event_fails_the_execution(store: ProcedureStore) ->
 async def test_send_to_a_state_without_that_event_still_raises_invalid_event(
     store: ProcedureStore,
 ) -> None:
-    await store.register(_waiting([_t("b", guard="amount < 1")], "b"))
+    await store.register(_waiting([on("go", "b", guard="amount < 1")], "b"))
     ex = await within(store.start("p", "1.0", {"amount": 5}))
     with pytest.raises(InvalidEvent):
         await within(ex.send("nope"))
@@ -504,7 +508,7 @@ async def test_unknown_predicate_is_rejected_with_its_json_path(
     store: ProcedureStore, where: str
 ) -> None:
     _register_predicate(store, "known", True, "sync")
-    doc = _waiting([_t("c"), _t("b", **{where: ["known", "unknown_pred"]})], "b", "c")
+    doc = _waiting([on("go", "c"), on("go", "b", **{where: ["known", "unknown_pred"]})], "b", "c")
 
     with pytest.raises(InvalidProcedure) as exc:
         await store.register(doc)
@@ -521,7 +525,7 @@ async def test_unknown_predicate_is_rejected_with_its_json_path(
 async def test_unparsable_guard_is_rejected_with_its_json_path(
     store: ProcedureStore, guard: str
 ) -> None:
-    doc = _waiting([_t("c"), _t("b", guard=guard)], "b", "c")
+    doc = _waiting([on("go", "c"), on("go", "b", guard=guard)], "b", "c")
 
     with pytest.raises(InvalidProcedure) as exc:
         await store.register(doc)
@@ -533,8 +537,10 @@ async def test_unparsable_guard_is_rejected_with_its_json_path(
 async def test_every_bad_guard_is_reported_in_one_go(store: ProcedureStore) -> None:
     doc = make_doc(
         {
-            "a": {"transitions": [_t("b", guard="x <"), _t("b", "other", conditions=["nope"])]},
-            "b": {"transitions": [_t("c", guard="y.z")]},
+            "a": {
+                "transitions": [on("go", "b", guard="x <"), on("other", "b", conditions=["nope"])]
+            },
+            "b": {"transitions": [on("go", "c", guard="y.z")]},
             "c": {},
         },
         "a",

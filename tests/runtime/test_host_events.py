@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from procstore import Execution, InvalidEvent, ProcedureStore, Status
-from tests.builders import fn, on, region
+from tests.builders import fn, on, region, step_region
 from tests.conftest import Gate, make_doc, records, within
 
 
@@ -24,13 +24,7 @@ async def _parallel_with_a_running_region(store: ProcedureStore) -> tuple[Gate, 
             {
                 "checks": {
                     "parallel": {
-                        "credit": region(
-                            "run",
-                            {
-                                "run": {"action": fn("slow"), "transitions": [on("success", "ok")]},
-                                "ok": {},
-                            },
-                        ),
+                        "credit": step_region(fn("slow")),
                         "fraud": region("ok", {"ok": {}}),
                     },
                     "transitions": [on("done", "approved")],

@@ -9,12 +9,9 @@ import pytest
 
 from procstore import ProcedureStore, Status
 from procstore.definition import MAX_DURATION_MS, RetryPolicy
+from tests.builders import fn
 from tests.clock import ManualClock
 from tests.conftest import index_of, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
 
 
 class Flaky:
@@ -38,7 +35,7 @@ def _always(exc: BaseException, n: int = 50) -> Flaky:
 
 def _doc(retry: dict[str, Any] | None, action: dict[str, Any] | None = None) -> dict[str, Any]:
     state: dict[str, Any] = {
-        "action": action or _fn("flaky"),
+        "action": action or fn("flaky"),
         "transitions": [
             {"event": "success", "target": "done"},
             {"event": "error", "target": "failed"},
@@ -258,7 +255,7 @@ async def test_timeout_in_errors_retries_an_action_timeout(store: ProcedureStore
     await store.register(
         _doc(
             {"max_attempts": 2, "interval_ms": 1, "errors": ["Timeout"]},
-            _fn("slow", timeout_ms=20),
+            fn("slow", timeout_ms=20),
         )
     )
     ex = await within(store.start("p", "1.0", {}))
@@ -279,7 +276,7 @@ async def test_timeout_not_in_errors_is_not_retried(store: ProcedureStore) -> No
     await store.register(
         _doc(
             {"max_attempts": 3, "interval_ms": 1, "errors": ["ConnectionError"]},
-            _fn("slow", timeout_ms=20),
+            fn("slow", timeout_ms=20),
         )
     )
     ex = await within(store.start("p", "1.0", {}))
@@ -297,7 +294,7 @@ async def test_success_on_the_second_attempt_proceeds_with_success(
 ) -> None:
     flaky = Flaky(ConnectionError("blip"), result={"charged": 12})
     store.register_action("flaky", flaky)
-    await store.register(_doc({"max_attempts": 3, "interval_ms": 1}, _fn("flaky", result="out")))
+    await store.register(_doc({"max_attempts": 3, "interval_ms": 1}, fn("flaky", result="out")))
     ex = await within(store.start("p", "1.0", {}))
     final = await within(ex.run_to_completion(timeout=2.0))
 
@@ -387,7 +384,7 @@ async def test_retry_of_an_unhandled_error_then_fails_the_execution(
         make_doc(
             {
                 "work": {
-                    "action": _fn("flaky"),
+                    "action": fn("flaky"),
                     "retry": {"max_attempts": 2, "interval_ms": 1},
                     "transitions": [{"event": "success", "target": "done"}],
                 },
@@ -409,7 +406,7 @@ async def test_retry_applies_to_a_terminal_states_action(store: ProcedureStore) 
     store.register_action("flaky", flaky)
     await store.register(
         make_doc(
-            {"last": {"action": _fn("flaky"), "retry": {"max_attempts": 2, "interval_ms": 1}}},
+            {"last": {"action": fn("flaky"), "retry": {"max_attempts": 2, "interval_ms": 1}}},
             "last",
         )
     )

@@ -9,29 +9,14 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
-from tests.conftest import Gate, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
-
-
-def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
-    return {"initial_state": initial, "states": states}
-
-
-def _transitions(history: Any, event: str) -> list[tuple[str | None, str | None]]:
-    return [(r.state, r.target) for r in history if r.kind == "transition" and r.event == event]
+from tests.builders import fn, on, region, step_region
+from tests.conftest import Gate, make_doc, records, transitions_on, wait_until, within
 
 
 def _gated_region(store: ProcedureStore, name: str, gate: Gate) -> dict[str, Any]:
     """A region: ``run`` (waits on ``gate``) -> ``ok`` (terminal) on success."""
     store.register_action(name, gate.action)
-    return _region("run", {"run": {"action": _fn(name), "transitions": [_t("ok")]}, "ok": {}})
+    return step_region(fn(name))
 
 
 # --- done ----------------------------------------------------------------------------------------
@@ -46,10 +31,10 @@ async def test_a_compound_gets_done_when_its_child_reaches_a_terminal_state(
             {
                 "fulfilment": {
                     "initial_state": "picking",
-                    "states": {"picking": {"transitions": [_t("packed", "next")]}, "packed": {}},
-                    "transitions": [_t("shipping", "done")],
+                    "states": {"picking": {"transitions": [on("next", "packed")]}, "packed": {}},
+                    "transitions": [on("done", "shipping")],
                 },
-                "shipping": {"transitions": [_t("fulfilment", "again"), _t("stopped", "stop")]},
+                "shipping": {"transitions": [on("again", "fulfilment"), on("stop", "stopped")]},
                 "stopped": {},
             },
             "fulfilment",
@@ -60,7 +45,7 @@ async def test_a_compound_gets_done_when_its_child_reaches_a_terminal_state(
 
     assert ex.state.current == "shipping"
     assert ex.state.status is Status.RUNNING
-    assert _transitions(ex.state.history, "done") == [("fulfilment", "shipping")]
+    assert transitions_on(ex.state.history, "done") == [("fulfilment", "shipping")]
 
 
 async def test_done_fires_after_a_terminal_childs_action_without_a_driver(
@@ -73,9 +58,9 @@ async def test_done_fires_after_a_terminal_childs_action_without_a_driver(
                 "phase": {
                     "initial_state": "work",
                     "states": {"work": {"action": {"type": "sleep", "ms": 5}}},
-                    "transitions": [_t("after", "done")],
+                    "transitions": [on("done", "after")],
                 },
-                "after": {"transitions": [_t("phase", "again"), _t("stopped", "stop")]},
+                "after": {"transitions": [on("again", "phase"), on("stop", "stopped")]},
                 "stopped": {},
             },
             "phase",
@@ -86,7 +71,7 @@ async def test_done_fires_after_a_terminal_childs_action_without_a_driver(
 
     await wait_until(lambda: ex.current == "after")
     history = ex.state.history
-    assert _transitions(history, "done") == [("phase", "after")]
+    assert transitions_on(history, "done") == [("phase", "after")]
     [action] = records(history, "action", state="phase.work")
     assert action.error is None
 
@@ -103,7 +88,7 @@ async def test_a_parallel_state_gets_done_only_when_every_region_is_terminal(
                         "credit": _gated_region(store, "credit", credit),
                         "fraud": _gated_region(store, "fraud", fraud),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
                 "approved": {},
             },
@@ -117,13 +102,13 @@ async def test_a_parallel_state_gets_done_only_when_every_region_is_terminal(
     credit.release.set()
     await wait_until(lambda: "checks.credit.ok" in ex.active)
     assert ex.state.current == "checks"
-    assert not _transitions(ex.state.history, "done")
+    assert not transitions_on(ex.state.history, "done")
 
     fraud.release.set()
     final = await within(ex.run_to_completion())
     assert final.current == "approved"
     assert final.status is Status.COMPLETED
-    assert _transitions(final.history, "done") == [("checks", "approved")]
+    assert transitions_on(final.history, "done") == [("checks", "approved")]
 
 
 async def test_a_parallel_state_gets_done_without_a_driver(store: ProcedureStore) -> None:
@@ -133,12 +118,12 @@ async def test_a_parallel_state_gets_done_without_a_driver(store: ProcedureStore
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region("run", {"run": {"action": {"type": "noop"}}}),
-                        "fraud": _region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
+                        "credit": region("run", {"run": {"action": {"type": "noop"}}}),
+                        "fraud": region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
-                "approved": {"transitions": [_t("checks", "again"), _t("stopped", "stop")]},
+                "approved": {"transitions": [on("again", "checks"), on("stop", "stopped")]},
                 "stopped": {},
             },
             "checks",
@@ -148,7 +133,7 @@ async def test_a_parallel_state_gets_done_without_a_driver(store: ProcedureStore
 
     await wait_until(lambda: ex.current == "approved")
     assert ex.state.status is Status.RUNNING
-    assert _transitions(ex.state.history, "done") == [("checks", "approved")]
+    assert transitions_on(ex.state.history, "done") == [("checks", "approved")]
 
 
 def _three_levels(own_done: bool) -> dict[str, Any]:
@@ -156,20 +141,20 @@ def _three_levels(own_done: bool) -> dict[str, Any]:
     transition to a terminal sibling; otherwise they have no transitions at all."""
     l3: dict[str, Any] = {
         "initial_state": "work",
-        "states": {"work": {"transitions": [_t("fin", "finish")]}, "fin": {}},
+        "states": {"work": {"transitions": [on("finish", "fin")]}, "fin": {}},
     }
     l2: dict[str, Any] = {"initial_state": "l3", "states": {"l3": l3}}
     l1: dict[str, Any] = {
         "initial_state": "l2",
         "states": {"l2": l2},
-        "transitions": [_t("after", "done")],
+        "transitions": [on("done", "after")],
     }
     if own_done:
-        l3["transitions"] = [_t("l3_done", "done")]
+        l3["transitions"] = [on("done", "l3_done")]
         l2["states"]["l3_done"] = {}
-        l2["transitions"] = [_t("l2_done", "done")]
+        l2["transitions"] = [on("done", "l2_done")]
         l1["states"]["l2_done"] = {}
-    after = {"transitions": [_t("l1", "again"), _t("stopped", "stop")]}
+    after = {"transitions": [on("again", "l1"), on("stop", "stopped")]}
     return make_doc({"l1": l1, "after": after, "stopped": {}}, "l1")
 
 
@@ -186,7 +171,7 @@ async def test_done_propagates_through_three_levels_of_terminal_compound_states(
 
     assert ex.state.current == "after"
     assert ex.state.status is Status.RUNNING
-    assert _transitions(ex.state.history, "done") == [("l1", "after")]
+    assert transitions_on(ex.state.history, "done") == [("l1", "after")]
 
 
 async def test_done_propagates_through_three_levels_each_with_its_own_done_transition(
@@ -198,7 +183,7 @@ async def test_done_propagates_through_three_levels_each_with_its_own_done_trans
     await within(ex.send("finish"))
 
     assert ex.state.current == "after"
-    assert _transitions(ex.state.history, "done") == [
+    assert transitions_on(ex.state.history, "done") == [
         ("l1.l2.l3", "l1.l2.l3_done"),
         ("l1.l2", "l1.l2_done"),
         ("l1", "after"),
@@ -215,8 +200,8 @@ async def test_a_compound_with_a_non_terminal_child_does_not_get_done(
             {
                 "phase": {
                     "initial_state": "a",
-                    "states": {"a": {"transitions": [_t("b", "next")]}, "b": {}},
-                    "transitions": [_t("after", "done")],
+                    "states": {"a": {"transitions": [on("next", "b")]}, "b": {}},
+                    "transitions": [on("done", "after")],
                 },
                 "after": {},
             },
@@ -226,7 +211,7 @@ async def test_a_compound_with_a_non_terminal_child_does_not_get_done(
     ex = await within(store.start("p", "1.0", {}))
 
     assert ex.state.current == "phase.a"
-    assert not _transitions(ex.state.history, "done")
+    assert not transitions_on(ex.state.history, "done")
 
 
 # --- error ---------------------------------------------------------------------------------------
@@ -241,11 +226,11 @@ async def test_a_failure_terminal_leaf_gives_its_compound_error_instead_of_done(
                 "fulfilment": {
                     "initial_state": "picking",
                     "states": {
-                        "picking": {"transitions": [_t("lost", "lose"), _t("packed", "next")]},
+                        "picking": {"transitions": [on("lose", "lost"), on("next", "packed")]},
                         "lost": {"outcome": "failure"},
                         "packed": {},
                     },
-                    "transitions": [_t("shipping", "done"), _t("rejected", "error")],
+                    "transitions": [on("done", "shipping"), on("error", "rejected")],
                 },
                 "shipping": {},
                 "rejected": {},
@@ -258,8 +243,8 @@ async def test_a_failure_terminal_leaf_gives_its_compound_error_instead_of_done(
     await within(ex.send("lose"))
 
     assert ex.state.current == "rejected"
-    assert _transitions(ex.state.history, "error") == [("fulfilment", "rejected")]
-    assert not _transitions(ex.state.history, "done")
+    assert transitions_on(ex.state.history, "error") == [("fulfilment", "rejected")]
+    assert not transitions_on(ex.state.history, "done")
 
 
 async def test_a_failure_terminal_leaf_in_a_region_gives_the_parallel_state_error(
@@ -270,19 +255,19 @@ async def test_a_failure_terminal_leaf_in_a_region_gives_the_parallel_state_erro
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region(
+                        "credit": region(
                             "run",
                             {
-                                "run": {"transitions": [_t("ok", "pass"), _t("bad", "deny")]},
+                                "run": {"transitions": [on("pass", "ok"), on("deny", "bad")]},
                                 "ok": {},
                                 "bad": {"outcome": "failure"},
                             },
                         ),
-                        "fraud": _region(
-                            "run", {"run": {"transitions": [_t("ok", "pass")]}, "ok": {}}
+                        "fraud": region(
+                            "run", {"run": {"transitions": [on("pass", "ok")]}, "ok": {}}
                         ),
                     },
-                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                    "transitions": [on("done", "approved"), on("error", "rejected")],
                 },
                 "approved": {},
                 "rejected": {},
@@ -295,7 +280,7 @@ async def test_a_failure_terminal_leaf_in_a_region_gives_the_parallel_state_erro
     await within(ex.send("deny"))
 
     assert ex.state.current == "rejected"
-    assert _transitions(ex.state.history, "error") == [("checks", "rejected")]
+    assert transitions_on(ex.state.history, "error") == [("checks", "rejected")]
 
 
 async def test_a_regions_unhandled_error_becomes_the_parallel_states_error(
@@ -308,22 +293,10 @@ async def test_a_regions_unhandled_error_becomes_the_parallel_states_error(
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region(
-                            "run",
-                            {
-                                "run": {
-                                    "action": {"type": "fail", "message": "no credit"},
-                                    "transitions": [_t("ok")],
-                                },
-                                "ok": {},
-                            },
-                        ),
-                        "fraud": _region(
-                            "run",
-                            {"run": {"action": _fn("fraud"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
+                        "credit": step_region({"type": "fail", "message": "no credit"}),
+                        "fraud": step_region(fn("fraud")),
                     },
-                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                    "transitions": [on("done", "approved"), on("error", "rejected")],
                 },
                 "approved": {},
                 "rejected": {},
@@ -336,7 +309,7 @@ async def test_a_regions_unhandled_error_becomes_the_parallel_states_error(
 
     assert final.current == "rejected"
     assert final.status is Status.COMPLETED
-    assert _transitions(final.history, "error") == [("checks", "rejected")]
+    assert transitions_on(final.history, "error") == [("checks", "rejected")]
     [failed] = records(final.history, "action", state="checks.credit.run")
     assert failed.error is not None and failed.error.message == "no credit"
 
@@ -352,19 +325,13 @@ async def test_a_regions_unhandled_error_cancels_the_other_regions_running_actio
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region(
-                            "run",
-                            {"run": {"action": _fn("credit"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
-                        "fraud": _region(
-                            "run",
-                            {"run": {"action": _fn("fraud"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
+                        "credit": step_region(fn("credit")),
+                        "fraud": step_region(fn("fraud")),
                     },
-                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                    "transitions": [on("done", "approved"), on("error", "rejected")],
                 },
                 "approved": {},
-                "rejected": {"transitions": [_t("checks", "again"), _t("stopped", "stop")]},
+                "rejected": {"transitions": [on("again", "checks"), on("stop", "stopped")]},
                 "stopped": {},
             },
             "checks",
@@ -398,7 +365,7 @@ async def test_a_compound_state_without_transitions_completing_at_the_top_comple
             {
                 "phase": {
                     "initial_state": "a",
-                    "states": {"a": {"transitions": [_t("b", "next")]}, "b": {}},
+                    "states": {"a": {"transitions": [on("next", "b")]}, "b": {}},
                 }
             },
             "phase",
@@ -420,8 +387,8 @@ async def test_a_parallel_state_without_transitions_completing_at_the_top_comple
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region("run", {"run": {"action": {"type": "noop"}}}),
-                        "fraud": _region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
+                        "credit": region("run", {"run": {"action": {"type": "noop"}}}),
+                        "fraud": region("run", {"run": {"action": {"type": "sleep", "ms": 5}}}),
                     }
                 }
             },
@@ -432,7 +399,7 @@ async def test_a_parallel_state_without_transitions_completing_at_the_top_comple
     final = await within(ex.run_to_completion())
 
     assert final.status is Status.COMPLETED
-    assert not _transitions(final.history, "done")
+    assert not transitions_on(final.history, "done")
 
 
 async def test_a_chart_starting_in_a_terminal_nested_state_completes_at_once(
@@ -450,20 +417,20 @@ async def test_a_chart_starting_in_a_terminal_nested_state_completes_at_once(
 async def test_an_unhandled_error_with_no_handler_anywhere_fails_the_execution(
     store: ProcedureStore, where: str
 ) -> None:
-    work = {"action": {"type": "fail", "message": "broken"}, "transitions": [_t("ok")]}
+    work = {"action": {"type": "fail", "message": "broken"}, "transitions": [on("success", "ok")]}
     if where == "compound":
         top: dict[str, Any] = {
             "initial_state": "work",
             "states": {"work": work, "ok": {}},
-            "transitions": [_t("after", "done")],
+            "transitions": [on("done", "after")],
         }
     else:
         top = {
             "parallel": {
-                "a": _region("work", {"work": work, "ok": {}}),
-                "b": _region("wait", {"wait": {"transitions": [_t("ok", "go")]}, "ok": {}}),
+                "a": region("work", {"work": work, "ok": {}}),
+                "b": region("wait", {"wait": {"transitions": [on("go", "ok")]}, "ok": {}}),
             },
-            "transitions": [_t("after", "done")],
+            "transitions": [on("done", "after")],
         }
     await store.register(make_doc({"top": top, "after": {}}, "top"))
     ex = await within(store.start("p", "1.0", {}))
@@ -486,7 +453,7 @@ async def test_a_failure_terminal_at_the_top_of_a_compound_without_handler_fails
                 "phase": {
                     "initial_state": "a",
                     "states": {
-                        "a": {"transitions": [_t("lost", "lose")]},
+                        "a": {"transitions": [on("lose", "lost")]},
                         "lost": {"outcome": "failure"},
                     },
                 }

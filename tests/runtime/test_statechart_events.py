@@ -10,20 +10,9 @@ from typing import Any
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
+from tests.builders import fn, on, region, step_region
 from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
-
-
-def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
-    return {"initial_state": initial, "states": states}
 
 
 def _transitions(history: Any) -> list[tuple[str | None, str | None, str | None]]:
@@ -61,18 +50,18 @@ def _nested_doc(
 ) -> dict[str, Any]:
     """outer (compound) > inner (compound) > leaf; each level may handle ``go``, each to its own
     top-level target (``by_leaf``, ``by_inner``, ``by_outer``)."""
-    leaf: dict[str, Any] = {"transitions": [_t("other", "stay")]}
+    leaf: dict[str, Any] = {"transitions": [on("stay", "other")]}
     inner: dict[str, Any] = {
         "initial_state": "leaf",
-        "states": {"leaf": leaf, "other": {"transitions": [_t("leaf", "back")]}},
+        "states": {"leaf": leaf, "other": {"transitions": [on("back", "leaf")]}},
     }
     outer: dict[str, Any] = {"initial_state": "inner", "states": {"inner": inner}}
     if leaf_handles:
-        leaf["transitions"].append(_t("by_leaf", "go"))
+        leaf["transitions"].append(on("go", "by_leaf"))
     if inner_handles:
-        inner["transitions"] = [_t("by_inner", "go")]
+        inner["transitions"] = [on("go", "by_inner")]
     if outer_handles:
-        outer["transitions"] = [_t("by_outer", "go")]
+        outer["transitions"] = [on("go", "by_outer")]
     states: dict[str, Any] = {"outer": outer}
     for name, used in (
         ("by_leaf", leaf_handles),
@@ -146,17 +135,17 @@ def _cancellable_doc(store: ProcedureStore, picking: LongAction, **picking_extra
                 "initial_state": "picking",
                 "states": {
                     "picking": {
-                        "action": _fn("pick"),
-                        "transitions": [_t("packing"), _t("packing", "skip")],
+                        "action": fn("pick"),
+                        "transitions": [on("success", "packing"), on("skip", "packing")],
                         **picking_extra,
                     },
-                    "packing": {"transitions": [_t("packed")]},
+                    "packing": {"transitions": [on("success", "packed")]},
                     "packed": {},
                 },
-                "transitions": [_t("shipping", "done"), _t("cancelled", "cancel")],
+                "transitions": [on("done", "shipping"), on("cancel", "cancelled")],
             },
             "shipping": {},
-            "cancelled": {"transitions": [_t("fulfilment", "restart")]},
+            "cancelled": {"transitions": [on("restart", "fulfilment")]},
         },
         "fulfilment",
     )
@@ -201,7 +190,7 @@ async def test_cancel_on_the_compound_stops_the_childs_timers(
     picking = LongAction(30.0, clock)
     doc = _cancellable_doc(timed_store, picking, timeout_ms=40)
     doc["definition"]["states"]["fulfilment"]["states"]["picking"]["transitions"].append(
-        _t("late", "timeout")
+        on("timeout", "late")
     )
     doc["definition"]["states"]["late"] = {}
     await timed_store.register(doc)
@@ -229,10 +218,10 @@ async def test_send_waits_for_the_running_action_of_the_leaf_that_handles_the_ev
                 "fulfilment": {
                     "initial_state": "picking",
                     "states": {
-                        "picking": {"action": _fn("hold"), "transitions": [_t("packed", "skip")]},
-                        "packed": {"transitions": [_t("picking", "again")]},
+                        "picking": {"action": fn("hold"), "transitions": [on("skip", "packed")]},
+                        "packed": {"transitions": [on("again", "picking")]},
                     },
-                    "transitions": [_t("cancelled", "cancel")],
+                    "transitions": [on("cancel", "cancelled")],
                 },
                 "cancelled": {},
             },
@@ -268,13 +257,16 @@ async def test_send_to_one_region_waits_only_for_that_regions_action(
             {
                 "p": {
                     "parallel": {
-                        "a": _region(
-                            "wait", {"wait": {"transitions": [_t("end", "go")]}, "end": {}}
+                        "a": region(
+                            "wait", {"wait": {"transitions": [on("go", "end")]}, "end": {}}
                         ),
-                        "b": _region(
+                        "b": region(
                             "run",
                             {
-                                "run": {"action": _fn("hold_b"), "transitions": [_t("end")]},
+                                "run": {
+                                    "action": fn("hold_b"),
+                                    "transitions": [on("success", "end")],
+                                },
                                 "end": {},
                             },
                         ),
@@ -304,22 +296,22 @@ def _two_regions(zeta_go: str, alpha_go: str) -> dict[str, Any]:
         {
             "p": {
                 "parallel": {
-                    "zeta": _region(
+                    "zeta": region(
                         "wait",
                         {
-                            "wait": {"transitions": [_t(zeta_go, "go"), _t("next", "step")]},
+                            "wait": {"transitions": [on("go", zeta_go), on("step", "next")]},
                             "next": {},
                         },
                     ),
-                    "alpha": _region(
+                    "alpha": region(
                         "wait",
                         {
-                            "wait": {"transitions": [_t(alpha_go, "go"), _t("next", "step")]},
+                            "wait": {"transitions": [on("go", alpha_go), on("step", "next")]},
                             "next": {},
                         },
                     ),
                 },
-                "transitions": [_t("out", "done")],
+                "transitions": [on("done", "out")],
             },
             "out": {},
         },
@@ -394,19 +386,10 @@ async def test_an_outcome_of_one_regions_action_moves_only_that_region(
             {
                 "p": {
                     "parallel": {
-                        "a": _region(
-                            "run",
-                            {
-                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
-                                "ok": {},
-                            },
-                        ),
-                        "b": _region(
-                            "run",
-                            {"run": {"action": _fn("hold_b"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
+                        "a": step_region({"type": "noop"}),
+                        "b": step_region(fn("hold_b")),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
                 "approved": {},
             },
@@ -439,25 +422,10 @@ async def test_an_undriven_outcome_of_one_region_waits_for_send_without_moving_t
             {
                 "p": {
                     "parallel": {
-                        "a": _region(
-                            "run",
-                            {
-                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
-                                "ok": {},
-                            },
-                        ),
-                        "b": _region(
-                            "run",
-                            {
-                                "run": {
-                                    "action": {"type": "sleep", "ms": 20},
-                                    "transitions": [_t("ok")],
-                                },
-                                "ok": {},
-                            },
-                        ),
+                        "a": step_region({"type": "noop"}),
+                        "b": step_region({"type": "sleep", "ms": 20}),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
                 "approved": {},
             },
@@ -487,15 +455,10 @@ async def test_parallel_regions_actions_run_concurrently(store: ProcedureStore) 
 
     store.register_action("run_a", waits_for("b", "a"))
     store.register_action("run_b", waits_for("a", "b"))
-    region = {
-        name: _region(
-            "run", {"run": {"action": _fn(f"run_{name}"), "transitions": [_t("ok")]}, "ok": {}}
-        )
-        for name in ("a", "b")
-    }
+    regions = {name: step_region(fn(f"run_{name}")) for name in ("a", "b")}
     await store.register(
         make_doc(
-            {"p": {"parallel": region, "transitions": [_t("approved", "done")]}, "approved": {}},
+            {"p": {"parallel": regions, "transitions": [on("done", "approved")]}, "approved": {}},
             "p",
         )
     )

@@ -6,40 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 from procstore import ProcedureStore, Status
+from tests.builders import fn, on, region, step_region
 from tests.conftest import Gate, make_doc, records, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success") -> dict[str, Any]:
-    return {"event": event, "target": target}
 
 
 def _entered(history: Any) -> list[str]:
     return [r.state for r in history if r.kind == "entered"]
 
 
-def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
-    return {"initial_state": initial, "states": states}
-
-
 def _fulfilment_doc() -> dict[str, Any]:
     """start -> fulfilment (picking -> packing -> packed) -> shipping; nothing runs actions."""
     return make_doc(
         {
-            "start": {"transitions": [_t("fulfilment", "go"), _t("fulfilment.packing", "jump")]},
+            "start": {"transitions": [on("go", "fulfilment"), on("jump", "fulfilment.packing")]},
             "fulfilment": {
                 "initial_state": "picking",
                 "states": {
-                    "picking": {"transitions": [_t("packing", "next"), _t("shipping", "ship_now")]},
-                    "packing": {"transitions": [_t("packed", "next")]},
+                    "picking": {"transitions": [on("next", "packing"), on("ship_now", "shipping")]},
+                    "packing": {"transitions": [on("next", "packed")]},
                     "packed": {},
                 },
-                "transitions": [_t("shipping", "done")],
+                "transitions": [on("done", "shipping")],
             },
-            "shipping": {"transitions": [_t("start", "again"), _t("stopped", "stop")]},
+            "shipping": {"transitions": [on("again", "start"), on("stop", "stopped")]},
             "stopped": {},
         },
         "start",
@@ -55,15 +44,10 @@ def _checks_doc(store: ProcedureStore, gate: Gate) -> dict[str, Any]:
         {
             "checks": {
                 "parallel": {
-                    "zeta": _region(
-                        "run", {"run": {"action": _fn("hold"), "transitions": [_t("ok")]}, "ok": {}}
-                    ),
-                    "alpha": _region(
-                        "run",
-                        {"run": {"action": {"type": "noop"}, "transitions": [_t("ok")]}, "ok": {}},
-                    ),
+                    "zeta": step_region(fn("hold")),
+                    "alpha": step_region({"type": "noop"}),
                 },
-                "transitions": [_t("approved", "done")],
+                "transitions": [on("done", "approved")],
             },
             "approved": {},
         },
@@ -139,11 +123,11 @@ async def test_active_is_in_the_json_snapshot_as_a_sorted_list(store: ProcedureS
 
 async def test_current_is_the_outermost_active_parallel_state(store: ProcedureStore) -> None:
     """A parallel state inside a region of another parallel state: current is the outer one."""
-    leaf = {"transitions": [_t("end", "finish")]}
+    leaf = {"transitions": [on("finish", "end")]}
     inner = {
         "parallel": {
-            "x": _region("wait", {"wait": leaf, "end": {}}),
-            "y": _region("wait", {"wait": leaf, "end": {}}),
+            "x": region("wait", {"wait": leaf, "end": {}}),
+            "y": region("wait", {"wait": leaf, "end": {}}),
         }
     }
     await store.register(
@@ -151,8 +135,8 @@ async def test_current_is_the_outermost_active_parallel_state(store: ProcedureSt
             {
                 "outer": {
                     "parallel": {
-                        "r1": _region("inner", {"inner": inner}),
-                        "r2": _region("wait", {"wait": leaf, "end": {}}),
+                        "r1": region("inner", {"inner": inner}),
+                        "r2": region("wait", {"wait": leaf, "end": {}}),
                     }
                 }
             },
@@ -172,7 +156,7 @@ async def test_current_is_the_outermost_active_parallel_state(store: ProcedureSt
 async def test_current_is_a_nested_parallel_state_inside_a_compound(
     store: ProcedureStore,
 ) -> None:
-    leaf = {"transitions": [_t("end", "finish")]}
+    leaf = {"transitions": [on("finish", "end")]}
     await store.register(
         make_doc(
             {
@@ -181,8 +165,8 @@ async def test_current_is_a_nested_parallel_state_inside_a_compound(
                     "states": {
                         "checks": {
                             "parallel": {
-                                "a": _region("wait", {"wait": leaf, "end": {}}),
-                                "b": _region("wait", {"wait": leaf, "end": {}}),
+                                "a": region("wait", {"wait": leaf, "end": {}}),
+                                "b": region("wait", {"wait": leaf, "end": {}}),
                             }
                         }
                     },
@@ -198,7 +182,7 @@ async def test_current_is_a_nested_parallel_state_inside_a_compound(
 
 
 async def test_a_flat_procedure_keeps_plain_state_names(store: ProcedureStore) -> None:
-    await store.register(make_doc({"a": {"transitions": [_t("b", "go")]}, "b": {}}, "a"))
+    await store.register(make_doc({"a": {"transitions": [on("go", "b")]}, "b": {}}, "a"))
     ex = await within(store.start("p", "1.0", {}))
 
     assert ex.state.current == "a"
@@ -223,7 +207,7 @@ async def test_starting_in_a_compound_state_enters_its_initial_state_recursively
                     "states": {
                         "b": {
                             "initial_state": "c",
-                            "states": {"c": {"transitions": [_t("d", "next")]}, "d": {}},
+                            "states": {"c": {"transitions": [on("next", "d")]}, "d": {}},
                         }
                     },
                 }
@@ -251,15 +235,15 @@ async def test_a_transition_to_a_compound_state_enters_its_initial_state(
 async def test_a_transition_to_a_parallel_state_enters_every_region(
     store: ProcedureStore,
 ) -> None:
-    leaf = {"transitions": [_t("end", "finish")]}
+    leaf = {"transitions": [on("finish", "end")]}
     await store.register(
         make_doc(
             {
-                "start": {"transitions": [_t("checks", "go")]},
+                "start": {"transitions": [on("go", "checks")]},
                 "checks": {
                     "parallel": {
-                        "credit": _region("run", {"run": leaf, "end": {}}),
-                        "fraud": _region("run", {"run": leaf, "end": {}}),
+                        "credit": region("run", {"run": leaf, "end": {}}),
+                        "fraud": region("run", {"run": leaf, "end": {}}),
                     }
                 },
             },
@@ -311,12 +295,12 @@ async def test_a_plain_target_prefers_the_own_sibling_over_a_cousin_of_the_same_
             {
                 "a": {
                     "initial_state": "x",
-                    "states": {"x": {"transitions": [_t("end", "go")]}, "end": {}},
-                    "transitions": [_t("b", "done")],
+                    "states": {"x": {"transitions": [on("go", "end")]}, "end": {}},
+                    "transitions": [on("done", "b")],
                 },
                 "b": {
                     "initial_state": "x",
-                    "states": {"x": {"transitions": [_t("end", "go")]}, "end": {}},
+                    "states": {"x": {"transitions": [on("go", "end")]}, "end": {}},
                 },
             },
             "a",
@@ -343,21 +327,21 @@ async def test_a_full_dotted_path_target_enters_that_nested_state(store: Procedu
 async def test_a_full_dotted_path_into_a_region_enters_the_other_regions_initial_states(
     store: ProcedureStore,
 ) -> None:
-    leaf = {"transitions": [_t("end", "finish")]}
+    leaf = {"transitions": [on("finish", "end")]}
     await store.register(
         make_doc(
             {
                 # ("checks", "enter"), declared first, keeps the validator's reachability check
                 # out of this test: see test_statechart_validation for that.
-                "start": {"transitions": [_t("checks", "enter"), _t("checks.fraud.end", "go")]},
+                "start": {"transitions": [on("enter", "checks"), on("go", "checks.fraud.end")]},
                 "checks": {
                     "parallel": {
-                        "credit": _region("run", {"run": leaf, "end": {}}),
-                        "fraud": _region(
+                        "credit": region("run", {"run": leaf, "end": {}}),
+                        "fraud": region(
                             "run",
                             {
                                 "run": leaf,
-                                "end": {"transitions": [_t("run", "redo"), _t("closed", "close")]},
+                                "end": {"transitions": [on("redo", "run"), on("close", "closed")]},
                                 "closed": {},
                             },
                         ),
@@ -382,11 +366,11 @@ async def test_a_dotted_target_can_leave_for_a_state_inside_another_compound(
             {
                 "a": {
                     "initial_state": "x",
-                    "states": {"x": {"transitions": [_t("b.z", "go")]}},
+                    "states": {"x": {"transitions": [on("go", "b.z")]}},
                 },
                 "b": {
                     "initial_state": "y",
-                    "states": {"y": {}, "z": {"transitions": [_t("y", "back")]}},
+                    "states": {"y": {}, "z": {"transitions": [on("back", "y")]}},
                 },
             },
             "a",
@@ -408,8 +392,8 @@ async def test_state_names_with_underscores_are_single_path_components(
             {
                 "pick_phase": {
                     "initial_state": "pick_items",
-                    "states": {"pick_items": {"transitions": [_t("pack_items", "next")]}},
-                    "transitions": [_t("pack_items", "done")],
+                    "states": {"pick_items": {"transitions": [on("next", "pack_items")]}},
+                    "transitions": [on("done", "pack_items")],
                 },
                 "pack_items": {},
             },

@@ -10,31 +10,18 @@ import pytest
 
 from procstore import ProcedureStore, Status
 from procstore.runtime.steps import CANCEL_GRACE_SECONDS
+from tests.builders import fn, on, region, step_region
 from tests.clock import ManualClock
-from tests.conftest import Gate, make_doc, records, slow_cleanup, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success", **extra: Any) -> dict[str, Any]:
-    return {"event": event, "target": target, **extra}
-
-
-def _region(initial: str, states: dict[str, Any]) -> dict[str, Any]:
-    return {"initial_state": initial, "states": states}
-
-
-def _transitions(history: Any, event: str) -> list[tuple[str | None, str | None]]:
-    return [(r.state, r.target) for r in history if r.kind == "transition" and r.event == event]
-
-
-async def _assert_no_new_tasks(baseline: set[asyncio.Task[Any]]) -> None:
-    await asyncio.sleep(0.02)
-    leftover = {t for t in asyncio.all_tasks() if t not in baseline and not t.done()}
-    assert not leftover, f"tasks survived the execution: {leftover}"
-
+from tests.conftest import (
+    Gate,
+    assert_no_new_tasks,
+    make_doc,
+    records,
+    slow_cleanup,
+    transitions_on,
+    wait_until,
+    within,
+)
 
 # --- guards --------------------------------------------------------------------------------------
 
@@ -47,16 +34,16 @@ def _guarded_doc() -> dict[str, Any]:
                 "states": {
                     "review": {
                         "transitions": [
-                            _t("manual", "go", guard="amount > 100"),
-                            _t("auto", "go"),
+                            on("go", "manual", guard="amount > 100"),
+                            on("go", "auto"),
                         ]
                     },
                     "manual": {},
                     "auto": {},
                 },
                 "transitions": [
-                    _t("closed", "done"),
-                    _t("cancelled", "cancel", guard="cancellable"),
+                    on("done", "closed"),
+                    on("cancel", "cancelled", guard="cancellable"),
                 ],
             },
             "closed": {},
@@ -76,7 +63,7 @@ async def test_a_guard_on_a_nested_transition_chooses_the_target(
     await within(ex.send("go"))
 
     assert records(ex.state.history, "entered", state=expected, event="go")
-    assert _transitions(ex.state.history, "go") == [("order.review", expected)]
+    assert transitions_on(ex.state.history, "go") == [("order.review", expected)]
     assert ex.state.current == "closed"
 
 
@@ -107,10 +94,10 @@ async def test_a_nested_guard_sees_its_leafs_action_result(store: ProcedureStore
                     "initial_state": "score",
                     "states": {
                         "score": {
-                            "action": _fn("score"),
+                            "action": fn("score"),
                             "transitions": [
-                                _t("high", guard="result > 5"),
-                                _t("low"),
+                                on("success", "high", guard="result > 5"),
+                                on("success", "low"),
                             ],
                         },
                         "high": {},
@@ -124,7 +111,7 @@ async def test_a_nested_guard_sees_its_leafs_action_result(store: ProcedureStore
     ex = await within(store.start("p", "1.0", {}))
     final = await within(ex.run_to_completion())
 
-    assert _transitions(final.history, "success") == [("phase.score", "phase.high")]
+    assert transitions_on(final.history, "success") == [("phase.score", "phase.high")]
 
 
 # --- retry and timeouts --------------------------------------------------------------------------
@@ -145,26 +132,12 @@ async def test_retry_inside_a_region(store: ProcedureStore) -> None:
             {
                 "checks": {
                     "parallel": {
-                        "credit": _region(
-                            "run",
-                            {
-                                "run": {
-                                    "action": _fn("flaky"),
-                                    "retry": {"max_attempts": 3, "interval_ms": 5},
-                                    "transitions": [_t("ok")],
-                                },
-                                "ok": {},
-                            },
+                        "credit": step_region(
+                            fn("flaky"), retry={"max_attempts": 3, "interval_ms": 5}
                         ),
-                        "fraud": _region(
-                            "run",
-                            {
-                                "run": {"action": {"type": "noop"}, "transitions": [_t("ok")]},
-                                "ok": {},
-                            },
-                        ),
+                        "fraud": step_region({"type": "noop"}),
                     },
-                    "transitions": [_t("approved", "done"), _t("rejected", "error")],
+                    "transitions": [on("done", "approved"), on("error", "rejected")],
                 },
                 "approved": {},
                 "rejected": {},
@@ -196,10 +169,13 @@ async def test_an_action_timeout_inside_a_compound_fails_the_attempt_and_bubbles
                 "phase": {
                     "initial_state": "work",
                     "states": {
-                        "work": {"action": _fn("hang", timeout_ms=20), "transitions": [_t("fin")]},
+                        "work": {
+                            "action": fn("hang", timeout_ms=20),
+                            "transitions": [on("success", "fin")],
+                        },
                         "fin": {},
                     },
-                    "transitions": [_t("after", "done"), _t("timed_out", "error")],
+                    "transitions": [on("done", "after"), on("error", "timed_out")],
                 },
                 "after": {},
                 "timed_out": {},
@@ -240,16 +216,16 @@ async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
                     "states": {
                         "first": {
                             "action": {"type": "sleep", "ms": 60},
-                            "transitions": [_t("second")],
+                            "transitions": [on("success", "second")],
                         },
                         "second": {
-                            "action": _fn("broken"),
+                            "action": fn("broken"),
                             "retry": {"max_attempts": 1000, "interval_ms": 10, "backoff_rate": 1},
-                            "transitions": [_t("fin")],
+                            "transitions": [on("success", "fin")],
                         },
                         "fin": {},
                     },
-                    "transitions": [_t("after", "done"), _t("late", "timeout")],
+                    "transitions": [on("done", "after"), on("timeout", "late")],
                 },
                 "after": {},
                 "late": {},
@@ -265,7 +241,7 @@ async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
 
     assert final.current == "late"
     assert records(final.history, "timeout", state="phase")
-    assert _transitions(final.history, "timeout") == [("phase", "late")]
+    assert transitions_on(final.history, "timeout") == [("phase", "late")]
     assert len(records(final.history, "action", state="phase.second")) >= 2  # it was retrying
     (fired,) = records(final.history, "timeout", state="phase")
     assert clock.instant(fired.at) == 0.1, "not at 100 ms exactly"
@@ -286,13 +262,13 @@ async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
                     "initial_state": "work",
                     "states": {
                         "work": {
-                            "action": _fn("hang"),
+                            "action": fn("hang"),
                             "timeout_ms": 20,
-                            "transitions": [_t("fin")],
+                            "transitions": [on("success", "fin")],
                         },
                         "fin": {},
                     },
-                    "transitions": [_t("after", "done"), _t("late", "timeout")],
+                    "transitions": [on("done", "after"), on("timeout", "late")],
                 },
                 "after": {},
                 "late": {},
@@ -305,7 +281,7 @@ async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
 
     assert final.current == "late"
     assert records(final.history, "timeout", state="phase.work")
-    assert _transitions(final.history, "timeout") == [("phase", "late")]
+    assert transitions_on(final.history, "timeout") == [("phase", "late")]
     assert gate.cancelled
 
 
@@ -321,13 +297,13 @@ async def test_a_state_timeout_without_timeout_handler_goes_to_an_ancestors_erro
                     "initial_state": "work",
                     "states": {
                         "work": {
-                            "action": _fn("hang"),
+                            "action": fn("hang"),
                             "timeout_ms": 20,
-                            "transitions": [_t("fin")],
+                            "transitions": [on("success", "fin")],
                         },
                         "fin": {},
                     },
-                    "transitions": [_t("after", "done"), _t("broken", "error")],
+                    "transitions": [on("done", "after"), on("error", "broken")],
                 },
                 "after": {},
                 "broken": {},
@@ -340,26 +316,26 @@ async def test_a_state_timeout_without_timeout_handler_goes_to_an_ancestors_erro
 
     assert final.current == "broken"
     assert records(final.history, "timeout", state="phase.work")
-    assert _transitions(final.history, "error") == [("phase", "broken")]
+    assert transitions_on(final.history, "error") == [("phase", "broken")]
 
 
 def _error_levels_doc(handlers: set[str]) -> dict[str, Any]:
     """outer > inner > work (fails); each level in ``handlers`` has an error transition to its
     own top-level state ``by_<level>``."""
-    work: dict[str, Any] = {"action": {"type": "fail"}, "transitions": [_t("fin")]}
+    work: dict[str, Any] = {"action": {"type": "fail"}, "transitions": [on("success", "fin")]}
     inner: dict[str, Any] = {"initial_state": "work", "states": {"work": work, "fin": {}}}
     outer: dict[str, Any] = {
         "initial_state": "inner",
         "states": {"inner": inner},
-        "transitions": [_t("after", "done")],
+        "transitions": [on("done", "after")],
     }
     states: dict[str, Any] = {"outer": outer, "after": {}}
     for level, state in (("work", work), ("inner", inner), ("outer", outer)):
         if level in handlers:
-            state.setdefault("transitions", []).append(_t(f"by_{level}", "error"))
+            state.setdefault("transitions", []).append(on("error", f"by_{level}"))
             states[f"by_{level}"] = {}
     if "transitions" in inner:  # no longer terminal in outer: its completion needs a handler
-        inner["transitions"].append(_t("after", "done"))
+        inner["transitions"].append(on("done", "after"))
     return make_doc(states, "outer")
 
 
@@ -379,7 +355,7 @@ async def test_error_is_tried_on_the_state_then_its_ancestors_innermost_first(
     final = await within(ex.run_to_completion())
 
     assert final.current == expected
-    assert len(_transitions(final.history, "error")) == 1
+    assert len(transitions_on(final.history, "error")) == 1
 
 
 async def test_a_state_timeout_is_tried_innermost_first(store: ProcedureStore) -> None:
@@ -395,17 +371,17 @@ async def test_a_state_timeout_is_tried_innermost_first(store: ProcedureStore) -
                             "initial_state": "work",
                             "states": {
                                 "work": {
-                                    "action": _fn("hang"),
+                                    "action": fn("hang"),
                                     "timeout_ms": 20,
-                                    "transitions": [_t("fin")],
+                                    "transitions": [on("success", "fin")],
                                 },
                                 "fin": {},
                             },
-                            "transitions": [_t("by_inner", "timeout"), _t("by_inner", "done")],
+                            "transitions": [on("timeout", "by_inner"), on("done", "by_inner")],
                         },
                         "by_inner": {},
                     },
-                    "transitions": [_t("by_outer", "timeout"), _t("after", "done")],
+                    "transitions": [on("timeout", "by_outer"), on("done", "after")],
                 },
                 "by_outer": {},
                 "after": {},
@@ -416,7 +392,7 @@ async def test_a_state_timeout_is_tried_innermost_first(store: ProcedureStore) -
     ex = await within(store.start("p", "1.0", {}))
     final = await within(ex.run_to_completion())
 
-    assert _transitions(final.history, "timeout") == [("outer.inner", "outer.by_inner")]
+    assert transitions_on(final.history, "timeout") == [("outer.inner", "outer.by_inner")]
     assert final.current == "after"  # by_inner completed outer
 
 
@@ -448,7 +424,11 @@ async def test_compensation_undoes_every_completed_action_across_regions_newest_
     store.register_action("undo", undo)
 
     def leaf(action: str, target: str) -> dict[str, Any]:
-        return {"action": _fn(action), "compensate": _fn("undo"), "transitions": [_t(target)]}
+        return {
+            "action": fn(action),
+            "compensate": fn("undo"),
+            "transitions": [on("success", target)],
+        }
 
     await store.register(
         make_doc(
@@ -456,19 +436,19 @@ async def test_compensation_undoes_every_completed_action_across_regions_newest_
                 "prep": leaf("prep", "work"),
                 "work": {
                     "parallel": {
-                        "a": _region(
+                        "a": region(
                             "a1", {"a1": leaf("a1", "a2"), "a2": leaf("a2", "fin"), "fin": {}}
                         ),
-                        "b": _region(
+                        "b": region(
                             "b1",
                             {
                                 "b1": leaf("b1", "b2"),
-                                "b2": {"action": _fn("b2"), "transitions": [_t("fin")]},
+                                "b2": {"action": fn("b2"), "transitions": [on("success", "fin")]},
                                 "fin": {},
                             },
                         ),
                     },
-                    "transitions": [_t("shipped", "done")],
+                    "transitions": [on("done", "shipped")],
                 },
                 "shipped": {},
             },
@@ -491,18 +471,18 @@ async def test_compensation_undoes_every_completed_action_across_regions_newest_
 
 def _deep_doc() -> dict[str, Any]:
     """outer (parallel) > r1 > phase (compound) > inner (parallel) > x, y."""
-    work = {"action": {"type": "sleep", "ms": 5}, "transitions": [_t("fin")]}
+    work = {"action": {"type": "sleep", "ms": 5}, "transitions": [on("success", "fin")]}
     inner = {
         "parallel": {
-            "x": _region("work", {"work": work, "fin": {}}),
-            "y": _region("work", {"work": work, "fin": {}}),
+            "x": region("work", {"work": work, "fin": {}}),
+            "y": region("work", {"work": work, "fin": {}}),
         },
-        "transitions": [_t("wrapup", "done")],
+        "transitions": [on("done", "wrapup")],
     }
     phase = {
         "initial_state": "prep",
         "states": {
-            "prep": {"action": {"type": "noop"}, "transitions": [_t("inner")]},
+            "prep": {"action": {"type": "noop"}, "transitions": [on("success", "inner")]},
             "inner": inner,
             "wrapup": {"action": {"type": "noop"}},
         },
@@ -511,10 +491,10 @@ def _deep_doc() -> dict[str, Any]:
         {
             "outer": {
                 "parallel": {
-                    "r1": _region("phase", {"phase": phase}),
-                    "r2": _region("side", {"side": {"action": {"type": "sleep", "ms": 5}}}),
+                    "r1": region("phase", {"phase": phase}),
+                    "r2": region("side", {"side": {"action": {"type": "sleep", "ms": 5}}}),
                 },
-                "transitions": [_t("end", "done")],
+                "transitions": [on("done", "end")],
             },
             "end": {},
         },
@@ -543,7 +523,7 @@ async def test_a_parallel_state_inside_a_compound_inside_a_parallel_state_runs_t
         "end",
     ):
         assert path in entered, path
-    assert _transitions(final.history, "done") == [
+    assert transitions_on(final.history, "done") == [
         ("outer.r1.phase.inner", "outer.r1.phase.wrapup"),
         ("outer", "end"),
     ]
@@ -561,34 +541,25 @@ async def test_leaving_a_compound_cancels_everything_inside_it_nested_regions_in
                 "fulfilment": {
                     "initial_state": "prep",
                     "states": {
-                        "prep": {"action": {"type": "noop"}, "transitions": [_t("checks")]},
+                        "prep": {
+                            "action": {"type": "noop"},
+                            "transitions": [on("success", "checks")],
+                        },
                         "checks": {
                             "timeout_ms": 60,
                             "parallel": {
-                                "x": _region(
-                                    "run",
-                                    {
-                                        "run": {"action": _fn("x"), "transitions": [_t("ok")]},
-                                        "ok": {},
-                                    },
-                                ),
-                                "y": _region(
-                                    "run",
-                                    {
-                                        "run": {"action": _fn("y"), "transitions": [_t("ok")]},
-                                        "ok": {},
-                                    },
-                                ),
+                                "x": step_region(fn("x")),
+                                "y": step_region(fn("y")),
                             },
-                            "transitions": [_t("packed", "done"), _t("late", "timeout")],
+                            "transitions": [on("done", "packed"), on("timeout", "late")],
                         },
                         "packed": {},
                         "late": {},
                     },
-                    "transitions": [_t("shipping", "done"), _t("cancelled", "cancel")],
+                    "transitions": [on("done", "shipping"), on("cancel", "cancelled")],
                 },
                 "shipping": {},
-                "cancelled": {"transitions": [_t("fulfilment", "restart")]},
+                "cancelled": {"transitions": [on("restart", "fulfilment")]},
             },
             "fulfilment",
         )
@@ -621,10 +592,10 @@ async def test_leaving_a_compound_waits_for_a_slow_cleanup_only_its_grace_period
                 "phase": {
                     "initial_state": "work",
                     "states": {
-                        "work": {"action": _fn("slow"), "transitions": [_t("fin")]},
+                        "work": {"action": fn("slow"), "transitions": [on("success", "fin")]},
                         "fin": {},
                     },
-                    "transitions": [_t("stopped", "stop")],
+                    "transitions": [on("stop", "stopped")],
                 },
                 "stopped": {},
             },
@@ -655,7 +626,7 @@ async def test_no_task_survives_a_completed_chart(store: ProcedureStore) -> None
     ex = await within(store.start("p", "1.0", {}))
     await within(ex.run_to_completion())
 
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline, settle=0.02)
 
 
 async def test_no_task_survives_a_chart_whose_region_failed(store: ProcedureStore) -> None:
@@ -668,30 +639,12 @@ async def test_no_task_survives_a_chart_whose_region_failed(store: ProcedureStor
                 "checks": {
                     "timeout_ms": 500,
                     "parallel": {
-                        "a": _region(
-                            "run",
-                            {
-                                "run": {
-                                    "action": {"type": "fail"},
-                                    "retry": {"max_attempts": 2, "interval_ms": 1},
-                                    "transitions": [_t("ok")],
-                                },
-                                "ok": {},
-                            },
+                        "a": step_region(
+                            {"type": "fail"}, retry={"max_attempts": 2, "interval_ms": 1}
                         ),
-                        "b": _region(
-                            "run",
-                            {
-                                "run": {
-                                    "action": _fn("hang"),
-                                    "timeout_ms": 400,
-                                    "transitions": [_t("ok")],
-                                },
-                                "ok": {},
-                            },
-                        ),
+                        "b": step_region(fn("hang"), timeout_ms=400),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
                 "approved": {},
             },
@@ -702,7 +655,7 @@ async def test_no_task_survives_a_chart_whose_region_failed(store: ProcedureStor
     final = await within(ex.run_to_completion())
 
     assert final.status is Status.FAILED
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline, settle=0.02)
     assert gate.cancelled
 
 
@@ -717,16 +670,10 @@ async def test_no_task_survives_a_cancelled_chart(store: ProcedureStore) -> None
                 "checks": {
                     "timeout_ms": 500,
                     "parallel": {
-                        "x": _region(
-                            "run",
-                            {"run": {"action": _fn("x"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
-                        "y": _region(
-                            "run",
-                            {"run": {"action": _fn("y"), "transitions": [_t("ok")]}, "ok": {}},
-                        ),
+                        "x": step_region(fn("x")),
+                        "y": step_region(fn("y")),
                     },
-                    "transitions": [_t("approved", "done")],
+                    "transitions": [on("done", "approved")],
                 },
                 "approved": {},
             },
@@ -741,4 +688,4 @@ async def test_no_task_survives_a_cancelled_chart(store: ProcedureStore) -> None
 
     assert final.status is Status.CANCELLED
     assert x.cancelled and y.cancelled
-    await _assert_no_new_tasks(baseline)
+    await assert_no_new_tasks(baseline, settle=0.02)

@@ -9,16 +9,9 @@ import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
 from procstore.runtime.steps import CANCEL_GRACE_SECONDS
+from tests.builders import fn, on
 from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, slow_cleanup, wait_until, within
-
-
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str) -> dict[str, Any]:
-    return {"event": event, "target": target}
 
 
 def _kinds(history: Any, *kinds: str) -> list[tuple[str, str | None]]:
@@ -37,8 +30,8 @@ async def test_action_timeout_cancels_the_attempt_and_records_timeout(
         make_doc(
             {
                 "a": {
-                    "action": _fn("hang", timeout_ms=20),
-                    "transitions": [_t("done", "success"), _t("failed", "error")],
+                    "action": fn("hang", timeout_ms=20),
+                    "transitions": [on("success", "done"), on("error", "failed")],
                 },
                 "done": {},
                 "failed": {},
@@ -75,8 +68,8 @@ async def test_action_timeout_is_per_attempt_and_a_fast_action_is_unaffected(
         make_doc(
             {
                 "a": {
-                    "action": _fn("quick", timeout_ms=200),
-                    "transitions": [_t("done", "success")],
+                    "action": fn("quick", timeout_ms=200),
+                    "transitions": [on("success", "done")],
                 },
                 "done": {},
             },
@@ -106,9 +99,9 @@ async def test_a_timed_out_attempt_is_retried(store: ProcedureStore) -> None:
         make_doc(
             {
                 "a": {
-                    "action": _fn("hang_once", timeout_ms=20),
+                    "action": fn("hang_once", timeout_ms=20),
                     "retry": {"max_attempts": 2, "interval_ms": 1},
-                    "transitions": [_t("done", "success"), _t("failed", "error")],
+                    "transitions": [on("success", "done"), on("error", "failed")],
                 },
                 "done": {},
                 "failed": {},
@@ -136,7 +129,7 @@ def _timed_state(
 ) -> dict[str, Any]:
     store.register_action("hang", gate.action)
     states: dict[str, Any] = {
-        "a": {"action": _fn("hang"), "timeout_ms": timeout_ms, "transitions": transitions},
+        "a": {"action": fn("hang"), "timeout_ms": timeout_ms, "transitions": transitions},
     }
     for t in transitions:
         states.setdefault(t["target"], {})
@@ -148,7 +141,7 @@ async def test_state_timeout_fires_timeout_by_itself_without_driving(
 ) -> None:
     gate = Gate()
     await timed_store.register(
-        _timed_state(timed_store, gate, [_t("done", "success"), _t("late", "timeout")])
+        _timed_state(timed_store, gate, [on("success", "done"), on("timeout", "late")])
     )
     ex = await within(timed_store.start("p", "1.0", {}))
     await clock.advance(0.029)
@@ -176,9 +169,9 @@ async def test_a_state_timeout_fires_after_the_grace_period_of_an_action_ignorin
         make_doc(
             {
                 "a": {
-                    "action": {"type": "function", "function": "slow"},
+                    "action": fn("slow"),
                     "timeout_ms": 30,
-                    "transitions": [_t("done", "success"), _t("late", "timeout")],
+                    "transitions": [on("success", "done"), on("timeout", "late")],
                 },
                 "done": {},
                 "late": {},
@@ -199,7 +192,7 @@ async def test_a_state_timeout_fires_after_the_grace_period_of_an_action_ignorin
 
 async def test_state_timeout_under_a_driver_moves_on(store: ProcedureStore) -> None:
     gate = Gate()
-    await store.register(_timed_state(store, gate, [_t("done", "success"), _t("late", "timeout")]))
+    await store.register(_timed_state(store, gate, [on("success", "done"), on("timeout", "late")]))
     ex = await within(store.start("p", "1.0", {}))
     final = await within(ex.run_to_completion(timeout=2.0))
 
@@ -211,7 +204,7 @@ async def test_state_timeout_without_timeout_transition_goes_to_error(
     store: ProcedureStore,
 ) -> None:
     gate = Gate()
-    await store.register(_timed_state(store, gate, [_t("done", "success"), _t("failed", "error")]))
+    await store.register(_timed_state(store, gate, [on("success", "done"), on("error", "failed")]))
     ex = await within(store.start("p", "1.0", {}))
 
     await wait_until(lambda: ex.state.current == "failed", timeout=1.0)
@@ -225,7 +218,7 @@ async def test_timeout_transition_is_preferred_over_error(store: ProcedureStore)
     gate = Gate()
     await store.register(
         _timed_state(
-            store, gate, [_t("failed", "error"), _t("late", "timeout"), _t("done", "success")]
+            store, gate, [on("error", "failed"), on("timeout", "late"), on("success", "done")]
         )
     )
     ex = await within(store.start("p", "1.0", {}))
@@ -237,7 +230,7 @@ async def test_state_timeout_without_timeout_or_error_transition_fails_the_execu
     store: ProcedureStore,
 ) -> None:
     gate = Gate()
-    await store.register(_timed_state(store, gate, [_t("done", "success")]))
+    await store.register(_timed_state(store, gate, [on("success", "done")]))
     ex = await within(store.start("p", "1.0", {}))
 
     await wait_until(lambda: ex.status != Status.RUNNING, timeout=1.0)
@@ -257,7 +250,7 @@ async def test_state_timeout_whose_transition_is_guarded_away_fails_the_executio
         _timed_state(
             store,
             gate,
-            [_t("done", "success"), {"event": "timeout", "target": "late", "guard": "never"}],
+            [on("success", "done"), {"event": "timeout", "target": "late", "guard": "never"}],
         )
     )
     ex = await within(store.start("p", "1.0", {"never": False}))
@@ -275,7 +268,7 @@ async def test_state_timeout_while_waiting_for_an_external_event(
             {
                 "approval": {
                     "timeout_ms": 30,
-                    "transitions": [_t("approved", "approve"), _t("expired", "timeout")],
+                    "transitions": [on("approve", "approved"), on("timeout", "expired")],
                 },
                 "approved": {},
                 "expired": {},
@@ -303,9 +296,9 @@ async def test_event_before_the_deadline_beats_the_state_timeout(
             {
                 "approval": {
                     "timeout_ms": 60,
-                    "transitions": [_t("approved", "approve"), _t("expired", "timeout")],
+                    "transitions": [on("approve", "approved"), on("timeout", "expired")],
                 },
-                "approved": {"transitions": [_t("done", "finish")]},
+                "approved": {"transitions": [on("finish", "done")]},
                 "expired": {},
                 "done": {},
             },
@@ -340,13 +333,13 @@ async def test_state_timeout_covers_the_retries(
         make_doc(
             {
                 "a": {
-                    "action": _fn("down"),
+                    "action": fn("down"),
                     "retry": {"max_attempts": 5, "interval_ms": 500},
                     "timeout_ms": 40,
                     "transitions": [
-                        _t("done", "success"),
-                        _t("late", "timeout"),
-                        _t("failed", "error"),
+                        on("success", "done"),
+                        on("timeout", "late"),
+                        on("error", "failed"),
                     ],
                 },
                 "done": {},
@@ -378,9 +371,9 @@ async def test_state_timer_restarts_on_each_entry(
             {
                 "a": {
                     "timeout_ms": 80,
-                    "transitions": [_t("b", "go"), _t("expired", "timeout")],
+                    "transitions": [on("go", "b"), on("timeout", "expired")],
                 },
-                "b": {"transitions": [_t("a", "back")]},
+                "b": {"transitions": [on("back", "a")]},
                 "expired": {},
             },
             "a",
@@ -405,7 +398,7 @@ async def test_each_execution_has_its_own_state_timer(store: ProcedureStore) -> 
     await store.register(
         make_doc(
             {
-                "a": {"timeout_ms": 40, "transitions": [_t("b", "go"), _t("expired", "timeout")]},
+                "a": {"timeout_ms": 40, "transitions": [on("go", "b"), on("timeout", "expired")]},
                 "b": {},
                 "expired": {},
             },
@@ -423,7 +416,7 @@ async def test_each_execution_has_its_own_state_timer(store: ProcedureStore) -> 
 
 async def test_pending_send_does_not_hold_off_the_state_timeout(store: ProcedureStore) -> None:
     gate = Gate()
-    await store.register(_timed_state(store, gate, [_t("done", "success"), _t("late", "timeout")]))
+    await store.register(_timed_state(store, gate, [on("success", "done"), on("timeout", "late")]))
     ex = await within(store.start("p", "1.0", {}))
     send = asyncio.create_task(ex.send("success"))
 
@@ -451,9 +444,9 @@ def _saga(store: ProcedureStore, charge: dict[str, Any]) -> tuple[list[str], dic
     store.register_action("unreserve", unreserve)
     states: dict[str, Any] = {
         "reserve": {
-            "action": _fn("reserve", result="reservation"),
-            "compensate": _fn("unreserve"),
-            "transitions": [_t("charge", "success")],
+            "action": fn("reserve", result="reservation"),
+            "compensate": fn("unreserve"),
+            "transitions": [on("success", "charge")],
         },
         "charge": charge,
         "done": {},
@@ -477,10 +470,10 @@ async def test_retried_action_in_timed_state_whose_timeout_triggers_compensation
     undone, doc = _saga(
         timed_store,
         {
-            "action": _fn("charge", timeout_ms=20),
+            "action": fn("charge", timeout_ms=20),
             "retry": {"max_attempts": 5, "interval_ms": 30, "backoff_rate": 2.0},
             "timeout_ms": 60,
-            "transitions": [_t("done", "success"), _t("failed", "timeout")],
+            "transitions": [on("success", "done"), on("timeout", "failed")],
         },
     )
     await timed_store.register(doc)
@@ -526,10 +519,10 @@ async def test_retried_attempt_timeouts_then_error_trigger_compensation(
     undone, doc = _saga(
         store,
         {
-            "action": _fn("charge", timeout_ms=15),
+            "action": fn("charge", timeout_ms=15),
             "retry": {"max_attempts": 2, "interval_ms": 1, "errors": ["Timeout"]},
             "timeout_ms": 1000,
-            "transitions": [_t("done", "success"), _t("failed", "error")],
+            "transitions": [on("success", "done"), on("error", "failed")],
         },
     )
     await store.register(doc)
@@ -549,7 +542,7 @@ async def test_retried_attempt_timeouts_then_error_trigger_compensation(
 
 
 async def test_state_timeout_with_no_handler_compensates(store: ProcedureStore) -> None:
-    undone, doc = _saga(store, {"timeout_ms": 30, "transitions": [_t("done", "paid")]})
+    undone, doc = _saga(store, {"timeout_ms": 30, "transitions": [on("paid", "done")]})
     await store.register(doc)
     ex = await within(store.start("p", "1.0", {}))
     assert await within(ex.send("success")) is True  # reserve -> charge, which waits
@@ -570,10 +563,10 @@ async def test_state_timeout_covers_an_undriven_wait_after_the_action(
                 "a": {
                     "action": {"type": "noop"},
                     "timeout_ms": 30,
-                    "transitions": [_t("done", "success"), _t("late", "timeout")],
+                    "transitions": [on("success", "done"), on("timeout", "late")],
                 },
                 # late also accepts success: the old state's unsent outcome must not fire here.
-                "late": {"transitions": [_t("stale", "success"), _t("done", "go")]},
+                "late": {"transitions": [on("success", "stale"), on("go", "done")]},
                 "stale": {},
                 "done": {},
             },

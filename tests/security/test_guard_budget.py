@@ -14,9 +14,6 @@ evaluation that would take hours or eat the machine fails the test instead.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -24,10 +21,7 @@ import pytest
 
 from procstore import ProcedureStore
 from procstore.guards import MAX_GUARD_STEPS, MAX_INT_BITS
-from tests.conftest import make_doc, records, within
-
-CHILD_TIMEOUT_S = 60
-CHILD_MEMORY_BYTES = 2 * 1024**3
+from tests.conftest import make_doc, python_child, records, within
 
 #: Run in the child: register a procedure whose `go` transition carries the guard, start it
 #: with the context, send `go`, print what happened as JSON.
@@ -63,22 +57,12 @@ _CHILD = textwrap.dedent(
 def _evaluate_in_child(
     guard: str, context_json: str = "{}", *, unlimited_digits: bool = False
 ) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CHILD,
-            guard,
-            context_json,
-            "unlimited-digits" if unlimited_digits else "cpython-digits",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        preexec_fn=lambda: resource.setrlimit(
-            resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES)
-        ),
-        check=False,
+    proc = python_child(
+        "-c",
+        _CHILD,
+        guard,
+        context_json,
+        "unlimited-digits" if unlimited_digits else "cpython-digits",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result: dict[str, Any] = json.loads(proc.stdout)

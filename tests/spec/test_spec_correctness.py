@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
+from tests.builders import fn, on
 from tests.clock import ManualClock
 from tests.conftest import SPEC_MODULE, index_of, make_doc, records, wait_until, within
 
@@ -24,26 +25,18 @@ def _spec(name: str) -> dict[str, Any]:
     return {"type": "function", "module": SPEC_MODULE, "function": name}
 
 
-def _fn(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
-
-
-def _t(target: str, event: str = "success", **extra: Any) -> dict[str, Any]:
-    return {"event": event, "target": target, **extra}
-
-
 def _pipeline(middle: dict[str, Any]) -> dict[str, Any]:
     """validate -> build (``middle``) -> deploy -> done, errors -> failed."""
     return make_doc(
         {
             "validate": {
                 "action": _spec("validate"),
-                "transitions": [_t("build"), _t("failed", "error")],
+                "transitions": [on("success", "build"), on("error", "failed")],
             },
-            "build": {**middle, "transitions": [_t("deploy"), _t("failed", "error")]},
+            "build": {**middle, "transitions": [on("success", "deploy"), on("error", "failed")]},
             "deploy": {
                 "action": _spec("deploy"),
-                "transitions": [_t("done"), _t("failed", "error")],
+                "transitions": [on("success", "done"), on("error", "failed")],
             },
             "done": {},
             "failed": {"outcome": "failure"},
@@ -74,7 +67,7 @@ async def test_error_in_the_middle_takes_the_error_transition(store: ProcedureSt
         raise RuntimeError("compiler crashed")
 
     store.register_action("build", build)
-    await store.register(_pipeline({"action": _fn("build")}))
+    await store.register(_pipeline({"action": fn("build")}))
     ex = await within(store.start("p", "1.0", {"env": "prod"}))
     final = await within(ex.run_to_completion(timeout=2.0))
 
@@ -108,7 +101,7 @@ async def test_retry_on_failure_with_configurable_backoff(
     await timed_store.register(
         _pipeline(
             {
-                "action": _fn("build"),
+                "action": fn("build"),
                 "retry": {"max_attempts": 3, "interval_ms": 20, "backoff_rate": 2},
             }
         )
@@ -139,8 +132,8 @@ async def test_guard_conditions_block_transitions_when_they_fail(
                 "validate": {
                     "action": _spec("validate"),
                     "transitions": [
-                        _t("deploy_staging", guard='env == "staging"'),
-                        _t("approval", guard='env == "prod"'),
+                        on("success", "deploy_staging", guard='env == "staging"'),
+                        on("success", "approval", guard='env == "prod"'),
                     ],
                 },
                 "deploy_staging": {},
@@ -162,7 +155,7 @@ async def test_guard_conditions_all_failing_block_the_event(store: ProcedureStor
             {
                 "validate": {
                     "action": _spec("validate"),
-                    "transitions": [_t("deploy", guard="approved")],
+                    "transitions": [on("success", "deploy", guard="approved")],
                 },
                 "deploy": {},
             },
@@ -189,7 +182,7 @@ async def test_timeout_handling_states_time_out_gracefully(
                 "deploy": {
                     "action": {"type": "sleep", "ms": 5_000},
                     "timeout_ms": 30,
-                    "transitions": [_t("done"), _t("timed_out", "timeout")],
+                    "transitions": [on("success", "done"), on("timeout", "timed_out")],
                 },
                 "done": {},
                 "timed_out": {},
@@ -218,7 +211,7 @@ async def test_timeout_handling_of_a_waiting_state_without_a_driver(
             {
                 "await_approval": {
                     "timeout_ms": 30,
-                    "transitions": [_t("deploy", "approve"), _t("expired", "timeout")],
+                    "transitions": [on("approve", "deploy"), on("timeout", "expired")],
                 },
                 "deploy": {},
                 "expired": {"outcome": "failure"},

@@ -13,13 +13,9 @@ from typing import Any
 import pytest
 
 from procstore import ProcedureStore, Status
+from tests.builders import fn
 from tests.clock import ManualClock
 from tests.conftest import SPEC_MODULE, records, within
-
-
-def _fn(name: str) -> dict[str, Any]:
-    return {"type": "function", "module": SPEC_MODULE, "function": name}
-
 
 DEPLOY_PROCEDURE: dict[str, Any] = {
     "name": "deploy_workflow",
@@ -28,28 +24,28 @@ DEPLOY_PROCEDURE: dict[str, Any] = {
         "initial_state": "validate",
         "states": {
             "validate": {
-                "action": _fn("validate"),
+                "action": fn("validate", module=SPEC_MODULE),
                 "transitions": [
                     {"event": "success", "target": "build"},
                     {"event": "error", "target": "failed"},
                 ],
             },
             "build": {
-                "action": _fn("build"),
+                "action": fn("build", module=SPEC_MODULE),
                 "transitions": [
                     {"event": "success", "target": "deploy"},
                     {"event": "error", "target": "rollback"},
                 ],
             },
             "deploy": {
-                "action": _fn("deploy"),
+                "action": fn("deploy", module=SPEC_MODULE),
                 "transitions": [
                     {"event": "success", "target": "done"},
                     {"event": "error", "target": "rollback"},
                 ],
             },
             "rollback": {
-                "action": _fn("rollback"),
+                "action": fn("rollback", module=SPEC_MODULE),
                 "transitions": [{"event": "success", "target": "failed"}],
             },
             "done": {},

@@ -19,6 +19,7 @@ import pytest
 
 from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
 from procstore.storage import QUARANTINED, Backend, MemoryBackend, SQLiteBackend
+from tests.conftest import make_execution
 
 BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
     "memory": lambda tmp_path: MemoryBackend.open(),
@@ -31,24 +32,6 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     opened = await BACKENDS[request.param](tmp_path)
     yield opened
     await opened.close()
-
-
-async def make_execution(
-    backend: Backend,
-    execution_id: str,
-    *,
-    procedure: str = "deploy",
-    status: str = "running",
-    records: int = 1,
-) -> None:
-    await backend.create_execution(
-        execution_id,
-        procedure,
-        "1.0",
-        status,
-        {"state": "start"},
-        [{"kind": "started", "n": n} for n in range(records)],
-    )
 
 
 async def test_every_backend_satisfies_the_backend_protocol(backend: Backend) -> None:

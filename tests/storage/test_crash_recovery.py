@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +34,7 @@ import pytest
 
 from procstore import HistoryRecord, ProcedureStore, Status
 from tests import crash_worker
+from tests.conftest import read_line
 from tests.crash_worker import MODULE, RETRY_INTERVAL_MS, STATE_TIMEOUT_MS, STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,19 +52,6 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         text=True,
         cwd=ROOT,
     )
-
-
-def read_line(process: subprocess.Popen[str], timeout: float = CHILD_TIMEOUT) -> str:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    if not ready:
-        process.kill()
-        raise AssertionError(f"the child printed nothing within {timeout}s")
-    line = process.stdout.readline()
-    if not line:
-        _, stderr = process.communicate(timeout=timeout)
-        raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
-    return line.strip()
 
 
 def sigkill(process: subprocess.Popen[str]) -> None:
@@ -94,7 +81,7 @@ class Crash:
     def start(self, scenario: str, drive: str = "auto", **context: Any) -> None:
         context = {"log": str(self.log), "default_sleep": 0.02, **context}
         self.child = spawn("run", str(self.db), scenario, drive, json.dumps(context))
-        words = read_line(self.child).split()
+        words = read_line(self.child, CHILD_TIMEOUT).split()
         assert words[0] == "started", words
         self.execution_id = words[1]
 
@@ -483,7 +470,7 @@ async def test_a_state_timeout_that_passed_while_dead_fires_as_soon_as_it_resume
 
 def test_a_program_that_raises_with_its_store_open_exits(tmp_path: Path) -> None:
     child = spawn("crash", str(tmp_path / "x.db"))
-    assert read_line(child).split()[0] == "started"
+    assert read_line(child, CHILD_TIMEOUT).split()[0] == "started"
     try:
         _, stderr = child.communicate(timeout=60)  # a hang: its database threads kept it alive
     finally:

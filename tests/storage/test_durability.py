@@ -12,8 +12,6 @@ without recording anything, so they stay ``running`` in the database as after a 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import random
 import sqlite3
 import subprocess
@@ -35,20 +33,11 @@ from procstore import (
     StoreError,
 )
 from procstore.clock import SYSTEM, Clock
+from tests.builders import fn
 from tests.clock import ManualClock
-from tests.conftest import Gate, make_doc, wait_until, within
+from tests.conftest import Gate, fingerprint, make_doc, wait_until, within
 
 WORKER = Path(__file__).parents[1] / "crash_worker.py"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "procstore.db"
-
-
-@pytest.fixture
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
 
 
 @pytest.fixture
@@ -57,17 +46,8 @@ async def persisted(url: str) -> AsyncIterator[ProcedureStore]:
         yield store
 
 
-def fingerprint(path: Path) -> tuple[str, list[str]]:
-    """The file's SHA-256 and its directory's listing (no -wal/-shm/.lock may appear)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(os.listdir(path.parent))
-
-
 def dumps(history: tuple[Any, ...]) -> list[dict[str, Any]]:
     return [record.model_dump() for record in history]
-
-
-def function(name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "function", "function": name, **extra}
 
 
 def chain_doc(name: str = "chain", n: int = 3, action: dict[str, Any] | None = None) -> Any:
@@ -85,7 +65,7 @@ def gated_doc(name: str = "gated") -> Any:
     return make_doc(
         {
             "work": {
-                "action": function("app.work"),
+                "action": fn("app.work"),
                 "transitions": [{"event": "success", "target": "next"}],
             },
             "next": {
@@ -336,7 +316,7 @@ async def test_after_reopening_the_state_equals_the_live_one_record_for_record(u
                 "transitions": [{"event": "success", "target": "charge"}],
             },
             "charge": {
-                "action": function("pay.charge", result="receipt"),
+                "action": fn("pay.charge", result="receipt"),
                 "retry": {"max_attempts": 3, "interval_ms": 1},
                 "transitions": [
                     {"event": "success", "target": "big", "guard": "amount >= 100"},
@@ -345,7 +325,7 @@ async def test_after_reopening_the_state_equals_the_live_one_record_for_record(u
             },
             "big": {},
             "decide": {
-                "action": function("pay.decide"),
+                "action": fn("pay.decide"),
                 "transitions": [{"event": "ship", "target": "done"}],
             },
             "done": {"outcome": "failure"},
@@ -647,12 +627,12 @@ async def test_a_requested_rollback_in_progress_carries_on_after_reopening(url: 
     states: dict[str, Any] = {
         "a": {
             "action": {"type": "noop"},
-            "compensate": function("undo.a"),
+            "compensate": fn("undo.a"),
             "transitions": [{"event": "success", "target": "b"}],
         },
         "b": {
             "action": {"type": "noop"},
-            "compensate": function("undo.b"),
+            "compensate": fn("undo.b"),
             "transitions": [{"event": "success", "target": "wait"}],
         },
         "wait": {"transitions": [{"event": "go", "target": "end"}]},
@@ -779,7 +759,7 @@ NESTED = make_doc(
                     "initial_state": "run",
                     "states": {
                         "run": {
-                            "action": function("check.credit"),
+                            "action": fn("check.credit"),
                             "transitions": [{"event": "success", "target": "ok"}],
                         },
                         "ok": {},
@@ -792,7 +772,7 @@ NESTED = make_doc(
                             "initial_state": "scan",
                             "states": {
                                 "scan": {
-                                    "action": function("check.fraud"),
+                                    "action": fn("check.fraud"),
                                     "transitions": [{"event": "success", "target": "clear"}],
                                 },
                                 "clear": {},
@@ -927,7 +907,7 @@ async def test_an_action_with_a_second_parameter_receives_action_info(
         make_doc(
             {
                 "charge": {
-                    "action": function("app.act"),
+                    "action": fn("app.act"),
                     "retry": {"max_attempts": 2, "interval_ms": 1},
                 }
             },
@@ -948,7 +928,7 @@ async def test_an_async_action_with_a_second_parameter_receives_action_info(
         infos.append(info)
 
     persisted.register_action("app.act", act)
-    await persisted.register(make_doc({"only": {"action": function("app.act")}}, "only"))
+    await persisted.register(make_doc({"only": {"action": fn("app.act")}}, "only"))
     final = await within((await persisted.start("p")).run_to_completion())
     assert infos == [ActionInfo(execution_id=final.id, state="only", attempt=1)]
 
@@ -958,6 +938,6 @@ async def test_a_lambda_with_a_defaulted_second_parameter_gets_the_context_alone
 ) -> None:
     seen: list[tuple[Any, Any]] = []
     persisted.register_action("app.act", lambda c, t=1: seen.append((dict(c), t)))
-    await persisted.register(make_doc({"only": {"action": function("app.act")}}, "only"))
+    await persisted.register(make_doc({"only": {"action": fn("app.act")}}, "only"))
     await within((await persisted.start("p", context={"k": "v"})).run_to_completion())
     assert seen == [({"k": "v"}, 1)]

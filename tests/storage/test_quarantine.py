@@ -30,16 +30,6 @@ OTHER = make_doc(
 )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "procstore.db"
-
-
-@pytest.fixture
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
-
-
 async def store_waiting(url: str, count: int = 3, doc: dict[str, Any] = WAITING) -> list[str]:
     """Start ``count`` executions of ``doc`` that wait for an event; return their ids."""
     async with ProcedureStore(url) as store:

@@ -5,11 +5,9 @@ does is tests/test_backend_contract.py."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import os
 import random
-import select
 import signal
 import sqlite3
 import subprocess
@@ -30,6 +28,7 @@ from procstore.storage import (
 )
 from procstore.storage.sqlite import schema
 from procstore.storage.sqlite import writer as writer_module
+from tests.conftest import fingerprint, make_execution, read_line
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -53,29 +52,6 @@ def raw_query(path: str, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any
         return connection.execute(sql, parameters).fetchall()
     finally:
         connection.close()
-
-
-def fingerprint(path: Path) -> tuple[str, list[str]]:
-    """The file's SHA-256 and the listing of its directory."""
-    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(os.listdir(path.parent))
-
-
-async def make_execution(
-    backend: SQLiteBackend,
-    execution_id: str,
-    *,
-    procedure: str = "deploy",
-    status: str = "running",
-    records: int = 1,
-) -> None:
-    await backend.create_execution(
-        execution_id,
-        procedure,
-        "1.0",
-        status,
-        {"state": "start"},
-        [{"kind": "started", "n": n} for n in range(records)],
-    )
 
 
 CHILD = textwrap.dedent(
@@ -114,19 +90,6 @@ def run_child(path: str, action: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def read_line(process: subprocess.Popen[str], timeout: float = 15.0) -> str:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    if not ready:
-        process.kill()
-        raise AssertionError(f"the child printed nothing within {timeout}s")
-    line = process.stdout.readline()
-    if not line:
-        _, stderr = process.communicate(timeout=timeout)
-        raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
-    return line.strip()
 
 
 @pytest.fixture

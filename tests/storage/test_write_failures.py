@@ -15,7 +15,6 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,11 +58,6 @@ async def unhandled() -> AsyncIterator[Recorder]:
     await asyncio.sleep(0)
     loop.set_exception_handler(previous)
     assert recorder.reports == []
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'full.db'}"
 
 
 class Saga:
