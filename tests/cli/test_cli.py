@@ -575,10 +575,20 @@ def test_history_of_an_unknown_execution_exits_4(db: str) -> None:
     assert "no execution" in result.output
 
 
-def test_history_without_a_database_exits_4_and_creates_nothing(tmp_path: Path, db: str) -> None:
-    result = invoke("history", "abc", "--db", db)
-    assert result.exit_code == 4, result.output
-    assert "no database" in result.output
+@pytest.mark.parametrize(
+    ("command", "exit_code", "says"),
+    [
+        pytest.param(["history", "abc"], 4, "no database", id="history exits 4"),
+        pytest.param(["resume"], 0, "nothing to resume", id="resume has nothing to do"),
+        pytest.param(["list"], 0, "nothing registered", id="list lists nothing"),
+    ],
+)
+def test_a_command_without_a_database_creates_none(
+    tmp_path: Path, db: str, command: list[str], exit_code: int, says: str
+) -> None:
+    result = invoke(*command, "--db", db)
+    assert result.exit_code == exit_code, result.output
+    assert says in result.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -710,13 +720,6 @@ def test_resume_unknown_or_finished_executions(db: str) -> None:
     failed = invoke("run", "--db", db, str(DEPLOY), "-c", '{"env": "nowhere"}', *ALLOW)
     ended = invoke("resume", execution_id_of(failed.output), "--db", db)
     assert ended.exit_code == 1, ended.output
-
-
-def test_resume_without_a_database_has_nothing_to_do(tmp_path: Path, db: str) -> None:
-    result = invoke("resume", "--db", db)
-    assert result.exit_code == 0, result.output
-    assert "nothing to resume" in result.output
-    assert list(tmp_path.iterdir()) == []
 
 
 def _module_doc(module: str) -> dict[str, Any]:
@@ -907,13 +910,6 @@ def test_list_shows_quarantined_executions_with_their_reason(tmp_path: Path, db:
     ]
     assert "its stored snapshot is not valid JSON" in rows[1]
     assert "its stored status 'paused' is unknown to this procstore" in rows[2]
-
-
-def test_list_without_a_database_creates_nothing(tmp_path: Path, db: str) -> None:
-    result = invoke("list", "--db", db)
-    assert result.exit_code == 0, result.output
-    assert "nothing registered" in result.output
-    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from procstore import ProcedureStore
 from tests.cli.test_cli import execution_id_of, invoke, leave_unfinished, write_json
 
@@ -56,10 +58,19 @@ class Marked:
 # only run and resume import
 
 
-def test_validate_reads_the_module_beside_the_file_without_importing_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["validate"], id="validate"),
+        pytest.param(["diagram", "--format", "mermaid"], id="diagram"),
+    ],
+)
+def test_a_command_that_reads_the_module_beside_the_file_does_not_import_it(
+    tmp_path: Path, command: list[str]
+) -> None:
     marked = Marked(tmp_path / "flows")
 
-    result = invoke("validate", str(marked.file))
+    result = invoke(command[0], str(marked.file), *command[1:])
 
     assert result.exit_code == 0, result.output
     assert not marked.imported()
@@ -75,15 +86,6 @@ def test_validate_still_finds_a_function_the_module_does_not_define(tmp_path: Pa
     assert result.exit_code == 1, result.output
     assert "$.definition.states.work.action.function:" in result.output
     assert "defines no public function 'missing'" in result.output
-    assert not marked.imported()
-
-
-def test_diagram_does_not_import_the_module_beside_the_file(tmp_path: Path) -> None:
-    marked = Marked(tmp_path / "flows")
-
-    result = invoke("diagram", str(marked.file), "--format", "mermaid")
-
-    assert result.exit_code == 0, result.output
     assert not marked.imported()
 
 

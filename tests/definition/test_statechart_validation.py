@@ -139,18 +139,14 @@ async def test_initial_state_on_a_leaf_is_rejected(store: ProcedureStore) -> Non
 # --- parallel states -----------------------------------------------------------------------------
 
 
-async def test_a_parallel_state_with_one_region_is_rejected(store: ProcedureStore) -> None:
+@pytest.mark.parametrize(
+    "regions", [pytest.param(["credit"], id="one region"), pytest.param([], id="no regions")]
+)
+async def test_a_parallel_state_with_fewer_than_two_regions_is_rejected(
+    store: ProcedureStore, regions: list[str]
+) -> None:
     top = _checks()
-    del top["parallel"]["fraud"]
-
-    problems = await problems_by_path(store, _doc({"top": top}))
-
-    assert "$.definition.states.top.parallel" in problems
-
-
-async def test_a_parallel_state_with_no_regions_is_rejected(store: ProcedureStore) -> None:
-    top = _checks()
-    top["parallel"] = {}
+    top["parallel"] = {name: top["parallel"][name] for name in regions}
 
     problems = await problems_by_path(store, _doc({"top": top}))
 

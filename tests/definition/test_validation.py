@@ -61,22 +61,13 @@ async def _assert_problem(store: ProcedureStore, doc: Any, path: str) -> None:
 # --- one test per validation error -------------------------------------------------------
 
 
-async def test_missing_definition(store: ProcedureStore) -> None:
+@pytest.mark.parametrize("field", ["definition", "name", "version"])
+async def test_a_missing_required_field_is_refused_at_its_path(
+    store: ProcedureStore, field: str
+) -> None:
     doc = _valid_doc()
-    del doc["definition"]
-    await _assert_problem(store, doc, "$.definition")
-
-
-async def test_missing_name(store: ProcedureStore) -> None:
-    doc = _valid_doc()
-    del doc["name"]
-    await _assert_problem(store, doc, "$.name")
-
-
-async def test_missing_version(store: ProcedureStore) -> None:
-    doc = _valid_doc()
-    del doc["version"]
-    await _assert_problem(store, doc, "$.version")
+    del doc[field]
+    await _assert_problem(store, doc, f"$.{field}")
 
 
 @pytest.mark.parametrize("version", ["not a version", "1.0-beta-x-y", "", "v1..0"])
@@ -110,38 +101,27 @@ async def test_target_not_among_states(store: ProcedureStore) -> None:
     await _assert_problem(store, doc, "$.definition.states.a.transitions[1].target")
 
 
-async def test_unknown_action_type(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store, _doc_with_action({"type": "teleport"}), "$.definition.states.s.action.type"
-    )
-
-
-async def test_log_action_without_message(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store, _doc_with_action({"type": "log"}), "$.definition.states.s.action.message"
-    )
-
-
-async def test_sleep_action_without_ms(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store, _doc_with_action({"type": "sleep"}), "$.definition.states.s.action.ms"
-    )
-
-
-async def test_function_action_without_function(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store,
-        _doc_with_action({"type": "function", "module": SPEC_MODULE}),
-        "$.definition.states.s.action.function",
-    )
-
-
-async def test_function_action_module_not_allowed(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store,
-        _doc_with_action({"type": "function", "module": "json", "function": "dumps"}),
-        "$.definition.states.s.action.module",
-    )
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [
+        pytest.param({"type": "teleport"}, "type", id="unknown type"),
+        pytest.param({"type": "log"}, "message", id="log without message"),
+        pytest.param({"type": "sleep"}, "ms", id="sleep without ms"),
+        pytest.param(
+            {"type": "function", "module": SPEC_MODULE}, "function", id="function without function"
+        ),
+        pytest.param(
+            {"type": "function", "module": "json", "function": "dumps"},
+            "module",
+            id="function of a module not allowed",
+        ),
+        pytest.param({"type": "log", "message": "x", "colour": "red"}, "colour", id="unknown key"),
+    ],
+)
+async def test_a_bad_action_is_refused_at_its_field(
+    store: ProcedureStore, action: dict[str, Any], field: str
+) -> None:
+    await _assert_problem(store, _doc_with_action(action), f"$.definition.states.s.action.{field}")
 
 
 async def test_function_action_unknown_registered_name(store: ProcedureStore) -> None:
@@ -193,14 +173,6 @@ async def test_state_name_empty_or_with_dot_rejected_at_its_key(
     # A key that is not an identifier is written in bracket notation; either quote style.
     accepted = {f'$.definition.states["{name}"]', f"$.definition.states['{name}']"}
     assert accepted & set(found), f"expected one of {accepted}, got {found!r}"
-
-
-async def test_unknown_key_in_action_rejected(store: ProcedureStore) -> None:
-    await _assert_problem(
-        store,
-        _doc_with_action({"type": "log", "message": "x", "colour": "red"}),
-        "$.definition.states.s.action.colour",
-    )
 
 
 async def test_unknown_top_level_key_rejected(store: ProcedureStore) -> None:

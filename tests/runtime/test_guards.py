@@ -201,9 +201,16 @@ async def test_guard_sees_context_written_by_the_states_action(store: ProcedureS
 # --- the `result` name -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "expected"), [(42, "yes"), (7, "no")])
+@pytest.mark.parametrize(
+    ("value", "context", "expected"),
+    [
+        pytest.param(42, {}, "yes", id="42"),
+        pytest.param(7, {}, "no", id="7"),
+        pytest.param(42, {"result": 0}, "yes", id="shadowing a context key named result"),
+    ],
+)
 async def test_result_names_the_states_last_action_result(
-    store: ProcedureStore, value: int, expected: str
+    store: ProcedureStore, value: int, context: dict[str, Any], expected: str
 ) -> None:
     store.register_action("compute", lambda ctx: value)
     await store.register(
@@ -222,7 +229,7 @@ async def test_result_names_the_states_last_action_result(
             "a",
         )
     )
-    ex = await within(store.start("p", "1.0", {}))
+    ex = await within(store.start("p", "1.0", context))
     assert await within(ex.send("success")) is True
     assert ex.state.current == expected
 
@@ -279,31 +286,6 @@ async def test_result_does_not_leak_from_the_previous_state(store: ProcedureStor
     assert await within(ex.send("success")) is True
     assert await within(ex.send("go")) is True
     assert ex.state.current == "clean"
-
-
-async def test_result_key_in_context_is_shadowed_by_the_action_result(
-    store: ProcedureStore,
-) -> None:
-    store.register_action("compute", lambda ctx: 42)
-    await store.register(
-        make_doc(
-            {
-                "a": {
-                    "action": fn("compute"),
-                    "transitions": [
-                        on("success", "yes", guard="result == 42"),
-                        on("success", "no"),
-                    ],
-                },
-                "yes": {},
-                "no": {},
-            },
-            "a",
-        )
-    )
-    ex = await within(store.start("p", "1.0", {"result": 0}))
-    assert await within(ex.send("success")) is True
-    assert ex.state.current == "yes"
 
 
 # --- registered predicates ---------------------------------------------------------------------

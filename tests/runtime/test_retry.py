@@ -53,9 +53,18 @@ async def _run(store: ProcedureStore, flaky: Flaky, retry: dict[str, Any] | None
     return await within(ex.run_to_completion(timeout=5.0), 5.0)
 
 
-async def test_no_retry_block_means_one_attempt(store: ProcedureStore) -> None:
+@pytest.mark.parametrize(
+    "retry",
+    [
+        pytest.param(None, id="no retry block"),
+        pytest.param({"max_attempts": 1, "interval_ms": 1}, id="max_attempts 1"),
+    ],
+)
+async def test_an_action_without_retries_is_attempted_once(
+    store: ProcedureStore, retry: dict[str, Any] | None
+) -> None:
     flaky = _always(ConnectionError("down"))
-    final = await _run(store, flaky, None)
+    final = await _run(store, flaky, retry)
 
     assert flaky.calls == 1
     assert len(records(final.history, "action", state="work")) == 1
@@ -78,15 +87,6 @@ async def test_max_attempts_counts_every_attempt_including_the_first(
     assert index_of(final.history, "transition", event="error", state="work") > index_of(
         final.history, "action", state="work", attempt=3
     )
-
-
-async def test_max_attempts_one_means_no_retry(store: ProcedureStore) -> None:
-    flaky = _always(ConnectionError("down"))
-    final = await _run(store, flaky, {"max_attempts": 1, "interval_ms": 1})
-
-    assert flaky.calls == 1
-    assert records(final.history, "retry") == []
-    assert final.current == "failed"
 
 
 async def test_bare_retry_block_defaults_to_three_attempts_and_one_second(
@@ -120,29 +120,37 @@ async def test_bare_retry_block_defaults_to_three_attempts_and_one_second(
     assert ex.status == Status.CANCELLED
 
 
-async def test_delays_follow_the_backoff_formula(store: ProcedureStore) -> None:
+@pytest.mark.parametrize(
+    ("policy", "delays"),
+    [
+        pytest.param(
+            {"max_attempts": 4, "interval_ms": 10, "backoff_rate": 2.0},
+            [10, 20, 40],
+            id="interval times rate to the power of the retry",
+        ),
+        pytest.param(
+            {"max_attempts": 5, "interval_ms": 5, "backoff_rate": 3.0, "max_delay_ms": 20},
+            [5, 15, 20, 20],  # min(5 * 3**(n-1), 20) for n = 1..4
+            id="capped by max_delay_ms",
+        ),
+        pytest.param(
+            {"max_attempts": 4, "interval_ms": 3, "backoff_rate": 1.0},
+            [3, 3, 3],
+            id="backoff_rate 1 keeps them constant",
+        ),
+        pytest.param(
+            {"max_attempts": 3, "interval_ms": 2, "backoff_rate": 2.0, "jitter": "none"},
+            [2, 4],
+            id="exact without jitter",
+        ),
+    ],
+)
+async def test_delays_follow_the_backoff_formula(
+    store: ProcedureStore, policy: dict[str, Any], delays: list[int]
+) -> None:
     flaky = _always(ConnectionError("down"))
-    final = await _run(store, flaky, {"max_attempts": 4, "interval_ms": 10, "backoff_rate": 2.0})
-    delays = [r.delay_ms for r in records(final.history, "retry", state="work")]
-    assert delays == [10, 20, 40]
-
-
-async def test_delays_are_capped_by_max_delay_ms(store: ProcedureStore) -> None:
-    flaky = _always(ConnectionError("down"))
-    final = await _run(
-        store,
-        flaky,
-        {"max_attempts": 5, "interval_ms": 5, "backoff_rate": 3.0, "max_delay_ms": 20},
-    )
-    # min(5 * 3**(n-1), 20) for n = 1..4
-    delays = [r.delay_ms for r in records(final.history, "retry", state="work")]
-    assert delays == [5, 15, 20, 20]
-
-
-async def test_backoff_rate_one_keeps_a_constant_delay(store: ProcedureStore) -> None:
-    flaky = _always(ConnectionError("down"))
-    final = await _run(store, flaky, {"max_attempts": 4, "interval_ms": 3, "backoff_rate": 1.0})
-    assert [r.delay_ms for r in records(final.history, "retry")] == [3, 3, 3]
+    final = await _run(store, flaky, policy)
+    assert [r.delay_ms for r in records(final.history, "retry", state="work")] == delays
 
 
 async def test_measured_gaps_between_attempts_match_the_delays(
@@ -185,14 +193,6 @@ async def test_full_jitter_keeps_every_delay_within_zero_and_the_cap(
         assert 0 <= record.delay_ms <= cap, (record.delay_ms, cap)
     # Uniform in [0, cap]: eight draws all exactly at their cap would mean no jitter at all.
     assert any(r.delay_ms != cap for r, cap in zip(retries, caps, strict=True))
-
-
-async def test_without_jitter_delays_are_exact(store: ProcedureStore) -> None:
-    flaky = _always(ConnectionError("down"))
-    final = await _run(
-        store, flaky, {"max_attempts": 3, "interval_ms": 2, "backoff_rate": 2.0, "jitter": "none"}
-    )
-    assert [r.delay_ms for r in records(final.history, "retry")] == [2, 4]
 
 
 @pytest.mark.parametrize(

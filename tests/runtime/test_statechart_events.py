@@ -73,24 +73,22 @@ def _nested_doc(
     return make_doc(states, "outer")
 
 
-async def test_an_event_the_leaf_does_not_handle_is_handled_by_its_parent(
-    store: ProcedureStore,
+@pytest.mark.parametrize(
+    ("handler", "source"),
+    [
+        pytest.param("inner", "outer.inner", id="its parent"),
+        pytest.param("outer", "outer", id="two levels up"),
+    ],
+)
+async def test_an_event_the_leaf_does_not_handle_bubbles_to_the_ancestor_that_handles_it(
+    store: ProcedureStore, handler: str, source: str
 ) -> None:
-    await store.register(_nested_doc(inner_handles=True))
+    await store.register(_nested_doc(**{f"{handler}_handles": True}))
     ex = await within(store.start("p", "1.0", {}))
 
     assert await within(ex.send("go")) is True
-    assert ex.state.current == "by_inner"
-    assert ("go", "outer.inner", "by_inner") in _transitions(ex.state.history)
-
-
-async def test_an_event_bubbles_up_more_than_one_level(store: ProcedureStore) -> None:
-    await store.register(_nested_doc(outer_handles=True))
-    ex = await within(store.start("p", "1.0", {}))
-
-    assert await within(ex.send("go")) is True
-    assert ex.state.current == "by_outer"
-    assert ("go", "outer", "by_outer") in _transitions(ex.state.history)
+    assert ex.state.current == f"by_{handler}"
+    assert ("go", source, f"by_{handler}") in _transitions(ex.state.history)
 
 
 async def test_the_innermost_ancestor_that_handles_an_event_wins(store: ProcedureStore) -> None:
@@ -472,28 +470,24 @@ async def test_parallel_regions_actions_run_concurrently(store: ProcedureStore) 
 # --- unknown events ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param("nope", id="no state handles it"),
+        # ``back`` belongs to ``outer.inner.other``, which is not active.
+        pytest.param("back", id="only an inactive state handles it"),
+    ],
+)
 async def test_an_event_no_active_state_handles_raises_invalid_event(
-    store: ProcedureStore,
+    store: ProcedureStore, event: str
 ) -> None:
     await store.register(_nested_doc(inner_handles=True))
     ex = await within(store.start("p", "1.0", {}))
 
     with pytest.raises(InvalidEvent):
-        await within(ex.send("nope"))
+        await within(ex.send(event))
     assert ex.state.current == "outer.inner.leaf"
     assert ex.state.status is Status.RUNNING
-
-
-async def test_an_event_only_an_inactive_state_handles_raises_invalid_event(
-    store: ProcedureStore,
-) -> None:
-    """``back`` belongs to ``outer.inner.other``, which is not active."""
-    await store.register(_nested_doc(inner_handles=True))
-    ex = await within(store.start("p", "1.0", {}))
-
-    with pytest.raises(InvalidEvent):
-        await within(ex.send("back"))
-    assert ex.state.current == "outer.inner.leaf"
 
 
 async def test_an_unknown_event_in_a_parallel_state_raises_invalid_event(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from procstore import ProcedureStore, Status
 from tests.builders import fn, on, region, step_region
 from tests.conftest import Gate, make_doc, records, wait_until, within
@@ -263,27 +265,27 @@ async def test_a_transition_to_a_parallel_state_enters_every_region(
 # --- targets -------------------------------------------------------------------------------------
 
 
-async def test_a_plain_target_names_a_sibling(store: ProcedureStore) -> None:
+@pytest.mark.parametrize(
+    ("event", "target"),
+    [
+        # picking -> "packing": the sibling fulfilment.packing
+        pytest.param("next", "fulfilment.packing", id="a sibling"),
+        # picking -> "shipping": the top-level state
+        pytest.param("ship_now", "shipping", id="a top-level state"),
+    ],
+)
+async def test_a_plain_target_names_a_sibling_or_else_a_top_level_state(
+    store: ProcedureStore, event: str, target: str
+) -> None:
     await store.register(_fulfilment_doc())
     ex = await within(store.start("p", "1.0", {}))
     await within(ex.send("go"))
-    await within(ex.send("next"))  # picking -> "packing": the sibling fulfilment.packing
+    await within(ex.send(event))
 
-    assert ex.state.current == "fulfilment.packing"
-    [transition] = records(ex.state.history, "transition", event="next")
-    assert (transition.state, transition.target) == ("fulfilment.picking", "fulfilment.packing")
-
-
-async def test_a_plain_target_names_a_top_level_state(store: ProcedureStore) -> None:
-    await store.register(_fulfilment_doc())
-    ex = await within(store.start("p", "1.0", {}))
-    await within(ex.send("go"))
-    await within(ex.send("ship_now"))  # picking -> "shipping": the top-level state
-
-    assert ex.state.current == "shipping"
-    [transition] = records(ex.state.history, "transition", event="ship_now")
-    assert (transition.state, transition.target) == ("fulfilment.picking", "shipping")
-    assert "fulfilment" not in ex.state.active
+    assert ex.state.current == target
+    [transition] = records(ex.state.history, "transition", event=event)
+    assert (transition.state, transition.target) == ("fulfilment.picking", target)
+    assert list(ex.state.active) == [target]  # only the target: no other state stayed active
 
 
 async def test_a_plain_target_prefers_the_own_sibling_over_a_cousin_of_the_same_name(

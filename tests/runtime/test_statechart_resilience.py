@@ -250,8 +250,15 @@ async def test_a_compound_states_timeout_covers_the_whole_stay_inside_it(
     assert len(records(ex.state.history, "action")) == attempts_then, "retries went on"
 
 
-async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
-    store: ProcedureStore,
+@pytest.mark.parametrize(
+    ("event", "target"),
+    [
+        pytest.param("timeout", "late", id="its timeout transition"),
+        pytest.param("error", "broken", id="its error transition when it has no timeout one"),
+    ],
+)
+async def test_a_state_timeout_is_handled_by_an_ancestors_transition(
+    store: ProcedureStore, event: str, target: str
 ) -> None:
     gate = Gate()
     store.register_action("hang", gate.action)
@@ -268,10 +275,10 @@ async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
                         },
                         "fin": {},
                     },
-                    "transitions": [on("done", "after"), on("timeout", "late")],
+                    "transitions": [on("done", "after"), on(event, target)],
                 },
                 "after": {},
-                "late": {},
+                target: {},
             },
             "phase",
         )
@@ -279,44 +286,10 @@ async def test_a_state_timeout_is_handled_by_an_ancestors_timeout_transition(
     ex = await within(store.start("p", "1.0", {}))
     final = await within(ex.run_to_completion())
 
-    assert final.current == "late"
+    assert final.current == target
     assert records(final.history, "timeout", state="phase.work")
-    assert transitions_on(final.history, "timeout") == [("phase", "late")]
+    assert transitions_on(final.history, event) == [("phase", target)]
     assert gate.cancelled
-
-
-async def test_a_state_timeout_without_timeout_handler_goes_to_an_ancestors_error_transition(
-    store: ProcedureStore,
-) -> None:
-    gate = Gate()
-    store.register_action("hang", gate.action)
-    await store.register(
-        make_doc(
-            {
-                "phase": {
-                    "initial_state": "work",
-                    "states": {
-                        "work": {
-                            "action": fn("hang"),
-                            "timeout_ms": 20,
-                            "transitions": [on("success", "fin")],
-                        },
-                        "fin": {},
-                    },
-                    "transitions": [on("done", "after"), on("error", "broken")],
-                },
-                "after": {},
-                "broken": {},
-            },
-            "phase",
-        )
-    )
-    ex = await within(store.start("p", "1.0", {}))
-    final = await within(ex.run_to_completion())
-
-    assert final.current == "broken"
-    assert records(final.history, "timeout", state="phase.work")
-    assert transitions_on(final.history, "error") == [("phase", "broken")]
 
 
 def _error_levels_doc(handlers: set[str]) -> dict[str, Any]:
