@@ -1,5 +1,5 @@
-"""The child process of the crash tests (tests/test_crash_recovery.py) and of the runner-lock
-test in tests/test_durability.py.
+"""The child process of the crash tests (tests/storage/test_crash_recovery.py) and of the
+runner-lock test in tests/storage/test_durability.py.
 
 Run it as ``python tests/crash_worker.py MODE DB ...`` (the crash tests do, with
 ``sys.executable``; the parent kills it with SIGKILL). Its actions are public functions of this

@@ -1,6 +1,6 @@
 """Reading the fenced code blocks of the Markdown pages, and matching shown output to real output.
 
-``tests/test_docs_samples.py`` runs what this module finds; the conventions (which blocks run,
+``tests/docs/test_docs_samples.py`` runs what this module finds; the conventions (which blocks run,
 the ``<!-- sample: ... -->`` markers, the placeholders of shown output) are described there.
 """
 

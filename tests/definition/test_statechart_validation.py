@@ -1,4 +1,4 @@
-"""Issue 4 — registration of statecharts: where each field may go, initial states, parallel
+"""Registering statecharts: where each field may go, initial states, parallel
 regions, target resolution, reachability, state names; each problem with its JSON path. Flat
 documents stay valid and unchanged."""
 
@@ -502,7 +502,7 @@ async def test_a_flat_document_runs_as_before(store: ProcedureStore) -> None:
 
 
 async def test_a_flat_document_compiles_to_the_flat_machine(store: ProcedureStore) -> None:
-    """issue 4: the hierarchical machine is slower; flat definitions must not pay for it."""
+    """The hierarchical machine is slower: flat definitions must not pay for it."""
     from transitions.extensions.asyncio import HierarchicalAsyncMachine
 
     await store.register(_deploy_doc())

@@ -1,4 +1,5 @@
-"""Issue 3 — cancellation, and nothing left running after an execution ends."""
+"""Cancelling an execution: what it stops and records, and that nothing is left running after
+an execution ends."""
 
 from __future__ import annotations
 

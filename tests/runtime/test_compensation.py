@@ -1,4 +1,5 @@
-"""Issue 3 — compensation (saga rollback)."""
+"""Compensation (saga rollback): when an execution is rolled back, which completed steps are
+undone and in what order, ``rollback()``, and how rollback meets send, reset and failures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Execution semantics 1-5 of the contract, one behaviour per test."""
+"""Running an execution, one behaviour per test: start, send and outcome events; errors that
+fire by themselves; outcome events that fire only while driven; terminal states, timeouts,
+reset and event names; history and context; nothing leaks."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from tests.builders import fn, on
 from tests.clock import ManualClock
 from tests.conftest import Gate, index_of, make_doc, records, wait_until, within
 
-# --- semantics 1: start, send, outcome events ---------------------------------------------
+# --- start, send, outcome events ----------------------------------------------------------
 
 
 async def test_start_returns_with_initial_state_entered_while_its_action_runs(
@@ -127,7 +129,8 @@ class _Opaque:
 
 
 async def test_returning_any_value_normally_is_the_success_event(store: ProcedureStore) -> None:
-    # Contract, semantics 1: "Returning normally = outcome event success" -- whatever the value.
+    # Returning normally is the outcome event success, whatever the value (even one with no JSON
+    # form).
     store.register_action("opaque", lambda context: _Opaque())
     await store.register(
         make_doc(
@@ -240,7 +243,7 @@ async def test_any_event_to_a_finished_execution_raises_invalid_event(
     assert ex.state.status == status
 
 
-# --- semantics 2: error fires by itself ---------------------------------------------------
+# --- error fires by itself ----------------------------------------------------------------
 
 
 async def test_error_fires_by_itself_to_the_error_transition(store: ProcedureStore) -> None:
@@ -314,7 +317,7 @@ async def test_fail_action_error_is_recorded_with_its_message(store: ProcedureSt
     assert attempt.error.message == "nope"
 
 
-# --- semantics 3: other outcome events fire only while driven ------------------------------
+# --- other outcome events fire only while driven -------------------------------------------
 
 
 async def test_success_does_not_fire_by_itself_when_not_driven(store: ProcedureStore) -> None:
@@ -475,7 +478,7 @@ async def test_events_sent_while_an_action_runs_are_processed_in_order(
     assert [t.event for t in records(state.history, "transition")] == ["one", "two", "three"]
 
 
-# --- semantics 4: terminal states, timeouts, reset, event names ----------------------------
+# --- terminal states, timeouts, reset, event names -----------------------------------------
 
 
 async def test_terminal_state_action_runs_before_status_completed(store: ProcedureStore) -> None:
@@ -728,7 +731,7 @@ async def test_any_valid_state_name_is_an_ordinary_state(store: ProcedureStore, 
     assert transitions == [("a", name), (name, "b"), ("b", "c")]
 
 
-# --- semantics 5: history and context ------------------------------------------------------
+# --- history and context -------------------------------------------------------------------
 
 
 async def test_executions_never_share_context(store: ProcedureStore) -> None:

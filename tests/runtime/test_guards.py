@@ -1,4 +1,5 @@
-"""Issue 3 — guards: expressions, registered predicates, ordering, blocking and guard errors."""
+"""Guards on transitions: expressions, registered predicates, the order transitions are tried,
+blocked events, and guards that raise."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Issue 3 — retry with backoff: attempts, delays, error matching, history."""
+"""Retry with backoff: how many attempts, the delays between them, which errors are retried, and
+what the history records."""
 
 from __future__ import annotations
 

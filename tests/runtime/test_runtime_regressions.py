@@ -1,4 +1,7 @@
-"""Regression tests from a review of the runtime: each once failed or hung."""
+"""Races at the edges of an execution's life, each of which once lost or duplicated work or hung:
+an outcome pending while a send is blocked or a rollback runs, a crash between two commits of a
+timeout or a rollback, a caller cancelled while its commit is written, a store closed during an
+async guard, and an action that swallows its cancellation."""
 
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ async def _recover_copy(copy: Path, register: Any, clock: Clock = SYSTEM) -> Any
     return other, resumed[0]
 
 
-# -- findings ----------------------------------------------------------------------------------
+# -- races ------------------------------------------------------------------------------------
 
 
 async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore) -> None:
@@ -89,7 +92,7 @@ async def test_blocked_send_does_not_drop_pending_outcome(store: ProcedureStore)
 async def test_state_timeout_survives_crash_after_expiry_write_ahead(
     tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Issue 5: state timeouts store wall-clock deadlines and fire on resume; a crash while the
+    # State timeouts store wall-clock deadlines and fire on resume; a crash while the
     # timeout is being handled must not lose it (the execution still reaches `late`).
     doc = make_doc(
         {
@@ -131,7 +134,7 @@ async def test_state_timeout_survives_crash_after_expiry_write_ahead(
 async def test_failure_with_compensation_survives_crash_before_rollback_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Compensation + issue 5: a failing execution is compensated (rolled_back); a crash between
+    # A failing execution is compensated (rolled_back); a crash between
     # the failure being committed and the rollback record must still end rolled_back on resume.
     doc = make_doc(
         {
@@ -224,7 +227,7 @@ async def test_a_crash_after_the_last_compensation_still_ends_rolled_back(
 async def test_cancelled_caller_does_not_duplicate_journal_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Issue 5: history after reopening equals the live history record for record, even when a
+    # History after reopening equals the live history record for record, even when a
     # send() caller gives up (is cancelled) while its commit is already being written.
     doc = make_doc(
         {
@@ -266,7 +269,7 @@ async def test_cancelled_caller_does_not_duplicate_journal_records(
 
 
 async def test_outcome_survives_close_during_async_guard(tmp_path: Path) -> None:
-    # Issue 5: close() detaches; recover() resumes. A completed action's outcome must not be
+    # close() detaches; recover() resumes. A completed action's outcome must not be
     # lost: after recovery the auto execution carries on to `done` (or the action re-runs).
     doc = make_doc(
         {

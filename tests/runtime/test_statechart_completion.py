@@ -1,4 +1,4 @@
-"""Issue 4 — completion events: ``done`` when a compound state's child or every region of a
+"""Completion events in statecharts: ``done`` when a compound state's child or every region of a
 parallel state reaches a terminal state, ``error`` from a failure terminal or a region's
 unhandled error, and how completion ends an execution."""
 

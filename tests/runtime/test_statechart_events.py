@@ -1,4 +1,4 @@
-"""Issue 4 — events in statecharts: bubbling to ancestors, interrupting a compound state,
+"""Events in statecharts: bubbling to ancestors, interrupting a compound state,
 what ``send()`` waits for, events handled by several parallel regions, outcome routing,
 concurrency of regions."""
 

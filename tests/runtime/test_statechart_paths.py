@@ -1,4 +1,4 @@
-"""Issue 4 — state paths: ``current``/``active``, entering compound and parallel states, how a
+"""State paths in statecharts: ``current``/``active``, entering compound and parallel states, how a
 transition's target is resolved, and the paths in the history."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def test_current_is_the_parallel_state_while_its_regions_are_active(
 
 
 async def test_active_is_the_sorted_list_of_active_leaf_paths(store: ProcedureStore) -> None:
-    """issue4.txt: ``ex.state.active`` is always the sorted *list* of active leaf paths."""
+    """``ex.state.active`` is always the sorted *list* of active leaf paths."""
     gate = Gate()
     await store.register(_checks_doc(store, gate))
     ex = await within(store.start("p", "1.0", {}, auto=True))

@@ -1,4 +1,4 @@
-"""Issue 4 — guards, retry, timeouts, compensation and cancellation inside compound and
+"""Guards, retry, timeouts, compensation and cancellation inside compound and
 parallel states; deep charts; nothing left running."""
 
 from __future__ import annotations

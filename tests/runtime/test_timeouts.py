@@ -1,4 +1,5 @@
-"""Issue 3 — timeouts: per-attempt ``action.timeout_ms`` and per-state ``timeout_ms``."""
+"""Timeouts: an action's ``timeout_ms`` bounds each attempt, a state's ``timeout_ms`` bounds the
+whole stay in the state (retries included), and what each cancels and records."""
 
 from __future__ import annotations
 

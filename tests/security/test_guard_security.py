@@ -1,4 +1,4 @@
-"""Issue 3 — guard expressions come from documents (maybe written by an untrusted agent): they
+"""Guard expressions come from documents (maybe written by an untrusted agent): they
 must not reach Python internals, call anything beyond an allowlist, or do unbounded work.
 
 Each hostile expression is either rejected at registration (InvalidProcedure naming the guard's

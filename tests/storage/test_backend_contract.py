@@ -2,7 +2,7 @@
 
 A new backend (PostgreSQL, say) joins by adding itself to ``BACKENDS``. What only one backend
 does (SQLite's file, write-ahead log, runner lock across processes, migrations, group commit)
-is tested beside it: tests/test_storage_sqlite.py.
+is tested beside it: tests/storage/test_storage_sqlite.py.
 """
 
 from __future__ import annotations

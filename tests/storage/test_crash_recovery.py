@@ -1,4 +1,4 @@
-"""Crash recovery with a real SIGKILL (issue 5, "Show it").
+"""Crash recovery with a real SIGKILL.
 
 A child process (tests/crash_worker.py, started with ``sys.executable``) runs a 5-step procedure
 ``s1 -> s2 -> s3 -> s4 -> s5`` on ``sqlite:///<tmp_path>/x.db``. Its function actions append

@@ -1,9 +1,9 @@
-"""Durable executions through the public API (issue 5): ``ProcedureStore("sqlite:///...")``.
+"""Durable executions through the public API: ``ProcedureStore("sqlite:///...")``.
 
 What a persisted store does with files that are not its own, reopening (snapshots and history
 equal to the live ones, ``auto``, events, nested and parallel configurations), trusted stored
 procedures, the runner lock beside read-only use, ``ActionInfo``, and 1,000 concurrent
-executions. The SIGKILL crash tests are in tests/test_crash_recovery.py.
+executions. The SIGKILL crash tests are in tests/storage/test_crash_recovery.py.
 
 A "crash" here is ``store.close()`` while actions run: it detaches the running executions
 without recording anything, so they stay ``running`` in the database as after a kill.

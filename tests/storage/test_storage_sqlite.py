@@ -1,6 +1,6 @@
 """What only the SQLite storage backend does: its file, schema and migrations, integrity checks,
 the group-commit writer, read-only use and the runner lock across processes. What every backend
-does is tests/test_backend_contract.py."""
+does is tests/storage/test_backend_contract.py."""
 
 from __future__ import annotations
 
