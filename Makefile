@@ -21,7 +21,7 @@ help:
 	@echo "            with RESULTS=pytest.xml from make test, did not pass), or a script it ran changed"
 	@echo "make docs   build the documentation site into site/ (mkdocs --strict)"
 	@echo "make diagrams  regenerate diagrams/<example>.svg and .mmd for every examples/*.json"
-	@echo "make system-deps  install Graphviz (the dot program) with apt-get if it is missing"
+	@echo "make system-deps  install Graphviz (dot) and the PostgreSQL server with apt-get if missing"
 	@echo "make clean  remove caches (keeps $(VENV))"
 
 venv: $(STAMP)
@@ -34,9 +34,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Graphviz's `dot` renders the SVG/PNG diagrams (procstore.diagrams); Debian/Ubuntu, as root.
+# Debian/Ubuntu, as root: Graphviz's `dot` renders the SVG/PNG diagrams (procstore.diagrams);
+# the PostgreSQL server binaries (initdb, pg_ctl, postgres) give `make test` its throwaway
+# server (tools/pg_cluster.py). One `apt-get update`, and only when something is missing.
 system-deps:
-	@command -v dot >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y graphviz; }
+	@missing=""; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	$(PY) tools/pg_cluster.py --find-bin >/dev/null || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing; \
+	fi
 
 # Persisted in ./procstore.db (the CLI's default store): running it again registers the same
 # procedure (a no-op) and adds an execution; `procstore history ID` replays one.
@@ -47,8 +55,11 @@ demo: venv
 # PYTEST_ARGS: extra pytest options, e.g. --junitxml=pytest.xml for make check-report.
 PYTEST_ARGS ?=
 
+# pytest runs beside a throwaway PostgreSQL server (tools/pg_cluster.py: started on a free port
+# of 127.0.0.1, its URL in PROCSTORE_TEST_POSTGRES, deleted afterwards), or against the server
+# PROCSTORE_TEST_POSTGRES names if it is set. With CI=true no PostgreSQL test may skip.
 test: venv system-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PY) tools/pg_cluster.py -- $(BIN)/pytest $(PYTEST_ARGS)
 	@if [ -f perf/bench_procstore.py ]; then \
 		echo "$(BIN)/python perf/bench_procstore.py --quick"; \
 		$(BIN)/python perf/bench_procstore.py --quick; \

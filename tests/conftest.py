@@ -16,7 +16,7 @@ import select
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ import pytest
 
 from procstore import InvalidProcedure, ProcedureStore
 from procstore.storage import Backend
+from tests import postgres
 from tests.clock import ManualClock
 
 SPEC_MODULE = "tests.spec_actions"
@@ -295,3 +296,10 @@ def read_line(process: subprocess.Popen[str], timeout: float = 15.0) -> str:
         _, stderr = process.communicate(timeout=timeout)
         raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
     return line.strip()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of the PostgreSQL test server's database (see ``tests.postgres``): a test
+    that needs the server fails in CI without one, and skips elsewhere."""
+    yield from postgres.server()
