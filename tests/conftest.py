@@ -16,7 +16,7 @@ import select
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -303,3 +303,11 @@ def postgres_server() -> Iterator[str]:
     """The URL of the PostgreSQL test server's database (see ``tests.postgres``): a test
     that needs the server fails in CI without one, and skips elsewhere."""
     yield from postgres.server()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the PostgreSQL test server, dropped after the
+    test."""
+    async with postgres.database(postgres_server) as url:
+        yield url

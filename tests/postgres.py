@@ -10,9 +10,13 @@ having run them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from tools import pg_cluster
@@ -48,3 +52,19 @@ def server() -> Iterator[str]:
         unavailable(f"{pg_cluster.ENV_VAR} is not set and there are no server binaries")
     with pg_cluster.running_cluster() as started:
         yield started
+
+
+@asynccontextmanager
+async def database(server: str) -> AsyncIterator[str]:
+    """A new, empty database on the test server (``server`` is the URL of one of its
+    databases), for one test: yield its URL, then drop it, cutting any connection left open."""
+    name = f"procstore_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -2,7 +2,9 @@
 
 ``Backend`` is the interface a store writes through; ``SQLiteBackend`` is the embedded,
 persistent implementation (one database file, WAL mode, one writer connection) and
-``MemoryBackend`` the one of a store without a URL.
+``MemoryBackend`` the one of a store without a URL. ``PostgresBackend`` (one PostgreSQL
+database) is in ``procstore.storage.postgres``, not imported here: it needs the optional
+driver (``procstore[postgres]``).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ Every write is one transaction: ``Backend.commit`` appends the records *and* rep
 snapshot and status, or does neither. When it returns, the write is committed (durable as far
 as the backend's synchronous setting promises).
 
-The implementations sit beside this module: ``procstore.storage.sqlite`` (one database file)
-and ``procstore.storage.memory`` (the process's memory, for a store without a URL). Every one
-of them passes the same contract suite, tests/storage/test_backend_contract.py.
+The implementations sit beside this module: ``procstore.storage.sqlite`` (one database file),
+``procstore.storage.postgres`` (one PostgreSQL database) and ``procstore.storage.memory`` (the
+process's memory, for a store without a URL). Every one of them passes the same contract
+suite, tests/storage/test_backend_contract.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What every backend does to what it is given, so that all of them accept and refuse the same
 values the same way: the JSON text a document, snapshot or record is stored as
-(``encode_json``), the one form of each version (``canonical_version``), the type checks of
-ids and names (``check_strings``).
+(``encode_json``) and how it is read back (``json_object``: a value that is not a JSON object
+becomes a reason, never an exception), the one form of each version (``canonical_version``),
+the type checks of ids and names (``check_strings``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_version
 
-__all__ = ["canonical_version", "check_strings", "encode_json"]
+__all__ = ["canonical_version", "check_strings", "encode_json", "json_object"]
 
 # ensure_ascii: every Python str is storable, lone surrogates included (written as \ud800
 # escapes): text an action produced can never make a commit fail to encode.
@@ -45,3 +46,16 @@ def check_strings(**values: object) -> None:
     for name, value in values.items():
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+
+
+def json_object(text: Any, what: str, problems: list[str]) -> dict[str, Any]:
+    """Decode the JSON object ``text``; on failure add why to ``problems`` and return ``{}``."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:  # JSONDecodeError, and bytes that are not UTF-8
+        problems.append(f"{what} is not valid JSON ({exc})")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{what} is not a JSON object but {type(value).__name__}")
+        return {}
+    return value

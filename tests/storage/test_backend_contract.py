@@ -1,8 +1,9 @@
 """What every storage backend does, run once per backend (``backend`` is parametrised).
 
-A new backend (PostgreSQL, say) joins by adding itself to ``BACKENDS``. What only one backend
-does (SQLite's file, write-ahead log, runner lock across processes, migrations, group commit)
-is tested beside it: tests/storage/test_storage_sqlite.py.
+A new backend joins by adding itself to ``BACKENDS``; PostgreSQL's gets a new database per test
+(the ``postgres_url`` fixture). What only one backend does (SQLite's file, write-ahead log,
+runner lock across processes, migrations, group commit) is tested beside it:
+tests/storage/test_storage_sqlite.py, tests/storage/test_storage_postgres.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +21,53 @@ import pytest
 from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
 from procstore.storage import QUARANTINED, Backend, MemoryBackend, SQLiteBackend
 from tests.conftest import make_execution
+from procstore.storage.postgres import PostgresBackend
+from tests import postgres
 
-BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
-    "memory": lambda tmp_path: MemoryBackend.open(),
-    "sqlite": lambda tmp_path: SQLiteBackend.open(tmp_path / "procstore.db"),
+
+@asynccontextmanager
+async def _closed_after(opened: Backend) -> AsyncIterator[Backend]:
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _memory(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Backend]:
+    return _opened(MemoryBackend.open())
+
+
+def _sqlite(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Backend]:
+    return _opened(SQLiteBackend.open(request.getfixturevalue("tmp_path") / "procstore.db"))
+
+
+@asynccontextmanager
+async def _opened(opening: Awaitable[Backend]) -> AsyncIterator[Backend]:
+    async with _closed_after(await opening) as backend:
+        yield backend
+
+
+@asynccontextmanager
+async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    server = request.getfixturevalue("postgres_server")
+    async with (
+        postgres.database(server) as url,
+        _closed_after(await PostgresBackend.open(url)) as backend,
+    ):
+        yield backend
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Backend]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    opened = await BACKENDS[request.param](tmp_path)
-    yield opened
-    await opened.close()
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    async with BACKENDS[request.param](request) as opened:
+        yield opened
 
 
 async def test_every_backend_satisfies_the_backend_protocol(backend: Backend) -> None:
@@ -238,6 +274,20 @@ async def test_timestamps_are_utc_and_updated_at_follows_commits(backend: Backen
     assert committed.updated_at > created.updated_at
     (summary,) = await backend.list_executions()
     assert (summary.created_at, summary.updated_at) == (committed.created_at, committed.updated_at)
+
+
+async def test_what_is_stored_comes_back_as_it_was_written(backend: Backend) -> None:
+    # Any Python string (a NUL, a lone surrogate), and the keys of every object in their order.
+    value = {"zeta": 1, "alpha": {"b": 2, "a": 1}, "nul": "a\x00b", "lone": "\ud800", "é": "😀"}
+    await backend.save_procedure("p", "1.0", value)
+    await backend.create_execution("e1", "p", "1.0", "running", value, [value])
+    await backend.commit("e1", "running", value, [value])
+    stored = await backend.load_execution("e1")
+    (procedure,) = await backend.load_procedures()
+    assert stored is not None
+    for loaded in (procedure.document, stored.snapshot, *stored.records):
+        assert loaded == value
+        assert json.dumps(loaded) == json.dumps(value)  # the same order
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ be decoded becomes its row's ``reason`` instead of an exception.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,9 +15,9 @@ import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
-from procstore.storage.values import canonical_version
+from procstore.storage.values import canonical_version, json_object
 
-__all__ = ["Reader", "json_object"]
+__all__ = ["Reader"]
 
 # The execution's row (seq 0) then its records (seq >= 1), in one statement: one consistent
 # read without an explicit transaction.
@@ -159,19 +158,6 @@ class Reader:
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # stands for a timestamp that cannot be read
-
-
-def json_object(text: Any, what: str, problems: list[str]) -> dict[str, Any]:
-    """Decode the JSON object ``text``; on failure add why to ``problems`` and return ``{}``."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError) as exc:  # JSONDecodeError, and bytes that are not UTF-8
-        problems.append(f"{what} is not valid JSON ({exc})")
-        return {}
-    if not isinstance(value, dict):
-        problems.append(f"{what} is not a JSON object but {type(value).__name__}")
-        return {}
-    return value
 
 
 def _timestamp(text: Any, what: str, problems: list[str]) -> datetime:

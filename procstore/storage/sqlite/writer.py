@@ -29,7 +29,7 @@ from typing import Final
 import aiosqlite
 
 from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
-from procstore.storage.sqlite.reads import json_object
+from procstore.storage.values import json_object
 
 __all__ = [
     "MAX_BATCH",

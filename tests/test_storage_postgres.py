@@ -1,0 +1,293 @@
+"""What only the PostgreSQL backend does: the database it recognises as its own (and the ones it
+refuses, unchanged), its schema version, its runner lock (a session advisory lock, released
+when the process dies), read-only use, and one clear error for a server it cannot use.
+
+What every backend does is in tests/test_backend_contract.py; each test here gets a new
+database on the test server (``postgres_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from procstore.errors import StoreError
+from procstore.storage.postgres import SCHEMA_VERSION, PostgresBackend
+from procstore.storage.urls import describe_postgres
+from tests.conftest import within
+
+
+@asynccontextmanager
+async def sql(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the database, to look at it or set it up as someone else would."""
+    connection = await asyncpg.connect(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def tables(url: str) -> list[str]:
+    async with sql(url) as db:
+        rows = await db.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+    return [row[0] for row in rows]
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens on it once the probe is closed
+
+
+# -- the database it recognises --------------------------------------------------------------
+
+
+async def test_an_empty_database_is_initialised_at_the_current_schema(postgres_url: str) -> None:
+    async with await PostgresBackend.open(postgres_url):
+        pass
+    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+    async with sql(postgres_url) as db:
+        meta = dict(await db.fetch("SELECT key, value FROM meta"))
+    assert meta == {"application": "procstore", "schema_version": str(SCHEMA_VERSION)}
+
+
+async def test_reopening_keeps_what_is_stored(postgres_url: str) -> None:
+    async with await PostgresBackend.open(postgres_url) as backend:
+        await backend.save_procedure("p", "1.0", {"name": "p"})
+    async with await PostgresBackend.open(postgres_url) as backend:
+        assert [p.document for p in await backend.load_procedures()] == [{"name": "p"}]
+
+
+async def test_stores_opening_an_empty_database_at_once_create_the_tables_once(
+    postgres_url: str,
+) -> None:
+    backends = await within(
+        asyncio.gather(*(PostgresBackend.open(postgres_url) for _ in range(5))), 30
+    )
+    for backend in backends:
+        await backend.close()
+    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+
+
+async def test_a_database_with_other_tables_is_refused_unchanged(postgres_url: str) -> None:
+    async with sql(postgres_url) as db:
+        await db.execute("CREATE TABLE invoices (id serial PRIMARY KEY, total numeric)")
+        await db.execute("INSERT INTO invoices (total) VALUES (12.5)")
+
+    with pytest.raises(StoreError, match=r"not a procstore database \(.*other tables: invoices\)"):
+        await PostgresBackend.open(postgres_url)
+
+    assert await tables(postgres_url) == ["invoices"]
+    async with sql(postgres_url) as db:
+        assert await db.fetchval("SELECT total::text FROM invoices") == "12.5"
+
+
+async def test_another_applications_meta_table_is_not_taken_for_procstores(
+    postgres_url: str,
+) -> None:
+    async with sql(postgres_url) as db:
+        await db.execute("CREATE TABLE meta (key text PRIMARY KEY, value text)")
+        await db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+
+    with pytest.raises(StoreError, match="not a procstore database"):
+        await PostgresBackend.open(postgres_url)
+    assert await tables(postgres_url) == ["meta"]
+
+
+async def test_a_database_written_by_a_newer_procstore_is_refused_unchanged(
+    postgres_url: str,
+) -> None:
+    async with await PostgresBackend.open(postgres_url):
+        pass
+    async with sql(postgres_url) as db:
+        await db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+
+    with pytest.raises(StoreError, match=r"newer procstore \(schema 99\)"):
+        await PostgresBackend.open(postgres_url)
+    async with sql(postgres_url) as db:
+        assert await db.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "99"
+
+
+async def test_a_damaged_row_is_reported_and_leaves_the_others_readable(postgres_url: str) -> None:
+    async with await PostgresBackend.open(postgres_url) as backend:
+        for execution_id in ("good", "bad"):
+            await backend.create_execution(
+                execution_id, "p", "1", "running", {"state": "a"}, [{"n": 1}]
+            )
+        async with sql(postgres_url) as db:
+            await db.execute("UPDATE executions SET snapshot = '[1, 2]' WHERE id = 'bad'")
+        good, bad = await backend.load_unfinished()
+    assert (good.id, good.snapshot, good.reason) == ("good", {"state": "a"}, None)
+    assert bad.id == "bad"
+    assert bad.reason == "its stored snapshot is not a JSON object but list"
+    assert bad.records == [{"n": 1}]
+
+
+async def test_concurrent_commits_to_one_execution_number_every_record_once(
+    postgres_url: str,
+) -> None:
+    async with await PostgresBackend.open(postgres_url) as backend:
+        await backend.create_execution("e", "p", "1", "running", {}, [{"n": 0}])
+        await within(
+            asyncio.gather(
+                *(backend.commit("e", "running", {}, [{"n": n}, {"n": n}]) for n in range(1, 41))
+            ),
+            30,
+        )
+        stored = await backend.load_execution("e")
+    assert stored is not None and len(stored.records) == 81
+    async with sql(postgres_url) as db:
+        seqs = [row[0] for row in await db.fetch("SELECT seq FROM journal ORDER BY seq")]
+        length = await db.fetchval("SELECT journal_length FROM executions")
+    assert seqs == list(range(1, 82)) and length == 81
+
+
+# -- the runner lock ---------------------------------------------------------------------------
+
+
+async def test_a_second_backend_cannot_take_the_runner_lock_until_the_first_closes(
+    postgres_url: str,
+) -> None:
+    first = await PostgresBackend.open(postgres_url)
+    second = await PostgresBackend.open(postgres_url)
+    try:
+        await first.acquire_runner_lock()
+        await first.acquire_runner_lock()  # again: a no-op
+        holder = f"process {os.getpid()} on {socket.gethostname()}"
+        with pytest.raises(StoreError, match=f"already used by {holder} to run executions"):
+            await second.acquire_runner_lock()
+        await first.close()
+        await second.acquire_runner_lock()
+        assert second.holds_runner_lock
+    finally:
+        await first.close()
+        await second.close()
+
+
+_HOLD_LOCK = """
+import asyncio, sys
+from procstore.storage.postgres import PostgresBackend
+
+async def main():
+    backend = await PostgresBackend.open(sys.argv[1])
+    await backend.acquire_runner_lock()
+    print("locked", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_runner_lock_of_a_killed_process_is_released(postgres_url: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, postgres_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert await within(asyncio.to_thread(holder.stdout.readline), 30) == "locked\n"
+        async with await PostgresBackend.open(postgres_url) as backend:
+            with pytest.raises(StoreError, match=f"already used by process {holder.pid} on "):
+                await backend.acquire_runner_lock()
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=30)
+
+            async def take() -> None:
+                while True:
+                    try:
+                        return await backend.acquire_runner_lock()
+                    except StoreError:
+                        await asyncio.sleep(0.05)
+
+            await within(take(), 30)
+            assert backend.holds_runner_lock
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# -- read-only use -----------------------------------------------------------------------------
+
+
+async def test_a_read_only_backend_reads_beside_the_runner_and_writes_nothing(
+    postgres_url: str,
+) -> None:
+    async with await PostgresBackend.open(postgres_url) as runner:
+        await runner.acquire_runner_lock()
+        await runner.create_execution("e", "p", "1", "running", {}, [])
+        async with await PostgresBackend.open(postgres_url, read_only=True) as reader:
+            assert [s.id for s in await reader.list_executions()] == ["e"]
+            with pytest.raises(StoreError, match="opened read-only"):
+                await reader.commit("e", "failed", {}, [])
+            with pytest.raises(StoreError, match="read-only: it cannot run executions"):
+                await reader.acquire_runner_lock()
+        stored = await runner.load_execution("e")
+    assert stored is not None and stored.status == "running"
+
+
+async def test_a_read_only_backend_refuses_a_database_without_procstores_tables(
+    postgres_url: str,
+) -> None:
+    with pytest.raises(StoreError, match="not a procstore database yet: nothing to read"):
+        await PostgresBackend.open(postgres_url, read_only=True)
+    assert await tables(postgres_url) == []
+
+
+# -- a server it cannot use ----------------------------------------------------------------------
+
+
+async def test_a_closed_port_is_one_error_naming_host_port_and_database() -> None:
+    port = closed_port()
+    url = f"postgresql://someone:s3cret@127.0.0.1:{port}/orders"
+    with pytest.raises(StoreError) as raised:
+        await PostgresBackend.open(url)
+    message = str(raised.value)
+    assert message == (
+        f"cannot connect to postgresql://127.0.0.1:{port}/orders: connection refused: "
+        "is the server running and listening there?"
+    )
+    assert "s3cret" not in message
+
+
+async def test_a_missing_database_is_one_error_naming_it(postgres_server: str) -> None:
+    url = with_database(postgres_server, "no_such_db")
+    with pytest.raises(StoreError, match='database "no_such_db" does not exist') as raised:
+        await PostgresBackend.open(url)
+    assert str(raised.value).startswith(f"cannot connect to {describe_postgres(url)}: ")
+    assert "\n" not in str(raised.value)
+
+
+async def test_an_unknown_user_is_one_error_naming_it(postgres_server: str) -> None:
+    parts = urlsplit(postgres_server)
+    url = urlunsplit(parts._replace(netloc=f"nobody@{parts.hostname}:{parts.port}"))
+    with pytest.raises(StoreError, match='role "nobody" does not exist'):
+        await PostgresBackend.open(url)
+
+
+@pytest.mark.parametrize(
+    "url, described",
+    [
+        ("postgresql://u:pw@db.example:6000/orders", "postgresql://db.example:6000/orders"),
+        ("postgres://u@db.example/orders", "postgresql://db.example:5432/orders"),
+        ("postgresql://u@db.example", "postgresql://db.example:5432/u"),
+        ("postgresql:///orders?host=/run/postgresql", "postgresql:///run/postgresql/orders"),
+        ("postgresql://[bad", "postgresql://(a URL that cannot be parsed)"),
+    ],
+)
+def test_messages_name_the_database_without_user_or_password(url: str, described: str) -> None:
+    assert describe_postgres(url) == described
