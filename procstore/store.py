@@ -1,5 +1,6 @@
 """The procedure store: a registry of versioned procedures and the executions started from it,
-kept through a storage ``Backend``: in memory, or persisted (``sqlite:///path``).
+kept through a storage ``Backend``: in memory, or persisted (``sqlite:///path``, or
+``postgresql://user@host/dbname``).
 
 The store holds a backend whatever the URL and talks to it only through ``Backend``. It
 writes only to a ``persistent`` one: with the in-memory backend, its registry keeps the
@@ -31,6 +32,7 @@ from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
+from procstore.storage.urls import describe_postgres, is_postgres_url
 from procstore.validation import Document
 
 F = TypeVar("F", bound=ActionCallable)
@@ -46,7 +48,8 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
         raise StoreError(
             f"unsupported store URL {url!r}: use sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db (or no URL for an in-memory store)"
+            "sqlite:////absolute/path.db, postgresql://user:password@host:port/dbname (or "
+            "no URL for an in-memory store)"
         )
     return Path(url[len(SQLITE_PREFIX) :])
 
@@ -58,6 +61,8 @@ def _storage(
     that says where an execution was not found (none in memory)."""
     if url is None:
         return MemoryBackend.open, "memory", ""
+    if is_postgres_url(url):
+        return _postgres(url, read_only)
     path = sqlite_path(url)
     opener = functools.partial(
         SQLiteBackend.open, path, synchronous=synchronous, read_only=read_only
@@ -65,12 +70,28 @@ def _storage(
     return opener, str(path), f" in {path}"
 
 
+def _postgres(url: str, read_only: bool) -> tuple[Callable[[], Awaitable[Backend]], str, str]:
+    """``_storage`` of a ``postgresql://`` URL: its backend needs the optional driver, imported
+    only now, so that a store of any other kind works without it."""
+    where = describe_postgres(url)
+    try:
+        from procstore.storage.postgres import PostgresBackend
+    except ImportError as exc:
+        raise StoreError(
+            f"cannot use {where}: the PostgreSQL store needs the asyncpg driver "
+            f"(pip install 'procstore[postgres]'): {exc}"
+        ) from exc
+    return functools.partial(PostgresBackend.open, url, read_only=read_only), where, f" in {where}"
+
+
 class ProcedureStore:
     """Registers procedures and starts executions of them.
 
     Args:
-        url: Where to persist: ``sqlite:///path/to/procstore.db`` (the embedded default), or
-            ``None`` to keep everything in memory.
+        url: Where to persist: ``sqlite:///path/to/procstore.db`` (the embedded default),
+            ``postgresql://user:password@host:port/dbname`` (or ``postgres://``: a PostgreSQL
+            database, with the ``procstore[postgres]`` extra), or ``None`` to keep everything
+            in memory.
         allowed_modules: Modules (and their submodules) whose public functions ``function``
             actions may name with ``module`` + ``function``. Nothing else is importable from a
             definition. Registering a procedure checks its actions by reading the modules'
@@ -84,7 +105,8 @@ class ProcedureStore:
             (``sys.path.append``) rather than prepend it, so that it never shadows another
             module. A name also in ``allowed_modules`` is allowed by name.
         synchronous: SQLite's durability setting: ``NORMAL`` (WAL: a power cut may lose the
-            last commits, never corrupt) or ``FULL`` (fsync on every commit).
+            last commits, never corrupt) or ``FULL`` (fsync on every commit). PostgreSQL's is
+            the server's (``synchronous_commit``).
         read_only: Open a persisted store for reading (listing, history) beside the process
             that runs its executions.
         clock: The time its executions run on (history timestamps, retry delays, timeouts,
@@ -132,7 +154,8 @@ class ProcedureStore:
 
         Raises:
             StoreError: the file is not a procstore database, is corrupt, or was written by a
-                newer procstore.
+                newer procstore; or the PostgreSQL server cannot be reached or refuses the
+                connection (the message names ``host:port/dbname`` and why).
         """
         await self._opened()
         return self

@@ -24,7 +24,7 @@ import pytest
 from procstore.errors import StoreError
 from procstore.storage.postgres import SCHEMA_VERSION, PostgresBackend
 from procstore.storage.urls import describe_postgres
-from tests.conftest import within
+from tests.conftest import wait_until, within
 
 
 @asynccontextmanager
@@ -219,6 +219,21 @@ async def test_the_runner_lock_of_a_killed_process_is_released(postgres_url: str
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_losing_the_runner_locks_connection_is_a_warning(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await PostgresBackend.open(postgres_url) as backend:
+        await backend.acquire_runner_lock()
+        async with sql(postgres_url) as db:  # as a server restart or a network cut would
+            await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'procstore runner: %'"
+            )
+        await wait_until(lambda: "lost the runner lock" in caplog.text, timeout=10)
+    (lost,) = [r for r in caplog.records if "lost the runner lock" in r.getMessage()]
+    assert lost.levelname == "WARNING" and describe_postgres(postgres_url) in lost.getMessage()
 
 
 # -- read-only use -----------------------------------------------------------------------------

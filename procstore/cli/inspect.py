@@ -22,7 +22,7 @@ from procstore import (
     paths,
 )
 from procstore.chart import ChartState, build_chart
-from procstore.cli.db import db_file, open_store
+from procstore.cli.db import db_missing, db_name, open_store
 from procstore.cli.exits import CommandError, ExitCode, execute
 from procstore.cli.options import DEFAULT_DB, AsJson, Db, Full
 from procstore.cli.output import (
@@ -78,11 +78,11 @@ async def _list(
     as_json: bool,
 ) -> None:
     """Print the procedures and the (last ``limit``) executions, as text or JSON."""
-    if not db_file(db).exists():
+    if db_missing(db):
         procedures: list[Procedure] = []
         executions: list[ExecutionSummary] = []
         if not as_json:
-            echo(f"no database at {db_file(db)} yet: nothing registered, nothing run")
+            echo(f"no database at {db_name(db)} yet: nothing registered, nothing run")
             return
     else:
         async with open_store(db, read_only=True) as store:
@@ -166,7 +166,7 @@ async def _show(spec: str, db: str, as_json: bool) -> None:
         try:
             procedure = await store.get(name, version)
         except ProcedureNotFound as exc:
-            raise CommandError(ExitCode.NOT_FOUND, f"error: {exc} in {db_file(db)}") from None
+            raise CommandError(ExitCode.NOT_FOUND, f"error: {exc} in {db_name(db)}") from None
         versions = [p.version for p in await store.list() if p.name == name]
     if as_json:
         echo_json(json.loads(procedure.model_dump_json(exclude_unset=True)))

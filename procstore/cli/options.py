@@ -16,6 +16,7 @@ import typer
 from procstore import StoreError
 from procstore.cli.exits import ExitCode
 from procstore.cli.output import CONTEXT_SHOWN_CHARS, RESULT_SHOWN_CHARS
+from procstore.storage.urls import is_postgres_url
 from procstore.store import sqlite_path
 
 #: The store every command uses unless ``--db`` (or ``PROCSTORE_DB``) says otherwise: the file
@@ -26,7 +27,9 @@ DB_ENVVAR = "PROCSTORE_DB"
 
 
 def check_db(value: str) -> str:
-    """``--db``: a ``sqlite:///`` URL (the file need not exist yet)."""
+    """``--db``: a ``sqlite:///`` URL (the file need not exist yet) or a ``postgresql://`` one."""
+    if is_postgres_url(value):
+        return value
     try:
         sqlite_path(value)
     except StoreError as exc:
@@ -66,7 +69,8 @@ Db = Annotated[
         callback=check_db,
         help=(
             "The store: sqlite:///relative/path.db or sqlite:////absolute/path.db "
-            "(the default is procstore.db in the working directory)."
+            "(the default is procstore.db in the working directory), or "
+            "postgresql://user:password@host:port/dbname."
         ),
     ),
 ]

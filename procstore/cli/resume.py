@@ -24,7 +24,7 @@ from procstore import (
     modules,
 )
 from procstore.actions import ActionNotAllowed, ActionRegistry, ModuleNotFound
-from procstore.cli.db import db_file, open_store
+from procstore.cli.db import db_missing, db_name, open_store
 from procstore.cli.drive import Session, drive, drive_command, exit_code_of, final_lines
 from procstore.cli.exits import CommandError, ExitCode
 from procstore.cli.hostcode import HostCode, names_modules, state_defs
@@ -94,13 +94,13 @@ async def _resume(
 ) -> ExitCode:
     """Resume ``execution_id`` (every unfinished execution without it) with the host ``code``
     and drive them to their end (or ``timeout``), printing to ``output``; the exit code."""
-    if not db_file(db).exists():
+    if db_missing(db):
         if execution_id is not None:
             raise CommandError(
                 ExitCode.NOT_FOUND,
-                f"error: no execution {execution_id!r}: no database at {db_file(db)}",
+                f"error: no execution {execution_id!r}: no database at {db_name(db)}",
             )
-        output.line(f"nothing to resume: no database at {db_file(db)}")
+        output.line(f"nothing to resume: no database at {db_name(db)}")
         return ExitCode.OK
     async with open_store(db, code=code) as store:
         everything = await store.executions()
@@ -108,7 +108,7 @@ async def _resume(
             found = [s for s in everything if s.id == execution_id]
             if not found:
                 raise CommandError(
-                    ExitCode.NOT_FOUND, f"error: no execution {execution_id!r} in {db_file(db)}"
+                    ExitCode.NOT_FOUND, f"error: no execution {execution_id!r} in {db_name(db)}"
                 )
             if found[0].status != Status.RUNNING:
                 status = status_text(found[0].status)
@@ -120,7 +120,7 @@ async def _resume(
         else:
             targets = [s for s in everything if s.status == Status.RUNNING]
             if not targets:
-                output.line(f"nothing to resume: no unfinished execution in {db_file(db)}")
+                output.line(f"nothing to resume: no unfinished execution in {db_name(db)}")
                 return ExitCode.OK
 
         # Check first, resume after: an execution resumed without its host code would fail

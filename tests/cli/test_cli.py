@@ -424,7 +424,7 @@ def test_run_on_a_file_that_is_not_a_procstore_database_exits_5(tmp_path: Path) 
     assert other.read_bytes() == before
 
 
-@pytest.mark.parametrize("url", ["postgresql://localhost/x", "sqlite:///", "procstore.db"])
+@pytest.mark.parametrize("url", ["mysql://localhost/x", "sqlite:///", "procstore.db"])
 def test_a_bad_db_url_is_a_usage_error(url: str) -> None:
     for command in (["run", str(DEPLOY)], ["list"], ["history", "x"], ["show", "x"]):
         result = invoke(*command, "--db", url)
