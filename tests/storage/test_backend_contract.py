@@ -23,6 +23,7 @@ from procstore.storage import QUARANTINED, Backend, MemoryBackend, SQLiteBackend
 from tests.conftest import make_execution
 from procstore.storage.postgres import PostgresBackend
 from tests import postgres
+from tests.conftest import within
 
 
 @asynccontextmanager
@@ -328,6 +329,17 @@ async def test_quarantine_sets_the_status_and_reason_and_keeps_what_is_stored(
 async def test_quarantining_an_unknown_execution_raises(backend: Backend) -> None:
     with pytest.raises(ExecutionNotFound, match="'ghost'"):
         await backend.quarantine_execution("ghost", "gone")
+
+
+# -- the runner lock -----------------------------------------------------------------------------
+
+
+async def test_the_runner_lock_asked_for_many_times_at_once_is_taken_once(
+    backend: Backend,
+) -> None:
+    # A store's first concurrent start() calls all ask for it.
+    await within(asyncio.gather(*(backend.acquire_runner_lock() for _ in range(20))), 30)
+    await backend.acquire_runner_lock()
 
 
 # -- closing ------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class PostgresBackend:
         self._reads = Reader(where, pool)
         self._writes = Writer(where, pool)
         self._runner: RunnerLock | None = None
+        # Taking the lock takes a connection and round trips: the first concurrent start()
+        # calls of a store all ask for it, and must wait for the one that takes it.
+        self._taking_runner = asyncio.Lock()
         self._closed = False
 
     # -- opening and closing -------------------------------------------------------------------
@@ -149,8 +152,14 @@ class PostgresBackend:
         self._check_open()
         if self._read_only:
             raise StoreError(f"{self._where} is opened read-only: it cannot run executions")
-        if self._runner is None:
-            self._runner = await RunnerLock.take(self._url, self._where)
+        async with self._taking_runner:
+            if self._runner is None:
+                self._check_open()  # closed while this call waited
+                runner = await RunnerLock.take(self._url, self._where)
+                if self._closed:  # closed while it was being taken: close() missed it
+                    await runner.release()
+                    self._check_open()
+                self._runner = runner
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 
