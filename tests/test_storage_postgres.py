@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -122,6 +123,27 @@ async def test_a_database_written_by_a_newer_procstore_is_refused_unchanged(
         await PostgresBackend.open(postgres_url)
     async with sql(postgres_url) as db:
         assert await db.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "99"
+
+
+async def test_a_user_who_may_not_create_tables_gets_one_error_and_no_tables(
+    postgres_url: str,
+) -> None:
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    async with sql(postgres_url) as db:
+        await db.execute(f"CREATE ROLE {role} LOGIN")  # PostgreSQL 15: no CREATE on public
+    try:
+        parts = urlsplit(postgres_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        with pytest.raises(StoreError) as raised:
+            await PostgresBackend.open(url)
+        assert str(raised.value) == (
+            f"cannot create procstore's tables in {describe_postgres(url)}: "
+            "permission denied for schema public"
+        )
+        assert await tables(postgres_url) == []
+    finally:
+        async with sql(postgres_url) as db:
+            await db.execute(f"DROP ROLE {role}")
 
 
 async def test_a_damaged_row_is_reported_and_leaves_the_others_readable(postgres_url: str) -> None:

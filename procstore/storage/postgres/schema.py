@@ -223,6 +223,8 @@ async def migrate(db: Connection, where: str) -> None:
     except DRIVER_ERRORS as exc:
         if current is None:
             raise StoreError(f"cannot open {where}: {exc}") from exc
+        if current == 0:
+            raise StoreError(f"cannot create procstore's tables in {where}: {exc}") from exc
         raise StoreError(
             f"cannot migrate {where} from schema {current} to {SCHEMA_VERSION}: {exc}"
         ) from exc
