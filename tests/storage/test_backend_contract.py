@@ -20,10 +20,9 @@ import pytest
 
 from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
 from procstore.storage import QUARANTINED, Backend, MemoryBackend, SQLiteBackend
-from tests.conftest import make_execution
 from procstore.storage.postgres import PostgresBackend
 from tests import postgres
-from tests.conftest import within
+from tests.conftest import make_execution, within
 
 
 @asynccontextmanager

@@ -2,7 +2,7 @@
 refuses, unchanged), its schema version, its runner lock (a session advisory lock, released
 when the process dies), read-only use, and one clear error for a server it cannot use.
 
-What every backend does is in tests/test_backend_contract.py; each test here gets a new
+What every backend does is in tests/storage/test_backend_contract.py; each test here gets a new
 database on the test server (``postgres_url``).
 """
 
@@ -64,7 +64,7 @@ async def test_an_empty_database_is_initialised_at_the_current_schema(postgres_u
         pass
     assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
     async with sql(postgres_url) as db:
-        meta = dict(await db.fetch("SELECT key, value FROM meta"))
+        meta = {row["key"]: row["value"] for row in await db.fetch("SELECT key, value FROM meta")}
     assert meta == {"application": "procstore", "schema_version": str(SCHEMA_VERSION)}
 
 
@@ -317,7 +317,7 @@ async def test_an_unknown_user_is_one_error_naming_it(postgres_server: str) -> N
 
 
 @pytest.mark.parametrize(
-    "url, described",
+    ("url", "described"),
     [
         ("postgresql://u:pw@db.example:6000/orders", "postgresql://db.example:6000/orders"),
         ("postgres://u@db.example/orders", "postgresql://db.example:5432/orders"),

@@ -3,7 +3,7 @@
 clear error, never a traceback.
 
 Each test gets a new database on the test server (``postgres_url``); what every persistent
-store does, on SQLite and PostgreSQL alike, is in tests/test_persistent_stores.py.
+store does, on SQLite and PostgreSQL alike, is in tests/storage/test_persistent_stores.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from procstore.cli import app
 from procstore.cli.exits import ExitCode
 from tests.conftest import make_doc, within
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 DOC = make_doc(
     {

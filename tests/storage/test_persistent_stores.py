@@ -7,7 +7,7 @@ others read it.
 A "crash" is ``store.close()`` while an action runs: it detaches the running executions without
 recording anything, so they stay ``running`` in the database as after a kill (the SIGKILL tests
 are SQLite's, in tests/test_crash_recovery.py). What only one store does is beside its backend:
-tests/test_durability.py (SQLite's file), tests/test_postgres_store.py.
+tests/storage/test_durability.py (SQLite's file), tests/storage/test_postgres_store.py.
 """
 
 from __future__ import annotations
