@@ -5,23 +5,29 @@ restored."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from datetime import UTC, datetime
 from typing import Any
 
+from procstore.clock import Clock
 from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged
 from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import Execution, restore_execution
+from procstore.runtime import Execution, is_busy, restore_execution, wind_down
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
 
-__all__ = ["Handles", "StoreJournal", "journal_for", "summary"]
+__all__ = ["WIND_DOWN_POLL_S", "Handles", "StoreJournal", "journal_for", "summary"]
 
 logger = logging.getLogger("procstore")
+
+WIND_DOWN_POLL_S = 0.01
+"""How often a store that winds down (``close(grace=...)``) looks whether its executions are
+still busy: it waits for actions of any length, so a short poll costs nothing noticeable."""
 
 _STATUSES = frozenset(status.value for status in Status)
 
@@ -168,6 +174,22 @@ class Handles:
                     )
                 )
         return sorted(summaries, key=lambda s: s.created_at)
+
+    async def wind_down(self, grace: float, clock: Clock) -> None:
+        """Start no new action of the running executions and wait, ``grace`` seconds on
+        ``clock`` at most, until none runs an action, a transition or a commit: what is under
+        way finishes and is committed before ``detach_running``."""
+
+        def busy() -> bool:
+            executions = list(self.running.values())
+            for execution in executions:
+                wind_down(execution)
+            return any(is_busy(execution) for execution in executions)
+
+        with contextlib.suppress(TimeoutError):
+            async with clock.timeout(grace):
+                while busy():
+                    await clock.sleep(WIND_DOWN_POLL_S)
 
     async def detach_running(self) -> None:
         """Stop every unfinished execution in this process (each stays as last stored)."""

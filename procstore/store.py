@@ -136,6 +136,7 @@ class ProcedureStore:
         self._open_backend, self._where, self._where_suffix = _storage(url, synchronous, read_only)
         self._backend: Backend | None = None  # until opened, and once closed
         self._runner = False  # this process holds the store's runner lock
+        self._clock = clock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
         self._registry = ProcedureRegistry(self._actions, self._guards, self._where, clock)
@@ -174,10 +175,19 @@ class ProcedureStore:
             self._backend = backend
         return backend
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float = 0.0) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
         database and resumes with [`recover`][procstore.ProcedureStore.recover]) and close the
-        database."""
+        database.
+
+        Args:
+            grace: Seconds (on the store's clock) to let the actions under way finish first,
+                starting no new one; what they lead to is committed. An action still running
+                after that is cut off and runs again, with its attempt number, wherever the
+                execution resumes.
+        """
+        if grace > 0:
+            await self._executions.wind_down(grace, self._clock)
         await self._executions.detach_running()
         backend, self._backend = self._backend, None
         self._runner = False

@@ -1,7 +1,13 @@
 """The runtime: executions of compiled procedures (see `procstore.runtime.run` for how its
 parts fit together)."""
 
-from procstore.runtime.execution import Execution, restore_execution, start_execution
+from procstore.runtime.execution import (
+    Execution,
+    is_busy,
+    restore_execution,
+    start_execution,
+    wind_down,
+)
 from procstore.runtime.journal import Journal
 
-__all__ = ["Execution", "Journal", "restore_execution", "start_execution"]
+__all__ = ["Execution", "Journal", "is_busy", "restore_execution", "start_execution", "wind_down"]

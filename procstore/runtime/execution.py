@@ -29,7 +29,7 @@ from procstore.runtime.state import LeafState, RunState
 from procstore.runtime.steps import EXECUTION
 from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
 
-__all__ = ["Execution", "restore_execution", "start_execution"]
+__all__ = ["Execution", "is_busy", "restore_execution", "start_execution", "wind_down"]
 
 
 class Execution:
@@ -324,6 +324,19 @@ class Execution:
             f"<Execution {self.id} {self.procedure}@{self.version} "
             f"{self.current} {self.status.value}>"
         )
+
+
+def wind_down(execution: Execution) -> None:
+    """The store is stopping: no new action of ``execution`` starts (a step about to run one
+    waits until the store detaches the execution); those running finish."""
+    execution._run.winding_down = True
+
+
+def is_busy(execution: Execution) -> bool:
+    """Whether ``execution`` is running an action, a transition or a commit now: detaching it
+    would cut something short."""
+    run = execution._run
+    return run.invoking > 0 or run.fire_lock.locked() or run.writer.lock.locked()
 
 
 def _bound(run: Run, seconds: float | None) -> AbstractAsyncContextManager[Any]:

@@ -53,6 +53,7 @@ class Run:
         "handle",
         "history",
         "id",
+        "invoking",
         "plans",
         "registry",
         "router",
@@ -60,6 +61,7 @@ class Run:
         "state",
         "tasks",
         "timers",
+        "winding_down",
         "writer",
     )
 
@@ -90,6 +92,8 @@ class Run:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running steps, by state path
         self.exited: list[asyncio.Task[None]] = []  # steps cancelled by leaving their state
         self.timers: dict[str, TimerHandle] = {}  # armed state timeouts, by state path
+        self.invoking = 0  # actions (attempts, compensations) running now
+        self.winding_down = False  # the store is stopping: no new action starts
         self.router = Router(self)
 
     # -- what the parts ask ---------------------------------------------------------------------

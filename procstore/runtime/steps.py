@@ -284,7 +284,22 @@ async def _run_action(
 
 async def invoke(run: Run, action: CompiledAction, path: str, attempt: int = 1) -> tuple[str, Any]:
     """One attempt: await the action within its timeout, store its result; return the outcome
-    event and the result as recorded."""
+    event and the result as recorded.
+
+    While the store winds down (``run.winding_down``) no action starts: the step waits here
+    until the store detaches the execution, so that the attempt runs, with its number, in
+    whichever process resumes it."""
+    if run.winding_down:
+        await asyncio.get_running_loop().create_future()  # until cancelled by the detach
+    run.invoking += 1
+    try:
+        return await _attempt(run, action, path, attempt)
+    finally:
+        run.invoking -= 1
+
+
+async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) -> tuple[str, Any]:
+    """``invoke`` once the action may start."""
     context, info = run.state.context, ActionInfo(run.id, path, attempt)
     if action.timeout_s is None:
         value = await action.invoke(context, info)

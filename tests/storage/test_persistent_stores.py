@@ -121,6 +121,29 @@ async def test_recover_runs_the_interrupted_step_again_and_never_a_committed_one
     assert len(records(final.history, "action", state="first")) == 1
 
 
+async def test_a_graceful_close_lets_the_action_under_way_finish_and_starts_no_new_one(
+    url: str,
+) -> None:
+    gate, second = Gate("first done"), Gate()
+    async with ProcedureStore(url) as store:
+        store.register_action("app.first", gate.action)
+        store.register_action("app.second", second.action)
+        await store.register(TWO_STEPS)
+        execution = await store.start("two", auto=True)
+        await within(gate.started.wait())
+
+        closing = asyncio.ensure_future(store.close(grace=60))
+        await asyncio.sleep(0)  # the store winds down: no new action starts from now on
+        gate.release.set()
+        await within(closing, 30)
+
+    assert gate.returned and second.calls == 0
+    async with ProcedureStore(url, read_only=True) as reader:
+        stored = (await reader.get_execution(execution.id)).state
+    assert (stored.status, stored.current) == (Status.RUNNING, "second")
+    assert [r.result for r in records(stored.history, "action", state="first")] == ["first done"]
+
+
 async def test_a_retry_attempt_interrupted_by_a_crash_runs_again_with_its_number(url: str) -> None:
     gate = Gate()
 
