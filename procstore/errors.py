@@ -108,7 +108,27 @@ class Timeout(ProcstoreError, TimeoutError):
 
 class StoreError(ProcstoreError):
     """The store's database cannot be used: not a procstore database, corrupt, written by a
-    newer procstore, or already used by another process to run executions."""
+    newer procstore, or (SQLite) already used by another process to run executions."""
+
+
+class LeaseLost(StoreError):
+    """A PostgreSQL worker no longer holds the lease of an execution it ran: another worker
+    claimed it after the lease expired (this process was paused, or cut off from the server),
+    and only that worker may commit it now.
+
+    The execution goes on there; here its handle is detached and commits nothing more. A
+    worker logs it as a warning and carries on with its other executions; a caller of the
+    handle's `run_to_completion` gets this error.
+
+    Attributes:
+        execution_id: The execution's id.
+        detail: What the database says about the lease now.
+    """
+
+    def __init__(self, execution_id: str, detail: str) -> None:
+        self.execution_id = execution_id
+        self.detail = detail
+        super().__init__(f"execution {execution_id}: this worker lost its lease ({detail})")
 
 
 class ExecutionNotFound(ProcstoreError, LookupError):

@@ -117,16 +117,24 @@ class Handles:
         self._tracked[execution.id] = execution
 
     async def restore(
-        self, backend: Backend, stored: StoredExecution, *, resume: bool
+        self,
+        backend: Backend,
+        stored: StoredExecution,
+        *,
+        resume: bool,
+        frozen: str = "read-only: it was loaded from a read-only store",
     ) -> Execution:
-        """A handle on a stored execution (with ``resume``, an unfinished one carries on here).
+        """A handle on a stored execution (with ``resume``, an unfinished one carries on here;
+        without, the handle of an unfinished one is ``frozen`` for that reason).
 
         Raises:
             ExecutionDamaged: it cannot be restored; nothing of it runs or is written. With
                 ``resume`` it is quarantined too, so that ``recover`` does not meet it again.
         """
         try:
-            execution = await _restore(stored, self._registry, backend, self.running, resume)
+            execution = await _restore(
+                stored, self._registry, backend, self.running, resume, frozen
+            )
         except ExecutionDamaged as damaged:
             if resume:
                 await backend.quarantine_execution(damaged.execution_id, damaged.reason)
@@ -154,6 +162,20 @@ class Handles:
             resumed.append(live)
         return resumed
 
+    async def listing(
+        self, backend: Backend, status: str | None, procedure: str | None
+    ) -> list[ExecutionSummary]:
+        """``ProcedureStore.executions``: the summaries of the stored executions, or of the
+        tracked ones for a backend that is not persistent (it holds none of them, see
+        ``journal_for``)."""
+        if not backend.persistent:
+            return self.summaries(status, procedure)
+        # A status this procstore does not know is listed as quarantined: ask for all of them
+        # when quarantined ones are wanted.
+        asked = None if status == Status.QUARANTINED else status
+        rows = await backend.list_executions(status=asked, procedure=procedure)
+        return [s for s in map(summary, rows) if status is None or s.status == status]
+
     def summaries(self, status: str | None, procedure: str | None) -> list[ExecutionSummary]:
         """Summaries of the tracked executions, filtered by status and procedure name, oldest
         first: all a store whose backend is not persistent knows of its executions."""
@@ -180,7 +202,7 @@ class Handles:
         ``clock`` at most, until none runs an action, a transition or a commit: what is under
         way finishes and is committed before ``detach_running``."""
 
-        def busy() -> bool:
+        def busy() -> bool:  # resumed ones too, while a claim under way completes
             executions = list(self.running.values())
             for execution in executions:
                 wind_down(execution)
@@ -204,6 +226,7 @@ async def _restore(
     backend: Backend,
     running: dict[str, Execution],
     resume: bool,
+    frozen: str,
 ) -> Execution:
     """``Handles.restore`` but for the tracking and the quarantine."""
     reason = stored.reason or _cannot_restore(stored, registry)
@@ -218,6 +241,7 @@ async def _restore(
                 journal=journal,
                 resume=resume,
                 running=running,
+                frozen=frozen,
             )
         except Exception as exc:  # whatever a damaged snapshot makes restoring raise
             reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"

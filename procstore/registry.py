@@ -4,7 +4,9 @@ load (quarantined), with the rules that keep one version under one spelling and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import warnings
 from collections.abc import Iterable
 
 from packaging.version import InvalidVersion, Version
@@ -13,10 +15,11 @@ from procstore.actions import ActionRegistry
 from procstore.clock import Clock
 from procstore.compiler import CompiledProcedure, compile_procedure
 from procstore.definition import Procedure
-from procstore.errors import ProcedureNotFound, VersionConflict
+from procstore.errors import ProcedureNotFound, ProcedureWarning, VersionConflict
 from procstore.guards import GuardRegistry
+from procstore.jsondata import require_json
 from procstore.reasons import one_line
-from procstore.storage import StoredProcedure
+from procstore.storage import Backend, StoredProcedure
 from procstore.validation import Document, LoadedDocument, load_document
 
 __all__ = ["ProcedureRegistry"]
@@ -64,6 +67,20 @@ class ProcedureRegistry:
                 continue
             self.add(compiled)
 
+    def load_new(self, stored: Iterable[StoredProcedure]) -> None:
+        """``load`` the stored procedure versions this registry does not have yet (registered
+        by another process since this one loaded them)."""
+        self.load(row for row in stored if not self._knows(row.name, row.version))
+
+    def _knows(self, name: str, version: str) -> bool:
+        """Whether the version stored as ``version`` is registered or quarantined here."""
+        if (name, version) in self._quarantined:
+            return True
+        try:
+            return (name, Version(version)) in self._procedures
+        except InvalidVersion:
+            return False
+
     def _load_procedure(self, row: StoredProcedure) -> CompiledProcedure:
         """Compile a stored procedure version; raise, saying why, if it cannot be loaded."""
         if row.document is None:
@@ -89,6 +106,27 @@ class ProcedureRegistry:
             loaded.procedure, self._actions, self._guards, loaded.chart, self._clock
         )
         return loaded, compiled
+
+    async def register(self, doc: Document, backend: Backend) -> Procedure:
+        """``ProcedureStore.register``: prepare ``doc`` in a worker thread, then (unless the
+        same version is registered) warn, store it in ``backend`` when persistent, and add it.
+        """
+        loaded, compiled = await asyncio.to_thread(self.prepare, doc)
+        procedure = loaded.procedure
+        # Checked again on the event loop: another call may have registered it meanwhile.
+        registered = self.registered(procedure)
+        if registered is not None:
+            return registered
+        assert compiled is not None
+        if loaded.warnings:  # before anything is stored: a filter may make it an error
+            label = f"{procedure.name} {procedure.version}"
+            # stacklevel: the caller of ProcedureStore.register.
+            warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=3)
+        if backend.persistent:  # otherwise the registry is the only record (see Backend)
+            document = require_json(dict(loaded.data), "the procedure document")
+            await backend.save_procedure(procedure.name, procedure.version, document)
+        self.add(compiled)
+        return procedure
 
     def add(self, compiled: CompiledProcedure) -> None:
         """Register a compiled procedure version (``registered`` has found no conflict)."""

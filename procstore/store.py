@@ -9,12 +9,10 @@ procedures and the handles (``procstore.handles``) the executions, which get no 
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import functools
 import os
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,16 +22,19 @@ from procstore.actions import ActionCallable, ActionRegistry
 from procstore.clock import SYSTEM, Clock
 from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
-from procstore.errors import ExecutionDamaged, ExecutionNotFound, ProcedureWarning, StoreError
+from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
 from procstore.guards import GuardCallable, GuardRegistry
-from procstore.handles import Handles, journal_for, summary
+from procstore.handles import Handles, journal_for
 from procstore.jsondata import require_json
 from procstore.registry import ProcedureRegistry
+from procstore.running import Runner
 from procstore.runtime import Execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
+from procstore.storage.base import DEFAULT_LEASE_SECONDS
 from procstore.storage.urls import describe_postgres, is_postgres_url
 from procstore.validation import Document
+from procstore.worker import DEFAULT_CONCURRENCY, check_settings
 
 F = TypeVar("F", bound=ActionCallable)
 G = TypeVar("G", bound=GuardCallable)
@@ -55,14 +56,14 @@ def sqlite_path(url: str) -> Path:
 
 
 def _storage(
-    url: str | None, synchronous: Literal["NORMAL", "FULL"], read_only: bool
+    url: str | None, synchronous: Literal["NORMAL", "FULL"], read_only: bool, lease_seconds: float
 ) -> tuple[Callable[[], Awaitable[Backend]], str, str]:
     """How a store opens the backend ``url`` names, what messages call it, and the suffix
     that says where an execution was not found (none in memory)."""
     if url is None:
         return MemoryBackend.open, "memory", ""
     if is_postgres_url(url):
-        return _postgres(url, read_only)
+        return _postgres(url, read_only, lease_seconds)
     path = sqlite_path(url)
     opener = functools.partial(
         SQLiteBackend.open, path, synchronous=synchronous, read_only=read_only
@@ -70,7 +71,9 @@ def _storage(
     return opener, str(path), f" in {path}"
 
 
-def _postgres(url: str, read_only: bool) -> tuple[Callable[[], Awaitable[Backend]], str, str]:
+def _postgres(
+    url: str, read_only: bool, lease_seconds: float
+) -> tuple[Callable[[], Awaitable[Backend]], str, str]:
     """``_storage`` of a ``postgresql://`` URL: its backend needs the optional driver, imported
     only now, so that a store of any other kind works without it."""
     where = describe_postgres(url)
@@ -81,7 +84,10 @@ def _postgres(url: str, read_only: bool) -> tuple[Callable[[], Awaitable[Backend
             f"cannot use {where}: the PostgreSQL store needs the asyncpg driver "
             f"(pip install 'procstore[postgres]'): {exc}"
         ) from exc
-    return functools.partial(PostgresBackend.open, url, read_only=read_only), where, f" in {where}"
+    opener = functools.partial(
+        PostgresBackend.open, url, read_only=read_only, lease_seconds=lease_seconds
+    )
+    return opener, where, f" in {where}"
 
 
 class ProcedureStore:
@@ -112,10 +118,18 @@ class ProcedureStore:
         clock: The time its executions run on (history timestamps, retry delays, timeouts,
             ``sleep`` actions): the system's by default; a test may pass one it advances by
             hand (see ``procstore.clock.Clock``).
+        concurrency: PostgreSQL: how many executions this store, as a worker, claims and
+            runs at once (those it starts itself count too); 0 claims none (it runs only what
+            it starts or resumes itself). See docs/scaling.md.
+        lease_seconds: PostgreSQL: how long this worker's lease on an execution lasts
+            without a renewal (it renews every third of it): after a crash, how long its
+            executions wait before another worker takes them over. At least
+            ``MIN_LEASE_SECONDS`` (0.5).
 
     Raises:
         ValueError: an ``allowed_module_files`` entry is not a ``.py`` file named like a public
-            module (an identifier without a leading ``_``), or two entries name one module.
+            module (an identifier without a leading ``_``), or two entries name one module;
+            ``concurrency`` is negative or ``lease_seconds`` too short.
 
     A persisted store opens on first use or with ``async with ProcedureStore(url) as store``;
     close it with [`close`][procstore.ProcedureStore.close]. Stored procedures are trusted when
@@ -131,16 +145,20 @@ class ProcedureStore:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
         clock: Clock = SYSTEM,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
+        check_settings(concurrency, lease_seconds)
         # How to open its backend, and how messages name where it keeps things.
-        self._open_backend, self._where, self._where_suffix = _storage(url, synchronous, read_only)
+        self._open_backend, self._where, self._where_suffix = _storage(
+            url, synchronous, read_only, lease_seconds
+        )
         self._backend: Backend | None = None  # until opened, and once closed
-        self._runner = False  # this process holds the store's runner lock
-        self._clock = clock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
         self._registry = ProcedureRegistry(self._actions, self._guards, self._where, clock)
         self._executions = Handles(self._registry, self._where)
+        self._runner = Runner(self._executions, self._registry, self._where, concurrency, clock)
 
     @property
     def allowed_modules(self) -> frozenset[str]:
@@ -177,22 +195,22 @@ class ProcedureStore:
 
     async def close(self, *, grace: float = 0.0) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
-        database and resumes with [`recover`][procstore.ProcedureStore.recover]) and close the
-        database.
+        database and resumes with [`recover`][procstore.ProcedureStore.recover], or in another
+        PostgreSQL worker) and close the database.
 
         Args:
             grace: Seconds (on the store's clock) to let the actions under way finish first,
                 starting no new one; what they lead to is committed. An action still running
                 after that is cut off and runs again, with its attempt number, wherever the
-                execution resumes.
+                execution resumes. A PostgreSQL worker claims nothing more meanwhile, and
+                releases its leases last, so that other workers take them at once.
         """
-        if grace > 0:
-            await self._executions.wind_down(grace, self._clock)
-        await self._executions.detach_running()
-        backend, self._backend = self._backend, None
-        self._runner = False
-        if backend is not None:  # it was opened
-            await backend.close()
+        try:
+            await self._runner.stop(grace)
+        finally:
+            backend, self._backend = self._backend, None
+            if backend is not None:  # it was opened
+                await backend.close()
 
     async def __aenter__(self) -> ProcedureStore:
         return await self.open()
@@ -206,14 +224,23 @@ class ProcedureStore:
         await self.close()
 
     async def _run_here(self) -> Backend:
-        """The open backend, once this process may run its executions (holds its runner lock)."""
+        """The open backend, once this process may run its executions (see ``Runner.join``)."""
         backend = await self._opened()
-        if not self._runner:
-            if backend.read_only:
-                raise StoreError(f"{self._where} is open read-only: it cannot run executions")
-            await backend.acquire_runner_lock()
-            self._runner = True
+        await self._runner.join(backend)
         return backend
+
+    async def work(self) -> None:
+        """Start running the database's executions now rather than at the first ``start()``:
+        a PostgreSQL store becomes a worker, which claims, in the background until
+        [`close`][procstore.ProcedureStore.close], the running executions no live worker holds
+        (up to ``concurrency`` at once; see docs/scaling.md); an SQLite store takes its runner
+        lock and resumes its unfinished executions, as ``recover()`` does.
+
+        Raises:
+            StoreError: the store is read-only, or (SQLite) another process runs its
+                executions.
+        """
+        await self._runner.work(await self._opened())
 
     # -- host code -------------------------------------------------------------------------
 
@@ -273,22 +300,7 @@ class ProcedureStore:
                 is registered (or stored, by another store on the same database) under another
                 spelling, which the message names.
         """
-        backend = await self._opened()
-        loaded, compiled = await asyncio.to_thread(self._registry.prepare, doc)
-        procedure = loaded.procedure
-        # Checked again on the event loop: another call may have registered it meanwhile.
-        registered = self._registry.registered(procedure)
-        if registered is not None:
-            return registered
-        assert compiled is not None
-        if loaded.warnings:  # before anything is stored: a filter may make it an error
-            label = f"{procedure.name} {procedure.version}"
-            warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=2)
-        if backend.persistent:  # otherwise the registry is the only record (see Backend)
-            document = require_json(dict(loaded.data), "the procedure document")
-            await backend.save_procedure(procedure.name, procedure.version, document)
-        self._registry.add(compiled)
-        return procedure
+        return await self._registry.register(doc, await self._opened())
 
     async def get(self, name: str, version: str | None = None) -> Procedure:
         """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).
@@ -362,13 +374,9 @@ class ProcedureStore:
         if stored.status == Status.QUARANTINED:
             reason = stored.reason or "no reason was stored"
             raise ExecutionDamaged(execution_id, reason, quarantined=True)
-        resume = stored.status == Status.RUNNING and not backend.read_only
-        if resume:
-            await self._run_here()
-            live = self._executions.live(execution_id)  # resumed meanwhile by another call
-            if live is not None:
-                return live
-        return await self._executions.restore(backend, stored, resume=resume)
+        if stored.status == Status.RUNNING and not backend.read_only:
+            return await self._runner.resume(backend, stored)
+        return await self._executions.restore(backend, stored, resume=False)
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None
@@ -377,13 +385,7 @@ class ProcedureStore:
         filtered by status and procedure name, oldest first."""
         backend = await self._opened()
         wanted = Status(status).value if status is not None else None
-        if not backend.persistent:  # it holds none of them (see journal_for): the handles do
-            return self._executions.summaries(wanted, procedure)
-        # A status this procstore does not know is listed as quarantined: ask for all of them
-        # when quarantined ones are wanted.
-        asked = None if wanted == Status.QUARANTINED else wanted
-        rows = await backend.list_executions(status=asked, procedure=procedure)
-        return [s for s in map(summary, rows) if wanted is None or s.status == wanted]
+        return await self._executions.listing(backend, wanted, procedure)
 
     async def recover(self) -> builtins.list[Execution]:
         """Resume every unfinished stored execution: running actions restart (an interrupted
@@ -400,4 +402,4 @@ class ProcedureStore:
         Returns:
             Handles on the resumed executions.
         """
-        return await self._executions.recover(await self._run_here())
+        return await self._runner.recover(await self._opened())

@@ -45,7 +45,13 @@ async def open_store(
     """
     if read_only and missing is not None and db_missing(db):
         raise CommandError(ExitCode.NOT_FOUND, f"error: {missing}: no database at {db_name(db)}")
-    store = code.store(db) if code is not None else ProcedureStore(db, read_only=read_only)
+    # run and resume run the executions they start or resume, and claim nothing else: on
+    # PostgreSQL that is `procstore worker`'s job.
+    store = (
+        code.store(db, concurrency=0)
+        if code is not None
+        else ProcedureStore(db, read_only=read_only)
+    )
     try:
         await store.open()
         yield store

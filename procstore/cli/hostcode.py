@@ -18,6 +18,8 @@ from procstore.actions import ActionRegistry, module_files_in
 from procstore.chart import build_chart
 from procstore.cli.exits import CommandError, ExitCode
 from procstore.definition import FunctionAction, StateDef
+from procstore.storage.base import DEFAULT_LEASE_SECONDS
+from procstore.worker import DEFAULT_CONCURRENCY
 
 
 def _add_to_sys_path(directory: Path) -> None:
@@ -60,12 +62,25 @@ class HostCode:
         except ValueError as exc:
             raise CommandError(ExitCode.USAGE, f"error: {exc}") from None
 
-    def store(self, db: str | None = None) -> ProcedureStore:
-        """A store with this allowlist (in memory without ``db``)."""
+    def store(
+        self,
+        db: str | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> ProcedureStore:
+        """A store with this allowlist (in memory without ``db``); ``concurrency`` and
+        ``lease_seconds`` are a PostgreSQL worker's (``procstore worker``)."""
         self.registry()
         for directory in self.directories:
             _add_to_sys_path(directory)
-        return ProcedureStore(db, allowed_modules=self.allowed, allowed_module_files=self.files)
+        return ProcedureStore(
+            db,
+            allowed_modules=self.allowed,
+            allowed_module_files=self.files,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+        )
 
     def describe(self, file: Path) -> str:
         """What ``run`` or ``validate`` allows for ``file``, in its terms, on one line."""

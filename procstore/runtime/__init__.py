@@ -3,6 +3,7 @@ parts fit together)."""
 
 from procstore.runtime.execution import (
     Execution,
+    drop,
     is_busy,
     restore_execution,
     start_execution,
@@ -10,4 +11,12 @@ from procstore.runtime.execution import (
 )
 from procstore.runtime.journal import Journal
 
-__all__ = ["Execution", "Journal", "is_busy", "restore_execution", "start_execution", "wind_down"]
+__all__ = [
+    "Execution",
+    "Journal",
+    "drop",
+    "is_busy",
+    "restore_execution",
+    "start_execution",
+    "wind_down",
+]

@@ -22,14 +22,21 @@ import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
-from procstore.errors import InvalidEvent, StoreError
+from procstore.errors import InvalidEvent, LeaseLost, StoreError
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
 from procstore.runtime.steps import EXECUTION
 from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
 
-__all__ = ["Execution", "is_busy", "restore_execution", "start_execution", "wind_down"]
+__all__ = [
+    "Execution",
+    "drop",
+    "is_busy",
+    "restore_execution",
+    "start_execution",
+    "wind_down",
+]
 
 
 class Execution:
@@ -339,6 +346,12 @@ def is_busy(execution: Execution) -> bool:
     return run.invoking > 0 or run.fire_lock.locked() or run.writer.lock.locked()
 
 
+def drop(execution: Execution, reason: LeaseLost) -> None:
+    """Another worker holds ``execution`` now: stop it here at once, committing nothing more
+    (see `Run.stop`); the handle is detached and says why."""
+    execution._run.writer.fail(reason)
+
+
 def _bound(run: Run, seconds: float | None) -> AbstractAsyncContextManager[Any]:
     """A timeout of ``seconds`` on the run's clock; no bound when ``seconds`` is None."""
     if seconds is None:
@@ -382,8 +395,10 @@ def restore_execution(
     journal: Journal | None,
     resume: bool,
     running: dict[str, Execution] | None = None,
+    frozen: str = "read-only: it was loaded from a read-only store",
 ) -> Execution:
-    """Rebuild a stored execution; with ``resume``, an unfinished one carries on here.
+    """Rebuild a stored execution; with ``resume``, an unfinished one carries on here;
+    without, the handle of an unfinished one is ``frozen`` for that reason.
 
     Raises:
         ValueError, KeyError, TypeError: the stored checkpoint is damaged (nothing of it runs).
@@ -397,7 +412,7 @@ def restore_execution(
         return execution
     execution = Execution(run)
     if run.state.status is Status.RUNNING:
-        run.frozen = "read-only: it was loaded from a read-only store"
+        run.frozen = frozen
     return execution
 
 

@@ -13,7 +13,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from procstore.errors import StoreError
+from procstore.errors import LeaseLost, StoreError
 
 if TYPE_CHECKING:
     from procstore.runtime.run import Run
@@ -100,28 +100,41 @@ class Writer:
                 self._commit = commit
                 await asyncio.shield(commit)
             except Exception as exc:
-                self._fail(exc)
+                self.fail(exc)
                 self.raise_if_failed()
 
     def _committed(self, end: int, checkpoint: dict[str, Any], commit: asyncio.Task[None]) -> None:
         if not commit.cancelled() and commit.exception() is None and end >= self.flushed:
             self.flushed, self.stored = end, checkpoint
 
-    def _fail(self, error: Exception) -> None:
+    def fail(self, error: Exception) -> None:
+        """Stop the execution for ``error`` (a failed write, or a lease another worker took):
+        it commits nothing more, and the handle shows what was last committed."""
         if self.failure is not None:
             return
         self.failure = error if isinstance(error, StoreError) else StoreError(str(error))
-        logger.error(
-            "execution %s stopped: a write to its store failed (%s); it stays as last stored "
-            "and store.recover() carries it on once writes work again",
-            self._run.id,
-            self.failure,
-        )
+        if isinstance(error, LeaseLost):  # not a failure: the execution goes on elsewhere
+            logger.warning(
+                "execution %s dropped here: %s; the worker that holds it carries it on",
+                self._run.id,
+                error,
+            )
+        else:
+            logger.error(
+                "execution %s stopped: a write to its store failed (%s); it stays as last "
+                "stored and store.recover() carries it on once writes work again",
+                self._run.id,
+                self.failure,
+            )
         self._run.stop(self.failure)
 
     def raise_if_failed(self) -> None:
-        """Raise the failure that stopped the execution, if a write failed."""
-        if self.failure is not None:
+        """Raise the failure that stopped the execution, if a write failed (``LeaseLost``
+        when another worker took the execution over)."""
+        failure = self.failure
+        if isinstance(failure, LeaseLost):
+            raise LeaseLost(failure.execution_id, failure.detail) from failure
+        if failure is not None:
             raise StoreError(
                 f"execution {self._run.id}: this handle is stopped: a write to its store failed "
                 f"({self.failure})"

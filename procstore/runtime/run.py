@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import procstore.runtime.steps as steps
 from procstore.clock import Clock, TimerHandle
 from procstore.compiler import CompiledProcedure, StatePlan
-from procstore.errors import InvalidEvent, StoreError
+from procstore.errors import InvalidEvent, LeaseLost, StoreError
 from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
 from procstore.runtime.router import Router
@@ -148,7 +148,10 @@ class Run:
         a status the database does not have. The handle goes back to the checkpoint last
         committed; a new handle (``recover()``) carries the execution on from there once
         writes work again."""
-        self.frozen = f"stopped: a write to its store failed ({failure})"
+        if isinstance(failure, LeaseLost):  # it goes on in the worker that took it over
+            self.frozen = f"detached: {failure}"
+        else:
+            self.frozen = f"stopped: a write to its store failed ({failure})"
         steps.halt(self)
         self.unregister()
         stored = self.writer.stored

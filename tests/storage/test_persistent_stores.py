@@ -1,13 +1,16 @@
 """What every persistent store does through the public API, on SQLite and on PostgreSQL alike
 (``url`` is parametrised): what is committed reads back record for record, a step whose
 completion is committed never runs again, an interrupted one runs again with its attempt
-number, events and timeouts survive reopening, one process runs a database's executions and
-others read it.
+number, events and timeouts survive reopening. On SQLite one process runs a database's
+executions and others read it; on PostgreSQL stores are workers that share them
+(tests/storage/test_postgres_workers.py).
 
 A "crash" is ``store.close()`` while an action runs: it detaches the running executions without
-recording anything, so they stay ``running`` in the database as after a kill (the SIGKILL tests
-are SQLite's, in tests/test_crash_recovery.py). What only one store does is beside its backend:
-tests/storage/test_durability.py (SQLite's file), tests/storage/test_postgres_store.py.
+recording anything, so they stay ``running`` in the database (a PostgreSQL worker releases them
+for another to claim) as after a kill (the SIGKILL tests are SQLite's, in
+tests/test_crash_recovery.py, and the workers', in tests/storage/test_worker_takeover.py). What
+only one store does is beside its backend: tests/storage/test_durability.py (SQLite's file),
+tests/storage/test_postgres_store.py.
 """
 
 from __future__ import annotations
@@ -246,7 +249,9 @@ async def test_200_concurrent_executions_lose_and_duplicate_no_record(url: str) 
             assert dumps(stored.history) == dumps(final.history)
 
 
-async def test_one_store_at_a_time_runs_a_databases_executions(url: str) -> None:
+async def test_one_store_at_a_time_runs_an_sqlite_databases_executions(tmp_path: Path) -> None:
+    # PostgreSQL's stores are workers beside each other: tests/storage/test_postgres_workers.py
+    url = f"sqlite:///{tmp_path / 'procstore.db'}"
     async with ProcedureStore(url) as runner:
         await runner.register(WAITING)
         waiting = await runner.start("waiting")

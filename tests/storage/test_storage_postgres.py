@@ -1,19 +1,16 @@
 """What only the PostgreSQL backend does: the database it recognises as its own (and the ones it
-refuses, unchanged), its schema version, its runner lock (a session advisory lock, released
-when the process dies), read-only use, and one clear error for a server it cannot use.
+refuses, unchanged), its schema version and migrations, any number of workers beside each other,
+read-only use, and one clear error for a server it cannot use.
 
-What every backend does is in tests/storage/test_backend_contract.py; each test here gets a new
+What every backend does is in tests/storage/test_backend_contract.py; the leases workers share
+executions through are in tests/storage/test_postgres_leases.py. Each test here gets a new
 database on the test server (``postgres_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,9 +20,9 @@ import asyncpg
 import pytest
 
 from procstore.errors import StoreError
-from procstore.storage.postgres import SCHEMA_VERSION, PostgresBackend
+from procstore.storage.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresBackend
 from procstore.storage.urls import describe_postgres
-from tests.conftest import wait_until, within
+from tests.conftest import within
 
 
 @asynccontextmanager
@@ -46,6 +43,10 @@ async def tables(url: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+#: procstore's tables, by name.
+TABLES = ["claims", "executions", "journal", "meta", "procedures"]
+
+
 def with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
@@ -62,7 +63,7 @@ def closed_port() -> int:
 async def test_an_empty_database_is_initialised_at_the_current_schema(postgres_url: str) -> None:
     async with await PostgresBackend.open(postgres_url):
         pass
-    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+    assert await tables(postgres_url) == TABLES
     async with sql(postgres_url) as db:
         meta = {row["key"]: row["value"] for row in await db.fetch("SELECT key, value FROM meta")}
     assert meta == {"application": "procstore", "schema_version": str(SCHEMA_VERSION)}
@@ -83,7 +84,7 @@ async def test_stores_opening_an_empty_database_at_once_create_the_tables_once(
     )
     for backend in backends:
         await backend.close()
-    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+    assert await tables(postgres_url) == TABLES
 
 
 async def test_a_database_with_other_tables_is_refused_unchanged(postgres_url: str) -> None:
@@ -180,82 +181,47 @@ async def test_concurrent_commits_to_one_execution_number_every_record_once(
     assert seqs == list(range(1, 82)) and length == 81
 
 
-# -- the runner lock ---------------------------------------------------------------------------
+# -- workers ------------------------------------------------------------------------------------
 
 
-async def test_a_second_backend_cannot_take_the_runner_lock_until_the_first_closes(
-    postgres_url: str,
-) -> None:
+async def test_any_number_of_backends_are_workers_of_one_database(postgres_url: str) -> None:
     first = await PostgresBackend.open(postgres_url)
     second = await PostgresBackend.open(postgres_url)
     try:
         await first.acquire_runner_lock()
         await first.acquire_runner_lock()  # again: a no-op
-        holder = f"process {os.getpid()} on {socket.gethostname()}"
-        with pytest.raises(StoreError, match=f"already used by {holder} to run executions"):
-            await second.acquire_runner_lock()
-        await first.close()
         await second.acquire_runner_lock()
-        assert second.holds_runner_lock
+        assert first.holds_runner_lock and second.holds_runner_lock
+        assert first.worker_id != second.worker_id
     finally:
         await first.close()
         await second.close()
 
 
-_HOLD_LOCK = """
-import asyncio, sys
-from procstore.storage.postgres import PostgresBackend
-
-async def main():
-    backend = await PostgresBackend.open(sys.argv[1])
-    await backend.acquire_runner_lock()
-    print("locked", flush=True)
-    await asyncio.sleep(3600)
-
-asyncio.run(main())
-"""
-
-
-async def test_the_runner_lock_of_a_killed_process_is_released(postgres_url: str) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, postgres_url], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None
-        assert await within(asyncio.to_thread(holder.stdout.readline), 30) == "locked\n"
-        async with await PostgresBackend.open(postgres_url) as backend:
-            with pytest.raises(StoreError, match=f"already used by process {holder.pid} on "):
-                await backend.acquire_runner_lock()
-            holder.send_signal(signal.SIGKILL)
-            holder.wait(timeout=30)
-
-            async def take() -> None:
-                while True:
-                    try:
-                        return await backend.acquire_runner_lock()
-                    except StoreError:
-                        await asyncio.sleep(0.05)
-
-            await within(take(), 30)
-            assert backend.holds_runner_lock
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-async def test_losing_the_runner_locks_connection_is_a_warning(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
+async def test_a_schema_1_database_migrates_keeping_its_executions_free_to_claim(
+    postgres_url: str,
 ) -> None:
+    async with sql(postgres_url) as db:
+        await db.execute(MIGRATIONS[0])
+        await db.execute(
+            "INSERT INTO meta VALUES ('application', 'procstore'), ('schema_version', '1')"
+        )
+        await db.execute(
+            "INSERT INTO executions (id, procedure, version, status, snapshot, journal_length,"
+            " created_at, updated_at) VALUES ('old', 'p', '1', 'running', '{}', 0, now(), now())"
+        )
+
     async with await PostgresBackend.open(postgres_url) as backend:
         await backend.acquire_runner_lock()
-        async with sql(postgres_url) as db:  # as a server restart or a network cut would
-            await db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name LIKE 'procstore runner: %'"
-            )
-        await wait_until(lambda: "lost the runner lock" in caplog.text, timeout=10)
-    (lost,) = [r for r in caplog.records if "lost the runner lock" in r.getMessage()]
-    assert lost.levelname == "WARNING" and describe_postgres(postgres_url) in lost.getMessage()
+        (claim,) = await backend.claim(10)
+        stored = await backend.load_execution("old")
+
+    assert (claim.execution_id, claim.fence, claim.previous_owner) == ("old", 1, None)
+    assert stored is not None and stored.status == "running"
+    async with sql(postgres_url) as db:
+        assert await db.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == str(
+            SCHEMA_VERSION
+        )
 
 
 # -- read-only use -----------------------------------------------------------------------------

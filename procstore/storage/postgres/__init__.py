@@ -10,12 +10,13 @@
   unchanged, before anything is written to it;
 * ``writes``: every write, each one statement and so one transaction;
 * ``reads``: every read, each one statement, and the decoding of what is stored;
-* ``lock``: the runner lock (one process runs a database's executions), a session advisory lock.
+* ``leases``: the leases of a worker (claiming with ``FOR UPDATE SKIP LOCKED``, renewing,
+  releasing, fencing tokens) and its ``LISTEN`` connection, through which it hears of new
+  executions.
 
-It runs one process's executions as the SQLite backend does; issue 12 adds workers that share
-them (leases and fencing on the ``executions`` rows) and clients that drive them from outside.
-Importing this package needs asyncpg; ``procstore.store`` imports it only for a
-``postgresql://`` URL.
+Any number of processes, on any number of machines, are workers of one database: each runs the
+executions it holds a lease on (``procstore.worker`` runs the claim loop). Importing this package
+needs asyncpg; ``procstore.store`` imports it only for a ``postgresql://`` URL.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""``PostgresBackend``: the ``Backend`` on one PostgreSQL database, assembled from the parts
-beside it (``connections`` opens the pool, ``schema`` checks and migrates the database, ``lock``
-holds the runner lock, ``writes`` commits, ``reads`` reads)."""
+"""``PostgresBackend``: the ``Backend`` (and ``Leasing``) on one PostgreSQL database, assembled
+from the parts beside it (``connections`` opens the pool, ``schema`` checks and migrates the
+database, ``leases`` claims, renews and releases a worker's leases, ``writes`` commits,
+``reads`` reads)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from typing import Any, Self
 
 import asyncpg
 
-from procstore.errors import StoreError
-from procstore.storage.base import QUARANTINED, ExecutionSummary, StoredExecution, StoredProcedure
+from procstore.errors import ExecutionNotFound, StoreError
+from procstore.storage.base import (
+    DEFAULT_LEASE_SECONDS,
+    QUARANTINED,
+    RUNNING,
+    Claim,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.postgres import schema
 from procstore.storage.postgres.connections import (
     CLOSE_TIMEOUT_S,
     DRIVER_ERRORS,
     open_pool,
 )
-from procstore.storage.postgres.lock import RunnerLock
+from procstore.storage.postgres.leases import Leases, new_worker_id
 from procstore.storage.postgres.reads import Reader
-from procstore.storage.postgres.writes import Writer
+from procstore.storage.postgres.writes import Fence, Lease, Writer
 from procstore.storage.urls import describe_postgres
 from procstore.storage.values import canonical_version, check_strings, encode_json
 
@@ -29,29 +38,39 @@ __all__ = ["PostgresBackend"]
 
 
 class PostgresBackend:
-    """A ``Backend`` on one PostgreSQL database.
+    """A ``Backend`` on one PostgreSQL database, shared by any number of workers through the
+    ``Leasing`` protocol.
 
     Create it with ``open``, not with the constructor. Use it from the event loop that
     opened it.
     """
 
-    def __init__(self, url: str, where: str, pool: asyncpg.Pool, *, read_only: bool) -> None:
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        pool: asyncpg.Pool,
+        *,
+        read_only: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
         self._url = url
         self._where = where
         self._pool = pool
         self._read_only = read_only
+        self._lease_seconds = lease_seconds
         self._reads = Reader(where, pool)
         self._writes = Writer(where, pool)
-        self._runner: RunnerLock | None = None
-        # Taking the lock takes a connection and round trips: the first concurrent start()
-        # calls of a store all ask for it, and must wait for the one that takes it.
-        self._taking_runner = asyncio.Lock()
+        self._worker_id = new_worker_id()
+        self._leases: Leases | None = None  # once a worker (acquire_runner_lock)
         self._closed = False
 
     # -- opening and closing -------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str, *, read_only: bool = False) -> PostgresBackend:
+    async def open(
+        cls, url: str, *, read_only: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> PostgresBackend:
         """Connect to the database at ``url`` and, unless ``read_only``, create or migrate
         procstore's tables in it.
 
@@ -64,6 +83,8 @@ class PostgresBackend:
             read_only: Open for reading only (listing and loading), e.g. beside the process
                 that runs executions; the server refuses writes too. The database must hold
                 procstore's tables, up to date.
+            lease_seconds: How long this backend's leases last without a renewal, once it is
+                a worker (``Leasing.lease_seconds``).
 
         Returns:
             The open backend.
@@ -85,27 +106,27 @@ class PostgresBackend:
         except BaseException:
             pool.terminate()
             raise
-        return cls(url, where, pool, read_only=read_only)
+        return cls(url, where, pool, read_only=read_only, lease_seconds=lease_seconds)
 
     async def close(self) -> None:
-        """Wait for the queries in flight (``CLOSE_TIMEOUT_S`` at most), close the connections
-        and release the runner lock.
+        """Release the leases this worker still holds (so that other workers claim them at
+        once), wait for the queries in flight (``CLOSE_TIMEOUT_S`` at most) and close the
+        connections. The store detaches its executions first: nothing commits afterwards.
 
         Closing twice is harmless; every other method raises ``StoreError`` afterwards.
         """
         if self._closed:
             return
         self._closed = True
+        leases, self._leases = self._leases, None
         try:
+            if leases is not None:
+                await leases.close()
+        finally:
             try:
                 await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
             except (TimeoutError, *DRIVER_ERRORS):
                 self._pool.terminate()
-        finally:
-            # Last: nobody else may run the executions while this backend may still commit.
-            runner, self._runner = self._runner, None
-            if runner is not None:
-                await runner.release()
 
     async def __aenter__(self) -> Self:
         return self
@@ -135,31 +156,75 @@ class PostgresBackend:
 
     @property
     def holds_runner_lock(self) -> bool:
-        """Whether ``acquire_runner_lock`` succeeded and the backend is still open."""
-        return self._runner is not None
+        """Whether ``acquire_runner_lock`` made this backend a worker and it is still open."""
+        return self._leases is not None
 
     async def acquire_runner_lock(self) -> None:
-        """Claim the right to run executions from this database while the backend is open.
-
-        The claim is a session advisory lock held on a connection of its own (see
-        ``procstore.storage.postgres.lock``), released by ``close`` and, by the server, when
-        the process dies however it dies. Acquiring it again on the same backend is a no-op.
+        """Become a worker (a no-op if it is one): from now on the executions this backend
+        creates are leased to it, and its commits are fenced (see ``Leasing``). No exclusive
+        lock: any number of backends, in any processes, are workers of one database.
 
         Raises:
-            StoreError: Another backend, in this or another process, holds it (the message
-                names the process and its host); or the backend is read-only or closed.
+            StoreError: The backend is read-only or closed.
         """
         self._check_open()
         if self._read_only:
             raise StoreError(f"{self._where} is opened read-only: it cannot run executions")
-        async with self._taking_runner:
-            if self._runner is None:
-                self._check_open()  # closed while this call waited
-                runner = await RunnerLock.take(self._url, self._where)
-                if self._closed:  # closed while it was being taken: close() missed it
-                    await runner.release()
-                    self._check_open()
-                self._runner = runner
+        if self._leases is None:
+            self._leases = Leases(
+                self._url, self._where, self._pool, self._worker_id, self._lease_seconds
+            )
+
+    # -- leases: see ``Leasing`` and ``leases.Leases`` ---------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        """``Leasing.worker_id`` (chosen when the backend opens)."""
+        return self._worker_id
+
+    @property
+    def lease_seconds(self) -> float:
+        """``Leasing.lease_seconds``."""
+        return self._lease_seconds
+
+    def held(self) -> dict[str, int]:
+        """``Leasing.held``: none before the backend is a worker."""
+        return {} if self._leases is None else self._leases.held()
+
+    async def claim(self, limit: int, execution_id: str | None = None) -> list[Claim]:
+        """``Leasing.claim``."""
+        return await self._worker().claim(limit, execution_id)
+
+    async def renew(self) -> list[str]:
+        """``Leasing.renew``."""
+        return await self._worker().renew()
+
+    def forget(self, execution_id: str) -> None:
+        """``Leasing.forget``."""
+        if self._leases is not None:
+            self._leases.forget(execution_id)
+
+    async def release(self, execution_ids: list[str] | None = None) -> None:
+        """``Leasing.release``."""
+        await self._worker().release(execution_ids)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """``Leasing.wait_for_work``."""
+        await self._worker().wait_for_work(timeout)
+
+    def _worker(self) -> Leases:
+        self._check_open()
+        if self._leases is None:
+            raise StoreError(f"this store on {self._where} is not a worker (yet)")
+        return self._leases
+
+    def _fence(self, execution_id: str) -> Fence | None:
+        """What a write to ``execution_id`` is conditional on: a worker's token (raising
+        ``LeaseLost`` when it holds none), nothing for a backend that is not a worker."""
+        leases = self._leases
+        if leases is None:
+            return None
+        return Fence(leases.fence_of(execution_id), leases.worker_id)
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 
@@ -187,7 +252,13 @@ class PostgresBackend:
         row = (execution_id, procedure, version, status, encode_json(snapshot))
         journal = [encode_json(record) for record in records]
         self._check_writable()
-        await self._writes.create_execution(row, journal, _now())
+        leases = self._leases
+        lease = None
+        if leases is not None and status == RUNNING:
+            lease = Lease(leases.worker_id, leases.lease_seconds)
+        await self._writes.create_execution(row, journal, _now(), lease)
+        if lease is not None and leases is not None:
+            leases.created(execution_id)
 
     async def commit(
         self,
@@ -196,18 +267,38 @@ class PostgresBackend:
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
     ) -> None:
-        """``Backend.commit``, in one statement."""
+        """``Backend.commit``, in one statement; a worker's only under its lease, which a
+        final status ends.
+
+        Raises:
+            LeaseLost: This worker does not hold the execution's lease (any more).
+        """
         check_strings(execution_id=execution_id, status=status)
         text = encode_json(snapshot)
         journal = [encode_json(record) for record in records]
         self._check_writable()
-        await self._writes.commit(execution_id, status, text, journal, _now())
+        fence = self._fence(execution_id)
+        if not await self._writes.commit(execution_id, status, text, journal, _now(), fence):
+            raise await self._refused(execution_id, fence)
+        if status != RUNNING and self._leases is not None:
+            self._leases.ended(execution_id)
 
     async def quarantine_execution(self, execution_id: str, reason: str) -> None:
-        """``Backend.quarantine_execution``: the reason goes to ``quarantine_reason``."""
+        """``Backend.quarantine_execution``: the reason goes to ``quarantine_reason``; a
+        worker's only under its lease, which it ends."""
         check_strings(execution_id=execution_id, reason=reason)
         self._check_writable()
-        await self._writes.quarantine(execution_id, QUARANTINED, reason, _now())
+        fence = self._fence(execution_id)
+        if not await self._writes.quarantine(execution_id, QUARANTINED, reason, _now(), fence):
+            raise await self._refused(execution_id, fence)
+        if self._leases is not None:
+            self._leases.ended(execution_id)
+
+    async def _refused(self, execution_id: str, fence: Fence | None) -> Exception:
+        """Why a write to ``execution_id`` changed nothing."""
+        if fence is None or self._leases is None:
+            return ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        return await self._leases.refused(execution_id, fence.token)
 
     # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
 

@@ -36,8 +36,15 @@ CONNECT_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 10.0
 """How long closing waits for queries in flight to finish before it cuts their connections."""
 
-DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-"""What asyncpg raises when the server refuses something or cannot be reached."""
+DRIVER_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""What asyncpg raises when the server refuses something or cannot be reached (its
+``InternalClientError``: a query on a connection the server cut in the middle of another)."""
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own or one of the pool's: both answer the same queries."""

@@ -1,8 +1,8 @@
 """The PostgreSQL backend's schema: its migrations, and the inspection that recognises a
 procstore database (and refuses anybody else's, unchanged) before anything is written to it.
 
-Layout (schema version 1; see ``MIGRATIONS``), in the connection's current schema (the first
-of its ``search_path`` that exists, ``public`` by default):
+Layout (schema version 1, then 2 below; see ``MIGRATIONS``), in the connection's current
+schema (the first of its ``search_path`` that exists, ``public`` by default):
 
 * ``meta(key, value)``: ``application`` is ``procstore`` (``APPLICATION``: what marks the
   database as procstore's, as SQLite's ``application_id`` does a file); ``schema_version`` the
@@ -20,8 +20,19 @@ is given, and procstore stores any Python string (a NUL character, a lone surrog
 ``jsonb`` refuses) and gets its objects back with their keys in the order they were written
 (``jsonb`` sorts them). PostgreSQL still checks that every value is JSON.
 
-The lease columns of issue 12 (workers sharing executions: ``lease_owner``,
-``lease_expires_at``, ``fence``) will be added to ``executions`` by a later migration.
+Schema 2 (the "leases" migration) lets several workers share the executions
+(``procstore.storage.postgres.leases`` uses it):
+
+* ``executions.lease_owner``, ``lease_expires_at``: the worker that holds the execution and
+  until when (the server's clock); both ``NULL`` when nobody does. ``executions.fence``: the
+  fencing token, one more on every claim; a commit is applied only with the token of the
+  claim it was made under.
+* ``claims(execution_id, fence, owner, previous_owner, claimed_at)``: the lease history, one
+  row per claim (``previous_owner`` is set when the claim took the execution over from a worker
+  whose lease had expired).
+* The trigger ``executions_runnable`` sends a notification on ``RUNNABLE_CHANNEL`` whenever a
+  row is running and held by nobody (created by a client, or released by a worker that
+  stopped), so that idle workers claim it at once.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from typing import Final
 import asyncpg
 
 from procstore.errors import StoreError
+from procstore.storage.base import RUNNING
 from procstore.storage.postgres.connections import DRIVER_ERRORS, Connection
 
 __all__ = [
@@ -38,7 +50,7 @@ __all__ = [
     "LOCK_NAMESPACE",
     "MIGRATIONS",
     "MIGRATION_LOCK",
-    "RUNNER_LOCK",
+    "RUNNABLE_CHANNEL",
     "SCHEMA_VERSION",
     "check_readable",
     "inspect",
@@ -55,8 +67,9 @@ LOCK_NAMESPACE: Final = 0x50535452
 MIGRATION_LOCK: Final = 0
 """Second key of the transaction lock that serialises creating and migrating the schema."""
 
-RUNNER_LOCK: Final = 1
-"""Second key of the session lock held by the backend that runs the executions."""
+RUNNABLE_CHANNEL: Final = "procstore_runnable"
+"""The ``LISTEN``/``NOTIFY`` channel on which the database says that an execution is running and
+held by no worker (the trigger of migration 2 sends it); idle workers listen to it."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the registry, executions and their journal.
@@ -97,6 +110,38 @@ MIGRATIONS: tuple[str, ...] = (
         record       json NOT NULL,
         PRIMARY KEY (execution_id, seq)
     );
+    """,
+    # 2 (issue 12, "leases": workers sharing executions): lease columns, the fencing token,
+    # the lease history and the notification of runnable executions. Numbered after whatever
+    # migration lands first; nothing in it depends on another migration of issue 12.
+    f"""
+    ALTER TABLE executions
+        ADD COLUMN lease_owner      text,
+        ADD COLUMN lease_expires_at timestamptz,
+        ADD COLUMN fence            bigint NOT NULL DEFAULT 0 CHECK (fence >= 0),
+        ADD CONSTRAINT executions_lease_whole
+            CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL));
+
+    CREATE TABLE claims (
+        execution_id   text NOT NULL REFERENCES executions (id),
+        fence          bigint NOT NULL,
+        owner          text NOT NULL,
+        previous_owner text,
+        claimed_at     timestamptz NOT NULL,
+        PRIMARY KEY (execution_id, fence)
+    );
+
+    CREATE FUNCTION procstore_notify_runnable() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{RUNNABLE_CHANNEL}', '');
+        RETURN NULL;
+    END
+    $$;
+
+    CREATE TRIGGER executions_runnable
+        AFTER INSERT OR UPDATE OF lease_owner ON executions
+        FOR EACH ROW WHEN (NEW.status = '{RUNNING}' AND NEW.lease_owner IS NULL)
+        EXECUTE FUNCTION procstore_notify_runnable();
     """,
 )
 """Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.

@@ -4,8 +4,11 @@ trip to the server whatever the number of records.
 A commit updates its execution's row and appends its records in one statement: the records are
 numbered from the row's ``journal_length`` under the row lock the update takes, so commits to one
 execution from several connections are serialised by the server and never number two records
-alike. Nothing is batched across writes (SQLite's writer does that to share one fsync); the
-server's own group commit does it for concurrent transactions.
+alike. A worker's commit is also conditional on its fencing token (``Fence``, see
+``procstore.storage.postgres.leases``): the same row lock orders it against a claim by another
+worker, so once that claim is committed no commit under the old token changes anything.
+Nothing is batched across writes (SQLite's writer does that to share one fsync); the server's
+own group commit does it for concurrent transactions.
 """
 
 from __future__ import annotations
@@ -13,17 +16,33 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import asyncpg
 
-from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
+from procstore.errors import StoreError, VersionConflict
+from procstore.storage.base import RUNNING
 from procstore.storage.postgres.connections import DRIVER_ERRORS
 from procstore.storage.values import json_object
 
-__all__ = ["Writer"]
+__all__ = ["Fence", "Lease", "Writer"]
 
 T = TypeVar("T")
+
+
+class Lease(NamedTuple):
+    """A new execution's lease: the worker it is leased to, for how many seconds."""
+
+    owner: str
+    seconds: float
+
+
+class Fence(NamedTuple):
+    """What a write to a leased execution is conditional on: its stored token and owner."""
+
+    token: int
+    owner: str
+
 
 _SAVE_PROCEDURE: Final = """
     INSERT INTO procedures (name, version, canonical_version, document, saved_at)
@@ -34,28 +53,39 @@ _SAVE_PROCEDURE: Final = """
 _STORED_VERSION: Final = """
     SELECT version, document::text FROM procedures WHERE name = $1 AND canonical_version = $2
 """
-# The row, then its records numbered 1..n: nothing when the id is taken.
+# The row (leased to $8 with token 1 for $9 seconds, when $8 is a worker), then its records
+# numbered 1..n and the lease history's first row: nothing when the id is taken.
 _CREATE_EXECUTION: Final = """
     WITH created AS (
         INSERT INTO executions (id, procedure, version, status, snapshot, journal_length,
-                                created_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5::json, cardinality($6::text[]), $7, $7)
+                                created_at, updated_at, lease_owner, lease_expires_at, fence)
+        VALUES ($1, $2, $3, $4, $5::json, cardinality($6::text[]), $7, $7, $8::text,
+                CASE WHEN $8::text IS NOT NULL
+                     THEN clock_timestamp() + make_interval(secs => $9::float8) END,
+                CASE WHEN $8::text IS NOT NULL THEN 1 ELSE 0 END)
         ON CONFLICT (id) DO NOTHING
-        RETURNING id
+        RETURNING id, fence
     ), appended AS (
         INSERT INTO journal (execution_id, seq, record)
         SELECT created.id, r.seq, r.record::json
           FROM created, unnest($6::text[]) WITH ORDINALITY AS r(record, seq)
+    ), history AS (
+        INSERT INTO claims (execution_id, fence, owner, previous_owner, claimed_at)
+        SELECT id, fence, $8, NULL, clock_timestamp() FROM created WHERE $8::text IS NOT NULL
     )
     SELECT count(*) FROM created
 """
-# The row, then its new records numbered after the last one: nothing for an unknown id.
+# The row, then its new records numbered after the last one: nothing for an unknown id, or
+# (fenced: $6 the token, $7 the owner) for a lease that is no longer the committer's. A final
+# status ends the lease in the same statement.
 _COMMIT: Final = """
     WITH updated AS (
         UPDATE executions
            SET status = $2, snapshot = $3::json, updated_at = $4,
-               journal_length = journal_length + cardinality($5::text[])
-         WHERE id = $1
+               journal_length = journal_length + cardinality($5::text[]),
+               lease_owner = CASE WHEN $2 = $8 THEN lease_owner END,
+               lease_expires_at = CASE WHEN $2 = $8 THEN lease_expires_at END
+         WHERE id = $1 AND ($6::bigint IS NULL OR (fence = $6 AND lease_owner = $7))
         RETURNING id, journal_length - cardinality($5::text[]) AS last
     ), appended AS (
         INSERT INTO journal (execution_id, seq, record)
@@ -65,7 +95,10 @@ _COMMIT: Final = """
     SELECT count(*) FROM updated
 """
 _QUARANTINE: Final = """
-    UPDATE executions SET status = $2, quarantine_reason = $3, updated_at = $4 WHERE id = $1
+    UPDATE executions
+       SET status = $2, quarantine_reason = $3, updated_at = $4,
+           lease_owner = NULL, lease_expires_at = NULL
+     WHERE id = $1 AND ($5::bigint IS NULL OR (fence = $5 AND lease_owner = $6))
 """
 
 
@@ -114,10 +147,14 @@ class Writer:
         row: tuple[str, str, str, str, str],
         records: list[str],
         created_at: datetime,
+        lease: Lease | None = None,
     ) -> None:
         """Insert an execution (``(id, procedure, version, status, snapshot)``) with its first
-        ``records``; ``StoreError`` if the id is taken."""
-        if not await self._run(self._pool.fetchval(_CREATE_EXECUTION, *row, records, created_at)):
+        ``records``, leased to ``lease``'s worker when given; ``StoreError`` if the id is
+        taken."""
+        owner, seconds = (lease.owner, lease.seconds) if lease is not None else (None, None)
+        parameters = (*row, records, created_at, owner, seconds)
+        if not await self._run(self._pool.fetchval(_CREATE_EXECUTION, *parameters)):
             raise StoreError(f"execution {row[0]!r} already exists in {self._where}")
 
     async def commit(
@@ -127,19 +164,25 @@ class Writer:
         snapshot: str,
         records: list[str],
         updated_at: datetime,
-    ) -> None:
-        """Replace an execution's status and snapshot and append ``records``, in one statement;
-        ``ExecutionNotFound`` for an unknown id."""
-        parameters = (execution_id, status, snapshot, updated_at, records)
-        if not await self._run(self._pool.fetchval(_COMMIT, *parameters)):
-            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        fence: Fence | None = None,
+    ) -> bool:
+        """Replace an execution's status and snapshot and append ``records``, in one statement,
+        only under ``fence`` when given; whether it was applied (not: an unknown id, or a
+        fence that is not the stored one)."""
+        token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
+        parameters = (execution_id, status, snapshot, updated_at, records, token, owner, RUNNING)
+        return bool(await self._run(self._pool.fetchval(_COMMIT, *parameters)))
 
     async def quarantine(
-        self, execution_id: str, status: str, reason: str, updated_at: datetime
-    ) -> None:
-        """Set an execution's status and quarantine reason; ``ExecutionNotFound`` for an
-        unknown id."""
-        parameters = (execution_id, status, reason, updated_at)
-        result = await self._run(self._pool.execute(_QUARANTINE, *parameters))
-        if result == "UPDATE 0":
-            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        self,
+        execution_id: str,
+        status: str,
+        reason: str,
+        updated_at: datetime,
+        fence: Fence | None = None,
+    ) -> bool:
+        """Set an execution's status and quarantine reason (ending its lease), only under
+        ``fence`` when given; whether it was applied."""
+        token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
+        parameters = (execution_id, status, reason, updated_at, token, owner)
+        return await self._run(self._pool.execute(_QUARANTINE, *parameters)) != "UPDATE 0"

@@ -1,0 +1,110 @@
+"""How a store runs executions in this process: the one runner of an SQLite database (its runner
+lock), or one of the workers of a PostgreSQL database (``procstore.worker``).
+
+`Runner` is the part of ``ProcedureStore`` that decides whether this process may run an
+execution, resumes stored ones (``recover()``, ``get_execution()``) and, when the store closes,
+winds its executions down and lets go of them.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from procstore.clock import Clock
+from procstore.errors import StoreError
+from procstore.handles import Handles
+from procstore.registry import ProcedureRegistry
+from procstore.runtime import Execution
+from procstore.storage import Backend, StoredExecution
+from procstore.storage.base import Leasing
+from procstore.worker import LeasingBackend, Worker
+
+__all__ = ["Runner"]
+
+
+class Runner:
+    """Whether and how one store runs executions here.
+
+    Args:
+        handles: The store's executions in this process.
+        registry: The store's procedures.
+        where: How messages name the store's database.
+        concurrency: How many executions a PostgreSQL worker claims at once (0: none).
+        clock: The store's clock, which a graceful close waits on.
+    """
+
+    def __init__(
+        self,
+        handles: Handles,
+        registry: ProcedureRegistry,
+        where: str,
+        concurrency: int,
+        clock: Clock,
+    ) -> None:
+        self._handles = handles
+        self._registry = registry
+        self._where = where
+        self._concurrency = concurrency
+        self._clock = clock
+        self._running = False  # this process may run the database's executions
+        self.worker: Worker | None = None  # a PostgreSQL store's, once it runs executions
+
+    async def join(self, backend: Backend) -> None:
+        """Let this process run ``backend``'s executions: take SQLite's runner lock, or make
+        this store one of the database's workers (starting its claim loop).
+
+        Raises:
+            StoreError: the store is read-only, or (SQLite) another process runs them.
+        """
+        if self._running:
+            return
+        if backend.read_only:
+            raise StoreError(f"{self._where} is open read-only: it cannot run executions")
+        await backend.acquire_runner_lock()
+        if self._running:  # joined by a concurrent call meanwhile
+            return
+        self._running = True
+        if isinstance(backend, Leasing):
+            leasing = cast(LeasingBackend, backend)
+            self.worker = Worker(leasing, self._handles, self._registry, self._concurrency)
+            self.worker.start()
+
+    async def work(self, backend: Backend) -> None:
+        """``ProcedureStore.work``: join as a worker (PostgreSQL), or recover (SQLite)."""
+        if isinstance(backend, Leasing):
+            await self.join(backend)
+        else:
+            await self.recover(backend)
+
+    async def recover(self, backend: Backend) -> list[Execution]:
+        """``ProcedureStore.recover``: resume the unfinished executions this process may run
+        (a worker's: those no live worker holds)."""
+        await self.join(backend)
+        if self.worker is not None:
+            return await self.worker.recover()
+        return await self._handles.recover(backend)
+
+    async def resume(self, backend: Backend, stored: StoredExecution) -> Execution:
+        """A handle on the unfinished ``stored`` for ``get_execution``: resumed here, unless
+        another worker holds it (then a handle that reads it)."""
+        await self.join(backend)
+        live = self._handles.live(stored.id)  # resumed meanwhile by another call
+        if live is not None:
+            return live
+        if self.worker is not None:
+            return await self.worker.take(stored.id)
+        return await self._handles.restore(backend, stored, resume=True)
+
+    async def stop(self, grace: float) -> None:
+        """The store closes: claim nothing more; with ``grace``, let the actions under way
+        finish (``grace`` seconds at most, starting none); then detach every execution. The
+        backend's ``close`` releases a worker's leases after this."""
+        worker, self.worker = self.worker, None
+        self._running = False
+        if worker is not None:
+            worker.stop_claiming()
+        if grace > 0:
+            await self._handles.wind_down(grace, self._clock)
+        if worker is not None:
+            await worker.stop()
+        await self._handles.detach_running()
