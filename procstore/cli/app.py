@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from procstore.cli import diagram, exits, inspect, resume, run, schema, validate
+from procstore.cli import diagram, exits, inspect, resume, run, schema, validate, worker
 from procstore.cli.exits import ExitCode
 from procstore.cli.options import DB_ENVVAR, DEFAULT_DB
 from procstore.cli.output import echo
@@ -69,6 +69,7 @@ def _command(name: str, short_help: str, function: Callable[..., None]) -> None:
 # The commands, in the order ``procstore --help`` lists them.
 _command("run", "Register FILE's procedure and run it to completion.", run.run)
 _command("resume", "Carry on unfinished executions to completion.", resume.resume)
+_command("worker", "Run the store's executions until stopped (SIGTERM, Ctrl-C).", worker.worker)
 _command("list", "List the registered procedures and the executions.", inspect.list_)
 _command("show", "Show a registered procedure's states and transitions.", inspect.show)
 _command("history", "Print an execution's stored history.", inspect.history)

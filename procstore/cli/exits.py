@@ -63,11 +63,12 @@ _READ_STORE = ("the store cannot be used (not a procstore database, newer schema
 EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ExitCode.OK: Meaning(
         docs="Success: the execution(s) completed, every file is valid, the "
-        "listing/diagram/schema was written.",
+        "listing/diagram/schema was written, `worker` stopped on SIGTERM or SIGINT.",
         summary=("success",),
         commands={
             "run": ("the execution completed",),
             "resume": ("every resumed execution completed (or there was nothing to resume)",),
+            "worker": ("stopped by SIGTERM or SIGINT, its leases released",),
             "list": ("listed (also when the database does not exist yet: nothing to list)",),
             "show": ("shown",),
             "history": ("shown (whatever the execution's status)",),
@@ -119,6 +120,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "from OUT's suffix, png to a terminal, FILE is not the procedure of --execution",
             ),
             "schema": ("usage error (bad option)",),
+            "worker": ("usage error (bad option, bad --db URL)",),
             "validate": ("usage error (bad option, no FILE given)",),
         },
     ),
@@ -159,6 +161,10 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "process runs its executions)",
             ),
             "resume": ("the store cannot be used (another process runs its executions, ...)",),
+            "worker": (
+                "the store cannot be used (not a procstore database, newer schema, the server",
+                "cannot be reached, SQLite: another process runs its executions)",
+            ),
             "list": _READ_STORE,
             "show": _READ_STORE,
             "history": _READ_STORE,

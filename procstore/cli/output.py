@@ -50,7 +50,7 @@ def echo_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=True))
 
 
-class _SafeFormatter(logging.Formatter):
+class SafeFormatter(logging.Formatter):
     """Log lines for ``--verbose``: a `log` action's message is data, escaped like any line;
     a traceback keeps its line breaks."""
 
@@ -72,10 +72,10 @@ def configure_logging(verbose: bool, console: Console | None = None) -> None:
         from rich.logging import RichHandler
 
         handler = RichHandler(console=console, show_path=False, show_time=False)
-        handler.setFormatter(_SafeFormatter("%(message)s"))
+        handler.setFormatter(SafeFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True
     )

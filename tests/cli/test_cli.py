@@ -1244,7 +1244,7 @@ def test_validate_several_files_checks_them_all(tmp_path: Path) -> None:
 # help, version, entry points
 
 
-COMMANDS = ["run", "resume", "list", "show", "history", "diagram", "schema", "validate"]
+COMMANDS = ["run", "resume", "worker", "list", "show", "history", "diagram", "schema", "validate"]
 
 
 def test_help_documents_the_commands_and_exit_codes() -> None:
