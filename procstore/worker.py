@@ -15,9 +15,9 @@ tasks do the work:
 * the **renewal loop**: every ``lease_seconds * RENEW_FRACTION`` it extends every held lease.
   An execution whose lease another worker took is dropped at once (its handle detached, a
   warning logged); when renewals fail for so long that the leases may have expired, every
-  execution is dropped, since another worker may be running them. Held executions that no
-  longer run here (stopped by a failed write) are released, so that a worker resumes them
-  from their last commit.
+  execution is dropped, since another worker may be running them. (An execution a failed
+  write stopped is released by the backend at the next renewal, so that a worker resumes it
+  from its last commit.)
 
 Each claim is one log line on the ``procstore`` logger (INFO): ``claimed`` for an execution
 nobody held, ``took over ... from WORKER`` for one whose worker's lease had expired.
@@ -202,17 +202,16 @@ class Worker:
         claims = await self._backend.claim(limit, execution_id)
         for claim in claims:
             self._restoring[claim.execution_id] = asyncio.Event()
-        resumed = []
+        resumed, done = [], 0
         try:
             for claim in claims:
-                try:
-                    execution = await self._resume(claim)
-                finally:
-                    self._restoring.pop(claim.execution_id).set()
+                execution = await self._resume(claim)
+                self._restoring.pop(claim.execution_id).set()
+                done += 1
                 if execution is not None:
                     resumed.append(execution)
         finally:  # cancelled, or a failure: the claims not resumed are given back
-            left = [c.execution_id for c in claims if c.execution_id in self._restoring]
+            left = [claim.execution_id for claim in claims[done:]]
             for execution_id in left:
                 self._restoring.pop(execution_id).set()
             if left:
@@ -286,7 +285,6 @@ class Worker:
             confirmed_until = began + backend.lease_seconds
             for execution_id in lost:
                 self._drop(execution_id, "another worker took it over")
-            await self._release_orphans()
 
     def _drop(self, execution_id: str, detail: str) -> None:
         self._backend.forget(execution_id)
@@ -297,15 +295,6 @@ class Worker:
     def _drop_all(self, detail: str) -> None:
         for execution_id in self._backend.held():
             self._drop(execution_id, detail)
-
-    async def _release_orphans(self) -> None:
-        """Release the leases of executions that no longer run here (a failed write stopped
-        them): a worker resumes them from their last commit."""
-        running = self._handles.running
-        orphans = [i for i in self._backend.held() if i not in running and i not in self._restoring]
-        if orphans:
-            with contextlib.suppress(StoreError):  # then they expire
-                await self._backend.release(orphans)
 
 
 def _log_claim(claim: Claim, worker_id: str) -> None:

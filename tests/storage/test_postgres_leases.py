@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import asyncpg
 import pytest
 
-from procstore.errors import LeaseLost
+from procstore.errors import LeaseLost, StoreError
 from procstore.storage.postgres import PostgresBackend
 from tests.conftest import within
 
@@ -266,3 +266,28 @@ async def test_every_claim_is_in_the_lease_history(postgres_url: str, workers: W
         (1, first.worker_id, None),
         (2, second.worker_id, first.worker_id),
     ]
+
+
+async def test_an_execution_whose_commit_failed_is_released_at_the_next_renewal(
+    postgres_url: str, workers: Workers
+) -> None:
+    stopped, other = await workers(2)
+    await stopped.create_execution("e", "p", "1", "running", {}, [])
+    connection = await asyncpg.connect(postgres_url)
+    try:  # a write the server refuses, as a full disk or a cut connection would make it fail
+        await connection.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'refused'; END $$;"
+            " CREATE TRIGGER refuse BEFORE INSERT ON journal FOR EACH ROW"
+            " WHEN (NEW.record->>'kind' = 'refused') EXECUTE FUNCTION refuse()"
+        )
+    finally:
+        await connection.close()
+    with pytest.raises(StoreError, match="refused"):
+        await stopped.commit("e", "running", {}, [{"kind": "refused"}])
+
+    assert stopped.held() == {}  # the store stops the execution: the worker holds it no more
+    await stopped.renew()
+
+    assert await lease_of(postgres_url, "e") == (None, 1)
+    assert [claim.execution_id for claim in await other.claim(10)] == ["e"]

@@ -194,3 +194,21 @@ async def test_a_worker_whose_connections_are_cut_carries_on_and_repeats_no_comm
         assert [s for n, s in enumerate(states) if n == 0 or states[n - 1] != s] == [
             f"s{n}" for n in range(1, 6)
         ]
+
+
+async def test_a_busy_worker_with_short_leases_drops_and_repeats_nothing(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Renewals every 1/6 s among a thousand executions finishing: none of them may be taken
+    # for one that no longer runs here while its last commit is under way.
+    log = tmp_path / "actions.log"
+    store = ProcedureStore(
+        postgres_url, allowed_modules=["tests.worker_actions"], lease_seconds=0.5
+    )
+    async with store:
+        await store.work()
+        ids = await enqueue(postgres_url, chain(1), [{"log": str(log)} for _ in range(1000)])
+        await until(lambda: completed(postgres_url, ids), 120)
+
+    assert sorted(line.execution_id for line in ran(log)) == sorted(ids)  # each step once
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -278,7 +278,12 @@ class PostgresBackend:
         journal = [encode_json(record) for record in records]
         self._check_writable()
         fence = self._fence(execution_id)
-        if not await self._writes.commit(execution_id, status, text, journal, _now(), fence):
+        try:
+            applied = await self._writes.commit(execution_id, status, text, journal, _now(), fence)
+        except StoreError:
+            self._broken(execution_id)
+            raise
+        if not applied:
             raise await self._refused(execution_id, fence)
         if status != RUNNING and self._leases is not None:
             self._leases.ended(execution_id)
@@ -289,10 +294,23 @@ class PostgresBackend:
         check_strings(execution_id=execution_id, reason=reason)
         self._check_writable()
         fence = self._fence(execution_id)
-        if not await self._writes.quarantine(execution_id, QUARANTINED, reason, _now(), fence):
+        try:
+            applied = await self._writes.quarantine(
+                execution_id, QUARANTINED, reason, _now(), fence
+            )
+        except StoreError:
+            self._broken(execution_id)
+            raise
+        if not applied:
             raise await self._refused(execution_id, fence)
         if self._leases is not None:
             self._leases.ended(execution_id)
+
+    def _broken(self, execution_id: str) -> None:
+        """A write to ``execution_id`` failed: the store stops the execution here, so its
+        lease is given back (see ``Leases.broken``)."""
+        if self._leases is not None:
+            self._leases.broken(execution_id)
 
     async def _refused(self, execution_id: str, fence: Fence | None) -> Exception:
         """Why a write to ``execution_id`` changed nothing."""

@@ -115,6 +115,7 @@ class Leases:
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self._held: dict[str, int] = {}  # execution id -> fencing token
+        self._broken: dict[str, int] = {}  # stopped by a failed write: to release
         self._wake = asyncio.Event()  # something may have become claimable
         self._listener: asyncpg.Connection | None = None
         self._failures = 0  # LISTEN connections lost in a row
@@ -150,6 +151,14 @@ class Leases:
     def forget(self, execution_id: str) -> None:
         """``Leasing.forget``."""
         self._held.pop(execution_id, None)
+
+    def broken(self, execution_id: str) -> None:
+        """A write to ``execution_id`` failed, so the execution stopped here (see
+        ``procstore.runtime.journal.Writer``): hold it no more, and release its lease at the
+        next renewal, so that a worker resumes it from its last commit."""
+        fence = self._held.pop(execution_id, None)
+        if fence is not None:
+            self._broken[execution_id] = fence
 
     async def refused(self, execution_id: str, fence: int) -> ProcstoreError:
         """The error for a write under ``fence`` that changed nothing: ``LeaseLost`` (the
@@ -190,7 +199,15 @@ class Leases:
         return claims
 
     async def renew(self) -> list[str]:
-        """``Leasing.renew``."""
+        """``Leasing.renew``; the leases of executions stopped by a failed write are released
+        first (they stay to release if that fails too)."""
+        if self._broken:
+            broken, self._broken = self._broken, {}
+            try:
+                await self._release(broken)
+            except StoreError:
+                self._broken.update(broken)
+                raise
         sent = dict(self._held)
         if not sent:
             return []
@@ -212,6 +229,13 @@ class Leases:
         """``Leasing.release``."""
         ids = list(self._held) if execution_ids is None else execution_ids
         given = {i: self._held.pop(i) for i in ids if i in self._held}
+        if execution_ids is None:  # everything: the stopped ones too
+            given.update(self._broken)
+            self._broken.clear()
+        await self._release(given)
+
+    async def _release(self, given: dict[str, int]) -> None:
+        """Release the leases ``given`` (id: fencing token)."""
         if not given:
             return
         try:
