@@ -212,10 +212,11 @@ def _live(console: Console | None, db: str) -> Iterator[None]:
 
     def line() -> Text:
         up = elapsed_text(time.monotonic() - began)
+        # The counts first: a narrow terminal cuts the end of the line.
         return Text(
             safe_text(
-                f"worker on {db_name(db)}: {counter.claimed} claimed "
-                f"({counter.taken_over} taken over), up {up} - Ctrl-C stops it"
+                f"{counter.claimed} claimed ({counter.taken_over} taken over), up {up}: "
+                f"worker on {db_name(db)} (Ctrl-C stops it)"
             )
         )
 

@@ -5,7 +5,10 @@ one worker, which resumes its unfinished executions; a server it cannot use is o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from procstore import ProcedureStore, Status
+from tests.conftest import within
 from tests.workers import MODULE, ROOT, chain, enqueue, ran, start_worker, statuses, until
 
 #: Generous: how long a scenario may take before the test counts it as hung.
@@ -148,3 +152,40 @@ async def test_two_workers_claim_each_new_execution_once_one_log_line_each(
         for line in claimed.splitlines()
         if "claimed execution" in line
     )
+
+
+async def test_on_a_terminal_a_live_line_counts_the_claims(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "procstore", "worker", "--db", postgres_url]
+    worker = subprocess.Popen(
+        [*command, "--allow-module", MODULE],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = bytearray()
+
+    def read() -> None:  # everything the terminal gets, until the worker has exited
+        with contextlib.suppress(OSError):  # EIO: the terminal's other end is closed
+            while chunk := os.read(controller, 4096):
+                shown.extend(chunk)
+
+    reader = asyncio.get_running_loop().run_in_executor(None, read)
+    try:
+        await until(lambda: b"0 claimed" in shown, HANG_S)
+        await enqueue(postgres_url, chain(1), [{"log": str(tmp_path / "actions.log")}])
+        await until(lambda: b"1 claimed (0 taken over)" in shown, HANG_S)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=HANG_S) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        await within(reader, 30)
+        os.close(controller)
+    assert b"claimed execution" not in shown  # the live line counts them instead
