@@ -212,3 +212,19 @@ async def test_a_busy_worker_with_short_leases_drops_and_repeats_nothing(
 
     assert sorted(line.execution_id for line in ran(log)) == sorted(ids)  # each step once
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_finished_execution_reset_runs_again_under_a_new_lease(postgres_url: str) -> None:
+    async with ProcedureStore(postgres_url) as store:
+        store.register_action("app.step", lambda context: "done")
+        await store.register(ONE_STEP)
+        execution = await store.start("one", auto=True)
+        await within(execution.run_to_completion(), 30)
+        assert await lease_owner(postgres_url, execution.id) is None  # its final commit
+
+        await execution.reset()  # running again: this worker holds it again
+        final = await within(execution.run_to_completion(), 30)
+
+    assert final.status is Status.COMPLETED and not execution.detached
+    kinds = [r.kind for r in final.history]
+    assert kinds.count("reset") == 1 and kinds[-1] == "finished"

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import asyncpg
 
-from procstore.errors import ExecutionNotFound, StoreError
+from procstore.errors import ExecutionNotFound, LeaseLost, StoreError
 from procstore.storage.base import (
     DEFAULT_LEASE_SECONDS,
     QUARANTINED,
@@ -268,7 +268,7 @@ class PostgresBackend:
         records: list[dict[str, Any]],
     ) -> None:
         """``Backend.commit``, in one statement; a worker's only under its lease, which a
-        final status ends.
+        final status ends (a finished execution that ``reset()`` runs again gets a new one).
 
         Raises:
             LeaseLost: This worker does not hold the execution's lease (any more).
@@ -277,6 +277,10 @@ class PostgresBackend:
         text = encode_json(snapshot)
         journal = [encode_json(record) for record in records]
         self._check_writable()
+        leases = self._leases
+        if leases is not None and status == RUNNING and not leases.holds(execution_id):
+            await self._revive(leases, execution_id, status, text, journal)
+            return
         fence = self._fence(execution_id)
         try:
             applied = await self._writes.commit(execution_id, status, text, journal, _now(), fence)
@@ -305,6 +309,17 @@ class PostgresBackend:
             raise await self._refused(execution_id, fence)
         if self._leases is not None:
             self._leases.ended(execution_id)
+
+    async def _revive(
+        self, leases: Leases, execution_id: str, status: str, snapshot: str, journal: list[str]
+    ) -> None:
+        """A commit back to running of an execution this worker does not hold: a finished one
+        that ``reset()`` starts again takes a new lease; any other is refused."""
+        lease = Lease(leases.worker_id, leases.lease_seconds)
+        fence = await self._writes.revive(execution_id, status, snapshot, journal, _now(), lease)
+        if fence is None:
+            raise LeaseLost(execution_id, "this worker holds no lease on it")
+        leases.revived(execution_id, fence)
 
     def _broken(self, execution_id: str) -> None:
         """A write to ``execution_id`` failed: the store stops the execution here, so its

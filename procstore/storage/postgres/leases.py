@@ -131,6 +131,14 @@ class Leases:
         """This worker created ``execution_id`` leased to itself, with token 1."""
         self._held[execution_id] = 1
 
+    def holds(self, execution_id: str) -> bool:
+        """Whether this worker holds ``execution_id``."""
+        return execution_id in self._held
+
+    def revived(self, execution_id: str, fence: int) -> None:
+        """This worker runs the finished ``execution_id`` again, under token ``fence``."""
+        self._held[execution_id] = fence
+
     def fence_of(self, execution_id: str) -> int:
         """The token a commit to ``execution_id`` is made under.
 

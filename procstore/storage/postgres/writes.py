@@ -94,6 +94,29 @@ _COMMIT: Final = """
     )
     SELECT count(*) FROM updated
 """
+# A finished execution back to running (``reset()``): under a new lease of the committer ($6,
+# for $7 seconds), with the next token and its history row; nothing if the row is running (then
+# a worker holds it, or held it) or held.
+_REVIVE: Final = """
+    WITH updated AS (
+        UPDATE executions
+           SET status = $2, snapshot = $3::json, updated_at = $4,
+               journal_length = journal_length + cardinality($5::text[]),
+               lease_owner = $6,
+               lease_expires_at = clock_timestamp() + make_interval(secs => $7::float8),
+               fence = fence + 1
+         WHERE id = $1 AND status <> $8 AND lease_owner IS NULL
+        RETURNING id, fence, journal_length - cardinality($5::text[]) AS last
+    ), appended AS (
+        INSERT INTO journal (execution_id, seq, record)
+        SELECT updated.id, updated.last + r.seq, r.record::json
+          FROM updated, unnest($5::text[]) WITH ORDINALITY AS r(record, seq)
+    ), history AS (
+        INSERT INTO claims (execution_id, fence, owner, previous_owner, claimed_at)
+        SELECT id, fence, $6, NULL, clock_timestamp() FROM updated
+    )
+    SELECT fence FROM updated
+"""
 _QUARANTINE: Final = """
     UPDATE executions
        SET status = $2, quarantine_reason = $3, updated_at = $4,
@@ -172,6 +195,21 @@ class Writer:
         token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
         parameters = (execution_id, status, snapshot, updated_at, records, token, owner, RUNNING)
         return bool(await self._run(self._pool.fetchval(_COMMIT, *parameters)))
+
+    async def revive(
+        self,
+        execution_id: str,
+        status: str,
+        snapshot: str,
+        records: list[str],
+        updated_at: datetime,
+        lease: Lease,
+    ) -> int | None:
+        """``commit`` a finished execution back to running under a new ``lease``; its new
+        fencing token, or ``None`` when the row is running or held (nothing changed)."""
+        parameters = (execution_id, status, snapshot, updated_at, records, *lease, RUNNING)
+        fence: int | None = await self._run(self._pool.fetchval(_REVIVE, *parameters))
+        return fence
 
     async def quarantine(
         self,
