@@ -75,6 +75,7 @@ lint: venv
 bench: venv system-deps
 	$(BIN)/python perf/bench_procstore.py
 	$(BIN)/python perf/bench_diagrams.py
+	$(BIN)/python perf/bench_workers.py
 
 # SPEC-007 validation report (tests + full benchmark: 64-75 s idle, minutes on a busy machine);
 # docs/validation.md is generated output: commit it, never edit it by hand.

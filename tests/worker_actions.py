@@ -2,16 +2,17 @@
 tests/cli/test_worker_command.py) and of perf/bench_workers.py, run by ``procstore worker``
 processes that allow this module (``--allow-module tests.worker_actions``).
 
-Every action first appends one line, ``<execution id> <state> <attempt> <pid>``, to the file
-``context["log"]`` (one ``write`` on a file opened for appending: the lines of several processes
-never mix), so the test can see from that file which process ran which step how many times, in
-what order.
+Every action first appends one line, ``<execution id> <state> <attempt> <pid> <time>``, to the
+file ``context["log"]`` (one ``write`` on a file opened for appending: the lines of several
+processes never mix), so the test can see from that file which process ran which step how many
+times, in what order (and the benchmark when it started: ``time.time()``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from procstore import ActionInfo
@@ -21,7 +22,8 @@ __all__ = ["flaky", "log_step", "step"]
 
 def log_step(context: dict[str, Any], info: ActionInfo) -> None:
     """Append this attempt's line to ``context["log"]``."""
-    line = f"{info.execution_id} {info.state} {info.attempt} {os.getpid()}\n".encode()
+    fields = (info.execution_id, info.state, info.attempt, os.getpid(), repr(time.time()))
+    line = (" ".join(map(str, fields)) + "\n").encode()
     fd = os.open(context["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

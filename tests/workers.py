@@ -68,32 +68,52 @@ class _FirstWrite:
         raise AssertionError("an enqueued execution never commits here")
 
 
-async def enqueue(url: str, doc: dict[str, Any], contexts: Iterable[dict[str, Any]]) -> list[str]:
-    """Store ``doc`` and one new ``auto`` execution of it per context, each held by no worker,
-    as a client process creates them (the database notifies the idle workers); their ids.
+class Client:
+    """Creates executions of one procedure as a client process does: each held by no worker
+    (the database notifies the idle workers), nothing of it run here. Use it as an async
+    context manager (it holds a backend that is not a worker)."""
 
-    Nothing of them runs here: each execution's initial state is entered in memory and its
-    first write (snapshot and records) is stored by a backend that is not a worker.
-    """
-    procedure = Procedure.model_validate(doc)
-    compiled = compile_procedure(procedure, ActionRegistry([MODULE]), GuardRegistry())
-    backend = await PostgresBackend.open(url)
-    try:
-        await backend.save_procedure(procedure.name, procedure.version, doc)
-        ids = []
-        for context in contexts:
-            execution_id, journal = uuid.uuid4().hex, _FirstWrite()
-            with contextlib.suppress(_Captured):
-                await start_execution(compiled, execution_id, context, auto=True, journal=journal)
-            assert journal.row is not None
-            status, snapshot, records = journal.row
-            await backend.create_execution(
-                execution_id, procedure.name, procedure.version, status, snapshot, records
-            )
-            ids.append(execution_id)
-        return ids
-    finally:
-        await backend.close()
+    def __init__(self, url: str, doc: dict[str, Any]) -> None:
+        self._url = url
+        self._doc = doc
+        self._procedure = Procedure.model_validate(doc)
+        self._compiled = compile_procedure(
+            self._procedure, ActionRegistry([MODULE]), GuardRegistry()
+        )
+        self._backend: PostgresBackend | None = None
+
+    async def __aenter__(self) -> Client:
+        self._backend = await PostgresBackend.open(self._url)
+        procedure = self._procedure
+        await self._backend.save_procedure(procedure.name, procedure.version, self._doc)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+
+    async def start(self, context: dict[str, Any]) -> str:
+        """A new ``auto`` execution with ``context``; its id.
+
+        Its initial state is entered in memory and its first write (snapshot and records) is
+        stored as it is, by a backend that is not a worker."""
+        assert self._backend is not None, "use Client as an async context manager"
+        execution_id, journal = uuid.uuid4().hex, _FirstWrite()
+        with contextlib.suppress(_Captured):
+            await start_execution(self._compiled, execution_id, context, auto=True, journal=journal)
+        assert journal.row is not None
+        status, snapshot, records = journal.row
+        procedure = self._procedure
+        await self._backend.create_execution(
+            execution_id, procedure.name, procedure.version, status, snapshot, records
+        )
+        return execution_id
+
+
+async def enqueue(url: str, doc: dict[str, Any], contexts: Iterable[dict[str, Any]]) -> list[str]:
+    """Store ``doc`` and one new execution of it per context, as a ``Client``; their ids."""
+    async with Client(url, doc) as client:
+        return [await client.start(context) for context in contexts]
 
 
 # -- worker processes ---------------------------------------------------------------------------
@@ -130,12 +150,13 @@ def start_worker(url: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
 
 @dataclass(frozen=True)
 class Ran:
-    """One line of the actions' log: an attempt of a step, by a process."""
+    """One line of the actions' log: an attempt of a step, by a process, when it started."""
 
     execution_id: str
     state: str
     attempt: int
     pid: int
+    at: float
 
 
 def ran(log: Path) -> list[Ran]:
@@ -143,7 +164,9 @@ def ran(log: Path) -> list[Ran]:
     if not log.exists():
         return []
     lines = log.read_text(encoding="utf-8").splitlines()
-    return [Ran(e, s, int(a), int(p)) for e, s, a, p in (line.split() for line in lines)]
+    return [
+        Ran(e, s, int(a), int(p), float(t)) for e, s, a, p, t in (line.split() for line in lines)
+    ]
 
 
 @dataclass(frozen=True)
