@@ -169,10 +169,13 @@ class Worker:
     async def recover(self) -> list[Execution]:
         """``ProcedureStore.recover`` on a worker: claim every running execution no live
         worker holds, whatever ``concurrency`` says (it was asked for), resume each; return
-        every execution this process runs."""
-        while len(await self._claim(CLAIM_BATCH)) == CLAIM_BATCH:
-            pass
-        return list(self._handles.running.values())
+        those this process ran already and those resumed (some may have finished since)."""
+        executions = list(self._handles.running.values())
+        while True:
+            claimed, resumed = await self._claim(CLAIM_BATCH)
+            executions += resumed
+            if claimed < CLAIM_BATCH:
+                return executions
 
     async def take(self, execution_id: str) -> Execution:
         """A handle on a running execution for ``get_execution``: resumed here if this
@@ -181,9 +184,9 @@ class Worker:
         Raises:
             ExecutionNotFound: it is gone; ExecutionDamaged: it cannot be restored.
         """
-        claimed = await self._claim(1, execution_id)
-        if claimed:
-            return claimed[0]
+        _, resumed = await self._claim(1, execution_id)
+        if resumed:
+            return resumed[0]
         restoring = self._restoring.get(execution_id)
         if restoring is not None:  # claimed by the claim loop, resuming now
             await restoring.wait()
@@ -191,14 +194,16 @@ class Worker:
         if live is not None:
             return live
         stored = await self._backend.load_execution(execution_id)
-        if stored is None:
+        if stored is None:  # deleted meanwhile
             raise ExecutionNotFound(f"no execution {execution_id!r}")
         elsewhere = "read-only here: another worker runs it"
         return await self._handles.restore(self._backend, stored, resume=False, frozen=elsewhere)
 
-    async def _claim(self, limit: int, execution_id: str | None = None) -> list[Execution]:
-        """Claim up to ``limit`` executions (or ``execution_id``) and resume each; the
-        handles of those resumed."""
+    async def _claim(
+        self, limit: int, execution_id: str | None = None
+    ) -> tuple[int, list[Execution]]:
+        """Claim up to ``limit`` executions (or ``execution_id``) and resume each; how many
+        were claimed, and the handles of those resumed (not those quarantined)."""
         claims = await self._backend.claim(limit, execution_id)
         for claim in claims:
             self._restoring[claim.execution_id] = asyncio.Event()
@@ -217,7 +222,7 @@ class Worker:
             if left:
                 with contextlib.suppress(StoreError):
                     await self._backend.release(left)
-        return resumed
+        return len(claims), resumed
 
     async def _resume(self, claim: Claim) -> Execution | None:
         """Resume a claimed execution from its last commit, as ``recover()`` does; ``None``
@@ -244,7 +249,7 @@ class Worker:
             try:
                 free = self._concurrency - len(backend.held())
                 wanted = min(free, CLAIM_BATCH)
-                if wanted > 0 and len(await self._claim(wanted)) == wanted:
+                if wanted > 0 and (await self._claim(wanted))[0] == wanted:
                     continue  # a full batch: more may be waiting
                 self._idle = asyncio.ensure_future(backend.wait_for_work(poll))
                 try:

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from procstore import ActionInfo, LeaseLost, ProcedureStore, Status, StoreError
+from procstore.storage.postgres import PostgresBackend
 from tests.builders import fn, on
 from tests.conftest import Gate, make_doc, within
 from tests.workers import chain, enqueue, ran, statuses, until
@@ -228,3 +229,19 @@ async def test_a_finished_execution_reset_runs_again_under_a_new_lease(postgres_
     assert final.status is Status.COMPLETED and not execution.detached
     kinds = [r.kind for r in final.history]
     assert kinds.count("reset") == 1 and kinds[-1] == "finished"
+
+
+async def test_recover_on_a_worker_claims_past_the_executions_it_quarantines(
+    postgres_url: str,
+) -> None:
+    async with await PostgresBackend.open(postgres_url) as client:  # as clients left them
+        for n in range(12):  # a full claim batch of damaged ones first
+            await client.create_execution(f"gone{n:02}", "gone", "1.0", "running", {}, [])
+    healthy = await enqueue(postgres_url, ONE_STEP, [{}, {}])
+
+    async with ProcedureStore(postgres_url, concurrency=0) as store:
+        store.register_action("app.step", lambda context: "done")
+        resumed = await store.recover()
+
+        assert sorted(e.id for e in resumed) == sorted(healthy)
+        assert len(await store.executions(status=Status.QUARANTINED)) == 12
