@@ -12,7 +12,7 @@ import asyncpg
 from procstore.errors import StoreError
 from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
 from procstore.storage.postgres.connections import DRIVER_ERRORS
-from procstore.storage.values import json_object
+from procstore.storage.values import decode_execution, stored_procedure
 
 __all__ = ["Reader"]
 
@@ -44,19 +44,7 @@ class Reader:
     async def load_procedures(self) -> list[StoredProcedure]:
         """``Backend.load_procedures``, in ``seq`` order."""
         rows = await self.query("SELECT name, version, document::text FROM procedures ORDER BY seq")
-        procedures = []
-        for name, version, text in rows:
-            problems: list[str] = []
-            document = json_object(text, "its stored document", problems)
-            procedures.append(
-                StoredProcedure(
-                    name=name,
-                    version=version,
-                    document=None if problems else document,
-                    reason=problems[0] if problems else None,
-                )
-            )
-        return procedures
+        return [stored_procedure(name, version, text) for name, version, text in rows]
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """``Backend.load_execution``."""
@@ -98,11 +86,7 @@ def _stored_execution(row: asyncpg.Record) -> StoredExecution:
     """
     execution_id, procedure, version, status, created, updated, reason, snapshot, records = row
     problems: list[str] = []
-    decoded = json_object(snapshot, "its stored snapshot", problems)
-    journal = [
-        json_object(record, f"its journal record {seq}", problems)
-        for seq, record in enumerate(records, 1)
-    ]
+    decoded, journal = decode_execution(snapshot, records, problems)
     return StoredExecution(
         id=execution_id,
         procedure=procedure,

@@ -15,7 +15,7 @@ import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
-from procstore.storage.values import canonical_version, json_object
+from procstore.storage.values import canonical_version, decode_execution, stored_procedure
 
 __all__ = ["Reader"]
 
@@ -82,15 +82,7 @@ class Reader:
                 problems.append(
                     f"it is an alias of version {first!r}, stored before it (they are one version)"
                 )
-            document = json_object(text, "its stored document", problems)
-            procedures.append(
-                StoredProcedure(
-                    name=name,
-                    version=version,
-                    document=None if problems else document,
-                    reason=problems[0] if problems else None,
-                )
-            )
+            procedures.append(stored_procedure(name, version, text, problems))
         return procedures
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
@@ -180,11 +172,7 @@ def _stored_execution(
     """
     execution_id, procedure, version, status, created, updated, reason = columns
     problems: list[str] = []
-    decoded = json_object(snapshot, "its stored snapshot", problems)
-    journal = [
-        json_object(record, f"its journal record {seq}", problems)
-        for seq, record in enumerate(records, 1)
-    ]
+    decoded, journal = decode_execution(snapshot, records, problems)
     created_at = _timestamp(created, "created_at", problems)
     updated_at = _timestamp(updated, "updated_at", problems)
     return StoredExecution(
