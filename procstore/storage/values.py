@@ -3,7 +3,7 @@ values the same way: the JSON text a document, snapshot or record is stored as
 (``encode_json``) and how it is read back (``json_object``: a value that is not a JSON object
 becomes a reason, never an exception; ``stored_procedure`` and ``decode_execution`` for whole
 rows), the one form of each version (``canonical_version``), the type checks of ids and names
-(``check_strings``).
+(``check_strings``), and of an inbox command (``encode_command``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Any
 
 from packaging.utils import canonicalize_version
 
-from procstore.storage.base import StoredProcedure
+from procstore.storage.base import COMMAND_KINDS, StoredProcedure
 
 __all__ = [
     "canonical_version",
     "check_strings",
     "decode_execution",
+    "encode_command",
     "encode_json",
     "json_object",
     "stored_procedure",
@@ -99,3 +100,21 @@ def stored_procedure(
         document=None if problems else document,
         reason=problems[0] if problems else None,
     )
+
+
+def encode_command(execution_id: str, kind: str, payload: dict[str, Any]) -> str:
+    """Check a command for ``Backend.post_command`` and return its payload as stored JSON.
+
+    Raises:
+        TypeError: ``execution_id`` or ``kind`` is not a string, ``payload`` not a dict, or
+            part of it has no JSON form.
+        ValueError: ``kind`` is not one of ``COMMAND_KINDS``, or ``payload`` holds NaN or
+            infinity.
+    """
+    check_strings(execution_id=execution_id, kind=kind)
+    if kind not in COMMAND_KINDS:
+        known = ", ".join(sorted(COMMAND_KINDS))
+        raise ValueError(f"unknown command kind {kind!r} (known: {known})")
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, not {type(payload).__name__}")
+    return encode_json(payload)

@@ -62,7 +62,7 @@ def closed_port() -> int:
 async def test_an_empty_database_is_initialised_at_the_current_schema(postgres_url: str) -> None:
     async with await PostgresBackend.open(postgres_url):
         pass
-    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+    assert await tables(postgres_url) == ["executions", "inbox", "journal", "meta", "procedures"]
     async with sql(postgres_url) as db:
         meta = {row["key"]: row["value"] for row in await db.fetch("SELECT key, value FROM meta")}
     assert meta == {"application": "procstore", "schema_version": str(SCHEMA_VERSION)}
@@ -83,7 +83,7 @@ async def test_stores_opening_an_empty_database_at_once_create_the_tables_once(
     )
     for backend in backends:
         await backend.close()
-    assert await tables(postgres_url) == ["executions", "journal", "meta", "procedures"]
+    assert await tables(postgres_url) == ["executions", "inbox", "journal", "meta", "procedures"]
 
 
 async def test_a_database_with_other_tables_is_refused_unchanged(postgres_url: str) -> None:

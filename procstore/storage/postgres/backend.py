@@ -5,6 +5,7 @@ holds the runner lock, ``writes`` commits, ``reads`` reads)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -12,8 +13,16 @@ from typing import Any, Self
 import asyncpg
 
 from procstore.errors import StoreError
-from procstore.storage.base import QUARANTINED, ExecutionSummary, StoredExecution, StoredProcedure
+from procstore.storage.base import (
+    COMMANDS_PAGE,
+    QUARANTINED,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.postgres import schema
+from procstore.storage.postgres.changes import Listener
 from procstore.storage.postgres.connections import (
     CLOSE_TIMEOUT_S,
     DRIVER_ERRORS,
@@ -23,7 +32,12 @@ from procstore.storage.postgres.lock import RunnerLock
 from procstore.storage.postgres.reads import Reader
 from procstore.storage.postgres.writes import Writer
 from procstore.storage.urls import describe_postgres
-from procstore.storage.values import canonical_version, check_strings, encode_json
+from procstore.storage.values import (
+    canonical_version,
+    check_strings,
+    encode_command,
+    encode_json,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -42,6 +56,7 @@ class PostgresBackend:
         self._read_only = read_only
         self._reads = Reader(where, pool)
         self._writes = Writer(where, pool)
+        self._changes = Listener(url, where)
         self._runner: RunnerLock | None = None
         # Taking the lock takes a connection and round trips: the first concurrent start()
         # calls of a store all ask for it, and must wait for the one that takes it.
@@ -97,6 +112,7 @@ class PostgresBackend:
             return
         self._closed = True
         try:
+            await self._changes.close()
             try:
                 await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
             except (TimeoutError, *DRIVER_ERRORS):
@@ -179,6 +195,8 @@ class PostgresBackend:
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
+        *,
+        announce: bool = False,
     ) -> None:
         """``Backend.create_execution``, in one statement."""
         check_strings(
@@ -187,7 +205,7 @@ class PostgresBackend:
         row = (execution_id, procedure, version, status, encode_json(snapshot))
         journal = [encode_json(record) for record in records]
         self._check_writable()
-        await self._writes.create_execution(row, journal, _now())
+        await self._writes.create_execution(row, journal, _now(), announce)
 
     async def commit(
         self,
@@ -208,6 +226,34 @@ class PostgresBackend:
         check_strings(execution_id=execution_id, reason=reason)
         self._check_writable()
         await self._writes.quarantine(execution_id, QUARANTINED, reason, _now())
+
+    # -- the inbox: see ``Backend`` ----------------------------------------------------------------
+
+    async def post_command(self, execution_id: str, kind: str, payload: dict[str, Any]) -> int:
+        """``Backend.post_command``, in one statement (which notifies the change)."""
+        text = encode_command(execution_id, kind, payload)
+        self._check_writable()
+        return await self._writes.post_command(execution_id, kind, text, _now())
+
+    async def commands_after(
+        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
+    ) -> list[Command]:
+        """``Backend.commands_after``."""
+        self._check_open()
+        return await self._reads.commands_after(after_id, limit, execution_id)
+
+    async def delete_commands(self, ids: Sequence[int]) -> None:
+        """``Backend.delete_commands``, in one statement."""
+        self._check_writable()
+        if ids:
+            await self._writes.delete_commands(list(ids))
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
+        """``Backend.wait_for_change``: see ``procstore.storage.postgres.changes``."""
+        self._check_open()
+        marker = await self._changes.wait(timeout, since)
+        self._check_open()
+        return marker
 
     # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
 

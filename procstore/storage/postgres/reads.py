@@ -10,7 +10,13 @@ from typing import Any, Final
 import asyncpg
 
 from procstore.errors import StoreError
-from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
+from procstore.storage.base import (
+    RUNNING,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.postgres.connections import DRIVER_ERRORS
 from procstore.storage.values import decode_execution, stored_procedure
 
@@ -70,6 +76,25 @@ class Reader:
             procedure,
         )
         return [ExecutionSummary(*row) for row in rows]
+
+    async def commands_after(
+        self, after_id: int, limit: int, execution_id: str | None
+    ) -> list[Command]:
+        """``Backend.commands_after`` (a filter that is ``None`` matches every row)."""
+        rows = await self.query(
+            "SELECT id, execution_id, kind, payload::text, posted_at FROM inbox"
+            " WHERE id > $1 AND ($3::text IS NULL OR execution_id = $3) ORDER BY id LIMIT $2",
+            after_id,
+            limit,
+            execution_id,
+        )
+        commands = []
+        for command_id, target, kind, payload, posted_at in rows:
+            problems: list[str] = []
+            decoded = json_object(payload, "its stored payload", problems)
+            reason = problems[0] if problems else None
+            commands.append(Command(command_id, target, kind, decoded, posted_at, reason))
+        return commands
 
     async def unfinished_execution_ids(self) -> list[str]:
         """``Backend.unfinished_execution_ids``, in ``seq`` order."""

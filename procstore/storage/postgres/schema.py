@@ -1,7 +1,7 @@
 """The PostgreSQL backend's schema: its migrations, and the inspection that recognises a
 procstore database (and refuses anybody else's, unchanged) before anything is written to it.
 
-Layout (schema version 1; see ``MIGRATIONS``), in the connection's current schema (the first
+Layout (schema version 2; see ``MIGRATIONS``), in the connection's current schema (the first
 of its ``search_path`` that exists, ``public`` by default):
 
 * ``meta(key, value)``: ``application`` is ``procstore`` (``APPLICATION``: what marks the
@@ -14,6 +14,15 @@ of its ``search_path`` that exists, ``public`` by default):
   commit; ``journal_length`` is the seq of its last journal record, so that a commit numbers
   the records it appends under the lock of the row it updates.
 * ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
+* ``inbox(id, execution_id, kind, payload, posted_at)``: the commands clients post for whoever
+  runs the executions (``procstore.storage.base.Command``). ``id`` is an identity, never reused;
+  a command is inserted under a lock of its execution's row, so the commands of one execution
+  get ids in the order they commit (concurrent transactions may commit the commands of
+  *different* executions out of id order).
+
+Every change others may wait for (a command posted, an execution created, a commit of a final
+status, a quarantine) sends a ``NOTIFY`` on ``CHANGE_CHANNEL`` with the execution's id, in the
+transaction that makes it (see ``procstore.storage.postgres.changes``).
 
 Documents, snapshots and records are ``json`` columns, not ``jsonb``: ``json`` keeps the text it
 is given, and procstore stores any Python string (a NUL character, a lone surrogate, which
@@ -35,6 +44,7 @@ from procstore.storage.postgres.connections import DRIVER_ERRORS, Connection
 
 __all__ = [
     "APPLICATION",
+    "CHANGE_CHANNEL",
     "LOCK_NAMESPACE",
     "MIGRATIONS",
     "MIGRATION_LOCK",
@@ -51,6 +61,9 @@ APPLICATION: Final = "procstore"
 
 LOCK_NAMESPACE: Final = 0x50535452
 """The first key of procstore's advisory locks (``PSTR``, SQLite's ``APPLICATION_ID``)."""
+
+CHANGE_CHANNEL: Final = "procstore_change"
+"""The ``LISTEN``/``NOTIFY`` channel of a procstore database (channels are per database)."""
 
 MIGRATION_LOCK: Final = 0
 """Second key of the transaction lock that serialises creating and migrating the schema."""
@@ -97,6 +110,17 @@ MIGRATIONS: tuple[str, ...] = (
         record       json NOT NULL,
         PRIMARY KEY (execution_id, seq)
     );
+    """,
+    # 2: the inbox of commands that clients post for whoever runs the executions.
+    """
+    CREATE TABLE inbox (
+        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        execution_id text NOT NULL REFERENCES executions (id),
+        kind         text NOT NULL,
+        payload      json NOT NULL,
+        posted_at    timestamptz NOT NULL
+    );
+    CREATE INDEX inbox_by_execution ON inbox (execution_id, id);
     """,
 )
 """Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.

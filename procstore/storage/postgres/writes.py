@@ -6,6 +6,11 @@ numbered from the row's ``journal_length`` under the row lock the update takes, 
 execution from several connections are serialised by the server and never number two records
 alike. Nothing is batched across writes (SQLite's writer does that to share one fsync); the
 server's own group commit does it for concurrent transactions.
+
+The writes others may wait for (``Backend.wait_for_change``) call ``pg_notify`` on
+``CHANGE_CHANNEL`` in the same statement: a command posted, an execution created, a commit of a
+final status, a quarantine. PostgreSQL delivers a notification when its transaction commits,
+and never one of a transaction rolled back.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Final, TypeVar
 import asyncpg
 
 from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
+from procstore.storage.base import RUNNING
 from procstore.storage.postgres.connections import DRIVER_ERRORS
+from procstore.storage.postgres.schema import CHANGE_CHANNEL
 from procstore.storage.values import json_object
 
 __all__ = ["Writer"]
@@ -34,8 +41,9 @@ _SAVE_PROCEDURE: Final = """
 _STORED_VERSION: Final = """
     SELECT version, document::text FROM procedures WHERE name = $1 AND canonical_version = $2
 """
-# The row, then its records numbered 1..n: nothing when the id is taken.
-_CREATE_EXECUTION: Final = """
+# The row, then its records numbered 1..n and (announced, $8) its start command: nothing when
+# the id is taken.
+_CREATE_EXECUTION: Final = f"""
     WITH created AS (
         INSERT INTO executions (id, procedure, version, status, snapshot, journal_length,
                                 created_at, updated_at)
@@ -46,11 +54,15 @@ _CREATE_EXECUTION: Final = """
         INSERT INTO journal (execution_id, seq, record)
         SELECT created.id, r.seq, r.record::json
           FROM created, unnest($6::text[]) WITH ORDINALITY AS r(record, seq)
+    ), announced AS (
+        INSERT INTO inbox (execution_id, kind, payload, posted_at)
+        SELECT created.id, 'start', '{{}}', $7 FROM created WHERE $8
     )
-    SELECT count(*) FROM created
+    SELECT count(*) FROM (SELECT pg_notify('{CHANGE_CHANNEL}', id) FROM created) AS notified
 """
-# The row, then its new records numbered after the last one: nothing for an unknown id.
-_COMMIT: Final = """
+# The row, then its new records numbered after the last one: nothing for an unknown id. A final
+# status is notified.
+_COMMIT: Final = f"""
     WITH updated AS (
         UPDATE executions
            SET status = $2, snapshot = $3::json, updated_at = $4,
@@ -62,11 +74,31 @@ _COMMIT: Final = """
         SELECT updated.id, updated.last + r.seq, r.record::json
           FROM updated, unnest($5::text[]) WITH ORDINALITY AS r(record, seq)
     )
-    SELECT count(*) FROM updated
+    SELECT count(*)
+      FROM (SELECT CASE WHEN $2 <> '{RUNNING}' THEN pg_notify('{CHANGE_CHANNEL}', id) END
+              FROM updated) AS notified
 """
-_QUARANTINE: Final = """
-    UPDATE executions SET status = $2, quarantine_reason = $3, updated_at = $4 WHERE id = $1
+_QUARANTINE: Final = f"""
+    WITH updated AS (
+        UPDATE executions SET status = $2, quarantine_reason = $3, updated_at = $4
+         WHERE id = $1
+        RETURNING id
+    )
+    SELECT count(*) FROM (SELECT pg_notify('{CHANGE_CHANNEL}', id) FROM updated) AS notified
 """
+# Under a lock of the execution's row, so that the commands of one execution commit in id order
+# (NO KEY UPDATE: it does not block the journal's foreign key checks): nothing for an unknown id.
+_POST_COMMAND: Final = f"""
+    WITH target AS (
+        SELECT id FROM executions WHERE id = $1 FOR NO KEY UPDATE
+    ), posted AS (
+        INSERT INTO inbox (execution_id, kind, payload, posted_at)
+        SELECT target.id, $2, $3::json, $4 FROM target
+        RETURNING id, execution_id
+    )
+    SELECT id, pg_notify('{CHANGE_CHANNEL}', execution_id) FROM posted
+"""
+_DELETE_COMMANDS: Final = "DELETE FROM inbox WHERE id = ANY($1::bigint[])"
 
 
 class Writer:
@@ -114,10 +146,13 @@ class Writer:
         row: tuple[str, str, str, str, str],
         records: list[str],
         created_at: datetime,
+        announce: bool,
     ) -> None:
         """Insert an execution (``(id, procedure, version, status, snapshot)``) with its first
-        ``records``; ``StoreError`` if the id is taken."""
-        if not await self._run(self._pool.fetchval(_CREATE_EXECUTION, *row, records, created_at)):
+        ``records`` and, with ``announce``, its start command; ``StoreError`` if the id is
+        taken."""
+        query = self._pool.fetchval(_CREATE_EXECUTION, *row, records, created_at, announce)
+        if not await self._run(query):
             raise StoreError(f"execution {row[0]!r} already exists in {self._where}")
 
     async def commit(
@@ -140,6 +175,20 @@ class Writer:
         """Set an execution's status and quarantine reason; ``ExecutionNotFound`` for an
         unknown id."""
         parameters = (execution_id, status, reason, updated_at)
-        result = await self._run(self._pool.execute(_QUARANTINE, *parameters))
-        if result == "UPDATE 0":
+        if not await self._run(self._pool.fetchval(_QUARANTINE, *parameters)):
             raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+
+    async def post_command(
+        self, execution_id: str, kind: str, payload: str, posted_at: datetime
+    ) -> int:
+        """Insert a command for an execution and return its id; ``ExecutionNotFound`` for an
+        unknown execution."""
+        query = self._pool.fetchval(_POST_COMMAND, execution_id, kind, payload, posted_at)
+        command_id = await self._run(query)
+        if command_id is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        return int(command_id)
+
+    async def delete_commands(self, ids: list[int]) -> None:
+        """Delete the commands ``ids`` (those that are gone already are ignored)."""
+        await self._run(self._pool.execute(_DELETE_COMMANDS, ids))

@@ -14,8 +14,14 @@ from typing import Any, Final
 import aiosqlite
 
 from procstore.errors import StoreError
-from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
-from procstore.storage.values import canonical_version, decode_execution, stored_procedure
+from procstore.storage.base import (
+    RUNNING,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
+from procstore.storage.values import canonical_version, decode_execution, json_object, stored_procedure
 
 __all__ = ["Reader"]
 
@@ -58,6 +64,31 @@ class Reader:
             return list(await self._db.execute_fetchall(sql, tuple(parameters)))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
+
+    async def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` of this connection: it changes whenever another
+        connection (this backend's writer, another process) commits."""
+        rows = await self.query("PRAGMA data_version", ())
+        return int(rows[0][0])
+
+    async def commands_after(
+        self, after_id: int, limit: int, execution_id: str | None
+    ) -> list[Command]:
+        """``Backend.commands_after``."""
+        condition = "" if execution_id is None else " AND execution_id = ?3"
+        rows = await self.query(
+            "SELECT id, execution_id, kind, payload, posted_at FROM inbox"
+            f" WHERE id > ?1{condition} ORDER BY id LIMIT ?2",
+            (after_id, limit) if execution_id is None else (after_id, limit, execution_id),
+        )
+        commands = []
+        for command_id, target, kind, payload, posted in rows:
+            problems: list[str] = []
+            decoded = json_object(payload, "its stored payload", problems)
+            at = _timestamp(posted, "posted_at", problems)
+            reason = problems[0] if problems else None
+            commands.append(Command(command_id, target, kind, decoded, at, reason))
+        return commands
 
     async def runner_pid(self) -> str:
         """The pid the runner lock's holder wrote, or ``(unknown pid)``."""
