@@ -206,6 +206,16 @@ class Backend(Protocol):
         """
         ...
 
+    async def has_runner(self) -> bool:
+        """Whether a backend (this one, or another in any process) holds the runner lock now:
+        whether commands posted to the inbox are being applied. Asking takes nothing: a
+        runner starting at the same moment is not refused because of it.
+
+        Raises:
+            StoreError: The backend is closed, or the database cannot be asked.
+        """
+        ...
+
     async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
         """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
 

@@ -108,6 +108,7 @@ class MemoryBackend:
         self._inbox: dict[int, tuple[str, str, str, datetime]] = {}
         self._last_command = 0  # ids are never reused, even once deleted
         self._changes = ChangeSignal()
+        self._runner = False
         self._closed = False
 
     @classmethod
@@ -136,6 +137,12 @@ class MemoryBackend:
     async def acquire_runner_lock(self) -> None:
         """Always granted while open: nobody else can reach this backend."""
         self._check_open()
+        self._runner = True
+
+    async def has_runner(self) -> bool:
+        """Whether ``acquire_runner_lock`` was called."""
+        self._check_open()
+        return self._runner
 
     # -- registry ----------------------------------------------------------------------------
 

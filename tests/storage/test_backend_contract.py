@@ -461,6 +461,21 @@ async def test_closing_ends_a_wait_for_change_with_store_error(backend: Backend)
 # -- the runner lock -----------------------------------------------------------------------------
 
 
+async def test_has_runner_says_whether_some_backend_holds_the_runner_lock(
+    backend: Backend, peer: Backend
+) -> None:
+    assert not await backend.has_runner()
+    await peer.acquire_runner_lock()
+    assert await backend.has_runner()
+    assert await peer.has_runner()
+
+
+async def test_asking_has_runner_takes_nothing(backend: Backend, peer: Backend) -> None:
+    assert not await peer.has_runner()
+    await backend.acquire_runner_lock()  # granted: the question kept nothing
+    assert await peer.has_runner()
+
+
 async def test_the_runner_lock_asked_for_many_times_at_once_is_taken_once(
     backend: Backend,
 ) -> None:

@@ -28,7 +28,7 @@ from procstore.storage.postgres.connections import (
     DRIVER_ERRORS,
     open_pool,
 )
-from procstore.storage.postgres.lock import RunnerLock
+from procstore.storage.postgres.lock import RunnerLock, runner_held
 from procstore.storage.postgres.reads import Reader
 from procstore.storage.postgres.writes import Writer
 from procstore.storage.urls import describe_postgres
@@ -176,6 +176,17 @@ class PostgresBackend:
                     await runner.release()
                     self._check_open()
                 self._runner = runner
+
+    async def has_runner(self) -> bool:
+        """``Backend.has_runner``, read from ``pg_locks``."""
+        self._check_open()
+        if self._runner is not None:
+            return True
+        try:
+            async with self._pool.acquire() as connection:
+                return await runner_held(connection)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot read {self._where}: {exc}") from exc
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 

@@ -23,10 +23,10 @@ from typing import Final
 import asyncpg
 
 from procstore.errors import StoreError
-from procstore.storage.postgres.connections import DRIVER_ERRORS, connect
+from procstore.storage.postgres.connections import DRIVER_ERRORS, Connection, connect
 from procstore.storage.postgres.schema import LOCK_NAMESPACE, RUNNER_LOCK
 
-__all__ = ["RunnerLock"]
+__all__ = ["RunnerLock", "runner_held"]
 
 _log = logging.getLogger("procstore")
 
@@ -41,6 +41,17 @@ _HOLDER: Final = """
        AND l.database = (SELECT oid FROM pg_catalog.pg_database
                           WHERE datname = current_database())
        AND l.classid = $1::int::oid AND l.objid = $2::int::oid
+"""
+
+
+# Whether a session holds the lock in this database.
+_HELD: Final = """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                              WHERE datname = current_database())
+           AND l.classid = $1::int::oid AND l.objid = $2::int::oid)
 """
 
 
@@ -94,6 +105,12 @@ class RunnerLock:
                 "may start running the same executions",
                 self._where,
             )
+
+
+async def runner_held(connection: Connection) -> bool:
+    """Whether a session holds the runner lock of the database ``connection`` is on (read from
+    ``pg_locks``: nothing is taken)."""
+    return bool(await connection.fetchval(_HELD, LOCK_NAMESPACE, RUNNER_LOCK))
 
 
 def _process(application_name: object) -> str:

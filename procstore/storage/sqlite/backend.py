@@ -9,7 +9,7 @@ import errno
 import os
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 import aiosqlite
 
@@ -45,7 +45,14 @@ from procstore.storage.values import (
     encode_json,
 )
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["RUNNER_RETRIES", "RUNNER_RETRY_S", "SQLiteBackend"]
+
+RUNNER_RETRIES: Final = 5
+"""How many more times ``acquire_runner_lock`` tries a runner lock another process holds: a
+client asking ``has_runner`` holds it for an instant."""
+
+RUNNER_RETRY_S: Final = 0.01
+"""The pause before each of those tries."""
 
 
 class SQLiteBackend:
@@ -66,7 +73,7 @@ class SQLiteBackend:
         self._path = path
         self._file = file  # counted in lock's open files by open
         self._reads = Reader(path, reader)
-        self._changes = ChangeWatcher(self._reads)
+        self._changes = ChangeWatcher(path, writer if writer is not None else reader)
         self._writer = writer
         self._commits = Writer(path, writer) if writer is not None else None
         self._runner = False
@@ -223,6 +230,12 @@ class SQLiteBackend:
         if self._runner:
             return
         holder = lock.take_runner(self._file, self, self._path)
+        for _ in range(RUNNER_RETRIES):
+            if holder != "":  # taken, or held in this process: no probe is in the way
+                break
+            # Held by another process, or for an instant by a client asking has_runner().
+            await asyncio.sleep(RUNNER_RETRY_S)
+            holder = lock.take_runner(self._file, self, self._path)
         if holder is not None:
             if not holder:
                 holder = await self._reads.runner_pid()
@@ -236,6 +249,11 @@ class SQLiteBackend:
             lock.release_runner(self._file, self)
             self._runner = False
             raise
+
+    async def has_runner(self) -> bool:
+        """``Backend.has_runner``: see ``lock.probe_runner``."""
+        self._check_open()
+        return lock.probe_runner(self._file, self._path)
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 

@@ -1,22 +1,26 @@
 """How the SQLite backend notices what other connections commit, for
-``Backend.wait_for_change``: ``PRAGMA data_version`` on the read connection.
+``Backend.wait_for_change``: ``PRAGMA data_version``.
 
 SQLite has no notification between processes. ``PRAGMA data_version`` is the cheap question
-it offers instead: a number that changes whenever another connection (this backend's writer,
-or any other process) commits. While a task waits, the watcher asks it every
-``CHANGE_POLL_S`` seconds (one query of a few microseconds, on the read connection's thread)
-and counts each change it sees in a ``ChangeSignal``; when nobody waits it asks nothing.
+it offers instead: a number that changes whenever *another* connection commits. It is asked
+on the backend's writer connection, so that the backend's own commits do not count (a runner
+committing its steps does not wake its own inbox reader), or on the read connection of a
+read-only backend (which has no writer). While a task waits, the watcher asks every
+``CHANGE_POLL_S`` seconds (one query of a few microseconds, on that connection's thread) and
+counts each change it sees in a ``ChangeSignal``; when nobody waits it asks nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from typing import Final
+
+import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.changes import ChangeSignal
-from procstore.storage.sqlite.reads import Reader
 
 __all__ = ["CHANGE_POLL_S", "ChangeWatcher"]
 
@@ -27,10 +31,16 @@ the pickup delay of a command another process posts is at most this, plus the ti
 
 
 class ChangeWatcher:
-    """``wait_for_change`` of one SQLite backend, through its ``Reader``."""
+    """``wait_for_change`` of one SQLite backend, asking ``db`` (see the module's docstring).
 
-    def __init__(self, reads: Reader) -> None:
-        self._reads = reads
+    Args:
+        path: The database file, for messages.
+        db: The connection to ask.
+    """
+
+    def __init__(self, path: str, db: aiosqlite.Connection) -> None:
+        self._path = path
+        self._db = db
         self._signal = ChangeSignal()
         self._version: int | None = None  # data_version when last looked at
         self._looking = asyncio.Lock()  # one look at a time, so versions are compared in order
@@ -55,7 +65,11 @@ class ChangeWatcher:
 
     async def _look(self) -> None:
         async with self._looking:
-            version = await self._reads.data_version()
+            try:
+                rows = list(await self._db.execute_fetchall("PRAGMA data_version"))
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is closed
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+            version = int(rows[0][0])
             if self._version is not None and version != self._version:
                 self._signal.changed()
             self._version = version

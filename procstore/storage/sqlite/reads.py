@@ -65,12 +65,6 @@ class Reader:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
 
-    async def data_version(self) -> int:
-        """SQLite's ``PRAGMA data_version`` of this connection: it changes whenever another
-        connection (this backend's writer, another process) commits."""
-        rows = await self.query("PRAGMA data_version", ())
-        return int(rows[0][0])
-
     async def commands_after(
         self, after_id: int, limit: int, execution_id: str | None
     ) -> list[Command]:
