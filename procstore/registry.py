@@ -9,10 +9,11 @@ from collections.abc import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from procstore.actions import ActionRegistry
+from procstore.actions import ActionNotAllowed, ActionRegistry
+from procstore.chart import build_chart
 from procstore.clock import Clock
 from procstore.compiler import CompiledProcedure, compile_procedure
-from procstore.definition import Procedure
+from procstore.definition import FunctionAction, Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
 from procstore.guards import GuardRegistry
 from procstore.reasons import one_line
@@ -47,8 +48,12 @@ class ProcedureRegistry:
 
     def load(self, stored: Iterable[StoredProcedure]) -> None:
         """Compile the stored procedure versions; quarantine (and log) each that cannot be
-        loaded, so that one damaged document leaves the others usable."""
+        loaded, so that one damaged document leaves the others usable. Versions known already
+        (loaded, registered or quarantined) are skipped: loading again after other processes
+        registered procedures adds theirs."""
         for row in stored:
+            if self._known(row.name, row.version):
+                continue
             try:
                 compiled = self._load_procedure(row)
             except Exception as exc:  # one damaged document must not close the store
@@ -63,6 +68,37 @@ class ProcedureRegistry:
                 )
                 continue
             self.add(compiled)
+
+    def _known(self, name: str, version: str) -> bool:
+        if (name, version) in self._quarantined:
+            return True
+        try:
+            compiled = self._procedures.get((name, Version(version)))
+        except InvalidVersion:
+            return False
+        return compiled is not None and compiled.procedure.version == version
+
+    def missing_host_code(self, name: str, version: str) -> str | None:
+        """What a registered procedure version's actions or guards name that this store cannot
+        provide now (an action or guard predicate nobody registered, a module that is not
+        allowed or not found), checked without running any host code; ``None`` when nothing
+        is missing. An execution resumed without it would fail its next step for good."""
+        procedure = self.compiled(name, version).procedure
+        for node in build_chart(procedure):
+            state = node.state
+            if state is None:
+                continue
+            for action in (state.action, state.compensate):
+                if isinstance(action, FunctionAction):
+                    try:
+                        self._actions.check(action)
+                    except ActionNotAllowed as exc:
+                        return f"state {node.path}: {exc.message}"
+            for transition in state.transitions:
+                for predicate in (*transition.conditions, *transition.unless):
+                    if predicate not in self._guards:
+                        return f"state {node.path}: no guard named {predicate!r} is registered"
+        return None
 
     def _load_procedure(self, row: StoredProcedure) -> CompiledProcedure:
         """Compile a stored procedure version; raise, saying why, if it cannot be loaded."""

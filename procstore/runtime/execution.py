@@ -361,9 +361,14 @@ async def start_execution(
     auto: bool = False,
     journal: Journal | None = None,
     running: dict[str, Execution] | None = None,
+    hold: bool = False,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
-    a terminal state); with a journal, it is stored before any of its actions runs."""
+    a terminal state); with a journal, it is stored before any of its actions runs.
+
+    With ``hold`` (a client's start, with a journal), it is stored and nothing of it runs
+    here: the handle is frozen at its first snapshot, for whoever runs the store's executions
+    to resume it from there."""
     run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running)
     execution = Execution(run)
     async with run.writer.lock:  # its steps wait for this before running anything
@@ -377,6 +382,11 @@ async def start_execution(
                 steps.halt(run)  # never stored: nothing of it may run
                 run.unregister()
                 raise
+        if hold:
+            steps.halt(run)  # before its steps get the lock: none has started
+            run.unregister()
+            run.writer.detach()
+            run.frozen = "held: it is stored for another process to run"
     return execution
 
 

@@ -19,7 +19,7 @@ from procstore.errors import InvalidEvent
 from procstore.runtime.execution import Execution
 from procstore.snapshot import Status
 
-__all__ = ["applied", "receive_cancel", "receive_event"]
+__all__ = ["applied", "receive_cancel", "receive_event", "refuse"]
 
 
 def applied(execution: Execution, command: int) -> bool:
@@ -41,7 +41,7 @@ async def receive_event(execution: Execution, command: int, event: str) -> None:
     try:
         await execution._send(event, command)
     except InvalidEvent as refused:
-        await _refuse(execution, command, str(refused), event=event)
+        await refuse(execution, command, str(refused), event=event)
 
 
 async def receive_cancel(execution: Execution, command: int, rollback: bool) -> None:
@@ -56,14 +56,14 @@ async def receive_cancel(execution: Execution, command: int, rollback: bool) -> 
         return
     state = execution._run.state
     if state.status is not Status.RUNNING:
-        await _refuse(execution, command, f"the execution has finished ({state.status.value})")
+        await refuse(execution, command, f"the execution has finished ({state.status.value})")
     elif state.closing:
-        await _refuse(execution, command, "the execution is already ending (compensating)")
+        await refuse(execution, command, "the execution is already ending (compensating)")
     else:
         await execution._cancel(rollback, command)
 
 
-async def _refuse(execution: Execution, command: int, reason: str, **fields: str) -> None:
+async def refuse(execution: Execution, command: int, reason: str, **fields: str) -> None:
     """Record that inbox command ``command`` was refused, and commit that with the cursor."""
     run = execution._run
     run.check_writable()
