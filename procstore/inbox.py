@@ -30,11 +30,17 @@ from typing import Final
 
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
 from procstore.runtime import Execution
-from procstore.runtime.received import applied, receive_cancel, receive_event, refuse
+from procstore.runtime.received import (
+    applied,
+    firing_now,
+    receive_cancel,
+    receive_event,
+    refuse,
+)
 from procstore.storage import Backend, Command
 from procstore.storage.base import CANCEL, COMMANDS_PAGE, EVENT
 
-__all__ = ["ADOPT_RETRY_S", "IDLE_READ_S", "Adopt", "Deliveries", "InboxLoop"]
+__all__ = ["ADOPT_RETRY_S", "IDLE_READ_S", "STOP_GRACE_S", "Adopt", "Deliveries", "InboxLoop"]
 
 logger = logging.getLogger("procstore")
 
@@ -45,6 +51,12 @@ before its queued commands are tried again."""
 IDLE_READ_S: Final = 5.0
 """Longest time between two reads of the inbox when no change is noticed: a safety net (a
 notification lost with a connection); commands are normally picked up when they commit."""
+
+STOP_GRACE_S: Final = 1.0
+"""How long stopping waits for a command being applied at that moment (its execution's fire
+lock held) to be committed, before cancelling it: cut short mid-transition, it would leave
+the handle half moved. A command still waiting for a running action is cancelled at once; it
+stays queued for the next runner."""
 
 Adopt = Callable[[str], Awaitable[Execution | None]]
 """Finds the live execution an execution id's commands go to: ``None`` when it is not run
@@ -79,6 +91,8 @@ class Deliveries:
         already; a command queued or applied before is skipped."""
         queue = self._queues.get(execution.id)
         if queue is None or queue.execution is not execution:
+            if queue is not None and queue.task is not None:  # a handle that stopped
+                queue.task.cancel()
             queue = self._queues[execution.id] = _Queue(execution)
         for command in commands:
             if command.id <= queue.last:
@@ -101,8 +115,15 @@ class Deliveries:
         return done
 
     async def stop(self) -> None:
-        """Stop applying commands (those in progress are cancelled with their task)."""
-        tasks = [q.task for q in self._queues.values() if q.task is not None]
+        """Stop applying commands: a command being applied now is given `STOP_GRACE_S` to be
+        committed; the others (waiting for an action, or queued) stay in the inbox."""
+        queues = [q for q in self._queues.values() if q.task is not None and not q.task.done()]
+        for queue in queues:
+            queue.commands.clear()  # apply nothing after the command in progress
+        firing = [q.task for q in queues if q.task is not None and firing_now(q.execution)]
+        if firing:
+            await asyncio.wait(firing, timeout=STOP_GRACE_S)
+        tasks = [q.task for q in queues if q.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -114,18 +135,27 @@ class Deliveries:
             command = queue.commands[0]
             try:
                 await _apply(queue.execution, command)
-            except StoreError as exc:  # its store failed it: it stopped, and says so
-                logger.warning(
-                    "%s: inbox command %d for execution %s was not applied: %s",
-                    self._where,
-                    command.id,
-                    command.execution_id,
-                    exc,
-                )
+            except Exception as exc:
+                if isinstance(exc, StoreError):  # its store failed it: it stopped, and says so
+                    logger.warning(
+                        "%s: inbox command %d for execution %s was not applied: %s",
+                        self._where,
+                        command.id,
+                        command.execution_id,
+                        exc,
+                    )
+                else:  # a defect: say so, and leave the commands queued
+                    logger.exception(
+                        "%s: inbox command %d for execution %s failed",
+                        self._where,
+                        command.id,
+                        command.execution_id,
+                    )
                 queue.commands.clear()
                 queue.last = 0  # given again once the execution runs again
                 return
-            queue.commands.popleft()
+            if queue.commands and queue.commands[0] is command:
+                queue.commands.popleft()
             self._done.append(command.id)
 
 
@@ -175,14 +205,21 @@ class InboxLoop:
         await self.deliveries.stop()
 
     async def _run(self) -> None:
-        marker = await self._backend.wait_for_change(0)
+        """Read the inbox after every change, until stopped; a failure (the database out of
+        reach, a defect) is logged and the reading goes on after ``IDLE_READ_S``."""
+        marker: int | None = None
         while True:
             try:
+                if marker is None:
+                    marker = await self._backend.wait_for_change(0)
                 await self.read()
-            except StoreError as exc:  # the database is unreachable: try again after a while
+                marker = await self._backend.wait_for_change(IDLE_READ_S, since=marker)
+            except StoreError as exc:
                 logger.warning("%s: cannot read the inbox: %s", self._where, exc)
                 await asyncio.sleep(IDLE_READ_S)
-            marker = await self._backend.wait_for_change(IDLE_READ_S, since=marker)
+            except Exception:
+                logger.exception("%s: reading the inbox failed", self._where)
+                await asyncio.sleep(IDLE_READ_S)
 
     async def read(self) -> None:
         """Read the whole inbox once: deliver what is for a live (or adoptable) execution,

@@ -19,12 +19,18 @@ from procstore.errors import InvalidEvent
 from procstore.runtime.execution import Execution
 from procstore.snapshot import Status
 
-__all__ = ["applied", "receive_cancel", "receive_event", "refuse"]
+__all__ = ["applied", "firing_now", "receive_cancel", "receive_event", "refuse"]
 
 
 def applied(execution: Execution, command: int) -> bool:
     """Whether inbox command ``command`` was applied to ``execution`` already."""
     return command <= execution._run.state.inbox
+
+
+def firing_now(execution: Execution) -> bool:
+    """Whether something moves ``execution`` at this moment (its fire lock is held): a
+    command being applied should then not be cut short."""
+    return execution._run.fire_lock.locked()
 
 
 async def receive_event(execution: Execution, command: int, event: str) -> None:

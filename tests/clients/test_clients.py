@@ -275,3 +275,32 @@ async def test_a_runner_starts_a_procedure_a_client_registered_after_it_opened(u
         execution = await store.start("approval")
         assert (await store.get("approval")).name == "approval"
         assert execution.current == "wait"
+
+
+async def test_closing_the_runner_lets_a_command_being_applied_commit(url: str) -> None:
+    checking, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_check(context: dict[str, object]) -> bool:
+        checking.set()
+        await release.wait()
+        return True
+
+    doc = make_doc(
+        {"wait": {"transitions": [on("approve", "done", conditions=["slow"])]}, "done": {}},
+        "wait",
+        name="guarded",
+    )
+    store = await running(url)
+    store.register_guard("slow", slow_check)
+    await store.register(doc)
+    execution = await store.start("guarded")
+    async with client(url) as remote_store:
+        await (await remote_store.get_execution(execution.id)).send("approve")
+        await within(checking.wait(), 10)  # the runner is applying it: in the guard
+        closing = asyncio.get_running_loop().create_task(store.close())
+        await asyncio.sleep(0.05)
+        release.set()
+        await within(closing, 10)
+        final = (await remote_store.get_execution(execution.id)).state
+    assert final.current == "done"
+    assert [r.event for r in records(final.history, "received")] == ["approve"]
