@@ -6,8 +6,11 @@ it offers instead: a number that changes whenever *another* connection commits. 
 on the backend's writer connection, so that the backend's own commits do not count (a runner
 committing its steps does not wake its own inbox reader), or on the read connection of a
 read-only backend (which has no writer). While a task waits, the watcher asks every
-``CHANGE_POLL_S`` seconds (one query of a few microseconds, on that connection's thread) and
-counts each change it sees in a ``ChangeSignal``; when nobody waits it asks nothing.
+``CHANGE_POLL_S`` seconds (one query of a few microseconds, on that connection's thread), or
+every ``QUIET_POLL_S`` once nothing has changed for ``QUIET_AFTER_S``, and counts each change
+it sees in a ``ChangeSignal``; when nobody waits it asks nothing. On a small virtual machine
+each wake-up of the event loop costs more than the query: an idle runner spends about 2% of a
+core asking (perf/README.md).
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import aiosqlite
 from procstore.errors import StoreError
 from procstore.storage.changes import ChangeSignal
 
-__all__ = ["CHANGE_POLL_S", "ChangeWatcher"]
+__all__ = ["CHANGE_POLL_S", "QUIET_AFTER_S", "QUIET_POLL_S", "ChangeWatcher"]
 
 CHANGE_POLL_S: Final = 0.01
-"""How often, in seconds, a waiting backend asks SQLite whether another connection committed:
-the pickup delay of a command another process posts is at most this, plus the time to read it
-(``procstore send`` to the runner: a few milliseconds on average)."""
+"""How often, in seconds, a waiting backend asks SQLite whether another connection committed,
+while changes come: a command another process posts is noticed within this."""
+
+QUIET_POLL_S: Final = 0.025
+"""How often it asks once nothing has changed for ``QUIET_AFTER_S``: the first command after a
+quiet spell is noticed within this (the issue asks for 50 ms, reading and applying included)."""
+
+QUIET_AFTER_S: Final = 1.0
+"""How long without a change before the watcher asks at the quiet pace."""
 
 
 class ChangeWatcher:
@@ -45,6 +54,7 @@ class ChangeWatcher:
         self._version: int | None = None  # data_version when last looked at
         self._looking = asyncio.Lock()  # one look at a time, so versions are compared in order
         self._poller: asyncio.Task[None] | None = None
+        self._changed_at = 0.0  # the event loop's time of the last change seen
 
     async def wait(self, timeout: float, since: int | None) -> int:
         """``Backend.wait_for_change``: look once (a change since the last look counts at
@@ -71,6 +81,7 @@ class ChangeWatcher:
                 raise StoreError(f"cannot read {self._path}: {exc}") from exc
             version = int(rows[0][0])
             if self._version is not None and version != self._version:
+                self._changed_at = asyncio.get_running_loop().time()
                 self._signal.changed()
             self._version = version
 
@@ -79,8 +90,10 @@ class ChangeWatcher:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
-        """Look every ``CHANGE_POLL_S`` while someone waits."""
+        """Look every ``CHANGE_POLL_S`` (``QUIET_POLL_S`` when quiet) while someone waits."""
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(StoreError):  # closed, or unreadable: the waiters find out
             while self._signal.waiting:
-                await asyncio.sleep(CHANGE_POLL_S)
+                quiet = loop.time() - self._changed_at > QUIET_AFTER_S
+                await asyncio.sleep(QUIET_POLL_S if quiet else CHANGE_POLL_S)
                 await self._look()
