@@ -18,7 +18,7 @@ from procstore.storage.base import (
     StoredProcedure,
 )
 from procstore.storage.postgres.connections import DRIVER_ERRORS
-from procstore.storage.values import decode_execution, stored_procedure
+from procstore.storage.values import decode_execution, json_object, stored_procedure
 
 __all__ = ["Reader"]
 

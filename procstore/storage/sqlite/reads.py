@@ -21,7 +21,12 @@ from procstore.storage.base import (
     StoredExecution,
     StoredProcedure,
 )
-from procstore.storage.values import canonical_version, decode_execution, json_object, stored_procedure
+from procstore.storage.values import (
+    canonical_version,
+    decode_execution,
+    json_object,
+    stored_procedure,
+)
 
 __all__ = ["Reader"]
 
