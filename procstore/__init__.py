@@ -20,6 +20,7 @@ from procstore.errors import (
     VersionConflict,
 )
 from procstore.outcome import ActionInfo, Event
+from procstore.remote import RemoteExecution
 from procstore.runtime import Execution
 from procstore.snapshot import (
     ErrorInfo,
@@ -52,6 +53,7 @@ __all__ = [
     "ProcedureWarning",
     "ProcstoreError",
     "RecordKind",
+    "RemoteExecution",
     "Status",
     "StoreError",
     "Timeout",

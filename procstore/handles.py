@@ -1,7 +1,7 @@
 """A store's executions as this process holds them: ``Handles`` on the live ones, the journal a
-persisted one writes through (``StoreJournal``), the summary of a stored row, and restoring a
+persisted one writes through (``StoreJournal``), the summary of a stored row, restoring a
 stored execution as a handle, or quarantining, with a one-line reason, one that cannot be
-restored."""
+restored, and adopting one a client started or sent a command to (``Handles.adopt``)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 from procstore.clock import Clock
 from procstore.definition import Procedure
-from procstore.errors import ExecutionDamaged
+from procstore.errors import ExecutionDamaged, ExecutionNotFound
 from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution, is_busy, restore_execution, wind_down
 from procstore.snapshot import ExecutionSummary, Status
-from procstore.storage import Backend, StoredExecution
+from procstore.storage import QUARANTINED, RUNNING, Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
 
 __all__ = ["WIND_DOWN_POLL_S", "Handles", "StoreJournal", "journal_for", "summary"]
@@ -35,11 +35,20 @@ _STATUSES = frozenset(status.value for status in Status)
 class StoreJournal:
     """An execution's place in a backend (see ``procstore.runtime.Journal``)."""
 
-    def __init__(self, backend: Backend, execution_id: str, procedure: str, version: str) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        execution_id: str,
+        procedure: str,
+        version: str,
+        *,
+        announce: bool = False,
+    ) -> None:
         self._backend = backend
         self._id = execution_id
         self._procedure = procedure
         self._version = version
+        self._announce = announce  # created by a client: post a start command with it
         self._discarded = False
 
     def discard(self) -> None:
@@ -50,7 +59,13 @@ class StoreJournal:
         self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
     ) -> None:
         await self._backend.create_execution(
-            self._id, self._procedure, self._version, status, snapshot, records
+            self._id,
+            self._procedure,
+            self._version,
+            status,
+            snapshot,
+            records,
+            announce=self._announce,
         )
 
     async def commit(
@@ -101,6 +116,7 @@ class Handles:
         self._where = where
         self.running: dict[str, Execution] = {}
         self._tracked: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
+        self._declined: set[str] = set()  # not adopted for want of host code (warned once)
 
     def __len__(self) -> int:
         """How many executions are tracked (alive, or referenced by someone)."""
@@ -127,10 +143,18 @@ class Handles:
         """A handle on a stored execution (with ``resume``, an unfinished one carries on here;
         without, the handle of an unfinished one is ``frozen`` for that reason).
 
+        Procedure versions another process registered since this store opened are loaded
+        first: an execution a client started on one resumes here, never quarantined for it.
+
         Raises:
             ExecutionDamaged: it cannot be restored; nothing of it runs or is written. With
                 ``resume`` it is quarantined too, so that ``recover`` does not meet it again.
         """
+        if self._registry.cannot_run(stored.procedure, stored.version) is not None:
+            self._registry.load(await backend.load_procedures())
+            live = self.live(stored.id)  # restored meanwhile, by another call
+            if live is not None:
+                return live
         try:
             execution = await _restore(
                 stored, self._registry, backend, self.running, resume, frozen
@@ -147,6 +171,55 @@ class Handles:
             raise
         self._tracked[execution.id] = execution
         return execution
+
+    async def adopt(self, backend: Backend, execution_id: str) -> Execution | None:
+        """The handle to apply an inbox command for ``execution_id`` to: this process's live
+        one, else the stored execution restored (an unfinished one resumes here; a finished one
+        only records what it refuses). Procedures that other processes registered since this
+        store opened are loaded first.
+
+        Returns:
+            The handle; ``None`` when the execution is unfinished but its procedure names host
+            code this store cannot provide (see ``ProcedureRegistry.missing_host_code``): it is
+            left, with its commands, for a process that can (a warning says so, once).
+
+        Raises:
+            ExecutionNotFound: no execution has that id.
+            ExecutionDamaged: it is quarantined, or cannot be restored (then quarantined).
+        """
+        live = self.live(execution_id)
+        if live is not None:
+            return live
+        stored = await backend.load_execution(execution_id)
+        if stored is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        if stored.status == QUARANTINED:
+            reason = stored.reason or "no reason was stored"
+            raise ExecutionDamaged(execution_id, reason, quarantined=True)
+        registry = self._registry
+        if registry.cannot_run(stored.procedure, stored.version) is not None:
+            registry.load(await backend.load_procedures())  # registered by a client since
+        resume = stored.status == RUNNING
+        if resume and registry.cannot_run(stored.procedure, stored.version) is None:
+            missing = registry.missing_host_code(stored.procedure, stored.version)
+            if missing is not None:
+                self._decline(execution_id, missing)
+                return None
+        live = self.live(execution_id)  # adopted meanwhile, by another call
+        if live is not None:
+            return live
+        return await self.restore(backend, stored, resume=resume)
+
+    def _decline(self, execution_id: str, missing: str) -> None:
+        if execution_id not in self._declined:
+            self._declined.add(execution_id)
+            logger.warning(
+                "%s: execution %s has commands queued but is not run here: its procedure needs "
+                "host code this store does not have (%s); it waits for a process that has it",
+                self._where,
+                execution_id,
+                missing,
+            )
 
     async def recover(self, backend: Backend) -> list[Execution]:
         """Resume every unfinished execution ``backend`` stores that no handle here runs yet;

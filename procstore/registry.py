@@ -4,22 +4,20 @@ load (quarantined), with the rules that keep one version under one spelling and 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import warnings
 from collections.abc import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from procstore.actions import ActionRegistry
+from procstore.actions import ActionNotAllowed, ActionRegistry
+from procstore.chart import build_chart
 from procstore.clock import Clock
 from procstore.compiler import CompiledProcedure, compile_procedure
-from procstore.definition import Procedure
-from procstore.errors import ProcedureNotFound, ProcedureWarning, VersionConflict
+from procstore.definition import FunctionAction, Procedure
+from procstore.errors import ProcedureNotFound, VersionConflict
 from procstore.guards import GuardRegistry
-from procstore.jsondata import require_json
 from procstore.reasons import one_line
-from procstore.storage import Backend, StoredProcedure
+from procstore.storage import StoredProcedure
 from procstore.validation import Document, LoadedDocument, load_document
 
 __all__ = ["ProcedureRegistry"]
@@ -50,8 +48,12 @@ class ProcedureRegistry:
 
     def load(self, stored: Iterable[StoredProcedure]) -> None:
         """Compile the stored procedure versions; quarantine (and log) each that cannot be
-        loaded, so that one damaged document leaves the others usable."""
+        loaded, so that one damaged document leaves the others usable. Versions known already
+        (loaded, registered or quarantined) are skipped: loading again after other processes
+        registered procedures adds theirs."""
         for row in stored:
+            if self._known(row.name, row.version):
+                continue
             try:
                 compiled = self._load_procedure(row)
             except Exception as exc:  # one damaged document must not close the store
@@ -67,19 +69,36 @@ class ProcedureRegistry:
                 continue
             self.add(compiled)
 
-    def load_new(self, stored: Iterable[StoredProcedure]) -> None:
-        """``load`` the stored procedure versions this registry does not have yet (registered
-        by another process since this one loaded them)."""
-        self.load(row for row in stored if not self._knows(row.name, row.version))
-
-    def _knows(self, name: str, version: str) -> bool:
-        """Whether the version stored as ``version`` is registered or quarantined here."""
+    def _known(self, name: str, version: str) -> bool:
         if (name, version) in self._quarantined:
             return True
         try:
-            return (name, Version(version)) in self._procedures
+            compiled = self._procedures.get((name, Version(version)))
         except InvalidVersion:
             return False
+        return compiled is not None and compiled.procedure.version == version
+
+    def missing_host_code(self, name: str, version: str) -> str | None:
+        """What a registered procedure version's actions or guards name that this store cannot
+        provide now (an action or guard predicate nobody registered, a module that is not
+        allowed or not found), checked without running any host code; ``None`` when nothing
+        is missing. An execution resumed without it would fail its next step for good."""
+        procedure = self.compiled(name, version).procedure
+        for node in build_chart(procedure):
+            state = node.state
+            if state is None:
+                continue
+            for action in (state.action, state.compensate):
+                if isinstance(action, FunctionAction):
+                    try:
+                        self._actions.check(action)
+                    except ActionNotAllowed as exc:
+                        return f"state {node.path}: {exc.message}"
+            for transition in state.transitions:
+                for predicate in (*transition.conditions, *transition.unless):
+                    if predicate not in self._guards:
+                        return f"state {node.path}: no guard named {predicate!r} is registered"
+        return None
 
     def _load_procedure(self, row: StoredProcedure) -> CompiledProcedure:
         """Compile a stored procedure version; raise, saying why, if it cannot be loaded."""
@@ -106,27 +125,6 @@ class ProcedureRegistry:
             loaded.procedure, self._actions, self._guards, loaded.chart, self._clock
         )
         return loaded, compiled
-
-    async def register(self, doc: Document, backend: Backend) -> Procedure:
-        """``ProcedureStore.register``: prepare ``doc`` in a worker thread, then (unless the
-        same version is registered) warn, store it in ``backend`` when persistent, and add it.
-        """
-        loaded, compiled = await asyncio.to_thread(self.prepare, doc)
-        procedure = loaded.procedure
-        # Checked again on the event loop: another call may have registered it meanwhile.
-        registered = self.registered(procedure)
-        if registered is not None:
-            return registered
-        assert compiled is not None
-        if loaded.warnings:  # before anything is stored: a filter may make it an error
-            label = f"{procedure.name} {procedure.version}"
-            # stacklevel: the caller of ProcedureStore.register.
-            warnings.warn(ProcedureWarning(label, loaded.warnings, loaded.source), stacklevel=3)
-        if backend.persistent:  # otherwise the registry is the only record (see Backend)
-            document = require_json(dict(loaded.data), "the procedure document")
-            await backend.save_procedure(procedure.name, procedure.version, document)
-        self.add(compiled)
-        return procedure
 
     def add(self, compiled: CompiledProcedure) -> None:
         """Register a compiled procedure version (``registered`` has found no conflict)."""

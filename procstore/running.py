@@ -2,17 +2,20 @@
 lock), or one of the workers of a PostgreSQL database (``procstore.worker``).
 
 `Runner` is the part of ``ProcedureStore`` that decides whether this process may run an
-execution, resumes stored ones (``recover()``, ``get_execution()``) and, when the store closes,
-winds its executions down and lets go of them.
+execution, resumes stored ones (``recover()``, ``get_execution()``), applies the commands that
+clients queue in the inbox to the executions it runs (``procstore.inbox``) and, when the store
+closes, winds its executions down and lets go of them.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import cast
 
 from procstore.clock import Clock
 from procstore.errors import StoreError
 from procstore.handles import Handles
+from procstore.inbox import Adopt, InboxLoop
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution
 from procstore.storage import Backend, StoredExecution
@@ -48,10 +51,13 @@ class Runner:
         self._clock = clock
         self._running = False  # this process may run the database's executions
         self.worker: Worker | None = None  # a PostgreSQL store's, once it runs executions
+        self._inbox: InboxLoop | None = None  # a persistent store's, while it runs
 
     async def join(self, backend: Backend) -> None:
         """Let this process run ``backend``'s executions: take SQLite's runner lock, or make
-        this store one of the database's workers (starting its claim loop).
+        this store one of the database's workers (starting its claim loop); then, on a
+        persistent backend, read the inbox for the executions it runs (a worker: those it
+        holds, see ``Worker.adopt``).
 
         Raises:
             StoreError: the store is read-only, or (SQLite) another process runs them.
@@ -64,10 +70,15 @@ class Runner:
         if self._running:  # joined by a concurrent call meanwhile
             return
         self._running = True
+        adopt: Adopt = functools.partial(self._handles.adopt, backend)
         if isinstance(backend, Leasing):
             leasing = cast(LeasingBackend, backend)
             self.worker = Worker(leasing, self._handles, self._registry, self._concurrency)
             self.worker.start()
+            adopt = self.worker.adopt
+        if backend.persistent:
+            self._inbox = InboxLoop(backend, adopt, self._where)
+            self._inbox.start()
 
     async def work(self, backend: Backend) -> None:
         """``ProcedureStore.work``: join as a worker (PostgreSQL), or recover (SQLite)."""
@@ -100,9 +111,12 @@ class Runner:
         finish (``grace`` seconds at most, starting none); then detach every execution. The
         backend's ``close`` releases a worker's leases after this."""
         worker, self.worker = self.worker, None
+        inbox, self._inbox = self._inbox, None
         self._running = False
         if worker is not None:
             worker.stop_claiming()
+        if inbox is not None:  # what is not applied stays queued for the next runner
+            await inbox.stop()
         if grace > 0:
             await self._handles.wind_down(grace, self._clock)
         if worker is not None:

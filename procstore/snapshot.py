@@ -68,6 +68,7 @@ class RecordKind(enum.StrEnum):
     RESET = "reset"
     FINISHED = "finished"
     INTERNAL_ERROR = "internal_error"
+    RECEIVED = "received"
 
 
 class _Frozen(BaseModel):
@@ -117,6 +118,12 @@ class HistoryRecord(_Frozen):
     - `finished`: the execution ended in `state` with `status`.
     - `internal_error`: a defect in procstore broke a step (`error`); handled as a failed
       action of that state (`error` event, else failure with compensation).
+    - `received`: a command another process queued (a client's `send()` or `cancel()`,
+      `procstore send`, `procstore cancel`) was taken from the inbox in `state`: `event` is
+      the event it sends (what the event did follows: a `transition`, `blocked`...), or
+      `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows); a
+      command that could not be applied has `message` `refused: <why>` and changed nothing
+      else. One record per command, whatever crashes in between.
 
     New kinds may be added: skip the ones you do not know.
 

@@ -5,6 +5,10 @@ kept through a storage ``Backend``: in memory, or persisted (``sqlite:///path``,
 The store holds a backend whatever the URL and talks to it only through ``Backend``. It
 writes only to a ``persistent`` one: with the in-memory backend, its registry keeps the
 procedures and the handles (``procstore.handles``) the executions, which get no journal.
+
+A store is a *worker* (the default: it runs executions, once it holds the runner lock, and
+applies what clients queue in the inbox, ``procstore.inbox``) or a *client* (``worker=False``:
+it runs nothing, and drives executions through the inbox, ``procstore.remote``).
 """
 
 from __future__ import annotations
@@ -16,28 +20,44 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypedDict, cast, overload
 
-from procstore.actions import ActionCallable, ActionRegistry
+from typing_extensions import TypeVar, Unpack
+
+from procstore.actions import ActionRegistry
 from procstore.clock import SYSTEM, Clock
-from procstore.compiler import CompiledProcedure
-from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
-from procstore.guards import GuardCallable, GuardRegistry
-from procstore.handles import Handles, journal_for
+from procstore.guards import GuardRegistry
+from procstore.handles import Handles, journal_for, summary
+from procstore.hostcode import HostCode
 from procstore.jsondata import require_json
+from procstore.registering import Registering
 from procstore.registry import ProcedureRegistry
+from procstore.remote import Client, RemoteExecution
 from procstore.running import Runner
 from procstore.runtime import Execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
 from procstore.storage.base import DEFAULT_LEASE_SECONDS
 from procstore.storage.urls import describe_postgres, is_postgres_url
-from procstore.validation import Document
 from procstore.worker import DEFAULT_CONCURRENCY, check_settings
 
-F = TypeVar("F", bound=ActionCallable)
-G = TypeVar("G", bound=GuardCallable)
+#: What a store's ``start`` and ``get_execution`` return: an ``Execution`` it runs (a worker's),
+#: or a ``RemoteExecution`` another process runs (a client's, ``worker=False``).
+H = TypeVar("H", bound=Execution | RemoteExecution, default=Execution)
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword arguments of ``ProcedureStore`` besides ``worker`` (see its docstring)."""
+
+    allowed_modules: Iterable[str]
+    allowed_module_files: Iterable[str | os.PathLike[str]]
+    synchronous: Literal["NORMAL", "FULL"]
+    read_only: bool
+    clock: Clock
+    concurrency: int
+    lease_seconds: float
+
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -90,7 +110,7 @@ def _postgres(
     return opener, where, f" in {where}"
 
 
-class ProcedureStore:
+class ProcedureStore(HostCode, Registering, Generic[H]):
     """Registers procedures and starts executions of them.
 
     Args:
@@ -118,6 +138,13 @@ class ProcedureStore:
         clock: The time its executions run on (history timestamps, retry delays, timeouts,
             ``sleep`` actions): the system's by default; a test may pass one it advances by
             hand (see ``procstore.clock.Clock``).
+        worker: Whether this store runs executions (the default): once it starts or resumes
+            one it holds the database's runner lock, and applies the events and cancels that
+            clients queue. ``False`` opens it as a *client*, which never takes the lock (any
+            number of them beside the runner, in other processes): its ``start`` stores a new
+            execution for the runner and returns a
+            [`RemoteExecution`][procstore.RemoteExecution], as does its ``get_execution``; it
+            runs nothing (``recover`` raises ``StoreError``).
         concurrency: PostgreSQL: how many executions this store, as a worker, claims and
             runs at once (those it starts itself count too); 0 claims none (it runs only what
             it starts or resumes itself). See docs/scaling.md.
@@ -129,6 +156,7 @@ class ProcedureStore:
     Raises:
         ValueError: an ``allowed_module_files`` entry is not a ``.py`` file named like a public
             module (an identifier without a leading ``_``), or two entries name one module;
+            ``worker=False`` without a URL (nothing else can reach an in-memory store);
             ``concurrency`` is negative or ``lease_seconds`` too short.
 
     A persisted store opens on first use or with ``async with ProcedureStore(url) as store``;
@@ -136,6 +164,30 @@ class ProcedureStore:
     it opens: the application may register its actions and guards afterwards.
     """
 
+    @overload
+    def __init__(
+        self: ProcedureStore[Execution],
+        url: str | None = None,
+        *,
+        worker: Literal[True] = True,
+        **options: Unpack[StoreOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ProcedureStore[RemoteExecution],
+        url: str | None = None,
+        *,
+        worker: Literal[False],
+        **options: Unpack[StoreOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ProcedureStore[Execution | RemoteExecution],
+        url: str | None = None,
+        *,
+        worker: bool,
+        **options: Unpack[StoreOptions],
+    ) -> None: ...
     def __init__(
         self,
         url: str | None = None,
@@ -145,29 +197,29 @@ class ProcedureStore:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         read_only: bool = False,
         clock: Clock = SYSTEM,
+        worker: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
+        if url is None and not worker:
+            raise ValueError("worker=False needs a URL: nothing else can run an in-memory store")
         check_settings(concurrency, lease_seconds)
         # How to open its backend, and how messages name where it keeps things.
         self._open_backend, self._where, self._where_suffix = _storage(
             url, synchronous, read_only, lease_seconds
         )
         self._backend: Backend | None = None  # until opened, and once closed
+        self._worker = worker
+        self._clock = clock
         self._actions = ActionRegistry(allowed_modules, allowed_module_files)
         self._guards = GuardRegistry()
         self._registry = ProcedureRegistry(self._actions, self._guards, self._where, clock)
         self._executions = Handles(self._registry, self._where)
         self._runner = Runner(self._executions, self._registry, self._where, concurrency, clock)
 
-    @property
-    def allowed_modules(self) -> frozenset[str]:
-        """The modules whose public functions definitions may call."""
-        return self._actions.allowed_modules
-
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def open(self) -> ProcedureStore:
+    async def open(self) -> ProcedureStore[H]:
         """Open the database (creating or migrating it) and load its procedures. Called by
         every other method when needed; a no-op for an in-memory store.
 
@@ -196,7 +248,8 @@ class ProcedureStore:
     async def close(self, *, grace: float = 0.0) -> None:
         """Stop running executions in this process (a persisted one stays ``running`` in the
         database and resumes with [`recover`][procstore.ProcedureStore.recover], or in another
-        PostgreSQL worker) and close the database.
+        PostgreSQL worker) and close the database. Commands queued by clients and not applied
+        yet stay queued for the next runner.
 
         Args:
             grace: Seconds (on the store's clock) to let the actions under way finish first,
@@ -212,8 +265,9 @@ class ProcedureStore:
             if backend is not None:  # it was opened
                 await backend.close()
 
-    async def __aenter__(self) -> ProcedureStore:
-        return await self.open()
+    async def __aenter__(self) -> ProcedureStore[H]:
+        await self.open()
+        return self
 
     async def __aexit__(
         self,
@@ -224,8 +278,14 @@ class ProcedureStore:
         await self.close()
 
     async def _run_here(self) -> Backend:
-        """The open backend, once this process may run its executions (see ``Runner.join``)."""
+        """The open backend, once this process may run its executions and applies the
+        commands of the inbox (see ``Runner.join``)."""
         backend = await self._opened()
+        if not self._worker:
+            raise StoreError(
+                f"{self._where} is open as a client (worker=False): it runs no execution "
+                "(a store opened as a worker runs them)"
+            )
         await self._runner.join(backend)
         return backend
 
@@ -233,91 +293,25 @@ class ProcedureStore:
         """Start running the database's executions now rather than at the first ``start()``:
         a PostgreSQL store becomes a worker, which claims, in the background until
         [`close`][procstore.ProcedureStore.close], the running executions no live worker holds
-        (up to ``concurrency`` at once; see docs/scaling.md); an SQLite store takes its runner
-        lock and resumes its unfinished executions, as ``recover()`` does.
+        (up to ``concurrency`` at once; see docs/scaling.md) and applies the commands clients
+        queue for them; an SQLite store takes its runner lock and resumes its unfinished
+        executions, as ``recover()`` does.
 
         Raises:
-            StoreError: the store is read-only, or (SQLite) another process runs its
-                executions.
+            StoreError: the store is a client (``worker=False``) or read-only, or (SQLite)
+                another process runs its executions.
         """
-        await self._runner.work(await self._opened())
+        await self._runner.work(await self._run_here())
 
-    # -- host code -------------------------------------------------------------------------
+    def _client(self, backend: Backend) -> Client:
+        return Client(backend, self._registry, self._clock, self._where_suffix)
 
-    def action(self, name: str) -> Callable[[F], F]:
-        """Decorator: register a sync or async ``callable(context) -> value`` as action ``name``.
-
-        A callable whose second positional parameter has no default also receives an
-        [`ActionInfo`][procstore.ActionInfo] (execution id, state, attempt).
-        """
-
-        def decorate(fn: F) -> F:
-            self._actions.register(name, fn)
-            return fn
-
-        return decorate
-
-    def register_action(self, name: str, fn: ActionCallable) -> None:
-        """Register ``fn`` as action ``name`` (the non-decorator form of ``action``)."""
-        self._actions.register(name, fn)
-
-    def guard(self, name: str) -> Callable[[G], G]:
-        """Decorator: register a sync or async predicate ``callable(context) -> bool`` that
-        transitions may name in ``conditions`` (must be true) or ``unless`` (must be false)."""
-
-        def decorate(fn: G) -> G:
-            self._guards.register(name, fn)
-            return fn
-
-        return decorate
-
-    def register_guard(self, name: str, fn: GuardCallable) -> None:
-        """Register ``fn`` as guard ``name`` (the non-decorator form of ``guard``)."""
-        self._guards.register(name, fn)
-
-    # -- registry -----------------------------------------------------------------------------
-
-    async def register(self, doc: Document) -> Procedure:
-        """Validate, compile and register a procedure document (and store it, when persisted).
-
-        ``doc`` is a dict, a JSON string, or a path to a ``.json``/``.yaml`` file. Registering
-        the same name and version again is a no-op when the content is identical. Versions
-        are equal as versions (``1.0`` is ``1.0.0``): a version keeps the spelling it was
-        first registered with.
-
-        Reading, validating and compiling run in a worker thread: a document of thousands of
-        states takes a fraction of a second, during which the executions running in this
-        event loop go on.
-
-        Warns:
-            ProcedureWarning: the static checks found something probably unmeant (a transition
-                that can never fire, a guard that is always false); the procedure is registered
-                unless warnings are errors (``warnings.simplefilter("error", ProcedureWarning)``).
-
-        Raises:
-            InvalidProcedure: listing every problem with its JSON path; nothing is registered.
-            VersionConflict: the name and version exist with different content, or the version
-                is registered (or stored, by another store on the same database) under another
-                spelling, which the message names.
-        """
-        return await self._registry.register(doc, await self._opened())
-
-    async def get(self, name: str, version: str | None = None) -> Procedure:
-        """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).
-
-        Raises:
-            ProcedureNotFound: no such name or version.
-        """
-        await self._opened()
-        return self._compiled(name, version).procedure
-
-    async def list(self) -> list[Procedure]:
-        """Every registered procedure version, by name then version."""
-        await self._opened()
-        return self._registry.procedures()
-
-    def _compiled(self, name: str, version: str | None) -> CompiledProcedure:
-        return self._registry.compiled(name, version)
+    async def has_runner(self) -> bool:
+        """Whether a process runs this store's executions now (SQLite: it holds the runner
+        lock; PostgreSQL: a live worker lease holds one of them): whether what a client
+        queues is applied now, or waits for one (``procstore resume``, ``procstore worker``,
+        [`recover`][procstore.ProcedureStore.recover]). Asking takes nothing."""
+        return await (await self._opened()).has_runner()
 
     # -- executions ---------------------------------------------------------------------------
 
@@ -328,9 +322,11 @@ class ProcedureStore:
         context: Mapping[str, Any] | None = None,
         *,
         auto: bool = False,
-    ) -> Execution:
+    ) -> H:
         """Start an execution; it returns once the initial state is entered (and, when
-        persisted, stored).
+        persisted, stored). A client's (``worker=False``) runs nothing of it: the runner (in
+        another process) resumes it from there, and the handle is a
+        [`RemoteExecution`][procstore.RemoteExecution].
 
         Args:
             name: The procedure's name.
@@ -345,8 +341,13 @@ class ProcedureStore:
             TypeError: the context is not JSON-compatible data.
             StoreError: another process runs this store's executions.
         """
+        if not self._worker:
+            compiled = await self._looked_up(name, version)
+            start_context = require_json(dict(context or {}), "the start context")
+            client = self._client(await self._opened())
+            return cast(H, await client.start(compiled, start_context, auto))
         backend = await self._run_here()
-        compiled = self._registry.compiled(name, version)
+        compiled = await self._looked_up(name, version)
         start_context = require_json(dict(context or {}), "the start context")
         execution_id = uuid.uuid4().hex
         journal = journal_for(backend, execution_id, compiled.procedure)
@@ -355,19 +356,23 @@ class ProcedureStore:
             compiled, execution_id, start_context, auto=auto, journal=journal, running=running
         )
         self._executions.track(execution)
-        return execution
+        return cast(H, execution)
 
-    async def get_execution(self, execution_id: str) -> Execution:
+    async def get_execution(self, execution_id: str) -> H:
         """A handle on a stored execution, finished or not. An unfinished one that no handle in
-        this process runs resumes here (unless the store is read-only).
+        this process runs resumes here (unless the store is read-only). A client's
+        (``worker=False``) is a [`RemoteExecution`][procstore.RemoteExecution] on what is
+        committed: nothing resumes.
 
         Raises:
             ExecutionNotFound: no execution has that id.
         """
         backend = await self._opened()
+        if not self._worker:
+            return cast(H, await self._client(backend).get(execution_id))
         live = self._executions.live(execution_id)
         if live is not None:
-            return live
+            return cast(H, live)
         stored = await backend.load_execution(execution_id)
         if stored is None:
             raise ExecutionNotFound(f"no execution {execution_id!r}{self._where_suffix}")
@@ -375,8 +380,9 @@ class ProcedureStore:
             reason = stored.reason or "no reason was stored"
             raise ExecutionDamaged(execution_id, reason, quarantined=True)
         if stored.status == Status.RUNNING and not backend.read_only:
-            return await self._runner.resume(backend, stored)
-        return await self._executions.restore(backend, stored, resume=False)
+            await self._run_here()
+            return cast(H, await self._runner.resume(backend, stored))
+        return cast(H, await self._executions.restore(backend, stored, resume=False))
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None
@@ -385,7 +391,13 @@ class ProcedureStore:
         filtered by status and procedure name, oldest first."""
         backend = await self._opened()
         wanted = Status(status).value if status is not None else None
-        return await self._executions.listing(backend, wanted, procedure)
+        if not backend.persistent:  # it holds none of them (see journal_for): the handles do
+            return self._executions.summaries(wanted, procedure)
+        # A status this procstore does not know is listed as quarantined: ask for all of them
+        # when quarantined ones are wanted.
+        asked = None if wanted == Status.QUARANTINED else wanted
+        rows = await backend.list_executions(status=asked, procedure=procedure)
+        return [s for s in map(summary, rows) if wanted is None or s.status == wanted]
 
     async def recover(self) -> builtins.list[Execution]:
         """Resume every unfinished stored execution: running actions restart (an interrupted
@@ -399,7 +411,15 @@ class ProcedureStore:
         [`executions`][procstore.ProcedureStore.executions] lists quarantined executions with
         their ``reason``.
 
+        Commands that clients queued meanwhile (events, cancels) are applied to them after
+        that, in the order they were committed; as long as the store is open, those queued
+        later are too.
+
         Returns:
             Handles on the resumed executions.
+
+        Raises:
+            StoreError: the store is a client (``worker=False``) or read-only, or another
+                process runs its executions.
         """
-        return await self._runner.recover(await self._opened())
+        return await self._runner.recover(await self._run_here())

@@ -199,6 +199,30 @@ class Worker:
         elsewhere = "read-only here: another worker runs it"
         return await self._handles.restore(self._backend, stored, resume=False, frozen=elsewhere)
 
+    async def adopt(self, execution_id: str) -> Execution | None:
+        """``procstore.inbox.Adopt`` on a worker: the handle to apply ``execution_id``'s
+        queued commands to. One this worker holds is its live handle; a running one that no
+        live lease holds is claimed now (while it claims, and has a place free); one another
+        worker holds is left, commands and all, to that worker (``None``). A finished one is
+        restored to record what it refuses, as a single runner does.
+
+        Raises:
+            ExecutionNotFound: it is gone; ExecutionDamaged: it is quarantined, or cannot be
+                restored.
+        """
+        if execution_id in self._backend.held():
+            restoring = self._restoring.get(execution_id)
+            if restoring is not None:  # claimed, resuming now
+                await restoring.wait()
+            return self._handles.live(execution_id)
+        stored = await self._backend.load_execution(execution_id)
+        if stored is None or stored.status != RUNNING:
+            return await self._handles.adopt(self._backend, execution_id)
+        if not self._claiming or len(self._backend.held()) >= self._concurrency:
+            return None
+        _, resumed = await self._claim(1, execution_id)
+        return resumed[0] if resumed else None
+
     async def _claim(
         self, limit: int, execution_id: str | None = None
     ) -> tuple[int, list[Execution]]:
@@ -232,9 +256,23 @@ class Worker:
         if stored is None or stored.status != RUNNING:  # deleted, or ended by hand meanwhile
             backend.forget(claim.execution_id)
             return None
-        if self._registry.cannot_run(stored.procedure, stored.version) is not None:
+        registry = self._registry
+        if registry.cannot_run(stored.procedure, stored.version) is not None:
             # Registered since this store opened (by a client, say)? Load what is stored now.
-            self._registry.load_new(await backend.load_procedures())
+            registry.load(await backend.load_procedures())
+        runnable = registry.cannot_run(stored.procedure, stored.version) is None
+        missing = registry.missing_host_code(stored.procedure, stored.version) if runnable else None
+        if missing is not None:
+            # Run here, its next step would fail for good: leave it to a worker that has it.
+            logger.warning(
+                "procstore worker %s: execution %s is not run here: its procedure needs host "
+                "code this store does not have (%s); it waits for a worker that has it",
+                backend.worker_id,
+                claim.execution_id,
+                missing,
+            )
+            await backend.decline(claim.execution_id)
+            return None
         try:
             execution = await self._handles.restore(backend, stored, resume=True)
         except ExecutionDamaged:

@@ -1,7 +1,7 @@
-"""Write tests/fixtures/checkpoints/v0_*.json: checkpoints as procstore stored them before
-checkpoints carried a format version (commit 0e01bbe), so that
-tests/runtime/test_checkpoint_formats.py can prove that every later procstore still restores
-them.
+"""Write tests/fixtures/checkpoints/vN_*.json: checkpoints of format N as the procstore running
+this stores them, so that tests/runtime/test_checkpoint_formats.py can prove that every later
+procstore still restores them. v0 was written before checkpoints carried a format version
+(commit 0e01bbe), v1 by the last procstore of format 1 (before the inbox cursor of format 2).
 
 Each fixture is one execution stopped at an interesting moment, as its store committed it:
 ``{"document", "id", "status", "snapshot", "records", "expect"}``. Run it with the procstore
@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from procstore import Execution, ProcedureStore
+from procstore.runtime import state
+
+#: The format of the checkpoints this procstore writes (0 before the constant existed).
+FORMAT = getattr(state, "CHECKPOINT_FORMAT", 0)
 
 
 def _doc(name: str, states: dict[str, Any], initial: str) -> dict[str, Any]:
@@ -193,7 +197,7 @@ async def capture(name: str, out: Path) -> None:
         "records": records,
         "expect": expect,
     }
-    (out / f"v0_{name}.json").write_text(json.dumps(fixture, indent=1) + "\n")
+    (out / f"v{FORMAT}_{name}.json").write_text(json.dumps(fixture, indent=1) + "\n")
 
 
 def main(out: str) -> None:

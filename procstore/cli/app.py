@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from procstore.cli import diagram, exits, inspect, resume, run, schema, validate, worker
+from procstore.cli import clients, diagram, exits, inspect, resume, run, schema, validate, worker
 from procstore.cli.exits import ExitCode
 from procstore.cli.options import DB_ENVVAR, DEFAULT_DB
 from procstore.cli.output import echo
@@ -70,6 +70,10 @@ def _command(name: str, short_help: str, function: Callable[..., None]) -> None:
 _command("run", "Register FILE's procedure and run it to completion.", run.run)
 _command("resume", "Carry on unfinished executions to completion.", resume.resume)
 _command("worker", "Run the store's executions until stopped (SIGTERM, Ctrl-C).", worker.worker)
+_command("send", "Send an event to an execution, wherever it runs.", clients.send)
+_command("cancel", "Cancel an execution, wherever it runs.", clients.cancel)
+_command("status", "Show an execution's status, state and context.", clients.status)
+_command("wait", "Wait until an execution ends, wherever it runs.", clients.wait)
 _command("list", "List the registered procedures and the executions.", inspect.list_)
 _command("show", "Show a registered procedure's states and transitions.", inspect.show)
 _command("history", "Print an execution's stored history.", inspect.history)

@@ -38,6 +38,7 @@ class ExitCode(enum.IntEnum):
     TIMEOUT = 3
     NOT_FOUND = 4
     STORE = 5
+    REFUSED = 6
     INTERRUPTED = 130
 
 
@@ -59,11 +60,13 @@ class Meaning:
 
 _LIST_USAGE = ("usage error (bad option, bad --db URL)",)
 _READ_STORE = ("the store cannot be used (not a procstore database, newer schema)",)
+_NO_EXECUTION = ("no execution EXECUTION_ID (or no database)",)
 
 EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ExitCode.OK: Meaning(
         docs="Success: the execution(s) completed, every file is valid, the "
-        "listing/diagram/schema was written, `worker` stopped on SIGTERM or SIGINT.",
+        "listing/diagram/schema was written, the event or cancel was queued, `worker` "
+        "stopped on SIGTERM or SIGINT.",
         summary=("success",),
         commands={
             "run": ("the execution completed",),
@@ -75,13 +78,17 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "diagram": ("written",),
             "schema": ("printed",),
             "validate": ("every FILE is valid",),
+            "send": ("the event is queued for the process that runs the execution",),
+            "cancel": ("the cancel is queued (or the execution had ended already)",),
+            "status": ("shown (whatever the execution's status)",),
+            "wait": ("the execution completed",),
         },
     ),
     ExitCode.NOT_COMPLETED: Meaning(
-        docs="`run`, `resume`: an execution ended `failed`, `cancelled` or `rolled_back`. "
-        "`validate`: a file is invalid, missing or unreadable.",
+        docs="`run`, `resume`, `wait`: an execution ended `failed`, `cancelled` or "
+        "`rolled_back`. `validate`: a file is invalid, missing or unreadable.",
         summary=(
-            "run/resume: an execution ended failed, cancelled or rolled back;",
+            "run/resume/wait: an execution ended failed, cancelled or rolled back;",
             "validate: a file is invalid",
         ),
         commands={
@@ -91,6 +98,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "ended that way)",
             ),
             "validate": ("at least one FILE is invalid, missing or unreadable",),
+            "wait": ("it ended failed, cancelled or rolled back",),
         },
     ),
     ExitCode.USAGE: Meaning(
@@ -122,29 +130,39 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "schema": ("usage error (bad option)",),
             "worker": ("usage error (bad option, bad --db URL)",),
             "validate": ("usage error (bad option, no FILE given)",),
+            "send": _LIST_USAGE,
+            "cancel": _LIST_USAGE,
+            "status": _LIST_USAGE,
+            "wait": _LIST_USAGE,
         },
     ),
     ExitCode.TIMEOUT: Meaning(
-        docs="`run`, `resume`: an execution did not finish within `--timeout`. It stays "
-        "`running` in the database; `procstore resume ID` carries it on.",
+        docs="`run`, `resume`, `wait`: an execution did not finish within `--timeout`. It "
+        "stays `running` in the database; `procstore resume ID` carries it on.",
         summary=(
-            "run/resume: an execution did not finish within --timeout (it stays running in",
-            "the database: procstore resume ID carries it on)",
+            "run/resume/wait: an execution did not finish within --timeout (it stays running",
+            "in the database: procstore resume ID carries it on)",
         ),
         commands={
             "run": ("it did not finish within --timeout: it stays running in the database",),
             "resume": ("one did not finish within --timeout (none failed): it stays running",),
+            "wait": ("it did not finish within --timeout (it is left as it is)",),
         },
     ),
     ExitCode.NOT_FOUND: Meaning(
-        docs="Not found: no such execution (`history`, `resume ID`, `diagram --execution`) or "
-        "procedure (`show`) in the database, or no database at all.",
+        docs="Not found: no such execution (`history`, `resume ID`, `diagram --execution`, "
+        "`send`, `cancel`, `status`, `wait`) or procedure (`show`) in the database, or no "
+        "database at all.",
         summary=("not found: no such execution or procedure in the database",),
         commands={
             "resume": ("no execution EXECUTION_ID (or no database)",),
             "show": ("no such procedure or version (or no database)",),
-            "history": ("no execution EXECUTION_ID (or no database)",),
+            "history": _NO_EXECUTION,
             "diagram": ("no execution --execution ID (or no database)",),
+            "send": _NO_EXECUTION,
+            "cancel": _NO_EXECUTION,
+            "status": _NO_EXECUTION,
+            "wait": _NO_EXECUTION,
         },
     ),
     ExitCode.STORE: Meaning(
@@ -171,6 +189,22 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "diagram": (
                 "Graphviz's dot program is missing (svg, png), or the store cannot be used",
             ),
+            "send": _READ_STORE,
+            "cancel": _READ_STORE,
+            "status": _READ_STORE,
+            "wait": _READ_STORE,
+        },
+    ),
+    ExitCode.REFUSED: Meaning(
+        docs="`send`: the execution cannot take the event: it has finished, or no state of "
+        "its procedure has a transition on it (a typo?), or it is `done` or `timeout`, which "
+        "only procstore raises. Nothing is queued.",
+        summary=("send: the execution has finished, or no state of it accepts EVENT",),
+        commands={
+            "send": (
+                "refused: the execution has finished, or no state of its procedure has a",
+                "transition on EVENT (nothing is queued)",
+            ),
         },
     ),
     ExitCode.INTERRUPTED: Meaning(
@@ -180,6 +214,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
         commands={
             "run": ("interrupted (Ctrl-C): the execution stays running in the database",),
             "resume": ("interrupted (Ctrl-C): the executions stay running in the database",),
+            "wait": ("interrupted (Ctrl-C): the execution is left as it is",),
         },
     ),
 }

@@ -146,8 +146,21 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
         return f"reset       -> {record.state}"
     if kind == "finished":
         return f"finished    {record.state}: {status_text(record.status)}"
+    if kind == "received":
+        return _received_line(record)
     # Any other kind (an event the state had no transition for, ...): show what it carries.
     return _fields_line(record, limit)
+
+
+def _received_line(record: HistoryRecord) -> str:
+    """A ``received`` record: what a client queued, where, and why it was refused if it was."""
+    message = record.message or ""
+    refused = message.startswith("refused: ")
+    asked = record.event if record.event is not None else ("" if refused else message)
+    line = (
+        f"received    {asked} (in {record.state})" if asked else f"received    (in {record.state})"
+    )
+    return f"{line} {message}" if refused else line
 
 
 def _action_line(record: HistoryRecord, limit: int | None) -> str:
@@ -184,6 +197,8 @@ def record_style(record: HistoryRecord) -> str | None:
     """How the live display colours a record line (plain output has no styles)."""
     if record.error is not None or record.kind in ("timeout", "cancelled", "blocked"):
         return "red"
+    if record.kind == "received" and (record.message or "").startswith("refused: "):
+        return "yellow"
     if record.kind in ("rollback", "retry"):
         return "yellow"
     if record.kind == "finished":

@@ -148,6 +148,11 @@ class Execution:
                 or the execution has finished. ``done`` and ``timeout`` are only ever raised by
                 procstore itself, and so is ``error`` on a compound or parallel state.
         """
+        return await self._send(event, None)
+
+    async def _send(self, event: str, command: int | None) -> bool:
+        """``send``; with ``command``, as inbox command ``command`` (see
+        `procstore.runtime.received`)."""
         run = self._run
         run.check_writable()
         if event in RAISED_ONLY:
@@ -175,7 +180,7 @@ class Execution:
                 if not busy:
                     break
                 await steps.wait_for(busy)
-            return await self._fire(event, external=True)
+            return await self._fire(event, external=True, command=command)
 
     def _sendable_events(self) -> list[str]:
         """The events ``send()`` accepts now, sorted."""
@@ -189,7 +194,13 @@ class Execution:
             }
         )
 
-    async def _fire(self, event: str, origin: str | None = None, external: bool = False) -> bool:
+    async def _fire(
+        self,
+        event: str,
+        origin: str | None = None,
+        external: bool = False,
+        command: int | None = None,
+    ) -> bool:
         run = self._run
         async with run.fire_lock:
             if external:
@@ -197,6 +208,8 @@ class Execution:
                 run.refuse_if_finished()
                 if not any(run.compiled.accepts_from_host(p, event) for p in run.state.active):
                     raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
+                if command is not None:
+                    run.receive(command, event=event)
             fired = await run.router.trigger(event, origin, external=external)
             await run.router.drain()
         if run.exited:
@@ -269,12 +282,19 @@ class Execution:
         (``failed`` if a compensation fails; ``cancelled`` if there was nothing to undo).
         Cancelling a finished execution changes nothing.
         """
+        return await self._cancel(rollback, None)
+
+    async def _cancel(self, rollback: bool, command: int | None) -> ExecutionState:
+        """``cancel``; with ``command``, as inbox command ``command`` (see
+        `procstore.runtime.received`)."""
         run = self._run
         if not run.state.running:
             return self.state
         run.check_writable()
         async with run.fire_lock:
             stopped = steps.halt(run)
+            if command is not None:
+                run.receive(command, message="cancel with rollback" if rollback else "cancel")
             run.log(RecordKind.CANCELLED, state=self.current)
             if rollback and run.state.completed:
                 saga.begin(run, "cancelled", Status.CANCELLED, stopped)
@@ -367,9 +387,14 @@ async def start_execution(
     auto: bool = False,
     journal: Journal | None = None,
     running: dict[str, Execution] | None = None,
+    hold: bool = False,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
-    a terminal state); with a journal, it is stored before any of its actions runs."""
+    a terminal state); with a journal, it is stored before any of its actions runs.
+
+    With ``hold`` (a client's start, with a journal), it is stored and nothing of it runs
+    here: the handle is frozen at its first snapshot, for whoever runs the store's executions
+    to resume it from there."""
     run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running)
     execution = Execution(run)
     async with run.writer.lock:  # its steps wait for this before running anything
@@ -383,6 +408,11 @@ async def start_execution(
                 steps.halt(run)  # never stored: nothing of it may run
                 run.unregister()
                 raise
+        if hold:
+            steps.halt(run)  # before its steps get the lock: none has started
+            run.unregister()
+            run.writer.detach()
+            run.frozen = "held: it is stored for another process to run"
     return execution
 
 

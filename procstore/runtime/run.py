@@ -106,6 +106,13 @@ class Run:
     def log(self, kind: RecordKind, **fields: Any) -> None:
         self.history.log(kind, **fields)
 
+    def receive(self, command: int, **fields: Any) -> None:
+        """Inbox command ``command`` is being applied (the fire lock is held): move the cursor
+        and record it, so that the commit of what it does stores both (see
+        `procstore.runtime.received`)."""
+        self.state.inbox = command
+        self.log(RecordKind.RECEIVED, state=self.router.current, **fields)
+
     def snapshot(self) -> tuple[str, dict[str, Any]]:
         """What is committed with the records: the status and the checkpoint."""
         checkpoint = self.state.checkpoint(self.router.fsm_state, self.compiled.order)

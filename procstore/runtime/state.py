@@ -24,8 +24,9 @@ from procstore.snapshot import Status
 __all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
 
 #: The format of the checkpoints this procstore writes. 0 (no ``format`` key) kept each kind of
-#: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``.
-CHECKPOINT_FORMAT = 1
+#: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``; 2 adds
+#: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1).
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass(slots=True)
@@ -107,6 +108,9 @@ class RunState:
         deadlines: When each active state's `timeout_ms` runs out (wall clock).
         completed: The paths of the completed actions to compensate, oldest first.
         internal: Terminal leaves reached, `(leaf, failed)`, not yet processed.
+        inbox: The id of the last command from the store's inbox applied to it (a client's
+            event or cancel): stored with what the command did, so that after a crash a
+            command is applied again exactly when its effect was not stored. A reset keeps it.
     """
 
     start_context: dict[str, Any]
@@ -120,6 +124,7 @@ class RunState:
     deadlines: dict[str, float] = field(default_factory=dict)
     completed: list[str] = field(default_factory=list)
     internal: deque[tuple[str, bool]] = field(default_factory=deque)
+    inbox: int = 0
 
     @classmethod
     def fresh(cls, start_context: dict[str, Any], auto: bool) -> RunState:
@@ -127,8 +132,10 @@ class RunState:
         return cls(start_context, copy.deepcopy(start_context), auto)
 
     def reset(self) -> None:
-        """Back to the start: a fresh copy of the start context, nothing active, running."""
+        """Back to the start: a fresh copy of the start context, nothing active, running. The
+        inbox cursor stays: the commands applied before the reset stay applied."""
         fresh = RunState.fresh(self.start_context, self.auto)
+        fresh.inbox = self.inbox
         for name in RunState.__slots__:
             setattr(self, name, getattr(fresh, name))
 
@@ -167,6 +174,7 @@ class RunState:
             "leaves": {path: leaf.to_data() for path, leaf in self.leaves.items()},
             "deadlines": dict(self.deadlines),
             "completed": list(self.completed),
+            "inbox": self.inbox,
         }
 
     @classmethod
@@ -184,6 +192,8 @@ class RunState:
         version = snapshot.get("format", 0)
         if version == 0:
             snapshot = _from_format_0(snapshot, leaf_paths)
+        if version in (0, 1):  # before the inbox: no command applied
+            snapshot = {**snapshot, "inbox": 0}
         elif version != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {version!r} is unknown to this procstore")
         if not isinstance(snapshot["context"], dict):
@@ -200,6 +210,7 @@ class RunState:
             leaves={path: LeafState.from_data(data) for path, data in snapshot["leaves"].items()},
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
             completed=[str(path) for path in snapshot["completed"]],
+            inbox=int(snapshot["inbox"]),
         )
         return state, snapshot["configuration"]
 

@@ -7,7 +7,12 @@ A backend stores two things:
 * **executions**: for each one a *snapshot* (a JSON-compatible dict chosen by the runtime that
   is replaced on every commit) and an append-only *journal* of history records, numbered
   ``seq`` = 1, 2, 3, ... per execution. Beside the snapshot the backend keeps the columns it
-  needs for listing and filtering: id, procedure, version, status, created_at, updated_at.
+  needs for listing and filtering: id, procedure, version, status, created_at, updated_at;
+* the **inbox**: commands for executions (``Command``: start, event, cancel) that processes
+  which do not run them (*clients*) post, for the process that runs them to apply. Each gets
+  an id that grows in the order the commands of one execution are committed; whoever applies
+  one records that in the execution's own snapshot (the runtime's cursor), so the inbox only
+  has to keep a command until it is applied, and ``delete_commands`` then removes it.
 
 Every write is one transaction: ``Backend.commit`` appends the records *and* replaces the
 snapshot and status, or does neither. When it returns, the write is committed (durable as far
@@ -25,17 +30,24 @@ suite, tests/storage/test_backend_contract.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
+    "CANCEL",
+    "COMMANDS_PAGE",
+    "COMMAND_KINDS",
     "DEFAULT_LEASE_SECONDS",
+    "EVENT",
     "MIN_LEASE_SECONDS",
     "QUARANTINED",
     "RUNNING",
+    "START",
     "Backend",
     "Claim",
+    "Command",
     "ExecutionSummary",
     "Leasing",
     "StoredExecution",
@@ -57,6 +69,45 @@ RUNNING = "running"
 
 QUARANTINED = "quarantined"
 """The status ``Backend.quarantine_execution`` gives an execution that cannot be restored."""
+
+
+START: Final = "start"
+"""A client created the execution: whoever runs the store's executions should run it too."""
+
+EVENT: Final = "event"
+"""Send the event ``payload["event"]`` to the execution."""
+
+CANCEL: Final = "cancel"
+"""Cancel the execution, compensating what it did when ``payload["rollback"]`` is true."""
+
+COMMAND_KINDS: Final = frozenset({START, EVENT, CANCEL})
+"""The kinds of command the inbox holds; ``Backend.post_command`` refuses any other."""
+
+COMMANDS_PAGE: Final = 256
+"""How many commands ``Backend.commands_after`` returns at most unless asked otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command of the inbox, as ``Backend.commands_after`` returns it.
+
+    Attributes:
+        id: Its id: greater than the id of every command of the same execution committed
+            before it (and, on SQLite, of every command committed before it).
+        execution_id: The execution it is for.
+        kind: ``"start"``, ``"event"`` or ``"cancel"`` (see ``COMMAND_KINDS``).
+        payload: Its arguments: ``{"event": "approve"}``, ``{"rollback": True}``, ``{}``.
+        posted_at: When it was committed (UTC, timezone-aware).
+        reason: Why its stored payload cannot be read (it is then ``{}``); ``None`` when it
+            can.
+    """
+
+    id: int
+    execution_id: str
+    kind: str
+    payload: dict[str, Any]
+    posted_at: datetime
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +226,18 @@ class Backend(Protocol):
         """
         ...
 
+    async def has_runner(self) -> bool:
+        """Whether a backend (this one, or another in any process) holds the runner lock now:
+        whether commands posted to the inbox are being applied. Asking takes nothing: a
+        runner starting at the same moment is not refused because of it. A ``Leasing``
+        backend answers whether it is a worker itself, or a live worker lease holds any
+        execution.
+
+        Raises:
+            StoreError: The backend is closed, or the database cannot be asked.
+        """
+        ...
+
     async def save_procedure(self, name: str, version: str, document: dict[str, Any]) -> None:
         """Store a procedure document; saving the same ``(name, version)`` again is a no-op.
 
@@ -212,6 +275,8 @@ class Backend(Protocol):
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
+        *,
+        announce: bool = False,
     ) -> None:
         """Store a new execution with its first snapshot and journal records (seq 1..n).
 
@@ -222,6 +287,9 @@ class Backend(Protocol):
             status: Its initial status.
             snapshot: Its initial snapshot.
             records: Its first journal records (may be empty).
+            announce: Also post a ``"start"`` command for it, in the same transaction: a
+                client creates an execution so, for the process that runs the store's
+                executions to find it (see ``post_command``).
 
         Raises:
             StoreError: The id is already stored, the backend is read-only or closed, or the
@@ -303,6 +371,82 @@ class Backend(Protocol):
         """
         ...
 
+    # -- the inbox ---------------------------------------------------------------------------
+
+    async def post_command(self, execution_id: str, kind: str, payload: dict[str, Any]) -> int:
+        """Append a command for an execution to the inbox, in a transaction of its own, and
+        wake those waiting in ``wait_for_change`` (in any process).
+
+        It needs no runner lock: clients post. The commands of one execution get ids in the
+        order they are committed (posting to one execution is serialised), so that whoever
+        applies them in id order applies them in commit order.
+
+        Args:
+            execution_id: The execution the command is for.
+            kind: One of ``COMMAND_KINDS``.
+            payload: Its arguments (a JSON-compatible dict).
+
+        Returns:
+            The command's id.
+
+        Raises:
+            ExecutionNotFound: No execution with that id is stored.
+            ValueError: ``kind`` is not one of ``COMMAND_KINDS``.
+            StoreError: The backend is read-only or closed, or the write failed.
+        """
+        ...
+
+    async def commands_after(
+        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
+    ) -> list[Command]:
+        """The commands of the inbox whose id is greater than ``after_id``, in id order.
+
+        Args:
+            after_id: Return only commands after this id (0: from the first).
+            limit: Return at most this many.
+            execution_id: Only the commands of this execution.
+
+        Returns:
+            The commands (a payload that cannot be read comes with its ``reason``).
+        """
+        ...
+
+    async def delete_commands(self, ids: Sequence[int]) -> None:
+        """Remove commands from the inbox once they have been applied (ids that are not in it
+        are ignored).
+
+        Raises:
+            StoreError: The backend is read-only or closed, or the write failed.
+        """
+        ...
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
+        """Wait until another connection or process commits, or ``timeout`` seconds pass.
+
+        The backend counts the changes it has noticed; the count is the *marker* this returns.
+        A caller that reads the database after one call and then waits again passes the marker
+        it got as ``since``: a change committed in between (which that read may not have seen)
+        makes the wait return at once, so none is missed. It may return early (a change that
+        concerned nobody, a lost connection): callers read again and wait again.
+
+        What counts as a change: on SQLite every commit of another connection (PRAGMA
+        data_version, checked every few milliseconds while someone waits); on PostgreSQL a
+        command posted, an execution created, or an execution's commit of a final status
+        (``NOTIFY``); in memory every write.
+
+        Args:
+            timeout: Return after this many seconds at the latest (0: at once).
+            since: A marker an earlier call returned; ``None`` waits for a change after this
+                call starts.
+
+        Returns:
+            The marker now.
+
+        Raises:
+            StoreError: The backend is closed (also when it is closed while waiting).
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -379,6 +523,15 @@ class Leasing(Protocol):
 
         Raises:
             StoreError: The release failed: the leases expire by themselves.
+        """
+        ...
+
+    async def decline(self, execution_id: str) -> None:
+        """Release the lease of ``execution_id`` and never claim it again (this worker lacks
+        the host code its procedure needs: a worker that has it takes it).
+
+        Raises:
+            StoreError: The release failed: the lease expires by itself.
         """
         ...
 

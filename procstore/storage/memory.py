@@ -17,25 +17,36 @@ cost about 13 µs a registration, a few per cent of the "procedure load" row). T
 other users, the contract suite first, get everything the contract promises.
 
 The runner lock is the backend's own: a ``MemoryBackend`` belongs to the one store that opened
-it, so no one else can run its executions.
+it, so no one else can run its executions. Its inbox is there for the contract: every write
+counts as a change for ``wait_for_change``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
 from procstore.storage.base import (
+    COMMANDS_PAGE,
     QUARANTINED,
     RUNNING,
+    START,
+    Command,
     ExecutionSummary,
     StoredExecution,
     StoredProcedure,
 )
-from procstore.storage.values import canonical_version, check_strings, encode_json
+from procstore.storage.changes import ChangeSignal
+from procstore.storage.values import (
+    canonical_version,
+    check_strings,
+    encode_command,
+    encode_json,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -93,6 +104,11 @@ class MemoryBackend:
         # (name, canonical version) -> the procedure; dicts keep the order of first saving.
         self._procedures: dict[tuple[str, str], _Procedure] = {}
         self._executions: dict[str, _Execution] = {}
+        # The inbox: id -> (execution id, kind, payload JSON, posted_at), in id order.
+        self._inbox: dict[int, tuple[str, str, str, datetime]] = {}
+        self._last_command = 0  # ids are never reused, even once deleted
+        self._changes = ChangeSignal()
+        self._runner = False
         self._closed = False
 
     @classmethod
@@ -115,10 +131,18 @@ class MemoryBackend:
         self._closed = True
         self._procedures.clear()
         self._executions.clear()
+        self._inbox.clear()
+        self._changes.wake()
 
     async def acquire_runner_lock(self) -> None:
         """Always granted while open: nobody else can reach this backend."""
         self._check_open()
+        self._runner = True
+
+    async def has_runner(self) -> bool:
+        """Whether ``acquire_runner_lock`` was called."""
+        self._check_open()
+        return self._runner
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -130,6 +154,7 @@ class MemoryBackend:
         stored = self._procedures.get(key)
         if stored is None:
             self._procedures[key] = _Procedure(name, version, text)
+            self._changes.changed()
             return
         if stored.version != version:
             raise VersionConflict(
@@ -160,6 +185,8 @@ class MemoryBackend:
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
+        *,
+        announce: bool = False,
     ) -> None:
         self._check_open()
         check_strings(
@@ -172,6 +199,9 @@ class MemoryBackend:
         self._executions[execution_id] = _Execution(
             procedure, version, status, text, now, now, journal
         )
+        if announce:
+            self._append_command(execution_id, START, "{}", now)
+        self._changes.changed()
 
     async def commit(
         self,
@@ -187,6 +217,7 @@ class MemoryBackend:
         execution.status, execution.snapshot = status, text
         execution.records += journal
         execution.updated_at = datetime.now(UTC)
+        self._changes.changed()
 
     async def quarantine_execution(self, execution_id: str, reason: str) -> None:
         self._check_open()
@@ -194,6 +225,7 @@ class MemoryBackend:
         execution = self._execution(execution_id)
         execution.status, execution.reason = QUARANTINED, reason
         execution.updated_at = datetime.now(UTC)
+        self._changes.changed()
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         self._check_open()
@@ -222,6 +254,44 @@ class MemoryBackend:
     async def unfinished_execution_ids(self) -> list[str]:
         self._check_open()
         return [i for i, execution in self._executions.items() if execution.status == RUNNING]
+
+    # -- the inbox -----------------------------------------------------------------------------
+
+    async def post_command(self, execution_id: str, kind: str, payload: dict[str, Any]) -> int:
+        self._check_open()
+        text = encode_command(execution_id, kind, payload)
+        self._execution(execution_id)
+        command_id = self._append_command(execution_id, kind, text, datetime.now(UTC))
+        self._changes.changed()
+        return command_id
+
+    def _append_command(self, execution_id: str, kind: str, payload: str, at: datetime) -> int:
+        self._last_command += 1
+        self._inbox[self._last_command] = (execution_id, kind, payload, at)
+        return self._last_command
+
+    async def commands_after(
+        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
+    ) -> list[Command]:
+        self._check_open()
+        found: list[Command] = []
+        for command_id, (target, kind, payload, at) in self._inbox.items():
+            if len(found) >= limit:
+                break
+            if command_id > after_id and execution_id in (None, target):
+                found.append(Command(command_id, target, kind, json.loads(payload), at))
+        return found
+
+    async def delete_commands(self, ids: Sequence[int]) -> None:
+        self._check_open()
+        for command_id in ids:
+            self._inbox.pop(command_id, None)
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
+        self._check_open()
+        await self._changes.wait(timeout, self._changes.marker if since is None else since)
+        self._check_open()
+        return self._changes.marker
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -1,18 +1,30 @@
 """What every backend does to what it is given, so that all of them accept and refuse the same
 values the same way: the JSON text a document, snapshot or record is stored as
 (``encode_json``) and how it is read back (``json_object``: a value that is not a JSON object
-becomes a reason, never an exception), the one form of each version (``canonical_version``),
-the type checks of ids and names (``check_strings``).
+becomes a reason, never an exception; ``stored_procedure`` and ``decode_execution`` for whole
+rows), the one form of each version (``canonical_version``), the type checks of ids and names
+(``check_strings``), and of an inbox command (``encode_command``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from packaging.utils import canonicalize_version
 
-__all__ = ["canonical_version", "check_strings", "encode_json", "json_object"]
+from procstore.storage.base import COMMAND_KINDS, StoredProcedure
+
+__all__ = [
+    "canonical_version",
+    "check_strings",
+    "decode_execution",
+    "encode_command",
+    "encode_json",
+    "json_object",
+    "stored_procedure",
+]
 
 # ensure_ascii: every Python str is storable, lone surrogates included (written as \ud800
 # escapes): text an action produced can never make a commit fail to encode.
@@ -59,3 +71,50 @@ def json_object(text: Any, what: str, problems: list[str]) -> dict[str, Any]:
         problems.append(f"{what} is not a JSON object but {type(value).__name__}")
         return {}
     return value
+
+
+def decode_execution(
+    snapshot: Any, records: Iterable[Any], problems: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An execution's stored snapshot and journal records decoded; what cannot be decoded is
+    added to ``problems`` (naming the snapshot or the record's seq) and read as ``{}``."""
+    decoded = json_object(snapshot, "its stored snapshot", problems)
+    journal = [
+        json_object(record, f"its journal record {seq}", problems)
+        for seq, record in enumerate(records, 1)
+    ]
+    return decoded, journal
+
+
+def stored_procedure(
+    name: str, version: str, text: Any, problems: list[str] | None = None
+) -> StoredProcedure:
+    """A stored procedure version read back: its document decoded from ``text``, or, when that
+    fails or ``problems`` already says why it cannot be loaded, no document and the first
+    reason."""
+    problems = [] if problems is None else problems
+    document = json_object(text, "its stored document", problems)
+    return StoredProcedure(
+        name=name,
+        version=version,
+        document=None if problems else document,
+        reason=problems[0] if problems else None,
+    )
+
+
+def encode_command(execution_id: str, kind: str, payload: dict[str, Any]) -> str:
+    """Check a command for ``Backend.post_command`` and return its payload as stored JSON.
+
+    Raises:
+        TypeError: ``execution_id`` or ``kind`` is not a string, ``payload`` not a dict, or
+            part of it has no JSON form.
+        ValueError: ``kind`` is not one of ``COMMAND_KINDS``, or ``payload`` holds NaN or
+            infinity.
+    """
+    check_strings(execution_id=execution_id, kind=kind)
+    if kind not in COMMAND_KINDS:
+        known = ", ".join(sorted(COMMAND_KINDS))
+        raise ValueError(f"unknown command kind {kind!r} (known: {known})")
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, not {type(payload).__name__}")
+    return encode_json(payload)

@@ -1244,7 +1244,21 @@ def test_validate_several_files_checks_them_all(tmp_path: Path) -> None:
 # help, version, entry points
 
 
-COMMANDS = ["run", "resume", "worker", "list", "show", "history", "diagram", "schema", "validate"]
+COMMANDS = [
+    "run",
+    "resume",
+    "worker",
+    "send",
+    "cancel",
+    "status",
+    "wait",
+    "list",
+    "show",
+    "history",
+    "diagram",
+    "schema",
+    "validate",
+]
 
 
 def test_help_documents_the_commands_and_exit_codes() -> None:
@@ -1252,7 +1266,7 @@ def test_help_documents_the_commands_and_exit_codes() -> None:
     assert result.exit_code == 0, result.output
     for needle in (*COMMANDS, "Exit codes", "usage error", "--db", "sqlite:///procstore.db"):
         assert needle in result.output
-    for code in ("0", "1", "2", "3", "4", "5", "130"):
+    for code in ("0", "1", "2", "3", "4", "5", "6", "130"):
         assert re.search(rf"^ +{code} +\S", result.output, re.MULTILINE), code
 
 

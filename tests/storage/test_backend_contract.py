@@ -24,6 +24,9 @@ from procstore.storage.postgres import PostgresBackend
 from tests import postgres
 from tests.conftest import make_execution, within
 
+# The URL of the PostgreSQL database of a test, for a second connection to it (``peer``).
+_POSTGRES_URL = pytest.StashKey[str]()
+
 
 @asynccontextmanager
 async def _closed_after(opened: Backend) -> AsyncIterator[Backend]:
@@ -54,6 +57,7 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         postgres.database(server) as url,
         _closed_after(await PostgresBackend.open(url)) as backend,
     ):
+        request.node.stash[_POSTGRES_URL] = url
         yield backend
 
 
@@ -68,6 +72,20 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManage
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     async with BACKENDS[request.param](request) as opened:
         yield opened
+
+
+@pytest.fixture
+async def peer(backend: Backend, request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """Another connection to ``backend``'s database, as another process would open it (in
+    memory, where nobody else can reach it, the backend itself)."""
+    if isinstance(backend, SQLiteBackend):
+        async with _opened(SQLiteBackend.open(backend.path)) as other:
+            yield other
+    elif isinstance(backend, PostgresBackend):
+        async with _opened(PostgresBackend.open(request.node.stash[_POSTGRES_URL])) as other:
+            yield other
+    else:
+        yield backend
 
 
 async def test_every_backend_satisfies_the_backend_protocol(backend: Backend) -> None:
@@ -330,7 +348,132 @@ async def test_quarantining_an_unknown_execution_raises(backend: Backend) -> Non
         await backend.quarantine_execution("ghost", "gone")
 
 
+# -- the inbox ----------------------------------------------------------------------------------
+
+
+async def test_posted_commands_come_back_in_the_order_they_were_committed(
+    backend: Backend,
+) -> None:
+    await make_execution(backend, "e1")
+    await make_execution(backend, "e2")
+    first = await backend.post_command("e1", "event", {"event": "approve"})
+    second = await backend.post_command("e2", "cancel", {"rollback": True})
+    third = await backend.post_command("e1", "event", {"event": "ok"})
+    assert first < second < third
+    commands = await backend.commands_after(0)
+    assert [(c.id, c.execution_id, c.kind, c.payload) for c in commands] == [
+        (first, "e1", "event", {"event": "approve"}),
+        (second, "e2", "cancel", {"rollback": True}),
+        (third, "e1", "event", {"event": "ok"}),
+    ]
+    assert all(c.posted_at.tzinfo == UTC and c.reason is None for c in commands)
+
+
+async def test_commands_after_reads_from_an_id_up_to_a_limit_and_for_one_execution(
+    backend: Backend,
+) -> None:
+    await make_execution(backend, "e1")
+    await make_execution(backend, "e2")
+    ids = [await backend.post_command(e, "event", {"event": "go"}) for e in ("e1", "e2") * 3]
+    assert [c.id for c in await backend.commands_after(ids[1])] == ids[2:]
+    assert [c.id for c in await backend.commands_after(0, limit=2)] == ids[:2]
+    assert [c.id for c in await backend.commands_after(ids[0], execution_id="e1")] == ids[2::2]
+
+
+async def test_a_command_for_an_unknown_execution_raises_and_stores_nothing(
+    backend: Backend,
+) -> None:
+    with pytest.raises(ExecutionNotFound, match="'ghost'"):
+        await backend.post_command("ghost", "event", {"event": "go"})
+    assert await backend.commands_after(0) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "error"),
+    [
+        ("reboot", {}, ValueError),
+        ("event", {"when": object()}, TypeError),
+        ("event", ["go"], TypeError),
+    ],
+)
+async def test_a_command_of_an_unknown_kind_or_unstorable_payload_is_refused(
+    backend: Backend, kind: str, payload: Any, error: type[Exception]
+) -> None:
+    await make_execution(backend, "e1")
+    with pytest.raises(error):
+        await backend.post_command("e1", kind, payload)
+    assert await backend.commands_after(0) == []
+
+
+async def test_deleted_commands_are_gone_and_their_ids_never_come_back(backend: Backend) -> None:
+    await make_execution(backend, "e1")
+    first = await backend.post_command("e1", "event", {"event": "a"})
+    newest = await backend.post_command("e1", "event", {"event": "b"})
+    await backend.delete_commands([first, newest, 10**9])  # an unknown id is ignored
+    assert await backend.commands_after(0) == []
+    assert await backend.post_command("e1", "event", {"event": "c"}) > newest
+
+
+async def test_an_announced_execution_is_created_with_a_start_command(backend: Backend) -> None:
+    await backend.create_execution("e1", "p", "1.0", "running", {}, [], announce=True)
+    await backend.create_execution("e2", "p", "1.0", "running", {}, [])
+    [command] = await backend.commands_after(0)
+    assert (command.execution_id, command.kind, command.payload) == ("e1", "start", {})
+
+
+async def test_wait_for_change_returns_soon_after_another_connection_commits(
+    backend: Backend, peer: Backend
+) -> None:
+    await make_execution(peer, "e1")
+    before = await backend.wait_for_change(0)
+    waiting = asyncio.get_running_loop().create_task(backend.wait_for_change(60))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await peer.post_command("e1", "event", {"event": "go"})
+    assert await within(waiting, 10) != before
+
+
+async def test_wait_for_change_returns_the_same_marker_after_its_timeout(
+    backend: Backend,
+) -> None:
+    before = await backend.wait_for_change(0)
+    assert await within(backend.wait_for_change(0.05), 10) == before
+
+
+async def test_a_change_between_two_waits_ends_the_second_at_once(
+    backend: Backend, peer: Backend
+) -> None:
+    await make_execution(peer, "e1")
+    seen = await backend.wait_for_change(0)
+    await peer.post_command("e1", "event", {"event": "go"})  # while nobody waits
+    assert await within(backend.wait_for_change(60, since=seen), 10) != seen
+
+
+async def test_closing_ends_a_wait_for_change_with_store_error(backend: Backend) -> None:
+    await backend.wait_for_change(0)
+    waiting = asyncio.get_running_loop().create_task(backend.wait_for_change(60))
+    await asyncio.sleep(0.02)
+    await backend.close()
+    with pytest.raises(StoreError, match="is closed"):
+        await within(waiting, 10)
+
+
 # -- the runner lock -----------------------------------------------------------------------------
+
+
+async def test_has_runner_says_whether_some_backend_holds_the_runner_lock(
+    backend: Backend, peer: Backend
+) -> None:
+    assert not await backend.has_runner()
+    await peer.acquire_runner_lock()
+    assert await backend.has_runner()
+    assert await peer.has_runner()
+
+
+async def test_asking_has_runner_takes_nothing(backend: Backend, peer: Backend) -> None:
+    assert not await peer.has_runner()
+    await backend.acquire_runner_lock()  # granted: the question kept nothing
+    assert await peer.has_runner()
 
 
 async def test_the_runner_lock_asked_for_many_times_at_once_is_taken_once(

@@ -44,7 +44,7 @@ async def tables(url: str) -> list[str]:
 
 
 #: procstore's tables, by name.
-TABLES = ["claims", "executions", "journal", "meta", "procedures"]
+TABLES = ["claims", "executions", "inbox", "journal", "meta", "procedures"]
 
 
 def with_database(url: str, database: str) -> str:

@@ -6,6 +6,7 @@ database, ``leases`` claims, renews and releases a worker's leases, ``writes`` c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -14,15 +15,18 @@ import asyncpg
 
 from procstore.errors import ExecutionNotFound, LeaseLost, StoreError
 from procstore.storage.base import (
+    COMMANDS_PAGE,
     DEFAULT_LEASE_SECONDS,
     QUARANTINED,
     RUNNING,
     Claim,
+    Command,
     ExecutionSummary,
     StoredExecution,
     StoredProcedure,
 )
 from procstore.storage.postgres import schema
+from procstore.storage.postgres.changes import Listener
 from procstore.storage.postgres.connections import (
     CLOSE_TIMEOUT_S,
     DRIVER_ERRORS,
@@ -32,7 +36,12 @@ from procstore.storage.postgres.leases import Leases, new_worker_id
 from procstore.storage.postgres.reads import Reader
 from procstore.storage.postgres.writes import Fence, Lease, Writer
 from procstore.storage.urls import describe_postgres
-from procstore.storage.values import canonical_version, check_strings, encode_json
+from procstore.storage.values import (
+    canonical_version,
+    check_strings,
+    encode_command,
+    encode_json,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -63,6 +72,7 @@ class PostgresBackend:
         self._writes = Writer(where, pool)
         self._worker_id = new_worker_id()
         self._leases: Leases | None = None  # once a worker (acquire_runner_lock)
+        self._changes = Listener(url, where)
         self._closed = False
 
     # -- opening and closing -------------------------------------------------------------------
@@ -123,6 +133,7 @@ class PostgresBackend:
             if leases is not None:
                 await leases.close()
         finally:
+            await self._changes.close()
             try:
                 await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
             except (TimeoutError, *DRIVER_ERRORS):
@@ -208,6 +219,10 @@ class PostgresBackend:
         """``Leasing.release``."""
         await self._worker().release(execution_ids)
 
+    async def decline(self, execution_id: str) -> None:
+        """``Leasing.decline``."""
+        await self._worker().decline(execution_id)
+
     async def wait_for_work(self, timeout: float) -> None:
         """``Leasing.wait_for_work``."""
         await self._worker().wait_for_work(timeout)
@@ -225,6 +240,15 @@ class PostgresBackend:
         if leases is None:
             return None
         return Fence(leases.fence_of(execution_id), leases.worker_id)
+
+    async def has_runner(self) -> bool:
+        """``Backend.has_runner``: this backend is a worker, or a live worker lease holds an
+        execution of the database (a worker runs it, and applies its commands). Nothing is
+        taken."""
+        self._check_open()
+        if self._leases is not None:
+            return True
+        return await self._reads.live_lease_exists()
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 
@@ -244,6 +268,8 @@ class PostgresBackend:
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
+        *,
+        announce: bool = False,
     ) -> None:
         """``Backend.create_execution``, in one statement."""
         check_strings(
@@ -254,9 +280,9 @@ class PostgresBackend:
         self._check_writable()
         leases = self._leases
         lease = None
-        if leases is not None and status == RUNNING:
+        if leases is not None and status == RUNNING and not announce:
             lease = Lease(leases.worker_id, leases.lease_seconds)
-        await self._writes.create_execution(row, journal, _now(), lease)
+        await self._writes.create_execution(row, journal, _now(), announce, lease)
         if lease is not None and leases is not None:
             leases.created(execution_id)
 
@@ -278,15 +304,23 @@ class PostgresBackend:
         journal = [encode_json(record) for record in records]
         self._check_writable()
         leases = self._leases
-        if leases is not None and status == RUNNING and not leases.holds(execution_id):
+        held = leases is not None and leases.holds(execution_id)
+        if leases is not None and status == RUNNING and not held:
             await self._revive(leases, execution_id, status, text, journal)
             return
-        fence = self._fence(execution_id)
+        # A finished execution this worker does not hold (the inbox's refusal of a command
+        # that came after its end): written unfenced, but only while it is still finished.
+        finished_only = leases is not None and leases.may_write_finished(execution_id)
+        fence = None if finished_only else self._fence(execution_id)
         try:
-            applied = await self._writes.commit(execution_id, status, text, journal, _now(), fence)
+            applied = await self._writes.commit(
+                execution_id, status, text, journal, _now(), fence, finished_only
+            )
         except StoreError:
             self._broken(execution_id)
             raise
+        if not applied and finished_only:
+            raise LeaseLost(execution_id, "this worker holds no lease on it")
         if not applied:
             raise await self._refused(execution_id, fence)
         if status != RUNNING and self._leases is not None:
@@ -332,6 +366,34 @@ class PostgresBackend:
         if fence is None or self._leases is None:
             return ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
         return await self._leases.refused(execution_id, fence.token)
+
+    # -- the inbox: see ``Backend`` ----------------------------------------------------------------
+
+    async def post_command(self, execution_id: str, kind: str, payload: dict[str, Any]) -> int:
+        """``Backend.post_command``, in one statement (which notifies the change)."""
+        text = encode_command(execution_id, kind, payload)
+        self._check_writable()
+        return await self._writes.post_command(execution_id, kind, text, _now())
+
+    async def commands_after(
+        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
+    ) -> list[Command]:
+        """``Backend.commands_after``."""
+        self._check_open()
+        return await self._reads.commands_after(after_id, limit, execution_id)
+
+    async def delete_commands(self, ids: Sequence[int]) -> None:
+        """``Backend.delete_commands``, in one statement."""
+        self._check_writable()
+        if ids:
+            await self._writes.delete_commands(list(ids))
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
+        """``Backend.wait_for_change``: see ``procstore.storage.postgres.changes``."""
+        self._check_open()
+        marker = await self._changes.wait(timeout, since)
+        self._check_open()
+        return marker
 
     # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
 

@@ -116,6 +116,10 @@ class Leases:
         self.lease_seconds = lease_seconds
         self._held: dict[str, int] = {}  # execution id -> fencing token
         self._broken: dict[str, int] = {}  # stopped by a failed write: to release
+        # Held here once and let go of otherwise than by ending them (lost, released,
+        # stopped): a handle of this process on one of them must never write again.
+        self._let_go: set[str] = set()
+        self._declined: set[str] = set()  # never to be claimed by this worker again
         self._wake = asyncio.Event()  # something may have become claimable
         self._listener: asyncpg.Connection | None = None
         self._failures = 0  # LISTEN connections lost in a row
@@ -139,6 +143,12 @@ class Leases:
         """This worker runs the finished ``execution_id`` again, under token ``fence``."""
         self._held[execution_id] = fence
 
+    def may_write_finished(self, execution_id: str) -> bool:
+        """Whether this worker may write to ``execution_id`` unfenced while it is finished (to
+        record a refused command): it does not hold it, and never let go of a lease on it
+        (a handle from that lease may be stale)."""
+        return execution_id not in self._held and execution_id not in self._let_go
+
     def fence_of(self, execution_id: str) -> int:
         """The token a commit to ``execution_id`` is made under.
 
@@ -158,7 +168,8 @@ class Leases:
 
     def forget(self, execution_id: str) -> None:
         """``Leasing.forget``."""
-        self._held.pop(execution_id, None)
+        if self._held.pop(execution_id, None) is not None:
+            self._let_go.add(execution_id)
 
     def broken(self, execution_id: str) -> None:
         """A write to ``execution_id`` failed, so the execution stopped here (see
@@ -167,6 +178,7 @@ class Leases:
         fence = self._held.pop(execution_id, None)
         if fence is not None:
             self._broken[execution_id] = fence
+            self._let_go.add(execution_id)
 
     async def refused(self, execution_id: str, fence: int) -> ProcstoreError:
         """The error for a write under ``fence`` that changed nothing: ``LeaseLost`` (the
@@ -197,7 +209,7 @@ class Leases:
                 self.worker_id,
                 self.lease_seconds,
                 execution_id,
-                list(self._held),
+                [*self._held, *self._declined],
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"cannot claim executions in {self._where}: {exc}") from exc
@@ -237,10 +249,16 @@ class Leases:
         """``Leasing.release``."""
         ids = list(self._held) if execution_ids is None else execution_ids
         given = {i: self._held.pop(i) for i in ids if i in self._held}
+        self._let_go.update(given)
         if execution_ids is None:  # everything: the stopped ones too
             given.update(self._broken)
             self._broken.clear()
         await self._release(given)
+
+    async def decline(self, execution_id: str) -> None:
+        """``Leasing.decline``."""
+        self._declined.add(execution_id)
+        await self.release([execution_id])
 
     async def _release(self, given: dict[str, int]) -> None:
         """Release the leases ``given`` (id: fencing token)."""

@@ -10,9 +10,15 @@ from typing import Any, Final
 import asyncpg
 
 from procstore.errors import StoreError
-from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
+from procstore.storage.base import (
+    RUNNING,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.postgres.connections import DRIVER_ERRORS
-from procstore.storage.values import json_object
+from procstore.storage.values import decode_execution, json_object, stored_procedure
 
 __all__ = ["Reader"]
 
@@ -44,19 +50,7 @@ class Reader:
     async def load_procedures(self) -> list[StoredProcedure]:
         """``Backend.load_procedures``, in ``seq`` order."""
         rows = await self.query("SELECT name, version, document::text FROM procedures ORDER BY seq")
-        procedures = []
-        for name, version, text in rows:
-            problems: list[str] = []
-            document = json_object(text, "its stored document", problems)
-            procedures.append(
-                StoredProcedure(
-                    name=name,
-                    version=version,
-                    document=None if problems else document,
-                    reason=problems[0] if problems else None,
-                )
-            )
-        return procedures
+        return [stored_procedure(name, version, text) for name, version, text in rows]
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """``Backend.load_execution``."""
@@ -83,6 +77,34 @@ class Reader:
         )
         return [ExecutionSummary(*row) for row in rows]
 
+    async def commands_after(
+        self, after_id: int, limit: int, execution_id: str | None
+    ) -> list[Command]:
+        """``Backend.commands_after`` (a filter that is ``None`` matches every row)."""
+        rows = await self.query(
+            "SELECT id, execution_id, kind, payload::text, posted_at FROM inbox"
+            " WHERE id > $1 AND ($3::text IS NULL OR execution_id = $3) ORDER BY id LIMIT $2",
+            after_id,
+            limit,
+            execution_id,
+        )
+        commands = []
+        for command_id, target, kind, payload, posted_at in rows:
+            problems: list[str] = []
+            decoded = json_object(payload, "its stored payload", problems)
+            reason = problems[0] if problems else None
+            commands.append(Command(command_id, target, kind, decoded, posted_at, reason))
+        return commands
+
+    async def live_lease_exists(self) -> bool:
+        """Whether a worker's lease that has not expired (on the server's clock) holds any
+        execution: a worker is alive and running it."""
+        rows = await self.query(
+            "SELECT EXISTS (SELECT 1 FROM executions"
+            " WHERE lease_owner IS NOT NULL AND lease_expires_at > clock_timestamp())"
+        )
+        return bool(rows[0][0])
+
     async def unfinished_execution_ids(self) -> list[str]:
         """``Backend.unfinished_execution_ids``, in ``seq`` order."""
         rows = await self.query("SELECT id FROM executions WHERE status = $1 ORDER BY seq", RUNNING)
@@ -98,11 +120,7 @@ def _stored_execution(row: asyncpg.Record) -> StoredExecution:
     """
     execution_id, procedure, version, status, created, updated, reason, snapshot, records = row
     problems: list[str] = []
-    decoded = json_object(snapshot, "its stored snapshot", problems)
-    journal = [
-        json_object(record, f"its journal record {seq}", problems)
-        for seq, record in enumerate(records, 1)
-    ]
+    decoded, journal = decode_execution(snapshot, records, problems)
     return StoredExecution(
         id=execution_id,
         procedure=procedure,

@@ -1,8 +1,8 @@
 """The PostgreSQL backend's schema: its migrations, and the inspection that recognises a
 procstore database (and refuses anybody else's, unchanged) before anything is written to it.
 
-Layout (schema version 1, then 2 below; see ``MIGRATIONS``), in the connection's current
-schema (the first of its ``search_path`` that exists, ``public`` by default):
+Layout (schema version 3; see ``MIGRATIONS``), in the connection's current schema (the first
+of its ``search_path`` that exists, ``public`` by default):
 
 * ``meta(key, value)``: ``application`` is ``procstore`` (``APPLICATION``: what marks the
   database as procstore's, as SQLite's ``application_id`` does a file); ``schema_version`` the
@@ -14,13 +14,22 @@ schema (the first of its ``search_path`` that exists, ``public`` by default):
   commit; ``journal_length`` is the seq of its last journal record, so that a commit numbers
   the records it appends under the lock of the row it updates.
 * ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
+* ``inbox(id, execution_id, kind, payload, posted_at)``: the commands clients post for whoever
+  runs the executions (``procstore.storage.base.Command``). ``id`` is an identity, never reused;
+  a command is inserted under a lock of its execution's row, so the commands of one execution
+  get ids in the order they commit (concurrent transactions may commit the commands of
+  *different* executions out of id order).
+
+Every change others may wait for (a command posted, an execution created, a commit of a final
+status, a quarantine) sends a ``NOTIFY`` on ``CHANGE_CHANNEL`` with the execution's id, in the
+transaction that makes it (see ``procstore.storage.postgres.changes``).
 
 Documents, snapshots and records are ``json`` columns, not ``jsonb``: ``json`` keeps the text it
 is given, and procstore stores any Python string (a NUL character, a lone surrogate, which
 ``jsonb`` refuses) and gets its objects back with their keys in the order they were written
 (``jsonb`` sorts them). PostgreSQL still checks that every value is JSON.
 
-Schema 2 (the "leases" migration) lets several workers share the executions
+Schema 3 (the "leases" migration) lets several workers share the executions
 (``procstore.storage.postgres.leases`` uses it):
 
 * ``executions.lease_owner``, ``lease_expires_at``: the worker that holds the execution and
@@ -47,6 +56,7 @@ from procstore.storage.postgres.connections import DRIVER_ERRORS, Connection
 
 __all__ = [
     "APPLICATION",
+    "CHANGE_CHANNEL",
     "LOCK_NAMESPACE",
     "MIGRATIONS",
     "MIGRATION_LOCK",
@@ -64,12 +74,15 @@ APPLICATION: Final = "procstore"
 LOCK_NAMESPACE: Final = 0x50535452
 """The first key of procstore's advisory locks (``PSTR``, SQLite's ``APPLICATION_ID``)."""
 
+CHANGE_CHANNEL: Final = "procstore_change"
+"""The ``LISTEN``/``NOTIFY`` channel of a procstore database (channels are per database)."""
+
 MIGRATION_LOCK: Final = 0
 """Second key of the transaction lock that serialises creating and migrating the schema."""
 
 RUNNABLE_CHANNEL: Final = "procstore_runnable"
 """The ``LISTEN``/``NOTIFY`` channel on which the database says that an execution is running and
-held by no worker (the trigger of migration 2 sends it); idle workers listen to it."""
+held by no worker (the trigger of migration 3 sends it); idle workers listen to it."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the registry, executions and their journal.
@@ -111,9 +124,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, seq)
     );
     """,
-    # 2 (issue 12, "leases": workers sharing executions): lease columns, the fencing token,
-    # the lease history and the notification of runnable executions. Numbered after whatever
-    # migration lands first; nothing in it depends on another migration of issue 12.
+    # 2: the inbox of commands that clients post for whoever runs the executions.
+    """
+    CREATE TABLE inbox (
+        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        execution_id text NOT NULL REFERENCES executions (id),
+        kind         text NOT NULL,
+        payload      json NOT NULL,
+        posted_at    timestamptz NOT NULL
+    );
+    CREATE INDEX inbox_by_execution ON inbox (execution_id, id);
+    """,
+    # 3 (issue 12, "leases": workers sharing executions): lease columns, the fencing token,
+    # the lease history and the notification of runnable executions. It depends on nothing
+    # of migration 2 (the inbox).
     f"""
     ALTER TABLE executions
         ADD COLUMN lease_owner      text,

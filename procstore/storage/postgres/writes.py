@@ -9,6 +9,11 @@ alike. A worker's commit is also conditional on its fencing token (``Fence``, se
 worker, so once that claim is committed no commit under the old token changes anything.
 Nothing is batched across writes (SQLite's writer does that to share one fsync); the server's
 own group commit does it for concurrent transactions.
+
+The writes others may wait for (``Backend.wait_for_change``) call ``pg_notify`` on
+``CHANGE_CHANNEL`` in the same statement: a command posted, an execution created, a commit of a
+final status, a quarantine. PostgreSQL delivers a notification when its transaction commits,
+and never one of a transaction rolled back.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from typing import Final, NamedTuple, TypeVar
 
 import asyncpg
 
-from procstore.errors import StoreError, VersionConflict
+from procstore.errors import ExecutionNotFound, StoreError, VersionConflict
 from procstore.storage.base import RUNNING
 from procstore.storage.postgres.connections import DRIVER_ERRORS
+from procstore.storage.postgres.schema import CHANGE_CHANNEL
 from procstore.storage.values import json_object
 
 __all__ = ["Fence", "Lease", "Writer"]
@@ -53,16 +59,17 @@ _SAVE_PROCEDURE: Final = """
 _STORED_VERSION: Final = """
     SELECT version, document::text FROM procedures WHERE name = $1 AND canonical_version = $2
 """
-# The row (leased to $8 with token 1 for $9 seconds, when $8 is a worker), then its records
-# numbered 1..n and the lease history's first row: nothing when the id is taken.
-_CREATE_EXECUTION: Final = """
+# The row (leased to $9 with token 1 for $10 seconds, when $9 is a worker), then its records
+# numbered 1..n, the lease history's first row and (announced, $8) its start command: nothing
+# when the id is taken.
+_CREATE_EXECUTION: Final = f"""
     WITH created AS (
         INSERT INTO executions (id, procedure, version, status, snapshot, journal_length,
                                 created_at, updated_at, lease_owner, lease_expires_at, fence)
-        VALUES ($1, $2, $3, $4, $5::json, cardinality($6::text[]), $7, $7, $8::text,
-                CASE WHEN $8::text IS NOT NULL
-                     THEN clock_timestamp() + make_interval(secs => $9::float8) END,
-                CASE WHEN $8::text IS NOT NULL THEN 1 ELSE 0 END)
+        VALUES ($1, $2, $3, $4, $5::json, cardinality($6::text[]), $7, $7, $9::text,
+                CASE WHEN $9::text IS NOT NULL
+                     THEN clock_timestamp() + make_interval(secs => $10::float8) END,
+                CASE WHEN $9::text IS NOT NULL THEN 1 ELSE 0 END)
         ON CONFLICT (id) DO NOTHING
         RETURNING id, fence
     ), appended AS (
@@ -71,14 +78,18 @@ _CREATE_EXECUTION: Final = """
           FROM created, unnest($6::text[]) WITH ORDINALITY AS r(record, seq)
     ), history AS (
         INSERT INTO claims (execution_id, fence, owner, previous_owner, claimed_at)
-        SELECT id, fence, $8, NULL, clock_timestamp() FROM created WHERE $8::text IS NOT NULL
+        SELECT id, fence, $9, NULL, clock_timestamp() FROM created WHERE $9::text IS NOT NULL
+    ), announced AS (
+        INSERT INTO inbox (execution_id, kind, payload, posted_at)
+        SELECT created.id, 'start', '{{}}', $7 FROM created WHERE $8
     )
-    SELECT count(*) FROM created
+    SELECT count(*) FROM (SELECT pg_notify('{CHANGE_CHANNEL}', id) FROM created) AS notified
 """
 # The row, then its new records numbered after the last one: nothing for an unknown id, or
-# (fenced: $6 the token, $7 the owner) for a lease that is no longer the committer's. A final
-# status ends the lease in the same statement.
-_COMMIT: Final = """
+# (fenced: $6 the token, $7 the owner) for a lease that is no longer the committer's, or ($9)
+# for a row that is running when only a finished one may be written. A final status ends the
+# lease in the same statement, and is notified.
+_COMMIT: Final = f"""
     WITH updated AS (
         UPDATE executions
            SET status = $2, snapshot = $3::json, updated_at = $4,
@@ -86,13 +97,16 @@ _COMMIT: Final = """
                lease_owner = CASE WHEN $2 = $8 THEN lease_owner END,
                lease_expires_at = CASE WHEN $2 = $8 THEN lease_expires_at END
          WHERE id = $1 AND ($6::bigint IS NULL OR (fence = $6 AND lease_owner = $7))
+           AND (NOT $9::bool OR status <> $8)
         RETURNING id, journal_length - cardinality($5::text[]) AS last
     ), appended AS (
         INSERT INTO journal (execution_id, seq, record)
         SELECT updated.id, updated.last + r.seq, r.record::json
           FROM updated, unnest($5::text[]) WITH ORDINALITY AS r(record, seq)
     )
-    SELECT count(*) FROM updated
+    SELECT count(*)
+      FROM (SELECT CASE WHEN $2 <> '{RUNNING}' THEN pg_notify('{CHANGE_CHANNEL}', id) END
+              FROM updated) AS notified
 """
 # A finished execution back to running (``reset()``): under a new lease of the committer ($6,
 # for $7 seconds), with the next token and its history row; nothing if the row is running (then
@@ -117,12 +131,29 @@ _REVIVE: Final = """
     )
     SELECT fence FROM updated
 """
-_QUARANTINE: Final = """
-    UPDATE executions
-       SET status = $2, quarantine_reason = $3, updated_at = $4,
-           lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = $1 AND ($5::bigint IS NULL OR (fence = $5 AND lease_owner = $6))
+_QUARANTINE: Final = f"""
+    WITH updated AS (
+        UPDATE executions
+           SET status = $2, quarantine_reason = $3, updated_at = $4,
+               lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND ($5::bigint IS NULL OR (fence = $5 AND lease_owner = $6))
+        RETURNING id
+    )
+    SELECT count(*) FROM (SELECT pg_notify('{CHANGE_CHANNEL}', id) FROM updated) AS notified
 """
+# Under a lock of the execution's row, so that the commands of one execution commit in id order
+# (NO KEY UPDATE: it does not block the journal's foreign key checks): nothing for an unknown id.
+_POST_COMMAND: Final = f"""
+    WITH target AS (
+        SELECT id FROM executions WHERE id = $1 FOR NO KEY UPDATE
+    ), posted AS (
+        INSERT INTO inbox (execution_id, kind, payload, posted_at)
+        SELECT target.id, $2, $3::json, $4 FROM target
+        RETURNING id, execution_id
+    )
+    SELECT id, pg_notify('{CHANGE_CHANNEL}', execution_id) FROM posted
+"""
+_DELETE_COMMANDS: Final = "DELETE FROM inbox WHERE id = ANY($1::bigint[])"
 
 
 class Writer:
@@ -170,13 +201,14 @@ class Writer:
         row: tuple[str, str, str, str, str],
         records: list[str],
         created_at: datetime,
+        announce: bool,
         lease: Lease | None = None,
     ) -> None:
         """Insert an execution (``(id, procedure, version, status, snapshot)``) with its first
-        ``records``, leased to ``lease``'s worker when given; ``StoreError`` if the id is
-        taken."""
+        ``records``, leased to ``lease``'s worker when given, and, with ``announce``, its start
+        command; ``StoreError`` if the id is taken."""
         owner, seconds = (lease.owner, lease.seconds) if lease is not None else (None, None)
-        parameters = (*row, records, created_at, owner, seconds)
+        parameters = (*row, records, created_at, announce, owner, seconds)
         if not await self._run(self._pool.fetchval(_CREATE_EXECUTION, *parameters)):
             raise StoreError(f"execution {row[0]!r} already exists in {self._where}")
 
@@ -188,12 +220,15 @@ class Writer:
         records: list[str],
         updated_at: datetime,
         fence: Fence | None = None,
+        finished_only: bool = False,
     ) -> bool:
         """Replace an execution's status and snapshot and append ``records``, in one statement,
-        only under ``fence`` when given; whether it was applied (not: an unknown id, or a
-        fence that is not the stored one)."""
+        only under ``fence`` when given, and with ``finished_only`` only to a row that is not
+        running; whether it was applied (not: an unknown id, a fence that is not the stored
+        one, a running row)."""
         token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
-        parameters = (execution_id, status, snapshot, updated_at, records, token, owner, RUNNING)
+        fenced = (token, owner, RUNNING, finished_only)
+        parameters = (execution_id, status, snapshot, updated_at, records, *fenced)
         return bool(await self._run(self._pool.fetchval(_COMMIT, *parameters)))
 
     async def revive(
@@ -223,4 +258,19 @@ class Writer:
         ``fence`` when given; whether it was applied."""
         token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
         parameters = (execution_id, status, reason, updated_at, token, owner)
-        return await self._run(self._pool.execute(_QUARANTINE, *parameters)) != "UPDATE 0"
+        return bool(await self._run(self._pool.fetchval(_QUARANTINE, *parameters)))
+
+    async def post_command(
+        self, execution_id: str, kind: str, payload: str, posted_at: datetime
+    ) -> int:
+        """Insert a command for an execution and return its id; ``ExecutionNotFound`` for an
+        unknown execution."""
+        query = self._pool.fetchval(_POST_COMMAND, execution_id, kind, payload, posted_at)
+        command_id = await self._run(query)
+        if command_id is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        return int(command_id)
+
+    async def delete_commands(self, ids: list[int]) -> None:
+        """Delete the commands ``ids`` (those that are gone already are ignored)."""
+        await self._run(self._pool.execute(_DELETE_COMMANDS, ids))

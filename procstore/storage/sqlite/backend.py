@@ -4,21 +4,33 @@ commits, ``reads`` reads)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 import aiosqlite
 
 from procstore.errors import StoreError
-from procstore.storage.base import QUARANTINED, ExecutionSummary, StoredExecution, StoredProcedure
+from procstore.storage.base import (
+    COMMANDS_PAGE,
+    QUARANTINED,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
 from procstore.storage.sqlite import lock, schema
+from procstore.storage.sqlite.changes import ChangeWatcher
 from procstore.storage.sqlite.connections import connect, connect_read_only
 from procstore.storage.sqlite.reads import Reader
 from procstore.storage.sqlite.writer import (
     Commit,
     CreateExecution,
+    DeleteCommands,
+    PostCommand,
     Quarantine,
     SaveProcedure,
     SetMeta,
@@ -26,9 +38,21 @@ from procstore.storage.sqlite.writer import (
     WriteStats,
     now,
 )
-from procstore.storage.values import canonical_version, check_strings, encode_json
+from procstore.storage.values import (
+    canonical_version,
+    check_strings,
+    encode_command,
+    encode_json,
+)
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["RUNNER_RETRIES", "RUNNER_RETRY_S", "SQLiteBackend"]
+
+RUNNER_RETRIES: Final = 5
+"""How many more times ``acquire_runner_lock`` tries a runner lock another process holds: a
+client asking ``has_runner`` holds it for an instant."""
+
+RUNNER_RETRY_S: Final = 0.01
+"""The pause before each of those tries."""
 
 
 class SQLiteBackend:
@@ -49,6 +73,7 @@ class SQLiteBackend:
         self._path = path
         self._file = file  # counted in lock's open files by open
         self._reads = Reader(path, reader)
+        self._changes = ChangeWatcher(path, writer if writer is not None else reader)
         self._writer = writer
         self._commits = Writer(path, writer) if writer is not None else None
         self._runner = False
@@ -132,6 +157,7 @@ class SQLiteBackend:
         if self._closed:
             return
         self._closed = True
+        self._changes.close()
         try:
             if self._commits is not None:
                 await self._commits.stop()
@@ -204,6 +230,12 @@ class SQLiteBackend:
         if self._runner:
             return
         holder = lock.take_runner(self._file, self, self._path)
+        for _ in range(RUNNER_RETRIES):
+            if holder != "":  # taken, or held in this process: no probe is in the way
+                break
+            # Held by another process, or for an instant by a client asking has_runner().
+            await asyncio.sleep(RUNNER_RETRY_S)
+            holder = lock.take_runner(self._file, self, self._path)
         if holder is not None:
             if not holder:
                 holder = await self._reads.runner_pid()
@@ -217,6 +249,11 @@ class SQLiteBackend:
             lock.release_runner(self._file, self)
             self._runner = False
             raise
+
+    async def has_runner(self) -> bool:
+        """``Backend.has_runner``: see ``lock.probe_runner``."""
+        self._check_open()
+        return lock.probe_runner(self._file, self._path)
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 
@@ -239,6 +276,8 @@ class SQLiteBackend:
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
+        *,
+        announce: bool = False,
     ) -> None:
         """``Backend.create_execution``, committed with whatever else the writer has queued."""
         check_strings(
@@ -247,7 +286,7 @@ class SQLiteBackend:
         ts = now()
         row = (execution_id, procedure, version, status, encode_json(snapshot), ts, ts)
         journal = [(execution_id, seq, encode_json(r)) for seq, r in enumerate(records, 1)]
-        await self._writing().submit(lambda future: CreateExecution(row, journal, future))
+        await self._writing().submit(lambda future: CreateExecution(row, journal, future, announce))
 
     async def commit(
         self,
@@ -267,6 +306,39 @@ class SQLiteBackend:
         check_strings(execution_id=execution_id, reason=reason)
         row = (QUARANTINED, reason, now(), execution_id)
         await self._writing().submit(lambda future: Quarantine(row, future))
+
+    # -- the inbox: see ``Backend`` ----------------------------------------------------------------
+
+    async def post_command(self, execution_id: str, kind: str, payload: dict[str, Any]) -> int:
+        """``Backend.post_command``, committed with whatever else the writer has queued."""
+        row = (execution_id, kind, encode_command(execution_id, kind, payload), now())
+        posted: list[PostCommand] = []
+
+        def make(future: asyncio.Future[None]) -> PostCommand:
+            posted.append(PostCommand(row, future))
+            return posted[-1]
+
+        await self._writing().submit(make)
+        return posted[-1].id
+
+    async def commands_after(
+        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
+    ) -> list[Command]:
+        """``Backend.commands_after``."""
+        self._check_open()
+        return await self._reads.commands_after(after_id, limit, execution_id)
+
+    async def delete_commands(self, ids: Sequence[int]) -> None:
+        """``Backend.delete_commands``, committed with whatever else the writer has queued."""
+        if ids:
+            await self._writing().submit(lambda future: DeleteCommands(list(ids), future))
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
+        """``Backend.wait_for_change``: see ``procstore.storage.sqlite.changes``."""
+        self._check_open()
+        marker = await self._changes.wait(timeout, since)
+        self._check_open()
+        return marker
 
     # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
 

@@ -22,6 +22,7 @@ __all__ = [
     "FileKey",
     "OpenFile",
     "file_descriptor",
+    "probe_runner",
     "register_file",
     "release_runner",
     "take_runner",
@@ -148,6 +149,29 @@ def take_runner(key: FileKey, backend: object, path: str) -> str | None:
             raise StoreError(f"cannot lock {path}: {exc}") from exc
         entry.runner = backend
         return None
+
+
+def probe_runner(key: FileKey, path: str) -> bool:
+    """Whether a backend, in this process or another, holds the runner lock of the registered
+    file ``key``. Another process's is found by taking the ``flock`` and releasing it at once
+    (``flock`` has no query); a runner that tries to take it in that instant tries again (see
+    ``SQLiteBackend.acquire_runner_lock``).
+
+    Raises:
+        StoreError: ``flock`` failed for another reason than the lock being held.
+    """
+    with _OPEN_FILES_LOCK:
+        entry = _OPEN_FILES[key]
+        if entry.runner is not None:
+            return True
+        try:
+            fcntl.flock(entry.fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            raise StoreError(f"cannot lock {path}: {exc}") from exc
+        fcntl.flock(entry.fds[0], fcntl.LOCK_UN)
+        return False
 
 
 def release_runner(key: FileKey, backend: object) -> None:

@@ -14,8 +14,19 @@ from typing import Any, Final
 import aiosqlite
 
 from procstore.errors import StoreError
-from procstore.storage.base import RUNNING, ExecutionSummary, StoredExecution, StoredProcedure
-from procstore.storage.values import canonical_version, json_object
+from procstore.storage.base import (
+    RUNNING,
+    Command,
+    ExecutionSummary,
+    StoredExecution,
+    StoredProcedure,
+)
+from procstore.storage.values import (
+    canonical_version,
+    decode_execution,
+    json_object,
+    stored_procedure,
+)
 
 __all__ = ["Reader"]
 
@@ -59,6 +70,25 @@ class Reader:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
 
+    async def commands_after(
+        self, after_id: int, limit: int, execution_id: str | None
+    ) -> list[Command]:
+        """``Backend.commands_after``."""
+        condition = "" if execution_id is None else " AND execution_id = ?3"
+        rows = await self.query(
+            "SELECT id, execution_id, kind, payload, posted_at FROM inbox"
+            f" WHERE id > ?1{condition} ORDER BY id LIMIT ?2",
+            (after_id, limit) if execution_id is None else (after_id, limit, execution_id),
+        )
+        commands = []
+        for command_id, target, kind, payload, posted in rows:
+            problems: list[str] = []
+            decoded = json_object(payload, "its stored payload", problems)
+            at = _timestamp(posted, "posted_at", problems)
+            reason = problems[0] if problems else None
+            commands.append(Command(command_id, target, kind, decoded, at, reason))
+        return commands
+
     async def runner_pid(self) -> str:
         """The pid the runner lock's holder wrote, or ``(unknown pid)``."""
         with contextlib.suppress(StoreError):
@@ -82,15 +112,7 @@ class Reader:
                 problems.append(
                     f"it is an alias of version {first!r}, stored before it (they are one version)"
                 )
-            document = json_object(text, "its stored document", problems)
-            procedures.append(
-                StoredProcedure(
-                    name=name,
-                    version=version,
-                    document=None if problems else document,
-                    reason=problems[0] if problems else None,
-                )
-            )
+            procedures.append(stored_procedure(name, version, text, problems))
         return procedures
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
@@ -180,11 +202,7 @@ def _stored_execution(
     """
     execution_id, procedure, version, status, created, updated, reason = columns
     problems: list[str] = []
-    decoded = json_object(snapshot, "its stored snapshot", problems)
-    journal = [
-        json_object(record, f"its journal record {seq}", problems)
-        for seq, record in enumerate(records, 1)
-    ]
+    decoded, journal = decode_execution(snapshot, records, problems)
     created_at = _timestamp(created, "created_at", problems)
     updated_at = _timestamp(updated, "updated_at", problems)
     return StoredExecution(

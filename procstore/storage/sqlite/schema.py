@@ -1,7 +1,7 @@
 """The SQLite backend's schema: its migrations, its application id, and the inspection that
 recognises a procstore database before anything is written to it.
 
-Layout of the file (schema version 3; see ``MIGRATIONS``):
+Layout of the file (schema version 4; see ``MIGRATIONS``):
 
 * ``meta(key, value)``: ``schema_version`` is the last migration applied; ``runner_pid`` the
   pid of the last process that took the runner lock (for error messages). The file header's
@@ -17,6 +17,10 @@ Layout of the file (schema version 3; see ``MIGRATIONS``):
   ``quarantine_reason`` says why an execution that cannot be restored has the status
   ``quarantined`` (``NULL`` for every other).
 * ``journal(execution_id, seq, record)``: the append-only history, seq 1, 2, ... per execution.
+* ``inbox(id, execution_id, kind, payload, posted_at)``: the commands clients post for the runner
+  (``procstore.storage.base.Command``). ``id`` is ``AUTOINCREMENT``: never reused, even after the
+  newest command is deleted, so an applied id never comes back as a new command's. SQLite
+  commits one write transaction at a time, so ids follow the commit order of every command.
 
 Opening checks the file before SQLite writes anything to it (``inspect``): the header is read
 through the process's descriptor of the file (see ``lock.OpenFile``), then the schema and the
@@ -109,6 +113,17 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE UNIQUE INDEX procedures_by_canonical_version
         ON procedures (name, canonical_version);
+    """,
+    # 4: the inbox of commands that clients post for the process that runs the executions.
+    """
+    CREATE TABLE inbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        kind         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        posted_at    TEXT NOT NULL
+    );
+    CREATE INDEX inbox_by_execution ON inbox (execution_id, id);
     """,
 )
 """Schema migrations: ``MIGRATIONS[n - 1]`` turns schema ``n - 1`` into schema ``n``.

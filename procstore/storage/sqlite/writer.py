@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import aiosqlite
 
@@ -35,6 +35,8 @@ __all__ = [
     "MAX_BATCH",
     "Commit",
     "CreateExecution",
+    "DeleteCommands",
+    "PostCommand",
     "Quarantine",
     "SaveProcedure",
     "SetMeta",
@@ -80,6 +82,16 @@ _SET_META: Final = """
     INSERT INTO meta (key, value) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value
 """
+# A command for an execution that exists: no row (rejected) otherwise.
+_POST_COMMAND: Final = """
+    INSERT INTO inbox (execution_id, kind, payload, posted_at)
+    SELECT id, ?2, ?3, ?4 FROM executions WHERE id = ?1
+    RETURNING id
+"""
+_ANNOUNCE: Final = """
+    INSERT INTO inbox (execution_id, kind, payload, posted_at) VALUES (?, 'start', '{}', ?)
+"""
+_DELETE_COMMAND: Final = "DELETE FROM inbox WHERE id = ?"
 _QUARANTINE: Final = """
     UPDATE executions SET status = ?, quarantine_reason = ?, updated_at = ? WHERE id = ?
     RETURNING seq
@@ -109,6 +121,7 @@ class CreateExecution:
     row: tuple[str, str, str, str, str, str, str]  # the columns of _INSERT_EXECUTION
     journal: list[tuple[str, int, str]]  # (execution_id, seq, record JSON)
     future: asyncio.Future[None]
+    announce: bool = False  # post a start command for it too (Backend.create_execution)
 
     @property
     def execution_id(self) -> str:
@@ -143,7 +156,26 @@ class Quarantine:
         return self.row[3]
 
 
-Write = SaveProcedure | CreateExecution | Commit | SetMeta | Quarantine
+@dataclass(slots=True)
+class PostCommand:
+    row: tuple[str, str, str, str]  # (execution_id, kind, payload JSON, posted_at)
+    future: asyncio.Future[None]
+    id: int = 0  # the command's id, once committed
+
+    @property
+    def execution_id(self) -> str:
+        return self.row[0]
+
+
+@dataclass(slots=True)
+class DeleteCommands:
+    ids: list[int]
+    future: asyncio.Future[None]
+
+
+Write = (
+    SaveProcedure | CreateExecution | Commit | SetMeta | Quarantine | PostCommand | DeleteCommands
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,21 +298,12 @@ class Writer:
         ]
         creates = [w for w in batch if isinstance(w, CreateExecution)]
         commits = [w for w in batch if isinstance(w, Commit)]
-        try:
-            if creates:
-                await db.executemany(_INSERT_EXECUTION_STRICT, [w.row for w in creates])
-                first_records = [r for w in creates for r in w.journal]
-                if first_records:
-                    await db.executemany(_INSERT_FIRST_RECORDS, first_records)
-        except sqlite3.IntegrityError:
-            return None  # an id is taken (or a value is invalid): sort it out one by one
-        if commits:
-            cursor = await db.executemany(_UPDATE_EXECUTION_MANY, [w.row for w in commits])
-            if cursor.rowcount != len(commits):
-                return None  # some execution does not exist
-            appended = [r for w in commits for r in w.journal]
-            if appended:
-                await db.executemany(_APPEND_RECORD, appended)
+        if not await _create_together(db, creates) or not await _commit_together(db, commits):
+            return None
+        # Last: a command may be for an execution this batch creates.
+        for i, write in enumerate(batch):
+            if isinstance(write, PostCommand | DeleteCommands):
+                outcomes[i] = await self._apply_alone(db, write)
         return outcomes
 
     async def _save_procedure(self, db: aiosqlite.Connection, write: SaveProcedure) -> None:
@@ -332,30 +355,74 @@ class Writer:
             await self._save_procedure(db, write)
         elif isinstance(write, SetMeta):
             await db.execute(_SET_META, (write.key, write.value))
-        elif isinstance(write, Quarantine):
-            if not await db.execute_fetchall(_QUARANTINE, write.row):
-                raise _Rejected(
-                    ExecutionNotFound(f"no execution {write.execution_id!r} in {self._path}")
-                )
+        elif isinstance(write, DeleteCommands):
+            await db.executemany(_DELETE_COMMAND, [(i,) for i in write.ids])
         elif isinstance(write, CreateExecution):
-            if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
-                raise _Rejected(
-                    StoreError(f"execution {write.execution_id!r} already exists in {self._path}")
-                )
-            if write.journal:
-                await db.executemany(_INSERT_FIRST_RECORDS, write.journal)
+            await self._create(db, write)
+        elif isinstance(write, PostCommand):
+            rows = list(await db.execute_fetchall(_POST_COMMAND, write.row))
+            self._found(rows, write.execution_id)
+            write.id = int(rows[0][0])
+        elif isinstance(write, Quarantine):
+            self._found(await db.execute_fetchall(_QUARANTINE, write.row), write.execution_id)
         else:
-            if not await db.execute_fetchall(_UPDATE_EXECUTION, write.row):
-                raise _Rejected(
-                    ExecutionNotFound(f"no execution {write.execution_id!r} in {self._path}")
-                )
+            self._found(await db.execute_fetchall(_UPDATE_EXECUTION, write.row), write.execution_id)
             if write.journal:
                 await db.executemany(_APPEND_RECORD, write.journal)
 
+    async def _create(self, db: aiosqlite.Connection, write: CreateExecution) -> None:
+        """Insert a new execution, its first records and (announced) its start command."""
+        if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
+            raise _Rejected(
+                StoreError(f"execution {write.execution_id!r} already exists in {self._path}")
+            )
+        if write.journal:
+            await db.executemany(_INSERT_FIRST_RECORDS, write.journal)
+        if write.announce:
+            await db.execute(_ANNOUNCE, (write.execution_id, write.row[5]))
+
+    def _found(self, rows: Iterable[Any], execution_id: str) -> None:
+        """Reject the write whose statement returned no ``rows``: its execution is unknown."""
+        if not list(rows):
+            raise _Rejected(ExecutionNotFound(f"no execution {execution_id!r} in {self._path}"))
+
+
+async def _create_together(db: aiosqlite.Connection, creates: list[CreateExecution]) -> bool:
+    """Insert the executions of ``creates`` with one statement per kind of row; ``False``
+    when an id is taken (or a value is invalid): the batch is then applied write by write."""
+    if not creates:
+        return True
+    try:
+        await db.executemany(_INSERT_EXECUTION_STRICT, [w.row for w in creates])
+        first_records = [r for w in creates for r in w.journal]
+        if first_records:
+            await db.executemany(_INSERT_FIRST_RECORDS, first_records)
+        announced = [(w.execution_id, w.row[5]) for w in creates if w.announce]
+        if announced:
+            await db.executemany(_ANNOUNCE, announced)
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+async def _commit_together(db: aiosqlite.Connection, commits: list[Commit]) -> bool:
+    """Apply ``commits`` with one statement per kind of row; ``False`` when some execution does
+    not exist: the batch is then applied write by write."""
+    if not commits:
+        return True
+    cursor = await db.executemany(_UPDATE_EXECUTION_MANY, [w.row for w in commits])
+    if cursor.rowcount != len(commits):
+        return False
+    appended = [r for w in commits for r in w.journal]
+    if appended:
+        await db.executemany(_APPEND_RECORD, appended)
+    return True
+
 
 def _creations_first(batch: list[Write]) -> bool:
-    """Whether ``batch`` creates each execution at most once, and before any commit of it:
-    then applying all its creations before all its commits keeps their order."""
+    """Whether ``batch`` creates each execution at most once, and before any commit of it or
+    command for it: then applying all its creations before all its commits and commands keeps
+    their order."""
     created: set[str] = set()
     creating = {w.execution_id for w in batch if isinstance(w, CreateExecution)}
     for write in batch:
@@ -364,7 +431,7 @@ def _creations_first(batch: list[Write]) -> bool:
                 return False
             created.add(write.execution_id)
         elif (
-            isinstance(write, Commit)
+            isinstance(write, Commit | PostCommand)
             and write.execution_id in creating
             and write.execution_id not in created
         ):
