@@ -308,9 +308,10 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
 
     async def has_runner(self) -> bool:
         """Whether a process runs this store's executions now (SQLite: it holds the runner
-        lock; PostgreSQL: a live worker lease holds one of them): whether what a client
-        queues is applied now, or waits for one (``procstore resume``, ``procstore worker``,
-        [`recover`][procstore.ProcedureStore.recover]). Asking takes nothing."""
+        lock; PostgreSQL: a worker is connected, or a live worker lease holds one of them):
+        whether what a client queues is applied now, or waits for one (``procstore resume``,
+        ``procstore worker``, [`recover`][procstore.ProcedureStore.recover]). Asking takes
+        nothing."""
         return await (await self._opened()).has_runner()
 
     # -- executions ---------------------------------------------------------------------------

@@ -230,8 +230,8 @@ class Backend(Protocol):
         """Whether a backend (this one, or another in any process) holds the runner lock now:
         whether commands posted to the inbox are being applied. Asking takes nothing: a
         runner starting at the same moment is not refused because of it. A ``Leasing``
-        backend answers whether it is a worker itself, or a live worker lease holds any
-        execution.
+        backend answers whether it is a worker itself, a worker is connected, or a live
+        worker lease holds any execution.
 
         Raises:
             StoreError: The backend is closed, or the database cannot be asked.

@@ -32,7 +32,7 @@ from procstore.storage.postgres.connections import (
     DRIVER_ERRORS,
     open_pool,
 )
-from procstore.storage.postgres.leases import Leases, new_worker_id
+from procstore.storage.postgres.leases import WORKER_APPLICATION, Leases, new_worker_id
 from procstore.storage.postgres.reads import Reader
 from procstore.storage.postgres.writes import Fence, Lease, Writer
 from procstore.storage.urls import describe_postgres
@@ -185,6 +185,7 @@ class PostgresBackend:
             self._leases = Leases(
                 self._url, self._where, self._pool, self._worker_id, self._lease_seconds
             )
+        await self._leases.listen()
 
     # -- leases: see ``Leasing`` and ``leases.Leases`` ---------------------------------------------
 
@@ -242,13 +243,14 @@ class PostgresBackend:
         return Fence(leases.fence_of(execution_id), leases.worker_id)
 
     async def has_runner(self) -> bool:
-        """``Backend.has_runner``: this backend is a worker, or a live worker lease holds an
-        execution of the database (a worker runs it, and applies its commands). Nothing is
-        taken."""
+        """``Backend.has_runner``: this backend is a worker, a live worker lease holds an
+        execution of the database (a worker runs it, and applies its commands), or a worker's
+        ``LISTEN`` connection is open (an idle worker, which claims what a client starts).
+        Nothing is taken."""
         self._check_open()
         if self._leases is not None:
             return True
-        return await self._reads.live_lease_exists()
+        return await self._reads.worker_alive(f"{WORKER_APPLICATION}%")
 
     # -- writes: see ``Backend`` for what each does ------------------------------------------------
 

@@ -34,7 +34,7 @@ from procstore.storage.base import RUNNING, Claim
 from procstore.storage.postgres.connections import DRIVER_ERRORS, connect
 from procstore.storage.postgres.schema import RUNNABLE_CHANNEL
 
-__all__ = ["LISTEN_BACKOFF_S", "Leases", "new_worker_id"]
+__all__ = ["LISTEN_BACKOFF_S", "WORKER_APPLICATION", "Leases", "new_worker_id"]
 
 _log = logging.getLogger("procstore")
 
@@ -44,6 +44,10 @@ after losing it (the last value repeats): quick after a blip, gentle on a server
 Claims go on meanwhile, found by the periodic look."""
 
 _NAME_BYTES: Final = 63  # PostgreSQL keeps the first 63 bytes of an application_name
+
+WORKER_APPLICATION: Final = "procstore worker "
+"""How the ``application_name`` of a worker's ``LISTEN`` connection begins (its worker id
+follows): ``pg_stat_activity`` shows which workers are alive (``Backend.has_runner``)."""
 
 # Running rows that no live lease holds (never one of ours), oldest first, skipping the rows
 # other workers are claiming now; taken in the same statement, with their history row.
@@ -123,6 +127,7 @@ class Leases:
         self._wake = asyncio.Event()  # something may have become claimable
         self._listener: asyncpg.Connection | None = None
         self._failures = 0  # LISTEN connections lost in a row
+        self._opening = asyncio.Lock()  # one LISTEN connection opened at a time
         self._closed = False
 
     # -- what is held ---------------------------------------------------------------------------
@@ -283,6 +288,14 @@ class Leases:
                 await self._wake.wait()
         self._wake.clear()
 
+    async def listen(self) -> None:
+        """Open the ``LISTEN`` connection now, when the backend becomes a worker: its
+        ``application_name`` says that this worker is alive, claiming or not. A failure is a
+        warning; ``wait_for_work`` tries again."""
+        async with self._opening:
+            if self._listener is None and await self._listen(0):
+                self._wake.set()  # what was notified before: look
+
     async def _listen(self, timeout: float) -> bool:
         """Open the ``LISTEN`` connection (after a backoff if the last one was lost); whether
         it is open. A failure is a warning: the worker still claims on its periodic look."""
@@ -292,7 +305,9 @@ class Leases:
             await asyncio.sleep(min(delay, timeout))
             if delay > timeout:
                 return False
-        name = f"procstore worker {self.worker_id}".encode()[:_NAME_BYTES].decode(errors="ignore")
+        name = f"{WORKER_APPLICATION}{self.worker_id}".encode()[:_NAME_BYTES].decode(
+            errors="ignore"
+        )
         try:
             listener = await connect(
                 self._url, self._where, server_settings={"application_name": name}

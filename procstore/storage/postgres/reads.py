@@ -96,12 +96,16 @@ class Reader:
             commands.append(Command(command_id, target, kind, decoded, posted_at, reason))
         return commands
 
-    async def live_lease_exists(self) -> bool:
+    async def worker_alive(self, application: str) -> bool:
         """Whether a worker's lease that has not expired (on the server's clock) holds any
-        execution: a worker is alive and running it."""
+        execution, or a session of this database whose ``application_name`` is ``LIKE``
+        ``application`` (a worker's ``LISTEN`` connection) is connected."""
         rows = await self.query(
             "SELECT EXISTS (SELECT 1 FROM executions"
-            " WHERE lease_owner IS NOT NULL AND lease_expires_at > clock_timestamp())"
+            "  WHERE lease_owner IS NOT NULL AND lease_expires_at > clock_timestamp())"
+            " OR EXISTS (SELECT 1 FROM pg_stat_activity"
+            "  WHERE datname = current_database() AND application_name LIKE $1)",
+            application,
         )
         return bool(rows[0][0])
 
