@@ -19,7 +19,7 @@ from procstore.inbox import Adopt, InboxLoop
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution
 from procstore.storage import Backend, StoredExecution
-from procstore.storage.base import Leasing
+from procstore.storage.leasing import Leasing
 from procstore.worker import LeasingBackend, Worker
 
 __all__ = ["Runner"]

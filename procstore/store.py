@@ -38,7 +38,7 @@ from procstore.running import Runner
 from procstore.runtime import Execution, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
-from procstore.storage.base import DEFAULT_LEASE_SECONDS
+from procstore.storage.leasing import DEFAULT_LEASE_SECONDS
 from procstore.storage.urls import describe_postgres, is_postgres_url
 from procstore.worker import DEFAULT_CONCURRENCY, check_settings
 

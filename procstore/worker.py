@@ -36,7 +36,7 @@ from procstore.handles import Handles
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution, drop
 from procstore.storage import RUNNING, Backend
-from procstore.storage.base import MIN_LEASE_SECONDS, Claim, Leasing
+from procstore.storage.leasing import MIN_LEASE_SECONDS, Claim, Leasing
 
 __all__ = [
     "CLAIM_BATCH",

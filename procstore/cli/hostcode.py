@@ -18,7 +18,7 @@ from procstore.actions import ActionRegistry, module_files_in
 from procstore.chart import build_chart
 from procstore.cli.exits import CommandError, ExitCode
 from procstore.definition import FunctionAction, StateDef
-from procstore.storage.base import DEFAULT_LEASE_SECONDS
+from procstore.storage.leasing import DEFAULT_LEASE_SECONDS
 from procstore.worker import DEFAULT_CONCURRENCY
 
 

@@ -39,7 +39,7 @@ from procstore.cli.options import (
     Verbose,
 )
 from procstore.cli.output import SafeFormatter, elapsed_text
-from procstore.storage.base import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
+from procstore.storage.leasing import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
 from procstore.storage.urls import is_postgres_url
 from procstore.terminal import safe_text
 from procstore.worker import DEFAULT_CONCURRENCY

@@ -16,15 +16,14 @@ import asyncpg
 from procstore.errors import ExecutionNotFound, LeaseLost, StoreError
 from procstore.storage.base import (
     COMMANDS_PAGE,
-    DEFAULT_LEASE_SECONDS,
     QUARANTINED,
     RUNNING,
-    Claim,
     Command,
     ExecutionSummary,
     StoredExecution,
     StoredProcedure,
 )
+from procstore.storage.leasing import DEFAULT_LEASE_SECONDS, Claim
 from procstore.storage.postgres import schema
 from procstore.storage.postgres.changes import Listener
 from procstore.storage.postgres.connections import (

@@ -30,7 +30,8 @@ from typing import Final
 import asyncpg
 
 from procstore.errors import ExecutionNotFound, LeaseLost, ProcstoreError, StoreError
-from procstore.storage.base import RUNNING, Claim
+from procstore.storage.base import RUNNING
+from procstore.storage.leasing import Claim
 from procstore.storage.postgres.connections import DRIVER_ERRORS, connect
 from procstore.storage.postgres.schema import RUNNABLE_CHANNEL
 
