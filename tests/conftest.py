@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,18 +285,29 @@ def register_in_child(path: Path, cwd: Path | None = None) -> subprocess.Complet
 
 
 def read_line(process: subprocess.Popen[str], timeout: float = 15.0) -> str:
-    """The next line the child prints, stripped; fails the test if it prints nothing within
-    ``timeout`` seconds or exits."""
+    """The next line the child prints, stripped; fails the test if it prints no whole line
+    within ``timeout`` seconds or exits.
+
+    It reads the pipe a byte at a time, past the text wrapper: a buffered read could take two
+    lines printed at once, and select() on the pipe would then not see the second one. Nothing
+    is read beyond the line, so ``communicate()`` afterwards still gets the rest."""
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    if not ready:
-        process.kill()
-        raise AssertionError(f"the child printed nothing within {timeout}s")
-    line = process.stdout.readline()
-    if not line:
-        _, stderr = process.communicate(timeout=timeout)
-        raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
-    return line.strip()
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            process.kill()
+            raise AssertionError(f"the child printed no whole line within {timeout}s")
+        byte = os.read(fd, 1)
+        if not byte:  # end of output
+            if line:
+                break
+            _, stderr = process.communicate(timeout=timeout)
+            raise AssertionError(f"the child exited with {process.returncode}: {stderr}")
+        line += byte
+    return line.decode().strip()
 
 
 @pytest.fixture(scope="session")
