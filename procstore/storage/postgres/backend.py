@@ -15,13 +15,8 @@ import asyncpg
 
 from procstore.errors import ExecutionNotFound, LeaseLost, StoreError
 from procstore.storage.base import (
-    COMMANDS_PAGE,
     QUARANTINED,
     RUNNING,
-    Command,
-    ExecutionSummary,
-    StoredExecution,
-    StoredProcedure,
 )
 from procstore.storage.leasing import DEFAULT_LEASE_SECONDS, Claim
 from procstore.storage.postgres import schema
@@ -34,6 +29,7 @@ from procstore.storage.postgres.connections import (
 from procstore.storage.postgres.leases import WORKER_APPLICATION, Leases, new_worker_id
 from procstore.storage.postgres.reads import Reader
 from procstore.storage.postgres.writes import Fence, Lease, Writer
+from procstore.storage.reading import ThroughReader
 from procstore.storage.urls import describe_postgres
 from procstore.storage.values import (
     canonical_version,
@@ -45,7 +41,7 @@ from procstore.storage.values import (
 __all__ = ["PostgresBackend"]
 
 
-class PostgresBackend:
+class PostgresBackend(ThroughReader):
     """A ``Backend`` on one PostgreSQL database, shared by any number of workers through the
     ``Leasing`` protocol.
 
@@ -67,11 +63,11 @@ class PostgresBackend:
         self._pool = pool
         self._read_only = read_only
         self._lease_seconds = lease_seconds
-        self._reads = Reader(where, pool)
+        self._reads: Reader = Reader(where, pool)
         self._writes = Writer(where, pool)
         self._worker_id = new_worker_id()
         self._leases: Leases | None = None  # once a worker (acquire_runner_lock)
-        self._changes = Listener(url, where)
+        self._changes: Listener = Listener(url, where)
         self._closed = False
 
     # -- opening and closing -------------------------------------------------------------------
@@ -376,54 +372,11 @@ class PostgresBackend:
         self._check_writable()
         return await self._writes.post_command(execution_id, kind, text, _now())
 
-    async def commands_after(
-        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
-    ) -> list[Command]:
-        """``Backend.commands_after``."""
-        self._check_open()
-        return await self._reads.commands_after(after_id, limit, execution_id)
-
     async def delete_commands(self, ids: Sequence[int]) -> None:
         """``Backend.delete_commands``, in one statement."""
         self._check_writable()
         if ids:
             await self._writes.delete_commands(list(ids))
-
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
-        """``Backend.wait_for_change``: see ``procstore.storage.postgres.changes``."""
-        self._check_open()
-        marker = await self._changes.wait(timeout, since)
-        self._check_open()
-        return marker
-
-    # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
-
-    async def load_procedures(self) -> list[StoredProcedure]:
-        """``Backend.load_procedures``."""
-        self._check_open()
-        return await self._reads.load_procedures()
-
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """``Backend.load_execution``, read in one statement."""
-        self._check_open()
-        return await self._reads.load_execution(execution_id)
-
-    async def list_executions(
-        self, status: str | None = None, procedure: str | None = None
-    ) -> list[ExecutionSummary]:
-        """``Backend.list_executions``."""
-        self._check_open()
-        return await self._reads.list_executions(status, procedure)
-
-    async def unfinished_execution_ids(self) -> list[str]:
-        """``Backend.unfinished_execution_ids``."""
-        self._check_open()
-        return await self._reads.unfinished_execution_ids()
-
-    async def load_unfinished(self) -> list[StoredExecution]:
-        """``Backend.load_unfinished``, read in one statement."""
-        self._check_open()
-        return await self._reads.load_unfinished()
 
     # -- plumbing ----------------------------------------------------------------------------
 

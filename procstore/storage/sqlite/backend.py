@@ -15,13 +15,9 @@ import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.base import (
-    COMMANDS_PAGE,
     QUARANTINED,
-    Command,
-    ExecutionSummary,
-    StoredExecution,
-    StoredProcedure,
 )
+from procstore.storage.reading import ThroughReader
 from procstore.storage.sqlite import lock, schema
 from procstore.storage.sqlite.changes import ChangeWatcher
 from procstore.storage.sqlite.connections import connect, connect_read_only
@@ -55,7 +51,7 @@ RUNNER_RETRY_S: Final = 0.01
 """The pause before each of those tries."""
 
 
-class SQLiteBackend:
+class SQLiteBackend(ThroughReader):
     """A ``Backend`` on one SQLite database file.
 
     Create it with ``open``, not with the constructor. Use it from the event loop that
@@ -72,8 +68,8 @@ class SQLiteBackend:
     ) -> None:
         self._path = path
         self._file = file  # counted in lock's open files by open
-        self._reads = Reader(path, reader)
-        self._changes = ChangeWatcher(path, writer if writer is not None else reader)
+        self._reads: Reader = Reader(path, reader)
+        self._changes: ChangeWatcher = ChangeWatcher(path, writer if writer is not None else reader)
         self._writer = writer
         self._commits = Writer(path, writer) if writer is not None else None
         self._runner = False
@@ -321,53 +317,10 @@ class SQLiteBackend:
         await self._writing().submit(make)
         return posted[-1].id
 
-    async def commands_after(
-        self, after_id: int, limit: int = COMMANDS_PAGE, execution_id: str | None = None
-    ) -> list[Command]:
-        """``Backend.commands_after``."""
-        self._check_open()
-        return await self._reads.commands_after(after_id, limit, execution_id)
-
     async def delete_commands(self, ids: Sequence[int]) -> None:
         """``Backend.delete_commands``, committed with whatever else the writer has queued."""
         if ids:
             await self._writing().submit(lambda future: DeleteCommands(list(ids), future))
-
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> int:
-        """``Backend.wait_for_change``: see ``procstore.storage.sqlite.changes``."""
-        self._check_open()
-        marker = await self._changes.wait(timeout, since)
-        self._check_open()
-        return marker
-
-    # -- reads: see ``Backend`` and ``reads.Reader`` -----------------------------------------------
-
-    async def load_procedures(self) -> list[StoredProcedure]:
-        """``Backend.load_procedures``."""
-        self._check_open()
-        return await self._reads.load_procedures()
-
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """``Backend.load_execution``, read in one statement."""
-        self._check_open()
-        return await self._reads.load_execution(execution_id)
-
-    async def list_executions(
-        self, status: str | None = None, procedure: str | None = None
-    ) -> list[ExecutionSummary]:
-        """``Backend.list_executions``."""
-        self._check_open()
-        return await self._reads.list_executions(status, procedure)
-
-    async def unfinished_execution_ids(self) -> list[str]:
-        """``Backend.unfinished_execution_ids``."""
-        self._check_open()
-        return await self._reads.unfinished_execution_ids()
-
-    async def load_unfinished(self) -> list[StoredExecution]:
-        """``Backend.load_unfinished``, read in one statement."""
-        self._check_open()
-        return await self._reads.load_unfinished()
 
     # -- plumbing ----------------------------------------------------------------------------
 
