@@ -126,6 +126,9 @@ class Worker:
         self._registry = registry
         self._concurrency = concurrency
         self._restoring: dict[str, asyncio.Event] = {}  # claimed, resuming; set once done
+        # One claim statement at a time: when a claim returns nothing, any claim of this
+        # worker that took the execution meanwhile has registered it in `_restoring`.
+        self._claim_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming = concurrency > 0
         self._idle: asyncio.Future[None] | None = None  # the claim loop's wait for work
@@ -187,17 +190,24 @@ class Worker:
         _, resumed = await self._claim(1, execution_id)
         if resumed:
             return resumed[0]
-        restoring = self._restoring.get(execution_id)
-        if restoring is not None:  # claimed by the claim loop, resuming now
-            await restoring.wait()
-        live = self._handles.live(execution_id)  # claimed meanwhile here
+        live = await self._claimed_here(execution_id)
         if live is not None:
             return live
         stored = await self._backend.load_execution(execution_id)
         if stored is None:  # deleted meanwhile
             raise ExecutionNotFound(f"no execution {execution_id!r}")
+        if stored.status != RUNNING:  # it ended meanwhile
+            return await self._handles.restore(self._backend, stored, resume=False)
         elsewhere = "read-only here: another worker runs it"
         return await self._handles.restore(self._backend, stored, resume=False, frozen=elsewhere)
+
+    async def _claimed_here(self, execution_id: str) -> Execution | None:
+        """The live handle of ``execution_id`` if a claim of this worker took it (the claim
+        loop, or another call), once it has resumed; ``None`` if none did."""
+        restoring = self._restoring.get(execution_id)
+        if restoring is not None:  # claimed, resuming now
+            await restoring.wait()
+        return self._handles.live(execution_id)
 
     async def adopt(self, execution_id: str) -> Execution | None:
         """``procstore.inbox.Adopt`` on a worker: the handle to apply ``execution_id``'s
@@ -211,26 +221,24 @@ class Worker:
                 restored.
         """
         if execution_id in self._backend.held():
-            restoring = self._restoring.get(execution_id)
-            if restoring is not None:  # claimed, resuming now
-                await restoring.wait()
-            return self._handles.live(execution_id)
+            return await self._claimed_here(execution_id)
         stored = await self._backend.load_execution(execution_id)
         if stored is None or stored.status != RUNNING:
             return await self._handles.adopt(self._backend, execution_id)
         if not self._claiming or len(self._backend.held()) >= self._concurrency:
             return None
         _, resumed = await self._claim(1, execution_id)
-        return resumed[0] if resumed else None
+        return resumed[0] if resumed else await self._claimed_here(execution_id)
 
     async def _claim(
         self, limit: int, execution_id: str | None = None
     ) -> tuple[int, list[Execution]]:
         """Claim up to ``limit`` executions (or ``execution_id``) and resume each; how many
         were claimed, and the handles of those resumed (not those quarantined)."""
-        claims = await self._backend.claim(limit, execution_id)
-        for claim in claims:
-            self._restoring[claim.execution_id] = asyncio.Event()
+        async with self._claim_lock:
+            claims = await self._backend.claim(limit, execution_id)
+            for claim in claims:
+                self._restoring[claim.execution_id] = asyncio.Event()
         resumed, done = [], 0
         try:
             for claim in claims:

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from procstore import ActionInfo, LeaseLost, ProcedureStore, Status, StoreError
+from procstore.storage.leasing import Claim
 from procstore.storage.postgres import PostgresBackend
 from tests.builders import fn, on
 from tests.conftest import Gate, make_doc, within
@@ -128,6 +129,40 @@ async def test_get_execution_resumes_an_execution_no_worker_holds(postgres_url: 
         assert not execution.detached
         final = await within(execution.run_to_completion(), 30)
     assert final.status is Status.COMPLETED
+
+
+async def test_get_execution_during_the_claim_loops_claim_of_it_returns_the_live_handle(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step, loop_claimed, answer_loop = Gate(), asyncio.Event(), asyncio.Event()
+    claim = PostgresBackend.claim
+
+    async def answered_late(
+        backend: PostgresBackend, limit: int, execution_id: str | None = None
+    ) -> list[Claim]:
+        claims = await claim(backend, limit, execution_id)
+        if execution_id is None and claims:  # the claim loop's: taken, not yet answered
+            loop_claimed.set()
+            await answer_loop.wait()
+        return claims
+
+    monkeypatch.setattr(PostgresBackend, "claim", answered_late)
+    async with ProcedureStore(postgres_url, concurrency=1) as worker:
+        worker.register_action("app.step", step.action)
+        (execution_id,) = await enqueue(postgres_url, ONE_STEP, [{}])
+        await worker.work()
+        await within(loop_claimed.wait(), 30)
+
+        getting = asyncio.ensure_future(worker.get_execution(execution_id))
+        await asyncio.wait([getting], timeout=0.5)  # before the fix it answered by now
+        answer_loop.set()
+        execution = await within(getting, 30)
+
+        assert not execution.detached  # not "read-only here: another worker runs it"
+        await within(step.started.wait(), 30)
+        step.release.set()
+        final = await within(execution.run_to_completion(), 30)
+    assert final.status is Status.COMPLETED and step.calls == 1
 
 
 async def test_a_worker_whose_lease_was_taken_over_commits_nothing_more_and_lets_go(
