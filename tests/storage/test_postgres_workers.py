@@ -165,6 +165,40 @@ async def test_get_execution_during_the_claim_loops_claim_of_it_returns_the_live
     assert final.status is Status.COMPLETED and step.calls == 1
 
 
+async def test_a_worker_never_takes_over_an_execution_it_runs_whose_lease_expired(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step, claim_sent, run_claim = Gate(), asyncio.Event(), asyncio.Event()
+    claim_ran: list[list[asyncpg.Record]] = []
+    fetch = asyncpg.pool.Pool.fetch
+
+    async def claim_delayed(pool: asyncpg.pool.Pool, query: str, *args: Any) -> Any:
+        if "INSERT INTO claims" in query and not claim_ran:  # it lists nothing held yet
+            claim_sent.set()
+            await run_claim.wait()
+            claim_ran.append(await fetch(pool, query, *args))
+            return claim_ran[0]
+        return await fetch(pool, query, *args)
+
+    monkeypatch.setattr(asyncpg.pool.Pool, "fetch", claim_delayed)
+    async with ProcedureStore(postgres_url) as worker:
+        worker.register_action("app.step", step.action)
+        await worker.register(ONE_STEP)
+        await worker.work()
+        await within(claim_sent.wait(), 30)
+        execution = await worker.start("one", auto=True)  # not on the claim's list
+        await within(step.started.wait(), 30)
+        await expire(postgres_url, execution.id)  # its renewal is late
+
+        run_claim.set()
+        await until(lambda: bool(claim_ran), 30)
+        step.release.set()
+        final = await within(execution.run_to_completion(), 30)
+
+    assert claim_ran == [[]] and step.calls == 1
+    assert final.status is Status.COMPLETED and not execution.detached
+
+
 async def test_a_worker_whose_lease_was_taken_over_commits_nothing_more_and_lets_go(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,8 +50,12 @@ WORKER_APPLICATION: Final = "procstore worker "
 """How the ``application_name`` of a worker's ``LISTEN`` connection begins (its worker id
 follows): ``pg_stat_activity`` shows which workers are alive (``Backend.has_runner``)."""
 
-# Running rows that no live lease holds (never one of ours), oldest first, skipping the rows
-# other workers are claiming now; taken in the same statement, with their history row.
+# Running rows that no live lease holds, oldest first, skipping the rows other workers are
+# claiming now; taken in the same statement, with their history row. Never one this worker
+# holds: neither those it lists ($6: held or declined) nor, whatever the list says, one whose
+# expired lease is its own unless it let go of it ($7). (The list is read when the statement is
+# sent: an execution this worker creates or revives meanwhile is not on it, and its lease may
+# have expired by the time the statement runs.)
 _CLAIM: Final = """
     WITH candidates AS (
         SELECT seq, lease_owner AS previous FROM executions
@@ -59,6 +63,7 @@ _CLAIM: Final = """
            AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
            AND ($5::text IS NULL OR id = $5)
            AND NOT (id = ANY($6::text[]))
+           AND (lease_owner IS DISTINCT FROM $3 OR id = ANY($7::text[]))
          ORDER BY seq
          LIMIT $2
          FOR UPDATE SKIP LOCKED
@@ -216,6 +221,7 @@ class Leases:
                 self.lease_seconds,
                 execution_id,
                 [*self._held, *self._declined],
+                list(self._let_go),
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"cannot claim executions in {self._where}: {exc}") from exc
