@@ -270,16 +270,20 @@ class Handles:
                 )
         return sorted(summaries, key=lambda s: s.created_at)
 
+    def hold_actions(self) -> None:
+        """The store is stopping: no new action of the running executions starts from now on
+        (see ``wind_down``)."""
+        for execution in list(self.running.values()):
+            wind_down(execution)
+
     async def wind_down(self, grace: float, clock: Clock) -> None:
         """Start no new action of the running executions and wait, ``grace`` seconds on
         ``clock`` at most, until none runs an action, a transition or a commit: what is under
         way finishes and is committed before ``detach_running``."""
 
         def busy() -> bool:  # resumed ones too, while a claim under way completes
-            executions = list(self.running.values())
-            for execution in executions:
-                wind_down(execution)
-            return any(is_busy(execution) for execution in executions)
+            self.hold_actions()
+            return any(is_busy(execution) for execution in self.running.values())
 
         with contextlib.suppress(TimeoutError):
             async with clock.timeout(grace):

@@ -110,6 +110,8 @@ class Runner:
         """The store closes: claim nothing more; with ``grace``, let the actions under way
         finish (``grace`` seconds at most, starting none); then detach every execution. The
         backend's ``close`` releases a worker's leases after this."""
+        if grace > 0:  # at once: an action that a step under way leads to must not start
+            self._handles.hold_actions()  # while the inbox and the claims stop
         worker, self.worker = self.worker, None
         inbox, self._inbox = self._inbox, None
         self._running = False

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from procstore import ActionInfo, ProcedureStore, Status, StoreError
+from procstore.inbox import InboxLoop
 from tests import postgres
 from tests.conftest import Gate, make_doc, records, wait_until, within
 
@@ -145,6 +146,32 @@ async def test_a_graceful_close_lets_the_action_under_way_finish_and_starts_no_n
         stored = (await reader.get_execution(execution.id)).state
     assert (stored.status, stored.current) == (Status.RUNNING, "second")
     assert [r.result for r in records(stored.history, "action", state="first")] == ["first done"]
+
+
+async def test_a_graceful_close_starts_no_action_while_it_stops_reading_the_inbox(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, second = Gate("first done"), Gate()
+    stop_inbox = InboxLoop.stop
+
+    async def slow_stop(inbox: InboxLoop) -> None:
+        # Long enough for the released first action to lead to the second, which must wait.
+        gate.release.set()
+        await asyncio.wait([asyncio.ensure_future(second.started.wait())], timeout=1)
+        await stop_inbox(inbox)
+
+    monkeypatch.setattr(InboxLoop, "stop", slow_stop)
+    async with ProcedureStore(url) as store:
+        store.register_action("app.first", gate.action)
+        store.register_action("app.second", second.action)
+        await store.register(TWO_STEPS)
+        execution = await store.start("two", auto=True)
+        await within(gate.started.wait())
+
+        await within(store.close(grace=60), 30)
+
+    assert gate.returned and second.calls == 0
+    assert execution.current == "second"
 
 
 async def test_a_retry_attempt_interrupted_by_a_crash_runs_again_with_its_number(url: str) -> None:
