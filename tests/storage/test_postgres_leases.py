@@ -196,6 +196,22 @@ async def test_a_final_commit_ends_the_lease(postgres_url: str, workers: Workers
     assert await lease_of(postgres_url, "e") == (None, 1)
 
 
+async def test_only_one_worker_records_a_command_to_a_finished_execution(
+    postgres_url: str, workers: Workers
+) -> None:
+    first, second = await workers(2)
+    await first.create_execution("e", "p", "1", "running", {"inbox": 0}, [])
+    await first.commit("e", "completed", {"inbox": 0}, [{"kind": "finished"}])
+    refused = [{"kind": "received", "command": 7}]
+
+    await first.commit("e", "completed", {"inbox": 7}, refused)
+    with pytest.raises(LeaseLost, match="another worker wrote to it first"):
+        await second.commit("e", "completed", {"inbox": 7}, refused)  # read before the first's
+
+    stored = await second.load_execution("e")
+    assert stored is not None and [r["kind"] for r in stored.records] == ["finished", "received"]
+
+
 async def test_quarantining_under_a_lease_taken_over_changes_nothing(
     postgres_url: str, workers: Workers
 ) -> None:

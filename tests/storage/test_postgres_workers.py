@@ -199,6 +199,34 @@ async def test_a_worker_never_takes_over_an_execution_it_runs_whose_lease_expire
     assert final.status is Status.COMPLETED and not execution.detached
 
 
+async def test_a_command_for_a_finished_execution_is_refused_once_by_all_the_workers(
+    postgres_url: str,
+) -> None:
+    async with (
+        ProcedureStore(postgres_url) as first,
+        ProcedureStore(postgres_url) as second,
+        ProcedureStore(postgres_url) as third,
+    ):
+        for worker in (first, second, third):
+            await worker.register(WAITING)
+            await worker.work()  # each reads the inbox
+        execution = await first.start("waiting")
+        assert await execution.send("approve")  # completed
+        async with await PostgresBackend.open(postgres_url) as client:  # sent before it ended
+            await client.post_command(execution.id, "event", {"event": "approve"})
+            await until(lambda: _inbox_empty(client), 30)
+
+        final = await second.get_execution(execution.id)
+    (refusal,) = [r for r in final.history if r.kind == "received"]
+    assert (
+        refusal.message == f"refused: execution {execution.id} has finished; it accepts no events"
+    )
+
+
+async def _inbox_empty(backend: PostgresBackend) -> bool:
+    return not await backend.commands_after(0)
+
+
 async def test_a_worker_whose_lease_was_taken_over_commits_nothing_more_and_lets_go(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -316,8 +316,8 @@ class PostgresBackend(ThroughReader):
         except StoreError:
             self._broken(execution_id)
             raise
-        if not applied and finished_only:
-            raise LeaseLost(execution_id, "this worker holds no lease on it")
+        if not applied and finished_only:  # it runs again, or another worker was first
+            raise LeaseLost(execution_id, "another worker wrote to it first")
         if not applied:
             raise await self._refused(execution_id, fence)
         if status != RUNNING and self._leases is not None:

@@ -87,8 +87,10 @@ _CREATE_EXECUTION: Final = f"""
 """
 # The row, then its new records numbered after the last one: nothing for an unknown id, or
 # (fenced: $6 the token, $7 the owner) for a lease that is no longer the committer's, or ($9)
-# for a row that is running when only a finished one may be written. A final status ends the
-# lease in the same statement, and is notified.
+# when only a finished row may be written, for a row that is running or whose inbox cursor
+# (the snapshot's ``inbox``, the last command applied) the write does not move forward: each
+# worker may record the refusal of a command that came after the end, and one does. A final
+# status ends the lease in the same statement, and is notified.
 _COMMIT: Final = f"""
     WITH updated AS (
         UPDATE executions
@@ -97,7 +99,8 @@ _COMMIT: Final = f"""
                lease_owner = CASE WHEN $2 = $8 THEN lease_owner END,
                lease_expires_at = CASE WHEN $2 = $8 THEN lease_expires_at END
          WHERE id = $1 AND ($6::bigint IS NULL OR (fence = $6 AND lease_owner = $7))
-           AND (NOT $9::bool OR status <> $8)
+           AND (NOT $9::bool OR (status <> $8 AND
+                ($3::json->>'inbox')::bigint > COALESCE((snapshot->>'inbox')::bigint, 0)))
         RETURNING id, journal_length - cardinality($5::text[]) AS last
     ), appended AS (
         INSERT INTO journal (execution_id, seq, record)
@@ -224,8 +227,8 @@ class Writer:
     ) -> bool:
         """Replace an execution's status and snapshot and append ``records``, in one statement,
         only under ``fence`` when given, and with ``finished_only`` only to a row that is not
-        running; whether it was applied (not: an unknown id, a fence that is not the stored
-        one, a running row)."""
+        running, moving its inbox cursor forward; whether it was applied (not: an unknown id, a
+        fence that is not the stored one, a running row, a command recorded already)."""
         token, owner = (fence.token, fence.owner) if fence is not None else (None, None)
         fenced = (token, owner, RUNNING, finished_only)
         parameters = (execution_id, status, snapshot, updated_at, records, *fenced)
