@@ -36,6 +36,7 @@ from tests.workers import (
 LEASE = "1"  # seconds: a dead worker's executions are taken over within ~1.25 s
 #: Generous: how long a whole scenario may take before the test counts it as hung.
 HANG_S = 120
+STEPS = 10  # of the procedure the crash test's 500 executions run
 
 
 async def initialised(url: str) -> None:
@@ -87,17 +88,17 @@ def holders(history: list[Claimed], execution_id: str) -> list[int]:
     return [claim.owner_pid for claim in history if claim.execution_id == execution_id]
 
 
-async def test_three_workers_run_sixty_executions_and_survive_one_killed(
+async def test_three_workers_run_500_executions_of_ten_steps_and_survive_one_killed(
     postgres_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "actions.log"
     await initialised(postgres_url)
-    options = ("--lease-seconds", LEASE, "--concurrency", "10")
+    options = ("--lease-seconds", LEASE, "--concurrency", "100")
     with workers(postgres_url, tmp_path, 3, *options) as processes:
-        contexts = [{"log": str(log), "step_s": 0.1} for _ in range(60)]
-        ids = await enqueue(postgres_url, chain(5), contexts)
-        # Mid-run: a fifth of the steps are done; the victim runs some of the others now.
-        await until(lambda: len(ran(log)) >= 60, HANG_S)
+        contexts = [{"log": str(log), "step_s": 0.02} for _ in range(500)]
+        ids = await enqueue(postgres_url, chain(STEPS), contexts)
+        # Mid-run: 30 % of the steps are done; the victim runs some of the others now.
+        await until(lambda: len(ran(log)) >= 1500, HANG_S)
         victim = processes[0]
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
@@ -107,7 +108,7 @@ async def test_three_workers_run_sixty_executions_and_survive_one_killed(
     committed = await journal_actions(postgres_url)
     history = await lease_history(postgres_url)
     lines = by_execution(ran(log))
-    steps = [f"s{n}" for n in range(1, 6)]
+    steps = [f"s{n}" for n in range(1, STEPS + 1)]
     for execution_id in ids:
         # Every step's completion committed once, in order: no committed step ran again.
         assert [state for state, _ in committed[execution_id]] == steps
