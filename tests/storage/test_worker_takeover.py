@@ -37,6 +37,9 @@ LEASE = "1"  # seconds: a dead worker's executions are taken over within ~1.25 s
 #: Generous: how long a whole scenario may take before the test counts it as hung.
 HANG_S = 120
 STEPS = 10  # of the procedure the crash test's 500 executions run
+# The crash test's leases: 300 executions in flight on 2 cores delay renewals, and a live
+# worker whose lease expired would repeat steps too; the killed one's are taken over in ~4 s.
+CRASH_LEASE = "3"
 
 
 async def initialised(url: str) -> None:
@@ -93,7 +96,7 @@ async def test_three_workers_run_500_executions_of_ten_steps_and_survive_one_kil
 ) -> None:
     log = tmp_path / "actions.log"
     await initialised(postgres_url)
-    options = ("--lease-seconds", LEASE, "--concurrency", "100")
+    options = ("--lease-seconds", CRASH_LEASE, "--concurrency", "100")
     with workers(postgres_url, tmp_path, 3, *options) as processes:
         contexts = [{"log": str(log), "step_s": 0.02} for _ in range(500)]
         ids = await enqueue(postgres_url, chain(STEPS), contexts)
