@@ -49,6 +49,7 @@ __all__ = [
     "check_template",
     "is_path",
     "parse_path",
+    "path_text",
     "render",
 ]
 
@@ -113,7 +114,7 @@ class DataPath:
                         raise TypeError
                     value = value[segment]
             except (LookupError, TypeError):
-                where = _text(self.root, self.segments[: depth + 1])
+                where = path_text(self.root, self.segments[: depth + 1])
                 raise PathNotFound(f"{self.text}: nothing at {where}") from None
         return value
 
@@ -143,7 +144,7 @@ class DataPath:
                 else:
                     node = node[segment]
             else:
-                where = _text(self.root, self.segments[:depth])
+                where = path_text(self.root, self.segments[:depth])
                 raise PathNotFound(f"{self.text}: cannot store under {where}")
 
 
@@ -267,7 +268,8 @@ def _unquote(quoted: str) -> str:
     return quoted[1:-1]
 
 
-def _text(root: str, segments: tuple[str | int, ...]) -> str:
+def path_text(root: str, segments: tuple[str | int, ...]) -> str:
+    """The path from ``root`` through ``segments``, written as `parse_path` reads it."""
     parts = [root]
     for segment in segments:
         if isinstance(segment, int):

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from procstore.cli import clients, diagram, exits, inspect, resume, run, schema, validate, worker
+from procstore.cli import (
+    asl,
+    clients,
+    diagram,
+    exits,
+    inspect,
+    resume,
+    run,
+    schema,
+    validate,
+    worker,
+)
 from procstore.cli.exits import ExitCode
 from procstore.cli.options import DB_ENVVAR, DEFAULT_DB
 from procstore.cli.output import echo
@@ -80,3 +91,4 @@ _command("history", "Print an execution's stored history.", inspect.history)
 _command("diagram", "Draw a procedure's state diagram: SVG, PNG, DOT or Mermaid.", diagram.diagram)
 _command("schema", "Print the JSON Schema of procedure documents.", schema.schema)
 _command("validate", "Check procedure files, printing every problem.", validate.validate)
+_command("import-asl", "Translate a Step Functions (ASL) definition.", asl.import_asl_command)

@@ -78,6 +78,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "diagram": ("written",),
             "schema": ("printed",),
             "validate": ("every FILE is valid",),
+            "import-asl": ("the procedure document was written",),
             "send": ("the event is queued for the process that runs the execution",),
             "cancel": ("the cancel is queued (or the execution had ended already)",),
             "status": ("shown (whatever the execution's status)",),
@@ -86,10 +87,11 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ),
     ExitCode.NOT_COMPLETED: Meaning(
         docs="`run`, `resume`, `wait`: an execution ended `failed`, `cancelled` or "
-        "`rolled_back`. `validate`: a file is invalid, missing or unreadable.",
+        "`rolled_back`. `validate`: a file is invalid, missing or unreadable. `import-asl`: "
+        "something in FILE has no procstore counterpart (each problem is printed).",
         summary=(
             "run/resume/wait: an execution ended failed, cancelled or rolled back;",
-            "validate: a file is invalid",
+            "validate: a file is invalid; import-asl: FILE cannot be translated",
         ),
         commands={
             "run": ("it ended failed, cancelled or rolled back",),
@@ -98,6 +100,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "ended that way)",
             ),
             "validate": ("at least one FILE is invalid, missing or unreadable",),
+            "import-asl": ("FILE cannot be translated: every problem is printed",),
             "wait": ("it ended failed, cancelled or rolled back",),
         },
     ),
@@ -130,6 +133,10 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "schema": ("usage error (bad option)",),
             "worker": ("usage error (bad option, bad --db URL)",),
             "validate": ("usage error (bad option, no FILE given)",),
+            "import-asl": (
+                "usage error: bad option, FILE or MAP unreadable or not JSON, MAP not an object",
+                "of strings",
+            ),
             "send": _LIST_USAGE,
             "cancel": _LIST_USAGE,
             "status": _LIST_USAGE,

@@ -1258,6 +1258,7 @@ COMMANDS = [
     "diagram",
     "schema",
     "validate",
+    "import-asl",
 ]
 
 

@@ -1,0 +1,547 @@
+"""The translation of an ASL state machine into a procedure document, state by state.
+
+`import_asl` is the entry point (see the package's docstring). A `_Translator` walks the
+machine (and each Parallel branch, a machine of its own) and collects every problem with the
+ASL path of the field at fault, so that one run reports them all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from procstore.asl.choice import rule_expression
+from procstore.asl.paths import Untranslatable, relative, template
+from procstore.datapaths import CONTEXT, DataPath
+from procstore.documents import DocumentError, check_data, json_path, parse_json
+from procstore.errors import Problem, ProcstoreError
+
+__all__ = ["ERRORS_BY_ASL_NAME", "AslNotTranslated", "import_asl"]
+
+ERRORS_BY_ASL_NAME: Final[Mapping[str, str | None]] = {
+    "States.ALL": None,  # every error: a retry policy or a catch without `errors`
+    "States.TaskFailed": "Exception",  # every error of the action (Timeout included, see docs)
+    "States.Timeout": "Timeout",
+    "States.ParameterPathFailure": "PathNotFound",
+    "States.ResultPathMatchFailure": "PathNotFound",
+}
+"""ASL's predefined error names that have a procstore counterpart (an exception class name
+matched with its subclasses, or ``None``: any error). Other ``States.*`` names are problems;
+any other name is an exception class name, as the host code raises it."""
+
+END_STATE: Final = "end"
+"""The terminal state added (as ``end``, ``end_2``...) for a Task or Parallel whose ``End``
+comes after a ``Catch``: in procstore a state with transitions is not terminal."""
+
+_WAIT_FIELDS: Final = {
+    "Seconds": "seconds",
+    "Timestamp": "timestamp",
+    "SecondsPath": "seconds_path",
+    "TimestampPath": "timestamp_path",
+}
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+class AslNotTranslated(ProcstoreError):
+    """An ASL document that `import_asl` cannot translate; ``problems`` lists every reason,
+    each with the ASL path of the field at fault (``$.States.Charge.HeartbeatSeconds``)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
+        super().__init__(
+            f"cannot import the ASL definition ({len(self.problems)} problem(s)):\n{lines}"
+        )
+
+
+def import_asl(
+    source: Mapping[str, Any] | str,
+    *,
+    name: str = "imported",
+    version: str = "1.0",
+    resource_map: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The procedure document for the ASL state machine ``source`` (a dict, or its JSON text).
+
+    Args:
+        source: The state machine: ``StartAt``, ``States``, optionally ``Comment`` and
+            ``TimeoutSeconds``.
+        name: The procedure's name.
+        version: The procedure's version.
+        resource_map: Each Task ``Resource`` (or ``"*"``, for any other) → the action that
+            runs it: ``"module:function"`` or a registered action's name. A resource it does
+            not name is taken as a registered action's name.
+
+    Returns:
+        A procedure document (plain data, JSON-compatible) for `ProcedureStore.register`.
+
+    Raises:
+        AslNotTranslated: ``source`` is not JSON, not an ASL state machine, or uses something
+            procstore has no counterpart for; every problem is listed.
+    """
+    try:
+        data = parse_json(source) if isinstance(source, str) else source
+        check_data(data)
+    except DocumentError as exc:
+        raise AslNotTranslated(exc.problems) from None
+    if not isinstance(data, Mapping):
+        raise AslNotTranslated([Problem("$", "an ASL state machine is a JSON object")])
+    translator = _Translator(resource_map or {})
+    definition = translator.machine(data, ())
+    if translator.problems:
+        raise AslNotTranslated(translator.problems)
+    document: dict[str, Any] = {"name": name, "version": version, "definition": definition}
+    if isinstance(data.get("Comment"), str):
+        document["description"] = data["Comment"]
+    return document
+
+
+def procedure_name(text: str) -> str:
+    """A procedure name made of ``text`` (a file's stem, say): the characters a name may not
+    have become ``_``."""
+    cleaned = _NAME_CHARS.sub("_", text).strip("_.-")
+    return cleaned[:200] or "imported"
+
+
+Loc = tuple[str | int, ...]
+
+
+class _Translator:
+    """Translates one ASL document; ``problems`` collects what it could not."""
+
+    def __init__(self, resource_map: Mapping[str, str]) -> None:
+        self.resource_map = resource_map
+        self.problems: list[Problem] = []
+
+    def problem(self, loc: Loc, message: str) -> None:
+        self.problems.append(Problem(json_path(loc), message))
+
+    # -- machines ----------------------------------------------------------------------------
+
+    def machine(self, data: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        """A machine (the document, or a Parallel branch) as ``definition`` / a region."""
+        top = not loc
+        allowed = {"StartAt", "States", "Comment"} | (
+            {"TimeoutSeconds", "Version", "QueryLanguage"} if top else set()
+        )
+        self.unknown(data, allowed, loc)
+        if data.get("QueryLanguage", "JSONPath") != "JSONPath":
+            self.problem((*loc, "QueryLanguage"), "only JSONPath documents are translated")
+        states = data.get("States")
+        if not isinstance(states, Mapping) or not states:
+            self.problem((*loc, "States"), "required: an object of states, at least one")
+            return {}
+        names = _state_names(states)
+        start = data.get("StartAt")
+        if start not in states:
+            self.problem(
+                (*loc, "StartAt"), f"required: the name of one of the States, not {start!r}"
+            )
+        initial = names.get(start, "missing") if isinstance(start, str) else "missing"
+        out: dict[str, Any] = {"initial_state": initial, "states": {}}
+        ends: dict[str, dict[str, Any]] = {}  # terminal states added, by name
+        for asl_name, state in states.items():
+            where = (*loc, "States", asl_name)
+            if not isinstance(state, Mapping):
+                self.problem(where, "a state is an object")
+                continue
+            translated = _State(self, names, where, state, ends).translate()
+            if translated is not None:
+                out["states"][names[asl_name]] = translated
+        out["states"].update(ends)
+        if top and "TimeoutSeconds" in data:
+            seconds = data["TimeoutSeconds"]
+            if _positive_number(seconds):
+                out["timeout_ms"] = seconds * 1000
+            else:
+                self.problem((*loc, "TimeoutSeconds"), "a positive number of seconds")
+        return out
+
+    def unknown(self, data: Mapping[str, Any], allowed: set[str], loc: Loc) -> None:
+        for key in data:
+            if key not in allowed:
+                self.problem((*loc, key), f"{key} is not translated here")
+
+
+class _State:
+    """One ASL state being translated."""
+
+    def __init__(
+        self,
+        translator: _Translator,
+        names: Mapping[str, str],
+        loc: Loc,
+        data: Mapping[str, Any],
+        ends: dict[str, dict[str, Any]],
+    ) -> None:
+        self.t = translator
+        self.names = names
+        self.loc = loc
+        self.data = data
+        self.ends = ends
+        self.input: DataPath | None = None
+
+    def translate(self) -> dict[str, Any] | None:
+        kind = self.data.get("Type")
+        by_type: dict[str, Callable[[], dict[str, Any] | None]] = {
+            "Task": self.task,
+            "Pass": self.pass_state,
+            "Wait": self.wait,
+            "Choice": self.choice,
+            "Succeed": self.succeed,
+            "Fail": self.fail,
+            "Parallel": self.parallel,
+            "Map": self.map_state,
+        }
+        translate = by_type.get(kind) if isinstance(kind, str) else None
+        if translate is None:
+            self.problem("Type", f"{kind!r} is not a state type procstore translates")
+            return None
+        self.input = self._input_path()
+        self._output_path()
+        out = translate()
+        if out is not None and isinstance(self.data.get("Comment"), str):
+            out = {"description": self.data["Comment"], **out}
+        return out
+
+    # -- by type -------------------------------------------------------------------------------
+
+    def task(self) -> dict[str, Any]:
+        self.allow("Resource", "Parameters", "ResultSelector", "ResultPath", "Retry", "Catch",
+                   "TimeoutSeconds", "Next", "End")  # fmt: skip
+        action = self.resource()
+        action.update(self.data_flow())
+        if "TimeoutSeconds" in self.data:
+            seconds = self.data["TimeoutSeconds"]
+            if _positive_number(seconds):
+                action["timeout_ms"] = seconds * 1000
+            else:
+                self.problem("TimeoutSeconds", "a positive number of seconds")
+        state: dict[str, Any] = {"action": action}
+        retry = self.retry()
+        if retry:
+            state["retry"] = retry
+        return {**state, **self.next_and_catch("success")}
+
+    def pass_state(self) -> dict[str, Any]:
+        self.allow("Parameters", "Result", "ResultPath", "Next", "End")
+        action: dict[str, Any] = {"type": "noop"}
+        if "Result" in self.data:
+            if "Parameters" in self.data:
+                self.problem("Result", "a Pass state with both Result and Parameters")
+            try:
+                action["args"] = _literal(self.data["Result"])
+            except Untranslatable as exc:
+                self.problem("Result", str(exc))
+            action.update(self.result_path())
+        elif "Parameters" in self.data:
+            action.update(self.data_flow(whole_input=False))
+        elif "ResultPath" in self.data:
+            self.problem(
+                "ResultPath", "a Pass state that copies its input elsewhere is not translated"
+            )
+        return {"action": action, **self.next_and_catch("success", catch=False)}
+
+    def wait(self) -> dict[str, Any]:
+        self.allow(*_WAIT_FIELDS, "Next", "End")
+        given = [field for field in _WAIT_FIELDS if field in self.data]
+        if len(given) != 1:
+            self.problem("Type", "a Wait state has exactly one of " + ", ".join(_WAIT_FIELDS))
+            return {}
+        [field] = given
+        value = self.data[field]
+        if field.endswith("Path"):
+            value = self.path(field, value)
+        return {"wait": {_WAIT_FIELDS[field]: value}, **self.next_and_catch("success", catch=False)}
+
+    def choice(self) -> dict[str, Any]:
+        self.allow("Choices", "Default")
+        rules = self.data.get("Choices")
+        if not isinstance(rules, list) or not rules:
+            self.problem("Choices", "required: a non-empty list of rules")
+            return {}
+        choice = []
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, Mapping):
+                self.problem(("Choices", index), "a rule is an object")
+                continue
+            try:
+                guard = rule_expression(rule, self.input)
+            except Untranslatable as exc:
+                self.problem(("Choices", index), str(exc))
+                continue
+            choice.append(
+                {
+                    "guard": guard,
+                    "target": self.target(("Choices", index, "Next"), rule.get("Next")),
+                }
+            )
+        if "Default" in self.data:
+            default = self.target("Default", self.data["Default"])
+        else:  # Step Functions fails with States.NoChoiceMatched
+            default = self.end_state(error="States.NoChoiceMatched")
+        return {"choice": choice, "default": default}
+
+    def succeed(self) -> dict[str, Any]:
+        self.allow()
+        return {}
+
+    def fail(self) -> dict[str, Any]:
+        self.allow("Error", "Cause")
+        out: dict[str, Any] = {"outcome": "failure"}
+        for field in ("Error", "Cause"):
+            if field in self.data:
+                if isinstance(self.data[field], str):
+                    out[field.lower()] = self.data[field]
+                else:
+                    self.problem(field, "a string")
+        return out
+
+    def parallel(self) -> dict[str, Any]:
+        self.allow("Branches", "Retry", "Catch", "Next", "End")
+        branches = self.data.get("Branches")
+        if not isinstance(branches, list) or len(branches) < 2:
+            # A procstore parallel state has two regions at least; one branch is a compound.
+            if (
+                isinstance(branches, list)
+                and len(branches) == 1
+                and isinstance(branches[0], Mapping)
+            ):
+                compound = self.t.machine(branches[0], (*self.loc, "Branches", 0))
+                return {**compound, **self.next_and_catch("done")}
+            self.problem("Branches", "required: a list of branches, at least one")
+            return {}
+        regions = {}
+        for index, branch in enumerate(branches):
+            if not isinstance(branch, Mapping):
+                self.problem(("Branches", index), "a branch is an object")
+                continue
+            regions[f"branch_{index + 1}"] = self.t.machine(branch, (*self.loc, "Branches", index))
+        state: dict[str, Any] = {"parallel": regions}
+        retry = self.retry()
+        if retry:
+            self.problem("Retry", "a Parallel state's Retry is not translated (retry its Tasks)")
+        return {**state, **self.next_and_catch("done")}
+
+    def map_state(self) -> None:
+        self.problem("Type", "Map states are not translated yet")
+
+    # -- the parts -------------------------------------------------------------------------------
+
+    def resource(self) -> dict[str, Any]:
+        resource = self.data.get("Resource")
+        if not isinstance(resource, str) or not resource:
+            self.problem("Resource", "required: the task's resource (an ARN, or a placeholder)")
+            return {"type": "function", "function": "missing"}
+        if resource.endswith(".waitForTaskToken"):
+            self.problem("Resource", ".waitForTaskToken tasks are not translated yet")
+        mapping = self.t.resource_map
+        mapped = mapping.get(resource, mapping.get("*"))
+        if mapped is None:  # the resource itself names a registered action
+            return {"type": "function", "function": resource}
+        module, colon, function = mapped.rpartition(":")
+        if not colon:
+            return {"type": "function", "function": mapped}
+        return {"type": "function", "module": module, "function": function}
+
+    def data_flow(self, *, whole_input: bool = True) -> dict[str, Any]:
+        """``args``, ``result_selector`` and ``result`` from Parameters, ResultSelector and
+        ResultPath (and InputPath, which the paths are relative to)."""
+        out: dict[str, Any] = {}
+        if "Parameters" in self.data:
+            out["args"] = self.template("Parameters", self.data["Parameters"], self.input)
+        elif whole_input and self.input is not None and self.input.segments:
+            out["args"] = {"input.$": self.input.text}  # the task's input, as `input=`
+        if "ResultSelector" in self.data:
+            out["result_selector"] = self.template(
+                "ResultSelector", self.data["ResultSelector"], None
+            )
+        out.update(self.result_path())
+        return out
+
+    def result_path(self) -> dict[str, Any]:
+        path = self.data.get("ResultPath", CONTEXT)
+        if path is None:
+            return {}  # the result is discarded
+        translated = self.path("ResultPath", path, relative_to_input=False)
+        return {"result": translated}
+
+    def retry(self) -> list[dict[str, Any]]:
+        retriers = self.data.get("Retry")
+        if retriers is None:
+            return []
+        if not isinstance(retriers, list):
+            self.problem("Retry", "a list of retriers")
+            return []
+        policies = []
+        for index, retrier in enumerate(retriers):
+            loc = ("Retry", index)
+            if not isinstance(retrier, Mapping):
+                self.problem(loc, "a retrier is an object")
+                continue
+            self.allow_in(retrier, loc, "ErrorEquals", "IntervalSeconds", "MaxAttempts",
+                          "BackoffRate", "MaxDelaySeconds", "JitterStrategy")  # fmt: skip
+            policy: dict[str, Any] = {
+                "max_attempts": retrier.get("MaxAttempts", 3) + 1,
+                "interval_ms": retrier.get("IntervalSeconds", 1) * 1000,
+                "backoff_rate": retrier.get("BackoffRate", 2.0),
+            }
+            if "MaxDelaySeconds" in retrier:
+                policy["max_delay_ms"] = retrier["MaxDelaySeconds"] * 1000
+            if retrier.get("JitterStrategy", "NONE") == "FULL":
+                policy["jitter"] = "full"
+            errors = self.errors((*loc, "ErrorEquals"), retrier.get("ErrorEquals"))
+            if errors is not None:
+                policy["errors"] = errors
+            policies.append(policy)
+        return policies
+
+    def next_and_catch(self, outcome: str, *, catch: bool = True) -> dict[str, Any]:
+        """``transitions``: ``outcome`` to Next (or to an added terminal state after End, when
+        there are catchers), then one ``error`` transition per catcher."""
+        catchers = self.data.get("Catch") if catch else None
+        transitions: list[dict[str, Any]] = []
+        end = self.data.get("End") is True
+        if end and "Next" in self.data:
+            self.problem("End", "a state has Next or End, not both")
+        if not end:
+            transitions.append(
+                {"event": outcome, "target": self.target("Next", self.data.get("Next"))}
+            )
+        if catchers is not None:
+            if not isinstance(catchers, list):
+                self.problem("Catch", "a list of catchers")
+                catchers = []
+            for index, catcher in enumerate(catchers):
+                loc = ("Catch", index)
+                if not isinstance(catcher, Mapping):
+                    self.problem(loc, "a catcher is an object")
+                    continue
+                self.allow_in(catcher, loc, "ErrorEquals", "Next", "ResultPath")
+                if catcher.get("ResultPath") is not None:
+                    self.problem(
+                        (*loc, "ResultPath"), "storing the error output is not translated yet"
+                    )
+                transition: dict[str, Any] = {
+                    "event": "error",
+                    "target": self.target((*loc, "Next"), catcher.get("Next")),
+                }
+                errors = self.errors((*loc, "ErrorEquals"), catcher.get("ErrorEquals"))
+                if errors is not None:
+                    transition["errors"] = errors
+                transitions.append(transition)
+            if end and transitions:
+                transitions.insert(0, {"event": outcome, "target": self.end_state()})
+        return {"transitions": transitions} if transitions else {}
+
+    def errors(self, loc: Loc, names: Any) -> list[str] | None:
+        """A retrier's or catcher's ``ErrorEquals`` as procstore error names (``None``: all)."""
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            self.t.problem((*self.loc, *loc), "required: a non-empty list of error names")
+            return []
+        translated: list[str] = []
+        for index, asl in enumerate(names):
+            if asl in ERRORS_BY_ASL_NAME:
+                ours = ERRORS_BY_ASL_NAME[asl]
+                if ours is None:
+                    return None
+                translated.append(ours)
+            elif asl.startswith("States."):
+                self.t.problem((*self.loc, *loc, index), f"{asl} has no procstore counterpart")
+            else:
+                translated.append(asl)
+        return translated
+
+    def target(self, field: str | Loc, name: Any) -> str:
+        if name not in self.names:
+            self.problem(field, f"required: the name of a state of this machine, not {name!r}")
+            return "missing"
+        return self.names[name]
+
+    def end_state(self, error: str | None = None) -> str:
+        """The name of a terminal state added to this machine: a success, or a failure with
+        ``error``."""
+        base = END_STATE if error is None else "no_choice_matched"
+        name, n = base, 1
+        while name in self.names.values() or name in self.ends:
+            n += 1
+            name = f"{base}_{n}"
+        self.ends[name] = {} if error is None else {"outcome": "failure", "error": error}
+        return name
+
+    def path(self, field: str, value: Any, *, relative_to_input: bool = True) -> str:
+        try:
+            return relative(value, self.input if relative_to_input else None).text
+        except Untranslatable as exc:
+            self.problem(field, str(exc))
+            return CONTEXT
+
+    def template(self, field: str, value: Any, input_path: DataPath | None) -> Any:
+        translated, problems = template(value, input_path)
+        for loc, message in problems:
+            self.problem((field, *loc), message)
+        return translated
+
+    def allow(self, *fields: str) -> None:
+        self.allow_in(self.data, (), "Type", "Comment", "InputPath", "OutputPath", *fields)
+
+    def allow_in(self, data: Mapping[str, Any], loc: Loc, *fields: str) -> None:
+        for key in data:
+            if key not in fields:
+                self.problem((*loc, key), f"{key} is not translated here")
+
+    def problem(self, field: str | Loc, message: str) -> None:
+        loc = (field,) if isinstance(field, str) else field
+        self.t.problem((*self.loc, *loc), message)
+
+    def _input_path(self) -> DataPath | None:
+        if "InputPath" not in self.data:
+            return None
+        value = self.data["InputPath"]
+        if value is None:
+            self.problem("InputPath", "InputPath null (an empty input) is not translated")
+            return None
+        try:
+            return relative(value, None)
+        except Untranslatable as exc:
+            self.problem("InputPath", str(exc))
+            return None
+
+    def _output_path(self) -> None:
+        value = self.data.get("OutputPath", CONTEXT)
+        if value != CONTEXT:
+            self.problem("OutputPath", 'only OutputPath "$" (the whole output) is translated')
+
+
+def _state_names(states: Mapping[str, Any]) -> dict[str, str]:
+    """Each ASL state name → a procstore state name (a ``.`` would nest it: ``_`` instead)."""
+    names: dict[str, str] = {}
+    for asl in states:
+        base = asl.replace(".", "_") or "_"
+        name, n = base, 1
+        while name in names.values():
+            n += 1
+            name = f"{base}_{n}"
+        names[asl] = name
+    return names
+
+
+def _literal(value: Any) -> Any:
+    """A constant (a Pass state's ``Result``) as a template that renders to itself: keys
+    ending in ``.$`` are constants there, so they are kept out of the template."""
+    if isinstance(value, Mapping):
+        if any(isinstance(k, str) and k.endswith(".$") for k in value):
+            raise_value = json.dumps(value)[:80]
+            raise Untranslatable(
+                f"a Result with keys ending in .$ is not translated: {raise_value}"
+            )
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0

@@ -1,0 +1,364 @@
+"""What each ASL state and field becomes (``procstore.asl.import_asl``), and how what has no
+procstore counterpart is reported: with the ASL path of the field, never dropped.
+
+Whether the imported procedures run as Step Functions would is in tests/asl/test_asl_runs.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from procstore.asl import AslNotTranslated, import_asl
+
+
+def machine(states: dict[str, Any], start: str | None = None, **top: Any) -> dict[str, Any]:
+    return {"StartAt": start or next(iter(states)), "States": states, **top}
+
+
+def states_of(asl: dict[str, Any], **options: Any) -> dict[str, Any]:
+    states: dict[str, Any] = import_asl(asl, **options)["definition"]["states"]
+    return states
+
+
+def problems(asl: Any, **options: Any) -> list[str]:
+    with pytest.raises(AslNotTranslated) as caught:
+        import_asl(asl, **options)
+    return [str(problem) for problem in caught.value.problems]
+
+
+TASK = {"Type": "Task", "Resource": "arn:aws:lambda:eu-west-1:1:function:charge"}
+
+
+def test_a_task_calls_the_action_the_resource_map_names() -> None:
+    asl = machine({"Charge": {**TASK, "End": True}})
+
+    states = states_of(asl, resource_map={TASK["Resource"]: "billing:charge"})
+
+    assert states["Charge"] == {
+        "action": {"type": "function", "module": "billing", "function": "charge", "result": "$"}
+    }
+
+
+def test_the_default_resource_mapping_applies_to_resources_the_map_does_not_name() -> None:
+    states = states_of(machine({"Charge": {**TASK, "End": True}}), resource_map={"*": "run"})
+
+    assert states["Charge"]["action"]["function"] == "run"
+
+
+def test_without_a_map_the_resource_names_a_registered_action() -> None:
+    states = states_of(machine({"Charge": {**TASK, "End": True}}))
+
+    assert states["Charge"]["action"]["function"] == TASK["Resource"]
+
+
+def test_parameters_result_selector_and_result_path_become_the_actions_data_flow() -> None:
+    task = {
+        **TASK,
+        "InputPath": "$.order",
+        "Parameters": {"amount.$": "$.total", "currency": "EUR", "run.$": "$$.Execution.Id"},
+        "ResultSelector": {"id.$": "$.Payload.id"},
+        "ResultPath": "$.charge",
+        "End": True,
+    }
+
+    action = states_of(machine({"Charge": task}))["Charge"]["action"]
+
+    assert action["args"] == {
+        "amount.$": "$.order.total",  # relative to the InputPath
+        "currency": "EUR",
+        "run.$": "$$.execution.id",
+    }
+    assert action["result_selector"] == {"id.$": "$.Payload.id"}  # $ is the result there
+    assert action["result"] == "$.charge"
+
+
+def test_a_result_path_of_null_discards_the_result() -> None:
+    action = states_of(machine({"T": {**TASK, "ResultPath": None, "End": True}}))["T"]["action"]
+
+    assert "result" not in action
+
+
+def test_an_input_path_without_parameters_passes_the_input_as_the_input_argument() -> None:
+    action = states_of(machine({"T": {**TASK, "InputPath": "$.order", "End": True}}))["T"]["action"]
+
+    assert action["args"] == {"input.$": "$.order"}
+
+
+def test_timeout_seconds_bounds_each_attempt() -> None:
+    action = states_of(machine({"T": {**TASK, "TimeoutSeconds": 5, "End": True}}))["T"]["action"]
+
+    assert action["timeout_ms"] == 5000
+
+
+def test_retriers_become_retry_policies_in_order_with_attempts_counted_from_the_first() -> None:
+    retry = [
+        {"ErrorEquals": ["States.Timeout"], "MaxAttempts": 2},
+        {"ErrorEquals": ["ValueError", "KeyError"], "IntervalSeconds": 3, "BackoffRate": 1.5},
+        {"ErrorEquals": ["States.ALL"], "MaxDelaySeconds": 10, "JitterStrategy": "FULL"},
+    ]
+
+    states = states_of(machine({"T": {**TASK, "Retry": retry, "End": True}}))
+
+    assert states["T"]["retry"] == [
+        {"max_attempts": 3, "interval_ms": 1000, "backoff_rate": 2.0, "errors": ["Timeout"]},
+        {
+            "max_attempts": 4,
+            "interval_ms": 3000,
+            "backoff_rate": 1.5,
+            "errors": ["ValueError", "KeyError"],
+        },
+        {
+            "max_attempts": 4,
+            "interval_ms": 1000,
+            "backoff_rate": 2.0,
+            "max_delay_ms": 10000,
+            "jitter": "full",
+        },
+    ]
+
+
+def test_catchers_become_error_transitions_after_the_success_one() -> None:
+    catch = [
+        {"ErrorEquals": ["CardDeclined"], "Next": "Declined"},
+        {"ErrorEquals": ["States.ALL"], "Next": "Failed"},
+    ]
+    asl = machine(
+        {
+            "Charge": {**TASK, "Catch": catch, "Next": "Done"},
+            "Declined": {"Type": "Fail"},
+            "Failed": {"Type": "Fail"},
+            "Done": {"Type": "Succeed"},
+        }
+    )
+
+    assert states_of(asl)["Charge"]["transitions"] == [
+        {"event": "success", "target": "Done"},
+        {"event": "error", "target": "Declined", "errors": ["CardDeclined"]},
+        {"event": "error", "target": "Failed"},
+    ]
+
+
+def test_an_end_task_with_catchers_goes_to_an_added_terminal_state_on_success() -> None:
+    asl = machine(
+        {
+            "T": {**TASK, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "F"}], "End": True},
+            "F": {"Type": "Fail"},
+        }
+    )
+
+    states = states_of(asl)
+
+    assert states["T"]["transitions"][0] == {"event": "success", "target": "end"}
+    assert states["end"] == {}
+
+
+def test_a_pass_state_with_a_result_stores_it_at_its_result_path() -> None:
+    asl = machine({"P": {"Type": "Pass", "Result": {"x": 1}, "ResultPath": "$.fixed", "End": True}})
+
+    assert states_of(asl)["P"] == {
+        "action": {"type": "noop", "args": {"x": 1}, "result": "$.fixed"}
+    }
+
+
+def test_a_pass_state_with_parameters_renders_them_as_its_result() -> None:
+    asl = machine(
+        {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"id.$": "$.order.id"},
+                "ResultPath": "$.ids",
+                "End": True,
+            }
+        }
+    )
+
+    assert states_of(asl)["P"]["action"] == {
+        "type": "noop",
+        "args": {"id.$": "$.order.id"},
+        "result": "$.ids",
+    }
+
+
+def test_a_plain_pass_state_does_nothing_and_moves_on() -> None:
+    asl = machine({"P": {"Type": "Pass", "Next": "S"}, "S": {"Type": "Succeed"}})
+
+    assert states_of(asl)["P"] == {
+        "action": {"type": "noop"},
+        "transitions": [{"event": "success", "target": "S"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("Seconds", 10, {"seconds": 10}),
+        ("Timestamp", "2030-01-01T00:00:00Z", {"timestamp": "2030-01-01T00:00:00Z"}),
+        ("SecondsPath", "$.delay", {"seconds_path": "$.delay"}),
+        ("TimestampPath", "$.at", {"timestamp_path": "$.at"}),
+    ],
+)
+def test_a_wait_state_becomes_a_durable_wait(
+    field: str, value: Any, expected: dict[str, Any]
+) -> None:
+    asl = machine({"W": {"Type": "Wait", field: value, "Next": "S"}, "S": {"Type": "Succeed"}})
+
+    assert states_of(asl)["W"] == {
+        "wait": expected,
+        "transitions": [{"event": "success", "target": "S"}],
+    }
+
+
+def test_a_choice_state_routes_on_ordered_guards_with_its_default() -> None:
+    rules = [
+        {"Variable": "$.total", "NumericGreaterThan": 100, "Next": "Big"},
+        {"Variable": "$.kind", "StringEquals": "gift", "Next": "Gift"},
+    ]
+    asl = machine(
+        {
+            "C": {"Type": "Choice", "Choices": rules, "Default": "Small"},
+            "Big": {"Type": "Succeed"},
+            "Gift": {"Type": "Succeed"},
+            "Small": {"Type": "Succeed"},
+        }
+    )
+
+    assert states_of(asl)["C"] == {
+        "choice": [
+            {"guard": "is_number(total) and total > 100", "target": "Big"},
+            {"guard": 'is_string(kind) and kind == "gift"', "target": "Gift"},
+        ],
+        "default": "Small",
+    }
+
+
+def test_a_choice_without_a_default_fails_as_no_choice_matched() -> None:
+    asl = machine(
+        {
+            "C": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.a", "IsPresent": True, "Next": "S"}],
+            },
+            "S": {"Type": "Succeed"},
+        }
+    )
+
+    states = states_of(asl)
+
+    assert states[states["C"]["default"]] == {
+        "outcome": "failure",
+        "error": "States.NoChoiceMatched",
+    }
+
+
+def test_a_fail_state_keeps_its_error_and_cause() -> None:
+    asl = machine({"F": {"Type": "Fail", "Error": "Rejected", "Cause": "too big"}})
+
+    assert states_of(asl)["F"] == {"outcome": "failure", "error": "Rejected", "cause": "too big"}
+
+
+def test_a_parallel_state_has_a_region_per_branch_and_moves_on_when_done() -> None:
+    branch = {"StartAt": "B", "States": {"B": {"Type": "Succeed"}}}
+    asl = machine(
+        {
+            "P": {"Type": "Parallel", "Branches": [branch, branch], "Next": "S"},
+            "S": {"Type": "Succeed"},
+        }
+    )
+
+    state = states_of(asl)["P"]
+
+    assert state["parallel"] == {
+        "branch_1": {"initial_state": "B", "states": {"B": {}}},
+        "branch_2": {"initial_state": "B", "states": {"B": {}}},
+    }
+    assert state["transitions"] == [{"event": "done", "target": "S"}]
+
+
+def test_the_machines_timeout_seconds_bounds_the_whole_execution() -> None:
+    document = import_asl(machine({"S": {"Type": "Succeed"}}, TimeoutSeconds=60))
+
+    assert document["definition"]["timeout_ms"] == 60000
+
+
+def test_state_names_with_dots_are_renamed_and_followed() -> None:
+    asl = machine({"a.b": {"Type": "Pass", "Next": "c.d"}, "c.d": {"Type": "Succeed"}})
+
+    states = states_of(asl)
+
+    assert set(states) == {"a_b", "c_d"}
+    assert states["a_b"]["transitions"] == [{"event": "success", "target": "c_d"}]
+
+
+def test_the_comment_becomes_the_description_and_the_name_and_version_are_given() -> None:
+    document = import_asl(
+        machine({"S": {"Type": "Succeed"}}, Comment="orders"), name="orders", version="2.0"
+    )
+
+    assert (document["name"], document["version"], document["description"]) == (
+        "orders",
+        "2.0",
+        "orders",
+    )
+
+
+def test_every_untranslatable_field_is_reported_at_its_asl_path() -> None:
+    asl = machine(
+        {
+            "T": {**TASK, "HeartbeatSeconds": 5, "OutputPath": "$.x", "Next": "M"},
+            "M": {"Type": "Map", "Next": "S"},
+            "S": {"Type": "Succeed"},
+        }
+    )
+
+    assert problems(asl) == [
+        '$.States.T.OutputPath: only OutputPath "$" (the whole output) is translated',
+        "$.States.T.HeartbeatSeconds: HeartbeatSeconds is not translated here",
+        "$.States.M.Type: Map states are not translated yet",
+    ]
+
+
+def test_a_path_procstore_cannot_read_is_reported() -> None:
+    asl = machine(
+        {
+            "T": {
+                **TASK,
+                "Parameters": {"all.$": "$.items[*].id", "f.$": "States.Format('{}', $.a)"},
+                "End": True,
+            }
+        }
+    )
+
+    assert [p.split(": ")[0] for p in problems(asl)] == [
+        '$.States.T.Parameters["all.$"]',
+        '$.States.T.Parameters["f.$"]',
+    ]
+
+
+def test_a_target_that_is_no_state_is_reported() -> None:
+    assert problems(machine({"P": {"Type": "Pass", "Next": "Nowhere"}})) == [
+        "$.States.P.Next: required: the name of a state of this machine, not 'Nowhere'"
+    ]
+
+
+def test_an_unknown_predefined_error_name_is_reported() -> None:
+    asl = machine({"T": {**TASK, "Retry": [{"ErrorEquals": ["States.Permissions"]}], "End": True}})
+
+    assert problems(asl) == [
+        "$.States.T.Retry[0].ErrorEquals[0]: States.Permissions has no procstore counterpart"
+    ]
+
+
+def test_text_that_is_not_json_is_one_problem() -> None:
+    assert problems("{nope") == [
+        "$: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+    ]
+
+
+def test_json_that_is_not_an_object_is_one_problem() -> None:
+    assert problems("[1]") == ["$: an ASL state machine is a JSON object"]
+
+
+def test_a_machine_without_states_is_reported() -> None:
+    assert problems({"StartAt": "A"}) == ["$.States: required: an object of states, at least one"]
