@@ -44,6 +44,8 @@ from simpleeval import (
     FeatureNotAvailable,
 )
 
+from procstore.guard_types import TYPE_FUNCTIONS
+
 #: A host predicate: `fn(context) -> bool`, sync or async.
 GuardCallable = Callable[[dict[str, Any]], Any]
 
@@ -110,6 +112,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": _round,
     "str": _str,
     "sum": _sum,
+    **TYPE_FUNCTIONS,  # is_number(), timestamp(), matches()...: Step Functions' typed rules
 }
 #: Functions that do not look inside their argument: they cost one step whatever its size.
 _CONSTANT_TIME = frozenset({"len", "bool"})
