@@ -27,7 +27,7 @@ from procstore.storage import (
     StoredExecution,
 )
 from procstore.storage.sqlite import schema
-from procstore.storage.sqlite import writer as writer_module
+from procstore.storage.sqlite import writes as writes_module
 from tests.conftest import fingerprint, make_execution, read_line
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -491,7 +491,7 @@ async def test_a_failing_transaction_fails_its_whole_batch_and_applies_nothing(
     backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await make_execution(backend, "e1")
-    monkeypatch.setattr(writer_module, "_APPEND_RECORD", "INSERT INTO nowhere VALUES (?1, ?2)")
+    monkeypatch.setattr(writes_module, "_APPEND_RECORD", "INSERT INTO nowhere VALUES (?1, ?2)")
     results = await asyncio.gather(
         make_execution(backend, "e2", records=0),
         backend.commit("e1", "succeeded", {"lost": True}, [{"n": 1}]),

@@ -22,7 +22,8 @@ from procstore.storage.sqlite import lock, schema
 from procstore.storage.sqlite.changes import ChangeWatcher
 from procstore.storage.sqlite.connections import connect, connect_read_only
 from procstore.storage.sqlite.reads import Reader
-from procstore.storage.sqlite.writer import (
+from procstore.storage.sqlite.writer import Writer, WriteStats, now
+from procstore.storage.sqlite.writes import (
     Commit,
     CreateExecution,
     DeleteCommands,
@@ -30,9 +31,6 @@ from procstore.storage.sqlite.writer import (
     Quarantine,
     SaveProcedure,
     SetMeta,
-    Writer,
-    WriteStats,
-    now,
 )
 from procstore.storage.values import (
     canonical_version,
