@@ -22,11 +22,13 @@ from typing import Any, Literal
 from procstore import paths
 from procstore.definition import Definition, Procedure, RegionDef, StateDef, TransitionDef
 
-__all__ = ["Chart", "ChartState", "StateKind", "Transition", "build_chart"]
+__all__ = ["Chart", "ChartState", "StateKind", "Transition", "build_chart", "item_chart"]
 
 #: ``leaf``: may run an action; ``compound``: in one child at a time; ``parallel``: in every
-#: region at once; ``region``: one region of a parallel state.
-StateKind = Literal["leaf", "compound", "parallel", "region"]
+#: region at once; ``region``: one region of a parallel state; ``map``: runs its inline item
+#: states once per item of a list, as child executions (its item states are not in this chart:
+#: see `item_chart`).
+StateKind = Literal["leaf", "compound", "parallel", "region", "map"]
 
 #: A location in the document, as pydantic gives it: keys and list indexes from the top.
 Location = tuple[str | int, ...]
@@ -210,7 +212,9 @@ class Chart:
         return seen
 
 
-def build_chart(source: Procedure | Definition | Mapping[str, Any]) -> Chart:
+def build_chart(
+    source: Procedure | Definition | Mapping[str, Any], base: Location = ("definition",)
+) -> Chart:
     """The resolved chart of a procedure.
 
     Args:
@@ -218,6 +222,8 @@ def build_chart(source: Procedure | Definition | Mapping[str, Any]) -> Chart:
             read (a mapping with a ``definition``), whatever its shape: what is malformed in it
             is left out (the schema reports it), so that validation can check the rest at the
             same time. A state's `ChartState.definition` is then its raw mapping.
+        base: Where the definition is in the document (a map state's item states are under
+            the map state's ``map``): the prefix of every location.
     """
     if isinstance(source, Procedure):
         source = source.definition
@@ -230,7 +236,7 @@ def build_chart(source: Procedure | Definition | Mapping[str, Any]) -> Chart:
         states, initial = definition.get("states"), definition.get("initial_state")
     states = states if isinstance(states, Mapping) else {}
     builder = _Builder()
-    builder.add(states, None, None, ("definition", "states"))
+    builder.add(states, None, None, (*base, "states"))
     names = builder.built.keys()
     resolved = {}
     for path in builder.order:  # document order, parents first
@@ -276,6 +282,8 @@ class _Builder:
                     for region_name, region in regions.items()
                     if isinstance(region_name, str) and isinstance(region, RegionDef | Mapping)
                 )
+            elif _is_map(state):
+                kind = "map"
             elif substates is not None:
                 kind = "compound"
                 if isinstance(substates, Mapping):
@@ -297,6 +305,27 @@ class _Builder:
             path, "region", parallel, None, children, _initial(path, region), region, loc
         )
         return path
+
+
+def _is_map(state: StateDef | Mapping[str, Any]) -> bool:
+    if isinstance(state, StateDef):
+        return state.map is not None
+    return isinstance(state.get("map"), Mapping)
+
+
+def item_chart(state: ChartState) -> Chart | None:
+    """The chart of a map state's item states (their locations under the map's ``map``), or
+    ``None`` when ``state`` is no map state (or, raw, its ``map`` is not an object)."""
+    if state.kind != "map":
+        return None
+    spec = state.state.map if state.state is not None else state.definition.get("map")  # type: ignore[union-attr]
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return build_chart({"definition": spec}, base=(*state.loc, "map"))
+    return build_chart(
+        Definition(initial_state=spec.initial_state, states=spec.states), base=(*state.loc, "map")
+    )
 
 
 def _parts(state: StateDef | Mapping[str, Any]) -> tuple[Any, Mapping[Any, Any] | None]:

@@ -41,6 +41,10 @@ OUTCOMES = (SUCCESS, ERROR, TIMEOUT, DONE)
 #: (difflib's ratio: `sucess` 0.92, `Success` 0.86, `erorr` 0.8, `gone`/`done` 0.75).
 TYPO_CUTOFF = 0.8
 
+#: The kinds of the states that do work themselves (an action, a map state's items): the leaves
+#: of the state machine.
+_RUNS_WORK = ("leaf", "map")
+
 _END = ""  # the node "the execution has ended" in the progress graph
 
 
@@ -111,7 +115,7 @@ class _Checker:
             if state.kind == "region":
                 continue
             definition = _definition(state)
-            if state.kind == "leaf" and (_fallible(definition) or definition.is_failure):
+            if state.kind in _RUNS_WORK and (_fallible(definition) or definition.is_failure):
                 return True
             if definition.timeout_ms is not None and TIMEOUT not in state.events:
                 return True
@@ -122,6 +126,8 @@ class _Checker:
         state = self.chart[path]
         if state.kind == "leaf":
             return False
+        if state.kind == "map":  # when its items have ended
+            return True
         regions = state.children if state.kind == "parallel" else (path,)
         return all(any(self.chart[c].terminal for c in self.chart[r].children) for r in regions)
 
@@ -251,7 +257,7 @@ class _Checker:
         chart = self.chart
         graph: dict[str, set[str]] = {}
         for state in chart:
-            if state.kind != "leaf":
+            if state.kind not in _RUNS_WORK:
                 continue
             moves = graph.setdefault(state.path, set())
             definition = _definition(state)
@@ -260,7 +266,8 @@ class _Checker:
                 for transition in holder.transitions:
                     event = transition.event
                     if (
-                        event == DONE  # completion: see below
+                        # completion: see below (a map's own `done` is its action's success)
+                        (event == DONE and not (holder is state and state.kind == "map"))
                         or (event == TIMEOUT and not self.timed(state.path))
                         # A host may send error to a leaf itself, not to what encloses it.
                         or (event == ERROR and not can_fail and holder is not state)
@@ -281,7 +288,7 @@ class _Checker:
         """The leaves a transition enters (the other regions of a parallel state it enters
         into are left out: they can end, or not, on their own)."""
         assert transition.target is not None
-        return {p for p in self.chart.entry(transition.target) if self.chart[p].kind == "leaf"}
+        return {p for p in self.chart.entry(transition.target) if self.chart[p].kind in _RUNS_WORK}
 
     def completion(self, path: str) -> set[str]:
         """Where completing terminal `path` leads: its container's `done` transition, or the
@@ -344,6 +351,8 @@ def _definition(state: ChartState) -> StateDef:
 def _fallible(definition: StateDef) -> bool:
     """Whether the state's action can fail: host code, `fail`, or a bounded attempt."""
     action = definition.action
+    if definition.map is not None:
+        return True  # its items may fail beyond what it tolerates, its list may be missing
     if action is None:
         return False
     return isinstance(action, FunctionAction | FailAction) or action.timeout_ms is not None

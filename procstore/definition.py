@@ -18,7 +18,7 @@ field may go, reachability, allowed modules, guards) live in `procstore.validati
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -163,6 +163,60 @@ class RetryPolicy(_Schema):
         return min(self.interval_ms * self.backoff_rate**exponent, cap)
 
 
+#: The most items of one map state that run at once (its `max_concurrency` may not exceed it,
+#: and a map that sets none runs this many): each is an execution of its own.
+MAX_MAP_CONCURRENCY = 100
+#: The most items one map state takes: its list is refused (the event `error`, type
+#: `MapItemsInvalid`) when longer, so that a list in the data cannot start unbounded work.
+MAX_MAP_ITEMS = 10_000
+
+
+class MapDef(_Schema):
+    """A map state's item sub-procedure (Step Functions' Map): one child execution per item of
+    a list in the context, at most `max_concurrency` at once; the state gets `done` when every
+    item ended within the tolerated failures, otherwise `error` (type `MapFailed`)."""
+
+    items_path: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="A path to the list in the context, e.g. `$.orders` (ItemsPath)."
+    )
+    item_selector: Any = Field(
+        default=None,
+        description="A template for each item's start context (ItemSelector): keys ending in "
+        "`.$` take the value of a path; `$$.map.item` and `$$.map.index` are the item and its "
+        'index, `$` the parent\'s context. Default: `{"item": <item>, "index": <i>}`.',
+    )
+    initial_state: StateName = Field(description="The item's first state.")
+    states: Annotated[dict[StateName, StateDef], Field(min_length=1)] = Field(
+        description="The item's states, like a definition's (inline item sub-procedure)."
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=MAX_MAP_CONCURRENCY)] | None = Field(
+        default=None,
+        description="The most items running at once (MaxConcurrency); default and at most "
+        "MAX_MAP_CONCURRENCY.",
+    )
+    result: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="A context path (`$.results`) that receives the items' outputs, a list in "
+        "the items' order (ResultPath).",
+    )
+    output_path: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="Which part of an item's final context is its output (`$.total`); "
+        "default the whole context.",
+    )
+    tolerated_failures: Annotated[int, Field(ge=0, le=MAX_MAP_ITEMS)] | None = Field(
+        default=None,
+        description="How many items may fail with the map still `done` "
+        "(ToleratedFailureCount). With neither this nor the percentage, no item may fail; "
+        "with both, exceeding either fails the map.",
+    )
+    tolerated_failure_percentage: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        default=None,
+        description="The share of the items, in %, that may fail with the map still `done` "
+        "(ToleratedFailurePercentage).",
+    )
+
+
 class StateDef(_Schema):
     """One state: a *leaf* (it may run an action), a *compound* state (`initial_state` and
     `states`: it is in exactly one child at a time) or a *parallel* state (`parallel`: it is
@@ -204,6 +258,11 @@ class StateDef(_Schema):
         default=None,
         description="For a parallel state: its regions by name (at least two), all active at once.",
     )
+    map: MapDef | None = Field(
+        default=None,
+        description="For a map state: one child execution of the inline item states per item "
+        "of a list; the state gets `done` when they ended (see MapDef).",
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -221,6 +280,11 @@ class StateDef(_Schema):
     @property
     def is_leaf(self) -> bool:
         return self.states is None and self.parallel is None
+
+    @property
+    def is_map(self) -> bool:
+        """A map state: a leaf of its machine whose work is its items' child executions."""
+        return self.map is not None
 
     @property
     def is_failure(self) -> bool:

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from procstore import documents, paths
+from procstore import datapaths, documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
-from procstore.chart import Chart, ChartState, Transition, build_chart
+from procstore.chart import Chart, ChartState, Transition, build_chart, item_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
@@ -135,19 +135,36 @@ def load_document(
     # The chart's checks need every target resolved: they run once everything else passed.
     chart = build_chart(procedure)
     findings = check_chart(chart)
-    if findings.errors:
-        raise InvalidProcedure(findings.errors, source)
-    return LoadedDocument(procedure, data, source, findings.warnings, chart)
+    warnings = list(findings.warnings)
+    errors = list(findings.errors)
+    for items in _item_charts(chart):  # a map state's item states are a procedure of their own
+        found = check_chart(items)
+        errors += found.errors
+        warnings += found.warnings
+    if errors:
+        raise InvalidProcedure(errors, source)
+    return LoadedDocument(procedure, data, source, warnings, chart)
+
+
+def _item_charts(chart: Chart) -> list[Chart]:
+    """The charts of the item states of every map state in ``chart``, nested ones included."""
+    found = []
+    for state in chart:
+        items = item_chart(state)
+        if items is not None:
+            found += [items, *_item_charts(items)]
+    return found
 
 
 def _size_problems(chart: Chart) -> list[Problem]:
     """More than `MAX_STATES` states, or states nested deeper than `MAX_STATE_DEPTH` (each
     reported once, at the first level too deep)."""
-    if len(chart.states) > MAX_STATES:
+    charts = [chart, *_item_charts(chart)]
+    if sum(len(c.states) for c in charts) > MAX_STATES:
         return [
             Problem(
                 json_path(("definition", "states")),
-                f"{len(chart.states)} states: more than {MAX_STATES} (MAX_STATES)",
+                f"{sum(len(c.states) for c in charts)} states: more than {MAX_STATES} (MAX_STATES)",
             )
         ]
     return [
@@ -155,7 +172,8 @@ def _size_problems(chart: Chart) -> list[Problem]:
             json_path(state.loc),
             f"state nested more than {MAX_STATE_DEPTH} levels deep (MAX_STATE_DEPTH)",
         )
-        for state in chart
+        for each in charts
+        for state in each
         if paths.depth(state.path) == MAX_STATE_DEPTH + 1
     ]
 
@@ -268,8 +286,10 @@ def _references(
     data: Mapping[str, Any],
     actions: ActionRegistry | None,
     guards: GuardRegistry | None,
+    base: tuple[str | int, ...] = ("definition",),
 ) -> list[Problem]:
-    """`check_references` on the chart of ``data``."""
+    """`check_references` on the chart of ``data`` (whose definition is at ``base`` in the
+    document: a map state's item states are under its ``map``)."""
     definition = data.get("definition")
     if not isinstance(definition, Mapping) or not isinstance(definition.get("states"), Mapping):
         return []
@@ -278,7 +298,7 @@ def _references(
     if isinstance(initial, str) and initial not in definition["states"]:
         problems.append(
             Problem(
-                json_path(("definition", "initial_state")),
+                json_path((*base, "initial_state")),
                 f"{initial!r} is not among the states ({_names(definition['states'])})",
             )
         )
@@ -287,6 +307,8 @@ def _references(
     for state in chart:
         raw: Mapping[str, Any] = state.definition  # type: ignore[assignment]
         problems += _structure_problems(state, raw)
+        if state.kind == "map":
+            problems += _map_problems(state, raw, actions, guards)
         if state.kind == "region":
             continue
         for transition in state.transitions:
@@ -394,6 +416,45 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
                     f"{initial!r} is not a child of {state.path!r} ({_names(children)})",
                 )
             )
+    return problems
+
+
+#: The fields a map state may not have beside ``map``: its work is its items'.
+_NOT_WITH_MAP = ("action", "retry", "compensate", "outcome", "states", "parallel", "initial_state")
+
+
+def _map_problems(
+    state: ChartState,
+    data: Mapping[str, Any],
+    actions: ActionRegistry | None,
+    guards: GuardRegistry | None,
+) -> list[Problem]:
+    """A map state: nothing beside ``map`` that does work, its paths and template, and its
+    item states checked as a definition of their own (at their place in the document)."""
+    loc, spec = state.loc, data["map"]
+    problems = [
+        Problem(
+            json_path((*loc, key)),
+            f"a map state runs its item states (map); it cannot also have {key}",
+        )
+        for key in _NOT_WITH_MAP
+        if key in data
+    ]
+    where = (*loc, "map")
+    messages: list[str] = []
+    for key, settable in (("items_path", False), ("result", True), ("output_path", False)):
+        if isinstance(spec.get(key), str):
+            messages += datapaths.check_path(spec[key], json_path((*where, key)), settable=settable)
+    if "item_selector" in spec:
+        messages += datapaths.check_template(
+            spec["item_selector"], json_path((*where, "item_selector"))
+        )
+    for message in messages:
+        at, _, text = message.partition(": ")
+        problems.append(Problem(at, text))
+    items = item_chart(state)
+    if items is not None and isinstance(spec.get("states"), Mapping):
+        problems += _references(items, {"definition": spec}, actions, guards, where)
     return problems
 
 
