@@ -22,13 +22,16 @@ from transitions.extensions.asyncio import (
     NestedAsyncState,
 )
 
-from procstore import paths
+from procstore import datapaths, paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
 from procstore.chart import Chart, ChartState, StateKind, build_chart
 from procstore.clock import SYSTEM, Clock
 from procstore.definition import (
+    MAX_MAP_CONCURRENCY,
     Action,
+    Definition,
     LogAction,
+    MapDef,
     Procedure,
     RetryPolicy,
     TransitionDef,
@@ -109,6 +112,88 @@ class CompiledAction:
     log_message: str | None
 
 
+#: Between a procedure's name and a map state's path in the name of the procedure its items
+#: run (``orders#fan_out``): a character procedure names cannot contain, so no registered
+#: procedure can take that name.
+ITEM_SEPARATOR = "#"
+
+
+def item_procedure_name(procedure: str, path: str) -> str:
+    """The name of the procedure the items of map state ``path`` of ``procedure`` run."""
+    return f"{procedure}{ITEM_SEPARATOR}{path}"
+
+
+def item_procedures(procedure: Procedure) -> list[Procedure]:
+    """The procedures the map states of ``procedure`` run per item (nested ones too), each
+    named by `item_procedure_name`, with ``procedure``'s version. Their states were validated
+    with ``procedure``'s document."""
+    found = []
+    for path, state in build_chart(procedure).states.items():
+        spec = state.state.map if state.state is not None else None
+        if spec is None:
+            continue
+        item = Procedure.model_construct(
+            name=item_procedure_name(procedure.name, path),
+            version=procedure.version,
+            description=None,
+            definition=Definition(initial_state=spec.initial_state, states=spec.states),
+        )
+        found += [item, *item_procedures(item)]
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class MapPlan:
+    """What a map state runs: one child execution of ``procedure`` per item.
+
+    Attributes:
+        procedure: The item procedure's name (`item_procedure_name`); its version is the
+            parent's.
+        items: Where the list is.
+        selector: The template of an item's start context, or ``None`` for the default.
+        max_concurrency: The most children running at once.
+        result: Where the outputs go, in the items' order, or ``None``.
+        output: Which part of a child's final context is its output (``None``: all of it).
+        tolerated_failures: The failures allowed (count), or ``None``.
+        tolerated_percentage: The failures allowed (% of the items), or ``None``.
+    """
+
+    procedure: str
+    items: datapaths.DataPath
+    selector: Any
+    max_concurrency: int
+    result: datapaths.DataPath | None
+    output: datapaths.DataPath | None
+    tolerated_failures: int | None
+    tolerated_percentage: float | None
+
+    def over_tolerance(self, failures: int, count: int) -> bool:
+        """Whether ``failures`` of ``count`` items fail the map (Step Functions: either
+        threshold exceeded; with none set, any failure)."""
+        count_limit, share = self.tolerated_failures, self.tolerated_percentage
+        if count_limit is None and share is None:
+            return failures > 0
+        if count_limit is not None and failures > count_limit:
+            return True
+        return share is not None and count > 0 and failures * 100 > share * count
+
+
+def _map_plan(procedure: str, path: str, spec: MapDef) -> MapPlan:
+    def optional(text: str | None) -> datapaths.DataPath | None:
+        return datapaths.parse_path(text) if text is not None else None
+
+    return MapPlan(
+        procedure=item_procedure_name(procedure, path),
+        items=datapaths.parse_path(spec.items_path),
+        selector=spec.item_selector,
+        max_concurrency=spec.max_concurrency or MAX_MAP_CONCURRENCY,
+        result=optional(spec.result),
+        output=optional(spec.output_path),
+        tolerated_failures=spec.tolerated_failures,
+        tolerated_percentage=spec.tolerated_failure_percentage,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StatePlan:
     """What a state means to the runtime.
@@ -123,6 +208,7 @@ class StatePlan:
         terminal: No transitions: completing it completes its container.
         failure: A terminal leaf whose ``outcome`` is ``failure``.
         events: The events of the state's own transitions.
+        map: A map state's items (its kind is ``map``).
     """
 
     path: str
@@ -137,10 +223,17 @@ class StatePlan:
     terminal: bool
     failure: bool
     events: frozenset[str]
+    map: MapPlan | None = None
 
     @property
     def name(self) -> str:
         return self.path
+
+    @property
+    def works(self) -> bool:
+        """A leaf of the machine: a leaf state or a map state (its items are not states of
+        this machine)."""
+        return self.kind in ("leaf", "map")
 
 
 class _Sequential:
@@ -331,9 +424,12 @@ def _compile_action(
     )
 
 
-def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan:
+def _plan(
+    state: ChartState, actions: ActionRegistry, clock: Clock, procedure: str = ""
+) -> StatePlan:
     """What ``state`` means to the runtime: its place in the chart and its compiled actions."""
     definition = state.state  # None for a region
+    spec = definition.map if definition is not None else None
     timeout_ms = definition.timeout_ms if definition is not None else None
     return StatePlan(
         path=state.path,
@@ -354,6 +450,7 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
         terminal=state.terminal,
         failure=definition is not None and definition.is_failure,
         events=state.events,
+        map=_map_plan(procedure, state.path, spec) if spec is not None else None,
     )
 
 
@@ -427,7 +524,10 @@ def compile_procedure(
     return CompiledProcedure(
         procedure=procedure,
         machine=machine,
-        states={path: _plan(state, actions, clock) for path, state in chart.states.items()},
+        states={
+            path: _plan(state, actions, clock, procedure.name)
+            for path, state in chart.states.items()
+        },
         flat=flat,
         entries={path: chart.entry(path) for path in chart.states},
         order={path: i for i, path in enumerate(chart.states)},

@@ -17,6 +17,7 @@ from procstore.errors import ExecutionDamaged, ExecutionNotFound
 from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution, is_busy, restore_execution, wind_down
+from procstore.runtime.items import Spawner
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import QUARANTINED, RUNNING, Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
@@ -117,6 +118,7 @@ class Handles:
         self.running: dict[str, Execution] = {}
         self._tracked: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
         self._declined: set[str] = set()  # not adopted for want of host code (warned once)
+        self.spawner: Spawner | None = None  # how map states start their items (the store's)
 
     def __len__(self) -> int:
         """How many executions are tracked (alive, or referenced by someone)."""
@@ -157,7 +159,7 @@ class Handles:
                 return live
         try:
             execution = await _restore(
-                stored, self._registry, backend, self.running, resume, frozen
+                stored, self._registry, backend, self.running, resume, frozen, self.spawner
             )
         except ExecutionDamaged as damaged:
             if resume:
@@ -304,6 +306,7 @@ async def _restore(
     running: dict[str, Execution],
     resume: bool,
     frozen: str,
+    spawner: Spawner | None = None,
 ) -> Execution:
     """``Handles.restore`` but for the tracking and the quarantine."""
     reason = stored.reason or _cannot_restore(stored, registry)
@@ -319,6 +322,7 @@ async def _restore(
                 resume=resume,
                 running=running,
                 frozen=frozen,
+                spawner=spawner,
             )
         except Exception as exc:  # whatever a damaged snapshot makes restoring raise
             reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"

@@ -12,7 +12,12 @@ from packaging.version import InvalidVersion, Version
 from procstore.actions import ActionNotAllowed, ActionRegistry
 from procstore.chart import build_chart
 from procstore.clock import Clock
-from procstore.compiler import CompiledProcedure, compile_procedure
+from procstore.compiler import (
+    ITEM_SEPARATOR,
+    CompiledProcedure,
+    compile_procedure,
+    item_procedures,
+)
 from procstore.definition import FunctionAction, Procedure
 from procstore.errors import ProcedureNotFound, VersionConflict
 from procstore.guards import GuardRegistry
@@ -43,6 +48,9 @@ class ProcedureRegistry:
         self._where = where
         self._clock = clock
         self._procedures: dict[tuple[str, Version], CompiledProcedure] = {}
+        # The procedures the map states of those run per item (named parent#state), derived
+        # from their documents: never listed nor stored of their own.
+        self._items: dict[tuple[str, Version], CompiledProcedure] = {}
         # Stored procedure versions that cannot be loaded, by (name, version as stored): why.
         self._quarantined: dict[tuple[str, str], str] = {}
 
@@ -130,6 +138,10 @@ class ProcedureRegistry:
         """Register a compiled procedure version (``registered`` has found no conflict)."""
         procedure = compiled.procedure
         self._procedures[(procedure.name, procedure.parsed_version)] = compiled
+        for item in item_procedures(procedure):
+            self._items[(item.name, item.parsed_version)] = compile_procedure(
+                item, self._actions, self._guards, clock=self._clock
+            )
 
     def registered(self, procedure: Procedure) -> Procedure | None:
         """The registered procedure of the same name and version, if its content is the same.
@@ -171,6 +183,11 @@ class ProcedureRegistry:
         Raises:
             ProcedureNotFound: no such name or version (saying so if it is quarantined).
         """
+        if ITEM_SEPARATOR in name and version is not None:
+            item = self._items.get((name, Version(version)))
+            if item is None:
+                raise ProcedureNotFound(f"no item procedure {name!r} version {version!r}")
+            return item
         if version is None:
             versions = [v for (n, v) in self._procedures if n == name]
             if not versions:

@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypedDict, cast, overload
 from typing_extensions import TypeVar, Unpack
 
 from procstore.actions import ActionRegistry
+from procstore.children import StoreSpawner
 from procstore.clock import SYSTEM, Clock
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
 from procstore.guards import GuardRegistry
@@ -215,6 +216,8 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         self._guards = GuardRegistry()
         self._registry = ProcedureRegistry(self._actions, self._guards, self._where, clock)
         self._executions = Handles(self._registry, self._where)
+        self._spawner = StoreSpawner(self)  # map states' items: child executions of this store
+        self._executions.spawner = self._spawner
         self._runner = Runner(self._executions, self._registry, self._where, concurrency, clock)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -354,7 +357,13 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         journal = journal_for(backend, execution_id, compiled.procedure)
         running = self._executions.running
         execution = await start_execution(
-            compiled, execution_id, start_context, auto=auto, journal=journal, running=running
+            compiled,
+            execution_id,
+            start_context,
+            auto=auto,
+            journal=journal,
+            running=running,
+            spawner=self._spawner,
         )
         self._executions.track(execution)
         return cast(H, execution)

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import procstore.runtime.items as items
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
+from procstore.runtime.items import Spawner
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
@@ -388,6 +390,7 @@ async def start_execution(
     journal: Journal | None = None,
     running: dict[str, Execution] | None = None,
     hold: bool = False,
+    spawner: Spawner | None = None,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
     a terminal state); with a journal, it is stored before any of its actions runs.
@@ -395,7 +398,7 @@ async def start_execution(
     With ``hold`` (a client's start, with a journal), it is stored and nothing of it runs
     here: the handle is frozen at its first snapshot, for whoever runs the store's executions
     to resume it from there."""
-    run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running)
+    run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running, spawner)
     execution = Execution(run)
     async with run.writer.lock:  # its steps wait for this before running anything
         async with run.fire_lock:
@@ -426,6 +429,7 @@ def restore_execution(
     resume: bool,
     running: dict[str, Execution] | None = None,
     frozen: str = "read-only: it was loaded from a read-only store",
+    spawner: Spawner | None = None,
 ) -> Execution:
     """Rebuild a stored execution; with ``resume``, an unfinished one carries on here;
     without, the handle of an unfinished one is ``frozen`` for that reason.
@@ -433,7 +437,7 @@ def restore_execution(
     Raises:
         ValueError, KeyError, TypeError: the stored checkpoint is damaged (nothing of it runs).
     """
-    run = Run(compiled, execution_id, RunState.fresh({}, False), journal, None)
+    run = Run(compiled, execution_id, RunState.fresh({}, False), journal, None, spawner)
     run.restore(snapshot, records)
     if resume and run.state.status is Status.RUNNING:
         run.registry = running
@@ -467,3 +471,5 @@ def _resume(run: Run) -> None:
             steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
         elif plan.action is not None and not leaf.acted:
             steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
+        elif plan.map is not None:  # re-attaches to the items it started
+            steps.start(run, path, items.run_map, run, plan)

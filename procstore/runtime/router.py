@@ -23,6 +23,7 @@ from collections import ChainMap
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import procstore.runtime.items as items
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
@@ -88,7 +89,7 @@ class Router:
     def active_leaves(self) -> list[str]:
         if self.compiled.flat:
             return [self.fsm_state]
-        return [p for p in self.run.state.active if self.plans[p].kind == "leaf"]
+        return [p for p in self.run.state.active if self.plans[p].works]
 
     def handled_within(self, path: str, event: str) -> bool:
         """Whether ``path`` or one of its ancestors has a transition on ``event``."""
@@ -106,7 +107,7 @@ class Router:
     def enter_initial(self) -> None:
         """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
         entry = self.compiled.initial_entry
-        self.set_configuration([p for p in entry if self.plans[p].kind == "leaf"])
+        self.set_configuration([p for p in entry if self.plans[p].works])
         for path in entry:
             self.on_state_entered(path, None)
 
@@ -128,11 +129,13 @@ class Router:
         if plan.timeout_s is not None:
             state.deadlines[path] = run.clock.time() + plan.timeout_s
             timers.arm(run, path)
-        if plan.kind == "leaf":
+        if plan.works:
             # A new visit knows nothing of the last one; its record is made when needed.
             state.leaves.pop(path, None)
             if plan.action is not None:
                 steps.start(run, path, steps.run_step, run, plan)
+            elif plan.map is not None:
+                steps.start(run, path, items.run_map, run, plan)
             elif plan.terminal:
                 state.internal.append((path, plan.failure))
 
@@ -163,7 +166,7 @@ class Router:
         if guard.uses_context:
             argument: Any = state.context
         else:
-            source = guard.source if self.plans[guard.source].kind == "leaf" else self._origin
+            source = guard.source if self.plans[guard.source].works else self._origin
             leaf = state.leaves.get(source) if source is not None else None
             names = {
                 "result": leaf.result if leaf is not None else None,
@@ -287,7 +290,7 @@ class Router:
     def _is_complete(self, path: str) -> bool:
         plan = self.plans[path]
         state = self.run.state
-        if plan.kind == "leaf":
+        if plan.works:
             leaf = state.leaves.get(path)
             return leaf is not None and leaf.done
         if plan.kind == "parallel":

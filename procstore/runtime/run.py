@@ -33,6 +33,7 @@ from procstore.snapshot import RecordKind, Status
 
 if TYPE_CHECKING:
     from procstore.runtime.execution import Execution
+    from procstore.runtime.items import Spawner
 
 __all__ = ["Run"]
 
@@ -58,6 +59,7 @@ class Run:
         "registry",
         "router",
         "send_lock",
+        "spawner",
         "state",
         "tasks",
         "timers",
@@ -72,6 +74,7 @@ class Run:
         state: RunState,
         journal: Journal | None,
         running: dict[str, Execution] | None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.id = execution_id
         self.compiled = compiled
@@ -95,6 +98,7 @@ class Run:
         self.invoking = 0  # actions (attempts, compensations) running now
         self.winding_down = False  # the store is stopping: no new action starts
         self.router = Router(self)
+        self.spawner = spawner  # how its map states start their items (the store's)
 
     # -- what the parts ask ---------------------------------------------------------------------
 
@@ -173,7 +177,7 @@ class Run:
         Raises:
             ValueError: the checkpoint is damaged or names states the procedure does not have.
         """
-        leaves = {path for path, plan in self.plans.items() if plan.kind == "leaf"}
+        leaves = {path for path, plan in self.plans.items() if plan.works}
         state, configuration = RunState.restore(snapshot, leaves)
         leaf_configuration = configuration if isinstance(configuration, list) else [configuration]
         named = {*state.active, *map(str, leaf_configuration), *state.leaves, *state.completed}

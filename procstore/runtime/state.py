@@ -21,12 +21,51 @@ from typing import Any
 from procstore.jsondata import stand_in
 from procstore.snapshot import Status
 
-__all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
+__all__ = ["CHECKPOINT_FORMAT", "LeafState", "MapProgress", "RunState"]
 
 #: The format of the checkpoints this procstore writes. 0 (no ``format`` key) kept each kind of
 #: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``; 2 adds
 #: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1).
 CHECKPOINT_FORMAT = 2
+
+
+@dataclass(slots=True)
+class MapProgress:
+    """Where a map state's items stand (in its `LeafState`, stored with every commit), so that
+    after a crash it re-attaches to the children it started instead of starting them again.
+
+    Attributes:
+        count: How many items its list has.
+        started: How many items were given a child (they are started in order, from 0).
+        children: The child execution of each item started and not ended, by index.
+        outputs: The output of each item that completed, by index.
+        failed: The error of each item that failed, by index.
+    """
+
+    count: int
+    started: int = 0
+    children: dict[int, str] = field(default_factory=dict)
+    outputs: dict[int, Any] = field(default_factory=dict)
+    failed: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "started": self.started,
+            "children": {str(i): child for i, child in self.children.items()},
+            "outputs": {str(i): output for i, output in self.outputs.items()},
+            "failed": {str(i): error for i, error in self.failed.items()},
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> MapProgress:
+        return cls(
+            count=int(data["count"]),
+            started=int(data["started"]),
+            children={int(i): str(child) for i, child in data["children"].items()},
+            outputs={int(i): output for i, output in data["outputs"].items()},
+            failed={int(i): dict(error) for i, error in data["failed"].items()},
+        )
 
 
 @dataclass(slots=True)
@@ -43,6 +82,7 @@ class LeafState:
         done: A terminal leaf whose work has completed.
         result: The last result of its action (guards' `result`).
         error: The last error of its action (guards' `error`).
+        map: A map state's items, once it has read its list.
     """
 
     attempt: int | None = None
@@ -54,6 +94,7 @@ class LeafState:
     done: bool = False
     result: Any = None
     error: dict[str, str] | None = None
+    map: MapProgress | None = None
 
     def to_data(self) -> dict[str, Any]:
         """The stored form: only what differs from a fresh leaf (an attempt in flight is
@@ -75,6 +116,8 @@ class LeafState:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
+        if self.map is not None:
+            data["map"] = self.map.to_data()
         return data
 
     @classmethod
@@ -89,6 +132,7 @@ class LeafState:
             done=bool(data.get("done", False)),
             result=data.get("result"),
             error=dict(data["error"]) if data.get("error") is not None else None,
+            map=MapProgress.from_data(data["map"]) if data.get("map") is not None else None,
         )
 
 
