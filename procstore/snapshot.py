@@ -69,6 +69,7 @@ class RecordKind(enum.StrEnum):
     FINISHED = "finished"
     INTERNAL_ERROR = "internal_error"
     RECEIVED = "received"
+    ITEM = "item"
 
 
 class _Frozen(BaseModel):
@@ -124,6 +125,10 @@ class HistoryRecord(_Frozen):
       `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows); a
       command that could not be applied has `message` `refused: <why>` and changed nothing
       else. One record per command, whatever crashes in between.
+    - `item`: an item of map state `state` started (`target` is its child execution's id) or
+      ended (`status` says how); `result` is `{"index", "count", "done", "failed"}`: the
+      item's index, how many items the list has, and how many have completed and failed so
+      far.
 
     New kinds may be added: skip the ones you do not know.
 

@@ -125,14 +125,14 @@ class _Renderer:
     def entry(self, state: StateNode) -> str:
         if state.kind == "parallel":
             return f"e_{state.id}"
-        if state.kind in ("compound", "region"):
+        if state.kind in ("compound", "region", "map"):
             return f"i_{state.id}"
         return state.id
 
     def exit(self, state: StateNode) -> str:
         if state.kind == "parallel":
             return f"x_{state.id}"
-        if state.kind in ("compound", "region"):
+        if state.kind in ("compound", "region", "map"):
             for child in state.children:
                 if child.terminal:
                     return self.exit(child)
@@ -191,6 +191,17 @@ class _Renderer:
                 sub.edge(entry, self.entry(region), style="invis")
                 sub.edge(self.exit(region), exit_, style="invis")
             return
+        if state.kind == "map":
+            # The stack marker: the item states in a second box just inside the first, like a
+            # pile of cards (Graphviz draws a cluster with one border at most).
+            with sub.subgraph(name=f"cluster_stack_{state.id}") as stack:
+                stack.attr(label="", style="rounded", color=INK, penwidth="1", margin="6")
+                self.children_body(stack, state)
+            return
+        self.children_body(sub, state)
+
+    def children_body(self, sub: graphviz.Digraph, state: StateNode) -> None:
+        """A compound state's (or a map's items') initial marker and children."""
         marker = f"i_{state.id}"
         sub.node(marker, **_INITIAL)
         self.scope(sub, state.children)

@@ -128,7 +128,13 @@ def cluster_label(state: StateNode, overlaid: bool) -> str:
     title = f'<FONT POINT-SIZE="12"><B>{h(state.name)}</B></FONT>'
     if state.kind == "parallel":
         title += small("  ‖ parallel", MUTED, italic=True)
+    if state.kind == "map":
+        title += small("  map: once per item", MUTED, italic=True)
     rows = [title]
+    if state.map is not None:
+        rows.append(small(state.map))
+    if overlaid and state.items is not None:
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="{ACTIVE_LINE}"><B>{h(state.items)}</B></FONT>')
     if state.timeout_ms is not None:
         rows.append(small(f"state timeout {format_ms(state.timeout_ms)}"))
     rows += overlay_rows(state, overlaid)

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from procstore import paths
-from procstore.chart import Chart, Transition, build_chart
-from procstore.definition import Procedure, TransitionDef
+from procstore.chart import Chart, Transition, build_chart, item_chart
+from procstore.definition import MapDef, Procedure, TransitionDef
 from procstore.describe import describe_action, describe_compensation, describe_retry, format_ms
 from procstore.diagrams.model import (
     Box,
@@ -123,40 +123,52 @@ class _Ids:
 class _Builder:
     """The diagram's nodes and edges, from the procedure's chart."""
 
-    def __init__(self, chart: Chart) -> None:
+    def __init__(self, chart: Chart, ids: _Ids | None = None, prefix: str | None = None) -> None:
         self.chart = chart
-        self.ids = _Ids()
+        self.ids = ids or _Ids()
+        # A map state's item states are drawn inside it: their paths go under its path.
+        self.prefix = prefix
+        self.items: dict[str, _Builder] = {}  # the builders of the map states' item states
+
+    def full(self, path: str | None) -> str | None:
+        """``path`` (of this builder's chart) as a path of the diagram."""
+        if path is None or self.prefix is None:
+            return path
+        return paths.join(self.prefix, path)
 
     def node(self, path: str) -> StateNode:
         """The node of ``path`` with its children. Ids are handed out in a fixed order (a
         region before its children, a state after them), so clashes resolve the same way."""
         state = self.chart[path]
         if state.kind == "region":
-            node_id = self.ids(path)
+            node_id = self.ids(str(self.full(path)))
             return StateNode(
-                path=path,
+                path=str(self.full(path)),
                 name=state.name,
                 id=node_id,
                 kind="region",
-                parent=state.parent,
-                initial=state.initial,
+                parent=self.full(state.parent),
+                initial=self.full(state.initial),
                 children=tuple(self.node(child) for child in state.children),
             )
         children = tuple(self.node(child) for child in state.children)
         definition = state.state
         assert definition is not None
+        items = item_chart(state)
+        if items is not None and definition.map is not None:
+            return self.map_node(path, definition.map, items)
         outcome: Outcome | None = None
         if state.terminal:
             outcome = "failure" if definition.outcome == "failure" else "success"
         action, compensate = definition.action, definition.compensate
         return StateNode(
-            path=path,
+            path=str(self.full(path)),
             name=state.name,
-            id=self.ids(path),
+            id=self.ids(str(self.full(path))),
             kind=state.kind,
-            parent=state.parent,
+            parent=self.full(state.parent) or self.prefix,
             description=definition.description,
-            initial=state.initial if state.kind == "compound" else None,
+            initial=self.full(state.initial) if state.kind == "compound" else None,
             children=children,
             action=None if action is None else describe_action(action),
             action_timeout_ms=None if action is None else action.timeout_ms,
@@ -167,18 +179,41 @@ class _Builder:
             outcome=outcome,
         )
 
+    def map_node(self, path: str, spec: MapDef, items: Chart) -> StateNode:
+        """A map state: a box around its item states, which a builder of their own draws."""
+        state, full = self.chart[path], str(self.full(path))
+        inner = self.items[path] = _Builder(items, self.ids, full)
+        children = tuple(inner.node(child) for child in items.top_level)
+        outcome: Outcome | None = "success" if state.terminal else None
+        definition = state.state
+        assert definition is not None
+        return StateNode(
+            path=full,
+            name=state.name,
+            id=self.ids(full),
+            kind="map",
+            parent=self.full(state.parent) or self.prefix,
+            description=definition.description,
+            initial=paths.join(full, spec.initial_state),
+            children=children,
+            timeout_ms=definition.timeout_ms,
+            terminal=state.terminal,
+            outcome=outcome,
+            map=describe_map(spec),
+        )
+
     def target(self, transition: Transition) -> str:
         """Where ``transition`` is drawn to: its target, or — when it does not resolve — an
         ambiguous name's sibling (validation rejects it anyway), else the name as written (a
         "missing" node)."""
         if transition.target is not None:
-            return transition.target
+            return str(self.full(transition.target))
         written = transition.spec.target
         sibling = paths.join(paths.parent_of(transition.source), written)
         known = self.chart.states.get(sibling)
         if paths.SEPARATOR not in written and known is not None and known.kind != "region":
-            return sibling
-        return written
+            return str(self.full(sibling))
+        return str(self.full(written))
 
     def transitions(self) -> list[TransitionEdge]:
         edges = []
@@ -190,7 +225,7 @@ class _Builder:
                 seen[event] += 1
                 edges.append(
                     TransitionEdge(
-                        source=state.path,
+                        source=str(self.full(state.path)),
                         target=self.target(transition),
                         event=event,
                         guards=_guards(transition.spec),
@@ -200,7 +235,23 @@ class _Builder:
                         order=seen[event] if per_event[event] > 1 else None,
                     )
                 )
+            if state.path in self.items:
+                edges += self.items[state.path].transitions()
         return edges
+
+
+def describe_map(spec: MapDef) -> str:
+    """A map state's items in a few words: ``each of $.orders · 2 at once · → $.results``."""
+    parts = [f"each of {spec.items_path}"]
+    if spec.max_concurrency is not None:
+        parts.append(f"{spec.max_concurrency} at once")
+    if spec.tolerated_failures is not None:
+        parts.append(f"≤{spec.tolerated_failures} failures")
+    if spec.tolerated_failure_percentage is not None:
+        parts.append(f"≤{spec.tolerated_failure_percentage:g}% failures")
+    if spec.result is not None:
+        parts.append(f"→ {spec.result}")
+    return " · ".join(parts)
 
 
 def _boxes(
@@ -240,7 +291,7 @@ def extract(procedure: Procedure | Document) -> Diagram:
     builder = _Builder(build_chart(procedure))
     states = [builder.node(path) for path in builder.chart.top_level]
     transitions = builder.transitions()
-    known = set(builder.chart.states)
+    known = {node.path for top in states for node in top.walk()}  # map items included
     for edge in transitions:
         if edge.target not in known:
             known.add(edge.target)

@@ -158,11 +158,21 @@ class _Writer:
         for child in children:
             if child.path in self.undo:
                 self.note(child, depth)
+            if child.kind == "map":
+                self.map_note(child, depth)
 
     def note(self, state: StateNode, depth: int) -> None:
         """``undo k/n ← compensate: fn``: the compensation and its place in the rollback."""
         k, n = self.undo[state.path] + 1, len(self.undo)
         text = f"undo {k}/{n} ← {state.compensate}"
+        self.emit(depth, f"note right of {state.id} : {escape(text)}")
+
+    def map_note(self, state: StateNode, depth: int) -> None:
+        """``map: each of $.orders · 2 at once`` (and, overlaid, ``3/10 done``): Mermaid
+        has no stacked box, so a note says that the box runs once per item."""
+        text = f"map: {state.map}"
+        if self.overlaid and state.items is not None:
+            text += f" · {state.items}"
         self.emit(depth, f"note right of {state.id} : {escape(text)}")
 
     def transition(self, edge: TransitionEdge, depth: int) -> None:

@@ -107,6 +107,9 @@ class StateNode:
         boxes: The boxes the state is drawn as when it is drawn more than once (a terminal leaf
             entered from many states: see :class:`Box`), its own box first; empty when it is
             drawn once. Renderers that draw every state once (Mermaid) ignore them.
+        map: A map state's items in a few words (``each of $.orders · 2 at once``); its
+            children are its item states (paths under the map state's).
+        items: Overlay: where a map state's items stand (``3/10 done, 1 failed``).
     """
 
     path: str
@@ -133,6 +136,8 @@ class StateNode:
     compensated: int = 0
     compensation_failed: bool = False
     boxes: tuple[Box, ...] = ()
+    map: str | None = None
+    items: str | None = None
 
     def drawn_as(self, box: Box) -> StateNode:
         """The state as ``box`` shows it: the box that carries the overlay (:attr:`Box.marked`)
@@ -159,8 +164,8 @@ class StateNode:
 
     @property
     def is_cluster(self) -> bool:
-        """Drawn as a box around its children (compound, parallel, region)."""
-        return self.kind in ("compound", "parallel", "region")
+        """Drawn as a box around its children (compound, parallel, region, map)."""
+        return self.kind in ("compound", "parallel", "region", "map")
 
     def walk(self) -> Iterator[StateNode]:
         """This state, then every state inside it, depth first in document order."""

@@ -138,6 +138,25 @@ def _ancestors(path: str) -> Iterable[str]:
         parent = paths.parent_of(parent)
 
 
+def _items(history: tuple[HistoryRecord, ...]) -> dict[str, str]:
+    """Where each map state's items stand, from its last `item` record: ``3/10 done, 1
+    failed`` (and how many run, while some do)."""
+    latest: dict[str, Any] = {}
+    for record in history:
+        if record.kind == "item" and record.state is not None and isinstance(record.result, dict):
+            latest[record.state] = record.result
+        elif record.kind == "entered" and record.state is not None:
+            latest.pop(record.state, None)  # a new visit starts from none
+    notes = {}
+    for state, counts in latest.items():
+        count, done, failed = counts.get("count", 0), counts.get("done", 0), counts.get("failed", 0)
+        note = f"{done}/{count} done"
+        if failed:
+            note += f", {failed} failed"
+        notes[state] = note
+    return notes
+
+
 def _active_paths(snapshot: ExecutionState) -> list[str]:
     """The execution's current state, then its active states (when the snapshot has them)."""
     raw_active = getattr(snapshot, "active", None)
@@ -196,6 +215,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
         if r.kind == "compensation" and r.error is not None and r.state is not None
     }
     errors = _errors(history)
+    items = _items(history)
 
     edges = list(diagram.transitions)
     fired, last_box = _fired(history, edges)
@@ -237,6 +257,7 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
             compensated=compensated.get(path, 0),
             compensation_failed=path in compensation_failed,
             boxes=boxes(state, visited),
+            items=items.get(path) if state.kind == "map" else None,
         )
 
     return dataclasses.replace(

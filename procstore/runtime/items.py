@@ -152,7 +152,7 @@ class _Items:
             fresh.append(index)
             # A record, so that the flush commits the id with it.
             run.log(
-                RecordKind.LOG, state=self.plan.path, message=f"item {index}: execution {child}"
+                RecordKind.ITEM, state=self.plan.path, target=child, result=_counts(progress, index)
             )
         if fresh:
             await run.flush()
@@ -232,12 +232,17 @@ def _record(
             "type": "ItemFailed",
             "message": f"item {index} (execution {child}) ended {end.status.value}",
         }
-    done, failed = len(progress.outputs), len(progress.failed)
-    run.log(
-        RecordKind.LOG,
-        state=plan.path,
-        message=f"item {index} {end.status.value}: {done}/{progress.count} done, {failed} failed",
-    )
+    run.log(RecordKind.ITEM, state=plan.path, status=end.status, result=_counts(progress, index))
+
+
+def _counts(progress: MapProgress, index: int) -> dict[str, int]:
+    """An `item` record's ``result``: the item, and where the map's items stand."""
+    return {
+        "index": index,
+        "count": progress.count,
+        "done": len(progress.outputs),
+        "failed": len(progress.failed),
+    }
 
 
 async def _cancel_children(spawner: Spawner, progress: MapProgress) -> None:
