@@ -33,6 +33,7 @@ SECTIONS = {
     "RegionDef": "Regions",
     "TransitionDef": "Transitions",
     "RetryPolicy": "Retry policy",
+    "MapDef": "Map states",
 }
 #: Where every action model (one with a ``type`` constant) is documented.
 ACTIONS_SECTION = "Actions"
