@@ -92,7 +92,8 @@ class ProcedureRegistry:
         allowed or not found), checked without running any host code; ``None`` when nothing
         is missing. An execution resumed without it would fail its next step for good."""
         procedure = self.compiled(name, version).procedure
-        for node in build_chart(procedure):
+        charts = [build_chart(item) for item in (procedure, *item_procedures(procedure))]
+        for node in (node for chart in charts for node in chart):
             state = node.state
             if state is None:
                 continue

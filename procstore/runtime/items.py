@@ -247,7 +247,8 @@ def _counts(progress: MapProgress, index: int) -> dict[str, int]:
 
 async def _cancel_children(spawner: Spawner, progress: MapProgress) -> None:
     for child in list(progress.children.values()):
-        with contextlib.suppress(StoreError):  # it may be held elsewhere: it ends on its own
+        # Held elsewhere, or gone: it ends on its own.
+        with contextlib.suppress(StoreError, LookupError):
             await spawner.cancel_child(child)
 
 

@@ -4,11 +4,31 @@ collected in order, failures tolerated per policy, and the items resumed after a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from procstore import ProcedureStore, Status
+from procstore.actions import ActionRegistry
+from procstore.clock import SYSTEM
+from procstore.guards import GuardRegistry
+from procstore.registry import ProcedureRegistry
+from procstore.storage import StoredProcedure
+from tests import postgres
+from tests.clock import ManualClock
 from tests.conftest import Gate, make_doc, records, wait_until, within
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new, empty store: an SQLite file, or a PostgreSQL database on the test server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'procstore.db'}"
+        return
+    async with postgres.database(request.getfixturevalue("postgres_server")) as database:
+        yield database
 
 
 def map_doc(
@@ -192,10 +212,51 @@ async def test_cancelling_the_parent_cancels_its_running_items(store: ProcedureS
     assert {s.status for s in items} == {Status.CANCELLED}
 
 
-async def test_a_crash_mid_map_resumes_the_items_without_running_finished_ones_again(
-    tmp_path: Path,
+async def test_rolling_back_the_parent_cancels_its_running_items(store: ProcedureStore) -> None:
+    gate = Gate()
+    store.register_action("app.work", gate.action)
+    await store.register(map_doc())
+    execution = await store.start("orders", context={"orders": [1]}, auto=True)
+    await within(gate.started.wait())
+    await within(execution.rollback())
+    await wait_until(lambda: gate.cancelled)
+    (item,) = await store.executions(procedure="orders#fan")
+    assert item.status is Status.CANCELLED
+
+
+async def test_leaving_the_map_state_on_its_timeout_cancels_its_items(
+    timed_store: ProcedureStore, clock: ManualClock
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'map.db'}"
+    gate = Gate()
+    timed_store.register_action("app.work", gate.action)
+    doc = map_doc(transitions=[{"event": "timeout", "target": "end"}])
+    doc["definition"]["states"]["fan"]["timeout_ms"] = 1000
+    await timed_store.register(doc)
+    execution = await timed_store.start("orders", context={"orders": [1, 2]}, auto=True)
+    await within(gate.started.wait())
+    await clock.advance(1)
+    final = await within(execution.run_to_completion())
+    assert final.current == "end"
+    await wait_until(lambda: gate.cancelled)
+    items = await timed_store.executions(procedure="orders#fan")
+    assert {s.status for s in items} == {Status.CANCELLED}
+
+
+async def test_a_map_inside_an_items_states_runs_its_own_items(store: ProcedureStore) -> None:
+    store.register_action("app.work", double)
+    inner = map_doc(result="$.doubled", output_path="$.out")["definition"]["states"]["fan"]
+    inner["map"]["items_path"] = "$.item"
+    inner["transitions"] = [{"event": "done", "target": "ok"}]
+    outer = map_doc({"inner": inner, "ok": {}}, result="$.r", output_path="$.doubled")
+    await store.register(outer)
+    execution = await store.start("orders", context={"orders": [[1, 2], [3]]}, auto=True)
+    final = await within(execution.run_to_completion())
+    assert final.context["r"] == [[2, 4], [6]]
+
+
+async def test_a_crash_mid_map_resumes_the_items_without_running_finished_ones_again(
+    url: str,
+) -> None:
     gate = Gate()
     ran: list[int] = []
 
@@ -225,3 +286,11 @@ async def test_a_crash_mid_map_resumes_the_items_without_running_finished_ones_a
     assert final.status is Status.COMPLETED
     assert final.context["r"] == [0, 1, 2, 3]
     assert again == [2, 3]
+
+
+def test_a_stored_procedure_lacks_the_host_code_its_item_states_name() -> None:
+    registry = ProcedureRegistry(ActionRegistry([], []), GuardRegistry(), "memory", SYSTEM)
+    registry.load([StoredProcedure("orders", "1.0", map_doc())])
+    missing = registry.missing_host_code("orders", "1.0")
+    assert missing is not None and "'app.work'" in missing
+    assert registry.compiled("orders#fan", "1.0").procedure.name == "orders#fan"
