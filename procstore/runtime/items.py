@@ -173,7 +173,7 @@ class _Items:
             task.cancel()
         current = asyncio.current_task()
         cancelled = current is not None and current.cancelling() > 0
-        if self.waiting and cancelled and self.run.frozen is None:
+        if self.progress.children and cancelled and self.run.frozen is None:
             await _cancel_children(self.spawner, self.progress)
 
 

@@ -162,6 +162,27 @@ async def test_an_item_failing_without_tolerance_fails_the_map(store: ProcedureS
     assert final.current == "failed"
 
 
+async def test_the_items_still_running_when_the_map_fails_are_cancelled(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+
+    async def fail_first(context: dict[str, Any]) -> Any:
+        if context["index"] == 0:
+            await gate.started.wait()  # the other item runs: fail now
+            raise ValueError("first")
+        return await gate.action(context)
+
+    store.register_action("app.work", fail_first)
+    await store.register(map_doc(max_concurrency=2))
+    execution = await store.start("orders", context={"orders": ["a", "b"]}, auto=True)
+    final = await within(execution.run_to_completion())
+    assert final.current == "failed"
+    await wait_until(lambda: gate.cancelled)
+    items = await store.executions(procedure="orders#fan")
+    assert sorted(s.status for s in items) == [Status.CANCELLED, Status.FAILED]
+
+
 async def test_an_empty_list_completes_the_map_with_no_outputs(store: ProcedureStore) -> None:
     store.register_action("app.work", double)
     await store.register(map_doc(result="$.results"))
