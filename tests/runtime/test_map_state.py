@@ -12,6 +12,7 @@ import pytest
 
 from procstore import ProcedureStore, Status
 from procstore.actions import ActionRegistry
+from procstore.children import CHILD_POLL_SECONDS
 from procstore.clock import SYSTEM
 from procstore.guards import GuardRegistry
 from procstore.registry import ProcedureRegistry
@@ -315,3 +316,39 @@ def test_a_stored_procedure_lacks_the_host_code_its_item_states_name() -> None:
     missing = registry.missing_host_code("orders", "1.0")
     assert missing is not None and "'app.work'" in missing
     assert registry.compiled("orders#fan", "1.0").procedure.name == "orders#fan"
+
+
+async def test_a_worker_running_the_map_waits_for_an_item_another_worker_runs(
+    postgres_url: str, clock: ManualClock
+) -> None:
+    first = Gate()
+    async with ProcedureStore(postgres_url, concurrency=0) as store:
+        store.register_action("app.work", first.action)
+        await store.register(map_doc(result="$.r", output_path="$.out"))
+        execution = await store.start("orders", context={"orders": [7]}, auto=True)
+        await within(first.started.wait())  # the item runs: close (its lease is released)
+    reader = ProcedureStore(postgres_url, worker=False)
+    (item,) = [s.id for s in await reader.executions(procedure="orders#fan")]
+
+    async def item_completed() -> None:
+        while (await reader.executions(procedure="orders#fan"))[0].status is not Status.COMPLETED:
+            await asyncio.sleep(0.01)
+
+    gate = Gate(result=14)
+    async with (
+        ProcedureStore(postgres_url, concurrency=0) as items_worker,
+        ProcedureStore(postgres_url, concurrency=0, clock=clock) as map_worker,
+    ):
+        items_worker.register_action("app.work", gate.action)
+        map_worker.register_action("app.work", double)
+        await items_worker.get_execution(item)  # this worker holds the item
+        await within(gate.started.wait())
+        parent = await map_worker.get_execution(execution.id)  # that one, the map
+        await wait_until(lambda: clock.pending() == [CHILD_POLL_SECONDS])  # it polls the item
+        gate.release.set()
+        await within(item_completed(), 30)  # its end is stored
+        await clock.advance(CHILD_POLL_SECONDS)
+        final = await within(parent.run_to_completion(), 30)
+    await reader.close()
+    assert final.status is Status.COMPLETED
+    assert final.context["r"] == [14]
