@@ -160,8 +160,23 @@ class _Items:
             await self.start(index)
 
     async def start(self, index: int) -> None:
-        child = self.progress.children[index]
-        context = _start_context(self.run, self.plan, self.spec, self.items[index], index)
+        """Start item ``index`` (its id is recorded); an item whose ``item_selector`` names
+        nothing in its data fails without starting."""
+        progress = self.progress
+        child = progress.children[index]
+        try:
+            context = _start_context(self.run, self.plan, self.spec, self.items[index], index)
+        except datapaths.PathNotFound as exc:
+            del progress.children[index]
+            progress.failed[index] = {"type": "PathNotFound", "message": f"item_selector {exc}"}
+            status = Status.FAILED
+            self.run.log(
+                RecordKind.ITEM,
+                state=self.plan.path,
+                status=status,
+                result=_counts(progress, index),
+            )
+            return
         version = self.run.compiled.procedure.version
         await self.spawner.start_child(child, self.spec.procedure, version, context)
         self.waiting[asyncio.create_task(self.spawner.wait_child(child))] = index

@@ -92,6 +92,20 @@ async def test_the_item_selector_builds_each_items_start_context(store: Procedur
     assert final.context["r"] == ["north/a#0", "north/b#1"]
 
 
+async def test_an_item_whose_selector_names_nothing_fails_without_starting(
+    store: ProcedureStore,
+) -> None:
+    store.register_action("app.work", lambda c: c["order"])
+    selector = {"order.$": "$$.map.item.id"}
+    doc = map_doc(item_selector=selector, result="$.r", output_path="$.out", tolerated_failures=1)
+    await store.register(doc)
+    execution = await store.start("orders", context={"orders": [{"id": "a"}, {"no": "id"}]})
+    final = await within(execution.run_to_completion())
+    assert final.status is Status.COMPLETED
+    assert final.context["r"] == ["a", None]
+    assert len(await store.executions(procedure="orders#fan")) == 1
+
+
 async def test_no_more_items_run_at_once_than_max_concurrency(store: ProcedureStore) -> None:
     running, most = 0, 0
 
