@@ -86,7 +86,10 @@ async def run_map(run: Run, plan: StatePlan) -> None:
     error = await _Items(run, plan, spec, run.spawner, leaf.map, items).until_ended()
     if error is None and spec.result is not None:
         outputs = [leaf.map.outputs.get(i) for i in range(leaf.map.count)]
-        spec.result.put(run.state.context, outputs)
+        try:
+            spec.result.put(run.state.context, outputs)
+        except datapaths.PathNotFound as exc:  # Step Functions' States.ResultPathMatchFailure
+            error = {"type": "PathNotFound", "message": f"result {exc}"}
     await _end(run, plan, leaf, error)
 
 

@@ -226,6 +226,23 @@ async def test_an_items_path_that_names_no_list_raises_error_saying_so(
         assert records(final.history, "transition", state="fan", event="error")
 
 
+async def test_a_result_path_that_cannot_be_stored_raises_error(store: ProcedureStore) -> None:
+    store.register_action("app.work", double)
+    doc = map_doc(
+        result="$.summary.results",
+        transitions=[
+            {"event": "done", "target": "end"},
+            {"event": "error", "target": "end", "guard": "error['type'] == 'PathNotFound'"},
+        ],
+    )
+    await store.register(doc)
+    execution = await store.start("orders", context={"orders": [1], "summary": "text"})
+    final = await within(execution.run_to_completion())
+    assert final.current == "end"
+    assert records(final.history, "transition", state="fan", event="error")
+    assert not records(final.history, "internal_error")
+
+
 async def test_each_item_is_an_execution_of_the_item_procedure(store: ProcedureStore) -> None:
     store.register_action("app.work", double)
     await store.register(map_doc())
