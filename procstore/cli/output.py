@@ -148,8 +148,21 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
         return f"finished    {record.state}: {status_text(record.status)}"
     if kind == "received":
         return _received_line(record)
+    if kind == "item" and isinstance(record.result, dict):
+        return _item_line(record)
     # Any other kind (an event the state had no transition for, ...): show what it carries.
     return _fields_line(record, limit)
+
+
+def _item_line(record: HistoryRecord) -> str:
+    """An ``item`` record of a map state: ``item        fan[2] started: <id>`` or ``item
+    fan[2] completed (3/10 done, 1 failed)``."""
+    counts = record.result
+    where = f"{record.state}[{counts.get('index')}]"
+    if record.status is None:
+        return f"item        {where} started: {record.target}"
+    tally = f"{counts.get('done')}/{counts.get('count')} done, {counts.get('failed')} failed"
+    return f"item        {where} {status_text(record.status)} ({tally})"
 
 
 def _received_line(record: HistoryRecord) -> str:

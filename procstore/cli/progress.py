@@ -38,10 +38,12 @@ class Tracker:
         self.with_action = {s.path for s in chart if s.state is not None and s.state.action}
         # Leaves without transitions: a region that reached one waits for the others.
         self.terminal = {s.path for s in chart if s.kind == "leaf" and s.terminal}
+        self.maps = {s.path for s in chart if s.kind == "map"}
         self.attempt: dict[str, int] = {}
         self.acted: set[str] = set()
         self.retry_at: dict[str, float] = {}
         self.compensating = False
+        self.items: dict[str, str] = {}  # map states: where their items stand
         self.spinner = Spinner("dots", style="cyan")
         self.ended: float | None = None  # when the display first saw it finished
 
@@ -59,6 +61,9 @@ class Tracker:
             self.attempt[state] = record.attempt or 1
             self.acted.discard(state)
             self.retry_at[state] = record.at.timestamp() + (record.delay_ms or 0) / 1000
+        elif record.kind == "item" and isinstance(record.result, dict):
+            counts = record.result
+            self.items[state] = f"{counts.get('done')}/{counts.get('count')} items done"
         elif record.kind == "rollback":
             self.compensating = True
         elif record.kind == "reset":
@@ -81,6 +86,8 @@ class Tracker:
                 parts.append(f"{leaf} (attempt {attempt}{when})")
             elif leaf in self.terminal:
                 parts.append(f"{leaf} (done)")
+            elif leaf in self.maps:
+                parts.append(f"{leaf} ({self.items.get(leaf, 'starting its items')})")
             else:
                 parts.append(f"{leaf} (waiting for an event)")
         return ", ".join(parts) or execution.current

@@ -30,8 +30,11 @@ from procstore.cli.drive import Session as _Session
 from procstore.cli.exits import EXIT_CODES
 from procstore.cli.options import DEFAULT_DB
 from procstore.cli.progress import LiveOutput as _LiveOutput
+from procstore.cli.progress import Tracker
 from procstore.cli.run import run_file as _run
 from procstore.describe import TIMES
+from tests.builders import on
+from tests.conftest import Gate, within
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -1430,3 +1433,43 @@ def test_run_prints_the_warnings_once_and_runs(
 
     assert result.exit_code == 0, result.output
     assert result.output.count("warning: $.definition.states.wait.transitions[0].guard") == 1
+
+
+def test_run_prints_a_line_per_item_of_a_map_state(tmp_path: Path, db: str) -> None:
+    item = {
+        "items_path": "$.orders",
+        "initial_state": "one",
+        "states": {"one": {"action": {"type": "noop"}, "transitions": []}},
+    }
+    doc = simple_doc(
+        "fan_out",
+        start={"map": item, "transitions": [{"event": "done", "target": "done"}]},
+        done={},
+    )
+    path = write_json(tmp_path / "fan.json", doc)
+    result = invoke("run", "--db", db, str(path), "--context", '{"orders": [1, 2]}')
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^item\s+start\[0\] started: [0-9a-f]{32}$", result.output, re.MULTILINE)
+    assert re.search(r"^item\s+start\[\d\] completed \(2/2 done, 0 failed\)$", result.output, re.M)
+
+
+async def test_the_live_display_says_how_many_items_of_a_map_state_are_done() -> None:
+    gate = Gate()
+    store = ProcedureStore()
+    store.register_action("app.work", lambda c: gate.action(c) if c["item"] == 2 else None)
+    item = {
+        "items_path": "$.orders",
+        "max_concurrency": 1,
+        "initial_state": "one",
+        "states": {"one": {"action": {"type": "function", "function": "app.work"}}},
+    }
+    doc = simple_doc("fan", start={"map": item, "transitions": [on("done", "done")]}, done={})
+    procedure = await store.register(doc)
+    execution = await store.start("fan", context={"orders": [1, 2]}, auto=True)
+    await within(gate.started.wait())
+    tracker = Tracker(execution, procedure, "fan")
+    for record in execution.history:
+        tracker.update(record)
+    assert tracker.describe() == "start (1/2 items done)"
+    gate.release.set()
+    await within(execution.run_to_completion())
