@@ -120,6 +120,7 @@ class _Items:
             while True:
                 if self.spec.over_tolerance(len(progress.failed), progress.count):
                     await _cancel_children(self.spawner, progress)
+                    progress.children.clear()
                     message = (
                         f"{len(progress.failed)} of {progress.count} items failed, more than "
                         "tolerated"
@@ -193,6 +194,21 @@ class _Items:
         cancelled = current is not None and current.cancelling() > 0
         if self.progress.children and cancelled and self.run.frozen is None:
             await _cancel_children(self.spawner, self.progress)
+
+
+def left(run: Run, path: str) -> None:
+    """Map state ``path`` is being left: a task cancels the items it started, which the
+    transition lets finish (``run.exited``). Its step, if it still runs, cancels them too (see
+    `_Items.stop`), but it may not run: its time may have run out while the store was closed.
+    (Cancelling an item twice changes nothing.) Nothing is left to cancel when the step itself
+    is leaving the state: its items have ended, or it cancelled them."""
+    leaf = run.state.leaves.get(path)
+    if run.spawner is None or leaf is None or leaf.map is None:
+        return
+    if leaf.map.children:
+        progress = MapProgress(leaf.map.count, children=dict(leaf.map.children))
+        cancelling = _cancel_children(run.spawner, progress)
+        run.exited.append(asyncio.get_running_loop().create_task(cancelling))
 
 
 def _items(run: Run, spec: MapPlan) -> list[Any]:

@@ -144,6 +144,8 @@ class Router:
         state.active.discard(path)
         if run.timers:
             timers.cancel(run, path)
+        if self.plans[path].map is not None:
+            items.left(run, path)
         if run.tasks:
             steps.leave(run, path)  # leaving a state cancels what runs in it
         state.leaves.pop(path, None)

@@ -383,3 +383,29 @@ async def test_a_worker_running_the_map_waits_for_an_item_another_worker_runs(
     await reader.close()
     assert final.status is Status.COMPLETED
     assert final.context["r"] == [14]
+
+
+async def test_a_map_state_that_timed_out_while_closed_cancels_its_items(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    url = f"sqlite:///{tmp_path / 'map.db'}"
+    gate = Gate()
+    doc = map_doc(transitions=[{"event": "timeout", "target": "end"}])
+    doc["definition"]["states"]["fan"]["timeout_ms"] = 1000
+    async with ProcedureStore(url, clock=clock) as store:
+        store.register_action("app.work", gate.action)
+        await store.register(doc)
+        execution = await store.start("orders", context={"orders": [1]}, auto=True)
+        await within(gate.started.wait())
+    await clock.advance(2)  # the map state's time runs out while nothing runs it
+
+    async def item_cancelled(store: ProcedureStore) -> None:
+        while (await store.executions(procedure="orders#fan"))[0].status is not Status.CANCELLED:
+            await asyncio.sleep(0.01)
+
+    async with ProcedureStore(url, clock=clock) as store:
+        store.register_action("app.work", Gate().action)
+        await store.recover()
+        final = await within((await store.get_execution(execution.id)).run_to_completion())
+        assert final.current == "end"
+        await within(item_cancelled(store))
