@@ -15,6 +15,7 @@ from typing import Any, Final
 from procstore.asl.choice import rule_expression
 from procstore.asl.paths import Untranslatable, relative, template
 from procstore.datapaths import CONTEXT, DataPath
+from procstore.definition import MAX_MAP_CONCURRENCY
 from procstore.documents import DocumentError, check_data, json_path, parse_json
 from procstore.errors import Problem, ProcstoreError
 
@@ -35,6 +36,11 @@ END_STATE: Final = "end"
 """The terminal state added (as ``end``, ``end_2``...) for a Task or Parallel whose ``End``
 comes after a ``Catch``: in procstore a state with transitions is not terminal."""
 
+#: A Map state's tolerated failures, by ASL field.
+_TOLERATED: Final = {
+    "ToleratedFailureCount": "tolerated_failures",
+    "ToleratedFailurePercentage": "tolerated_failure_percentage",
+}
 _WAIT_FIELDS: Final = {
     "Seconds": "seconds",
     "Timestamp": "timestamp",
@@ -325,8 +331,47 @@ class _State:
             self.problem("Retry", "a Parallel state's Retry is not translated (retry its Tasks)")
         return {**state, **self.next_and_catch("done")}
 
-    def map_state(self) -> None:
-        self.problem("Type", "Map states are not translated yet")
+    def map_state(self) -> dict[str, Any]:
+        """A map state: ItemsPath, ItemSelector (or the older Parameters), ItemProcessor (or
+        Iterator) as the item states, MaxConcurrency (0: no bound but procstore's
+        ``MAX_MAP_CONCURRENCY``), ToleratedFailureCount/Percentage, ResultPath."""
+        self.allow("ItemsPath", "ItemSelector", "Parameters", "ItemProcessor", "Iterator",
+                   "MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage",
+                   "ResultPath", "Retry", "Catch", "Next", "End")  # fmt: skip
+        field = "Iterator" if "Iterator" in self.data else "ItemProcessor"
+        processor = self.data.get(field)
+        if not isinstance(processor, Mapping):
+            self.problem(field, "required: the item states (StartAt and States)")
+            return {}
+        # How Step Functions runs the items (inline or as child workflows): procstore runs each
+        # as an execution of its own either way.
+        items = {key: value for key, value in processor.items() if key != "ProcessorConfig"}
+        spec: dict[str, Any] = {
+            "items_path": self.path("ItemsPath", self.data.get("ItemsPath", CONTEXT)),
+            **self.t.machine(items, (*self.loc, field)),
+        }
+        for selector in ("ItemSelector", "Parameters"):
+            if selector in self.data:
+                spec["item_selector"] = self.template(selector, self.data[selector], self.input)
+        concurrency = self.data.get("MaxConcurrency", 0)
+        if not isinstance(concurrency, int) or concurrency < 0:
+            self.problem("MaxConcurrency", "a whole number, 0 or more")
+        elif concurrency:
+            spec["max_concurrency"] = min(concurrency, MAX_MAP_CONCURRENCY)
+        for asl, ours in _TOLERATED.items():
+            if asl in self.data:
+                spec[ours] = self.data[asl]
+        if self.data.get("ResultPath", CONTEXT) == CONTEXT:
+            self.problem(
+                "ResultPath",
+                "a Map state's output replaces its whole input ($), which procstore cannot "
+                "hold (its context is an object): give a ResultPath such as $.results",
+            )
+        else:
+            spec.update(self.result_path())
+        if self.data.get("Retry") is not None:
+            self.problem("Retry", "a Map state's Retry is not translated (retry its Tasks)")
+        return {"map": spec, **self.next_and_catch("done")}
 
     # -- the parts -------------------------------------------------------------------------------
 

@@ -315,7 +315,7 @@ def test_every_untranslatable_field_is_reported_at_its_asl_path() -> None:
     assert problems(asl) == [
         '$.States.T.OutputPath: only OutputPath "$" (the whole output) is translated',
         "$.States.T.HeartbeatSeconds: HeartbeatSeconds is not translated here",
-        "$.States.M.Type: Map states are not translated yet",
+        "$.States.M.ItemProcessor: required: the item states (StartAt and States)",
     ]
 
 
@@ -362,3 +362,74 @@ def test_json_that_is_not_an_object_is_one_problem() -> None:
 
 def test_a_machine_without_states_is_reported() -> None:
     assert problems({"StartAt": "A"}) == ["$.States: required: an object of states, at least one"]
+
+
+def test_a_map_state_runs_its_item_processor_per_item_and_moves_on_when_done() -> None:
+    processor = {
+        "ProcessorConfig": {"Mode": "INLINE"},
+        "StartAt": "Ship",
+        "States": {"Ship": {"Type": "Pass", "End": True}},
+    }
+    asl = machine(
+        {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.orders",
+                "ItemSelector": {"order.$": "$$.Map.Item.Value", "n.$": "$$.Map.Item.Index"},
+                "ItemProcessor": processor,
+                "MaxConcurrency": 5,
+                "ToleratedFailureCount": 1,
+                "ResultPath": "$.shipped",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "S"}],
+                "Next": "S",
+            },
+            "S": {"Type": "Succeed"},
+        }
+    )
+
+    state = states_of(asl)["Fan"]
+
+    assert state["map"] == {
+        "items_path": "$.orders",
+        "item_selector": {"order.$": "$$.map.item", "n.$": "$$.map.index"},
+        "initial_state": "Ship",
+        "states": {"Ship": {"action": {"type": "noop"}}},
+        "max_concurrency": 5,
+        "tolerated_failures": 1,
+        "result": "$.shipped",
+    }
+    assert state["transitions"] == [
+        {"event": "done", "target": "S"},
+        {"event": "error", "target": "S"},
+    ]
+
+
+def test_a_map_state_whose_output_replaces_its_input_is_reported() -> None:
+    iterator = {"StartAt": "I", "States": {"I": {"Type": "Succeed"}}}
+    asl = machine({"M": {"Type": "Map", "Iterator": iterator, "End": True}})
+    assert problems(asl) == [
+        "$.States.M.ResultPath: a Map state's output replaces its whole input ($), which "
+        "procstore cannot hold (its context is an object): give a ResultPath such as $.results"
+    ]
+
+
+async def test_an_imported_map_state_runs_each_item() -> None:
+    from procstore import ProcedureStore
+
+    processor = {"StartAt": "Ship", "States": {"Ship": {"Type": "Pass", "End": True}}}
+    asl = machine(
+        {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.orders",
+                "ItemProcessor": processor,
+                "ResultPath": "$.shipped",
+                "End": True,
+            }
+        }
+    )
+    store = ProcedureStore()
+    await store.register(import_asl(asl, name="fan"))
+    execution = await store.start("fan", context={"orders": ["a", "b"]}, auto=True)
+    final = await execution.run_to_completion(timeout=10)
+    assert final.context["shipped"] == [{"item": "a", "index": 0}, {"item": "b", "index": 1}]
