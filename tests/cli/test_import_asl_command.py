@@ -64,7 +64,7 @@ def test_each_untranslatable_field_is_a_line_and_nothing_is_written(tmp_path: Pa
 
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        f"{source}: $.States.M.Type: Map states are not translated yet"
+        f"{source}: $.States.M.ItemProcessor: required: the item states (StartAt and States)"
     ]
     assert not out.exists()
 
