@@ -169,7 +169,9 @@ class Execution:
                 leaves = run.router.active_leaves()
                 own = [leaf for leaf in leaves if accepts(leaf, event)]
                 if own:
-                    busy = [tasks[leaf] for leaf in own if leaf in tasks]
+                    # A map state's items may run for hours: its own events fire at once
+                    # (leaving it cancels them), as an ancestor's do.
+                    busy = [t for leaf in own if (t := tasks.get(leaf)) and not run.plans[leaf].map]
                 elif any(accepts(p, event) for p in run.state.active if p not in leaves):
                     busy = []
                 else:

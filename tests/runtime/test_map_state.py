@@ -307,6 +307,20 @@ async def test_a_map_inside_an_items_states_runs_its_own_items(store: ProcedureS
     assert final.context["r"] == [[2, 4], [6]]
 
 
+async def test_an_event_of_the_map_states_own_leaves_it_at_once_cancelling_its_items(
+    store: ProcedureStore,
+) -> None:
+    gate = Gate()
+    store.register_action("app.work", gate.action)
+    doc = map_doc(transitions=[{"event": "abort", "target": "end"}])
+    await store.register(doc)
+    execution = await store.start("orders", context={"orders": [1]}, auto=True)
+    await within(gate.started.wait())
+    assert await within(execution.send("abort"))
+    assert execution.current == "end"
+    await wait_until(lambda: gate.cancelled)
+
+
 async def test_a_crash_mid_map_resumes_the_items_without_running_finished_ones_again(
     url: str,
 ) -> None:
