@@ -11,6 +11,7 @@ from procstore.datapaths import (
     MAX_PATH_SEGMENTS,
     MAX_TEMPLATE_DEPTH,
     MAX_TEMPLATE_PATHS,
+    MAX_TEMPLATE_VALUES,
     PathError,
     PathNotFound,
     check_path,
@@ -154,4 +155,22 @@ def test_a_template_with_too_many_paths_is_refused() -> None:
 
     assert check_template(template, "$.args") == [
         f"$.args: at most {MAX_TEMPLATE_PATHS} paths (.$ keys), not {MAX_TEMPLATE_PATHS + 1}"
+    ]
+
+
+def test_a_template_with_too_many_values_is_refused() -> None:
+    template = {"items": [0] * MAX_TEMPLATE_VALUES}
+
+    assert check_template(template, "$.args") == [
+        f"$.args: at most {MAX_TEMPLATE_VALUES} values, not {MAX_TEMPLATE_VALUES + 2}"
+    ]
+
+
+def test_a_template_as_large_as_the_limit_is_accepted() -> None:
+    assert check_template({"items": [0] * (MAX_TEMPLATE_VALUES - 2)}, "$.args") == []
+
+
+def test_a_name_given_both_as_a_constant_and_as_a_path_is_refused() -> None:
+    assert check_template({"a": {"id": 1, "id.$": "$.id"}}, "$.args") == [
+        """$.args.a["id.$"]: 'id' is given twice, as 'id' and 'id.$'"""
     ]
