@@ -26,9 +26,12 @@ from procstore import paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
 from procstore.chart import Chart, ChartState, StateKind, build_chart
 from procstore.clock import SYSTEM, Clock
+from procstore.datapaths import DataPath, is_path, parse_path
 from procstore.definition import (
     Action,
+    FunctionAction,
     LogAction,
+    NoopAction,
     Procedure,
     RetryPolicy,
     TransitionDef,
@@ -100,13 +103,18 @@ class Guard:
 
 @dataclass(frozen=True, slots=True)
 class CompiledAction:
-    """An action ready to run: what to await, its per-attempt bound, where its result goes."""
+    """An action ready to run: what to await, its per-attempt bound, where its result goes
+    (``result_key``, a context key, or ``result_path``, a path: at most one is set), its
+    ``args`` template and its ``result_selector`` (``None`` when it has none)."""
 
     spec: Action
     invoke: Invoker
     timeout_s: float | None
     result_key: str | None
     log_message: str | None
+    result_path: DataPath | None = None
+    args: dict[str, Any] | None = None
+    result_selector: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,12 +330,18 @@ def _compile_action(
 ) -> CompiledAction | None:
     if spec is None:
         return None
+    result_is_path = is_path(spec.result)
     return CompiledAction(
         spec=spec,
         invoke=make_invoker(spec, registry, clock),
         timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms is not None else None,
-        result_key=spec.result,
+        result_key=None if result_is_path else spec.result,
         log_message=spec.message if isinstance(spec, LogAction) else None,
+        result_path=parse_path(spec.result) if spec.result is not None and result_is_path else None,
+        args=spec.args if isinstance(spec, NoopAction | FunctionAction) else None,
+        result_selector=(
+            spec.result_selector if isinstance(spec, NoopAction | FunctionAction) else None
+        ),
     )
 
 

@@ -21,7 +21,7 @@ import math
 from typing import Annotated, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 #: A state's name: non-empty, without `.` (dots separate nested state paths).
 StateName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.]+$")]
@@ -46,7 +46,10 @@ Milliseconds = Annotated[float, Field(gt=0, le=MAX_DURATION_MS)]
 
 class _ActionBase(_Schema):
     result: ResultKey | None = Field(
-        default=None, description="Store the action's return value as context[result]."
+        default=None,
+        description="Where the action's return value is stored: a context key "
+        "(context[result], even with dots in it), or a path into the context starting with $ "
+        "(`$.results.step1`: the objects on the way are created).",
     )
     timeout_ms: Milliseconds | None = Field(
         default=None,
@@ -55,8 +58,24 @@ class _ActionBase(_Schema):
     )
 
 
-class NoopAction(_ActionBase):
-    """Does nothing and succeeds."""
+class _DataAction(_ActionBase):
+    """An action that takes `args` and whose result can be narrowed by `result_selector`."""
+
+    args: dict[str, JsonValue] | None = Field(
+        default=None,
+        description="A template rendered at each attempt: constants, and keys ending in `.$` "
+        "whose value is a path (`$.order.id` into the context, `$$.execution.id` into the "
+        "execution's facts). A function receives it as keyword arguments.",
+    )
+    result_selector: dict[str, JsonValue] | None = Field(
+        default=None,
+        description="A template applied to the return value before it is stored or recorded; "
+        "inside it `$` is the return value.",
+    )
+
+
+class NoopAction(_DataAction):
+    """Does nothing and succeeds; with `args`, returns them rendered (Step Functions' Pass)."""
 
     type: Literal["noop"]
 
@@ -82,9 +101,10 @@ class FailAction(_ActionBase):
     message: str | None = None
 
 
-class FunctionAction(_ActionBase):
+class FunctionAction(_DataAction):
     """Calls host code: `module` + `function` (the module must be allowed by the store), or
-    `function` alone naming a callable registered with `@store.action(name)`."""
+    `function` alone naming a callable registered with `@store.action(name)`; rendered `args`
+    are passed as keyword arguments: `fn(context, **args)` (or `fn(context, info, **args)`)."""
 
     type: Literal["function"]
     module: Annotated[str, Field(min_length=1)] | None = None

@@ -29,8 +29,9 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class ActionInfo:
-    """Passed to an action whose second positional parameter has no default, so it can make
-    itself idempotent (an attempt interrupted by a crash runs again with the same number).
+    """Passed to an action whose second positional parameter has no default (and is not one of
+    the action's `args`), so it can make itself idempotent (an attempt interrupted by a crash
+    runs again with the same number).
 
     Attributes:
         execution_id: The execution's id.

@@ -8,6 +8,7 @@ JSON path of the offending value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from procstore import documents, paths
+from procstore import arguments, documents, paths
 from procstore.actions import ActionNotAllowed, ActionRegistry
 from procstore.chart import Chart, ChartState, Transition, build_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
+from procstore.datapaths import check_path, check_template, is_path
 from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
 from procstore.documents import json_path
 from procstore.errors import InvalidProcedure, Problem
@@ -163,7 +165,7 @@ def _size_problems(chart: Chart) -> list[Problem]:
 def _schema_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
-        loc = _strip_union_tags(error["loc"])
+        loc = _strip_json_tags(_strip_union_tags(error["loc"]))
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, "type")
             message = f"unknown action type; expected one of {', '.join(ACTION_TYPES)}"
@@ -197,6 +199,7 @@ _EXPECTED = {
     "int_from_float": "an integer",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
+    "invalid-json-value": "JSON data",
 }
 # What the entries of a mapping are (one, several), by the key that holds it.
 _ENTRIES = {"parallel": ("region", "regions"), "states": ("state", "states")}
@@ -246,6 +249,27 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
+# An action's fields that hold any JSON data (pydantic's JsonValue): its errors' locations
+# carry the kind of each value (`dict`, `list`) between the keys, which the document has not.
+_TEMPLATE_KEYS = frozenset({"args", "result_selector"})
+
+
+def _template_at(loc: tuple[str | int, ...]) -> int | None:
+    """The index in ``loc`` (union tags stripped) of an action's template field, if any."""
+    for i in range(1, len(loc)):
+        if loc[i] in _TEMPLATE_KEYS and loc[i - 1] in _ACTION_KEYS:
+            return i
+    return None
+
+
+def _strip_json_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    at = _template_at(loc)
+    if at is None:
+        return loc
+    inside = loc[at + 1 :]  # key, tag, key, tag, ...: the tags are at odd places
+    return (*loc[: at + 1], *(item for i, item in enumerate(inside) if i % 2 == 0))
+
+
 _LEAF_ONLY = ("action", "retry", "compensate", "outcome")
 
 
@@ -291,6 +315,8 @@ def _references(
             continue
         for transition in state.transitions:
             problems += _transition_problems(transition, parallels, guards, crossing)
+        for key in ("action", "compensate"):
+            problems += _data_problems(raw.get(key), (*state.loc, key))
         if actions is not None:
             for key in ("action", "compensate"):
                 problems += _function_problems(raw.get(key), (*state.loc, key), actions)
@@ -406,12 +432,47 @@ def _function_problems(
     if not isinstance(function, str) or not function or not isinstance(module, str | None):
         return []
     try:
-        registry.check(FunctionAction(type="function", module=module, function=function))
+        spec = FunctionAction(type="function", module=module, function=function)
+        registry.check(spec)
     except ActionNotAllowed as exc:
         return [Problem(json_path((*loc, exc.field)), exc.message)]
     except ValidationError:
         return []  # reported by the schema
-    return []
+    args = action.get("args")
+    # Without args a callable is called as it always was: only args are checked against it.
+    signature = registry.signature(spec) if isinstance(args, Mapping) else None
+    if signature is None:
+        return []
+    what = function if module is None else f"{module}.{function}"
+    names = arguments.argument_names(args)
+    return [
+        Problem(json_path((*loc, "args") if key is None else (*loc, "args", key)), message)
+        for key, message in arguments.argument_problems(signature, names, what)
+    ]
+
+
+def _data_problems(action: Any, loc: tuple[str | int, ...]) -> list[Problem]:
+    """An action's paths and templates: ``result`` when it is a path, ``args`` and
+    ``result_selector`` (see `procstore.datapaths`)."""
+    if not isinstance(action, Mapping):
+        return []
+    messages: list[str] = []
+    result = action.get("result")
+    if is_path(result):
+        messages += check_path(result, json_path((*loc, "result")), settable=True)
+    for key in ("args", "result_selector"):
+        if isinstance(action.get(key), Mapping):
+            messages += check_template(action[key], json_path((*loc, key)))
+    return [_as_problem(message) for message in messages]
+
+
+# The JSON path a `procstore.datapaths` check message starts with (a quoted key may hold ": ").
+_MESSAGE = re.compile(r'(\$(?:\.[A-Za-z0-9_\-]+|\[[0-9]+\]|\["(?:[^"\\]|\\.)*"\])*): (.*)', re.S)
+
+
+def _as_problem(message: str) -> Problem:
+    match = _MESSAGE.fullmatch(message)
+    return Problem(match.group(1), match.group(2)) if match else Problem("$", message)
 
 
 def _guard_problems(

@@ -26,11 +26,13 @@ import procstore.runtime.saga as saga
 import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import CompiledAction, StatePlan
+from procstore.datapaths import render
 from procstore.definition import RetryPolicy
 from procstore.errors import StoreError, Timeout
 from procstore.jsondata import require_json, stand_in
 from procstore.outcome import ActionInfo, Event
 from procstore.runtime.events import ERROR, SUCCESS
+from procstore.runtime.facts import facts
 from procstore.runtime.history import error_fields
 from procstore.runtime.state import LeafState
 from procstore.snapshot import RecordKind, Status
@@ -299,16 +301,19 @@ async def invoke(run: Run, action: CompiledAction, path: str, attempt: int = 1) 
 
 
 async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) -> tuple[str, Any]:
-    """``invoke`` once the action may start."""
+    """``invoke`` once the action may start. Its ``args`` are rendered first: a path that
+    names nothing fails the attempt with `procstore.datapaths.PathNotFound`."""
     context, info = run.state.context, ActionInfo(run.id, path, attempt)
+    known = facts(run, path) if action.args or action.result_selector else None
+    args = None if action.args is None else render(action.args, context, known)
     if action.timeout_s is None:
-        value = await action.invoke(context, info)
+        value = await action.invoke(context, info, args)
     else:
         overrun = f"attempt took longer than {action.timeout_s * 1000:g} ms"
         began = run.clock.monotonic()
         try:
             async with run.clock.timeout(action.timeout_s) as scope:
-                value = await action.invoke(context, info)
+                value = await action.invoke(context, info, args)
         except TimeoutError:
             if not scope.expired():
                 raise  # the action's own TimeoutError, not our bound
@@ -319,10 +324,17 @@ async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) ->
     outcome = SUCCESS
     if isinstance(value, Event):
         outcome = value = value.name
+    if action.result_selector is not None:
+        # Read as the JSON data it would be stored as: a path reads objects and lists only.
+        returned = require_json(value, "the result that result_selector reads")
+        value = render(action.result_selector, returned, known)
     if action.result_key is not None:
         # It goes into the context, which must stay plain data (snapshots, storage).
         value = require_json(value, f"the result stored as {action.result_key!r}")
         context[action.result_key] = value
+    elif action.result_path is not None:
+        value = require_json(value, f"the result stored at {action.result_path.text}")
+        action.result_path.put(context, value)
     else:  # only recorded in the history: a readable stand-in will do
         value = stand_in(value)
     if action.log_message is not None:

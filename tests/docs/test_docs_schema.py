@@ -33,6 +33,7 @@ SECTIONS = {
     "RegionDef": "Regions",
     "TransitionDef": "Transitions",
     "RetryPolicy": "Retry policy",
+    "JsonValue": "Actions",  # any JSON value: what `args` and `result_selector` hold
 }
 #: Where every action model (one with a ``type`` constant) is documented.
 ACTIONS_SECTION = "Actions"
