@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from procstore import Procedure, ProcedureStore
-from procstore.datapaths import MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_PATHS, MAX_TEMPLATE_VALUES
+from procstore.datapaths import (
+    MAX_PATH_LENGTH,
+    MAX_PATH_SEGMENTS,
+    MAX_TEMPLATE_DEPTH,
+    MAX_TEMPLATE_PATHS,
+    MAX_TEMPLATE_VALUES,
+)
 from tests.builders import fn, on
 from tests.conftest import make_doc, problems_by_path
 
@@ -163,6 +169,22 @@ async def test_args_with_too_many_values_are_refused(store: ProcedureStore) -> N
     assert problems == {
         f"{ACTION}.args": [f"at most {MAX_TEMPLATE_VALUES} values, not {MAX_TEMPLATE_VALUES + 2}"]
     }
+
+
+async def test_a_path_longer_than_the_limit_is_refused(store: ProcedureStore) -> None:
+    path = "$." + "a" * (MAX_PATH_LENGTH - 1)
+
+    problems = await problems_by_path(store, _doc({"type": "noop", "args": {"x.$": path}}))
+
+    assert f"at most {MAX_PATH_LENGTH} characters" in problems[f'{ACTION}.args["x.$"]'][0]
+
+
+async def test_a_path_with_too_many_segments_is_refused(store: ProcedureStore) -> None:
+    path = "$" + ".a" * (MAX_PATH_SEGMENTS + 1)
+
+    problems = await problems_by_path(store, _doc({"type": "noop", "args": {"x.$": path}}))
+
+    assert f"at most {MAX_PATH_SEGMENTS} segments" in problems[f'{ACTION}.args["x.$"]'][0]
 
 
 async def test_args_beyond_the_document_limits_are_refused(store: ProcedureStore) -> None:

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from procstore import ActionInfo, ProcedureStore, Status
 from tests.builders import fn, on
@@ -33,6 +38,24 @@ async def test_a_function_receives_its_args_as_keyword_arguments(store: Procedur
     await _run(store, _one_step(action), {"order": {"id": "A7"}})
 
     assert seen == [{"bucket": "invoices", "key": "A7"}]
+
+
+async def test_a_module_function_receives_its_args_as_keyword_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = f"argactions_{uuid.uuid4().hex}"
+    source = "def label(context, *, prefix, id):\n    return f'{prefix}-{id}'\n"
+    (tmp_path / f"{module}.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = ProcedureStore(allowed_modules=[module])
+    args = {"prefix": "INV", "id.$": "$.order.id"}
+    action = {"type": "function", "module": module, "function": "label", "args": args}
+    try:
+        final = await _run(store, _one_step({**action, "result": "label"}), {"order": {"id": 7}})
+    finally:
+        sys.modules.pop(module, None)
+
+    assert final.context["label"] == "INV-7"
 
 
 async def test_a_function_with_args_still_receives_the_attempt_info(store: ProcedureStore) -> None:
