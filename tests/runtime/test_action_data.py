@@ -236,6 +236,20 @@ async def test_a_result_selector_also_narrows_what_the_history_records(
     assert (attempt.result, final.context) == ({"id": 7}, {})
 
 
+async def test_guards_see_the_selected_result(store: ProcedureStore) -> None:
+    store.register_action("score", lambda context: {"score": 0.9, "noise": "x"})
+    action = fn("score", result_selector={"score.$": "$.score"})
+    guard = "len(result) == 1 and result['score'] > 0.5"
+    work = {
+        "action": action,
+        "transitions": [on("success", "high", guard=guard), on("success", "low")],
+    }
+
+    final = await _run(store, make_doc({"work": work, "high": {}, "low": {}}, "work"), {})
+
+    assert final.current == "high"
+
+
 async def test_a_result_selector_path_that_names_nothing_fails_the_attempt(
     store: ProcedureStore,
 ) -> None:
