@@ -128,15 +128,24 @@ class DataPath:
     def put(self, target: dict[str, Any], value: Any) -> None:
         """Store ``value`` at the path in ``target`` (a context), creating the objects on the
         way that are missing (``$.a.b`` in ``{}`` gives ``{"a": {"b": value}}``); a list
-        index must name an item that exists.
+        index must name an item that exists. ``$`` alone replaces the whole of ``target``
+        with ``value``, which must be an object (Step Functions' ``ResultPath: "$"``).
 
         Raises:
-            PathError: The path is not a context path with at least one segment.
+            PathError: The path is not a context path.
             PathNotFound: Something on the way is neither an object nor a list that has the
-                index.
+                index, or ``value`` is not an object for ``$``.
         """
-        if self.root != CONTEXT or not self.segments:
-            raise PathError(f"{self.text}: only a path into the context ($.name...) can be set")
+        if self.root != CONTEXT:
+            raise PathError(f"{self.text}: only a path into the context ($...) can be set")
+        if not self.segments:
+            if not isinstance(value, dict):
+                kind = type(value).__name__
+                raise PathNotFound(f"$: only an object can replace the whole context, not {kind}")
+            replacement = dict(value)  # value may be target itself, or share parts with it
+            target.clear()
+            target.update(replacement)
+            return
         node: Any = target
         for depth, segment in enumerate(self.segments):
             last = depth == len(self.segments) - 1
@@ -200,12 +209,12 @@ def parse_path(text: str) -> DataPath:
 def check_path(text: object, where: str, *, settable: bool = False) -> list[str]:
     """What is wrong with the path ``text`` (found at the JSON path ``where``), as messages
     that start with ``where``; none if it is good. ``settable``: it must be a context path
-    with a segment, as where a value is stored."""
+    (``$`` alone replaces the whole context), as where a value is stored."""
     try:
         path = parse_path(text)  # type: ignore[arg-type]
     except PathError as exc:
         return [f"{where}: {exc}"]
-    if settable and (path.root != CONTEXT or not path.segments):
+    if settable and path.root != CONTEXT:
         return [f"{where}: a value can only be stored at a path into the context, e.g. $.a.b"]
     return []
 

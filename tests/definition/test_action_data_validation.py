@@ -60,11 +60,8 @@ async def test_a_result_path_that_does_not_parse_is_refused(store: ProcedureStor
     assert list(problems) == [f"{ACTION}.result"]
 
 
-@pytest.mark.parametrize("result", ["$", "$$.state"])
-async def test_a_result_path_must_name_a_place_in_the_context(
-    store: ProcedureStore, result: str
-) -> None:
-    problems = await problems_by_path(store, _doc({"type": "noop", "result": result}))
+async def test_a_result_path_must_name_a_place_in_the_context(store: ProcedureStore) -> None:
+    problems = await problems_by_path(store, _doc({"type": "noop", "result": "$$.state"}))
 
     assert "only be stored at a path into the context" in problems[f"{ACTION}.result"][0]
 

@@ -75,6 +75,22 @@ def test_put_creates_the_objects_on_the_way() -> None:
     assert context == {"kept": 1, "results": {"step1": {"ok": True}}}
 
 
+def test_put_at_the_root_replaces_the_whole_context() -> None:
+    context: dict[str, Any] = {"old": 1}
+
+    parse_path("$").put(context, {"new": 2})
+
+    assert context == {"new": 2}
+
+
+def test_only_an_object_replaces_the_whole_context() -> None:
+    context: dict[str, Any] = {"old": 1}
+
+    with pytest.raises(PathNotFound, match="only an object can replace the whole context"):
+        parse_path("$").put(context, [1, 2])
+    assert context == {"old": 1}
+
+
 def test_put_into_a_value_that_is_not_an_object_fails() -> None:
     with pytest.raises(PathNotFound, match="cannot store under"):
         parse_path("$.kept.inner").put({"kept": 1}, 2)
@@ -103,9 +119,9 @@ def test_check_path_names_the_json_path_of_the_problem() -> None:
     ]
 
 
-def test_only_a_context_path_with_a_segment_is_settable() -> None:
+def test_only_a_context_path_is_settable() -> None:
     assert check_path("$$.execution", "$.x", settable=True) != []
-    assert check_path("$", "$.x", settable=True) != []
+    assert check_path("$", "$.x", settable=True) == []
     assert check_path("$.a", "$.x", settable=True) == []
 
 

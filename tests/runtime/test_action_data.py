@@ -195,6 +195,26 @@ async def test_a_result_without_dollar_is_still_one_top_level_key(store: Procedu
     assert final.context == {"results.build": 2}
 
 
+async def test_a_result_at_the_root_replaces_the_whole_context(store: ProcedureStore) -> None:
+    store.register_action("fetch", lambda context: {"order": {"id": 7}})
+
+    final = await _run(store, _one_step(fn("fetch", result="$")), {"input": "gone"})
+
+    assert final.context == {"order": {"id": 7}}
+
+
+async def test_a_result_at_the_root_that_is_not_an_object_fails_the_attempt(
+    store: ProcedureStore,
+) -> None:
+    store.register_action("fetch", lambda context: [1, 2])
+
+    final = await _run(store, _one_step(fn("fetch", result="$")), {"kept": True})
+
+    [attempt] = records(final.history, "action", state="work")
+    assert (final.current, attempt.error.type) == ("failed", "PathNotFound")
+    assert final.context == {"kept": True}
+
+
 async def test_a_result_path_through_a_non_object_fails_the_attempt(
     store: ProcedureStore,
 ) -> None:
