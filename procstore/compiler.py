@@ -35,6 +35,7 @@ from procstore.definition import (
     Procedure,
     RetryPolicy,
     TransitionDef,
+    retry_policies,
 )
 from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
 
@@ -79,6 +80,9 @@ class MachineModel(Protocol):
 
     def check_guard(self, check: Guard, event: str) -> Any:
         """Evaluate ``check`` for a transition on ``event``: a bool or an awaitable of one."""
+
+    def catches(self, errors: tuple[str, ...]) -> bool:
+        """Whether the error being raised is one of ``errors`` (a transition's ``errors``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,9 @@ class StatePlan:
         terminal: No transitions: completing it completes its container.
         failure: A terminal leaf whose ``outcome`` is ``failure``.
         events: The events of the state's own transitions.
+        retry: Its action's retry policies, in the order they are matched.
+        failure_error: A failure terminal's error (``type``: its ``error``, ``message``: its
+            ``cause``), or ``None`` when it names none.
     """
 
     path: str
@@ -139,12 +146,13 @@ class StatePlan:
     children: tuple[str, ...]
     initial: str | None
     action: CompiledAction | None
-    retry: RetryPolicy | None
+    retry: tuple[RetryPolicy, ...]
     timeout_s: float | None
     compensate: CompiledAction | None
     terminal: bool
     failure: bool
     events: frozenset[str]
+    failure_error: dict[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -297,6 +305,13 @@ def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
     return condition
 
 
+def _catches(errors: tuple[str, ...]) -> Callable[[AsyncEventData], bool]:
+    def catches(event_data: AsyncEventData) -> bool:
+        return cast(MachineModel, event_data.model).catches(errors)
+
+    return catches
+
+
 def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:
     # Resolved at each evaluation, so the host may (re-)register predicates at any time.
     def check(context: Mapping[str, Any]) -> Any:
@@ -358,7 +373,7 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
         action=(
             _compile_action(definition.action, actions, clock) if definition is not None else None
         ),
-        retry=definition.retry if definition is not None else None,
+        retry=retry_policies(definition.retry if definition is not None else None),
         timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
         compensate=(
             _compile_action(definition.compensate, actions, clock)
@@ -368,7 +383,15 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
         terminal=state.terminal,
         failure=definition is not None and definition.is_failure,
         events=state.events,
+        failure_error=_failure_error(definition) if definition is not None else None,
     )
+
+
+def _failure_error(definition: Any) -> dict[str, str] | None:
+    """A failure terminal's ``error`` and ``cause`` as an error record, if it names either."""
+    if definition.error is None and definition.cause is None:
+        return None
+    return {"type": definition.error or "Failed", "message": definition.cause or ""}
 
 
 def _spec(chart: Chart, path: str) -> dict[str, Any]:
@@ -431,6 +454,8 @@ def compile_procedure(
         assert transition.target is not None  # validated
         conditions, unless = compile_guards(transition.spec, transition.source, guards)
         scope = [] if flat else [_in_scope(transition.source)]
+        if transition.spec.errors is not None:  # before the guards: they see a caught error
+            scope.append(_catches(transition.spec.errors))
         machine.add_transition(
             transition.event,
             source=transition.source,

@@ -21,7 +21,16 @@ import math
 from typing import Annotated, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    field_validator,
+)
 
 #: A state's name: non-empty, without `.` (dots separate nested state paths).
 StateName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.]+$")]
@@ -123,6 +132,43 @@ ACTION_TYPES = ("noop", "log", "sleep", "fail", "function")
 GuardName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+#: The most error names one `errors` list may give (far more than a real list names; it bounds
+#: the work of matching one failure).
+MAX_ERROR_NAMES = 1000
+#: The name that matches every error in `errors` (Step Functions' `States.ALL`).
+CATCH_ALL = "*"
+#: An error type's name: an exception class (matched with its bases), `Timeout`, a failure
+#: terminal's `error`, or `*` (every error, alone in its list).
+ErrorName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _catch_all_alone(names: tuple[str, ...]) -> tuple[str, ...]:
+    if CATCH_ALL in names and len(names) > 1:
+        raise ValueError(f'"{CATCH_ALL}" matches every error: it must be alone in its list')
+    return names
+
+
+#: A list of error names (see `ErrorName`).
+ErrorNames = Annotated[
+    tuple[ErrorName, ...],
+    Field(max_length=MAX_ERROR_NAMES),
+    AfterValidator(_catch_all_alone),
+]
+
+
+def catches_every_error(errors: tuple[str, ...] | None) -> bool:
+    """Whether an `errors` list (absent, or `["*"]`) matches every error."""
+    return errors is None or CATCH_ALL in errors
+
+
+def matches_error(errors: tuple[str, ...] | None, types: tuple[str, ...] | list[str]) -> bool:
+    """Whether `errors` names one of `types` (an error's class and its bases' names), or
+    matches every error."""
+    if errors is None or CATCH_ALL in errors:
+        return True
+    return any(name in errors for name in types)
+
+
 class TransitionDef(_Schema):
     """On `event`, go to `target` — if its guards pass.
 
@@ -139,6 +185,12 @@ class TransitionDef(_Schema):
         description="An expression over the context's keys, `result` (the state's last action "
         "result) and `error` (its last error: type and message) that must be true, e.g. "
         "`amount < 1000`.",
+    )
+    errors: ErrorNames | None = Field(
+        default=None,
+        description="Only on `event: error`: the error types it catches, matched on the "
+        "error's class and its bases like `retry.errors` (`Timeout` for a timeout, a failure "
+        'terminal\'s `error` name); `["*"]` or absent: every error.',
     )
     conditions: tuple[GuardName, ...] = Field(
         default=(), description="Registered predicates that must all return true."
@@ -163,10 +215,10 @@ class RetryPolicy(_Schema):
     backoff_rate: Annotated[float, Field(ge=1, le=100)] = 2.0
     max_delay_ms: Milliseconds | None = None
     jitter: Literal["full", "none"] = "none"
-    errors: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] | None = Field(
+    errors: ErrorNames | None = Field(
         default=None,
         description="Exception class names (matched on the class and its bases) and `Timeout` "
-        "that are retried; absent: every error.",
+        'that this policy retries; absent or `["*"]`: every error.',
     )
 
     def delay_ms(self, failed_attempt: int) -> float:
@@ -183,6 +235,48 @@ class RetryPolicy(_Schema):
         return min(self.interval_ms * self.backoff_rate**exponent, cap)
 
 
+#: The longest `cause` a failure terminal may give, in characters.
+MAX_CAUSE_LENGTH = 10_000
+#: The most retry policies one `retry` list may give.
+MAX_RETRY_POLICIES = 20
+
+
+def _catch_all_last(policies: tuple[RetryPolicy, ...]) -> tuple[RetryPolicy, ...]:
+    for i, policy in enumerate(policies[:-1]):
+        if catches_every_error(policy.errors):
+            raise ValueError(
+                f"policy {i} retries every error, so the policies after it never apply: "
+                "put it last, or give it errors"
+            )
+    return policies
+
+
+def _one_or_list(value: object) -> str:
+    return "policies" if isinstance(value, list | tuple) else "policy"
+
+
+#: `retry`: one policy, or a list of them matched in order against each failure.
+Retry = Annotated[
+    Annotated[RetryPolicy, Tag("policy")]
+    | Annotated[
+        tuple[RetryPolicy, ...],
+        Field(min_length=1, max_length=MAX_RETRY_POLICIES),
+        AfterValidator(_catch_all_last),
+        Tag("policies"),
+    ],
+    Discriminator(_one_or_list),
+]
+#: The tags of `Retry`'s two forms (not part of a JSON path).
+RETRY_FORMS = ("policy", "policies")
+
+
+def retry_policies(retry: RetryPolicy | tuple[RetryPolicy, ...] | None) -> tuple[RetryPolicy, ...]:
+    """`retry` as a list of policies (one policy is a list of one; none, an empty list)."""
+    if retry is None:
+        return ()
+    return (retry,) if isinstance(retry, RetryPolicy) else retry
+
+
 class StateDef(_Schema):
     """One state: a *leaf* (it may run an action), a *compound* state (`initial_state` and
     `states`: it is in exactly one child at a time) or a *parallel* state (`parallel`: it is
@@ -195,7 +289,11 @@ class StateDef(_Schema):
 
     description: str | None = None
     action: Action | None = None
-    retry: RetryPolicy | None = None
+    retry: Retry | None = Field(
+        default=None,
+        description="Re-run the failed action: one policy, or a list tried in order; the first "
+        "whose `errors` match the failure decides, with its own attempt budget.",
+    )
     timeout_ms: Milliseconds | None = Field(
         default=None,
         description="Bound on the whole stay in the state (action, retries, waiting for an "
@@ -213,6 +311,14 @@ class StateDef(_Schema):
         description="For a terminal leaf: `failure` makes ending here a failure (the "
         "execution's status is failed; inside a compound state its parent gets `error` "
         "instead of `done`). Default: success.",
+    )
+    error: ErrorName | None = Field(
+        default=None,
+        description="For a failure terminal: the error's name (the execution's error type; "
+        "what an enclosing state's `error` transitions match with `errors`).",
+    )
+    cause: Annotated[str, Field(max_length=MAX_CAUSE_LENGTH)] | None = Field(
+        default=None, description="For a failure terminal: why, in words (the error's message)."
     )
     initial_state: StateName | None = Field(
         default=None, description="For a compound state: the child entered first."

@@ -83,9 +83,11 @@ def describe_compensation(action: Action) -> str:
     return f"compensate: {describe_action(action)}"
 
 
-def describe_retry(retry: RetryPolicy) -> str:
+def describe_retry(retry: RetryPolicy | tuple[RetryPolicy, ...]) -> str:
     """``retry 4x 200ms``, then the backoff rate, ``≤`` the cap, ``jitter``, and
-    ``on`` the retried errors."""
+    ``on`` the retried errors; a list of policies, each so, in order, joined by ``; ``."""
+    if not isinstance(retry, RetryPolicy):
+        return "; ".join(describe_retry(policy) for policy in retry)
     text = f"retry {retry.max_attempts}x {format_ms(retry.interval_ms)}"
     if retry.backoff_rate != 1:
         text += f"{TIMES}{retry.backoff_rate:g}"

@@ -115,7 +115,8 @@ class HistoryRecord(_Frozen):
     - `rollback`: compensation starts (`message` says why).
     - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
     - `reset`: the execution was reset to `state`, its initial state.
-    - `finished`: the execution ended in `state` with `status`.
+    - `finished`: the execution ended in `state` with `status` (and, when it failed, the
+      `error` that made it fail, if known: see `ExecutionState.error`).
     - `internal_error`: a defect in procstore broke a step (`error`); handled as a failed
       action of that state (`error` event, else failure with compensation).
     - `received`: a command another process queued (a client's `send()` or `cancel()`,
@@ -168,6 +169,11 @@ class ExecutionState(_Frozen):
         status: running, completed, failed, cancelled or rolled_back.
         context: A copy of the execution's context (the data its actions read and write).
         history: Every record so far, oldest first.
+        error: Why it failed, once it has (also when its compensations then rolled it back):
+            the `error` (as `type`) and `cause` (as `message`) of the failure terminal it
+            ended in, or the error that no transition caught; `None` while running, after a
+            success, a cancel or a `rollback()`, and for a failure terminal that names no
+            error.
     """
 
     id: str
@@ -178,6 +184,7 @@ class ExecutionState(_Frozen):
     status: Status
     context: dict[str, Any]
     history: tuple[HistoryRecord, ...]
+    error: ErrorInfo | None = None
 
 
 class ExecutionSummary(_Frozen):

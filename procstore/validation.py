@@ -22,7 +22,7 @@ from procstore.chart import Chart, ChartState, Transition, build_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
 from procstore.datapaths import check_path, check_template, is_path
-from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
+from procstore.definition import ACTION_TYPES, RETRY_FORMS, FunctionAction, Procedure
 from procstore.documents import json_path
 from procstore.errors import InvalidProcedure, Problem
 from procstore.guards import GuardRegistry, GuardSyntaxError, check_expression
@@ -50,6 +50,8 @@ MAX_STATE_DEPTH = 32
 # Keys whose value is an action: pydantic puts the action's ``type`` tag right after them in
 # error locations, which is noise to a reader of the document.
 _ACTION_KEYS = frozenset({"action", "compensate"})
+# Keys whose value is a retry policy or a list of them: the form's tag is noise too.
+_RETRY_KEYS = frozenset({"retry"})
 
 
 def read_document(doc: Document) -> tuple[Any, str | None]:
@@ -245,6 +247,8 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     for i, item in enumerate(loc):
         if i > 0 and loc[i - 1] in _ACTION_KEYS and item in ACTION_TYPES:
             continue
+        if i > 0 and loc[i - 1] in _RETRY_KEYS and item in RETRY_FORMS:
+            continue
         out.append(item)
     return tuple(out)
 
@@ -270,7 +274,7 @@ def _strip_json_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return (*loc[: at + 1], *(item for i, item in enumerate(inside) if i % 2 == 0))
 
 
-_LEAF_ONLY = ("action", "retry", "compensate", "outcome")
+_LEAF_ONLY = ("action", "retry", "compensate", "outcome", "error", "cause")
 
 
 def check_references(
@@ -311,6 +315,8 @@ def _references(
     for state in chart:
         raw: Mapping[str, Any] = state.definition  # type: ignore[assignment]
         problems += _structure_problems(state, raw)
+        if state.kind == "leaf":
+            problems += _failure_terminal_problems(state, raw)
         if state.kind == "region":
             continue
         for transition in state.transitions:
@@ -349,6 +355,14 @@ def _transition_problems(
     raw: Mapping[str, Any] = transition.definition  # type: ignore[assignment]
     loc = transition.loc
     problems = _guard_problems(raw, loc, guards)
+    if "errors" in raw and transition.event != "error":
+        problems.append(
+            Problem(
+                json_path((*loc, "errors")),
+                f"only transitions on event 'error' catch error types; this one is on "
+                f"{transition.event!r}",
+            )
+        )
     if transition.event in RESERVED_EVENTS:
         problems.append(
             Problem(
@@ -418,6 +432,21 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
                 Problem(
                     json_path((*loc, "initial_state")),
                     f"{initial!r} is not a child of {state.path!r} ({_names(children)})",
+                )
+            )
+    return problems
+
+
+def _failure_terminal_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
+    """``error`` and ``cause`` belong to a failure terminal."""
+    problems = []
+    failure_terminal = data.get("outcome") == "failure" and not data.get("transitions")
+    for key in ("error", "cause"):
+        if key in data and not failure_terminal:
+            problems.append(
+                Problem(
+                    json_path((*state.loc, key)),
+                    f"only a failure terminal (outcome: failure, no transitions) has {key}",
                 )
             )
     return problems

@@ -30,7 +30,7 @@ from procstore import (
 from procstore.cli.db import db_missing, db_name
 from procstore.cli.exits import CommandError, ExitCode, execute
 from procstore.cli.options import DEFAULT_DB, DEFAULT_TIMEOUT_S, AsJson, Db, Full, Timeout
-from procstore.cli.output import context_line, echo, echo_json, status_text
+from procstore.cli.output import context_line, echo, echo_json, error_line, status_text
 
 ExecutionId = Annotated[str, typer.Argument(metavar="EXECUTION_ID", show_default=False)]
 
@@ -121,6 +121,8 @@ async def _status(execution_id: str, db: str, as_json: bool) -> None:
         echo(f"active      {', '.join(state.active)}")
     echo(context_line(state.context, full=False))
     echo(f"status      {status_text(state.status)} (state: {state.current})")
+    if state.error is not None:
+        echo(error_line(state.error))
     if state.status is Status.RUNNING and not runner:
         _say_nobody_runs(execution_id, db)
 
@@ -158,6 +160,8 @@ async def _wait(execution_id: str, timeout: float, db: str, full: bool) -> ExitC
             return ExitCode.TIMEOUT
     echo(context_line(final.context, full))
     echo(f"status      {status_text(final.status)} (state: {final.current})")
+    if final.error is not None:
+        echo(error_line(final.error))
     return ExitCode.OK if final.status is Status.COMPLETED else ExitCode.NOT_COMPLETED
 
 

@@ -29,6 +29,7 @@ from procstore.cli.output import (
     context_line,
     echo,
     echo_json,
+    error_line,
     format_record,
     status_text,
     time_text,
@@ -209,7 +210,10 @@ def _kind_text(node: ChartState, state: StateDef) -> str:
     if node.kind == "parallel":
         return f"parallel: {', '.join(state.parallel or ())}"
     if node.terminal:
-        return "terminal" + (", failure" if state.outcome == "failure" else "")
+        failure = ", failure" if state.outcome == "failure" else ""
+        if state.error is not None or state.cause is not None:
+            failure += f" {state.error or 'Failed'}" + (f": {state.cause}" if state.cause else "")
+        return "terminal" + failure
     return ""
 
 
@@ -234,7 +238,8 @@ def _detail_lines(state: StateDef) -> list[str]:
         guards += [f"[{name}]" for name in transition.conditions]
         guards += [f"[!{name}]" for name in transition.unless]
         guard = f" {' '.join(guards)}" if guards else ""
-        details.append(f"on {transition.event}{guard} -> {transition.target}")
+        caught = f" ({', '.join(transition.errors)})" if transition.errors is not None else ""
+        details.append(f"on {transition.event}{caught}{guard} -> {transition.target}")
     return details
 
 
@@ -295,3 +300,5 @@ async def _history(
         )
     echo(context_line(state.context, full))
     echo(f"status      {status_text(state.status)} (state: {state.current})")
+    if state.error is not None:
+        echo(error_line(state.error))

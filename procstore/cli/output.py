@@ -18,7 +18,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from procstore import HistoryRecord, Status
+from procstore import ErrorInfo, HistoryRecord, Status
 from procstore.terminal import safe_text
 
 #: How many characters of an action's result a record line shows (``run``, ``resume``,
@@ -102,6 +102,16 @@ def _value_text(value: Any, limit: int | None = RESULT_SHOWN_CHARS) -> str:
     return text
 
 
+def error_line(error: ErrorInfo) -> str:
+    """The ``error`` line of a failed execution: its error type and, when it has one, its
+    message (a failure terminal's cause)."""
+    return (
+        f"error       {error.type}: {error.message}"
+        if error.message
+        else f"error       {error.type}"
+    )
+
+
 def context_line(context: Any, full: bool) -> str:
     """The ``context`` line: the context as JSON, cut to `CONTEXT_SHOWN_CHARS` unless
     ``full``, saying so when it is cut."""
@@ -145,7 +155,8 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
     if kind == "reset":
         return f"reset       -> {record.state}"
     if kind == "finished":
-        return f"finished    {record.state}: {status_text(record.status)}"
+        line = f"finished    {record.state}: {status_text(record.status)}"
+        return line + (f" ({error_line(record.error)[12:]})" if record.error is not None else "")
     if kind == "received":
         return _received_line(record)
     # Any other kind (an event the state had no transition for, ...): show what it carries.

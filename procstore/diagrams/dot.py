@@ -257,6 +257,8 @@ class _Renderer:
                     f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10
                 )
             )
+            if ex.error is not None:
+                rows.append(small(ex.error, FAILURE_LINE, size=10))
         graph.attr(
             "graph",
             rankdir=rankdir,

@@ -102,6 +102,8 @@ def leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
     if state.terminal:
         if state.outcome == "failure":
             rows.append(small("end: failure", FAILURE_LINE, italic=True))
+            if state.error is not None:
+                rows.append(small(state.error, FAILURE_LINE))
         else:
             rows.append(small("end: success", SUCCESS_LINE, italic=True))
     rows += overlay_rows(state, overlaid)

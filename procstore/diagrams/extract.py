@@ -73,6 +73,13 @@ def as_execution(execution: ExecutionState | Mapping[str, Any] | Any) -> Executi
 # --------------------------------------------------------------------------- text
 
 
+def _failure_text(error: str | None, cause: str | None) -> str | None:
+    """A failure's error and cause as one line (``Declined: the card was refused``)."""
+    if error is None and cause is None:
+        return None
+    return f"{error or 'Failed'}: {cause}" if cause else (error or "Failed")
+
+
 def _guards(transition: TransitionDef) -> tuple[str, ...]:
     parts: list[str] = []
     if transition.guard is not None:
@@ -165,6 +172,7 @@ class _Builder:
             compensate=None if compensate is None else describe_compensation(compensate),
             terminal=state.terminal,
             outcome=outcome,
+            error=_failure_text(definition.error, definition.cause),
         )
 
     def target(self, transition: Transition) -> str:
@@ -194,6 +202,7 @@ class _Builder:
                         target=self.target(transition),
                         event=event,
                         guards=_guards(transition.spec),
+                        errors=transition.spec.errors,
                         kind=_edge_kind(event),
                         index=transition.index,
                         # Tried in document order: numbered when there is a choice.

@@ -73,6 +73,8 @@ def _descriptions(state: StateNode) -> list[str]:
         lines.append(f"state timeout {format_ms(state.timeout_ms)}")
     if state.compensate is not None:
         lines.append(f"↺ {state.compensate}")
+    if state.error is not None:
+        lines.append(f"fails: {state.error}")
     return lines
 
 
@@ -178,6 +180,8 @@ class _Writer:
         if diagram.execution is not None:
             ex = diagram.execution
             title += f" · execution {ex.id[:12]} {ex.status} in {ex.current}"
+            if ex.error is not None:
+                title += f" · {ex.error}"
         # A JSON string is a YAML double-quoted scalar: any title is safe in the front matter.
         self.lines += ["---", f"title: {json.dumps(title, ensure_ascii=False)}", "---"]
         self.lines.append("stateDiagram-v2")

@@ -91,6 +91,8 @@ class StateNode:
         compensate: The compensating action in a few words.
         terminal: No outgoing transitions: ends its parent (the execution, at the top).
         outcome: For terminal states: how ending here counts; ``None`` otherwise.
+        error: For a failure terminal that names one: its error and cause
+            (``Declined: the card was refused``).
         active: Overlay: the execution is in this state now (or ended here).
         visits: Overlay: how many times the execution entered the state.
         attempts: Overlay: how many times the state's action ran (retries included).
@@ -124,6 +126,7 @@ class StateNode:
     compensate: str | None = None
     terminal: bool = False
     outcome: Outcome | None = None
+    error: str | None = None
     active: bool = False
     visits: int = 0
     attempts: int = 0
@@ -179,6 +182,8 @@ class TransitionEdge:
         event: The event that fires it.
         guards: Its guards, each as written for a label: ``amount < 1000``, ``pred``,
             ``!pred`` (``unless``).
+        errors: The error types an ``error`` transition catches (its ``errors``), or
+            ``None`` for every error.
         kind: How it is drawn (see :data:`EdgeKind`).
         index: Its position among the source state's transitions.
         order: When the source state declares several transitions on the same event: this
@@ -193,6 +198,7 @@ class TransitionEdge:
     target: str
     event: str
     guards: tuple[str, ...] = ()
+    errors: tuple[str, ...] | None = None
     kind: EdgeKind = "normal"
     index: int = 0
     order: int | None = None
@@ -203,8 +209,10 @@ class TransitionEdge:
     def label(self) -> str:
         """``event`` or ``event [guard] [pred] [!pred]``, after its :attr:`order` if it has one:
         ``(1) success [amount < 1000]`` (not ``1.``: Markdown, which Mermaid may render labels
-        with, reads a leading ``1.`` as a list)."""
-        text = " ".join((self.event, *(f"[{g}]" for g in self.guards)))
+        with, reads a leading ``1.`` as a list); the errors an ``error`` transition catches
+        follow its event: ``error (ValueError, Timeout)``."""
+        event = self.event if self.errors is None else f"{self.event} ({', '.join(self.errors)})"
+        text = " ".join((event, *(f"[{g}]" for g in self.guards)))
         return text if self.order is None else f"({self.order}) {text}"
 
 
@@ -216,6 +224,7 @@ class ExecutionOverlay:
     status: str
     current: str
     active: tuple[str, ...]
+    error: str | None = None  # why it failed (``Timeout: ...``), when it did
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,14 @@ def _fired(
     return fired, last_box
 
 
+def _error_text(snapshot: ExecutionState) -> str | None:
+    """Why the execution failed, in one line, when its snapshot says."""
+    error = getattr(snapshot, "error", None)
+    if error is None:
+        return None
+    return f"{error.type}: {error.message}" if error.message else error.type
+
+
 def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | Any) -> Diagram:
     """``diagram`` with ``execution`` drawn on top: its active states, how many times each
     state was entered and each transition fired, the states that failed, handled an error,
@@ -250,5 +258,6 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
             status=str(snapshot.status.value),
             current=snapshot.current,
             active=tuple(sorted(set(active_paths))),
+            error=_error_text(snapshot),
         ),
     )

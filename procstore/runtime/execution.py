@@ -27,7 +27,7 @@ from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
 from procstore.runtime.steps import EXECUTION
-from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
+from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, RecordKind, Status
 
 __all__ = [
     "Execution",
@@ -101,6 +101,7 @@ class Execution:
             status=self.status,
             context=self._run.state.context_data(),
             history=self.history,
+            error=_error_info(self._run.state.error),
         )
 
     @property
@@ -351,6 +352,12 @@ class Execution:
             f"<Execution {self.id} {self.procedure}@{self.version} "
             f"{self.current} {self.status.value}>"
         )
+
+
+def _error_info(error: dict[str, str] | None) -> ErrorInfo | None:
+    if error is None:
+        return None
+    return ErrorInfo.model_construct(type=error["type"], message=error["message"])
 
 
 def wind_down(execution: Execution) -> None:

@@ -28,6 +28,7 @@ import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import Guard
+from procstore.definition import matches_error
 from procstore.runtime.events import DONE, ERROR
 from procstore.runtime.history import error_fields
 from procstore.runtime.state import LeafState
@@ -47,6 +48,7 @@ class Router:
         "_host_event",
         "_origin",
         "_origin_exact",
+        "_raised",
         "compiled",
         "fsm_state",
         "plans",
@@ -67,6 +69,7 @@ class Router:
         self._origin: str | None = None  # the state an event being fired comes from
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
+        self._raised: tuple[str, ...] = ()  # the types of the error being raised
 
     # -- where the execution is -----------------------------------------------------------------
 
@@ -178,6 +181,9 @@ class Router:
             return self._await_guard(guard, event, value)
         return bool(value)
 
+    def catches(self, errors: tuple[str, ...]) -> bool:
+        return matches_error(errors, self._raised)
+
     def _guard_failed(self, guard: Guard, event: str, exc: Exception) -> bool:
         self.run.log(
             RecordKind.GUARD_ERROR,
@@ -241,13 +247,24 @@ class Router:
                 self.on_state_entered(path, None)
         self.set_configuration(sorted(self.active_leaves(), key=order.__getitem__))
 
-    async def raise_event(self, event: str, origin: str) -> None:
-        """Fire ``error``/``timeout`` from ``origin``, innermost handler first; with no handler
-        anywhere (or every one blocked), the execution fails."""
-        for candidate in (event, ERROR) if event != ERROR else (ERROR,):
-            if self.handled_within(origin, candidate) and await self.trigger(candidate, origin):
-                return
-        saga.fail(self.run)
+    async def raise_event(
+        self,
+        event: str,
+        origin: str,
+        types: tuple[str, ...] | list[str] = (),
+        error: dict[str, str] | None = None,
+    ) -> None:
+        """Fire ``error``/``timeout`` from ``origin``, innermost handler first, for an error
+        of ``types`` (its class's and bases' names: what transitions' ``errors`` match); with
+        no handler anywhere (or every one blocked), the execution fails with ``error``."""
+        self._raised = tuple(types)
+        try:
+            for candidate in (event, ERROR) if event != ERROR else (ERROR,):
+                if self.handled_within(origin, candidate) and await self.trigger(candidate, origin):
+                    return
+        finally:
+            self._raised = ()
+        saga.fail(self.run, error)
 
     async def drain(self) -> None:
         """Process completions (terminal leaves reached) until none is left."""
@@ -256,15 +273,26 @@ class Router:
             leaf, failed = state.internal.popleft()
             if leaf not in state.active or not state.running:
                 continue
-            container = self.plans[leaf].container
+            plan = self.plans[leaf]
+            container = plan.container
             if failed:
+                types, error = self._failure_of(leaf)
                 if container is None:
-                    saga.fail(self.run)
+                    saga.fail(self.run, error)
                 else:
-                    await self.raise_event(ERROR, container)
+                    await self.raise_event(ERROR, container, types, error)
                 continue
             state.leaves.setdefault(leaf, LeafState()).done = True
             await self._complete(leaf)
+
+    def _failure_of(self, path: str) -> tuple[tuple[str, ...], dict[str, str] | None]:
+        """The error types and error of terminal leaf ``path`` ending in failure: its action's
+        error when that failed for good, else its own ``error`` and ``cause``."""
+        leaf = self.run.state.leaves.get(path)
+        if leaf is not None and leaf.error is not None and not leaf.acted:
+            return tuple(leaf.error_types or ()), leaf.error
+        error = self.plans[path].failure_error
+        return ((error["type"],) if error is not None else ()), error
 
     async def _complete(self, path: str) -> None:
         """``path`` (terminal) completed: complete its container, up as far as it goes."""

@@ -143,7 +143,8 @@ class Run:
         state.rollback = None
         self.unregister()
         state.status = status
-        self.log(RecordKind.FINISHED, state=self.router.current, status=status)
+        why = {"error": state.error} if state.error is not None else {}
+        self.log(RecordKind.FINISHED, state=self.router.current, status=status, **why)
         self.finished.set()
 
     def unregister(self) -> None:

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 __all__ = ["begin", "fail", "roll_back"]
 
 
-def fail(run: Run) -> None:
-    """The execution failed: compensate what completed, or end ``failed``."""
+def fail(run: Run, error: dict[str, str] | None = None) -> None:
+    """The execution failed (because of ``error``, when known): compensate what completed, or
+    end ``failed``."""
+    if error is not None:
+        run.state.error = error
     if run.state.completed:
         begin(run, "failed", Status.FAILED, steps.halt(run))
     else:

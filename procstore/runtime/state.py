@@ -25,8 +25,11 @@ __all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
 
 #: The format of the checkpoints this procstore writes. 0 (no ``format`` key) kept each kind of
 #: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``; 2 adds
-#: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1).
-CHECKPOINT_FORMAT = 2
+#: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1); 3 adds
+#: each leaf's ``retries`` (failures counted per retry policy: a restored older leaf counts
+#: all its failed attempts against its one policy) and ``error_types``, and the execution's
+#: ``error`` (none in a restored older format).
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass(slots=True)
@@ -43,6 +46,8 @@ class LeafState:
         done: A terminal leaf whose work has completed.
         result: The last result of its action (guards' `result`).
         error: The last error of its action (guards' `error`).
+        error_types: The names of that error's class and its bases (what `errors` match).
+        retries: Per retry policy (by its index), the failed attempts it matched so far.
     """
 
     attempt: int | None = None
@@ -54,6 +59,14 @@ class LeafState:
     done: bool = False
     result: Any = None
     error: dict[str, str] | None = None
+    error_types: list[str] | None = None
+    retries: list[int] = field(default_factory=list)
+
+    def count_failure(self, policy: int) -> int:
+        """Count a failed attempt against retry policy ``policy``; return its count now."""
+        self.retries.extend([0] * (policy + 1 - len(self.retries)))
+        self.retries[policy] += 1
+        return self.retries[policy]
 
     def to_data(self) -> dict[str, Any]:
         """The stored form: only what differs from a fresh leaf (an attempt in flight is
@@ -75,6 +88,16 @@ class LeafState:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
+        data.update(self._failure_data())
+        return data
+
+    def _failure_data(self) -> dict[str, Any]:
+        """The stored form of what retry policies and error transitions match on."""
+        data: dict[str, Any] = {}
+        if self.error_types is not None:
+            data["error_types"] = self.error_types
+        if self.retries:
+            data["retries"] = self.retries
         return data
 
     @classmethod
@@ -89,6 +112,8 @@ class LeafState:
             done=bool(data.get("done", False)),
             result=data.get("result"),
             error=dict(data["error"]) if data.get("error") is not None else None,
+            error_types=[str(t) for t in data["error_types"]] if data.get("error_types") else None,
+            retries=[int(n) for n in data.get("retries", ())],
         )
 
 
@@ -111,6 +136,8 @@ class RunState:
         inbox: The id of the last command from the store's inbox applied to it (a client's
             event or cancel): stored with what the command did, so that after a crash a
             command is applied again exactly when its effect was not stored. A reset keeps it.
+        error: Why it failed (`type` and `message`): a failure terminal's `error` and
+            `cause`, `Timeout`, or the error nobody handled; `None` otherwise.
     """
 
     start_context: dict[str, Any]
@@ -125,6 +152,7 @@ class RunState:
     completed: list[str] = field(default_factory=list)
     internal: deque[tuple[str, bool]] = field(default_factory=deque)
     inbox: int = 0
+    error: dict[str, str] | None = None
 
     @classmethod
     def fresh(cls, start_context: dict[str, Any], auto: bool) -> RunState:
@@ -175,6 +203,7 @@ class RunState:
             "deadlines": dict(self.deadlines),
             "completed": list(self.completed),
             "inbox": self.inbox,
+            "error": self.error,
         }
 
     @classmethod
@@ -194,6 +223,8 @@ class RunState:
             snapshot = _from_format_0(snapshot, leaf_paths)
         if version in (0, 1):  # before the inbox: no command applied
             snapshot = {**snapshot, "inbox": 0}
+        if version in (0, 1, 2):
+            snapshot = _from_format_2(snapshot)
         elif version != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {version!r} is unknown to this procstore")
         if not isinstance(snapshot["context"], dict):
@@ -211,8 +242,19 @@ class RunState:
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
             completed=[str(path) for path in snapshot["completed"]],
             inbox=int(snapshot["inbox"]),
+            error=dict(snapshot["error"]) if snapshot["error"] is not None else None,
         )
         return state, snapshot["configuration"]
+
+
+def _from_format_2(old: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of format 2 (or older, brought to 2) as format 3: no execution error, and a
+    leaf's failed attempts all counted against its one retry policy."""
+    leaves = {}
+    for path, leaf in old["leaves"].items():
+        failed = int(leaf.get("attempt") or 1) - 1
+        leaves[path] = {**leaf, "retries": [failed]} if failed > 0 else leaf
+    return {**old, "leaves": leaves, "error": None}
 
 
 #: How format 0 kept each per-leaf fact: its map, and the fact's name in a format-1 leaf

@@ -14,13 +14,18 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import procstore.runtime.steps as steps
+from procstore.errors import Timeout
 from procstore.runtime.events import TIMEOUT
 from procstore.snapshot import RecordKind
 
 if TYPE_CHECKING:
     from procstore.runtime.run import Run
 
-__all__ = ["arm", "cancel", "cancel_all"]
+__all__ = ["TIMEOUT_TYPES", "arm", "cancel", "cancel_all"]
+
+#: The error types of a timeout (a state's or the execution's): `procstore.errors.Timeout` and
+#: its bases, like an attempt's timeout, so `errors: ["Timeout"]` catches each.
+TIMEOUT_TYPES = tuple(cls.__name__ for cls in Timeout.__mro__ if cls is not object)
 
 
 def arm(run: Run, path: str) -> None:
@@ -62,5 +67,7 @@ async def _expire(run: Run, path: str, visit: int, interrupted: list[asyncio.Tas
         if not _current(run, path, visit):
             return
         run.log(RecordKind.TIMEOUT, state=path)
-        await run.router.raise_event(TIMEOUT, path)
+        timeout_ms = (run.plans[path].timeout_s or 0) * 1000
+        error = {"type": "Timeout", "message": f"state {path!r} ran out of its {timeout_ms:g} ms"}
+        await run.router.raise_event(TIMEOUT, path, TIMEOUT_TYPES, error)
         await run.router.drain()

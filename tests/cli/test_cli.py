@@ -963,6 +963,36 @@ def test_show_summarises_a_procedure(tmp_path: Path, db: str) -> None:
         assert needle in lines, (needle, result.output)
 
 
+def test_show_lists_the_error_handling_of_each_state(tmp_path: Path, db: str) -> None:
+    doc = {
+        "name": "charging",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "charge",
+            "states": {
+                "charge": {
+                    "action": {"type": "noop"},
+                    "retry": [{"errors": ["ValueError"], "max_attempts": 1}, {"max_attempts": 2}],
+                    "transitions": [
+                        {"event": "success", "target": "done"},
+                        {"event": "error", "errors": ["Timeout"], "target": "declined"},
+                    ],
+                },
+                "done": {},
+                "declined": {"outcome": "failure", "error": "Declined", "cause": "no money"},
+            },
+        },
+    }
+    invoke("run", "--db", db, str(write_json(tmp_path / "c.json", doc)))
+    lines = invoke("show", "charging", "--db", db).output.splitlines()
+    for needle in (
+        f"    retry 1x 1s{TIMES}2 on ValueError; retry 2x 1s{TIMES}2",
+        "    on error (Timeout) -> declined",
+        "declined  (terminal, failure Declined: no money)",
+    ):
+        assert needle in lines, (needle, lines)
+
+
 def test_show_versions_and_json(tmp_path: Path, db: str) -> None:
     path = tmp_path / "g.json"
     invoke("run", "--db", db, str(write_json(path, GUARDED)), "-c", '{"amount": 5}')

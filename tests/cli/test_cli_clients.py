@@ -199,6 +199,7 @@ def test_status_shows_what_is_committed_as_text_and_json(db: str, approval: Path
         "active": ["wait"],
         "status": "running",
         "context": {},
+        "error": None,
         "runner": False,
     }
 
@@ -235,3 +236,34 @@ def test_an_unknown_execution_or_database_is_not_found_with_exit_4(
     unknown = invoke(*command, "--db", db)
     assert unknown.exit_code == 4
     assert unknown.stderr.startswith("error: no execution 'ghost' in ")
+
+
+def test_run_and_status_say_why_an_execution_failed(db: str, tmp_path: Path) -> None:
+    declined = {
+        "name": "charge",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "declined",
+            "states": {
+                "declined": {
+                    "outcome": "failure",
+                    "error": "PaymentDeclined",
+                    "cause": "the card was refused",
+                }
+            },
+        },
+    }
+    path = tmp_path / "charge.json"
+    path.write_text(json.dumps(declined), encoding="utf-8")
+    ran = invoke("run", str(path), "--db", db)
+    assert "error       PaymentDeclined: the card was refused" in ran.stdout.splitlines()
+    execution_id = re.search(r"^execution\s+(\S+)$", ran.stdout, re.MULTILINE)
+    assert execution_id is not None
+
+    status = invoke("status", execution_id.group(1), "--db", db)
+    assert status.stdout.splitlines()[-2:] == [
+        "status      failed (state: declined)",
+        "error       PaymentDeclined: the card was refused",
+    ]
+    document = json.loads(invoke("status", execution_id.group(1), "--db", db, "--json").stdout)
+    assert document["error"] == {"type": "PaymentDeclined", "message": "the card was refused"}
