@@ -243,6 +243,12 @@ class CompiledProcedure:
         return self.procedure.definition.initial_state
 
     @property
+    def timeout_s(self) -> float | None:
+        """The definition's ``timeout_ms`` (the whole execution's bound), in seconds."""
+        timeout_ms = self.procedure.definition.timeout_ms
+        return timeout_ms / 1000 if timeout_ms is not None else None
+
+    @property
     def initial_entry(self) -> tuple[str, ...]:
         """The states entered at start, parents before children."""
         return self.entries[self.initial_state]

@@ -365,6 +365,11 @@ class Definition(_Schema):
 
     initial_state: StateName
     states: Annotated[dict[StateName, StateDef], Field(min_length=1)]
+    timeout_ms: Milliseconds | None = Field(
+        default=None,
+        description="Bound on the whole execution: when it runs out, what runs is cancelled "
+        "and the execution fails with the error type `Timeout` (compensating what completed).",
+    )
 
     @property
     def is_flat(self) -> bool:

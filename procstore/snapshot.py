@@ -110,7 +110,8 @@ class HistoryRecord(_Frozen):
     - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`.
     - `guard_error`: guard `message` raised `error` while `event` was tried; it blocked.
     - `blocked`: the guards of every transition on `event` from `state` blocked it.
-    - `timeout`: `state`'s `timeout_ms` ran out.
+    - `timeout`: `state`'s `timeout_ms` ran out; without a `state`, the definition's
+      `timeout_ms` (the whole execution's: `message` gives it).
     - `cancelled`: the execution was cancelled in `state`.
     - `rollback`: compensation starts (`message` says why).
     - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
@@ -171,9 +172,9 @@ class ExecutionState(_Frozen):
         history: Every record so far, oldest first.
         error: Why it failed, once it has (also when its compensations then rolled it back):
             the `error` (as `type`) and `cause` (as `message`) of the failure terminal it
-            ended in, or the error that no transition caught; `None` while running, after a
-            success, a cancel or a `rollback()`, and for a failure terminal that names no
-            error.
+            ended in, `Timeout` when the definition's `timeout_ms` ran out, or the error
+            that no transition caught; `None` while running, after a success, a cancel or a
+            `rollback()`, and for a failure terminal that names no error.
     """
 
     id: str

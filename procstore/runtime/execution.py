@@ -464,6 +464,10 @@ def _resume(run: Run) -> None:
         steps.start(run, EXECUTION, saga.roll_back, run)
         return
     now = run.clock.time()
+    if state.deadline is not None:
+        timers.arm_execution(run)
+        if state.deadline <= now:
+            return  # it ran out of time while nothing ran: it fails without running more
     expired = [path for path, deadline in state.deadlines.items() if deadline <= now]
     for path in sorted(router.active_leaves(), key=run.compiled.order.__getitem__):
         plan, leaf = run.plans[path], state.leaves.setdefault(path, LeafState())

@@ -109,6 +109,10 @@ class Router:
     def enter_initial(self) -> None:
         """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
         entry = self.compiled.initial_entry
+        timeout_s = self.compiled.timeout_s
+        if timeout_s is not None:  # the whole execution's bound, from its (re)start
+            self.run.state.deadline = self.run.clock.time() + timeout_s
+            timers.arm_execution(self.run)
         self.set_configuration([p for p in entry if self.plans[p].kind == "leaf"])
         for path in entry:
             self.on_state_entered(path, None)

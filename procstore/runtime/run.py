@@ -138,6 +138,7 @@ class Run:
         steps.halt(self)
         state = self.state
         state.deadlines.clear()
+        state.deadline = None
         state.internal.clear()
         state.closing = False
         state.rollback = None

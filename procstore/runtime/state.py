@@ -28,7 +28,7 @@ __all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
 #: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1); 3 adds
 #: each leaf's ``retries`` (failures counted per retry policy: a restored older leaf counts
 #: all its failed attempts against its one policy) and ``error_types``, and the execution's
-#: ``error`` (none in a restored older format).
+#: ``deadline`` (``timeout_ms``) and ``error`` (none in a restored older format).
 CHECKPOINT_FORMAT = 3
 
 
@@ -136,6 +136,7 @@ class RunState:
         inbox: The id of the last command from the store's inbox applied to it (a client's
             event or cancel): stored with what the command did, so that after a crash a
             command is applied again exactly when its effect was not stored. A reset keeps it.
+        deadline: When the definition's `timeout_ms` runs out (wall clock), or `None`.
         error: Why it failed (`type` and `message`): a failure terminal's `error` and
             `cause`, `Timeout`, or the error nobody handled; `None` otherwise.
     """
@@ -152,6 +153,7 @@ class RunState:
     completed: list[str] = field(default_factory=list)
     internal: deque[tuple[str, bool]] = field(default_factory=deque)
     inbox: int = 0
+    deadline: float | None = None
     error: dict[str, str] | None = None
 
     @classmethod
@@ -203,6 +205,7 @@ class RunState:
             "deadlines": dict(self.deadlines),
             "completed": list(self.completed),
             "inbox": self.inbox,
+            "deadline": self.deadline,
             "error": self.error,
         }
 
@@ -242,19 +245,20 @@ class RunState:
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
             completed=[str(path) for path in snapshot["completed"]],
             inbox=int(snapshot["inbox"]),
+            deadline=float(snapshot["deadline"]) if snapshot["deadline"] is not None else None,
             error=dict(snapshot["error"]) if snapshot["error"] is not None else None,
         )
         return state, snapshot["configuration"]
 
 
 def _from_format_2(old: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of format 2 (or older, brought to 2) as format 3: no execution error, and a
-    leaf's failed attempts all counted against its one retry policy."""
+    """A checkpoint of format 2 (or older, brought to 2) as format 3: no execution deadline or
+    error, and a leaf's failed attempts all counted against its one retry policy."""
     leaves = {}
     for path, leaf in old["leaves"].items():
         failed = int(leaf.get("attempt") or 1) - 1
         leaves[path] = {**leaf, "retries": [failed]} if failed > 0 else leaf
-    return {**old, "leaves": leaves, "error": None}
+    return {**old, "leaves": leaves, "deadline": None, "error": None}
 
 
 #: How format 0 kept each per-leaf fact: its map, and the fact's name in a format-1 leaf

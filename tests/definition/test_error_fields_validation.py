@@ -1,6 +1,6 @@
 """The error-handling fields of a definition — lists of retry policies, the errors an error
-transition catches, a failure terminal's error and cause — are checked at registration, each
-problem at its JSON path."""
+transition catches, a failure terminal's error and cause, the execution's timeout — are
+checked at registration, each problem at its JSON path."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def _failure_end(**end: Any) -> dict[str, Any]:
             id="an error transition with errors",
         ),
         pytest.param(_failure_end(error="Declined", cause="the card was refused"), id="fail"),
+        pytest.param(
+            {**_doc(), "definition": {**_doc()["definition"], "timeout_ms": 60_000}},
+            id="the execution's timeout_ms",
+        ),
     ],
 )
 async def test_the_error_fields_are_accepted(store: ProcedureStore, doc: dict[str, Any]) -> None:
@@ -103,6 +107,12 @@ async def test_the_error_fields_are_accepted(store: ProcedureStore, doc: dict[st
             f"{S}.cause",
             "only a failure terminal",
             id="cause on a success terminal",
+        ),
+        pytest.param(
+            {**_doc(), "definition": {**_doc()["definition"], "timeout_ms": 0}},
+            "$.definition.timeout_ms",
+            "greater than 0",
+            id="a zero execution timeout",
         ),
     ],
 )
