@@ -136,6 +136,7 @@ class StatePlan:
         failure: A terminal leaf whose ``outcome`` is ``failure``.
         events: The events of the state's own transitions.
         retry: Its action's retry policies, in the order they are matched.
+        compensate_retry: Its compensation's retry policies, likewise.
         failure_error: A failure terminal's error (``type``: its ``error``, ``message``: its
             ``cause``), or ``None`` when it names none.
     """
@@ -152,6 +153,7 @@ class StatePlan:
     terminal: bool
     failure: bool
     events: frozenset[str]
+    compensate_retry: tuple[RetryPolicy, ...] = ()
     failure_error: dict[str, str] | None = None
 
     @property
@@ -389,6 +391,9 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
         terminal=state.terminal,
         failure=definition is not None and definition.is_failure,
         events=state.events,
+        compensate_retry=retry_policies(
+            definition.compensate_retry if definition is not None else None
+        ),
         failure_error=_failure_error(definition) if definition is not None else None,
     )
 

@@ -305,6 +305,11 @@ class StateDef(_Schema):
         description="Undoes this state's completed action when the execution fails or is "
         "rolled back.",
     )
+    compensate_retry: Retry | None = Field(
+        default=None,
+        description="Re-run a failed compensation: one policy, or a list tried in order (like "
+        "`retry`).",
+    )
     transitions: tuple[TransitionDef, ...] = ()
     outcome: Literal["success", "failure"] | None = Field(
         default=None,

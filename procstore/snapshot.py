@@ -107,14 +107,16 @@ class HistoryRecord(_Frozen):
     - `log`: a `log` action in `state` wrote `message`.
     - `ignored`: `event` (an action's outcome, or `done`) has no transition in `state`; the
       state waits.
-    - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`.
+    - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`; with
+      `message` `compensation`, its compensation will (`error`: the attempt that failed).
     - `guard_error`: guard `message` raised `error` while `event` was tried; it blocked.
     - `blocked`: the guards of every transition on `event` from `state` blocked it.
     - `timeout`: `state`'s `timeout_ms` ran out; without a `state`, the definition's
       `timeout_ms` (the whole execution's: `message` gives it).
     - `cancelled`: the execution was cancelled in `state`.
     - `rollback`: compensation starts (`message` says why).
-    - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
+    - `compensation`: the compensation of `state`'s action ended with `result` or `error`
+      (`attempt`: the attempt that ended it, when `compensate_retry` made more than one).
     - `reset`: the execution was reset to `state`, its initial state.
     - `finished`: the execution ended in `state` with `status` (and, when it failed, the
       `error` that made it fail, if known: see `ExecutionState.error`).

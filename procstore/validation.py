@@ -51,7 +51,7 @@ MAX_STATE_DEPTH = 32
 # error locations, which is noise to a reader of the document.
 _ACTION_KEYS = frozenset({"action", "compensate"})
 # Keys whose value is a retry policy or a list of them: the form's tag is noise too.
-_RETRY_KEYS = frozenset({"retry"})
+_RETRY_KEYS = frozenset({"retry", "compensate_retry"})
 
 
 def read_document(doc: Document) -> tuple[Any, str | None]:
@@ -274,7 +274,7 @@ def _strip_json_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return (*loc[: at + 1], *(item for i, item in enumerate(inside) if i % 2 == 0))
 
 
-_LEAF_ONLY = ("action", "retry", "compensate", "outcome", "error", "cause")
+_LEAF_ONLY = ("action", "retry", "compensate", "compensate_retry", "outcome", "error", "cause")
 
 
 def check_references(
@@ -438,7 +438,8 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
 
 
 def _failure_terminal_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
-    """``error`` and ``cause`` belong to a failure terminal."""
+    """``error`` and ``cause`` belong to a failure terminal; ``compensate_retry`` to a state
+    with a ``compensate``."""
     problems = []
     failure_terminal = data.get("outcome") == "failure" and not data.get("transitions")
     for key in ("error", "cause"):
@@ -449,6 +450,13 @@ def _failure_terminal_problems(state: ChartState, data: Mapping[str, Any]) -> li
                     f"only a failure terminal (outcome: failure, no transitions) has {key}",
                 )
             )
+    if "compensate_retry" in data and "compensate" not in data:
+        problems.append(
+            Problem(
+                json_path((*state.loc, "compensate_retry")),
+                "compensate_retry retries the state's compensate, which it does not have",
+            )
+        )
     return problems
 
 

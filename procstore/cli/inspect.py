@@ -231,6 +231,8 @@ def _detail_lines(state: StateDef) -> list[str]:
         details.append(f"timeout {state.timeout_ms:g}ms")
     if state.compensate is not None:
         details.append(f"compensate {describe_action(state.compensate)}")
+    if state.compensate_retry is not None:
+        details.append("compensate " + describe_retry(state.compensate_retry))
     for transition in state.transitions:
         guards = []
         if transition.guard:

@@ -17,7 +17,7 @@ from typing import Any
 
 from procstore import paths
 from procstore.chart import Chart, Transition, build_chart
-from procstore.definition import Procedure, TransitionDef
+from procstore.definition import Procedure, StateDef, TransitionDef
 from procstore.describe import describe_action, describe_compensation, describe_retry, format_ms
 from procstore.diagrams.model import (
     Box,
@@ -71,6 +71,15 @@ def as_execution(execution: ExecutionState | Mapping[str, Any] | Any) -> Executi
 
 
 # --------------------------------------------------------------------------- text
+
+
+def _compensation(definition: StateDef) -> str:
+    """The compensation in a few words, then its retry policies if it has any."""
+    assert definition.compensate is not None
+    text = describe_compensation(definition.compensate)
+    if definition.compensate_retry is not None:
+        text += f" ({describe_retry(definition.compensate_retry)})"
+    return text
 
 
 def _failure_text(error: str | None, cause: str | None) -> str | None:
@@ -169,7 +178,7 @@ class _Builder:
             action_timeout_ms=None if action is None else action.timeout_ms,
             retry=None if definition.retry is None else describe_retry(definition.retry),
             timeout_ms=definition.timeout_ms,
-            compensate=None if compensate is None else describe_compensation(compensate),
+            compensate=None if compensate is None else _compensation(definition),
             terminal=state.terminal,
             outcome=outcome,
             error=_failure_text(definition.error, definition.cause),

@@ -28,7 +28,8 @@ __all__ = ["CHECKPOINT_FORMAT", "LeafState", "RunState"]
 #: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1); 3 adds
 #: each leaf's ``retries`` (failures counted per retry policy: a restored older leaf counts
 #: all its failed attempts against its one policy) and ``error_types``, and the execution's
-#: ``deadline`` (``timeout_ms``) and ``error`` (none in a restored older format).
+#: ``deadline`` (``timeout_ms``), ``error`` and ``compensating`` (a compensation's attempt,
+#: retry counts and deadline; none of them in a restored older format).
 CHECKPOINT_FORMAT = 3
 
 
@@ -137,6 +138,8 @@ class RunState:
             event or cancel): stored with what the command did, so that after a crash a
             command is applied again exactly when its effect was not stored. A reset keeps it.
         deadline: When the definition's `timeout_ms` runs out (wall clock), or `None`.
+        compensating: The compensation under way (the newest of `completed`): its attempt,
+            its retry policies' counts and its retry deadline.
         error: Why it failed (`type` and `message`): a failure terminal's `error` and
             `cause`, `Timeout`, or the error nobody handled; `None` otherwise.
     """
@@ -155,6 +158,7 @@ class RunState:
     inbox: int = 0
     deadline: float | None = None
     error: dict[str, str] | None = None
+    compensating: LeafState | None = None
 
     @classmethod
     def fresh(cls, start_context: dict[str, Any], auto: bool) -> RunState:
@@ -207,6 +211,7 @@ class RunState:
             "inbox": self.inbox,
             "deadline": self.deadline,
             "error": self.error,
+            "compensating": self.compensating.to_data() if self.compensating else None,
         }
 
     @classmethod
@@ -247,6 +252,11 @@ class RunState:
             inbox=int(snapshot["inbox"]),
             deadline=float(snapshot["deadline"]) if snapshot["deadline"] is not None else None,
             error=dict(snapshot["error"]) if snapshot["error"] is not None else None,
+            compensating=(
+                LeafState.from_data(snapshot["compensating"])
+                if snapshot["compensating"] is not None
+                else None
+            ),
         )
         return state, snapshot["configuration"]
 
@@ -258,7 +268,7 @@ def _from_format_2(old: dict[str, Any]) -> dict[str, Any]:
     for path, leaf in old["leaves"].items():
         failed = int(leaf.get("attempt") or 1) - 1
         leaves[path] = {**leaf, "retries": [failed]} if failed > 0 else leaf
-    return {**old, "leaves": leaves, "deadline": None, "error": None}
+    return {**old, "leaves": leaves, "deadline": None, "error": None, "compensating": None}
 
 
 #: How format 0 kept each per-leaf fact: its map, and the fact's name in a format-1 leaf

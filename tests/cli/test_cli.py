@@ -973,6 +973,8 @@ def test_show_lists_the_error_handling_of_each_state(tmp_path: Path, db: str) ->
                 "charge": {
                     "action": {"type": "noop"},
                     "retry": [{"errors": ["ValueError"], "max_attempts": 1}, {"max_attempts": 2}],
+                    "compensate": {"type": "noop"},
+                    "compensate_retry": {"max_attempts": 4},
                     "transitions": [
                         {"event": "success", "target": "done"},
                         {"event": "error", "errors": ["Timeout"], "target": "declined"},
@@ -987,6 +989,7 @@ def test_show_lists_the_error_handling_of_each_state(tmp_path: Path, db: str) ->
     lines = invoke("show", "charging", "--db", db).output.splitlines()
     for needle in (
         f"    retry 1x 1s{TIMES}2 on ValueError; retry 2x 1s{TIMES}2",
+        f"    compensate retry 4x 1s{TIMES}2",
         "    on error (Timeout) -> declined",
         "declined  (terminal, failure Declined: no money)",
     ):

@@ -1,6 +1,6 @@
 """The error-handling fields of a definition — lists of retry policies, the errors an error
-transition catches, a failure terminal's error and cause, the execution's timeout — are
-checked at registration, each problem at its JSON path."""
+transition catches, a failure terminal's error and cause, a compensation's retry, the
+execution's timeout — are checked at registration, each problem at its JSON path."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def _failure_end(**end: Any) -> dict[str, Any]:
             id="an error transition with errors",
         ),
         pytest.param(_failure_end(error="Declined", cause="the card was refused"), id="fail"),
+        pytest.param(
+            _doc(compensate={"type": "noop"}, compensate_retry=[{"max_attempts": 2}]),
+            id="compensate_retry",
+        ),
         pytest.param(
             {**_doc(), "definition": {**_doc()["definition"], "timeout_ms": 60_000}},
             id="the execution's timeout_ms",
@@ -107,6 +111,12 @@ async def test_the_error_fields_are_accepted(store: ProcedureStore, doc: dict[st
             f"{S}.cause",
             "only a failure terminal",
             id="cause on a success terminal",
+        ),
+        pytest.param(
+            _doc(compensate_retry={"max_attempts": 2}),
+            f"{S}.compensate_retry",
+            "does not have",
+            id="compensate_retry without compensate",
         ),
         pytest.param(
             {**_doc(), "definition": {**_doc()["definition"], "timeout_ms": 0}},
