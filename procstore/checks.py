@@ -211,7 +211,9 @@ class _Checker:
                 )
             elif any(
                 later.event == transition.event for later in _after(state, transition)
-            ) and not (transition.spec.conditions or transition.spec.unless):
+            ) and not (
+                transition.spec.conditions or transition.spec.unless or transition.spec.errors
+            ):
                 self.warnings.append(
                     Problem(
                         self.path((*transition.loc, "guard")),

@@ -159,3 +159,13 @@ async def test_an_error_its_own_state_does_not_catch_goes_to_the_enclosing_state
     doc["definition"]["states"]["outer"]["states"]["bad_value"] = {}
     final = await _run(store, ConnectionError("c"), doc)
     assert final.current == "offline"
+
+
+async def test_an_always_true_guard_on_a_transition_naming_errors_hides_nothing(
+    store: ProcedureStore,
+) -> None:
+    # No "transitions after it never fire" warning (warnings are errors in the tests): the
+    # errors it names keep the others reachable.
+    transitions = [on("error", "bad_value", errors=["ValueError"], guard="True"), CATCHERS[2]]
+    final = await _run(store, KeyError("k"), _doc(transitions))
+    assert final.current == "anything"
