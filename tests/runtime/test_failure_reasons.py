@@ -100,3 +100,15 @@ async def test_a_stored_execution_keeps_its_error(tmp_path: Path) -> None:
         "PaymentDeclined",
         "the card was refused",
     )
+
+
+async def test_a_state_timeout_no_transition_takes_is_the_executions_error(
+    store: ProcedureStore,
+) -> None:
+    slow = {"action": {"type": "sleep", "ms": 10_000}, "timeout_ms": 1}
+    doc = make_doc({"charge": {**slow, "transitions": [on("success", "end")]}, "end": {}}, "charge")
+    final = await _finish(store, doc)
+
+    assert final.status is Status.FAILED
+    assert final.error is not None and final.error.type == "Timeout"
+    assert "'charge'" in final.error.message
