@@ -321,13 +321,22 @@ def _references(
             continue
         for transition in state.transitions:
             problems += _transition_problems(transition, parallels, guards, crossing)
-        for key in ("action", "compensate"):
-            problems += _data_problems(raw.get(key), (*state.loc, key))
-        if actions is not None:
-            for key in ("action", "compensate"):
-                problems += _function_problems(raw.get(key), (*state.loc, key), actions)
+        problems += _action_problems(state, raw, actions)
     if isinstance(initial, str) and initial in chart.states:
         problems += _unreachable_problems(chart, initial, crossing)
+    return problems
+
+
+def _action_problems(
+    state: ChartState, raw: Mapping[str, Any], actions: ActionRegistry | None
+) -> list[Problem]:
+    """The problems of a state's action and compensation: their data paths and templates,
+    and (with ``actions``) the host code they call."""
+    problems: list[Problem] = []
+    for key in ("action", "compensate"):
+        problems += _data_problems(raw.get(key), (*state.loc, key))
+        if actions is not None:
+            problems += _function_problems(raw.get(key), (*state.loc, key), actions)
     return problems
 
 
