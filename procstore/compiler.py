@@ -84,6 +84,13 @@ class MachineModel(Protocol):
     def catches(self, errors: tuple[str, ...]) -> bool:
         """Whether the error being raised is one of ``errors`` (a transition's ``errors``)."""
 
+    def prepare_assign(self, assign: Assign, event: str) -> bool:
+        """The guards of a transition on ``event`` with ``assign`` passed: render what it
+        assigns; False blocks the transition (a path in it names nothing)."""
+
+    def apply_assign(self) -> None:
+        """The transition whose ``assign`` was prepared last fires: store what it assigns."""
+
 
 @dataclass(frozen=True, slots=True)
 class Guard:
@@ -103,6 +110,22 @@ class Guard:
     uses_context: bool
     blocks_on_error: bool
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """A transition's ``assign``: a template rendered when its guards pass and merged into the
+    context when it fires.
+
+    Attributes:
+        template: The template (see `procstore.datapaths`), an object.
+        source: The path of the state that declares the transition.
+        guard: How a failed rendering is recorded (a ``guard_error`` labelled ``assign``).
+    """
+
+    template: dict[str, Any]
+    source: str
+    guard: Guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +343,30 @@ def _catches(errors: tuple[str, ...]) -> Callable[[AsyncEventData], bool]:
     return catches
 
 
+def _assign_blocked(assign: Assign) -> Callable[[AsyncEventData], bool]:
+    # The last of a transition's ``unless`` checks: it runs once every guard has passed.
+    def blocked(event_data: AsyncEventData) -> bool:
+        model = cast(MachineModel, event_data.model)
+        return not model.prepare_assign(assign, cast(Any, event_data.event).name)
+
+    return blocked
+
+
+def _assign_checks(assign: Assign | None) -> list[Callable[[AsyncEventData], bool]]:
+    return [_assign_blocked(assign)] if assign is not None else []
+
+
+def _assign(event_data: AsyncEventData) -> None:
+    cast(MachineModel, event_data.model).apply_assign()
+
+
+def _compile_assign(transition: TransitionDef, source: str) -> Assign | None:
+    if transition.assign is None:
+        return None
+    guard = Guard("assign", lambda _: True, False, False, source)
+    return Assign(dict(transition.assign), source, guard)
+
+
 def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:
     # Resolved at each evaluation, so the host may (re-)register predicates at any time.
     def check(context: Mapping[str, Any]) -> Any:
@@ -467,12 +514,14 @@ def compile_procedure(
         scope = [] if flat else [_in_scope(transition.source)]
         if transition.spec.errors is not None:  # before the guards: they see a caught error
             scope.append(_catches(transition.spec.errors))
+        assign = _compile_assign(transition.spec, transition.source)
         machine.add_transition(
             transition.event,
             source=transition.source,
             dest=transition.target,
             conditions=scope + [_condition(g) for g in conditions],
-            unless=[_condition(g) for g in unless],
+            unless=cast(Any, [_condition(g) for g in unless] + _assign_checks(assign)),
+            before=[_assign] if assign else None,
         )
     return CompiledProcedure(
         procedure=procedure,

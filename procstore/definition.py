@@ -18,7 +18,7 @@ field may go, reachability, allowed modules, guards) live in `procstore.validati
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
 from pydantic import (
@@ -183,8 +183,8 @@ class TransitionDef(_Schema):
     guard: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         default=None,
         description="An expression over the context's keys, `result` (the state's last action "
-        "result) and `error` (its last error: type and message) that must be true, e.g. "
-        "`amount < 1000`.",
+        "result), `error` (its last error: type and message) and `event` (the event handled: "
+        "`name` and `data`) that must be true, e.g. `amount < 1000`.",
     )
     errors: ErrorNames | None = Field(
         default=None,
@@ -197,6 +197,13 @@ class TransitionDef(_Schema):
     )
     unless: tuple[GuardName, ...] = Field(
         default=(), description="Registered predicates that must all return false."
+    )
+    assign: dict[str, Any] | None = Field(
+        default=None,
+        description="Data stored into the context when the transition fires: a template "
+        "(keys ending in `.$` take the value of a path: `$.` the context, `$$.event.data` the "
+        "event's data) whose keys become top-level context keys, e.g. "
+        '`{"decision.$": "$$.event.data"}`. A path that names nothing blocks the transition.',
     )
 
 

@@ -163,7 +163,7 @@ async def _apply(execution: Execution, command: Command) -> None:
     """Apply one command to ``execution`` (a start needs nothing more: it runs)."""
     payload = command.payload
     if command.kind == EVENT and command.reason is None and isinstance(payload.get("event"), str):
-        await receive_event(execution, command.id, payload["event"])
+        await receive_event(execution, command.id, payload["event"], payload.get("data"))
     elif command.kind == CANCEL and command.reason is None:
         await receive_cancel(execution, command.id, bool(payload.get("rollback", False)))
     elif command.kind in (EVENT, CANCEL) and not applied(execution, command.id):

@@ -14,6 +14,7 @@ from typing import Any, Final
 from procstore.clock import Clock
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, InvalidEvent
+from procstore.eventdata import event_data
 from procstore.handles import StoreJournal
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import restore_execution, start_execution
@@ -180,8 +181,9 @@ class RemoteExecution:
         self._state = _snapshot(stored, self._compiled)
         return self._state
 
-    async def send(self, event: str) -> None:
-        """Queue ``event`` for the execution; return once it is committed to the inbox.
+    async def send(self, event: str, data: Any = None) -> None:
+        """Queue ``event``, carrying ``data`` (JSON data, as for ``Execution.send``), for the
+        execution; return once it is committed to the inbox, data included.
 
         The process that runs the execution handles it as ``Execution.send`` would, once
         (whatever crashes in between), after the events queued before it. Whether it fired a
@@ -191,11 +193,15 @@ class RemoteExecution:
         Raises:
             InvalidEvent: the execution has finished (as committed now), no state of its
                 procedure accepts ``event`` from a host (a typo, say), or ``event`` is one
-                procstore raises itself (``done``, ``timeout``).
+                procstore raises itself (``done``, ``timeout``); or ``data`` is not JSON data
+                or is larger than ``MAX_EVENT_DATA_BYTES``.
         """
         self._check_event(event)
+        payload: dict[str, Any] = {"event": event}
+        if data is not None:
+            payload["data"] = event_data(data, event)
         finished = InvalidEvent(f"execution {self.id} has finished; it accepts no events")
-        await self._post(EVENT, {"event": event}, finished)
+        await self._post(EVENT, payload, finished)
 
     async def cancel(self, rollback: bool = False) -> None:
         """Queue a cancel for the execution (with ``rollback``, its completed actions are

@@ -103,14 +103,15 @@ class HistoryRecord(_Frozen):
     - `action`: attempt `attempt` of `state`'s action ended with `result` or `error` (error
       type `Timeout` or `Cancelled` for an attempt cut off by procstore).
     - `transition`: `event` moved the execution from `state` (the state that declares the
-      transition) to `target`.
+      transition) to `target`; `data` is what the event carried, if anything.
     - `log`: a `log` action in `state` wrote `message`.
     - `ignored`: `event` (an action's outcome, or `done`) has no transition in `state`; the
       state waits.
     - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`; with
       `message` `compensation`, its compensation will (`error`: the attempt that failed).
     - `guard_error`: guard `message` raised `error` while `event` was tried; it blocked.
-    - `blocked`: the guards of every transition on `event` from `state` blocked it.
+    - `blocked`: the guards of every transition on `event` (carrying `data`, if anything)
+      from `state` blocked it.
     - `timeout`: `state`'s `timeout_ms` ran out; without a `state`, the definition's
       `timeout_ms` (the whole execution's: `message` gives it).
     - `cancelled`: the execution was cancelled in `state`.
@@ -124,7 +125,8 @@ class HistoryRecord(_Frozen):
       action of that state (`error` event, else failure with compensation).
     - `received`: a command another process queued (a client's `send()` or `cancel()`,
       `procstore send`, `procstore cancel`) was taken from the inbox in `state`: `event` is
-      the event it sends (what the event did follows: a `transition`, `blocked`...), or
+      the event it sends and `data` what it carries, if anything (what the event did
+      follows: a `transition`, `blocked`...), or
       `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows); a
       command that could not be applied has `message` `refused: <why>` and changed nothing
       else. One record per command, whatever crashes in between.
@@ -144,6 +146,8 @@ class HistoryRecord(_Frozen):
         message: A log line, a guard's label, or why a rollback began.
         status: The final status, on a `finished` record.
         delay_ms: The delay before the next attempt, jitter included, on a `retry` record.
+        data: What the event carried (`send(event, data=...)`), on the `transition`,
+            `blocked` and `received` records of an event sent with data.
     """
 
     kind: str
@@ -157,6 +161,7 @@ class HistoryRecord(_Frozen):
     message: str | None = None
     status: Status | None = None
     delay_ms: float | None = None
+    data: Any = None
 
 
 class ExecutionState(_Frozen):

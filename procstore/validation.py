@@ -363,7 +363,7 @@ def _transition_problems(
     ``crossing``: it is no way to reach a state)."""
     raw: Mapping[str, Any] = transition.definition  # type: ignore[assignment]
     loc = transition.loc
-    problems = _guard_problems(raw, loc, guards)
+    problems = _guard_problems(raw, loc, guards) + _assign_problems(raw, loc)
     if "errors" in raw and transition.event != "error":
         problems.append(
             Problem(
@@ -544,6 +544,23 @@ def _guard_problems(
                     )
                 )
     return problems
+
+
+def _assign_problems(transition: Mapping[str, Any], loc: tuple[str | int, ...]) -> list[Problem]:
+    """A transition's ``assign``: a good template (its keys are context keys to set)."""
+    assign = transition.get("assign")
+    if not isinstance(assign, Mapping):
+        return []  # absent, or not an object: the schema says so
+    where = json_path((*loc, "assign"))
+    if not assign:
+        return [Problem(where, "assign needs at least one key to set in the context")]
+    return [_problem(message) for message in check_template(assign, where)]
+
+
+def _problem(message: str) -> Problem:
+    """A problem from a message that starts with its JSON path (``$.a.b: what``)."""
+    path, _, text = message.partition(": ")
+    return Problem(path, text)
 
 
 def _names(states: Mapping[str, Any]) -> str:

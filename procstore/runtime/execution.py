@@ -23,6 +23,7 @@ import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
+from procstore.eventdata import event_data
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
@@ -134,11 +135,15 @@ class Execution:
 
     # -- moving it --------------------------------------------------------------------------------
 
-    async def send(self, event: str) -> bool:
+    async def send(self, event: str, data: Any = None) -> bool:
         """Process ``event`` after earlier events and after the running actions of the states
         that handle it themselves. An event only an ancestor state handles is processed at once
         (leaving that state cancels what runs inside it). An event several parallel regions
         handle fires in each.
+
+        ``data`` is what the event carries (JSON data, at most ``MAX_EVENT_DATA_BYTES`` of
+        it): guards read it as ``event["data"]``, a transition's ``assign`` as
+        ``$$.event.data``, and the history keeps it on the records of what the event did.
 
         Returns:
             True when a transition fired; False when the guards of every transition on
@@ -147,15 +152,17 @@ class Execution:
         Raises:
             InvalidEvent: no active state has a transition on ``event`` that a host may fire,
                 or the execution has finished. ``done`` and ``timeout`` are only ever raised by
-                procstore itself, and so is ``error`` on a compound or parallel state.
+                procstore itself, and so is ``error`` on a compound or parallel state. Also
+                when ``data`` is not JSON data or is too large.
         """
-        return await self._send(event, None)
+        return await self._send(event, None, data)
 
-    async def _send(self, event: str, command: int | None) -> bool:
+    async def _send(self, event: str, command: int | None, data: Any = None) -> bool:
         """``send``; with ``command``, as inbox command ``command`` (see
         `procstore.runtime.received`)."""
         run = self._run
         run.check_writable()
+        data = event_data(data, event)
         if event in RAISED_ONLY:
             raise InvalidEvent(
                 f"{event!r} is raised by procstore itself (when a compound or parallel state "
@@ -181,7 +188,7 @@ class Execution:
                 if not busy:
                     break
                 await steps.wait_for(busy)
-            return await self._fire(event, external=True, command=command)
+            return await self._fire(event, external=True, command=command, data=data)
 
     def _sendable_events(self) -> list[str]:
         """The events ``send()`` accepts now, sorted."""
@@ -201,6 +208,7 @@ class Execution:
         origin: str | None = None,
         external: bool = False,
         command: int | None = None,
+        data: Any = None,
     ) -> bool:
         run = self._run
         async with run.fire_lock:
@@ -210,8 +218,9 @@ class Execution:
                 if not any(run.compiled.accepts_from_host(p, event) for p in run.state.active):
                     raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
                 if command is not None:
-                    run.receive(command, event=event)
-            fired = await run.router.trigger(event, origin, external=external)
+                    extra = {"data": data} if data is not None else {}
+                    run.receive(command, event=event, **extra)
+            fired = await run.router.trigger(event, origin, external=external, data=data)
             await run.router.drain()
         if run.exited:
             await steps.settle_exited(run)

@@ -15,7 +15,10 @@ finished) is *refused*: its ``received`` record says why, and is committed with 
 
 from __future__ import annotations
 
+from typing import Any
+
 from procstore.errors import InvalidEvent
+from procstore.eventdata import event_data
 from procstore.runtime.execution import Execution
 from procstore.snapshot import Status
 
@@ -33,8 +36,9 @@ def firing_now(execution: Execution) -> bool:
     return execution._run.fire_lock.locked()
 
 
-async def receive_event(execution: Execution, command: int, event: str) -> None:
-    """Apply inbox command ``command``, which sends ``event``: as ``send`` does (waiting for
+async def receive_event(execution: Execution, command: int, event: str, data: Any = None) -> None:
+    """Apply inbox command ``command``, which sends ``event`` carrying ``data``: as ``send``
+    does (waiting for
     the actions of the states that handle it themselves), or refused if ``send`` would raise
     ``InvalidEvent``. A command applied already does nothing.
 
@@ -45,9 +49,15 @@ async def receive_event(execution: Execution, command: int, event: str) -> None:
     if applied(execution, command):
         return
     try:
-        await execution._send(event, command)
-    except InvalidEvent as refused:
+        data = event_data(data, event)  # queued by another process: checked again here
+    except InvalidEvent as refused:  # not recorded: it may be anything, of any size
         await refuse(execution, command, str(refused), event=event)
+        return
+    try:
+        await execution._send(event, command, data)
+    except InvalidEvent as refused:
+        extra = {"data": data} if data is not None else {}
+        await refuse(execution, command, str(refused), event=event, **extra)
 
 
 async def receive_cancel(execution: Execution, command: int, rollback: bool) -> None:
@@ -69,7 +79,7 @@ async def receive_cancel(execution: Execution, command: int, rollback: bool) -> 
         await execution._cancel(rollback, command)
 
 
-async def refuse(execution: Execution, command: int, reason: str, **fields: str) -> None:
+async def refuse(execution: Execution, command: int, reason: str, **fields: Any) -> None:
     """Record that inbox command ``command`` was refused, and commit that with the cursor."""
     run = execution._run
     run.check_writable()

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
-from procstore import paths
-from procstore.compiler import Guard
+from procstore import datapaths, paths
+from procstore.compiler import Assign, Guard
 from procstore.definition import matches_error
 from procstore.runtime.events import DONE, ERROR
 from procstore.runtime.history import error_fields
@@ -44,6 +44,8 @@ class Router:
     """The machine's model for one execution (see the module's docstring)."""
 
     __slots__ = (
+        "_assigned",
+        "_data",
         "_entries",
         "_host_event",
         "_origin",
@@ -70,6 +72,8 @@ class Router:
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
         self._raised: tuple[str, ...] = ()  # the types of the error being raised
+        self._data: Any = None  # the data of the event being fired (JSON data, or None)
+        self._assigned: dict[str, Any] | None = None  # what a passing transition assigns
 
     # -- where the execution is -----------------------------------------------------------------
 
@@ -121,7 +125,10 @@ class Router:
 
     def on_transition(self, source: str, target: str, event: str) -> None:
         self.transitions += 1
-        self.run.history.log(RecordKind.TRANSITION, event=event, state=source, target=target)
+        extra = {"data": self._data} if self._data is not None else {}
+        self.run.history.log(
+            RecordKind.TRANSITION, event=event, state=source, target=target, **extra
+        )
 
     def on_state_entered(self, path: str, event: str | None) -> None:
         run, state = self.run, self.run.state
@@ -176,7 +183,9 @@ class Router:
                 "result": leaf.result if leaf is not None else None,
                 "error": leaf.error if leaf is not None else None,
             }
-            argument = ChainMap(names, state.context)
+            # ``event`` comes after the context: a context key of that name, which guards
+            # read before events had data, keeps meaning what it meant.
+            argument = ChainMap(names, state.context, {"event": self._event(event)})
         try:
             value = guard.check(argument)
         except Exception as exc:  # a guard that raises blocks its transition
@@ -198,6 +207,39 @@ class Router:
         )
         return guard.blocks_on_error
 
+    def _event(self, event: str) -> dict[str, Any]:
+        """The event being handled, as guards and ``assign`` see it."""
+        return {"name": event, "data": self._data}
+
+    def prepare_assign(self, assign: Assign, event: str) -> bool:
+        """Render ``assign`` (of a transition on ``event`` whose guards passed) for
+        `apply_assign`; when a path in it names nothing, record a ``guard_error`` and block the
+        transition (returns False), as a guard that raises does."""
+        state = self.run.state
+        facts = self.facts(assign.source, event)
+        try:
+            self._assigned = datapaths.render(assign.template, state.context, facts)
+        except datapaths.PathNotFound as exc:
+            self._assigned = None
+            return self._guard_failed(assign.guard, event, exc)
+        return True
+
+    def apply_assign(self) -> None:
+        """The transition `prepare_assign` passed fires: store what it rendered."""
+        assigned, self._assigned = self._assigned, None
+        if assigned:
+            self.run.state.context.update(assigned)
+
+    def facts(self, path: str, event: str) -> dict[str, Any]:
+        """``$$`` for a path evaluated in state ``path`` while ``event`` is handled."""
+        procedure = self.compiled.procedure
+        return {
+            "execution": {"id": self.run.id},
+            "procedure": {"name": procedure.name, "version": procedure.version},
+            "state": path,
+            "event": self._event(event),
+        }
+
     async def _await_guard(self, guard: Guard, event: str, pending: Awaitable[Any]) -> bool:
         try:
             return bool(await pending)
@@ -207,25 +249,33 @@ class Router:
     # -- firing ---------------------------------------------------------------------------------
 
     async def trigger(
-        self, event: str, origin: str | None, exact: bool = False, external: bool = False
+        self,
+        event: str,
+        origin: str | None,
+        exact: bool = False,
+        external: bool = False,
+        data: Any = None,
     ) -> bool:
         """Trigger ``event`` (the fire lock is held), routed to ``origin`` and its ancestors
         (or ``origin`` alone when ``exact``); from a host (``external``), only to the states
-        that accept it from a host."""
+        that accept it from a host. ``data`` is what the event carries (JSON data)."""
         self._origin, self._origin_exact = origin, exact
         self._host_event = event if external else None
+        self._data = data
         before = self.transitions
         try:
             await self.compiled.fire(self, event)
         finally:
             self._origin, self._origin_exact, self._host_event = None, False, None
+            self._data, self._assigned = None, None
         # Counted rather than taken from the trigger's return value: with parallel regions,
         # transitions returns the result of the *last* region tried, not whether any fired.
         fired = self.transitions > before
         if fired and not self.compiled.flat:
             self._fill_regions()
         if not fired:
-            self.run.log(RecordKind.BLOCKED, state=origin or self.current, event=event)
+            extra = {"data": data} if data is not None else {}
+            self.run.log(RecordKind.BLOCKED, state=origin or self.current, event=event, **extra)
         return fired
 
     def _fill_regions(self) -> None:
