@@ -14,6 +14,7 @@ import asyncio
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +27,7 @@ from procstore import (
     ProcedureStore,
     RemoteExecution,
     Status,
+    documents,
 )
 from procstore.cli.db import db_missing, db_name
 from procstore.cli.exits import CommandError, ExitCode, execute
@@ -38,9 +40,22 @@ ExecutionId = Annotated[str, typer.Argument(metavar="EXECUTION_ID", show_default
 def send(
     execution_id: ExecutionId,
     event: Annotated[str, typer.Argument(metavar="EVENT", help="The event to send.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE",
+            help="What the event carries: JSON, or @path to a file holding it.",
+        ),
+    ] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
     """Send EVENT to an execution, wherever it runs.
+
+    With --data the event carries that JSON value (guards read it as event["data"], a
+    transition's assign as $$.event.data); it is queued with the event. Data that is not
+    JSON is a usage error (exit 2); data over the size limit is refused (exit 6).
 
     The event is queued in the store's inbox and the command returns: the process that runs
     the execution (`procstore run`, `resume`, an application) applies it once, after the
@@ -52,13 +67,30 @@ def send(
     An event the execution can never take (it has finished, or no state of its procedure
     has a transition on EVENT) is refused at once (exit 6).
     """
-    execute(lambda: asyncio.run(_send(execution_id, event, db)))
+    execute(lambda: asyncio.run(_send(execution_id, event, _parse_data(data), db)))
 
 
-async def _send(execution_id: str, event: str, db: str) -> None:
+def _parse_data(raw: str | None) -> Any:
+    """``--data``: JSON, or ``@path`` naming a file that holds it (read like a procedure
+    document: a regular file of at most ``MAX_DOCUMENT_BYTES``); exit 2 in one line when it is
+    neither."""
+    if raw is None:
+        return None
+    source = "--data"
+    try:
+        if raw.startswith("@"):
+            source = f"--data file {raw[1:]}"
+            return documents.parse_json(documents.read_text(Path(raw[1:])))
+        return documents.parse_json(raw)
+    except documents.DocumentError as exc:
+        problem = exc.problems[0] if exc.problems else "not valid JSON"
+        raise CommandError(ExitCode.USAGE, f"error: {source}: {problem}") from None
+
+
+async def _send(execution_id: str, event: str, data: Any, db: str) -> None:
     async with _remote(db, execution_id) as (store, execution):
         try:
-            await execution.send(event)
+            await execution.send(event, data)
         except InvalidEvent as exc:
             raise CommandError(ExitCode.REFUSED, f"error: {exc}") from None
         echo(f"queued      {event} for execution {execution_id} (in {execution.current})")

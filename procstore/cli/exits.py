@@ -106,7 +106,8 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ),
     ExitCode.USAGE: Meaning(
         docs="Usage error: a bad option or argument, an unreadable or invalid `FILE`, a "
-        "`--context` that is not a JSON object, a bad `--db` URL, a version conflict (the "
+        "`--context` that is not a JSON object, a `send --data` that is not JSON, a bad `--db` "
+        "URL, a version conflict (the "
         "procedure's name and version are stored with different content: bump the version), "
         "`resume` of an execution that needs host code the CLI cannot provide.",
         summary=(
@@ -137,7 +138,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "usage error: bad option, FILE or MAP unreadable or not JSON, MAP not an object",
                 "of strings",
             ),
-            "send": _LIST_USAGE,
+            "send": ("usage error (bad option, bad --db URL, --data that is not JSON)",),
             "cancel": _LIST_USAGE,
             "status": _LIST_USAGE,
             "wait": _LIST_USAGE,
@@ -205,12 +206,12 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ExitCode.REFUSED: Meaning(
         docs="`send`: the execution cannot take the event: it has finished, or no state of "
         "its procedure has a transition on it (a typo?), or it is `done` or `timeout`, which "
-        "only procstore raises. Nothing is queued.",
+        "only procstore raises, or its `--data` is larger than the limit. Nothing is queued.",
         summary=("send: the execution has finished, or no state of it accepts EVENT",),
         commands={
             "send": (
-                "refused: the execution has finished, or no state of its procedure has a",
-                "transition on EVENT (nothing is queued)",
+                "refused: the execution has finished, no state of its procedure has a",
+                "transition on EVENT, or --data is too large (nothing is queued)",
             ),
         },
     ),

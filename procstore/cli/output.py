@@ -149,7 +149,8 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
     if kind == "action":
         return _action_line(record, limit)
     if kind == "transition":
-        return f"transition  {record.state} --{record.event}--> {record.target}"
+        line = f"transition  {record.state} --{record.event}--> {record.target}"
+        return line + _data_text(record, limit)
     if kind == "log":
         return f"log         {record.state}: {record.message}"
     if kind == "reset":
@@ -171,7 +172,12 @@ def _received_line(record: HistoryRecord) -> str:
     line = (
         f"received    {asked} (in {record.state})" if asked else f"received    (in {record.state})"
     )
-    return f"{line} {message}" if refused else line
+    return f"{line} {message}" if refused else line + _data_text(record, RESULT_SHOWN_CHARS)
+
+
+def _data_text(record: HistoryRecord, limit: int | None) -> str:
+    """`` data=<JSON>`` for a record of an event that carried data (cut to ``limit``)."""
+    return "" if record.data is None else f" data={_value_text(record.data, limit)}"
 
 
 def _action_line(record: HistoryRecord, limit: int | None) -> str:
@@ -197,6 +203,8 @@ def _fields_line(record: HistoryRecord, limit: int | None) -> str:
             fields.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     if record.result is not None:
         fields.append(f"result={_value_text(record.result, limit)}")
+    if record.data is not None:
+        fields.append(f"data={_value_text(record.data, limit)}")
     if record.error is not None:
         fields.append(f"error={record.error.type}: {record.error.message}")
     if record.status is not None:

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from procstore.cli import app
+from procstore.eventdata import MAX_EVENT_DATA_BYTES
 from tests.conftest import CHILD_TIMEOUT_S, python_child, read_line
 
 APPROVAL = {
@@ -175,6 +176,44 @@ def test_an_event_to_a_finished_execution_is_refused_with_exit_6(db: str, approv
     again = invoke("cancel", execution_id, "--db", db)
     assert again.exit_code == 0
     assert "has already ended: cancelled; nothing to cancel" in again.stdout
+
+
+def test_send_with_data_queues_it_with_the_event_and_history_shows_it(
+    db: str, approval: Path
+) -> None:
+    execution_id = stored(db, approval)
+    result = invoke("send", execution_id, "approve", "--data", '{"by": "ana"}', "--db", db)
+    assert result.exit_code == 0, result.output
+    assert invoke("resume", execution_id, "--db", db, "--timeout", "30").exit_code == 0
+    history = invoke("history", execution_id, "--db", db).stdout
+    assert 'received    approve (in wait) data={"by": "ana"}' in history
+    assert 'transition  wait --approve--> approved data={"by": "ana"}' in history
+
+
+def test_send_with_data_from_a_file(db: str, approval: Path, tmp_path: Path) -> None:
+    execution_id = stored(db, approval)
+    (tmp_path / "data.json").write_text("[1, 2]", encoding="utf-8")
+    data = f"@{tmp_path / 'data.json'}"
+    assert invoke("send", execution_id, "approve", "--data", data, "--db", db).exit_code == 0
+    assert invoke("resume", execution_id, "--db", db, "--timeout", "30").exit_code == 0
+    assert "data=[1, 2]" in invoke("history", execution_id, "--db", db).stdout
+
+
+def test_send_with_data_that_is_not_json_exits_2_in_one_line(db: str, approval: Path) -> None:
+    execution_id = stored(db, approval)
+    result = invoke("send", execution_id, "approve", "--data", "{not json", "--db", db)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --data: $: not valid JSON")
+    assert result.stderr.count("\n") == 1
+    assert "queued" not in result.stdout
+
+
+def test_send_with_data_over_the_limit_is_refused_with_exit_6(db: str, approval: Path) -> None:
+    execution_id = stored(db, approval)
+    data = json.dumps("x" * MAX_EVENT_DATA_BYTES)
+    result = invoke("send", execution_id, "approve", "--data", data, "--db", db)
+    assert result.exit_code == 6
+    assert "MAX_EVENT_DATA_BYTES" in result.stderr
 
 
 def test_status_shows_what_is_committed_as_text_and_json(db: str, approval: Path) -> None:
