@@ -178,6 +178,7 @@ class StatePlan:
     events: frozenset[str]
     compensate_retry: tuple[RetryPolicy, ...] = ()
     failure_error: dict[str, str] | None = None
+    callback: bool = False  # it waits for a callback token (see procstore.runtime.callbacks)
 
     @property
     def name(self) -> str:
@@ -442,6 +443,7 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
             definition.compensate_retry if definition is not None else None
         ),
         failure_error=_failure_error(definition) if definition is not None else None,
+        callback=definition is not None and definition.callback,
     )
 
 

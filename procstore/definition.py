@@ -318,6 +318,14 @@ class StateDef(_Schema):
         "`retry`).",
     )
     transitions: tuple[TransitionDef, ...] = ()
+    callback: bool = Field(
+        default=False,
+        description="For a leaf that waits for an outside system (Step Functions' "
+        "`.waitForTaskToken`): entering it makes a callback token (`$$.token`, the action's "
+        "`info.token`); the action's success does not leave the state: "
+        "`store.complete_callback(token, data)` fires `success` with that data, "
+        "`store.fail_callback(token, error, cause)` fires `error`.",
+    )
     outcome: Literal["success", "failure"] | None = Field(
         default=None,
         description="For a terminal leaf: `failure` makes ending here a failure (the "

@@ -37,6 +37,8 @@ class ActionInfo:
         execution_id: The execution's id.
         state: The dotted path of the state whose action this is.
         attempt: The attempt's number, from 1.
+        token: The callback token of a state with `"callback": true` (hand it to the outside
+            system that will call `store.complete_callback(token, data)`); else `None`.
 
     Example:
         ```python
@@ -50,3 +52,4 @@ class ActionInfo:
     execution_id: str
     state: str
     attempt: int
+    token: str | None = None

@@ -17,7 +17,7 @@ from procstore.errors import ExecutionDamaged, ExecutionNotFound, InvalidEvent
 from procstore.eventdata import event_data
 from procstore.handles import StoreJournal
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import restore_execution, start_execution
+from procstore.runtime import callbacks, restore_execution, start_execution
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 from procstore.storage import QUARANTINED, Backend, StoredExecution
 from procstore.storage.base import CANCEL, EVENT
@@ -86,6 +86,19 @@ class Client:
         if stored.reason is not None:
             raise ExecutionDamaged(execution_id, stored.reason)
         return stored
+
+    async def callback(self, token: str, payload: dict[str, Any]) -> None:
+        """Queue the completion of callback ``token`` (``payload``: see ``EVENT``) for the
+        runner, if its execution is unfinished as committed now.
+
+        Raises:
+            InvalidEvent: ``token`` is not a callback token, or its execution has finished.
+            ExecutionNotFound: no execution has the id it names.
+        """
+        stored = await self.load(callbacks.execution_of(token))
+        if stored.status != Status.RUNNING:
+            raise InvalidEvent(f"execution {stored.id} has finished; it accepts no callbacks")
+        await self.backend.post_command(stored.id, EVENT, {**payload, "token": token})
 
     async def compiled(self, stored: StoredExecution) -> CompiledProcedure:
         """The procedure version ``stored`` runs, loaded from the database if another process

@@ -127,7 +127,8 @@ class HistoryRecord(_Frozen):
       `procstore send`, `procstore cancel`) was taken from the inbox in `state`: `event` is
       the event it sends and `data` what it carries, if anything (what the event did
       follows: a `transition`, `blocked`...), or
-      `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows); a
+      `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows), or
+      `callback` for a completed callback (`event` is `success` or `error`); a
       command that could not be applied has `message` `refused: <why>` and changed nothing
       else. One record per command, whatever crashes in between.
 

@@ -274,7 +274,16 @@ def _strip_json_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return (*loc[: at + 1], *(item for i, item in enumerate(inside) if i % 2 == 0))
 
 
-_LEAF_ONLY = ("action", "retry", "compensate", "compensate_retry", "outcome", "error", "cause")
+_LEAF_ONLY = (
+    "action",
+    "retry",
+    "compensate",
+    "compensate_retry",
+    "outcome",
+    "error",
+    "cause",
+    "callback",
+)
 
 
 def check_references(
@@ -420,6 +429,7 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
                 "a parallel state enters all its regions; it has no initial_state",
             )
         )
+    problems += _callback_problems(state, data)
     if state.kind == "leaf" and "initial_state" in data:
         problems.append(
             Problem(
@@ -544,6 +554,31 @@ def _guard_problems(
                     )
                 )
     return problems
+
+
+def _callback_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
+    """A leaf that waits for a callback must hand its token out (an action) and be able to
+    leave on it (transitions)."""
+    if state.kind != "leaf" or data.get("callback") is not True:
+        return []
+    where = json_path((*state.loc, "callback"))
+    if data.get("action") is None:
+        return [
+            Problem(
+                where,
+                f"state {state.path!r} waits for a callback but has no action to hand its token "
+                "to the outside system (info.token)",
+            )
+        ]
+    if state.terminal:
+        return [
+            Problem(
+                where,
+                f"state {state.path!r} waits for a callback but has no transitions: give it "
+                "success (and error) transitions",
+            )
+        ]
+    return []
 
 
 def _assign_problems(transition: Mapping[str, Any], loc: tuple[str | int, ...]) -> list[Problem]:

@@ -23,6 +23,7 @@ from collections import ChainMap
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import procstore.runtime.callbacks as callbacks
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
@@ -145,6 +146,8 @@ class Router:
         if plan.kind == "leaf":
             # A new visit knows nothing of the last one; its record is made when needed.
             state.leaves.pop(path, None)
+            if plan.callback:
+                state.leaves[path] = LeafState(token=callbacks.new_token(run.id))
             if plan.action is not None:
                 steps.start(run, path, steps.run_step, run, plan)
             elif plan.terminal:
@@ -238,6 +241,7 @@ class Router:
             "procedure": {"name": procedure.name, "version": procedure.version},
             "state": path,
             "event": self._event(event),
+            "token": callbacks.token_of(self.run.state, path),
         }
 
     async def _await_guard(self, guard: Guard, event: str, pending: Awaitable[Any]) -> bool:
@@ -307,14 +311,18 @@ class Router:
         origin: str,
         types: tuple[str, ...] | list[str] = (),
         error: dict[str, str] | None = None,
+        data: Any = None,
     ) -> None:
-        """Fire ``error``/``timeout`` from ``origin``, innermost handler first, for an error
-        of ``types`` (its class's and bases' names: what transitions' ``errors`` match); with
-        no handler anywhere (or every one blocked), the execution fails with ``error``."""
+        """Fire ``error``/``timeout`` (carrying ``data``) from ``origin``, innermost handler
+        first, for an error of ``types`` (its class's and bases' names: what transitions'
+        ``errors`` match); with no handler anywhere (or every one blocked), the execution
+        fails with ``error``."""
         self._raised = tuple(types)
         try:
             for candidate in (event, ERROR) if event != ERROR else (ERROR,):
-                if self.handled_within(origin, candidate) and await self.trigger(candidate, origin):
+                if self.handled_within(origin, candidate) and await self.trigger(
+                    candidate, origin, data=data
+                ):
                     return
         finally:
             self._raised = ()

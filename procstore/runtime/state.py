@@ -49,6 +49,8 @@ class LeafState:
         error: The last error of its action (guards' `error`).
         error_types: The names of that error's class and its bases (what `errors` match).
         retries: Per retry policy (by its index), the failed attempts it matched so far.
+        token: The callback token of a leaf with ``callback`` (see
+            `procstore.runtime.callbacks`): it is valid while the leaf is active.
     """
 
     attempt: int | None = None
@@ -62,6 +64,7 @@ class LeafState:
     error: dict[str, str] | None = None
     error_types: list[str] | None = None
     retries: list[int] = field(default_factory=list)
+    token: str | None = None
 
     def count_failure(self, policy: int) -> int:
         """Count a failed attempt against retry policy ``policy``; return its count now."""
@@ -89,6 +92,8 @@ class LeafState:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
+        if self.token is not None:
+            data["token"] = self.token
         data.update(self._failure_data())
         return data
 
@@ -115,6 +120,7 @@ class LeafState:
             error=dict(data["error"]) if data.get("error") is not None else None,
             error_types=[str(t) for t in data["error_types"]] if data.get("error_types") else None,
             retries=[int(n) for n in data.get("retries", ())],
+            token=str(data["token"]) if data.get("token") is not None else None,
         )
 
 

@@ -254,6 +254,8 @@ async def _act_on(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
         run.state.internal.append((plan.path, failed or plan.failure))
     elif failed:
         await router.raise_event(ERROR, plan.path, leaf.error_types or (), leaf.error)
+    elif plan.callback:
+        pass  # it waits for its callback (procstore.runtime.callbacks), not for this outcome
     elif not router.handled_within(plan.path, outcome):
         run.log(RecordKind.IGNORED, state=plan.path, event=outcome)
     elif run.driven:
@@ -323,7 +325,9 @@ async def invoke(run: Run, action: CompiledAction, path: str, attempt: int = 1) 
 async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) -> tuple[str, Any]:
     """``invoke`` once the action may start. Its ``args`` are rendered first: a path that
     names nothing fails the attempt with `procstore.datapaths.PathNotFound`."""
-    context, info = run.state.context, ActionInfo(run.id, path, attempt)
+    leaf = run.state.leaves.get(path)
+    token = leaf.token if leaf is not None else None
+    context, info = run.state.context, ActionInfo(run.id, path, attempt, token)
     known = facts(run, path) if action.args or action.result_selector else None
     args = None if action.args is None else render(action.args, context, known)
     if action.timeout_s is None:

@@ -8,7 +8,7 @@ import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
 from tests.builders import on
-from tests.conftest import make_doc, records, within
+from tests.conftest import make_doc, records, wait_until, within
 
 APPROVAL = make_doc(
     {
@@ -82,3 +82,74 @@ async def test_the_data_an_event_assigned_is_there_after_a_restart(url: str) -> 
         restored = await reopened.get_execution(execution.id)
         assert restored.state.context == {"decision": {"approved": True}}
         assert records(restored.history, "transition")[0].data == {"approved": True}
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+ASK = make_doc(
+    {
+        "ask": {
+            "action": {"type": "function", "function": "mail.ask"},
+            "callback": True,
+            "transitions": [
+                on("success", "approved", assign={"answer.$": "$$.event.data"}),
+                on("error", "declined"),
+            ],
+        },
+        "approved": {},
+        "declined": {"outcome": "failure"},
+    },
+    "ask",
+    name="ask",
+)
+
+
+def _asking(url: str, tokens: list[str]) -> ProcedureStore:
+    """A runner whose ``mail.ask`` keeps the token it is given."""
+    store = ProcedureStore(url)
+    store.register_action("mail.ask", lambda context, info: tokens.append(info.token))
+    return store
+
+
+async def test_a_client_completes_a_callback_through_the_inbox(url: str) -> None:
+    tokens: list[str] = []
+    async with _asking(url, tokens) as store, ProcedureStore(url, worker=False) as client:
+        await store.recover()
+        await store.register(ASK)
+        execution = await store.start("ask", auto=True)
+        await wait_until(lambda: bool(tokens), timeout=10)
+        await client.complete_callback(tokens[0], {"ok": True})
+        final = await within(execution.run_to_completion(), 10)
+    assert final.context == {"answer": {"ok": True}}
+    [received] = records(final.history, "received")
+    assert (received.event, received.message, received.data) == (
+        "success",
+        "callback",
+        {"ok": True},
+    )
+
+
+async def test_a_client_fails_a_callback_through_the_inbox(url: str) -> None:
+    tokens: list[str] = []
+    async with _asking(url, tokens) as store, ProcedureStore(url, worker=False) as client:
+        await store.recover()
+        await store.register(ASK)
+        execution = await store.start("ask", auto=True)
+        await wait_until(lambda: bool(tokens), timeout=10)
+        await client.fail_callback(tokens[0], "Declined", "no budget")
+        final = await within(execution.run_to_completion(), 10)
+    assert (final.status, final.current) == (Status.FAILED, "declined")
+
+
+async def test_a_queued_callback_with_a_wrong_secret_is_refused_by_the_runner(url: str) -> None:
+    tokens: list[str] = []
+    async with _asking(url, tokens) as store, ProcedureStore(url, worker=False) as client:
+        await store.recover()
+        await store.register(ASK)
+        execution = await store.start("ask", auto=True)
+        await wait_until(lambda: bool(tokens), timeout=10)
+        await client.complete_callback(f"{execution.id}.forged")
+        await wait_until(lambda: bool(records(execution.history, "received")), timeout=10)
+    [received] = records(execution.history, "received")
+    assert received.message is not None and "waits for that callback token" in received.message
+    assert execution.current == "ask"
