@@ -97,6 +97,63 @@ async def _send(execution_id: str, event: str, data: Any, db: str) -> None:
         await _say_if_nobody_runs(store, execution_id, db)
 
 
+def callback(
+    token: Annotated[
+        str, typer.Argument(metavar="TOKEN", help="The token the waiting state handed out.")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE",
+            help="The callback succeeded with this: JSON, or @path to a file holding it.",
+        ),
+    ] = None,
+    fail: Annotated[
+        str | None,
+        typer.Option("--fail", metavar="ERROR", help="The callback failed with this error name."),
+    ] = None,
+    cause: Annotated[
+        str, typer.Option("--cause", metavar="TEXT", help="Why it failed (with --fail).")
+    ] = "",
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Complete the callback TOKEN: its state fires success (with --data) or, with --fail,
+    error, wherever the execution runs.
+
+    A state with "callback": true hands a token to its action, which passes it to an outside
+    system; that system (or you) completes it here, knowing nothing of the execution's
+    states. It is queued in the store's inbox like `send`, and applied once; a token no state
+    waits for any more shows there as `received ... refused`.
+    """
+    if fail is not None and data is not None:
+        raise typer.BadParameter("give --data (success) or --fail (failure), not both")
+    payload = _parse_data(data)
+    execute(lambda: asyncio.run(_callback(token, payload, fail, cause, db)))
+
+
+async def _callback(token: str, data: Any, fail: str | None, cause: str, db: str) -> None:
+    if db_missing(db):
+        raise CommandError(ExitCode.NOT_FOUND, f"error: no database at {db_name(db)}")
+    async with ProcedureStore(db, worker=False) as store:
+        try:
+            if fail is None:
+                await store.complete_callback(token, data)
+            else:
+                await store.fail_callback(token, fail, cause)
+        except InvalidEvent as exc:
+            raise CommandError(ExitCode.REFUSED, f"error: {exc}") from None
+        except ExecutionNotFound as exc:
+            raise CommandError(ExitCode.NOT_FOUND, f"error: {exc}") from None
+        except ExecutionDamaged as exc:
+            raise CommandError(ExitCode.STORE, f"error: {exc}") from None
+        execution_id = token.rpartition(".")[0]
+        what = "success" if fail is None else f"error {fail}"
+        echo(f"queued      {what} for the callback of execution {execution_id}")
+        await _say_if_nobody_runs(store, execution_id, db)
+
+
 def cancel(
     execution_id: ExecutionId,
     rollback: Annotated[

@@ -1282,6 +1282,7 @@ COMMANDS = [
     "resume",
     "worker",
     "send",
+    "callback",
     "cancel",
     "status",
     "wait",

@@ -5,6 +5,7 @@ when no process runs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from procstore import ExecutionState, ProcedureStore
 from procstore.cli import app
 from procstore.eventdata import MAX_EVENT_DATA_BYTES
-from tests.conftest import CHILD_TIMEOUT_S, python_child, read_line
+from tests.conftest import CHILD_TIMEOUT_S, python_child, read_line, records
 
 APPROVAL = {
     "name": "approval",
@@ -306,3 +308,95 @@ def test_run_and_status_say_why_an_execution_failed(db: str, tmp_path: Path) -> 
     ]
     document = json.loads(invoke("status", execution_id.group(1), "--db", db, "--json").stdout)
     assert document["error"] == {"type": "PaymentDeclined", "message": "the card was refused"}
+
+
+# --- callback -----------------------------------------------------------------------------------
+
+ASK = {
+    "name": "ask",
+    "version": "1.0",
+    "definition": {
+        "initial_state": "ask",
+        "states": {
+            "ask": {
+                "action": {"type": "function", "function": "mail.ask"},
+                "callback": True,
+                "transitions": [
+                    {"event": "success", "target": "approved", "assign": {"a.$": "$$.event.data"}},
+                    {"event": "error", "target": "declined"},
+                ],
+            },
+            "approved": {},
+            "declined": {"outcome": "failure"},
+        },
+    },
+}
+
+
+def _asking_store(db: str, tokens: list[str]) -> ProcedureStore:
+    store = ProcedureStore(db)
+    store.register_action("mail.ask", lambda context, info: tokens.append(info.token))
+    return store
+
+
+def asked(db: str) -> str:
+    """An execution of ``ask`` waiting for its callback, with no process running it: the
+    token its action handed out."""
+    tokens: list[str] = []
+
+    async def start() -> None:
+        async with _asking_store(db, tokens) as store:
+            await store.register(ASK)
+            execution = await store.start("ask", auto=True)
+            while not records(execution.history, "action"):
+                await asyncio.sleep(0.01)
+
+    asyncio.run(start())
+    return tokens[0]
+
+
+def finish(db: str) -> ExecutionState:
+    """Run what is queued, and return the execution's final state."""
+
+    async def run() -> ExecutionState:
+        async with _asking_store(db, []) as store:
+            [execution] = await store.recover()
+            return await asyncio.wait_for(execution.run_to_completion(), 10)
+
+    return asyncio.run(run())
+
+
+def test_callback_completes_a_token_with_data(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--data", '{"ok": true}', "--db", db)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("queued      success for the callback of execution ")
+    final = finish(db)
+    assert (final.status, final.context) == ("completed", {"a": {"ok": True}})
+
+
+def test_callback_fails_a_token(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--fail", "Declined", "--cause", "no", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert finish(db).current == "declined"
+
+
+def test_callback_refuses_what_is_not_a_token_with_exit_6(db: str) -> None:
+    asked(db)
+    result = invoke("callback", "not-a-token", "--db", db)
+    assert result.exit_code == 6
+    assert result.stderr == "error: that is not a callback token\n"
+
+
+def test_callback_of_an_unknown_execution_exits_4(db: str) -> None:
+    asked(db)
+    result = invoke("callback", "0123.secret", "--db", db)
+    assert result.exit_code == 4
+    assert "no execution '0123'" in result.stderr
+
+
+def test_callback_with_data_and_fail_is_a_usage_error(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--data", "1", "--fail", "E", "--db", db)
+    assert result.exit_code == 2
