@@ -12,7 +12,7 @@ import html
 import graphviz
 
 from procstore.describe import format_ms
-from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode
+from procstore.diagrams.model import CALLBACK_LINE, FAILED_NOTE, TIMES, Diagram, StateNode
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -119,6 +119,8 @@ def _policy_rows(state: StateNode) -> list[str]:
         rows.append(small(f"attempt timeout {format_ms(state.action_timeout_ms)}"))
     if state.timeout_ms is not None:
         rows.append(small(f"state timeout {format_ms(state.timeout_ms)}"))
+    if state.callback:
+        rows.append(small(CALLBACK_LINE))
     if state.compensate is not None:
         rows.append(small(f"↺ {state.compensate}", COMPENSATE))
     return rows

@@ -179,6 +179,7 @@ class _Builder:
             retry=None if definition.retry is None else describe_retry(definition.retry),
             timeout_ms=definition.timeout_ms,
             compensate=None if compensate is None else _compensation(definition),
+            callback=definition.callback,
             terminal=state.terminal,
             outcome=outcome,
             error=_failure_text(definition.error, definition.cause),

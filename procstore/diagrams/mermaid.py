@@ -25,7 +25,14 @@ from collections.abc import Iterable
 
 from procstore import paths
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import (
+    CALLBACK_LINE,
+    FAILED_NOTE,
+    TIMES,
+    Diagram,
+    StateNode,
+    TransitionEdge,
+)
 
 __all__ = ["to_mermaid"]
 
@@ -71,6 +78,8 @@ def _descriptions(state: StateNode) -> list[str]:
         lines.append(f"attempt timeout {format_ms(state.action_timeout_ms)}")
     if state.timeout_ms is not None and not state.is_cluster:
         lines.append(f"state timeout {format_ms(state.timeout_ms)}")
+    if state.callback:
+        lines.append(CALLBACK_LINE)
     if state.compensate is not None:
         lines.append(f"↺ {state.compensate}")
     if state.error is not None:

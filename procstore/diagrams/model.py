@@ -34,6 +34,8 @@ Outcome = Literal["success", "failure"]
 
 #: The overlay's note on a state where the execution failed (:attr:`StateNode.failed`).
 FAILED_NOTE = "failed"
+#: The line of a state that waits for a callback token after its action.
+CALLBACK_LINE = "⧗ waits for callback (token)"
 
 
 def handled_note(event: str, target: str) -> str:
@@ -89,6 +91,7 @@ class StateNode:
             retried errors).
         timeout_ms: The bound on the whole stay in the state.
         compensate: The compensating action in a few words.
+        callback: It waits for a callback token (``"callback": true``) after its action.
         terminal: No outgoing transitions: ends its parent (the execution, at the top).
         outcome: For terminal states: how ending here counts; ``None`` otherwise.
         error: For a failure terminal that names one: its error and cause
@@ -124,6 +127,7 @@ class StateNode:
     retry: str | None = None
     timeout_ms: float | None = None
     compensate: str | None = None
+    callback: bool = False
     terminal: bool = False
     outcome: Outcome | None = None
     error: str | None = None

@@ -486,6 +486,32 @@ def test_action_retry_and_timeouts_are_inside_the_state_label() -> None:
     assert "log “paid”" in done
 
 
+def _callback_doc() -> dict[str, Any]:
+    return make_doc(
+        {
+            "ask": {
+                "action": {"type": "function", "module": "app", "function": "ask"},
+                "callback": True,
+                "transitions": [{"event": "success", "target": "done"}],
+            },
+            "done": {},
+        },
+        "ask",
+    )
+
+
+def test_a_state_waiting_for_a_callback_says_so_in_its_label() -> None:
+    graph = dot_graph(_callback_doc())
+    assert "⧗ waits for callback (token)" in label_lines(
+        graph.nodes[node_of(graph, "ask")]["label"]
+    )
+
+
+def test_a_state_waiting_for_a_callback_says_so_in_mermaid() -> None:
+    lines = to_mermaid(_callback_doc()).splitlines()
+    assert any(line.startswith("    s_ask : ⧗ waits for callback") for line in lines)
+
+
 def test_terminal_success_and_failure_are_styled_apart() -> None:
     graph = dot_graph(flat_doc())
     done = graph.nodes[node_of(graph, "done")]
