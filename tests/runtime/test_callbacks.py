@@ -4,6 +4,7 @@ it, knowing only the token."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,43 @@ async def test_completing_the_callback_fires_success_with_its_data(store: Proced
     assert final.context == {"answer": {"approved": True}}
     [transition] = records(final.history, "transition")
     assert (transition.event, transition.data) == ("success", {"approved": True})
+
+
+async def test_a_callback_that_comes_while_the_action_runs_waits_for_it(
+    store: ProcedureStore,
+) -> None:
+    tokens: list[str] = []
+    release = asyncio.Event()
+
+    async def ask(context: dict[str, Any], info: ActionInfo) -> str:
+        tokens.append(str(info.token))
+        await release.wait()  # the outside system answers before the action returns
+        return "asked"
+
+    store.register_action("mail.ask", ask)
+    await store.register(ASK)
+    execution = await store.start("ask", auto=True)
+    await wait_until(lambda: bool(tokens))
+    completing = asyncio.ensure_future(store.complete_callback(tokens[0], "early"))
+    await asyncio.sleep(0.01)
+    assert not completing.done() and execution.current == "ask"
+    release.set()
+    await within(completing)
+    kinds = [r.kind for r in execution.history]
+    assert kinds.index("action") < kinds.index("transition")
+    assert execution.state.context == {"answer": "early"}
+
+
+async def test_a_stepped_execution_takes_its_callback_without_being_driven(
+    store: ProcedureStore,
+) -> None:
+    outbox = Outbox()
+    store.register_action("mail.ask", outbox.ask)
+    await store.register(ASK)
+    execution = await store.start("ask")  # not auto: nothing drives it
+    await wait_until(lambda: bool(records(execution.history, "action")))
+    await store.complete_callback(outbox.tokens[0], "yes")
+    assert (execution.current, execution.status) == ("approved", Status.COMPLETED)
 
 
 async def test_failing_the_callback_fires_error_that_guards_see(store: ProcedureStore) -> None:
