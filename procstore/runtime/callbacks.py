@@ -4,7 +4,9 @@ naming only a token — not the execution, not the state.
 
 Entering such a state makes a token, kept in the leaf's record of the run state (so it is in
 every checkpoint, and survives a crash and a takeover) and handed out as ``$$.token`` and the
-action's ``info.token``. Leaving the state drops it: a token is good for one visit.
+action's ``info.token``. Leaving the state drops it: a token is good for one visit. It is
+committed before the action runs (a step commits what led to it first), so no action hands out
+a token the database does not hold, and an attempt run again after a crash gets the same one.
 
 A token is ``<execution id>.<secret>``: the store finds the execution from the id part with one
 read (no index, no schema change), and the secret part, ``TOKEN_SECRET_BYTES`` random bytes

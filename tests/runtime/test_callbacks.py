@@ -215,6 +215,28 @@ async def test_a_callback_completes_after_a_restart(tmp_path: Path) -> None:
     assert len(outbox.tokens) == 1  # the action was not run again
 
 
+async def test_an_action_run_again_after_a_restart_hands_out_the_same_token(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'callbacks.db'}"
+    tokens: list[str] = []
+
+    async def stuck(context: dict[str, Any], info: ActionInfo) -> None:
+        tokens.append(str(info.token))
+        await asyncio.Event().wait()  # never returns: the process goes away meanwhile
+
+    async with ProcedureStore(url) as store:
+        store.register_action("mail.ask", stuck)
+        await store.register(ASK)
+        await store.start("ask", auto=True)
+        await wait_until(lambda: bool(tokens))
+    async with ProcedureStore(url) as reopened:
+        reopened.register_action("mail.ask", stuck)
+        await reopened.recover()
+        await wait_until(lambda: len(tokens) == 2)
+    assert tokens[0] == tokens[1]
+
+
 @pytest.mark.parametrize(
     ("state", "message"),
     [
