@@ -1,8 +1,11 @@
 """The facts of an execution: what a definition's ``$$`` paths read (see `procstore.datapaths`).
 
-``$$.execution.id``, ``$$.procedure.name``, ``$$.procedure.version`` and ``$$.state`` (the
-path of the state the action runs in). Built when a path needs them, as plain data, so a path
-can read nothing else about the execution.
+``$$.execution.id``, ``$$.procedure.name``, ``$$.procedure.version``, ``$$.state`` (the
+path of the state the path is read in), ``$$.token`` (that state's callback token, or
+``None``) and, while an event is handled, ``$$.event`` (its ``name`` and ``data``). Built when
+a path needs them, as plain data, so a path can read nothing else about the execution. Action
+arguments and selectors (``procstore.runtime.steps``) and transitions' ``assign``
+(``procstore.runtime.router``) read the same facts.
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ if TYPE_CHECKING:
 __all__ = ["facts"]
 
 
-def facts(run: Run, state: str) -> dict[str, Any]:
-    """The facts of ``run`` as seen from the state ``state`` (a dotted path)."""
+def facts(run: Run, state: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facts of ``run`` as seen from the state ``state`` (a dotted path), while ``event``
+    (``{"name": ..., "data": ...}``) is handled, if one is."""
     procedure = run.compiled.procedure
-    return {
+    leaf = run.state.leaves.get(state)
+    known: dict[str, Any] = {
         "execution": {"id": run.id},
         "procedure": {"name": procedure.name, "version": procedure.version},
         "state": state,
+        "token": leaf.token if leaf is not None else None,  # a callback's (runtime.callbacks)
     }
+    if event is not None:
+        known["event"] = event
+    return known

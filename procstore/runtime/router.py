@@ -31,6 +31,7 @@ from procstore import datapaths, paths
 from procstore.compiler import Assign, Guard
 from procstore.definition import matches_error
 from procstore.runtime.events import DONE, ERROR
+from procstore.runtime.facts import facts
 from procstore.runtime.history import error_fields
 from procstore.runtime.state import LeafState
 from procstore.snapshot import RecordKind, Status
@@ -235,14 +236,7 @@ class Router:
 
     def facts(self, path: str, event: str) -> dict[str, Any]:
         """``$$`` for a path evaluated in state ``path`` while ``event`` is handled."""
-        procedure = self.compiled.procedure
-        return {
-            "execution": {"id": self.run.id},
-            "procedure": {"name": procedure.name, "version": procedure.version},
-            "state": path,
-            "event": self._event(event),
-            "token": callbacks.token_of(self.run.state, path),
-        }
+        return facts(self.run, path, self._event(event))
 
     async def _await_guard(self, guard: Guard, event: str, pending: Awaitable[Any]) -> bool:
         try:

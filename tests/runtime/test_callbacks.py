@@ -60,6 +60,33 @@ async def test_the_action_of_a_callback_state_gets_a_token(store: ProcedureStore
     assert token.startswith(f"{execution.id}.") and len(token) > len(execution.id) + 40
 
 
+async def test_the_action_can_take_its_token_as_an_argument(store: ProcedureStore) -> None:
+    given: list[tuple[str, str | None]] = []
+
+    def ask(context: dict[str, Any], info: ActionInfo, token: str) -> None:
+        given.append((token, info.token))
+
+    store.register_action("mail.ask", ask)
+    doc = make_doc(
+        {
+            "ask": {
+                "action": fn("mail.ask", args={"token.$": "$$.token"}),
+                "callback": True,
+                "transitions": [on("success", "done")],
+            },
+            "done": {},
+        },
+        "ask",
+        name="ask_args",
+    )
+    await store.register(doc)
+    await store.start("ask_args", auto=True)
+    await wait_until(lambda: bool(given))
+
+    [(token, info_token)] = given
+    assert token == info_token and token is not None
+
+
 async def test_the_action_succeeding_does_not_leave_a_callback_state(
     store: ProcedureStore,
 ) -> None:
