@@ -24,7 +24,7 @@ from transitions.extensions.asyncio import (
 
 from procstore import paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
-from procstore.chart import Chart, ChartState, StateKind, build_chart
+from procstore.chart import LEAF_KINDS, Chart, ChartState, StateKind, build_chart
 from procstore.clock import SYSTEM, Clock
 from procstore.datapaths import DataPath, is_path, parse_path
 from procstore.definition import (
@@ -35,6 +35,7 @@ from procstore.definition import (
     Procedure,
     RetryPolicy,
     TransitionDef,
+    WaitDef,
     retry_policies,
 )
 from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
@@ -150,7 +151,7 @@ class StatePlan:
 
     Attributes:
         path: The state's dotted path.
-        kind: ``leaf``, ``compound``, ``parallel`` or ``region``.
+        kind: ``leaf``, ``compound``, ``parallel``, ``region``, ``wait`` or ``choice``.
         container: The compound or parallel state this one completes (regions skipped), or
             ``None`` at the top.
         children: Paths of the child states (regions, for a parallel state).
@@ -162,6 +163,7 @@ class StatePlan:
         compensate_retry: Its compensation's retry policies, likewise.
         failure_error: A failure terminal's error (``type``: its ``error``, ``message``: its
             ``cause``), or ``None`` when it names none.
+        wait: A wait state's wait.
     """
 
     path: str
@@ -179,6 +181,7 @@ class StatePlan:
     compensate_retry: tuple[RetryPolicy, ...] = ()
     failure_error: dict[str, str] | None = None
     callback: bool = False  # it waits for a callback token (see procstore.runtime.callbacks)
+    wait: WaitDef | None = None
 
     @property
     def name(self) -> str:
@@ -287,7 +290,7 @@ class CompiledProcedure:
         """Whether ``state`` has a transition on ``event`` that a host may fire with ``send()``:
         not one on an event only procstore raises (see ``RAISED_ONLY``)."""
         if event in RAISED_ONLY or (
-            event in RAISED_ON_CONTAINERS and self.states[state].kind != "leaf"
+            event in RAISED_ON_CONTAINERS and self.states[state].kind not in LEAF_KINDS
         ):
             return False
         return event in self.states[state].events
@@ -444,6 +447,7 @@ def _plan(state: ChartState, actions: ActionRegistry, clock: Clock) -> StatePlan
         ),
         failure_error=_failure_error(definition) if definition is not None else None,
         callback=definition is not None and definition.callback,
+        wait=definition.wait if definition is not None else None,
     )
 
 

@@ -18,6 +18,7 @@ field may go, reachability, allowed modules, guards) live in `procstore.validati
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
@@ -284,10 +285,88 @@ def retry_policies(retry: RetryPolicy | tuple[RetryPolicy, ...] | None) -> tuple
     return (retry,) if isinstance(retry, RetryPolicy) else retry
 
 
+#: The longest a `wait` state may wait, in seconds: 366 days (a `seconds`, `ms` or
+#: `seconds_path` value, or a `timestamp` that far ahead, is refused).
+MAX_WAIT_SECONDS = 31_622_400
+#: A wait's length in seconds: from 0 up to `MAX_WAIT_SECONDS`.
+WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)]
+
+
+class WaitDef(_Schema):
+    """How long a `wait` state waits: exactly one of a fixed duration (`seconds` or `ms`), an
+    instant (`timestamp`), or a duration or an instant read from the context (`seconds_path`,
+    `timestamp_path`). When the wait is over the state's event is `success`."""
+
+    seconds: WaitSeconds | None = Field(default=None, description="Wait this many seconds.")
+    ms: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS * 1000)] | None = Field(
+        default=None, description="Wait this many milliseconds."
+    )
+    timestamp: str | None = Field(
+        default=None,
+        description="Wait until this instant: an RFC 3339 timestamp with its offset, e.g. "
+        "`2026-12-24T18:00:00Z` (one already past ends the wait at once).",
+    )
+    seconds_path: str | None = Field(
+        default=None,
+        description="A path into the context (`$.delay`) naming the number of seconds to wait.",
+    )
+    timestamp_path: str | None = Field(
+        default=None,
+        description="A path into the context (`$.order.ship_at`) naming the RFC 3339 "
+        "timestamp to wait until.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_is_rfc3339(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_timestamp(value)
+        return value
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The names of the fields that are set (a valid wait sets exactly one)."""
+        return tuple(name for name in WAIT_FIELDS if getattr(self, name) is not None)
+
+
+#: The fields of a `wait`, of which exactly one must be given.
+WAIT_FIELDS = ("seconds", "ms", "timestamp", "seconds_path", "timestamp_path")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp (`2026-12-24T18:00:00Z`, `2026-12-24T19:00:00.5+01:00`) as an
+    aware datetime.
+
+    Raises:
+        ValueError: it is not one, or it has no offset (its instant would be unknown).
+    """
+    try:
+        instant = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{text!r} is not an RFC 3339 timestamp (e.g. 2026-12-24T18:00:00Z)"
+        ) from None
+    if instant.tzinfo is None:
+        raise ValueError(f"{text!r} has no offset: add Z (UTC) or e.g. +01:00")
+    return instant
+
+
+class ChoiceRule(_Schema):
+    """One rule of a `choice` state: go to `target` if `guard` is true."""
+
+    guard: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="An expression over the context's keys, as a transition's guard."
+    )
+    target: StatePath = Field(
+        description="A sibling's or a top-level state's name, or any state's dotted path."
+    )
+
+
 class StateDef(_Schema):
     """One state: a *leaf* (it may run an action), a *compound* state (`initial_state` and
     `states`: it is in exactly one child at a time) or a *parallel* state (`parallel`: it is
-    in every region at once).
+    in every region at once). Two kinds of leaf do something else than run an action: a
+    *wait* state (`wait`) waits, a *choice* state (`choice` and `default`) routes at once.
 
     A state without transitions is terminal in its parent: at the top it ends the execution;
     inside a compound state it completes that state (event `done`); inside a region it
@@ -349,6 +428,19 @@ class StateDef(_Schema):
     parallel: Annotated[dict[StateName, RegionDef], Field(min_length=2)] | None = Field(
         default=None,
         description="For a parallel state: its regions by name (at least two), all active at once.",
+    )
+    wait: WaitDef | None = Field(
+        default=None,
+        description="A wait state: it waits as this says, then its event is `success`. "
+        "Without an action, states or regions.",
+    )
+    choice: Annotated[tuple[ChoiceRule, ...], Field(min_length=1)] | None = Field(
+        default=None,
+        description="A choice state: on entry it goes at once to the target of the first rule "
+        "whose guard is true, else to `default`. Without an action or transitions.",
+    )
+    default: StatePath | None = Field(
+        default=None, description="For a choice state: where to go when no rule's guard is true."
     )
 
     @property

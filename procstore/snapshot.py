@@ -69,6 +69,7 @@ class RecordKind(enum.StrEnum):
     FINISHED = "finished"
     INTERNAL_ERROR = "internal_error"
     RECEIVED = "received"
+    WAIT = "wait"
 
 
 class _Frozen(BaseModel):
@@ -131,6 +132,9 @@ class HistoryRecord(_Frozen):
       `callback` for a completed callback (`event` is `success` or `error`); a
       command that could not be applied has `message` `refused: <why>` and changed nothing
       else. One record per command, whatever crashes in between.
+    - `wait`: wait state `state` waits until `message` (an ISO 8601 instant, UTC); with
+      `error` instead, how long could not be worked out (type `WaitError`) and its `error`
+      event follows.
 
     New kinds may be added: skip the ones you do not know.
 

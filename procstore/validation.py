@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from procstore import arguments, documents, paths
+from procstore import arguments, documents, paths, waits_and_choices
 from procstore.actions import ActionNotAllowed, ActionRegistry
-from procstore.chart import Chart, ChartState, Transition, build_chart
+from procstore.chart import LEAF_KINDS, Chart, ChartState, Transition, build_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
 from procstore.datapaths import check_path, check_template, is_path
@@ -324,7 +324,7 @@ def _references(
     for state in chart:
         raw: Mapping[str, Any] = state.definition  # type: ignore[assignment]
         problems += _structure_problems(state, raw)
-        if state.kind == "leaf":
+        if state.kind in LEAF_KINDS:
             problems += _failure_terminal_problems(state, raw)
         if state.kind == "region":
             continue
@@ -390,14 +390,14 @@ def _transition_problems(
             )
         )
     if transition.unresolved is not None:
-        problems.append(Problem(json_path((*loc, "target")), transition.unresolved))
+        problems.append(Problem(json_path(transition.target_loc), transition.unresolved))
     elif transition.target is not None:
         crossed = paths.crossed_region(transition.source, transition.target, parallels)
         if crossed is not None:
             crossing.add((transition.source, transition.index))
             problems.append(
                 Problem(
-                    json_path((*loc, "target")),
+                    json_path(transition.target_loc),
                     f"{transition.target!r} is in another region of parallel state {crossed!r}: "
                     "transitions may not cross regions",
                 )
@@ -430,13 +430,14 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
             )
         )
     problems += _callback_problems(state, data)
-    if state.kind == "leaf" and "initial_state" in data:
+    if state.kind in LEAF_KINDS and "initial_state" in data:
         problems.append(
             Problem(
                 json_path((*loc, "initial_state")),
                 "only a compound state (one with states) has an initial_state",
             )
         )
+    problems += waits_and_choices.structure_problems(state, data)
     if state.kind in ("compound", "region"):
         children, initial = data.get("states"), data.get("initial_state")
         if initial is None:

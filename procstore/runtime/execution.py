@@ -20,6 +20,7 @@ from typing import Any
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
+import procstore.runtime.waits as waits
 from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
@@ -137,9 +138,9 @@ class Execution:
 
     async def send(self, event: str, data: Any = None) -> bool:
         """Process ``event`` after earlier events and after the running actions of the states
-        that handle it themselves. An event only an ancestor state handles is processed at once
-        (leaving that state cancels what runs inside it). An event several parallel regions
-        handle fires in each.
+        that handle it themselves (a wait state's wait is cut short instead). An event only an
+        ancestor state handles is processed at once (leaving that state cancels what runs
+        inside it). An event several parallel regions handle fires in each.
 
         ``data`` is what the event carries (JSON data, at most ``MAX_EVENT_DATA_BYTES`` of
         it): guards read it as ``event["data"]``, a transition's ``assign`` as
@@ -175,7 +176,10 @@ class Execution:
                 leaves = run.router.active_leaves()
                 own = [leaf for leaf in leaves if accepts(leaf, event)]
                 if own:
-                    busy = [tasks[leaf] for leaf in own if leaf in tasks]
+                    # A wait state does no work to wait for: the event cuts its wait short.
+                    busy = [
+                        t for leaf in own if (t := tasks.get(leaf)) and not run.plans[leaf].wait
+                    ]
                 elif any(accepts(p, event) for p in run.state.active if p not in leaves):
                     busy = []
                 else:
@@ -464,7 +468,8 @@ def restore_execution(
 
 def _resume(run: Run) -> None:
     """Carry on after a restart: timers from their stored deadlines, actions that had not
-    completed (an interrupted attempt runs again with its number), a rollback in progress."""
+    completed (an interrupted attempt runs again with its number), waits to their stored
+    ends, a rollback in progress."""
     state, router = run.state, run.router
     for path in state.deadlines:
         router.visits[path] = len(router.visits) + 1
@@ -479,11 +484,21 @@ def _resume(run: Run) -> None:
             return  # it ran out of time while nothing ran: it fails without running more
     expired = [path for path, deadline in state.deadlines.items() if deadline <= now]
     for path in sorted(router.active_leaves(), key=run.compiled.order.__getitem__):
-        plan, leaf = run.plans[path], state.leaves.setdefault(path, LeafState())
         if any(paths.is_within(path, timed_out) for timed_out in expired):
             continue  # its time ran out while nothing ran: the timeout fires instead
-        if leaf.outcome is not None:  # finished before the crash, not yet acted on
-            outcome, failed = leaf.outcome
-            steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
-        elif plan.action is not None and not leaf.acted:
-            steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
+        _resume_leaf(run, path)
+
+
+def _resume_leaf(run: Run, path: str) -> None:
+    """Carry on one active leaf after a restart: act on an outcome not yet acted on, run an
+    action that had not completed, wait to a wait's stored end, route a choice."""
+    plan, leaf = run.plans[path], run.state.leaves.setdefault(path, LeafState())
+    if leaf.outcome is not None:  # finished before the crash, not yet acted on
+        outcome, failed = leaf.outcome
+        steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
+    elif plan.action is not None and not leaf.acted:
+        steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
+    elif plan.wait is not None and not leaf.acted and leaf.wait_until is not None:
+        waits.resume(run, plan, leaf)  # to its stored end: it never starts over
+    elif plan.kind == "choice":
+        steps.start(run, path, run.router.route, path)

@@ -9,6 +9,8 @@ the machine's ``fsm_state``. Around transitions it adds what a statechart needs:
 - **routing**: an event an action produces may only be handled by that state or its ancestors
   (`in_scope`), never by a sibling region; ``done`` only by its own compound state; an event a
   host sends only by the states that accept it from a host;
+- **choices**: a choice state entered queues its routing like a completion: its rules are
+  tried, in order, once the transition that entered it is over;
 - **completion**: a terminal leaf reached queues an internal event, processed before the
   trigger that caused it returns (like SCXML's internal queue): its container completes, and a
   parallel state completes when every region has;
@@ -27,7 +29,9 @@ import procstore.runtime.callbacks as callbacks
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
+import procstore.runtime.waits as waits
 from procstore import datapaths, paths
+from procstore.chart import CHOICE_EVENT, LEAF_KINDS
 from procstore.compiler import Assign, Guard
 from procstore.definition import matches_error
 from procstore.runtime.events import DONE, ERROR
@@ -97,7 +101,7 @@ class Router:
     def active_leaves(self) -> list[str]:
         if self.compiled.flat:
             return [self.fsm_state]
-        return [p for p in self.run.state.active if self.plans[p].kind == "leaf"]
+        return [p for p in self.run.state.active if self.plans[p].kind in LEAF_KINDS]
 
     def handled_within(self, path: str, event: str) -> bool:
         """Whether ``path`` or one of its ancestors has a transition on ``event``."""
@@ -119,7 +123,7 @@ class Router:
         if timeout_s is not None:  # the whole execution's bound, from its (re)start
             self.run.state.deadline = self.run.clock.time() + timeout_s
             timers.arm_execution(self.run)
-        self.set_configuration([p for p in entry if self.plans[p].kind == "leaf"])
+        self.set_configuration([p for p in entry if self.plans[p].kind in LEAF_KINDS])
         for path in entry:
             self.on_state_entered(path, None)
 
@@ -144,13 +148,17 @@ class Router:
         if plan.timeout_s is not None:
             state.deadlines[path] = run.clock.time() + plan.timeout_s
             timers.arm(run, path)
-        if plan.kind == "leaf":
+        if plan.kind in LEAF_KINDS:
             # A new visit knows nothing of the last one; its record is made when needed.
             state.leaves.pop(path, None)
             if plan.callback:
                 state.leaves[path] = LeafState(token=callbacks.new_token(run.id))
             if plan.action is not None:
                 steps.start(run, path, steps.run_step, run, plan)
+            elif plan.wait is not None:
+                waits.begin(run, plan)
+            elif plan.kind == "choice":  # routed by drain(), once this transition is over
+                state.internal.append((path, False))
             elif plan.terminal:
                 state.internal.append((path, plan.failure))
 
@@ -181,15 +189,18 @@ class Router:
         if guard.uses_context:
             argument: Any = state.context
         else:
-            source = guard.source if self.plans[guard.source].kind == "leaf" else self._origin
+            source = guard.source if self.plans[guard.source].kind in LEAF_KINDS else self._origin
             leaf = state.leaves.get(source) if source is not None else None
             names = {
                 "result": leaf.result if leaf is not None else None,
                 "error": leaf.error if leaf is not None else None,
             }
-            # ``event`` comes after the context: a context key of that name, which guards
-            # read before events had data, keeps meaning what it meant.
-            argument = ChainMap(names, state.context, {"event": self._event(event)})
+            # ``event`` and ``context`` (the whole context: `"a" in context`) come after the
+            # context: a context key of either name, which guards read before these names
+            # existed, keeps meaning what it meant.
+            argument = ChainMap(
+                names, state.context, {"event": self._event(event), "context": state.context}
+            )
         try:
             value = guard.check(argument)
         except Exception as exc:  # a guard that raises blocks its transition
@@ -322,6 +333,13 @@ class Router:
             self._raised = ()
         saga.fail(self.run, error)
 
+    async def route(self, path: str) -> None:
+        """Route choice state ``path``, active after a restart (it is routed at once when it
+        is entered, so only a checkpoint taken in between leaves one active)."""
+        async with self.run.fire_lock:
+            self.run.state.internal.append((path, False))
+            await self.drain()
+
     async def drain(self) -> None:
         """Process completions (terminal leaves reached) until none is left."""
         state = self.run.state
@@ -330,6 +348,10 @@ class Router:
             if leaf not in state.active or not state.running:
                 continue
             plan = self.plans[leaf]
+            if plan.kind == "choice":
+                # Its rules, then its default (which always passes), in order.
+                await self.trigger(CHOICE_EVENT, leaf, exact=True)
+                continue
             container = plan.container
             if failed:
                 types, error = self._failure_of(leaf)
@@ -371,7 +393,7 @@ class Router:
     def _is_complete(self, path: str) -> bool:
         plan = self.plans[path]
         state = self.run.state
-        if plan.kind == "leaf":
+        if plan.kind in LEAF_KINDS:
             leaf = state.leaves.get(path)
             return leaf is not None and leaf.done
         if plan.kind == "parallel":

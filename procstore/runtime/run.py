@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import procstore.runtime.steps as steps
+from procstore.chart import LEAF_KINDS
 from procstore.clock import Clock, TimerHandle
 from procstore.compiler import CompiledProcedure, StatePlan
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
@@ -175,7 +176,7 @@ class Run:
         Raises:
             ValueError: the checkpoint is damaged or names states the procedure does not have.
         """
-        leaves = {path for path, plan in self.plans.items() if plan.kind == "leaf"}
+        leaves = {path for path, plan in self.plans.items() if plan.kind in LEAF_KINDS}
         state, configuration = RunState.restore(snapshot, leaves)
         leaf_configuration = configuration if isinstance(configuration, list) else [configuration]
         named = {*state.active, *map(str, leaf_configuration), *state.leaves, *state.completed}

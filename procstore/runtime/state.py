@@ -51,6 +51,7 @@ class LeafState:
         retries: Per retry policy (by its index), the failed attempts it matched so far.
         token: The callback token of a leaf with ``callback`` (see
             `procstore.runtime.callbacks`): it is valid while the leaf is active.
+        wait_until: A wait state's end (wall clock), worked out when it was entered.
     """
 
     attempt: int | None = None
@@ -65,6 +66,7 @@ class LeafState:
     error_types: list[str] | None = None
     retries: list[int] = field(default_factory=list)
     token: str | None = None
+    wait_until: float | None = None
 
     def count_failure(self, policy: int) -> int:
         """Count a failed attempt against retry policy ``policy``; return its count now."""
@@ -92,9 +94,17 @@ class LeafState:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
+        data.update(self._waiting_data())
+        data.update(self._failure_data())
+        return data
+
+    def _waiting_data(self) -> dict[str, Any]:
+        """The stored form of what a waiting leaf keeps: its callback token, its wait's end."""
+        data: dict[str, Any] = {}
         if self.token is not None:
             data["token"] = self.token
-        data.update(self._failure_data())
+        if self.wait_until is not None:
+            data["wait_until"] = self.wait_until
         return data
 
     def _failure_data(self) -> dict[str, Any]:
@@ -121,6 +131,7 @@ class LeafState:
             error_types=[str(t) for t in data["error_types"]] if data.get("error_types") else None,
             retries=[int(n) for n in data.get("retries", ())],
             token=str(data["token"]) if data.get("token") is not None else None,
+            wait_until=float(data["wait_until"]) if data.get("wait_until") is not None else None,
         )
 
 
