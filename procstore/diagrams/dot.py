@@ -6,6 +6,8 @@ Layout:
 - a leaf is a rounded box whose HTML label lists its action, retry policy, timeouts and
   compensation; a terminal state has a double border, green for a success outcome and red for a
   failure;
+- a wait state's box says how long it waits (``wait 10s``); a choice state is a diamond
+  whose edges are numbered in the order its rules are tried, then ``default``;
 - a compound state is a cluster (``cluster_<id>``) with its own initial marker inside; a parallel
   state is a cluster whose regions are dashed clusters side by side;
 - an edge from or to a compound state starts or ends at the cluster's border (``ltail`` /

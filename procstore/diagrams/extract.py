@@ -16,9 +16,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from procstore import paths
-from procstore.chart import Chart, Transition, build_chart
+from procstore.chart import LEAF_KINDS, Chart, Transition, build_chart
 from procstore.definition import Procedure, StateDef, TransitionDef
-from procstore.describe import describe_action, describe_compensation, describe_retry, format_ms
+from procstore.describe import (
+    describe_action,
+    describe_compensation,
+    describe_retry,
+    describe_wait,
+    format_ms,
+)
 from procstore.diagrams.model import (
     Box,
     Diagram,
@@ -176,6 +182,7 @@ class _Builder:
             children=children,
             action=None if action is None else describe_action(action),
             action_timeout_ms=None if action is None else action.timeout_ms,
+            wait=None if definition.wait is None else describe_wait(definition.wait),
             retry=None if definition.retry is None else describe_retry(definition.retry),
             timeout_ms=definition.timeout_ms,
             compensate=None if compensate is None else _compensation(definition),
@@ -216,10 +223,19 @@ class _Builder:
                         kind=_edge_kind(event),
                         index=transition.index,
                         # Tried in document order: numbered when there is a choice.
-                        order=seen[event] if per_event[event] > 1 else None,
+                        order=_order(transition, seen[event], per_event[event]),
+                        rule=transition.rule,
                     )
                 )
         return edges
+
+
+def _order(transition: Transition, nth: int, of: int) -> int | None:
+    """The number an edge is drawn with: a choice rule's place (its default has none), an
+    ordinary transition's place among several on its event."""
+    if transition.rule != "transition":
+        return None if transition.rule == "default" else transition.index + 1
+    return nth if of > 1 else None
 
 
 def _boxes(
@@ -235,7 +251,7 @@ def _boxes(
     boxes = {}
     for target, froms in sources.items():
         state = states[target]
-        if len(froms) <= FANIN_LIMIT or state.kind != "leaf" or not state.terminal:
+        if len(froms) <= FANIN_LIMIT or state.kind not in LEAF_KINDS or not state.terminal:
             continue
         boxes[target] = tuple(
             Box(id=state.id if n == 1 else f"p{n}_{state.id}", source=source, copy=n > 1)

@@ -9,7 +9,8 @@ Written by hand: transitions' own Mermaid export crashes on parallel states.
 - compound states are ``state s_x { ... }`` blocks, a parallel state holds one block per region,
   separated by ``--``;
 - a transition is written inside the block that holds both its ends, otherwise at the top;
-  labels are ``event [guard]``;
+  labels are ``event [guard]``; a choice state is a ``<<choice>>`` diamond, its rules
+  ``(1) [guard]``, ``(2) [guard]``, ... in the order they are tried, then ``default``;
 - terminal states get the classes ``success`` / ``failure``; an overlaid execution the classes
   ``active``, ``visited``, ``failed`` (the execution failed there), ``handled`` (a declared
   ``error``/``timeout`` transition handled its error; the state also says ``error handled →
@@ -24,6 +25,7 @@ import json
 from collections.abc import Iterable
 
 from procstore import paths
+from procstore.chart import LEAF_KINDS
 from procstore.diagrams.extract import format_ms
 from procstore.diagrams.model import (
     CALLBACK_LINE,
@@ -72,6 +74,8 @@ def _descriptions(state: StateNode) -> list[str]:
     lines = []
     if state.action is not None:
         lines.append(state.action)
+    if state.wait is not None:
+        lines.append(state.wait)
     if state.retry is not None:
         lines.append(state.retry)
     if state.action_timeout_ms is not None:
@@ -97,7 +101,7 @@ def _class_of(state: StateNode, overlaid: bool) -> str | None:
             return "compensated"
         if state.active and not state.is_cluster:
             return "active"
-    if state.terminal and state.kind == "leaf":
+    if state.terminal and state.kind in LEAF_KINDS:
         return "failure" if state.outcome == "failure" else "success"
     if overlaid and state.visits and not state.is_cluster:
         return "visited"
@@ -127,6 +131,9 @@ class _Writer:
         self.lines.append(INDENT * depth + line)
 
     def declare(self, state: StateNode, depth: int) -> None:
+        if state.kind == "choice":  # Mermaid's diamond: it has no label of its own
+            self.emit(depth, f"state {state.id} <<choice>>")
+            return
         self.emit(depth, f'state "{escape(state.name)}" as {state.id}')
         if state.kind == "missing":
             self.emit(depth, f"{state.id} : no such state")

@@ -20,7 +20,8 @@ from procstore.chart import StateKind as ChartStateKind
 # The multiplication sign of the backoff rates, also in how many times an edge fired.
 from procstore.describe import TIMES as TIMES
 
-#: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region), and
+#: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region, wait,
+#: choice), and
 #: ``missing``: a transition target that names no state (only in diagrams of documents that
 #: were not fully validated).
 StateKind = ChartStateKind | Literal["missing"]
@@ -87,6 +88,7 @@ class StateNode:
         children: Child states (compound, region) or regions (parallel), in document order.
         action: The action in a few words (``function deploy_actions.build → artifact``).
         action_timeout_ms: The action's per-attempt bound.
+        wait: A wait state's wait in a few words (``wait 10s``, ``wait until $.ship_at``).
         retry: The retry policy in a few words (``retry 4x 10ms``, backoff rate, cap, jitter,
             retried errors).
         timeout_ms: The bound on the whole stay in the state.
@@ -124,6 +126,7 @@ class StateNode:
     children: tuple[StateNode, ...] = ()
     action: str | None = None
     action_timeout_ms: float | None = None
+    wait: str | None = None
     retry: str | None = None
     timeout_ms: float | None = None
     compensate: str | None = None
@@ -196,6 +199,8 @@ class TransitionEdge:
         box: When the target is drawn more than once (:attr:`StateNode.boxes`): the id of the
             box this edge ends at; ``None`` otherwise.
         fired: Overlay: how many times it fired.
+        rule: ``transition``; or a choice state's ``choice`` rule (numbered by :attr:`order`,
+            labelled with its guard alone) or its ``default`` (tried last).
     """
 
     source: str
@@ -208,6 +213,7 @@ class TransitionEdge:
     order: int | None = None
     box: str | None = None
     fired: int = 0
+    rule: Literal["transition", "choice", "default"] = "transition"
 
     @property
     def label(self) -> str:
@@ -215,8 +221,11 @@ class TransitionEdge:
         ``(1) success [amount < 1000]`` (not ``1.``: Markdown, which Mermaid may render labels
         with, reads a leading ``1.`` as a list); the errors an ``error`` transition catches
         follow its event: ``error (ValueError, Timeout)``."""
+        if self.rule == "default":
+            return "default"
         event = self.event if self.errors is None else f"{self.event} ({', '.join(self.errors)})"
-        text = " ".join((event, *(f"[{g}]" for g in self.guards)))
+        shown = () if self.rule == "choice" else (event,)
+        text = " ".join((*shown, *(f"[{g}]" for g in self.guards)))
         return text if self.order is None else f"({self.order}) {text}"
 
 

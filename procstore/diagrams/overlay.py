@@ -61,7 +61,7 @@ def _errors(history: tuple[HistoryRecord, ...]) -> _Errors:
         if state is None:
             continue
         kind = record.kind
-        if kind == "action" and record.error is not None:
+        if kind in ("action", "wait") and record.error is not None:  # a wait's WaitError too
             if record.error.type != _INTERRUPTED:
                 raised.pop(state, None)
                 raised[state] = None
