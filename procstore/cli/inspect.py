@@ -35,7 +35,7 @@ from procstore.cli.output import (
     time_text,
 )
 from procstore.definition import StateDef
-from procstore.describe import describe_action, describe_retry
+from procstore.describe import describe_action, describe_retry, describe_wait
 
 
 def list_(
@@ -209,6 +209,8 @@ def _kind_text(node: ChartState, state: StateDef) -> str:
         return f"compound, initial {state.initial_state}"
     if node.kind == "parallel":
         return f"parallel: {', '.join(state.parallel or ())}"
+    if node.kind == "choice":
+        return "choice"
     if node.terminal:
         failure = ", failure" if state.outcome == "failure" else ""
         if state.error is not None or state.cause is not None:
@@ -225,6 +227,12 @@ def _detail_lines(state: StateDef) -> list[str]:
         timeout = state.action.timeout_ms
         limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
         details.append(f"action {describe_action(state.action)}{limit}")
+    if state.wait is not None:
+        details.append(describe_wait(state.wait))
+    for n, rule in enumerate(state.choice or (), start=1):
+        details.append(f"({n}) [{rule.guard}] -> {rule.target}")
+    if state.default is not None:
+        details.append(f"default -> {state.default}")
     if state.retry is not None:
         details.append(describe_retry(state.retry))
     if state.timeout_ms is not None:

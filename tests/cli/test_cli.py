@@ -996,6 +996,41 @@ def test_show_lists_the_error_handling_of_each_state(tmp_path: Path, db: str) ->
         assert needle in lines, (needle, lines)
 
 
+def test_show_lists_a_choice_states_rules_in_order_and_a_waits_length(
+    tmp_path: Path, db: str
+) -> None:
+    doc = {
+        "name": "routed",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "pause",
+            "states": {
+                "pause": {
+                    "wait": {"ms": 0},
+                    "transitions": [{"event": "success", "target": "pick"}],
+                },
+                "pick": {
+                    "choice": [{"guard": "amount > 10", "target": "large"}],
+                    "default": "small",
+                },
+                "large": {},
+                "small": {},
+            },
+        },
+    }
+    invoke("run", "--db", db, str(write_json(tmp_path / "r.json", doc)), "-c", '{"amount": 5}')
+    result = invoke("show", "routed", "--db", db)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for needle in (
+        "    wait 0ms",
+        "pick  (choice)",
+        "    (1) [amount > 10] -> large",
+        "    default -> small",
+    ):
+        assert needle in lines, (needle, result.output)
+
+
 def test_show_versions_and_json(tmp_path: Path, db: str) -> None:
     path = tmp_path / "g.json"
     invoke("run", "--db", db, str(write_json(path, GUARDED)), "-c", '{"amount": 5}')
