@@ -3,11 +3,13 @@ guard is true, else to its default; a rule whose guard raises is passed over."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procstore import ProcedureStore, Status
+from procstore.runtime.state import RunState
 from tests.builders import on
 from tests.conftest import make_doc, records, transitions_on, within
 
@@ -115,3 +117,22 @@ async def test_a_choice_that_routes_to_another_choice_follows_both_at_once(
     await store.register(make_doc(states, "first"))
     execution = await within(store.start("p", "1.0", {"a": True, "b": True}))
     assert execution.current == "yes"
+
+
+async def test_a_choice_state_found_active_in_a_stored_checkpoint_routes_on_recovery(
+    tmp_path: Path,
+) -> None:
+    """Routing is queued on entry and done before anything is stored; should a checkpoint
+    still hold a choice state active, recovery routes it instead of leaving it stuck."""
+    checkpoint = RunState.fresh({"amount": 5000}, auto=True)
+    checkpoint.active = {"route"}
+    order = {path: i for i, path in enumerate(ROUTE["definition"]["states"])}
+    async with ProcedureStore(f"sqlite:///{tmp_path / 'p.db'}") as store:
+        await store.register(ROUTE)
+        backend = store._backend
+        assert backend is not None
+        snapshot = checkpoint.checkpoint("route", order)
+        await backend.create_execution("x1", "p", "1.0", "running", snapshot, [])
+        [execution] = await within(store.recover())
+        final = await within(execution.run_to_completion())
+    assert (final.status, final.current) == (Status.COMPLETED, "large")
