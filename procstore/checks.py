@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from procstore import paths
 from procstore.chart import LEAF_KINDS, Chart, ChartState, Transition
 from procstore.definition import FailAction, FunctionAction, StateDef
 from procstore.documents import json_path
@@ -232,8 +233,8 @@ class _Checker:
 
     def check_choice_loops(self, reachable: set[str]) -> None:
         """Choice states must not route to each other in a circle: routing is instant, so such
-        a loop would spin forever without waiting for anything (every state a choice enters
-        is counted, the other regions of a parallel state it enters into too)."""
+        a loop would spin forever without waiting for anything (every choice state a rule
+        enters counts: see `entered_from`)."""
         choices = [s.path for s in self.chart if s.kind == "choice" and s.path in reachable]
         routes = {
             path: sorted(
@@ -241,7 +242,7 @@ class _Checker:
                     entered
                     for t in self.chart[path].transitions
                     if t.target is not None
-                    for entered in self.chart.entered_by(t.target)
+                    for entered in self.entered_from(path, t.target)
                     if self.chart[entered].kind == "choice"
                 },
                 key=list(self.chart.states).index,
@@ -263,6 +264,21 @@ class _Checker:
                     "waits",
                 )
             )
+
+    def entered_from(self, source: str, target: str) -> list[str]:
+        """The states a transition from ``source`` enters: ``target``'s entry, and the initial
+        states of the other regions of each parallel state it enters into (those it is already
+        in, as ``source`` is, are not entered again)."""
+        entered, below = list(self.chart.entry(target)), target
+        for node in self.chart.ancestors(target):
+            if paths.is_within(source, node):
+                break
+            if self.chart[node].kind == "parallel":
+                for region in self.chart[node].children:
+                    if region != below:
+                        entered += self.chart.entry(region)
+            below = node
+        return entered
 
     def check_traps(self, reachable: set[str]) -> None:
         """States from which no end can be reached, whatever happens. (A state already reported

@@ -161,3 +161,48 @@ async def test_a_wait_whose_success_nothing_handles_would_wait_forever(
     doc = make_doc({"s": {"wait": {"seconds": 1}, "transitions": [on("error", "a")]}, "a": {}}, "s")
     found = await problems_by_path(store, doc)
     assert "its wait's success is handled by no transition" in found[f"{S}.s.transitions"][0]
+
+
+def two_regions(first_default: str) -> dict[str, Any]:
+    """A parallel state whose two regions each start with a choice; region r1's default is
+    ``first_default``."""
+    return make_doc(
+        {
+            "par": {
+                "parallel": {
+                    "r1": {
+                        "initial_state": "c1",
+                        "states": {
+                            "c1": {
+                                "choice": [{"guard": "x", "target": "y1"}],
+                                "default": first_default,
+                            },
+                            "y1": {},
+                        },
+                    },
+                    "r2": {
+                        "initial_state": "c2",
+                        "states": {
+                            "c2": {"choice": [{"guard": "x", "target": "y2"}], "default": "y2"},
+                            "y2": {},
+                        },
+                    },
+                },
+                "transitions": [on("done", "end")],
+            },
+            "end": {},
+        },
+        "par",
+    )
+
+
+async def test_choices_that_start_two_regions_are_no_circle(store: ProcedureStore) -> None:
+    await store.register(two_regions("y1"))
+
+
+async def test_a_choice_that_enters_its_own_parallel_state_again_is_a_circle(
+    store: ProcedureStore,
+) -> None:
+    found = await problems_by_path(store, two_regions("par"))
+    (message,) = found[f"{S}.par.parallel.r1.states.c1.choice"]
+    assert "circle (par.r1.c1 → par.r1.c1)" in message

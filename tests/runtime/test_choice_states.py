@@ -136,3 +136,33 @@ async def test_a_choice_state_found_active_in_a_stored_checkpoint_routes_on_reco
         [execution] = await within(store.recover())
         final = await within(execution.run_to_completion())
     assert (final.status, final.current) == (Status.COMPLETED, "large")
+
+
+async def test_choices_that_start_the_regions_of_a_parallel_state_each_route(
+    store: ProcedureStore,
+) -> None:
+    def region(n: int, guard: str) -> dict[str, Any]:
+        pick = {"choice": [{"guard": guard, "target": f"yes{n}"}], "default": f"no{n}"}
+        return {
+            "initial_state": f"pick{n}",
+            "states": {f"pick{n}": pick, f"yes{n}": {}, f"no{n}": {}},
+        }
+
+    doc = make_doc(
+        {
+            "par": {
+                "parallel": {"r1": region(1, "x"), "r2": region(2, "not x")},
+                "transitions": [on("done", "end")],
+            },
+            "end": {},
+        },
+        "par",
+    )
+    await store.register(doc)
+    execution = await within(store.start("p", "1.0", {"x": True}))
+    final = await within(execution.run_to_completion())
+    assert final.current == "end"
+    assert transitions_on(final.history, "choice") == [
+        ("par.r1.pick1", "par.r1.yes1"),
+        ("par.r2.pick2", "par.r2.no2"),
+    ]
