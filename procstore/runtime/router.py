@@ -341,7 +341,8 @@ class Router:
             await self.drain()
 
     async def drain(self) -> None:
-        """Process completions (terminal leaves reached) until none is left."""
+        """Process completions (terminal leaves reached) and choice states' routing until
+        none is left."""
         state = self.run.state
         while state.internal:
             leaf, failed = state.internal.popleft()
