@@ -34,7 +34,7 @@ from procstore.cli.output import (
     status_text,
     time_text,
 )
-from procstore.definition import StateDef
+from procstore.definition import StateDef, TransitionDef
 from procstore.describe import describe_action, describe_retry, describe_wait
 
 
@@ -220,8 +220,23 @@ def _kind_text(node: ChartState, state: StateDef) -> str:
 
 
 def _detail_lines(state: StateDef) -> list[str]:
-    """A state's action, retry policy, timeout, compensation and transitions (with their
-    guards), one line each, as written."""
+    """A state's action, wait or choice rules, retry policy, timeout, compensation and
+    transitions (with their guards), one line each, as written."""
+    details = _kind_lines(state)
+    if state.retry is not None:
+        details.append(describe_retry(state.retry))
+    if state.timeout_ms is not None:
+        details.append(f"timeout {state.timeout_ms:g}ms")
+    if state.compensate is not None:
+        details.append(f"compensate {describe_action(state.compensate)}")
+    if state.compensate_retry is not None:
+        details.append("compensate " + describe_retry(state.compensate_retry))
+    details += [_transition_line(transition) for transition in state.transitions]
+    return details
+
+
+def _kind_lines(state: StateDef) -> list[str]:
+    """What the state does: its action, its wait, or its choice rules in order."""
     details = []
     if state.action is not None:
         timeout = state.action.timeout_ms
@@ -233,24 +248,19 @@ def _detail_lines(state: StateDef) -> list[str]:
         details.append(f"({n}) [{rule.guard}] -> {rule.target}")
     if state.default is not None:
         details.append(f"default -> {state.default}")
-    if state.retry is not None:
-        details.append(describe_retry(state.retry))
-    if state.timeout_ms is not None:
-        details.append(f"timeout {state.timeout_ms:g}ms")
-    if state.compensate is not None:
-        details.append(f"compensate {describe_action(state.compensate)}")
-    if state.compensate_retry is not None:
-        details.append("compensate " + describe_retry(state.compensate_retry))
-    for transition in state.transitions:
-        guards = []
-        if transition.guard:
-            guards.append(f"[{transition.guard}]")
-        guards += [f"[{name}]" for name in transition.conditions]
-        guards += [f"[!{name}]" for name in transition.unless]
-        guard = f" {' '.join(guards)}" if guards else ""
-        caught = f" ({', '.join(transition.errors)})" if transition.errors is not None else ""
-        details.append(f"on {transition.event}{caught}{guard} -> {transition.target}")
     return details
+
+
+def _transition_line(transition: TransitionDef) -> str:
+    """``on EVENT (ERRORS) [GUARDS] -> TARGET``."""
+    guards = []
+    if transition.guard:
+        guards.append(f"[{transition.guard}]")
+    guards += [f"[{name}]" for name in transition.conditions]
+    guards += [f"[!{name}]" for name in transition.unless]
+    guard = f" {' '.join(guards)}" if guards else ""
+    caught = f" ({', '.join(transition.errors)})" if transition.errors is not None else ""
+    return f"on {transition.event}{caught}{guard} -> {transition.target}"
 
 
 def _split_name(spec: str) -> tuple[str, str | None]:
