@@ -2,7 +2,10 @@
 
 ``$$.execution.id``, ``$$.procedure.name``, ``$$.procedure.version``, ``$$.state`` (the
 path of the state the path is read in), ``$$.token`` (that state's callback token, or
-``None``) and, while an event is handled, ``$$.event`` (its ``name`` and ``data``). Built when
+``None``), ``$$.error`` (the last error of that state's action, ``{"type": ..., "message": ...}``,
+or ``None``: what an ``error`` transition's ``assign`` keeps, as Step Functions' ``Catch``
+with a ``ResultPath`` does) and, while an event is handled, ``$$.event`` (its ``name`` and
+``data``). Built when
 a path needs them, as plain data, so a path can read nothing else about the execution. Action
 arguments and selectors (``procstore.runtime.steps``) and transitions' ``assign``
 (``procstore.runtime.router``) read the same facts.
@@ -28,6 +31,7 @@ def facts(run: Run, state: str, event: dict[str, Any] | None = None) -> dict[str
         "procedure": {"name": procedure.name, "version": procedure.version},
         "state": state,
         "token": leaf.token if leaf is not None else None,  # a callback's (runtime.callbacks)
+        "error": leaf.error if leaf is not None else None,
     }
     if event is not None:
         known["event"] = event

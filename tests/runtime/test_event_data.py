@@ -153,6 +153,30 @@ async def test_assign_sees_the_execution_facts(store: ProcedureStore) -> None:
     assert execution.state.context == {"where": "waiting", "id": execution.id, "name": "p"}
 
 
+async def test_an_error_transitions_assign_keeps_the_error_it_handles(
+    store: ProcedureStore,
+) -> None:
+    def charge(context: dict[str, Any]) -> None:
+        raise ValueError("card refused")
+
+    store.register_action("charge", charge)
+    keep = {"failure": {"Error.$": "$$.error.type", "Cause.$": "$$.error.message"}}
+    doc = make_doc(
+        {
+            "charge": {
+                "action": {"type": "function", "function": "charge"},
+                "transitions": [on("success", "done"), on("error", "declined", assign=keep)],
+            },
+            "done": {},
+            "declined": {},
+        },
+        "charge",
+    )
+    execution = await _started(store, doc)
+    final = await execution.run_to_completion(timeout=5)
+    assert final.context == {"failure": {"Error": "ValueError", "Cause": "card refused"}}
+
+
 # --- the history --------------------------------------------------------------------------------
 
 
