@@ -21,9 +21,15 @@ if TYPE_CHECKING:
 __all__ = ["facts"]
 
 
-def facts(run: Run, state: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+def facts(
+    run: Run,
+    state: str,
+    event: dict[str, Any] | None = None,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The facts of ``run`` as seen from the state ``state`` (a dotted path), while ``event``
-    (``{"name": ..., "data": ...}``) is handled, if one is."""
+    (``{"name": ..., "data": ...}``) is handled, if one is, and ``error`` is raised (the
+    error of a child of ``state``, for a compound or parallel one), if one is."""
     procedure = run.compiled.procedure
     leaf = run.state.leaves.get(state)
     known: dict[str, Any] = {
@@ -31,7 +37,7 @@ def facts(run: Run, state: str, event: dict[str, Any] | None = None) -> dict[str
         "procedure": {"name": procedure.name, "version": procedure.version},
         "state": state,
         "token": leaf.token if leaf is not None else None,  # a callback's (runtime.callbacks)
-        "error": leaf.error if leaf is not None else None,
+        "error": error if error is not None else leaf.error if leaf is not None else None,
     }
     if event is not None:
         known["event"] = event

@@ -57,6 +57,7 @@ class Router:
         "_origin",
         "_origin_exact",
         "_raised",
+        "_raised_error",
         "compiled",
         "fsm_state",
         "plans",
@@ -78,6 +79,7 @@ class Router:
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
         self._raised: tuple[str, ...] = ()  # the types of the error being raised
+        self._raised_error: dict[str, str] | None = None  # and its type and message
         self._data: Any = None  # the data of the event being fired (JSON data, or None)
         self._assigned: dict[str, Any] | None = None  # what a passing transition assigns
 
@@ -247,7 +249,7 @@ class Router:
 
     def facts(self, path: str, event: str) -> dict[str, Any]:
         """``$$`` for a path evaluated in state ``path`` while ``event`` is handled."""
-        return facts(self.run, path, self._event(event))
+        return facts(self.run, path, self._event(event), self._raised_error)
 
     async def _await_guard(self, guard: Guard, event: str, pending: Awaitable[Any]) -> bool:
         try:
@@ -322,7 +324,7 @@ class Router:
         first, for an error of ``types`` (its class's and bases' names: what transitions'
         ``errors`` match); with no handler anywhere (or every one blocked), the execution
         fails with ``error``."""
-        self._raised = tuple(types)
+        self._raised, self._raised_error = tuple(types), error
         try:
             for candidate in (event, ERROR) if event != ERROR else (ERROR,):
                 if self.handled_within(origin, candidate) and await self.trigger(
@@ -330,7 +332,7 @@ class Router:
                 ):
                     return
         finally:
-            self._raised = ()
+            self._raised, self._raised_error = (), None
         saga.fail(self.run, error)
 
     async def route(self, path: str) -> None:

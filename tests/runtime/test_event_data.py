@@ -177,6 +177,32 @@ async def test_an_error_transitions_assign_keeps_the_error_it_handles(
     assert final.context == {"failure": {"Error": "ValueError", "Cause": "card refused"}}
 
 
+async def test_a_compound_states_error_assign_keeps_its_childs_error(
+    store: ProcedureStore,
+) -> None:
+    def charge(context: dict[str, Any]) -> None:
+        raise ValueError("card refused")
+
+    store.register_action("charge", charge)
+    keep = {"failure.$": "$$.error"}
+    doc = make_doc(
+        {
+            "pay": {
+                "initial_state": "charge",
+                "states": {"charge": {"action": {"type": "function", "function": "charge"}}},
+                "transitions": [on("done", "paid"), on("error", "declined", assign=keep)],
+            },
+            "paid": {},
+            "declined": {},
+        },
+        "pay",
+    )
+    execution = await _started(store, doc)
+    final = await execution.run_to_completion(timeout=5)
+    assert final.current == "declined"
+    assert final.context == {"failure": {"type": "ValueError", "message": "card refused"}}
+
+
 # --- the history --------------------------------------------------------------------------------
 
 
