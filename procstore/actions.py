@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from procstore import modules
+from procstore import arguments, modules
 from procstore.clock import SYSTEM, Clock
 from procstore.definition import (
     Action,
@@ -37,11 +37,12 @@ StrPath = str | os.PathLike[str]
 
 logger = logging.getLogger("procstore")
 
-#: A host callable: `fn(context)`, or `fn(context, info)` to receive the attempt's
-#: `procstore.ActionInfo`; sync or async, returning the action's result.
+#: A host callable: `fn(context, **args)`, or `fn(context, info, **args)` to receive the
+#: attempt's `procstore.ActionInfo`; sync or async, returning the action's result.
 ActionCallable = Callable[..., Any]
-#: What the runtime awaits to run one attempt of an action.
-Invoker = Callable[[dict[str, Any], ActionInfo], Awaitable[Any]]
+#: What the runtime awaits to run one attempt of an action: given the context, the attempt's
+#: info and the action's rendered `args` (``None`` when it has none).
+Invoker = Callable[[dict[str, Any], ActionInfo, dict[str, Any] | None], Awaitable[Any]]
 
 
 class ActionNotAllowed(LookupError):
@@ -188,6 +189,23 @@ class ActionRegistry:
                 "function", f"module {module!r} defines no public function {function!r}"
             )
 
+    def signature(self, spec: FunctionAction) -> inspect.Signature | None:
+        """What the callable `spec` names takes, found as `check` finds it (without running
+        host code: an unimported module's ``def`` is read from its source), or ``None`` when
+        that cannot be told (a decorated function, a builtin). Call it after `check` passed."""
+        try:
+            if spec.module is None:
+                return inspect.signature(self._registered(spec.function))
+            loaded = sys.modules.get(spec.module)
+            if loaded is not None:
+                return inspect.signature(self._defined_in(loaded, spec.module, spec.function))
+            found = modules.find_spec(spec.module)
+            if found is None:
+                return None
+            return modules.function_signature(modules.source_file(found), spec.function)
+        except (ActionNotAllowed, modules.ModuleUnreadable, TypeError, ValueError):
+            return None
+
     def resolve(self, spec: FunctionAction) -> ActionCallable:
         """Return the callable `spec` names, importing its module if need be (which runs the
         module's code: this is for running an action, `check` is for registering one).
@@ -274,27 +292,26 @@ class ActionRegistry:
 
 
 @functools.lru_cache(maxsize=4096)
-def _wants_info(fn: ActionCallable) -> bool:
-    """Whether `fn` takes a second positional parameter without a default (the ActionInfo);
-    `lambda c, t=t: ...` does not."""
+def _wants_info(fn: ActionCallable, names: frozenset[str]) -> bool:
+    """Whether `fn` takes a second positional parameter without a default that is not one of
+    the args' `names` (the ActionInfo); `lambda c, t=t: ...` does not."""
     try:
-        parameters = list(inspect.signature(fn).parameters.values())
+        signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return False
-    positional = [
-        p
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(positional) >= 2 and positional[1].default is inspect.Parameter.empty
+    return arguments.takes_info(signature, names)
 
 
-async def _call(fn: ActionCallable, context: dict[str, Any], info: ActionInfo) -> Any:
+async def _call(
+    fn: ActionCallable, context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None
+) -> Any:
+    args = args or {}
+    names = frozenset(args)
     try:
-        wants_info = _wants_info(fn)
+        wants_info = _wants_info(fn, names)
     except TypeError:  # unhashable callable: look at it every time
-        wants_info = _wants_info.__wrapped__(fn)
-    result = cast(Any, fn)(context, info) if wants_info else fn(context)
+        wants_info = _wants_info.__wrapped__(fn, names)
+    result = cast(Any, fn)(context, info, **args) if wants_info else fn(context, **args)
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -317,32 +334,37 @@ def make_invoker(spec: Action, registry: ActionRegistry, clock: Clock = SYSTEM) 
     if isinstance(spec, FailAction):
         return _make_fail(spec.message)
 
-    def invoke(context: dict[str, Any], info: ActionInfo) -> Awaitable[Any]:
-        return _call(registry.resolve(spec), context, info)
+    def invoke(
+        context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None
+    ) -> Awaitable[Any]:
+        return _call(registry.resolve(spec), context, info, args)
 
     return invoke
 
 
-async def _noop(context: dict[str, Any], info: ActionInfo) -> None:
-    return None
+async def _noop(
+    context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    # With args, a noop is Step Functions' Pass state: what it passes on is its args.
+    return args
 
 
 def _make_log(message: str) -> Invoker:
-    async def log(context: dict[str, Any], info: ActionInfo) -> None:
+    async def log(context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None) -> None:
         logger.info("%s", message)
 
     return log
 
 
 def _make_sleep(seconds: float, clock: Clock) -> Invoker:
-    async def sleep(context: dict[str, Any], info: ActionInfo) -> None:
+    async def sleep(context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None) -> None:
         await clock.sleep(seconds)
 
     return sleep
 
 
 def _make_fail(message: str | None) -> Invoker:
-    async def fail(context: dict[str, Any], info: ActionInfo) -> None:
+    async def fail(context: dict[str, Any], info: ActionInfo, args: dict[str, Any] | None) -> None:
         raise ActionFailed(message or "fail action")
 
     return fail

@@ -20,15 +20,38 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from procstore import paths
-from procstore.definition import Definition, Procedure, RegionDef, StateDef, TransitionDef
+from procstore.definition import (
+    ChoiceRule,
+    Definition,
+    Procedure,
+    RegionDef,
+    StateDef,
+    TransitionDef,
+)
 
-__all__ = ["Chart", "ChartState", "StateKind", "Transition", "build_chart", "item_chart"]
+__all__ = [
+    "CHOICE_EVENT",
+    "LEAF_KINDS",
+    "Chart",
+    "ChartState",
+    "StateKind",
+    "Transition",
+    "build_chart",
+    "item_chart",
+]
 
 #: ``leaf``: may run an action; ``compound``: in one child at a time; ``parallel``: in every
-#: region at once; ``region``: one region of a parallel state; ``map``: runs its inline item
-#: states once per item of a list, as child executions (its item states are not in this chart:
-#: see `item_chart`).
-StateKind = Literal["leaf", "compound", "parallel", "region", "map"]
+#: region at once; ``region``: one region of a parallel state; ``wait``: a leaf that waits
+#: (``wait``); ``choice``: a leaf that routes at once on ordered guards (``choice``); ``map``:
+#: runs its inline item states once per item of a list, as child executions (its item states
+#: are not in this chart: see `item_chart`).
+StateKind = Literal["leaf", "compound", "parallel", "region", "wait", "choice", "map"]
+#: The kinds of state without children: a leaf, a wait state, a choice state.
+LEAF_KINDS: frozenset[str] = frozenset({"leaf", "wait", "choice"})
+#: The event of a choice state's rules: fired from the choice state alone, at once on entry,
+#: so it never meets an event of the same name a host sends (a choice state is never active
+#: when an event is sent).
+CHOICE_EVENT = "choice"
 
 #: A location in the document, as pydantic gives it: keys and list indexes from the top.
 Location = tuple[str | int, ...]
@@ -45,8 +68,11 @@ class Transition:
         event: The event that fires it.
         target: The path of the state it enters, or `None` when the target names no state.
         unresolved: Why the target does not resolve, when it does not.
-        definition: The transition as written (its raw mapping, in a chart of raw data).
+        definition: The transition as written (its raw mapping, in a chart of raw data); a
+            choice state's rule or default as the transition on `CHOICE_EVENT` it is.
         loc: Its location in the document.
+        rule: ``transition``; or, for a choice state, ``choice`` (one of its rules, tried in
+            `index` order) or ``default`` (tried last).
     """
 
     source: str
@@ -56,6 +82,13 @@ class Transition:
     unresolved: str | None
     definition: TransitionDef | Mapping[str, Any]
     loc: Location
+    rule: Literal["transition", "choice", "default"] = "transition"
+
+    @property
+    def target_loc(self) -> Location:
+        """Where its target is written: the transition's (or rule's) ``target``, or a choice
+        state's ``default``."""
+        return self.loc if self.rule == "default" else (*self.loc, "target")
 
     @property
     def spec(self) -> TransitionDef:
@@ -288,6 +321,10 @@ class _Builder:
                 kind = "compound"
                 if isinstance(substates, Mapping):
                     children = self.add(substates, path, path, (*here, "states"))
+            elif _field(state, "wait") is not None:
+                kind = "wait"
+            elif _field(state, "choice") is not None:
+                kind = "choice"
             initial = _initial(path, state)
             self.built[path] = ChartState(
                 path, kind, parent, container, children, initial, state, here
@@ -346,7 +383,14 @@ def _initial(path: str, state: Any) -> str | None:
     return paths.join(path, initial) if isinstance(initial, str) and initial else None
 
 
+def _field(state: StateDef | Mapping[str, Any], name: str) -> Any:
+    """A field of a state as written (``None`` when absent)."""
+    return getattr(state, name) if isinstance(state, StateDef) else state.get(name)
+
+
 def _transitions(state: ChartState, names: Collection[str]) -> tuple[Transition, ...]:
+    if state.kind == "choice":
+        return _choice_rules(state, names)
     written: Any = (
         state.definition.transitions
         if isinstance(state.definition, StateDef)
@@ -372,4 +416,51 @@ def _transitions(state: ChartState, names: Collection[str]) -> tuple[Transition,
         loc = (*state.loc, "transitions", i)
         name = event if isinstance(event, str) else ""
         transitions.append(Transition(state.path, i, name, resolved, unresolved, transition, loc))
+    return tuple(transitions)
+
+
+def _resolve(source: str, target: Any, names: Collection[str]) -> tuple[str | None, str | None]:
+    """``target`` resolved from ``source`` (a path), or why it does not resolve."""
+    if not isinstance(target, str) or not target:
+        return None, None
+    try:
+        return paths.resolve_target(source, target, names), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _choice_rules(state: ChartState, names: Collection[str]) -> tuple[Transition, ...]:
+    """A choice state's rules, then its default, as transitions on `CHOICE_EVENT` in the order
+    they are tried (the default, without a guard, last)."""
+    rules: Any = _field(state.definition, "choice")  # type: ignore[arg-type]
+    default: Any = _field(state.definition, "default")  # type: ignore[arg-type]
+    transitions = []
+    for i, rule in enumerate(rules if isinstance(rules, list | tuple) else ()):
+        if isinstance(rule, Mapping):
+            guard, target = rule.get("guard"), rule.get("target")
+            written: TransitionDef | Mapping[str, Any] = {"event": CHOICE_EVENT, **rule}
+        elif isinstance(rule, ChoiceRule):
+            guard, target = rule.guard, rule.target
+            written = TransitionDef(event=CHOICE_EVENT, target=target, guard=guard)
+        else:
+            continue
+        resolved, unresolved = _resolve(state.path, target, names)
+        loc = (*state.loc, "choice", i)
+        transitions.append(
+            Transition(
+                state.path, i, CHOICE_EVENT, resolved, unresolved, written, loc, rule="choice"
+            )
+        )
+    if isinstance(default, str) and default:
+        resolved, unresolved = _resolve(state.path, default, names)
+        written = {"event": CHOICE_EVENT, "target": default}
+        if isinstance(state.definition, StateDef):
+            written = TransitionDef(event=CHOICE_EVENT, target=default)
+        loc = (*state.loc, "default")
+        index = len(transitions)
+        transitions.append(
+            Transition(
+                state.path, index, CHOICE_EVENT, resolved, unresolved, written, loc, "default"
+            )
+        )
     return tuple(transitions)

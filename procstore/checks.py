@@ -25,7 +25,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from procstore.chart import Chart, ChartState, Transition
+from procstore import paths
+from procstore.chart import LEAF_KINDS, Chart, ChartState, Transition
 from procstore.definition import FailAction, FunctionAction, StateDef
 from procstore.documents import json_path
 from procstore.errors import Problem
@@ -43,7 +44,7 @@ TYPO_CUTOFF = 0.8
 
 #: The kinds of the states that do work themselves (an action, a map state's items): the leaves
 #: of the state machine.
-_RUNS_WORK = ("leaf", "map")
+_RUNS_WORK = frozenset({*LEAF_KINDS, "map"})
 
 _END = ""  # the node "the execution has ended" in the progress graph
 
@@ -80,6 +81,7 @@ class _Checker:
             self.check_stuck(state)
             self.check_never_fires(state)
             self.check_guards(state)
+        self.check_choice_loops(reachable)
         self.check_traps(reachable)
 
     # -- what moves an execution on ------------------------------------------------------------
@@ -124,7 +126,7 @@ class _Checker:
     def can_complete(self, path: str) -> bool:
         """Whether a compound or parallel state can complete (`done`): a terminal inside."""
         state = self.chart[path]
-        if state.kind == "leaf":
+        if state.kind in LEAF_KINDS:
             return False
         if state.kind == "map":  # when its items have ended
             return True
@@ -135,7 +137,9 @@ class _Checker:
 
     def check_typos(self, state: ChartState) -> None:
         """An event that reads like an outcome the state does not handle is a misspelling."""
-        candidates = [SUCCESS, ERROR, TIMEOUT] + ([DONE] if state.kind != "leaf" else [])
+        if state.kind == "choice":
+            return  # its rules are no events
+        candidates = [SUCCESS, ERROR, TIMEOUT] + ([DONE] if state.kind not in LEAF_KINDS else [])
         unhandled = [event for event in candidates if event not in state.events]
         for transition in state.transitions:
             if transition.event in OUTCOMES:
@@ -153,15 +157,16 @@ class _Checker:
     def check_stuck(self, state: ChartState) -> None:
         """After the action succeeds (a leaf) or the state completes (compound, parallel),
         something must move the execution on."""
-        if state.terminal:
+        if state.terminal or state.kind == "choice":
             return
-        if state.kind == "leaf":
+        if state.kind in LEAF_KINDS:
             action = _definition(state).action
-            if action is None or isinstance(action, FailAction):
+            if state.kind != "wait" and (action is None or isinstance(action, FailAction)):
                 return  # no success to handle
             if self.handled(state.path, SUCCESS):
                 return
-            what = "its action's success is handled by no transition here or around it"
+            doing = "wait" if state.kind == "wait" else "action"
+            what = f"its {doing}'s success is handled by no transition here or around it"
         else:
             if not self.can_complete(state.path) or DONE in state.events:
                 return
@@ -174,14 +179,14 @@ class _Checker:
                 self.path((*state.loc, "transitions")),
                 f"{what}, and nothing else can move the execution on: it would wait in "
                 f"{state.path!r} forever (add a transition on "
-                f"{SUCCESS if state.kind == 'leaf' else DONE!r})",
+                f"{SUCCESS if state.kind in LEAF_KINDS else DONE!r})",
             )
         )
 
     def check_never_fires(self, state: ChartState) -> None:
         for transition in state.transitions:
             reason = None
-            if transition.event == DONE and state.kind == "leaf":
+            if transition.event == DONE and state.kind in LEAF_KINDS:
                 reason = "done is raised only for compound and parallel states"
             elif transition.event == TIMEOUT and not any(
                 self.chart[p].kind != "region" and _definition(self.chart[p]).timeout_ms
@@ -189,7 +194,9 @@ class _Checker:
             ):
                 reason = "no timeout_ms applies here or inside"
             elif (
-                transition.event == ERROR and state.kind != "leaf" and not self.can_fail(state.path)
+                transition.event == ERROR
+                and state.kind not in LEAF_KINDS
+                and not self.can_fail(state.path)
             ):
                 reason = "nothing inside can fail, and a host cannot send error to it"
             if reason is not None:
@@ -217,14 +224,67 @@ class _Checker:
                 )
             elif any(
                 later.event == transition.event for later in _after(state, transition)
-            ) and not (transition.spec.conditions or transition.spec.unless):
+            ) and not (
+                transition.spec.conditions or transition.spec.unless or transition.spec.errors
+            ):
+                after = f"the transitions after it on {transition.event!r} never fire"
+                if transition.rule == "choice":
+                    after = "the rules after it and the default are never used"
                 self.warnings.append(
                     Problem(
                         self.path((*transition.loc, "guard")),
-                        f"the guard {guard!r} is always true: the transitions after it on "
-                        f"{transition.event!r} never fire",
+                        f"the guard {guard!r} is always true: {after}",
                     )
                 )
+
+    def check_choice_loops(self, reachable: set[str]) -> None:
+        """Choice states must not route to each other in a circle: routing is instant, so such
+        a loop would spin forever without waiting for anything (every choice state a rule
+        enters counts: see `entered_from`)."""
+        choices = [s.path for s in self.chart if s.kind == "choice" and s.path in reachable]
+        routes = {
+            path: sorted(
+                {
+                    entered
+                    for t in self.chart[path].transitions
+                    if t.target is not None
+                    for entered in self.entered_from(path, t.target)
+                    if self.chart[entered].kind == "choice"
+                },
+                key=list(self.chart.states).index,
+            )
+            for path in choices
+        }
+        reported: set[str] = set()
+        for start in choices:
+            loop = _circle(start, routes)
+            if loop is None or reported & set(loop):
+                continue
+            reported |= set(loop)
+            self.errors.append(
+                Problem(
+                    self.path((*self.chart[start].loc, "choice")),
+                    "choice states route to each other in a circle ("
+                    + " → ".join([*loop, loop[0]])
+                    + "): it would never stop; let one of them go to a state that acts or "
+                    "waits",
+                )
+            )
+
+    def entered_from(self, source: str, target: str) -> list[str]:
+        """The states a transition from ``source`` enters: ``target``'s entry, and the initial
+        states of the other regions of each parallel state it enters into (those it is already
+        in, as ``source`` is, are not entered again)."""
+        entered, below = list(self.chart.entry(target)), target
+        for node in self.chart.ancestors(target):
+            if paths.is_within(source, node):
+                break
+            if self.chart[node].kind == "parallel":
+                for region in self.chart[node].children:
+                    if region != below:
+                        entered += self.chart.entry(region)
+            below = node
+        return entered
 
     def check_traps(self, reachable: set[str]) -> None:
         """States from which no end can be reached, whatever happens. (A state already reported
@@ -259,6 +319,11 @@ class _Checker:
         for state in chart:
             if state.kind not in _RUNS_WORK:
                 continue
+            if state.kind == "choice":  # it routes at once, through its own rules only
+                graph[state.path] = {
+                    leaf for rule in state.transitions for leaf in self.leaves_entered(rule)
+                }
+                continue
             moves = graph.setdefault(state.path, set())
             definition = _definition(state)
             can_fail = _fallible(definition) or definition.is_failure or self.timed(state.path)
@@ -288,7 +353,8 @@ class _Checker:
         """The leaves a transition enters (the other regions of a parallel state it enters
         into are left out: they can end, or not, on their own)."""
         assert transition.target is not None
-        return {p for p in self.chart.entry(transition.target) if self.chart[p].kind in _RUNS_WORK}
+        entry = self.chart.entry(transition.target)
+        return {p for p in entry if self.chart[p].kind in _RUNS_WORK}
 
     def completion(self, path: str) -> set[str]:
         """Where completing terminal `path` leads: its container's `done` transition, or the
@@ -339,6 +405,21 @@ def _constant_value(source: str) -> Any:
         return _NOT_CONSTANT  # it raises whatever the context: a guard_error at run time
 
 
+def _circle(start: str, routes: Mapping[str, list[str]]) -> list[str] | None:
+    """A path of choice states from ``start`` back to it, if there is one (depth first)."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        path, trail = stack.pop()
+        for nxt in routes.get(path, ()):
+            if nxt == start:
+                return trail
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*trail, nxt]))
+    return None
+
+
 def _after(state: ChartState, transition: Transition) -> tuple[Transition, ...]:
     return state.transitions[transition.index + 1 :]
 
@@ -350,6 +431,8 @@ def _definition(state: ChartState) -> StateDef:
 
 def _fallible(definition: StateDef) -> bool:
     """Whether the state's action can fail: host code, `fail`, or a bounded attempt."""
+    if definition.wait is not None:  # a wait read from the context may find nothing there
+        return definition.wait.seconds is None and definition.wait.ms is None
     action = definition.action
     if definition.map is not None:
         return True  # its items may fail beyond what it tolerates, its list may be missing

@@ -24,17 +24,22 @@ from transitions.extensions.asyncio import (
 
 from procstore import datapaths, paths
 from procstore.actions import ActionRegistry, Invoker, make_invoker
-from procstore.chart import Chart, ChartState, StateKind, build_chart
+from procstore.chart import LEAF_KINDS, Chart, ChartState, StateKind, build_chart
 from procstore.clock import SYSTEM, Clock
+from procstore.datapaths import DataPath, is_path, parse_path
 from procstore.definition import (
     MAX_MAP_CONCURRENCY,
     Action,
     Definition,
+    FunctionAction,
     LogAction,
     MapDef,
+    NoopAction,
     Procedure,
     RetryPolicy,
     TransitionDef,
+    WaitDef,
+    retry_policies,
 )
 from procstore.guards import GuardCallable, GuardExpression, GuardRegistry
 
@@ -80,6 +85,16 @@ class MachineModel(Protocol):
     def check_guard(self, check: Guard, event: str) -> Any:
         """Evaluate ``check`` for a transition on ``event``: a bool or an awaitable of one."""
 
+    def catches(self, errors: tuple[str, ...]) -> bool:
+        """Whether the error being raised is one of ``errors`` (a transition's ``errors``)."""
+
+    def prepare_assign(self, assign: Assign, event: str) -> bool:
+        """The guards of a transition on ``event`` with ``assign`` passed: render what it
+        assigns; False blocks the transition (a path in it names nothing)."""
+
+    def apply_assign(self) -> None:
+        """The transition whose ``assign`` was prepared last fires: store what it assigns."""
+
 
 @dataclass(frozen=True, slots=True)
 class Guard:
@@ -102,14 +117,35 @@ class Guard:
 
 
 @dataclass(frozen=True, slots=True)
+class Assign:
+    """A transition's ``assign``: a template rendered when its guards pass and merged into the
+    context when it fires.
+
+    Attributes:
+        template: The template (see `procstore.datapaths`), an object.
+        source: The path of the state that declares the transition.
+        guard: How a failed rendering is recorded (a ``guard_error`` labelled ``assign``).
+    """
+
+    template: dict[str, Any]
+    source: str
+    guard: Guard
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledAction:
-    """An action ready to run: what to await, its per-attempt bound, where its result goes."""
+    """An action ready to run: what to await, its per-attempt bound, where its result goes
+    (``result_key``, a context key, or ``result_path``, a path: at most one is set), its
+    ``args`` template and its ``result_selector`` (``None`` when it has none)."""
 
     spec: Action
     invoke: Invoker
     timeout_s: float | None
     result_key: str | None
     log_message: str | None
+    result_path: DataPath | None = None
+    args: dict[str, Any] | None = None
+    result_selector: dict[str, Any] | None = None
 
 
 #: Between a procedure's name and a map state's path in the name of the procedure its items
@@ -200,7 +236,7 @@ class StatePlan:
 
     Attributes:
         path: The state's dotted path.
-        kind: ``leaf``, ``compound``, ``parallel`` or ``region``.
+        kind: ``leaf``, ``compound``, ``parallel``, ``region``, ``wait`` or ``choice``.
         container: The compound or parallel state this one completes (regions skipped), or
             ``None`` at the top.
         children: Paths of the child states (regions, for a parallel state).
@@ -209,6 +245,11 @@ class StatePlan:
         failure: A terminal leaf whose ``outcome`` is ``failure``.
         events: The events of the state's own transitions.
         map: A map state's items (its kind is ``map``).
+        retry: Its action's retry policies, in the order they are matched.
+        compensate_retry: Its compensation's retry policies, likewise.
+        failure_error: A failure terminal's error (``type``: its ``error``, ``message``: its
+            ``cause``), or ``None`` when it names none.
+        wait: A wait state's wait.
     """
 
     path: str
@@ -217,13 +258,17 @@ class StatePlan:
     children: tuple[str, ...]
     initial: str | None
     action: CompiledAction | None
-    retry: RetryPolicy | None
+    retry: tuple[RetryPolicy, ...]
     timeout_s: float | None
     compensate: CompiledAction | None
     terminal: bool
     failure: bool
     events: frozenset[str]
     map: MapPlan | None = None
+    compensate_retry: tuple[RetryPolicy, ...] = ()
+    failure_error: dict[str, str] | None = None
+    callback: bool = False  # it waits for a callback token (see procstore.runtime.callbacks)
+    wait: WaitDef | None = None
 
     @property
     def name(self) -> str:
@@ -231,9 +276,9 @@ class StatePlan:
 
     @property
     def works(self) -> bool:
-        """A leaf of the machine: a leaf state or a map state (its items are not states of
-        this machine)."""
-        return self.kind in ("leaf", "map")
+        """A leaf of the machine: a leaf, wait or choice state, or a map state (its items are
+        not states of this machine)."""
+        return self.kind in LEAF_KINDS or self.kind == "map"
 
 
 class _Sequential:
@@ -320,6 +365,12 @@ class CompiledProcedure:
         return self.procedure.definition.initial_state
 
     @property
+    def timeout_s(self) -> float | None:
+        """The definition's ``timeout_ms`` (the whole execution's bound), in seconds."""
+        timeout_ms = self.procedure.definition.timeout_ms
+        return timeout_ms / 1000 if timeout_ms is not None else None
+
+    @property
     def initial_entry(self) -> tuple[str, ...]:
         """The states entered at start, parents before children."""
         return self.entries[self.initial_state]
@@ -332,7 +383,7 @@ class CompiledProcedure:
         """Whether ``state`` has a transition on ``event`` that a host may fire with ``send()``:
         not one on an event only procstore raises (see ``RAISED_ONLY``)."""
         if event in RAISED_ONLY or (
-            event in RAISED_ON_CONTAINERS and self.states[state].kind != "leaf"
+            event in RAISED_ON_CONTAINERS and self.states[state].kind not in LEAF_KINDS
         ):
             return False
         return event in self.states[state].events
@@ -382,6 +433,37 @@ def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
     return condition
 
 
+def _catches(errors: tuple[str, ...]) -> Callable[[AsyncEventData], bool]:
+    def catches(event_data: AsyncEventData) -> bool:
+        return cast(MachineModel, event_data.model).catches(errors)
+
+    return catches
+
+
+def _assign_blocked(assign: Assign) -> Callable[[AsyncEventData], bool]:
+    # The last of a transition's ``unless`` checks: it runs once every guard has passed.
+    def blocked(event_data: AsyncEventData) -> bool:
+        model = cast(MachineModel, event_data.model)
+        return not model.prepare_assign(assign, cast(Any, event_data.event).name)
+
+    return blocked
+
+
+def _assign_checks(assign: Assign | None) -> list[Callable[[AsyncEventData], bool]]:
+    return [_assign_blocked(assign)] if assign is not None else []
+
+
+def _assign(event_data: AsyncEventData) -> None:
+    cast(MachineModel, event_data.model).apply_assign()
+
+
+def _compile_assign(transition: TransitionDef, source: str) -> Assign | None:
+    if transition.assign is None:
+        return None
+    guard = Guard("assign", lambda _: True, False, False, source)
+    return Assign(dict(transition.assign), source, guard)
+
+
 def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:
     # Resolved at each evaluation, so the host may (re-)register predicates at any time.
     def check(context: Mapping[str, Any]) -> Any:
@@ -415,12 +497,18 @@ def _compile_action(
 ) -> CompiledAction | None:
     if spec is None:
         return None
+    result_is_path = is_path(spec.result)
     return CompiledAction(
         spec=spec,
         invoke=make_invoker(spec, registry, clock),
         timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms is not None else None,
-        result_key=spec.result,
+        result_key=None if result_is_path else spec.result,
         log_message=spec.message if isinstance(spec, LogAction) else None,
+        result_path=parse_path(spec.result) if spec.result is not None and result_is_path else None,
+        args=spec.args if isinstance(spec, NoopAction | FunctionAction) else None,
+        result_selector=(
+            spec.result_selector if isinstance(spec, NoopAction | FunctionAction) else None
+        ),
     )
 
 
@@ -440,7 +528,7 @@ def _plan(
         action=(
             _compile_action(definition.action, actions, clock) if definition is not None else None
         ),
-        retry=definition.retry if definition is not None else None,
+        retry=retry_policies(definition.retry if definition is not None else None),
         timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
         compensate=(
             _compile_action(definition.compensate, actions, clock)
@@ -451,7 +539,20 @@ def _plan(
         failure=definition is not None and definition.is_failure,
         events=state.events,
         map=_map_plan(procedure, state.path, spec) if spec is not None else None,
+        compensate_retry=retry_policies(
+            definition.compensate_retry if definition is not None else None
+        ),
+        failure_error=_failure_error(definition) if definition is not None else None,
+        callback=definition is not None and definition.callback,
+        wait=definition.wait if definition is not None else None,
     )
+
+
+def _failure_error(definition: Any) -> dict[str, str] | None:
+    """A failure terminal's ``error`` and ``cause`` as an error record, if it names either."""
+    if definition.error is None and definition.cause is None:
+        return None
+    return {"type": definition.error or "Failed", "message": definition.cause or ""}
 
 
 def _spec(chart: Chart, path: str) -> dict[str, Any]:
@@ -514,12 +615,16 @@ def compile_procedure(
         assert transition.target is not None  # validated
         conditions, unless = compile_guards(transition.spec, transition.source, guards)
         scope = [] if flat else [_in_scope(transition.source)]
+        if transition.spec.errors is not None:  # before the guards: they see a caught error
+            scope.append(_catches(transition.spec.errors))
+        assign = _compile_assign(transition.spec, transition.source)
         machine.add_transition(
             transition.event,
             source=transition.source,
             dest=transition.target,
             conditions=scope + [_condition(g) for g in conditions],
-            unless=[_condition(g) for g in unless],
+            unless=cast(Any, [_condition(g) for g in unless] + _assign_checks(assign)),
+            before=[_assign] if assign else None,
         )
     return CompiledProcedure(
         procedure=procedure,

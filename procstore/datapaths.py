@@ -42,6 +42,8 @@ __all__ = [
     "MAX_PATH_SEGMENTS",
     "MAX_TEMPLATE_DEPTH",
     "MAX_TEMPLATE_PATHS",
+    "MAX_TEMPLATE_VALUES",
+    "TEMPLATE_SUFFIX",
     "DataPath",
     "PathError",
     "PathNotFound",
@@ -66,8 +68,13 @@ MAX_TEMPLATE_DEPTH: Final = 10
 """The deepest nesting of objects and lists in a template (``args``, a selector, ...)."""
 MAX_TEMPLATE_PATHS: Final = 200
 """The most ``.$`` keys one template may hold: each is a lookup at every run."""
+MAX_TEMPLATE_VALUES: Final = 10_000
+"""The most values (objects, lists, constants, paths) one template may hold: it is copied at
+every run, so a huge one would cost every attempt what a document costs once."""
 
-_TEMPLATE_SUFFIX: Final = ".$"
+TEMPLATE_SUFFIX: Final = ".$"
+"""How a template's key that takes its value from a path ends (``"key.$": "$.order.id"``)."""
+_TEMPLATE_SUFFIX: Final = TEMPLATE_SUFFIX
 _NAME = re.compile(r"\.([A-Za-z0-9_\-]+)")
 _INDEX = re.compile(r"\[(0|[1-9][0-9]{0,8})\]")
 _QUOTED = re.compile(r"""\[("(?:[^"\\]|\\.)*"|'[^'\\]*')\]""")
@@ -121,15 +128,24 @@ class DataPath:
     def put(self, target: dict[str, Any], value: Any) -> None:
         """Store ``value`` at the path in ``target`` (a context), creating the objects on the
         way that are missing (``$.a.b`` in ``{}`` gives ``{"a": {"b": value}}``); a list
-        index must name an item that exists.
+        index must name an item that exists. ``$`` alone replaces the whole of ``target``
+        with ``value``, which must be an object (Step Functions' ``ResultPath: "$"``).
 
         Raises:
-            PathError: The path is not a context path with at least one segment.
+            PathError: The path is not a context path.
             PathNotFound: Something on the way is neither an object nor a list that has the
-                index.
+                index, or ``value`` is not an object for ``$``.
         """
-        if self.root != CONTEXT or not self.segments:
-            raise PathError(f"{self.text}: only a path into the context ($.name...) can be set")
+        if self.root != CONTEXT:
+            raise PathError(f"{self.text}: only a path into the context ($...) can be set")
+        if not self.segments:
+            if not isinstance(value, dict):
+                kind = type(value).__name__
+                raise PathNotFound(f"$: only an object can replace the whole context, not {kind}")
+            replacement = dict(value)  # value may be target itself, or share parts with it
+            target.clear()
+            target.update(replacement)
+            return
         node: Any = target
         for depth, segment in enumerate(self.segments):
             last = depth == len(self.segments) - 1
@@ -193,12 +209,12 @@ def parse_path(text: str) -> DataPath:
 def check_path(text: object, where: str, *, settable: bool = False) -> list[str]:
     """What is wrong with the path ``text`` (found at the JSON path ``where``), as messages
     that start with ``where``; none if it is good. ``settable``: it must be a context path
-    with a segment, as where a value is stored."""
+    (``$`` alone replaces the whole context), as where a value is stored."""
     try:
         path = parse_path(text)  # type: ignore[arg-type]
     except PathError as exc:
         return [f"{where}: {exc}"]
-    if settable and (path.root != CONTEXT or not path.segments):
+    if settable and path.root != CONTEXT:
         return [f"{where}: a value can only be stored at a path into the context, e.g. $.a.b"]
     return []
 
@@ -206,12 +222,14 @@ def check_path(text: object, where: str, *, settable: bool = False) -> list[str]
 def check_template(template: Any, where: str) -> list[str]:
     """What is wrong with ``template`` (found at the JSON path ``where``): bad paths under
     ``.$`` keys, nesting deeper than ``MAX_TEMPLATE_DEPTH``, more than ``MAX_TEMPLATE_PATHS``
-    paths; each message starts with the JSON path of the place."""
+    paths or ``MAX_TEMPLATE_VALUES`` values, two keys that render to the same name (``a`` and
+    ``a.$``); each message starts with the JSON path of the place."""
     problems: list[str] = []
-    paths = 0
+    paths = values = 0
 
     def visit(value: Any, at: str, depth: int) -> None:
-        nonlocal paths
+        nonlocal paths, values
+        values += 1
         if depth > MAX_TEMPLATE_DEPTH:
             problems.append(f"{at}: nested deeper than {MAX_TEMPLATE_DEPTH} levels")
             return
@@ -220,9 +238,8 @@ def check_template(template: Any, where: str) -> list[str]:
                 inner = f"{at}.{key}" if _NAME.fullmatch(f".{key}") else f"{at}[{json.dumps(key)}]"
                 if isinstance(key, str) and key.endswith(_TEMPLATE_SUFFIX):
                     paths += 1
-                    if key == _TEMPLATE_SUFFIX:
-                        problems.append(f"{inner}: a key ending in .$ needs a name before it")
-                    problems.extend(check_path(item, inner))
+                    values += 1
+                    problems.extend(_path_key_problems(value, key, inner))
                 else:
                     visit(item, inner, depth + 1)
         elif isinstance(value, list):
@@ -232,7 +249,19 @@ def check_template(template: Any, where: str) -> list[str]:
     visit(template, where, 0)
     if paths > MAX_TEMPLATE_PATHS:
         problems.append(f"{where}: at most {MAX_TEMPLATE_PATHS} paths (.$ keys), not {paths}")
+    if values > MAX_TEMPLATE_VALUES:
+        problems.append(f"{where}: at most {MAX_TEMPLATE_VALUES} values, not {values}")
     return problems
+
+
+def _path_key_problems(template: Mapping[str, Any], key: str, inner: str) -> list[str]:
+    """What is wrong with the ``.$`` key ``key`` of ``template`` (found at ``inner``)."""
+    name = key[: -len(_TEMPLATE_SUFFIX)]
+    if not name:
+        return [f"{inner}: a key ending in .$ needs a name before it"]
+    if name in template:
+        return [f"{inner}: {name!r} is given twice, as {name!r} and {key!r}"]
+    return check_path(template[key], inner)
 
 
 def render(

@@ -18,6 +18,7 @@ from procstore.definition import (
     NoopAction,
     RetryPolicy,
     SleepAction,
+    WaitDef,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "describe_action",
     "describe_compensation",
     "describe_retry",
+    "describe_wait",
     "format_ms",
 ]
 
@@ -83,9 +85,11 @@ def describe_compensation(action: Action) -> str:
     return f"compensate: {describe_action(action)}"
 
 
-def describe_retry(retry: RetryPolicy) -> str:
+def describe_retry(retry: RetryPolicy | tuple[RetryPolicy, ...]) -> str:
     """``retry 4x 200ms``, then the backoff rate, ``≤`` the cap, ``jitter``, and
-    ``on`` the retried errors."""
+    ``on`` the retried errors; a list of policies, each so, in order, joined by ``; ``."""
+    if not isinstance(retry, RetryPolicy):
+        return "; ".join(describe_retry(policy) for policy in retry)
     text = f"retry {retry.max_attempts}x {format_ms(retry.interval_ms)}"
     if retry.backoff_rate != 1:
         text += f"{TIMES}{retry.backoff_rate:g}"
@@ -96,3 +100,17 @@ def describe_retry(retry: RetryPolicy) -> str:
     if retry.errors:
         text += " on " + ", ".join(retry.errors)
     return text
+
+
+def describe_wait(wait: WaitDef) -> str:
+    """``wait 10s``, ``wait until 2026-12-24T18:00:00Z``, ``wait $.delay s``, ``wait until
+    $.ship_at``."""
+    if wait.seconds is not None:
+        return f"wait {format_ms(wait.seconds * 1000)}"
+    if wait.ms is not None:
+        return f"wait {format_ms(wait.ms)}"
+    if wait.timestamp is not None:
+        return f"wait until {wait.timestamp}"
+    if wait.seconds_path is not None:
+        return f"wait {_short(wait.seconds_path)} s"
+    return f"wait until {_short(wait.timestamp_path or '')}"

@@ -6,9 +6,11 @@ Two kinds, both compiled to transitions' `conditions`/`unless`:
   untrusted agent. They are checked when the procedure is registered and evaluated by
   simpleeval, never by `eval`. What is allowed: literals, names of context keys (and
   `result` and `error`: the state's last action result, and its last error as
-  `{"type": ..., "message": ...}`, both `None` when there is none), subscripts
+  `{"type": ..., "message": ...}`, both `None` when there is none; and `context`, the whole
+  context, unless it has a key of that name), subscripts
   (`order["total"]`), arithmetic, comparisons, `and`/`or`/`not`,
-  `x if c else y` and calls to the pure functions in `FUNCTIONS`. What is not:
+  `x if c else y`, `in` (`"email" in context`) and calls to the pure functions in
+  `FUNCTIONS` (`has(context, "order.customer.id")` tests a nested key). What is not:
   attribute access of any kind (so no dunder walks and no method calls), other calls,
   comprehensions, lambdas, f-strings, `%` string formatting, names starting with `_`, more
   than `MAX_NODES` syntax nodes or `MAX_LENGTH` characters.
@@ -97,6 +99,24 @@ def _sum(iterable: Any, start: Any = 0) -> Any:
     return sum(iterable, start)
 
 
+def _has(data: Any, path: Any) -> bool:
+    """Whether the dotted ``path`` (``"order.customer.id"``; a list index as digits,
+    ``"items.0"``) names a value inside ``data`` — without the error reading it would raise
+    when it does not: ``has(context, "order.customer")``. Each segment is one dict or list
+    lookup, never an attribute."""
+    if not isinstance(path, str):
+        raise TypeError(f"has() takes a path as a string, not {type(path).__name__}")
+    node = data
+    for key in path.split("."):
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return False
+    return True
+
+
 #: The only functions an expression may call: pure, cheap, no access to anything else (those
 #: whose cost an argument could blow up are wrapped in bounded versions).
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -105,6 +125,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "any": any,
     "bool": bool,
     "float": float,
+    "has": _has,
     "int": _int,
     "len": len,
     "max": max,

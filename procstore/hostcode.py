@@ -28,10 +28,12 @@ class HostCode:
         return self._actions.allowed_modules
 
     def action(self, name: str) -> Callable[[F], F]:
-        """Decorator: register a sync or async ``callable(context) -> value`` as action ``name``.
+        """Decorator: register a sync or async ``callable(context, **args) -> value`` as action
+        ``name`` (``args``: the action's rendered `args`, none if it has none).
 
-        A callable whose second positional parameter has no default also receives an
-        [`ActionInfo`][procstore.ActionInfo] (execution id, state, attempt).
+        A callable whose second positional parameter has no default (and is not one of the
+        args) also receives an [`ActionInfo`][procstore.ActionInfo] (execution id, state,
+        attempt).
         """
 
         def decorate(fn: F) -> F:

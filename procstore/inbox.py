@@ -33,6 +33,7 @@ from procstore.runtime import Execution
 from procstore.runtime.received import (
     applied,
     firing_now,
+    receive_callback,
     receive_cancel,
     receive_event,
     refuse,
@@ -162,8 +163,10 @@ class Deliveries:
 async def _apply(execution: Execution, command: Command) -> None:
     """Apply one command to ``execution`` (a start needs nothing more: it runs)."""
     payload = command.payload
-    if command.kind == EVENT and command.reason is None and isinstance(payload.get("event"), str):
-        await receive_event(execution, command.id, payload["event"])
+    if command.kind == EVENT and command.reason is None and "token" in payload:
+        await receive_callback(execution, command.id, payload)
+    elif command.kind == EVENT and command.reason is None and isinstance(payload.get("event"), str):
+        await receive_event(execution, command.id, payload["event"], payload.get("data"))
     elif command.kind == CANCEL and command.reason is None:
         await receive_cancel(execution, command.id, bool(payload.get("rollback", False)))
     elif command.kind in (EVENT, CANCEL) and not applied(execution, command.id):

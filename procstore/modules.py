@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import inspect
 import os
 import sys
+from collections.abc import Mapping
 from importlib.machinery import ModuleSpec
 from typing import Any
 
@@ -97,11 +99,28 @@ def defined_functions(path: str) -> frozenset[str]:
         raise ModuleUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
     # Keyed by the file's identity and version: many actions naming one module parse it once,
     # and an edited file is read again.
-    return _defined_functions(path, stat.st_mtime_ns, stat.st_size)
+    return frozenset(_defined_functions(path, stat.st_mtime_ns, stat.st_size))
+
+
+def function_signature(path: str, name: str) -> inspect.Signature | None:
+    """The signature of the function ``name`` that ``path``'s module defines (see
+    `defined_functions`), as its ``def`` statement reads, or ``None`` when the source does not
+    tell it: no such function, or a decorated one (a decorator may change what it takes).
+
+    Raises:
+        ModuleUnreadable: as `defined_functions`.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ModuleUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _defined_functions(path, stat.st_mtime_ns, stat.st_size).get(name)
 
 
 @functools.lru_cache(maxsize=256)
-def _defined_functions(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+def _defined_functions(
+    path: str, mtime_ns: int, size: int
+) -> Mapping[str, inspect.Signature | None]:
     if size > MAX_MODULE_SOURCE_BYTES:
         raise ModuleUnreadable(
             f"{path} is larger than MAX_MODULE_SOURCE_BYTES ({MAX_MODULE_SOURCE_BYTES} bytes)"
@@ -123,11 +142,44 @@ def _defined_functions(path: str, mtime_ns: int, size: int) -> frozenset[str]:
         raise ModuleUnreadable(f"{path} cannot be parsed: {exc.msg}{where}") from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise ModuleUnreadable(f"{path} cannot be parsed: {type(exc).__name__}") from None
-    bound: dict[str, bool] = {}
+    bound: dict[str, ast.FunctionDef | ast.AsyncFunctionDef | None] = {}
     for statement in tree.body:
         for name in _bound_names(statement):
-            bound[name] = isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
-    return frozenset(name for name, is_def in bound.items() if is_def)
+            bound[name] = (
+                statement if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef) else None
+            )
+    return {
+        name: _signature(statement) for name, statement in bound.items() if statement is not None
+    }
+
+
+def _signature(function: ast.FunctionDef | ast.AsyncFunctionDef) -> inspect.Signature | None:
+    """What ``function`` takes, read from its ``def``: names, kinds and whether each has a
+    default (the defaults themselves are never evaluated: each is a stand-in)."""
+    if function.decorator_list:
+        return None
+    kind = inspect.Parameter
+    arguments = function.args
+    positional = [(a, kind.POSITIONAL_ONLY) for a in arguments.posonlyargs] + [
+        (a, kind.POSITIONAL_OR_KEYWORD) for a in arguments.args
+    ]
+    first_default = len(positional) - len(arguments.defaults)
+    parameters = [
+        kind(a.arg, k, default=... if i >= first_default else kind.empty)
+        for i, (a, k) in enumerate(positional)
+    ]
+    if arguments.vararg is not None:
+        parameters.append(kind(arguments.vararg.arg, kind.VAR_POSITIONAL))
+    parameters += [
+        kind(a.arg, kind.KEYWORD_ONLY, default=kind.empty if d is None else ...)
+        for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+    ]
+    if arguments.kwarg is not None:
+        parameters.append(kind(arguments.kwarg.arg, kind.VAR_KEYWORD))
+    try:
+        return inspect.Signature(parameters)
+    except ValueError:  # not a valid signature after all: nothing is claimed about it
+        return None
 
 
 def _bound_names(statement: ast.stmt) -> list[str]:

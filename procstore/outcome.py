@@ -29,13 +29,16 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class ActionInfo:
-    """Passed to an action whose second positional parameter has no default, so it can make
-    itself idempotent (an attempt interrupted by a crash runs again with the same number).
+    """Passed to an action whose second positional parameter has no default (and is not one of
+    the action's `args`), so it can make itself idempotent (an attempt interrupted by a crash
+    runs again with the same number).
 
     Attributes:
         execution_id: The execution's id.
         state: The dotted path of the state whose action this is.
         attempt: The attempt's number, from 1.
+        token: The callback token of a state with `"callback": true` (hand it to the outside
+            system that will call `store.complete_callback(token, data)`); else `None`.
 
     Example:
         ```python
@@ -49,3 +52,4 @@ class ActionInfo:
     execution_id: str
     state: str
     attempt: int
+    token: str | None = None

@@ -14,9 +14,10 @@ from typing import Any, Final
 from procstore.clock import Clock
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, InvalidEvent
+from procstore.eventdata import event_data
 from procstore.handles import StoreJournal
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import restore_execution, start_execution
+from procstore.runtime import callbacks, restore_execution, start_execution
 from procstore.snapshot import ExecutionState, HistoryRecord, Status
 from procstore.storage import QUARANTINED, Backend, StoredExecution
 from procstore.storage.base import CANCEL, EVENT
@@ -85,6 +86,19 @@ class Client:
         if stored.reason is not None:
             raise ExecutionDamaged(execution_id, stored.reason)
         return stored
+
+    async def callback(self, token: str, payload: dict[str, Any]) -> None:
+        """Queue the completion of callback ``token`` (``payload``: see ``EVENT``) for the
+        runner, if its execution is unfinished as committed now.
+
+        Raises:
+            InvalidEvent: ``token`` is not a callback token, or its execution has finished.
+            ExecutionNotFound: no execution has the id it names.
+        """
+        stored = await self.load(callbacks.execution_of(token))
+        if stored.status != Status.RUNNING:
+            raise InvalidEvent(f"execution {stored.id} has finished; it accepts no callbacks")
+        await self.backend.post_command(stored.id, EVENT, {**payload, "token": token})
 
     async def compiled(self, stored: StoredExecution) -> CompiledProcedure:
         """The procedure version ``stored`` runs, loaded from the database if another process
@@ -180,8 +194,9 @@ class RemoteExecution:
         self._state = _snapshot(stored, self._compiled)
         return self._state
 
-    async def send(self, event: str) -> None:
-        """Queue ``event`` for the execution; return once it is committed to the inbox.
+    async def send(self, event: str, data: Any = None) -> None:
+        """Queue ``event``, carrying ``data`` (JSON data, as for ``Execution.send``), for the
+        execution; return once it is committed to the inbox, data included.
 
         The process that runs the execution handles it as ``Execution.send`` would, once
         (whatever crashes in between), after the events queued before it. Whether it fired a
@@ -191,11 +206,15 @@ class RemoteExecution:
         Raises:
             InvalidEvent: the execution has finished (as committed now), no state of its
                 procedure accepts ``event`` from a host (a typo, say), or ``event`` is one
-                procstore raises itself (``done``, ``timeout``).
+                procstore raises itself (``done``, ``timeout``); or ``data`` is not JSON data
+                or is larger than ``MAX_EVENT_DATA_BYTES``.
         """
         self._check_event(event)
+        payload: dict[str, Any] = {"event": event}
+        if data is not None:
+            payload["data"] = event_data(data, event)
         finished = InvalidEvent(f"execution {self.id} has finished; it accepts no events")
-        await self._post(EVENT, {"event": event}, finished)
+        await self._post(EVENT, payload, finished)
 
     async def cancel(self, rollback: bool = False) -> None:
         """Queue a cancel for the execution (with ``rollback``, its completed actions are

@@ -70,6 +70,7 @@ class RecordKind(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     RECEIVED = "received"
     ITEM = "item"
+    WAIT = "wait"
 
 
 class _Frozen(BaseModel):
@@ -104,31 +105,41 @@ class HistoryRecord(_Frozen):
     - `action`: attempt `attempt` of `state`'s action ended with `result` or `error` (error
       type `Timeout` or `Cancelled` for an attempt cut off by procstore).
     - `transition`: `event` moved the execution from `state` (the state that declares the
-      transition) to `target`.
+      transition) to `target`; `data` is what the event carried, if anything.
     - `log`: a `log` action in `state` wrote `message`.
     - `ignored`: `event` (an action's outcome, or `done`) has no transition in `state`; the
       state waits.
-    - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`.
+    - `retry`: `state`'s action will try again, as attempt `attempt`, after `delay_ms`; with
+      `message` `compensation`, its compensation will (`error`: the attempt that failed).
     - `guard_error`: guard `message` raised `error` while `event` was tried; it blocked.
-    - `blocked`: the guards of every transition on `event` from `state` blocked it.
-    - `timeout`: `state`'s `timeout_ms` ran out.
+    - `blocked`: the guards of every transition on `event` (carrying `data`, if anything)
+      from `state` blocked it.
+    - `timeout`: `state`'s `timeout_ms` ran out; without a `state`, the definition's
+      `timeout_ms` (the whole execution's: `message` gives it).
     - `cancelled`: the execution was cancelled in `state`.
     - `rollback`: compensation starts (`message` says why).
-    - `compensation`: the compensation of `state`'s action ended with `result` or `error`.
+    - `compensation`: the compensation of `state`'s action ended with `result` or `error`
+      (`attempt`: the attempt that ended it, when `compensate_retry` made more than one).
     - `reset`: the execution was reset to `state`, its initial state.
-    - `finished`: the execution ended in `state` with `status`.
+    - `finished`: the execution ended in `state` with `status` (and, when it failed, the
+      `error` that made it fail, if known: see `ExecutionState.error`).
     - `internal_error`: a defect in procstore broke a step (`error`); handled as a failed
       action of that state (`error` event, else failure with compensation).
     - `received`: a command another process queued (a client's `send()` or `cancel()`,
       `procstore send`, `procstore cancel`) was taken from the inbox in `state`: `event` is
-      the event it sends (what the event did follows: a `transition`, `blocked`...), or
-      `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows); a
+      the event it sends and `data` what it carries, if anything (what the event did
+      follows: a `transition`, `blocked`...), or
+      `message` is `cancel` or `cancel with rollback` (the `cancelled` record follows), or
+      `callback` for a completed callback (`event` is `success` or `error`); a
       command that could not be applied has `message` `refused: <why>` and changed nothing
       else. One record per command, whatever crashes in between.
     - `item`: an item of map state `state` started (`target` is its child execution's id) or
       ended (`status` says how); `result` is `{"index", "count", "done", "failed"}`: the
       item's index, how many items the list has, and how many have completed and failed so
       far.
+    - `wait`: wait state `state` waits until `message` (an ISO 8601 instant, UTC); with
+      `error` instead, how long could not be worked out (type `WaitError`) and its `error`
+      event follows.
 
     New kinds may be added: skip the ones you do not know.
 
@@ -145,6 +156,8 @@ class HistoryRecord(_Frozen):
         message: A log line, a guard's label, or why a rollback began.
         status: The final status, on a `finished` record.
         delay_ms: The delay before the next attempt, jitter included, on a `retry` record.
+        data: What the event carried (`send(event, data=...)`), on the `transition`,
+            `blocked` and `received` records of an event sent with data.
     """
 
     kind: str
@@ -158,6 +171,7 @@ class HistoryRecord(_Frozen):
     message: str | None = None
     status: Status | None = None
     delay_ms: float | None = None
+    data: Any = None
 
 
 class ExecutionState(_Frozen):
@@ -173,6 +187,11 @@ class ExecutionState(_Frozen):
         status: running, completed, failed, cancelled or rolled_back.
         context: A copy of the execution's context (the data its actions read and write).
         history: Every record so far, oldest first.
+        error: Why it failed, once it has (also when its compensations then rolled it back):
+            the `error` (as `type`) and `cause` (as `message`) of the failure terminal it
+            ended in, `Timeout` when the definition's `timeout_ms` ran out, or the error
+            that no transition caught; `None` while running, after a success, a cancel or a
+            `rollback()`, and for a failure terminal that names no error.
     """
 
     id: str
@@ -183,6 +202,7 @@ class ExecutionState(_Frozen):
     status: Status
     context: dict[str, Any]
     history: tuple[HistoryRecord, ...]
+    error: ErrorInfo | None = None
 
 
 class ExecutionSummary(_Frozen):

@@ -28,6 +28,7 @@ from procstore.actions import ActionRegistry
 from procstore.children import StoreSpawner
 from procstore.clock import SYSTEM, Clock
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
+from procstore.eventdata import event_data
 from procstore.guards import GuardRegistry
 from procstore.handles import Handles, journal_for, summary
 from procstore.hostcode import HostCode
@@ -36,7 +37,7 @@ from procstore.registering import Registering
 from procstore.registry import ProcedureRegistry
 from procstore.remote import Client, RemoteExecution
 from procstore.running import Runner
-from procstore.runtime import Execution, start_execution
+from procstore.runtime import Execution, callbacks, start_execution
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import Backend, MemoryBackend, SQLiteBackend
 from procstore.storage.leasing import DEFAULT_LEASE_SECONDS
@@ -393,6 +394,50 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
             await self._run_here()
             return cast(H, await self._runner.resume(backend, stored))
         return cast(H, await self._executions.restore(backend, stored, resume=False))
+
+    async def complete_callback(self, token: str, data: Any = None) -> None:
+        """Report that the outside work a callback ``token`` stands for succeeded, with
+        ``data`` (JSON data, as for ``send``): its state fires ``success`` carrying ``data``
+        (Step Functions' ``SendTaskSuccess``). See [Callbacks](semantics.md#callbacks-with-a-token).
+
+        A store that runs executions applies it here (after the state's running action, as
+        ``send`` waits); a client's (``worker=False``) queues it in the inbox for the runner,
+        which applies it once (refused there, in a ``received`` record, if no state waits for
+        the token by then).
+
+        Raises:
+            InvalidEvent: ``token`` is not a callback token, no active state waits for it (it
+                was completed already, or its state was left), the execution has finished, or
+                ``data`` is not JSON data or is too large.
+            ExecutionNotFound: no execution has the id the token names.
+        """
+        data = event_data(data, "success")
+        if not self._worker:
+            await self._client(await self._opened()).callback(
+                token, {"event": "success", "data": data}
+            )
+            return
+        execution = await self.get_execution(callbacks.execution_of(token))
+        await callbacks.settle(cast(Execution, execution)._run, token, data=data)
+
+    async def fail_callback(self, token: str, error: str, cause: str = "") -> None:
+        """Report that the outside work a callback ``token`` stands for failed with error
+        name ``error`` and ``cause``: its state fires ``error``, as a failed action does (its
+        guards see ``error['type'] == error``), Step Functions' ``SendTaskFailure``. Applied
+        or queued as `complete_callback` is.
+
+        Raises:
+            InvalidEvent: as for `complete_callback`; or ``error`` is empty or longer than
+                ``MAX_ERROR_NAME_CHARS``, ``cause`` longer than ``MAX_CAUSE_CHARS``.
+            ExecutionNotFound: no execution has the id the token names.
+        """
+        callbacks.check_failure(error, cause)
+        if not self._worker:
+            payload = {"event": "error", "error": error, "cause": cause}
+            await self._client(await self._opened()).callback(token, payload)
+            return
+        execution = await self.get_execution(callbacks.execution_of(token))
+        await callbacks.settle(cast(Execution, execution)._run, token, failure=(error, cause))
 
     async def executions(
         self, status: Status | str | None = None, procedure: str | None = None

@@ -8,6 +8,7 @@ JSON path of the offending value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from procstore import datapaths, documents, paths
+from procstore import arguments, datapaths, documents, paths, waits_and_choices
 from procstore.actions import ActionNotAllowed, ActionRegistry
-from procstore.chart import Chart, ChartState, Transition, build_chart, item_chart
+from procstore.chart import LEAF_KINDS, Chart, ChartState, Transition, build_chart, item_chart
 from procstore.checks import check_chart
 from procstore.compiler import RESERVED_EVENTS
-from procstore.definition import ACTION_TYPES, FunctionAction, Procedure
+from procstore.datapaths import check_path, check_template, is_path
+from procstore.definition import ACTION_TYPES, RETRY_FORMS, FunctionAction, Procedure
 from procstore.documents import json_path
 from procstore.errors import InvalidProcedure, Problem
 from procstore.guards import GuardRegistry, GuardSyntaxError, check_expression
@@ -48,6 +50,8 @@ MAX_STATE_DEPTH = 32
 # Keys whose value is an action: pydantic puts the action's ``type`` tag right after them in
 # error locations, which is noise to a reader of the document.
 _ACTION_KEYS = frozenset({"action", "compensate"})
+# Keys whose value is a retry policy or a list of them: the form's tag is noise too.
+_RETRY_KEYS = frozenset({"retry", "compensate_retry"})
 
 
 def read_document(doc: Document) -> tuple[Any, str | None]:
@@ -181,7 +185,7 @@ def _size_problems(chart: Chart) -> list[Problem]:
 def _schema_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
-        loc = _strip_union_tags(error["loc"])
+        loc = _strip_json_tags(_strip_union_tags(error["loc"]))
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, "type")
             message = f"unknown action type; expected one of {', '.join(ACTION_TYPES)}"
@@ -215,6 +219,7 @@ _EXPECTED = {
     "int_from_float": "an integer",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
+    "invalid-json-value": "JSON data",
 }
 # What the entries of a mapping are (one, several), by the key that holds it.
 _ENTRIES = {"parallel": ("region", "regions"), "states": ("state", "states")}
@@ -260,11 +265,43 @@ def _strip_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     for i, item in enumerate(loc):
         if i > 0 and loc[i - 1] in _ACTION_KEYS and item in ACTION_TYPES:
             continue
+        if i > 0 and loc[i - 1] in _RETRY_KEYS and item in RETRY_FORMS:
+            continue
         out.append(item)
     return tuple(out)
 
 
-_LEAF_ONLY = ("action", "retry", "compensate", "outcome")
+# An action's fields that hold any JSON data (pydantic's JsonValue): its errors' locations
+# carry the kind of each value (`dict`, `list`) between the keys, which the document has not.
+_TEMPLATE_KEYS = frozenset({"args", "result_selector"})
+
+
+def _template_at(loc: tuple[str | int, ...]) -> int | None:
+    """The index in ``loc`` (union tags stripped) of an action's template field, if any."""
+    for i in range(1, len(loc)):
+        if loc[i] in _TEMPLATE_KEYS and loc[i - 1] in _ACTION_KEYS:
+            return i
+    return None
+
+
+def _strip_json_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    at = _template_at(loc)
+    if at is None:
+        return loc
+    inside = loc[at + 1 :]  # key, tag, key, tag, ...: the tags are at odd places
+    return (*loc[: at + 1], *(item for i, item in enumerate(inside) if i % 2 == 0))
+
+
+_LEAF_ONLY = (
+    "action",
+    "retry",
+    "compensate",
+    "compensate_retry",
+    "outcome",
+    "error",
+    "cause",
+    "callback",
+)
 
 
 def check_references(
@@ -309,15 +346,28 @@ def _references(
         problems += _structure_problems(state, raw)
         if state.kind == "map":
             problems += _map_problems(state, raw, actions, guards)
+        if state.kind in LEAF_KINDS:
+            problems += _failure_terminal_problems(state, raw)
         if state.kind == "region":
             continue
         for transition in state.transitions:
             problems += _transition_problems(transition, parallels, guards, crossing)
-        if actions is not None:
-            for key in ("action", "compensate"):
-                problems += _function_problems(raw.get(key), (*state.loc, key), actions)
+        problems += _action_problems(state, raw, actions)
     if isinstance(initial, str) and initial in chart.states:
         problems += _unreachable_problems(chart, initial, crossing)
+    return problems
+
+
+def _action_problems(
+    state: ChartState, raw: Mapping[str, Any], actions: ActionRegistry | None
+) -> list[Problem]:
+    """The problems of a state's action and compensation: their data paths and templates,
+    and (with ``actions``) the host code they call."""
+    problems: list[Problem] = []
+    for key in ("action", "compensate"):
+        problems += _data_problems(raw.get(key), (*state.loc, key))
+        if actions is not None:
+            problems += _function_problems(raw.get(key), (*state.loc, key), actions)
     return problems
 
 
@@ -344,7 +394,15 @@ def _transition_problems(
     ``crossing``: it is no way to reach a state)."""
     raw: Mapping[str, Any] = transition.definition  # type: ignore[assignment]
     loc = transition.loc
-    problems = _guard_problems(raw, loc, guards)
+    problems = _guard_problems(raw, loc, guards) + _assign_problems(raw, loc)
+    if "errors" in raw and transition.event != "error":
+        problems.append(
+            Problem(
+                json_path((*loc, "errors")),
+                f"only transitions on event 'error' catch error types; this one is on "
+                f"{transition.event!r}",
+            )
+        )
     if transition.event in RESERVED_EVENTS:
         problems.append(
             Problem(
@@ -354,14 +412,14 @@ def _transition_problems(
             )
         )
     if transition.unresolved is not None:
-        problems.append(Problem(json_path((*loc, "target")), transition.unresolved))
+        problems.append(Problem(json_path(transition.target_loc), transition.unresolved))
     elif transition.target is not None:
         crossed = paths.crossed_region(transition.source, transition.target, parallels)
         if crossed is not None:
             crossing.add((transition.source, transition.index))
             problems.append(
                 Problem(
-                    json_path((*loc, "target")),
+                    json_path(transition.target_loc),
                     f"{transition.target!r} is in another region of parallel state {crossed!r}: "
                     "transitions may not cross regions",
                 )
@@ -393,13 +451,15 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
                 "a parallel state enters all its regions; it has no initial_state",
             )
         )
-    if state.kind == "leaf" and "initial_state" in data:
+    problems += _callback_problems(state, data)
+    if state.kind in LEAF_KINDS and "initial_state" in data:
         problems.append(
             Problem(
                 json_path((*loc, "initial_state")),
                 "only a compound state (one with states) has an initial_state",
             )
         )
+    problems += waits_and_choices.structure_problems(state, data)
     if state.kind in ("compound", "region"):
         children, initial = data.get("states"), data.get("initial_state")
         if initial is None:
@@ -458,6 +518,29 @@ def _map_problems(
     return problems
 
 
+def _failure_terminal_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
+    """``error`` and ``cause`` belong to a failure terminal; ``compensate_retry`` to a state
+    with a ``compensate``."""
+    problems = []
+    failure_terminal = data.get("outcome") == "failure" and not data.get("transitions")
+    for key in ("error", "cause"):
+        if key in data and not failure_terminal:
+            problems.append(
+                Problem(
+                    json_path((*state.loc, key)),
+                    f"only a failure terminal (outcome: failure, no transitions) has {key}",
+                )
+            )
+    if "compensate_retry" in data and "compensate" not in data:
+        problems.append(
+            Problem(
+                json_path((*state.loc, "compensate_retry")),
+                "compensate_retry retries the state's compensate, which it does not have",
+            )
+        )
+    return problems
+
+
 def _function_problems(
     action: Any, loc: tuple[str | int, ...], registry: ActionRegistry
 ) -> list[Problem]:
@@ -467,12 +550,47 @@ def _function_problems(
     if not isinstance(function, str) or not function or not isinstance(module, str | None):
         return []
     try:
-        registry.check(FunctionAction(type="function", module=module, function=function))
+        spec = FunctionAction(type="function", module=module, function=function)
+        registry.check(spec)
     except ActionNotAllowed as exc:
         return [Problem(json_path((*loc, exc.field)), exc.message)]
     except ValidationError:
         return []  # reported by the schema
-    return []
+    args = action.get("args")
+    # Without args a callable is called as it always was: only args are checked against it.
+    signature = registry.signature(spec) if isinstance(args, Mapping) else None
+    if signature is None:
+        return []
+    what = function if module is None else f"{module}.{function}"
+    names = arguments.argument_names(args)
+    return [
+        Problem(json_path((*loc, "args") if key is None else (*loc, "args", key)), message)
+        for key, message in arguments.argument_problems(signature, names, what)
+    ]
+
+
+def _data_problems(action: Any, loc: tuple[str | int, ...]) -> list[Problem]:
+    """An action's paths and templates: ``result`` when it is a path, ``args`` and
+    ``result_selector`` (see `procstore.datapaths`)."""
+    if not isinstance(action, Mapping):
+        return []
+    messages: list[str] = []
+    result = action.get("result")
+    if is_path(result):
+        messages += check_path(result, json_path((*loc, "result")), settable=True)
+    for key in ("args", "result_selector"):
+        if isinstance(action.get(key), Mapping):
+            messages += check_template(action[key], json_path((*loc, key)))
+    return [_as_problem(message) for message in messages]
+
+
+# The JSON path a `procstore.datapaths` check message starts with (a quoted key may hold ": ").
+_MESSAGE = re.compile(r'(\$(?:\.[A-Za-z0-9_\-]+|\[[0-9]+\]|\["(?:[^"\\]|\\.)*"\])*): (.*)', re.S)
+
+
+def _as_problem(message: str) -> Problem:
+    match = _MESSAGE.fullmatch(message)
+    return Problem(match.group(1), match.group(2)) if match else Problem("$", message)
 
 
 def _guard_problems(
@@ -498,6 +616,48 @@ def _guard_problems(
                     )
                 )
     return problems
+
+
+def _callback_problems(state: ChartState, data: Mapping[str, Any]) -> list[Problem]:
+    """A leaf that waits for a callback must hand its token out (an action) and be able to
+    leave on it (transitions)."""
+    if state.kind != "leaf" or data.get("callback") is not True:
+        return []
+    where = json_path((*state.loc, "callback"))
+    if data.get("action") is None:
+        return [
+            Problem(
+                where,
+                f"state {state.path!r} waits for a callback but has no action to hand its token "
+                "to the outside system (info.token)",
+            )
+        ]
+    if state.terminal:
+        return [
+            Problem(
+                where,
+                f"state {state.path!r} waits for a callback but has no transitions: give it "
+                "success (and error) transitions",
+            )
+        ]
+    return []
+
+
+def _assign_problems(transition: Mapping[str, Any], loc: tuple[str | int, ...]) -> list[Problem]:
+    """A transition's ``assign``: a good template (its keys are context keys to set)."""
+    assign = transition.get("assign")
+    if not isinstance(assign, Mapping):
+        return []  # absent, or not an object: the schema says so
+    where = json_path((*loc, "assign"))
+    if not assign:
+        return [Problem(where, "assign needs at least one key to set in the context")]
+    return [_problem(message) for message in check_template(assign, where)]
+
+
+def _problem(message: str) -> Problem:
+    """A problem from a message that starts with its JSON path (``$.a.b: what``)."""
+    path, _, text = message.partition(": ")
+    return Problem(path, text)
 
 
 def _names(states: Mapping[str, Any]) -> str:

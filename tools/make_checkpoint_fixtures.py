@@ -1,7 +1,8 @@
 """Write tests/fixtures/checkpoints/vN_*.json: checkpoints of format N as the procstore running
 this stores them, so that tests/runtime/test_checkpoint_formats.py can prove that every later
 procstore still restores them. v0 was written before checkpoints carried a format version
-(commit 0e01bbe), v1 by the last procstore of format 1 (before the inbox cursor of format 2).
+(commit 0e01bbe), v1 by the last procstore of format 1 (before the inbox cursor of format 2),
+v2 by the last of format 2 (before the per-policy retry counts of format 3).
 
 Each fixture is one execution stopped at an interesting moment, as its store committed it:
 ``{"document", "id", "status", "snapshot", "records", "expect"}``. Run it with the procstore

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from procstore.asl.paths import Untranslatable, guard_operand, relative
-from procstore.datapaths import DataPath
+from procstore.datapaths import CONTEXT, DataPath
 
 __all__ = ["COMPARISONS", "rule_expression"]
 
@@ -46,7 +46,7 @@ COMPARISONS: Final = frozenset(
 )
 _TESTS: Final = {
     "IsNull": "is_null({})",
-    "IsPresent": "has({})",
+    "IsPresent": "has(context, {})",
     "IsNumeric": "is_number({})",
     "IsString": "is_string({})",
     "IsBoolean": "is_boolean({})",
@@ -89,7 +89,7 @@ def _test(operator: str, operand: Any, path: DataPath) -> str:
     if not isinstance(operand, bool):
         raise Untranslatable(f"{operator} takes true or false, not {operand!r}")
     if operator == "IsPresent":
-        expression = _TESTS[operator].format(json.dumps(path.text))
+        expression = _TESTS[operator].format(_presence_argument(path))
     else:
         expression = _TESTS[operator].format(guard_operand(path))
     return expression if operand else f"not {expression}"
@@ -116,3 +116,17 @@ def _comparison(operator: str, operand: Any, path: DataPath, input_path: DataPat
     if family == "Timestamp":
         value, other = f"timestamp({value})", f"timestamp({other})"
     return " and ".join([*checks, f"{value} {_OPERATORS[name[len(family) :]]} {other}"])
+
+
+def _presence_argument(path: DataPath) -> str:
+    """``has()``'s dotted path for ``path`` (a list index as its digits).
+
+    Raises:
+        Untranslatable: The path reads the facts, or a key with a dot in it.
+    """
+    if path.root != CONTEXT or not path.segments:
+        raise Untranslatable(f"IsPresent cannot test {path.text} (only $.key... paths)")
+    keys = [str(segment) for segment in path.segments]
+    if any("." in key or not key for key in keys):
+        raise Untranslatable(f"IsPresent cannot test {path.text}: a key has a dot in it")
+    return json.dumps(".".join(keys))

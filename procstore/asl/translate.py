@@ -36,6 +36,12 @@ END_STATE: Final = "end"
 """The terminal state added (as ``end``, ``end_2``...) for a Task or Parallel whose ``End``
 comes after a ``Catch``: in procstore a state with transitions is not terminal."""
 
+CALLBACK_SUFFIX: Final = ".waitForTaskToken"
+"""A Task resource that ends so waits for its token (``callback: true``)."""
+EVENT_DATA: Final = "$$.event.data"  # what a completed callback carries
+# What Step Functions' error output is, from the error an error transition handles.
+ERROR_OUTPUT: Final = {"Error.$": "$$.error.type", "Cause.$": "$$.error.message"}
+
 #: A Map state's tolerated failures, by ASL field.
 _TOLERATED: Final = {
     "ToleratedFailureCount": "tolerated_failures",
@@ -48,6 +54,9 @@ _WAIT_FIELDS: Final = {
     "TimestampPath": "timestamp_path",
 }
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
+# "package.module:function", as an entry point names code; anything else names a registered
+# action.
+_ENTRY_POINT = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)")
 
 
 class AslNotTranslated(ProcstoreError):
@@ -218,18 +227,29 @@ class _State:
         self.allow("Resource", "Parameters", "ResultSelector", "ResultPath", "Retry", "Catch",
                    "TimeoutSeconds", "Next", "End")  # fmt: skip
         action = self.resource()
-        action.update(self.data_flow())
+        callback = str(self.data.get("Resource", "")).endswith(CALLBACK_SUFFIX)
+        state: dict[str, Any] = {"action": action}
+        assign = None
+        if callback:  # its output is what the outside system completes the token with
+            state["callback"] = True
+            action.update(self.data_flow(store_result=False))
+            assign = self.stored_at("ResultPath", self.data.get("ResultPath", CONTEXT), EVENT_DATA)
+            if "ResultSelector" in self.data:
+                self.problem("ResultSelector", "a callback task's ResultSelector is not translated")
+        else:
+            action.update(self.data_flow())
         if "TimeoutSeconds" in self.data:
             seconds = self.data["TimeoutSeconds"]
-            if _positive_number(seconds):
-                action["timeout_ms"] = seconds * 1000
-            else:
+            if not _positive_number(seconds):
                 self.problem("TimeoutSeconds", "a positive number of seconds")
-        state: dict[str, Any] = {"action": action}
+            elif callback:  # the whole wait for the token: Step Functions' States.Timeout
+                state["timeout_ms"] = seconds * 1000
+            else:
+                action["timeout_ms"] = seconds * 1000
         retry = self.retry()
         if retry:
             state["retry"] = retry
-        return {**state, **self.next_and_catch("success")}
+        return {**state, **self.next_and_catch("success", assign=assign, must_leave=callback)}
 
     def pass_state(self) -> dict[str, Any]:
         self.allow("Parameters", "Result", "ResultPath", "Next", "End")
@@ -306,7 +326,15 @@ class _State:
         return out
 
     def parallel(self) -> dict[str, Any]:
-        self.allow("Branches", "Retry", "Catch", "Next", "End")
+        self.allow("Branches", "Retry", "Catch", "Next", "End", "ResultPath")
+        # The branches share the execution's context (each writes its own keys): a Parallel's
+        # output array has no counterpart, so only ResultPath null (keep the input) is.
+        if self.data.get("ResultPath", CONTEXT) is not None:
+            self.problem(
+                "ResultPath",
+                "a Parallel's output array is not translated: its branches write into one "
+                'context; give it "ResultPath": null',
+            )
         branches = self.data.get("Branches")
         if not isinstance(branches, list) or len(branches) < 2:
             # A procstore parallel state has two regions at least; one branch is a compound.
@@ -380,25 +408,26 @@ class _State:
         if not isinstance(resource, str) or not resource:
             self.problem("Resource", "required: the task's resource (an ARN, or a placeholder)")
             return {"type": "function", "function": "missing"}
-        if resource.endswith(".waitForTaskToken"):
-            self.problem("Resource", ".waitForTaskToken tasks are not translated yet")
         mapping = self.t.resource_map
         mapped = mapping.get(resource, mapping.get("*"))
         if mapped is None:  # the resource itself names a registered action
             return {"type": "function", "function": resource}
-        module, colon, function = mapped.rpartition(":")
-        if not colon:
+        entry_point = _ENTRY_POINT.fullmatch(mapped)
+        if entry_point is None:  # the name of a registered action (an ARN, say)
             return {"type": "function", "function": mapped}
-        return {"type": "function", "module": module, "function": function}
+        return {"type": "function", "module": entry_point[1], "function": entry_point[2]}
 
-    def data_flow(self, *, whole_input: bool = True) -> dict[str, Any]:
+    def data_flow(self, *, whole_input: bool = True, store_result: bool = True) -> dict[str, Any]:
         """``args``, ``result_selector`` and ``result`` from Parameters, ResultSelector and
-        ResultPath (and InputPath, which the paths are relative to)."""
+        ResultPath (and InputPath, which the paths are relative to); without
+        ``store_result``, only the ``args``."""
         out: dict[str, Any] = {}
         if "Parameters" in self.data:
             out["args"] = self.template("Parameters", self.data["Parameters"], self.input)
         elif whole_input and self.input is not None and self.input.segments:
             out["args"] = {"input.$": self.input.text}  # the task's input, as `input=`
+        if not store_result:
+            return out
         if "ResultSelector" in self.data:
             out["result_selector"] = self.template(
                 "ResultSelector", self.data["ResultSelector"], None
@@ -443,43 +472,83 @@ class _State:
             policies.append(policy)
         return policies
 
-    def next_and_catch(self, outcome: str, *, catch: bool = True) -> dict[str, Any]:
-        """``transitions``: ``outcome`` to Next (or to an added terminal state after End, when
-        there are catchers), then one ``error`` transition per catcher."""
+    def next_and_catch(
+        self,
+        outcome: str,
+        *,
+        catch: bool = True,
+        assign: dict[str, Any] | None = None,
+        must_leave: bool = False,
+    ) -> dict[str, Any]:
+        """``transitions``: ``outcome`` (storing ``assign``) to Next, or to an added terminal
+        state after End when the state needs transitions (catchers, ``assign``,
+        ``must_leave``), then one ``error`` transition per catcher."""
         catchers = self.data.get("Catch") if catch else None
-        transitions: list[dict[str, Any]] = []
         end = self.data.get("End") is True
         if end and "Next" in self.data:
             self.problem("End", "a state has Next or End, not both")
-        if not end:
-            transitions.append(
-                {"event": outcome, "target": self.target("Next", self.data.get("Next"))}
-            )
-        if catchers is not None:
-            if not isinstance(catchers, list):
-                self.problem("Catch", "a list of catchers")
-                catchers = []
-            for index, catcher in enumerate(catchers):
-                loc = ("Catch", index)
-                if not isinstance(catcher, Mapping):
-                    self.problem(loc, "a catcher is an object")
-                    continue
-                self.allow_in(catcher, loc, "ErrorEquals", "Next", "ResultPath")
-                if catcher.get("ResultPath") is not None:
-                    self.problem(
-                        (*loc, "ResultPath"), "storing the error output is not translated yet"
-                    )
-                transition: dict[str, Any] = {
-                    "event": "error",
-                    "target": self.target((*loc, "Next"), catcher.get("Next")),
-                }
-                errors = self.errors((*loc, "ErrorEquals"), catcher.get("ErrorEquals"))
-                if errors is not None:
-                    transition["errors"] = errors
-                transitions.append(transition)
-            if end and transitions:
-                transitions.insert(0, {"event": outcome, "target": self.end_state()})
-        return {"transitions": transitions} if transitions else {}
+        errors = self.catchers(catchers) if catchers is not None else []
+        if end and not (errors or assign or must_leave):
+            return {}  # terminal: the execution ends when it is done
+        target = self.end_state() if end else self.target("Next", self.data.get("Next"))
+        success: dict[str, Any] = {"event": outcome, "target": target}
+        if assign:
+            success["assign"] = assign
+        return {"transitions": [success, *errors]}
+
+    def catchers(self, catchers: Any) -> list[dict[str, Any]]:
+        """One ``error`` transition per catcher, in order; a catcher's ``ResultPath`` keeps
+        the error (``{"Error": ..., "Cause": ...}``) with ``assign``: at a top-level key, or,
+        for the default ``$``, as the context's ``Error`` and ``Cause`` keys (Step Functions
+        replaces the input with them; here the rest of the context stays)."""
+        if not isinstance(catchers, list):
+            self.problem("Catch", "a list of catchers")
+            return []
+        transitions = []
+        for index, catcher in enumerate(catchers):
+            loc = ("Catch", index)
+            if not isinstance(catcher, Mapping):
+                self.problem(loc, "a catcher is an object")
+                continue
+            self.allow_in(catcher, loc, "ErrorEquals", "Next", "ResultPath")
+            transition: dict[str, Any] = {
+                "event": "error",
+                "target": self.target((*loc, "Next"), catcher.get("Next")),
+            }
+            errors = self.errors((*loc, "ErrorEquals"), catcher.get("ErrorEquals"))
+            if errors is not None:
+                transition["errors"] = errors
+            path = catcher.get("ResultPath", CONTEXT)
+            if path == CONTEXT:  # the error output replaces the input: its keys join it here
+                transition["assign"] = dict(ERROR_OUTPUT)
+            else:
+                kept = self.stored_at((*loc, "ResultPath"), path, ERROR_OUTPUT)
+                if kept:
+                    transition["assign"] = kept
+            transitions.append(transition)
+        return transitions
+
+    def stored_at(self, field: str | Loc, path: Any, value: Any) -> dict[str, Any] | None:
+        """The ``assign`` that stores ``value`` (a template) at the ASL ``ResultPath``
+        ``path``: ``None`` for ``null``; a top-level key only."""
+        if path is None:
+            return None
+        try:
+            parsed = relative(path, None)
+        except Untranslatable as exc:
+            self.problem(field, str(exc))
+            return None
+        if (
+            parsed.root != CONTEXT
+            or len(parsed.segments) != 1
+            or not isinstance(parsed.segments[0], str)
+        ):
+            self.problem(field, f"only a top-level key ($.name) is translated here, not {path}")
+            return None
+        key = parsed.segments[0]
+        if isinstance(value, str):
+            return {f"{key}.$": value}
+        return {key: value}
 
     def errors(self, loc: Loc, names: Any) -> list[str] | None:
         """A retrier's or catcher's ``ErrorEquals`` as procstore error names (``None``: all)."""

@@ -14,6 +14,7 @@ import asyncio
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,11 +27,12 @@ from procstore import (
     ProcedureStore,
     RemoteExecution,
     Status,
+    documents,
 )
 from procstore.cli.db import db_missing, db_name
 from procstore.cli.exits import CommandError, ExitCode, execute
 from procstore.cli.options import DEFAULT_DB, DEFAULT_TIMEOUT_S, AsJson, Db, Full, Timeout
-from procstore.cli.output import context_line, echo, echo_json, status_text
+from procstore.cli.output import context_line, echo, echo_json, error_line, status_text
 
 ExecutionId = Annotated[str, typer.Argument(metavar="EXECUTION_ID", show_default=False)]
 
@@ -38,9 +40,22 @@ ExecutionId = Annotated[str, typer.Argument(metavar="EXECUTION_ID", show_default
 def send(
     execution_id: ExecutionId,
     event: Annotated[str, typer.Argument(metavar="EVENT", help="The event to send.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE",
+            help="What the event carries: JSON, or @path to a file holding it.",
+        ),
+    ] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
     """Send EVENT to an execution, wherever it runs.
+
+    With --data the event carries that JSON value (guards read it as event["data"], a
+    transition's assign as $$.event.data); it is queued with the event. Data that is not
+    JSON is a usage error (exit 2); data over the size limit is refused (exit 6).
 
     The event is queued in the store's inbox and the command returns: the process that runs
     the execution (`procstore run`, `resume`, an application) applies it once, after the
@@ -52,16 +67,90 @@ def send(
     An event the execution can never take (it has finished, or no state of its procedure
     has a transition on EVENT) is refused at once (exit 6).
     """
-    execute(lambda: asyncio.run(_send(execution_id, event, db)))
+    execute(lambda: asyncio.run(_send(execution_id, event, _parse_data(data), db)))
 
 
-async def _send(execution_id: str, event: str, db: str) -> None:
+def _parse_data(raw: str | None) -> Any:
+    """``--data``: JSON, or ``@path`` naming a file that holds it (read like a procedure
+    document: a regular file of at most ``MAX_DOCUMENT_BYTES``); exit 2 in one line when it is
+    neither."""
+    if raw is None:
+        return None
+    source = "--data"
+    try:
+        if raw.startswith("@"):
+            source = f"--data file {raw[1:]}"
+            return documents.parse_json(documents.read_text(Path(raw[1:])))
+        return documents.parse_json(raw)
+    except documents.DocumentError as exc:
+        problem = exc.problems[0] if exc.problems else "not valid JSON"
+        raise CommandError(ExitCode.USAGE, f"error: {source}: {problem}") from None
+
+
+async def _send(execution_id: str, event: str, data: Any, db: str) -> None:
     async with _remote(db, execution_id) as (store, execution):
         try:
-            await execution.send(event)
+            await execution.send(event, data)
         except InvalidEvent as exc:
             raise CommandError(ExitCode.REFUSED, f"error: {exc}") from None
         echo(f"queued      {event} for execution {execution_id} (in {execution.current})")
+        await _say_if_nobody_runs(store, execution_id, db)
+
+
+def callback(
+    token: Annotated[
+        str, typer.Argument(metavar="TOKEN", help="The token the waiting state handed out.")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE",
+            help="The callback succeeded with this: JSON, or @path to a file holding it.",
+        ),
+    ] = None,
+    fail: Annotated[
+        str | None,
+        typer.Option("--fail", metavar="ERROR", help="The callback failed with this error name."),
+    ] = None,
+    cause: Annotated[
+        str, typer.Option("--cause", metavar="TEXT", help="Why it failed (with --fail).")
+    ] = "",
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Complete the callback TOKEN: its state fires success (with --data) or, with --fail,
+    error, wherever the execution runs.
+
+    A state with "callback": true hands a token to its action, which passes it to an outside
+    system; that system (or you) completes it here, knowing nothing of the execution's
+    states. It is queued in the store's inbox like `send`, and applied once; a token no state
+    waits for any more shows there as `received ... refused`.
+    """
+    if fail is not None and data is not None:
+        raise typer.BadParameter("give --data (success) or --fail (failure), not both")
+    payload = _parse_data(data)
+    execute(lambda: asyncio.run(_callback(token, payload, fail, cause, db)))
+
+
+async def _callback(token: str, data: Any, fail: str | None, cause: str, db: str) -> None:
+    if db_missing(db):
+        raise CommandError(ExitCode.NOT_FOUND, f"error: no database at {db_name(db)}")
+    async with ProcedureStore(db, worker=False) as store:
+        try:
+            if fail is None:
+                await store.complete_callback(token, data)
+            else:
+                await store.fail_callback(token, fail, cause)
+        except InvalidEvent as exc:
+            raise CommandError(ExitCode.REFUSED, f"error: {exc}") from None
+        except ExecutionNotFound as exc:
+            raise CommandError(ExitCode.NOT_FOUND, f"error: {exc}") from None
+        except ExecutionDamaged as exc:
+            raise CommandError(ExitCode.STORE, f"error: {exc}") from None
+        execution_id = token.rpartition(".")[0]
+        what = "success" if fail is None else f"error {fail}"
+        echo(f"queued      {what} for the callback of execution {execution_id}")
         await _say_if_nobody_runs(store, execution_id, db)
 
 
@@ -121,6 +210,8 @@ async def _status(execution_id: str, db: str, as_json: bool) -> None:
         echo(f"active      {', '.join(state.active)}")
     echo(context_line(state.context, full=False))
     echo(f"status      {status_text(state.status)} (state: {state.current})")
+    if state.error is not None:
+        echo(error_line(state.error))
     if state.status is Status.RUNNING and not runner:
         _say_nobody_runs(execution_id, db)
 
@@ -158,6 +249,8 @@ async def _wait(execution_id: str, timeout: float, db: str, full: bool) -> ExitC
             return ExitCode.TIMEOUT
     echo(context_line(final.context, full))
     echo(f"status      {status_text(final.status)} (state: {final.current})")
+    if final.error is not None:
+        echo(error_line(final.error))
     return ExitCode.OK if final.status is Status.COMPLETED else ExitCode.NOT_COMPLETED
 
 

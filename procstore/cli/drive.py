@@ -18,7 +18,7 @@ import typer
 from procstore import Execution, ExecutionState, ProcedureStore, Status
 from procstore.cli.exits import ExitCode, execute
 from procstore.cli.options import DEFAULT_DB
-from procstore.cli.output import configure_logging, context_line, echo, status_text
+from procstore.cli.output import configure_logging, context_line, echo, error_line, status_text
 from procstore.cli.progress import Follower, LiveOutput, Output, Tracker, make_output
 
 
@@ -126,6 +126,8 @@ def final_lines(
         return
     style = "bold green" if final.status == Status.COMPLETED else "bold red"
     output.line(f"status      {status} (state: {final.current})", style)
+    if final.error is not None:
+        output.line(error_line(final.error), style)
 
 
 def exit_code_of(results: Sequence[tuple[ExecutionState, bool]]) -> ExitCode:

@@ -65,7 +65,7 @@ _NO_EXECUTION = ("no execution EXECUTION_ID (or no database)",)
 EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ExitCode.OK: Meaning(
         docs="Success: the execution(s) completed, every file is valid, the "
-        "listing/diagram/schema was written, the event or cancel was queued, `worker` "
+        "listing/diagram/schema was written, the event, callback or cancel was queued, `worker` "
         "stopped on SIGTERM or SIGINT.",
         summary=("success",),
         commands={
@@ -80,6 +80,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "validate": ("every FILE is valid",),
             "import-asl": ("the procedure document was written",),
             "send": ("the event is queued for the process that runs the execution",),
+            "callback": ("the callback's outcome is queued for the process that runs it",),
             "cancel": ("the cancel is queued (or the execution had ended already)",),
             "status": ("shown (whatever the execution's status)",),
             "wait": ("the execution completed",),
@@ -106,7 +107,8 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ),
     ExitCode.USAGE: Meaning(
         docs="Usage error: a bad option or argument, an unreadable or invalid `FILE`, a "
-        "`--context` that is not a JSON object, a bad `--db` URL, a version conflict (the "
+        "`--context` that is not a JSON object, a `send --data` that is not JSON, a bad `--db` "
+        "URL, a version conflict (the "
         "procedure's name and version are stored with different content: bump the version), "
         "`resume` of an execution that needs host code the CLI cannot provide.",
         summary=(
@@ -137,7 +139,8 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "usage error: bad option, FILE or MAP unreadable or not JSON, MAP not an object",
                 "of strings",
             ),
-            "send": _LIST_USAGE,
+            "send": ("usage error (bad option, bad --db URL, --data that is not JSON)",),
+            "callback": ("usage error (bad option, --data that is not JSON, --data and --fail)",),
             "cancel": _LIST_USAGE,
             "status": _LIST_USAGE,
             "wait": _LIST_USAGE,
@@ -158,8 +161,8 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ),
     ExitCode.NOT_FOUND: Meaning(
         docs="Not found: no such execution (`history`, `resume ID`, `diagram --execution`, "
-        "`send`, `cancel`, `status`, `wait`) or procedure (`show`) in the database, or no "
-        "database at all.",
+        "`send`, `callback`, `cancel`, `status`, `wait`) or procedure (`show`) in the database, "
+        "or no database at all.",
         summary=("not found: no such execution or procedure in the database",),
         commands={
             "resume": ("no execution EXECUTION_ID (or no database)",),
@@ -167,6 +170,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "history": _NO_EXECUTION,
             "diagram": ("no execution --execution ID (or no database)",),
             "send": _NO_EXECUTION,
+            "callback": ("no execution the token names (or no database)",),
             "cancel": _NO_EXECUTION,
             "status": _NO_EXECUTION,
             "wait": _NO_EXECUTION,
@@ -197,6 +201,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
                 "Graphviz's dot program is missing (svg, png), or the store cannot be used",
             ),
             "send": _READ_STORE,
+            "callback": _READ_STORE,
             "cancel": _READ_STORE,
             "status": _READ_STORE,
             "wait": _READ_STORE,
@@ -205,12 +210,20 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
     ExitCode.REFUSED: Meaning(
         docs="`send`: the execution cannot take the event: it has finished, or no state of "
         "its procedure has a transition on it (a typo?), or it is `done` or `timeout`, which "
-        "only procstore raises. Nothing is queued.",
-        summary=("send: the execution has finished, or no state of it accepts EVENT",),
+        "only procstore raises, or its `--data` is larger than the limit. `callback`: TOKEN is not "
+        "a callback token, or its execution has finished. Nothing is queued.",
+        summary=(
+            "send/callback: the execution has finished, or no state of it accepts EVENT (or",
+            "TOKEN is not a callback token)",
+        ),
         commands={
             "send": (
-                "refused: the execution has finished, or no state of its procedure has a",
-                "transition on EVENT (nothing is queued)",
+                "refused: the execution has finished, no state of its procedure has a",
+                "transition on EVENT, or --data is too large (nothing is queued)",
+            ),
+            "callback": (
+                "refused: not a callback token, the execution has finished, or --data is too",
+                "large (nothing is queued)",
             ),
         },
     ),

@@ -29,12 +29,13 @@ from procstore.cli.output import (
     context_line,
     echo,
     echo_json,
+    error_line,
     format_record,
     status_text,
     time_text,
 )
-from procstore.definition import StateDef
-from procstore.describe import describe_action, describe_retry
+from procstore.definition import StateDef, TransitionDef
+from procstore.describe import describe_action, describe_retry, describe_wait
 
 
 def list_(
@@ -208,34 +209,58 @@ def _kind_text(node: ChartState, state: StateDef) -> str:
         return f"compound, initial {state.initial_state}"
     if node.kind == "parallel":
         return f"parallel: {', '.join(state.parallel or ())}"
+    if node.kind == "choice":
+        return "choice"
     if node.terminal:
-        return "terminal" + (", failure" if state.outcome == "failure" else "")
+        failure = ", failure" if state.outcome == "failure" else ""
+        if state.error is not None or state.cause is not None:
+            failure += f" {state.error or 'Failed'}" + (f": {state.cause}" if state.cause else "")
+        return "terminal" + failure
     return ""
 
 
 def _detail_lines(state: StateDef) -> list[str]:
-    """A state's action, retry policy, timeout, compensation and transitions (with their
-    guards), one line each, as written."""
-    details = []
-    if state.action is not None:
-        timeout = state.action.timeout_ms
-        limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
-        details.append(f"action {describe_action(state.action)}{limit}")
+    """A state's action, wait or choice rules, retry policy, timeout, compensation and
+    transitions (with their guards), one line each, as written."""
+    details = _kind_lines(state)
     if state.retry is not None:
         details.append(describe_retry(state.retry))
     if state.timeout_ms is not None:
         details.append(f"timeout {state.timeout_ms:g}ms")
     if state.compensate is not None:
         details.append(f"compensate {describe_action(state.compensate)}")
-    for transition in state.transitions:
-        guards = []
-        if transition.guard:
-            guards.append(f"[{transition.guard}]")
-        guards += [f"[{name}]" for name in transition.conditions]
-        guards += [f"[!{name}]" for name in transition.unless]
-        guard = f" {' '.join(guards)}" if guards else ""
-        details.append(f"on {transition.event}{guard} -> {transition.target}")
+    if state.compensate_retry is not None:
+        details.append("compensate " + describe_retry(state.compensate_retry))
+    details += [_transition_line(transition) for transition in state.transitions]
     return details
+
+
+def _kind_lines(state: StateDef) -> list[str]:
+    """What the state does: its action, its wait, or its choice rules in order."""
+    details = []
+    if state.action is not None:
+        timeout = state.action.timeout_ms
+        limit = f" (timeout {timeout:g}ms)" if timeout is not None else ""
+        details.append(f"action {describe_action(state.action)}{limit}")
+    if state.wait is not None:
+        details.append(describe_wait(state.wait))
+    for n, rule in enumerate(state.choice or (), start=1):
+        details.append(f"({n}) [{rule.guard}] -> {rule.target}")
+    if state.default is not None:
+        details.append(f"default -> {state.default}")
+    return details
+
+
+def _transition_line(transition: TransitionDef) -> str:
+    """``on EVENT (ERRORS) [GUARDS] -> TARGET``."""
+    guards = []
+    if transition.guard:
+        guards.append(f"[{transition.guard}]")
+    guards += [f"[{name}]" for name in transition.conditions]
+    guards += [f"[!{name}]" for name in transition.unless]
+    guard = f" {' '.join(guards)}" if guards else ""
+    caught = f" ({', '.join(transition.errors)})" if transition.errors is not None else ""
+    return f"on {transition.event}{caught}{guard} -> {transition.target}"
 
 
 def _split_name(spec: str) -> tuple[str, str | None]:
@@ -295,3 +320,5 @@ async def _history(
         )
     echo(context_line(state.context, full))
     echo(f"status      {status_text(state.status)} (state: {state.current})")
+    if state.error is not None:
+        echo(error_line(state.error))

@@ -18,7 +18,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from procstore import HistoryRecord, Status
+from procstore import ErrorInfo, HistoryRecord, Status
 from procstore.terminal import safe_text
 
 #: How many characters of an action's result a record line shows (``run``, ``resume``,
@@ -102,6 +102,16 @@ def _value_text(value: Any, limit: int | None = RESULT_SHOWN_CHARS) -> str:
     return text
 
 
+def error_line(error: ErrorInfo) -> str:
+    """The ``error`` line of a failed execution: its error type and, when it has one, its
+    message (a failure terminal's cause)."""
+    return (
+        f"error       {error.type}: {error.message}"
+        if error.message
+        else f"error       {error.type}"
+    )
+
+
 def context_line(context: Any, full: bool) -> str:
     """The ``context`` line: the context as JSON, cut to `CONTEXT_SHOWN_CHARS` unless
     ``full``, saying so when it is cut."""
@@ -139,13 +149,15 @@ def format_record(record: HistoryRecord, full: bool = False) -> str:
     if kind == "action":
         return _action_line(record, limit)
     if kind == "transition":
-        return f"transition  {record.state} --{record.event}--> {record.target}"
+        line = f"transition  {record.state} --{record.event}--> {record.target}"
+        return line + _data_text(record, limit)
     if kind == "log":
         return f"log         {record.state}: {record.message}"
     if kind == "reset":
         return f"reset       -> {record.state}"
     if kind == "finished":
-        return f"finished    {record.state}: {status_text(record.status)}"
+        line = f"finished    {record.state}: {status_text(record.status)}"
+        return line + (f" ({error_line(record.error)[12:]})" if record.error is not None else "")
     if kind == "received":
         return _received_line(record)
     if kind == "item" and isinstance(record.result, dict):
@@ -173,7 +185,12 @@ def _received_line(record: HistoryRecord) -> str:
     line = (
         f"received    {asked} (in {record.state})" if asked else f"received    (in {record.state})"
     )
-    return f"{line} {message}" if refused else line
+    return f"{line} {message}" if refused else line + _data_text(record, RESULT_SHOWN_CHARS)
+
+
+def _data_text(record: HistoryRecord, limit: int | None) -> str:
+    """`` data=<JSON>`` for a record of an event that carried data (cut to ``limit``)."""
+    return "" if record.data is None else f" data={_value_text(record.data, limit)}"
 
 
 def _action_line(record: HistoryRecord, limit: int | None) -> str:
@@ -199,6 +216,8 @@ def _fields_line(record: HistoryRecord, limit: int | None) -> str:
             fields.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
     if record.result is not None:
         fields.append(f"result={_value_text(record.result, limit)}")
+    if record.data is not None:
+        fields.append(f"data={_value_text(record.data, limit)}")
     if record.error is not None:
         fields.append(f"error={record.error.type}: {record.error.message}")
     if record.status is not None:

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from procstore import Execution, HistoryRecord, Procedure, Status
-from procstore.chart import build_chart
+from procstore.chart import LEAF_KINDS, build_chart
 from procstore.cli.output import echo, elapsed_text, format_record, record_style, status_text
 from procstore.terminal import safe_text
 
@@ -37,7 +37,7 @@ class Tracker:
         chart = build_chart(procedure)
         self.with_action = {s.path for s in chart if s.state is not None and s.state.action}
         # Leaves without transitions: a region that reached one waits for the others.
-        self.terminal = {s.path for s in chart if s.kind == "leaf" and s.terminal}
+        self.terminal = {s.path for s in chart if s.kind in LEAF_KINDS and s.terminal}
         self.maps = {s.path for s in chart if s.kind == "map"}
         self.attempt: dict[str, int] = {}
         self.acted: set[str] = set()

@@ -6,6 +6,8 @@ Layout:
 - a leaf is a rounded box whose HTML label lists its action, retry policy, timeouts and
   compensation; a terminal state has a double border, green for a success outcome and red for a
   failure;
+- a wait state's box says how long it waits (``wait 10s``); a choice state is a diamond
+  whose edges are numbered in the order its rules are tried, then ``default``;
 - a compound state is a cluster (``cluster_<id>``) with its own initial marker inside; a parallel
   state is a cluster whose regions are dashed clusters side by side;
 - an edge from or to a compound state starts or ends at the cluster's border (``ltail`` /
@@ -268,6 +270,8 @@ class _Renderer:
                     f"execution {ex.id[:12]} · {ex.status} · in {ex.current}", ACTIVE_LINE, size=10
                 )
             )
+            if ex.error is not None:
+                rows.append(small(ex.error, FAILURE_LINE, size=10))
         graph.attr(
             "graph",
             rankdir=rankdir,

@@ -12,7 +12,7 @@ import html
 import graphviz
 
 from procstore.describe import format_ms
-from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode
+from procstore.diagrams.model import CALLBACK_LINE, FAILED_NOTE, TIMES, Diagram, StateNode
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -35,6 +35,8 @@ COPY_NOTE = "↩ copy (same state)"
 
 #: The legend's explanation of the numbers on transitions that share an event.
 ORDER_NOTE = "(1) (2) … on one event: tried in this order, the first whose guards pass fires"
+#: The legend's explanation of a choice state's diamond.
+CHOICE_NOTE = "◇ choice: its rules (1) (2) … are tried in order, else default"
 #: What the overlay's colours mean, in the legend.
 LEGEND_FAILED = "failed: the execution failed in this state"
 LEGEND_HANDLED = "error handled: its error/timeout transition fired, as designed"
@@ -94,14 +96,21 @@ def leaf_label(state: StateNode, overlaid: bool, copy: bool = False) -> str:
     if state.kind == "missing":
         rows.append(small("no such state", FAILURE_LINE, italic=True))
         return table(rows)
+    if state.kind == "choice":
+        rows += overlay_rows(state, overlaid)
+        return table(rows)
     if state.action is not None:
         rows.append(small(state.action, size=10))
+    elif state.wait is not None:
+        rows.append(small(state.wait, size=10))
     elif not state.terminal:
         rows.append(small("waits for an event", MUTED, italic=True))
     rows += _policy_rows(state)
     if state.terminal:
         if state.outcome == "failure":
             rows.append(small("end: failure", FAILURE_LINE, italic=True))
+            if state.error is not None:
+                rows.append(small(state.error, FAILURE_LINE))
         else:
             rows.append(small("end: success", SUCCESS_LINE, italic=True))
     rows += overlay_rows(state, overlaid)
@@ -117,6 +126,8 @@ def _policy_rows(state: StateNode) -> list[str]:
         rows.append(small(f"attempt timeout {format_ms(state.action_timeout_ms)}"))
     if state.timeout_ms is not None:
         rows.append(small(f"state timeout {format_ms(state.timeout_ms)}"))
+    if state.callback:
+        rows.append(small(CALLBACK_LINE))
     if state.compensate is not None:
         rows.append(small(f"↺ {state.compensate}", COMPENSATE))
     return rows
@@ -154,6 +165,8 @@ def leaf_attrs(state: StateNode, overlaid: bool, *, copy: bool = False) -> dict[
         attrs["style"] = "rounded,dashed"
     if copy:
         attrs["style"] = "rounded,filled,dashed"
+    if state.kind == "choice":
+        attrs.update(shape="diamond", style="filled", margin="0.02")
     if state.terminal:
         attrs["peripheries"] = "2"
         if state.outcome == "failure":
@@ -202,8 +215,10 @@ def legend_label(diagram: Diagram, overlaid: bool) -> str | None:
         rows.append((small("- - - timeout", TIMEOUT_EDGE), None))
     if len(diagram.compensation_order) > 1:
         rows.append((small("- - - undo: compensation order", COMPENSATE), None))
-    if any(edge.order is not None for edge in diagram.transitions):
+    if any(edge.order is not None and edge.rule == "transition" for edge in diagram.transitions):
         rows.append((small(ORDER_NOTE), None))
+    if any(state.kind == "choice" for state in diagram.walk()):
+        rows.append((small(CHOICE_NOTE), None))
     if any(state.boxes for state in diagram.walk()):
         rows.append((small(f"┆ dashed box, {COPY_NOTE}: drawn beside each source", MUTED), None))
     if overlaid:

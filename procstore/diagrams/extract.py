@@ -16,9 +16,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from procstore import paths
-from procstore.chart import Chart, Transition, build_chart, item_chart
-from procstore.definition import MapDef, Procedure, TransitionDef
-from procstore.describe import describe_action, describe_compensation, describe_retry, format_ms
+from procstore.chart import LEAF_KINDS, Chart, Transition, build_chart, item_chart
+from procstore.definition import MapDef, Procedure, StateDef, TransitionDef
+from procstore.describe import (
+    describe_action,
+    describe_compensation,
+    describe_retry,
+    describe_wait,
+    format_ms,
+)
 from procstore.diagrams.model import (
     Box,
     Diagram,
@@ -71,6 +77,22 @@ def as_execution(execution: ExecutionState | Mapping[str, Any] | Any) -> Executi
 
 
 # --------------------------------------------------------------------------- text
+
+
+def _compensation(definition: StateDef) -> str:
+    """The compensation in a few words, then its retry policies if it has any."""
+    assert definition.compensate is not None
+    text = describe_compensation(definition.compensate)
+    if definition.compensate_retry is not None:
+        text += f" ({describe_retry(definition.compensate_retry)})"
+    return text
+
+
+def _failure_text(error: str | None, cause: str | None) -> str | None:
+    """A failure's error and cause as one line (``Declined: the card was refused``)."""
+    if error is None and cause is None:
+        return None
+    return f"{error or 'Failed'}: {cause}" if cause else (error or "Failed")
 
 
 def _guards(transition: TransitionDef) -> tuple[str, ...]:
@@ -172,11 +194,14 @@ class _Builder:
             children=children,
             action=None if action is None else describe_action(action),
             action_timeout_ms=None if action is None else action.timeout_ms,
+            wait=None if definition.wait is None else describe_wait(definition.wait),
             retry=None if definition.retry is None else describe_retry(definition.retry),
             timeout_ms=definition.timeout_ms,
-            compensate=None if compensate is None else describe_compensation(compensate),
+            compensate=None if compensate is None else _compensation(definition),
+            callback=definition.callback,
             terminal=state.terminal,
             outcome=outcome,
+            error=_failure_text(definition.error, definition.cause),
         )
 
     def map_node(self, path: str, spec: MapDef, items: Chart) -> StateNode:
@@ -229,10 +254,12 @@ class _Builder:
                         target=self.target(transition),
                         event=event,
                         guards=_guards(transition.spec),
+                        errors=transition.spec.errors,
                         kind=_edge_kind(event),
                         index=transition.index,
                         # Tried in document order: numbered when there is a choice.
-                        order=seen[event] if per_event[event] > 1 else None,
+                        order=_order(transition, seen[event], per_event[event]),
+                        rule=transition.rule,
                     )
                 )
             if state.path in self.items:
@@ -254,6 +281,14 @@ def describe_map(spec: MapDef) -> str:
     return " · ".join(parts)
 
 
+def _order(transition: Transition, nth: int, of: int) -> int | None:
+    """The number an edge is drawn with: a choice rule's place (its default has none), an
+    ordinary transition's place among several on its event."""
+    if transition.rule != "transition":
+        return None if transition.rule == "default" else transition.index + 1
+    return nth if of > 1 else None
+
+
 def _boxes(
     states: Mapping[str, StateNode], edges: Iterable[TransitionEdge]
 ) -> dict[str, tuple[Box, ...]]:
@@ -267,7 +302,7 @@ def _boxes(
     boxes = {}
     for target, froms in sources.items():
         state = states[target]
-        if len(froms) <= FANIN_LIMIT or state.kind != "leaf" or not state.terminal:
+        if len(froms) <= FANIN_LIMIT or state.kind not in LEAF_KINDS or not state.terminal:
             continue
         boxes[target] = tuple(
             Box(id=state.id if n == 1 else f"p{n}_{state.id}", source=source, copy=n > 1)

@@ -9,7 +9,8 @@ Written by hand: transitions' own Mermaid export crashes on parallel states.
 - compound states are ``state s_x { ... }`` blocks, a parallel state holds one block per region,
   separated by ``--``;
 - a transition is written inside the block that holds both its ends, otherwise at the top;
-  labels are ``event [guard]``;
+  labels are ``event [guard]``; a choice state is a ``<<choice>>`` diamond, its rules
+  ``(1) [guard]``, ``(2) [guard]``, ... in the order they are tried, then ``default``;
 - terminal states get the classes ``success`` / ``failure``; an overlaid execution the classes
   ``active``, ``visited``, ``failed`` (the execution failed there), ``handled`` (a declared
   ``error``/``timeout`` transition handled its error; the state also says ``error handled →
@@ -24,8 +25,16 @@ import json
 from collections.abc import Iterable
 
 from procstore import paths
+from procstore.chart import LEAF_KINDS
 from procstore.diagrams.extract import format_ms
-from procstore.diagrams.model import FAILED_NOTE, TIMES, Diagram, StateNode, TransitionEdge
+from procstore.diagrams.model import (
+    CALLBACK_LINE,
+    FAILED_NOTE,
+    TIMES,
+    Diagram,
+    StateNode,
+    TransitionEdge,
+)
 
 __all__ = ["to_mermaid"]
 
@@ -65,14 +74,20 @@ def _descriptions(state: StateNode) -> list[str]:
     lines = []
     if state.action is not None:
         lines.append(state.action)
+    if state.wait is not None:
+        lines.append(state.wait)
     if state.retry is not None:
         lines.append(state.retry)
     if state.action_timeout_ms is not None:
         lines.append(f"attempt timeout {format_ms(state.action_timeout_ms)}")
     if state.timeout_ms is not None and not state.is_cluster:
         lines.append(f"state timeout {format_ms(state.timeout_ms)}")
+    if state.callback:
+        lines.append(CALLBACK_LINE)
     if state.compensate is not None:
         lines.append(f"↺ {state.compensate}")
+    if state.error is not None:
+        lines.append(f"fails: {state.error}")
     return lines
 
 
@@ -86,7 +101,7 @@ def _class_of(state: StateNode, overlaid: bool) -> str | None:
             return "compensated"
         if state.active and not state.is_cluster:
             return "active"
-    if state.terminal and state.kind == "leaf":
+    if state.terminal and state.kind in LEAF_KINDS:
         return "failure" if state.outcome == "failure" else "success"
     if overlaid and state.visits and not state.is_cluster:
         return "visited"
@@ -116,6 +131,9 @@ class _Writer:
         self.lines.append(INDENT * depth + line)
 
     def declare(self, state: StateNode, depth: int) -> None:
+        if state.kind == "choice":  # Mermaid's diamond: it has no label of its own
+            self.emit(depth, f"state {state.id} <<choice>>")
+            return
         self.emit(depth, f'state "{escape(state.name)}" as {state.id}')
         if state.kind == "missing":
             self.emit(depth, f"{state.id} : no such state")
@@ -188,6 +206,8 @@ class _Writer:
         if diagram.execution is not None:
             ex = diagram.execution
             title += f" · execution {ex.id[:12]} {ex.status} in {ex.current}"
+            if ex.error is not None:
+                title += f" · {ex.error}"
         # A JSON string is a YAML double-quoted scalar: any title is safe in the front matter.
         self.lines += ["---", f"title: {json.dumps(title, ensure_ascii=False)}", "---"]
         self.lines.append("stateDiagram-v2")

@@ -20,7 +20,8 @@ from procstore.chart import StateKind as ChartStateKind
 # The multiplication sign of the backoff rates, also in how many times an edge fired.
 from procstore.describe import TIMES as TIMES
 
-#: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region), and
+#: The chart's kinds (`procstore.chart.StateKind`: leaf, compound, parallel, region, wait,
+#: choice), and
 #: ``missing``: a transition target that names no state (only in diagrams of documents that
 #: were not fully validated).
 StateKind = ChartStateKind | Literal["missing"]
@@ -34,6 +35,8 @@ Outcome = Literal["success", "failure"]
 
 #: The overlay's note on a state where the execution failed (:attr:`StateNode.failed`).
 FAILED_NOTE = "failed"
+#: The line of a state that waits for a callback token after its action.
+CALLBACK_LINE = "⧗ waits for callback (token)"
 
 
 def handled_note(event: str, target: str) -> str:
@@ -85,12 +88,16 @@ class StateNode:
         children: Child states (compound, region) or regions (parallel), in document order.
         action: The action in a few words (``function deploy_actions.build → artifact``).
         action_timeout_ms: The action's per-attempt bound.
+        wait: A wait state's wait in a few words (``wait 10s``, ``wait until $.ship_at``).
         retry: The retry policy in a few words (``retry 4x 10ms``, backoff rate, cap, jitter,
             retried errors).
         timeout_ms: The bound on the whole stay in the state.
         compensate: The compensating action in a few words.
+        callback: It waits for a callback token (``"callback": true``) after its action.
         terminal: No outgoing transitions: ends its parent (the execution, at the top).
         outcome: For terminal states: how ending here counts; ``None`` otherwise.
+        error: For a failure terminal that names one: its error and cause
+            (``Declined: the card was refused``).
         active: Overlay: the execution is in this state now (or ended here).
         visits: Overlay: how many times the execution entered the state.
         attempts: Overlay: how many times the state's action ran (retries included).
@@ -122,11 +129,14 @@ class StateNode:
     children: tuple[StateNode, ...] = ()
     action: str | None = None
     action_timeout_ms: float | None = None
+    wait: str | None = None
     retry: str | None = None
     timeout_ms: float | None = None
     compensate: str | None = None
+    callback: bool = False
     terminal: bool = False
     outcome: Outcome | None = None
+    error: str | None = None
     active: bool = False
     visits: int = 0
     attempts: int = 0
@@ -184,6 +194,8 @@ class TransitionEdge:
         event: The event that fires it.
         guards: Its guards, each as written for a label: ``amount < 1000``, ``pred``,
             ``!pred`` (``unless``).
+        errors: The error types an ``error`` transition catches (its ``errors``), or
+            ``None`` for every error.
         kind: How it is drawn (see :data:`EdgeKind`).
         index: Its position among the source state's transitions.
         order: When the source state declares several transitions on the same event: this
@@ -192,24 +204,33 @@ class TransitionEdge:
         box: When the target is drawn more than once (:attr:`StateNode.boxes`): the id of the
             box this edge ends at; ``None`` otherwise.
         fired: Overlay: how many times it fired.
+        rule: ``transition``; or a choice state's ``choice`` rule (numbered by :attr:`order`,
+            labelled with its guard alone) or its ``default`` (tried last).
     """
 
     source: str
     target: str
     event: str
     guards: tuple[str, ...] = ()
+    errors: tuple[str, ...] | None = None
     kind: EdgeKind = "normal"
     index: int = 0
     order: int | None = None
     box: str | None = None
     fired: int = 0
+    rule: Literal["transition", "choice", "default"] = "transition"
 
     @property
     def label(self) -> str:
         """``event`` or ``event [guard] [pred] [!pred]``, after its :attr:`order` if it has one:
         ``(1) success [amount < 1000]`` (not ``1.``: Markdown, which Mermaid may render labels
-        with, reads a leading ``1.`` as a list)."""
-        text = " ".join((self.event, *(f"[{g}]" for g in self.guards)))
+        with, reads a leading ``1.`` as a list); the errors an ``error`` transition catches
+        follow its event: ``error (ValueError, Timeout)``."""
+        if self.rule == "default":
+            return "default"
+        event = self.event if self.errors is None else f"{self.event} ({', '.join(self.errors)})"
+        shown = () if self.rule == "choice" else (event,)
+        text = " ".join((*shown, *(f"[{g}]" for g in self.guards)))
         return text if self.order is None else f"({self.order}) {text}"
 
 
@@ -221,6 +242,7 @@ class ExecutionOverlay:
     status: str
     current: str
     active: tuple[str, ...]
+    error: str | None = None  # why it failed (``Timeout: ...``), when it did
 
 
 @dataclass(frozen=True)

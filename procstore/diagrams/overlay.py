@@ -61,7 +61,7 @@ def _errors(history: tuple[HistoryRecord, ...]) -> _Errors:
         if state is None:
             continue
         kind = record.kind
-        if kind == "action" and record.error is not None:
+        if kind in ("action", "wait") and record.error is not None:  # a wait's WaitError too
             if record.error.type != _INTERRUPTED:
                 raised.pop(state, None)
                 raised[state] = None
@@ -187,6 +187,14 @@ def _fired(
     return fired, last_box
 
 
+def _error_text(snapshot: ExecutionState) -> str | None:
+    """Why the execution failed, in one line, when its snapshot says."""
+    error = getattr(snapshot, "error", None)
+    if error is None:
+        return None
+    return f"{error.type}: {error.message}" if error.message else error.type
+
+
 def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | Any) -> Diagram:
     """``diagram`` with ``execution`` drawn on top: its active states, how many times each
     state was entered and each transition fired, the states that failed, handled an error,
@@ -271,5 +279,6 @@ def overlay(diagram: Diagram, execution: ExecutionState | Mapping[str, Any] | An
             status=str(snapshot.status.value),
             current=snapshot.current,
             active=tuple(sorted(set(active_paths))),
+            error=_error_text(snapshot),
         ),
     )

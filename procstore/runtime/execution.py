@@ -21,15 +21,17 @@ import procstore.runtime.items as items
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
+import procstore.runtime.waits as waits
 from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
+from procstore.eventdata import event_data
 from procstore.runtime.items import Spawner
 from procstore.runtime.journal import Journal
 from procstore.runtime.run import Run
 from procstore.runtime.state import LeafState, RunState
 from procstore.runtime.steps import EXECUTION
-from procstore.snapshot import ExecutionState, HistoryRecord, RecordKind, Status
+from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, RecordKind, Status
 
 __all__ = [
     "Execution",
@@ -103,6 +105,7 @@ class Execution:
             status=self.status,
             context=self._run.state.context_data(),
             history=self.history,
+            error=_error_info(self._run.state.error),
         )
 
     @property
@@ -135,11 +138,15 @@ class Execution:
 
     # -- moving it --------------------------------------------------------------------------------
 
-    async def send(self, event: str) -> bool:
+    async def send(self, event: str, data: Any = None) -> bool:
         """Process ``event`` after earlier events and after the running actions of the states
-        that handle it themselves. An event only an ancestor state handles is processed at once
-        (leaving that state cancels what runs inside it). An event several parallel regions
-        handle fires in each.
+        that handle it themselves (a wait state's wait is cut short instead). An event only an
+        ancestor state handles is processed at once (leaving that state cancels what runs
+        inside it). An event several parallel regions handle fires in each.
+
+        ``data`` is what the event carries (JSON data, at most ``MAX_EVENT_DATA_BYTES`` of
+        it): guards read it as ``event["data"]``, a transition's ``assign`` as
+        ``$$.event.data``, and the history keeps it on the records of what the event did.
 
         Returns:
             True when a transition fired; False when the guards of every transition on
@@ -148,15 +155,17 @@ class Execution:
         Raises:
             InvalidEvent: no active state has a transition on ``event`` that a host may fire,
                 or the execution has finished. ``done`` and ``timeout`` are only ever raised by
-                procstore itself, and so is ``error`` on a compound or parallel state.
+                procstore itself, and so is ``error`` on a compound or parallel state. Also
+                when ``data`` is not JSON data or is too large.
         """
-        return await self._send(event, None)
+        return await self._send(event, None, data)
 
-    async def _send(self, event: str, command: int | None) -> bool:
+    async def _send(self, event: str, command: int | None, data: Any = None) -> bool:
         """``send``; with ``command``, as inbox command ``command`` (see
         `procstore.runtime.received`)."""
         run = self._run
         run.check_writable()
+        data = event_data(data, event)
         if event in RAISED_ONLY:
             raise InvalidEvent(
                 f"{event!r} is raised by procstore itself (when a compound or parallel state "
@@ -169,9 +178,15 @@ class Execution:
                 leaves = run.router.active_leaves()
                 own = [leaf for leaf in leaves if accepts(leaf, event)]
                 if own:
-                    # A map state's items may run for hours: its own events fire at once
-                    # (leaving it cancels them), as an ancestor's do.
-                    busy = [t for leaf in own if (t := tasks.get(leaf)) and not run.plans[leaf].map]
+                    # A map state's items may run for hours, and a wait state does no work to
+                    # wait for: their own events fire at once (leaving a map cancels its items).
+                    busy = [
+                        t
+                        for leaf in own
+                        if (t := tasks.get(leaf))
+                        and not run.plans[leaf].map
+                        and not run.plans[leaf].wait
+                    ]
                 elif any(accepts(p, event) for p in run.state.active if p not in leaves):
                     busy = []
                 else:
@@ -184,7 +199,7 @@ class Execution:
                 if not busy:
                     break
                 await steps.wait_for(busy)
-            return await self._fire(event, external=True, command=command)
+            return await self._fire(event, external=True, command=command, data=data)
 
     def _sendable_events(self) -> list[str]:
         """The events ``send()`` accepts now, sorted."""
@@ -204,6 +219,7 @@ class Execution:
         origin: str | None = None,
         external: bool = False,
         command: int | None = None,
+        data: Any = None,
     ) -> bool:
         run = self._run
         async with run.fire_lock:
@@ -213,8 +229,9 @@ class Execution:
                 if not any(run.compiled.accepts_from_host(p, event) for p in run.state.active):
                     raise InvalidEvent(f"no active state of {self.current!r} handles {event!r}")
                 if command is not None:
-                    run.receive(command, event=event)
-            fired = await run.router.trigger(event, origin, external=external)
+                    extra = {"data": data} if data is not None else {}
+                    run.receive(command, event=event, **extra)
+            fired = await run.router.trigger(event, origin, external=external, data=data)
             await run.router.drain()
         if run.exited:
             await steps.settle_exited(run)
@@ -357,6 +374,12 @@ class Execution:
         )
 
 
+def _error_info(error: dict[str, str] | None) -> ErrorInfo | None:
+    if error is None:
+        return None
+    return ErrorInfo.model_construct(type=error["type"], message=error["message"])
+
+
 def wind_down(execution: Execution) -> None:
     """The store is stopping: no new action of ``execution`` starts (a step about to run one
     waits until the store detaches the execution); those running finish."""
@@ -454,7 +477,8 @@ def restore_execution(
 
 def _resume(run: Run) -> None:
     """Carry on after a restart: timers from their stored deadlines, actions that had not
-    completed (an interrupted attempt runs again with its number), a rollback in progress."""
+    completed (an interrupted attempt runs again with its number), waits to their stored
+    ends, a rollback in progress."""
     state, router = run.state, run.router
     for path in state.deadlines:
         router.visits[path] = len(router.visits) + 1
@@ -463,15 +487,30 @@ def _resume(run: Run) -> None:
         steps.start(run, EXECUTION, saga.roll_back, run)
         return
     now = run.clock.time()
+    if state.deadline is not None:
+        timers.arm_execution(run)
+        if state.deadline <= now:
+            return  # it ran out of time while nothing ran: it fails without running more
     expired = [path for path, deadline in state.deadlines.items() if deadline <= now]
     for path in sorted(router.active_leaves(), key=run.compiled.order.__getitem__):
-        plan, leaf = run.plans[path], state.leaves.setdefault(path, LeafState())
         if any(paths.is_within(path, timed_out) for timed_out in expired):
             continue  # its time ran out while nothing ran: the timeout fires instead
-        if leaf.outcome is not None:  # finished before the crash, not yet acted on
-            outcome, failed = leaf.outcome
-            steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
-        elif plan.action is not None and not leaf.acted:
-            steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
-        elif plan.map is not None:  # re-attaches to the items it started
-            steps.start(run, path, items.run_map, run, plan)
+        _resume_leaf(run, path)
+
+
+def _resume_leaf(run: Run, path: str) -> None:
+    """Carry on one active leaf after a restart: act on an outcome not yet acted on, run an
+    action that had not completed, wait to a wait's stored end, route a choice, re-attach a
+    map state to its items."""
+    plan, leaf = run.plans[path], run.state.leaves.setdefault(path, LeafState())
+    if leaf.outcome is not None:  # finished before the crash, not yet acted on
+        outcome, failed = leaf.outcome
+        steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
+    elif plan.action is not None and not leaf.acted:
+        steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
+    elif plan.wait is not None and not leaf.acted and leaf.wait_until is not None:
+        waits.resume(run, plan, leaf)  # to its stored end: it never starts over
+    elif plan.kind == "choice":
+        steps.start(run, path, run.router.route, path)
+    elif plan.map is not None:  # re-attaches to the items it started
+        steps.start(run, path, items.run_map, run, plan)

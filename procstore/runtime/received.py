@@ -15,11 +15,23 @@ finished) is *refused*: its ``received`` record says why, and is committed with 
 
 from __future__ import annotations
 
+from typing import Any
+
+import procstore.runtime.callbacks as callbacks
 from procstore.errors import InvalidEvent
+from procstore.eventdata import event_data
+from procstore.runtime.events import ERROR, SUCCESS
 from procstore.runtime.execution import Execution
 from procstore.snapshot import Status
 
-__all__ = ["applied", "firing_now", "receive_cancel", "receive_event", "refuse"]
+__all__ = [
+    "applied",
+    "firing_now",
+    "receive_callback",
+    "receive_cancel",
+    "receive_event",
+    "refuse",
+]
 
 
 def applied(execution: Execution, command: int) -> bool:
@@ -33,8 +45,9 @@ def firing_now(execution: Execution) -> bool:
     return execution._run.fire_lock.locked()
 
 
-async def receive_event(execution: Execution, command: int, event: str) -> None:
-    """Apply inbox command ``command``, which sends ``event``: as ``send`` does (waiting for
+async def receive_event(execution: Execution, command: int, event: str, data: Any = None) -> None:
+    """Apply inbox command ``command``, which sends ``event`` carrying ``data``: as ``send``
+    does (waiting for
     the actions of the states that handle it themselves), or refused if ``send`` would raise
     ``InvalidEvent``. A command applied already does nothing.
 
@@ -45,9 +58,43 @@ async def receive_event(execution: Execution, command: int, event: str) -> None:
     if applied(execution, command):
         return
     try:
-        await execution._send(event, command)
-    except InvalidEvent as refused:
+        data = event_data(data, event)  # queued by another process: checked again here
+    except InvalidEvent as refused:  # not recorded: it may be anything, of any size
         await refuse(execution, command, str(refused), event=event)
+        return
+    try:
+        await execution._send(event, command, data)
+    except InvalidEvent as refused:
+        extra = {"data": data} if data is not None else {}
+        await refuse(execution, command, str(refused), event=event, **extra)
+
+
+async def receive_callback(execution: Execution, command: int, payload: dict[str, Any]) -> None:
+    """Apply inbox command ``command``, which completes the callback ``payload["token"]``
+    (``payload["event"]`` ``success`` with ``payload["data"]``, or ``error`` with
+    ``payload["error"]`` and ``payload["cause"]``) as ``store.complete_callback`` /
+    ``fail_callback`` do; refused (the token not recorded) when no state waits for it. A
+    command applied already does nothing.
+
+    Raises:
+        StoreError: the commit failed (as for ``receive_event``).
+    """
+    if applied(execution, command):
+        return
+    token, event = payload.get("token"), payload.get("event")
+    try:
+        if not isinstance(token, str) or event not in (SUCCESS, ERROR):
+            raise InvalidEvent(f"its payload is not a callback ({event!r})")
+        if event == SUCCESS:
+            data = event_data(payload.get("data"), SUCCESS)
+            await callbacks.settle(execution._run, token, data=data, command=command)
+        else:
+            error, cause = payload.get("error"), payload.get("cause", "")
+            callbacks.check_failure(error, cause)  # type: ignore[arg-type]
+            failure = (str(error), str(cause))
+            await callbacks.settle(execution._run, token, failure=failure, command=command)
+    except InvalidEvent as refused:
+        await refuse(execution, command, f"callback {refused}", event=str(event))
 
 
 async def receive_cancel(execution: Execution, command: int, rollback: bool) -> None:
@@ -69,7 +116,7 @@ async def receive_cancel(execution: Execution, command: int, rollback: bool) -> 
         await execution._cancel(rollback, command)
 
 
-async def refuse(execution: Execution, command: int, reason: str, **fields: str) -> None:
+async def refuse(execution: Execution, command: int, reason: str, **fields: Any) -> None:
     """Record that inbox command ``command`` was refused, and commit that with the cursor."""
     run = execution._run
     run.check_writable()

@@ -9,6 +9,8 @@ the machine's ``fsm_state``. Around transitions it adds what a statechart needs:
 - **routing**: an event an action produces may only be handled by that state or its ancestors
   (`in_scope`), never by a sibling region; ``done`` only by its own compound state; an event a
   host sends only by the states that accept it from a host;
+- **choices**: a choice state entered queues its routing like a completion: its rules are
+  tried, in order, once the transition that entered it is over;
 - **completion**: a terminal leaf reached queues an internal event, processed before the
   trigger that caused it returns (like SCXML's internal queue): its container completes, and a
   parallel state completes when every region has;
@@ -23,13 +25,18 @@ from collections import ChainMap
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import procstore.runtime.callbacks as callbacks
 import procstore.runtime.items as items
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
-from procstore import paths
-from procstore.compiler import Guard
+import procstore.runtime.waits as waits
+from procstore import datapaths, paths
+from procstore.chart import CHOICE_EVENT
+from procstore.compiler import Assign, Guard
+from procstore.definition import matches_error
 from procstore.runtime.events import DONE, ERROR
+from procstore.runtime.facts import facts
 from procstore.runtime.history import error_fields
 from procstore.runtime.state import LeafState
 from procstore.snapshot import RecordKind, Status
@@ -44,10 +51,14 @@ class Router:
     """The machine's model for one execution (see the module's docstring)."""
 
     __slots__ = (
+        "_assigned",
+        "_data",
         "_entries",
         "_host_event",
         "_origin",
         "_origin_exact",
+        "_raised",
+        "_raised_error",
         "compiled",
         "fsm_state",
         "plans",
@@ -68,6 +79,10 @@ class Router:
         self._origin: str | None = None  # the state an event being fired comes from
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
+        self._raised: tuple[str, ...] = ()  # the types of the error being raised
+        self._raised_error: dict[str, str] | None = None  # and its type and message
+        self._data: Any = None  # the data of the event being fired (JSON data, or None)
+        self._assigned: dict[str, Any] | None = None  # what a passing transition assigns
 
     # -- where the execution is -----------------------------------------------------------------
 
@@ -107,6 +122,10 @@ class Router:
     def enter_initial(self) -> None:
         """Enter the initial configuration (``add_model`` would not run its ``on_enter``)."""
         entry = self.compiled.initial_entry
+        timeout_s = self.compiled.timeout_s
+        if timeout_s is not None:  # the whole execution's bound, from its (re)start
+            self.run.state.deadline = self.run.clock.time() + timeout_s
+            timers.arm_execution(self.run)
         self.set_configuration([p for p in entry if self.plans[p].works])
         for path in entry:
             self.on_state_entered(path, None)
@@ -115,7 +134,10 @@ class Router:
 
     def on_transition(self, source: str, target: str, event: str) -> None:
         self.transitions += 1
-        self.run.history.log(RecordKind.TRANSITION, event=event, state=source, target=target)
+        extra = {"data": self._data} if self._data is not None else {}
+        self.run.history.log(
+            RecordKind.TRANSITION, event=event, state=source, target=target, **extra
+        )
 
     def on_state_entered(self, path: str, event: str | None) -> None:
         run, state = self.run, self.run.state
@@ -132,10 +154,16 @@ class Router:
         if plan.works:
             # A new visit knows nothing of the last one; its record is made when needed.
             state.leaves.pop(path, None)
+            if plan.callback:
+                state.leaves[path] = LeafState(token=callbacks.new_token(run.id))
             if plan.action is not None:
                 steps.start(run, path, steps.run_step, run, plan)
             elif plan.map is not None:
                 steps.start(run, path, items.run_map, run, plan)
+            elif plan.wait is not None:
+                waits.begin(run, plan)
+            elif plan.kind == "choice":  # routed by drain(), once this transition is over
+                state.internal.append((path, False))
             elif plan.terminal:
                 state.internal.append((path, plan.failure))
 
@@ -174,7 +202,12 @@ class Router:
                 "result": leaf.result if leaf is not None else None,
                 "error": leaf.error if leaf is not None else None,
             }
-            argument = ChainMap(names, state.context)
+            # ``event`` and ``context`` (the whole context: `"a" in context`) come after the
+            # context: a context key of either name, which guards read before these names
+            # existed, keeps meaning what it meant.
+            argument = ChainMap(
+                names, state.context, {"event": self._event(event), "context": state.context}
+            )
         try:
             value = guard.check(argument)
         except Exception as exc:  # a guard that raises blocks its transition
@@ -182,6 +215,9 @@ class Router:
         if inspect.isawaitable(value):
             return self._await_guard(guard, event, value)
         return bool(value)
+
+    def catches(self, errors: tuple[str, ...]) -> bool:
+        return matches_error(errors, self._raised)
 
     def _guard_failed(self, guard: Guard, event: str, exc: Exception) -> bool:
         self.run.log(
@@ -193,6 +229,33 @@ class Router:
         )
         return guard.blocks_on_error
 
+    def _event(self, event: str) -> dict[str, Any]:
+        """The event being handled, as guards and ``assign`` see it."""
+        return {"name": event, "data": self._data}
+
+    def prepare_assign(self, assign: Assign, event: str) -> bool:
+        """Render ``assign`` (of a transition on ``event`` whose guards passed) for
+        `apply_assign`; when a path in it names nothing, record a ``guard_error`` and block the
+        transition (returns False), as a guard that raises does."""
+        state = self.run.state
+        facts = self.facts(assign.source, event)
+        try:
+            self._assigned = datapaths.render(assign.template, state.context, facts)
+        except datapaths.PathNotFound as exc:
+            self._assigned = None
+            return self._guard_failed(assign.guard, event, exc)
+        return True
+
+    def apply_assign(self) -> None:
+        """The transition `prepare_assign` passed fires: store what it rendered."""
+        assigned, self._assigned = self._assigned, None
+        if assigned:
+            self.run.state.context.update(assigned)
+
+    def facts(self, path: str, event: str) -> dict[str, Any]:
+        """``$$`` for a path evaluated in state ``path`` while ``event`` is handled."""
+        return facts(self.run, path, self._event(event), self._raised_error)
+
     async def _await_guard(self, guard: Guard, event: str, pending: Awaitable[Any]) -> bool:
         try:
             return bool(await pending)
@@ -202,25 +265,33 @@ class Router:
     # -- firing ---------------------------------------------------------------------------------
 
     async def trigger(
-        self, event: str, origin: str | None, exact: bool = False, external: bool = False
+        self,
+        event: str,
+        origin: str | None,
+        exact: bool = False,
+        external: bool = False,
+        data: Any = None,
     ) -> bool:
         """Trigger ``event`` (the fire lock is held), routed to ``origin`` and its ancestors
         (or ``origin`` alone when ``exact``); from a host (``external``), only to the states
-        that accept it from a host."""
+        that accept it from a host. ``data`` is what the event carries (JSON data)."""
         self._origin, self._origin_exact = origin, exact
         self._host_event = event if external else None
+        self._data = data
         before = self.transitions
         try:
             await self.compiled.fire(self, event)
         finally:
             self._origin, self._origin_exact, self._host_event = None, False, None
+            self._data, self._assigned = None, None
         # Counted rather than taken from the trigger's return value: with parallel regions,
         # transitions returns the result of the *last* region tried, not whether any fired.
         fired = self.transitions > before
         if fired and not self.compiled.flat:
             self._fill_regions()
         if not fired:
-            self.run.log(RecordKind.BLOCKED, state=origin or self.current, event=event)
+            extra = {"data": data} if data is not None else {}
+            self.run.log(RecordKind.BLOCKED, state=origin or self.current, event=event, **extra)
         return fired
 
     def _fill_regions(self) -> None:
@@ -246,30 +317,68 @@ class Router:
                 self.on_state_entered(path, None)
         self.set_configuration(sorted(self.active_leaves(), key=order.__getitem__))
 
-    async def raise_event(self, event: str, origin: str) -> None:
-        """Fire ``error``/``timeout`` from ``origin``, innermost handler first; with no handler
-        anywhere (or every one blocked), the execution fails."""
-        for candidate in (event, ERROR) if event != ERROR else (ERROR,):
-            if self.handled_within(origin, candidate) and await self.trigger(candidate, origin):
-                return
-        saga.fail(self.run)
+    async def raise_event(
+        self,
+        event: str,
+        origin: str,
+        types: tuple[str, ...] | list[str] = (),
+        error: dict[str, str] | None = None,
+        data: Any = None,
+    ) -> None:
+        """Fire ``error``/``timeout`` (carrying ``data``) from ``origin``, innermost handler
+        first, for an error of ``types`` (its class's and bases' names: what transitions'
+        ``errors`` match); with no handler anywhere (or every one blocked), the execution
+        fails with ``error``."""
+        self._raised, self._raised_error = tuple(types), error
+        try:
+            for candidate in (event, ERROR) if event != ERROR else (ERROR,):
+                if self.handled_within(origin, candidate) and await self.trigger(
+                    candidate, origin, data=data
+                ):
+                    return
+        finally:
+            self._raised, self._raised_error = (), None
+        saga.fail(self.run, error)
+
+    async def route(self, path: str) -> None:
+        """Route choice state ``path``, active after a restart (it is routed at once when it
+        is entered, so only a checkpoint taken in between leaves one active)."""
+        async with self.run.fire_lock:
+            self.run.state.internal.append((path, False))
+            await self.drain()
 
     async def drain(self) -> None:
-        """Process completions (terminal leaves reached) until none is left."""
+        """Process completions (terminal leaves reached) and choice states' routing until
+        none is left."""
         state = self.run.state
         while state.internal:
             leaf, failed = state.internal.popleft()
             if leaf not in state.active or not state.running:
                 continue
-            container = self.plans[leaf].container
+            plan = self.plans[leaf]
+            if plan.kind == "choice":
+                # Its rules, then its default (which always passes), in order.
+                await self.trigger(CHOICE_EVENT, leaf, exact=True)
+                continue
+            container = plan.container
             if failed:
+                types, error = self._failure_of(leaf)
                 if container is None:
-                    saga.fail(self.run)
+                    saga.fail(self.run, error)
                 else:
-                    await self.raise_event(ERROR, container)
+                    await self.raise_event(ERROR, container, types, error)
                 continue
             state.leaves.setdefault(leaf, LeafState()).done = True
             await self._complete(leaf)
+
+    def _failure_of(self, path: str) -> tuple[tuple[str, ...], dict[str, str] | None]:
+        """The error types and error of terminal leaf ``path`` ending in failure: its action's
+        error when that failed for good, else its own ``error`` and ``cause``."""
+        leaf = self.run.state.leaves.get(path)
+        if leaf is not None and leaf.error is not None and not leaf.acted:
+            return tuple(leaf.error_types or ()), leaf.error
+        error = self.plans[path].failure_error
+        return ((error["type"],) if error is not None else ()), error
 
     async def _complete(self, path: str) -> None:
         """``path`` (terminal) completed: complete its container, up as far as it goes."""

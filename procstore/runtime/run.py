@@ -142,12 +142,14 @@ class Run:
         steps.halt(self)
         state = self.state
         state.deadlines.clear()
+        state.deadline = None
         state.internal.clear()
         state.closing = False
         state.rollback = None
         self.unregister()
         state.status = status
-        self.log(RecordKind.FINISHED, state=self.router.current, status=status)
+        why = {"error": state.error} if state.error is not None else {}
+        self.log(RecordKind.FINISHED, state=self.router.current, status=status, **why)
         self.finished.set()
 
     def unregister(self) -> None:

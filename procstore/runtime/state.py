@@ -25,8 +25,12 @@ __all__ = ["CHECKPOINT_FORMAT", "LeafState", "MapProgress", "RunState"]
 
 #: The format of the checkpoints this procstore writes. 0 (no ``format`` key) kept each kind of
 #: per-leaf fact in a map of its own; 1 keeps one record per active leaf under ``leaves``; 2 adds
-#: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1).
-CHECKPOINT_FORMAT = 2
+#: ``inbox``, the id of the last inbox command applied (0 in a restored format 0 or 1); 3 adds
+#: each leaf's ``retries`` (failures counted per retry policy: a restored older leaf counts
+#: all its failed attempts against its one policy) and ``error_types``, and the execution's
+#: ``deadline`` (``timeout_ms``), ``error`` and ``compensating`` (a compensation's attempt,
+#: retry counts and deadline; none of them in a restored older format).
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass(slots=True)
@@ -82,6 +86,11 @@ class LeafState:
         done: A terminal leaf whose work has completed.
         result: The last result of its action (guards' `result`).
         error: The last error of its action (guards' `error`).
+        error_types: The names of that error's class and its bases (what `errors` match).
+        retries: Per retry policy (by its index), the failed attempts it matched so far.
+        token: The callback token of a leaf with ``callback`` (see
+            `procstore.runtime.callbacks`): it is valid while the leaf is active.
+        wait_until: A wait state's end (wall clock), worked out when it was entered.
         map: A map state's items, once it has read its list.
     """
 
@@ -94,7 +103,17 @@ class LeafState:
     done: bool = False
     result: Any = None
     error: dict[str, str] | None = None
+    error_types: list[str] | None = None
+    retries: list[int] = field(default_factory=list)
+    token: str | None = None
+    wait_until: float | None = None
     map: MapProgress | None = None
+
+    def count_failure(self, policy: int) -> int:
+        """Count a failed attempt against retry policy ``policy``; return its count now."""
+        self.retries.extend([0] * (policy + 1 - len(self.retries)))
+        self.retries[policy] += 1
+        return self.retries[policy]
 
     def to_data(self) -> dict[str, Any]:
         """The stored form: only what differs from a fresh leaf (an attempt in flight is
@@ -118,6 +137,26 @@ class LeafState:
             data["error"] = self.error
         if self.map is not None:
             data["map"] = self.map.to_data()
+        data.update(self._waiting_data())
+        data.update(self._failure_data())
+        return data
+
+    def _waiting_data(self) -> dict[str, Any]:
+        """The stored form of what a waiting leaf keeps: its callback token, its wait's end."""
+        data: dict[str, Any] = {}
+        if self.token is not None:
+            data["token"] = self.token
+        if self.wait_until is not None:
+            data["wait_until"] = self.wait_until
+        return data
+
+    def _failure_data(self) -> dict[str, Any]:
+        """The stored form of what retry policies and error transitions match on."""
+        data: dict[str, Any] = {}
+        if self.error_types is not None:
+            data["error_types"] = self.error_types
+        if self.retries:
+            data["retries"] = self.retries
         return data
 
     @classmethod
@@ -133,6 +172,10 @@ class LeafState:
             result=data.get("result"),
             error=dict(data["error"]) if data.get("error") is not None else None,
             map=MapProgress.from_data(data["map"]) if data.get("map") is not None else None,
+            error_types=[str(t) for t in data["error_types"]] if data.get("error_types") else None,
+            retries=[int(n) for n in data.get("retries", ())],
+            token=str(data["token"]) if data.get("token") is not None else None,
+            wait_until=float(data["wait_until"]) if data.get("wait_until") is not None else None,
         )
 
 
@@ -155,6 +198,11 @@ class RunState:
         inbox: The id of the last command from the store's inbox applied to it (a client's
             event or cancel): stored with what the command did, so that after a crash a
             command is applied again exactly when its effect was not stored. A reset keeps it.
+        deadline: When the definition's `timeout_ms` runs out (wall clock), or `None`.
+        compensating: The compensation under way (the newest of `completed`): its attempt,
+            its retry policies' counts and its retry deadline.
+        error: Why it failed (`type` and `message`): a failure terminal's `error` and
+            `cause`, `Timeout`, or the error nobody handled; `None` otherwise.
     """
 
     start_context: dict[str, Any]
@@ -169,6 +217,9 @@ class RunState:
     completed: list[str] = field(default_factory=list)
     internal: deque[tuple[str, bool]] = field(default_factory=deque)
     inbox: int = 0
+    deadline: float | None = None
+    error: dict[str, str] | None = None
+    compensating: LeafState | None = None
 
     @classmethod
     def fresh(cls, start_context: dict[str, Any], auto: bool) -> RunState:
@@ -219,6 +270,9 @@ class RunState:
             "deadlines": dict(self.deadlines),
             "completed": list(self.completed),
             "inbox": self.inbox,
+            "deadline": self.deadline,
+            "error": self.error,
+            "compensating": self.compensating.to_data() if self.compensating else None,
         }
 
     @classmethod
@@ -238,6 +292,8 @@ class RunState:
             snapshot = _from_format_0(snapshot, leaf_paths)
         if version in (0, 1):  # before the inbox: no command applied
             snapshot = {**snapshot, "inbox": 0}
+        if version in (0, 1, 2):
+            snapshot = _from_format_2(snapshot)
         elif version != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {version!r} is unknown to this procstore")
         if not isinstance(snapshot["context"], dict):
@@ -255,8 +311,25 @@ class RunState:
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
             completed=[str(path) for path in snapshot["completed"]],
             inbox=int(snapshot["inbox"]),
+            deadline=float(snapshot["deadline"]) if snapshot["deadline"] is not None else None,
+            error=dict(snapshot["error"]) if snapshot["error"] is not None else None,
+            compensating=(
+                LeafState.from_data(snapshot["compensating"])
+                if snapshot["compensating"] is not None
+                else None
+            ),
         )
         return state, snapshot["configuration"]
+
+
+def _from_format_2(old: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of format 2 (or older, brought to 2) as format 3: no execution deadline or
+    error, and a leaf's failed attempts all counted against its one retry policy."""
+    leaves = {}
+    for path, leaf in old["leaves"].items():
+        failed = int(leaf.get("attempt") or 1) - 1
+        leaves[path] = {**leaf, "retries": [failed]} if failed > 0 else leaf
+    return {**old, "leaves": leaves, "deadline": None, "error": None, "compensating": None}
 
 
 #: How format 0 kept each per-leaf fact: its map, and the fact's name in a format-1 leaf

@@ -26,11 +26,13 @@ import procstore.runtime.saga as saga
 import procstore.runtime.timers as timers
 from procstore import paths
 from procstore.compiler import CompiledAction, StatePlan
-from procstore.definition import RetryPolicy
+from procstore.datapaths import render
+from procstore.definition import RetryPolicy, matches_error
 from procstore.errors import StoreError, Timeout
 from procstore.jsondata import require_json, stand_in
 from procstore.outcome import ActionInfo, Event
 from procstore.runtime.events import ERROR, SUCCESS
+from procstore.runtime.facts import facts
 from procstore.runtime.history import error_fields
 from procstore.runtime.state import LeafState
 from procstore.snapshot import RecordKind, Status
@@ -43,12 +45,14 @@ __all__ = [
     "EXECUTION",
     "cancel",
     "deliver",
+    "error_types",
     "halt",
     "invoke",
     "is_retryable",
     "leave",
     "let_clean_up",
     "retry_delay_ms",
+    "retry_policy",
     "run_step",
     "settle_exited",
     "start",
@@ -66,11 +70,26 @@ CANCEL_GRACE_SECONDS = 1.0
 Work = Callable[..., Awaitable[None]]
 
 
+def error_types(exc: BaseException) -> list[str]:
+    """The names of the class of ``exc`` and of its bases (``object`` aside): what a retry
+    policy's or an error transition's ``errors`` are matched against."""
+    return [cls.__name__ for cls in type(exc).__mro__ if cls is not object]
+
+
 def is_retryable(policy: RetryPolicy, exc: BaseException) -> bool:
     """Whether ``policy.errors`` names the class of ``exc`` or one of its bases."""
-    if policy.errors is None:
-        return True
-    return any(cls.__name__ in policy.errors for cls in type(exc).__mro__)
+    return matches_error(policy.errors, error_types(exc))
+
+
+def retry_policy(
+    policies: tuple[RetryPolicy, ...], types: list[str]
+) -> tuple[int, RetryPolicy] | None:
+    """The first of ``policies`` whose ``errors`` match an error of ``types``, with its index
+    (Step Functions' order: the first matching retrier decides), or ``None``."""
+    for index, policy in enumerate(policies):
+        if matches_error(policy.errors, types):
+            return index, policy
+    return None
 
 
 def retry_delay_ms(policy: RetryPolicy, failed_attempt: int) -> float:
@@ -122,8 +141,9 @@ async def _fail_internally(run: Run, key: str, error: Exception) -> None:
             elif key in state.active:
                 leaf = state.leaves.get(key)
                 if leaf is not None:
-                    leaf.error = error_fields(error)
-                await run.router.raise_event(ERROR, key)
+                    leaf.error, leaf.error_types = error_fields(error), error_types(error)
+                types = error_types(error)
+                await run.router.raise_event(ERROR, key, types, error_fields(error))
                 await run.router.drain()
             else:
                 saga.fail(run)
@@ -233,7 +253,9 @@ async def _act_on(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
     if plan.terminal:
         run.state.internal.append((plan.path, failed or plan.failure))
     elif failed:
-        await router.raise_event(ERROR, plan.path)
+        await router.raise_event(ERROR, plan.path, leaf.error_types or (), leaf.error)
+    elif plan.callback:
+        pass  # it waits for its callback (procstore.runtime.callbacks), not for this outcome
     elif not router.handled_within(plan.path, outcome):
         run.log(RecordKind.IGNORED, state=plan.path, event=outcome)
     elif run.driven:
@@ -261,13 +283,15 @@ async def _run_action(
                 raise asyncio.CancelledError
         except Exception as exc:  # an action's failure is data: the `error` event
             leaf.running = False
-            leaf.error = error_fields(exc)
+            leaf.error, leaf.error_types = error_fields(exc), error_types(exc)
             run.log(RecordKind.ACTION, state=path, attempt=attempt, error=leaf.error)
-            policy = plan.retry
-            if policy is None or attempt >= policy.max_attempts or not is_retryable(policy, exc):
+            # The first policy matching the error decides, on its own count of failures.
+            chosen = retry_policy(plan.retry, leaf.error_types)
+            failures = leaf.count_failure(chosen[0]) if chosen is not None else 0
+            if chosen is None or failures >= chosen[1].max_attempts:
                 leaf.attempt, leaf.outcome = None, (ERROR, True)
                 return ERROR, True
-            delay_ms = retry_delay_ms(policy, attempt)
+            delay_ms = retry_delay_ms(chosen[1], failures)
             attempt += 1
             leaf.attempt, leaf.retry_at = attempt, run.clock.time() + delay_ms / 1000
             run.log(RecordKind.RETRY, state=path, attempt=attempt, delay_ms=delay_ms)
@@ -299,16 +323,21 @@ async def invoke(run: Run, action: CompiledAction, path: str, attempt: int = 1) 
 
 
 async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) -> tuple[str, Any]:
-    """``invoke`` once the action may start."""
-    context, info = run.state.context, ActionInfo(run.id, path, attempt)
+    """``invoke`` once the action may start. Its ``args`` are rendered first: a path that
+    names nothing fails the attempt with `procstore.datapaths.PathNotFound`."""
+    leaf = run.state.leaves.get(path)
+    token = leaf.token if leaf is not None else None
+    context, info = run.state.context, ActionInfo(run.id, path, attempt, token)
+    known = facts(run, path) if action.args or action.result_selector else None
+    args = None if action.args is None else render(action.args, context, known)
     if action.timeout_s is None:
-        value = await action.invoke(context, info)
+        value = await action.invoke(context, info, args)
     else:
         overrun = f"attempt took longer than {action.timeout_s * 1000:g} ms"
         began = run.clock.monotonic()
         try:
             async with run.clock.timeout(action.timeout_s) as scope:
-                value = await action.invoke(context, info)
+                value = await action.invoke(context, info, args)
         except TimeoutError:
             if not scope.expired():
                 raise  # the action's own TimeoutError, not our bound
@@ -319,10 +348,17 @@ async def _attempt(run: Run, action: CompiledAction, path: str, attempt: int) ->
     outcome = SUCCESS
     if isinstance(value, Event):
         outcome = value = value.name
+    if action.result_selector is not None:
+        # Read as the JSON data it would be stored as: a path reads objects and lists only.
+        returned = require_json(value, "the result that result_selector reads")
+        value = render(action.result_selector, returned, known)
     if action.result_key is not None:
         # It goes into the context, which must stay plain data (snapshots, storage).
         value = require_json(value, f"the result stored as {action.result_key!r}")
         context[action.result_key] = value
+    elif action.result_path is not None:
+        value = require_json(value, f"the result stored at {action.result_path.text}")
+        action.result_path.put(context, value)
     else:  # only recorded in the history: a readable stand-in will do
         value = stand_in(value)
     if action.log_message is not None:

@@ -13,20 +13,56 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
+from procstore.errors import Timeout
 from procstore.runtime.events import TIMEOUT
 from procstore.snapshot import RecordKind
 
 if TYPE_CHECKING:
     from procstore.runtime.run import Run
 
-__all__ = ["arm", "cancel", "cancel_all"]
+__all__ = ["TIMEOUT_TYPES", "arm", "arm_execution", "cancel", "cancel_all"]
+
+#: The error types of a timeout (a state's or the execution's): `procstore.errors.Timeout` and
+#: its bases, like an attempt's timeout, so `errors: ["Timeout"]` catches each.
+TIMEOUT_TYPES = tuple(cls.__name__ for cls in Timeout.__mro__ if cls is not object)
 
 
 def arm(run: Run, path: str) -> None:
     """Arm ``path``'s timeout from its stored deadline."""
     delay = run.state.deadlines[path] - run.clock.time()
     run.timers[path] = run.clock.call_later(delay, _fired, run, path, run.router.visits[path])
+
+
+def arm_execution(run: Run) -> None:
+    """Arm the definition's ``timeout_ms`` (the whole execution's bound) from its stored
+    deadline; its timer is kept under the key `steps.EXECUTION`."""
+    assert run.state.deadline is not None
+    delay = run.state.deadline - run.clock.time()
+    run.timers[steps.EXECUTION] = run.clock.call_later(delay, _execution_fired, run)
+
+
+def _execution_fired(run: Run) -> None:
+    if not run.state.running:  # finished, or already rolling back: the bound is over
+        return
+    run.timers.pop(steps.EXECUTION, None)
+    interrupted = steps.cancel(run)
+    steps.start(run, steps.EXECUTION, _execution_expire, run, interrupted)
+
+
+async def _execution_expire(run: Run, interrupted: list[asyncio.Task[None]]) -> None:
+    """The execution ran out of time: what ran was cancelled; once it has cleaned up (within
+    the grace period), the execution fails with ``Timeout`` like any failure: compensating
+    what completed."""
+    await steps.let_clean_up(run, interrupted)
+    async with run.fire_lock:
+        if not run.state.running:
+            return
+        timeout_ms = (run.compiled.timeout_s or 0) * 1000
+        message = f"the execution ran out of its {timeout_ms:g} ms"
+        run.log(RecordKind.TIMEOUT, message=message)
+        saga.fail(run, {"type": "Timeout", "message": message})
 
 
 def cancel(run: Run, path: str) -> None:
@@ -62,5 +98,7 @@ async def _expire(run: Run, path: str, visit: int, interrupted: list[asyncio.Tas
         if not _current(run, path, visit):
             return
         run.log(RecordKind.TIMEOUT, state=path)
-        await run.router.raise_event(TIMEOUT, path)
+        timeout_ms = (run.plans[path].timeout_s or 0) * 1000
+        error = {"type": "Timeout", "message": f"state {path!r} ran out of its {timeout_ms:g} ms"}
+        await run.router.raise_event(TIMEOUT, path, TIMEOUT_TYPES, error)
         await run.router.drain()

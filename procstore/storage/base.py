@@ -61,7 +61,10 @@ START: Final = "start"
 """A client created the execution: whoever runs the store's executions should run it too."""
 
 EVENT: Final = "event"
-"""Send the event ``payload["event"]`` to the execution."""
+"""Send the event ``payload["event"]`` to the execution, carrying ``payload["data"]`` (JSON
+data; absent or ``None``: none). With ``payload["token"]``, it completes that callback
+instead (``success`` with ``data``, or ``error`` with ``payload["error"]`` and ``["cause"]``;
+see ``procstore.runtime.callbacks``)."""
 
 CANCEL: Final = "cancel"
 """Cancel the execution, compensating what it did when ``payload["rollback"]`` is true."""

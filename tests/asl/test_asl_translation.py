@@ -47,6 +47,13 @@ def test_the_default_resource_mapping_applies_to_resources_the_map_does_not_name
     assert states["Charge"]["action"]["function"] == "run"
 
 
+def test_a_mapped_name_that_is_no_entry_point_names_a_registered_action() -> None:
+    arn = "arn:aws:lambda:eu-west-1:1:function:charge"
+    states = states_of(machine({"Charge": {**TASK, "End": True}}), resource_map={"*": arn})
+
+    assert states["Charge"]["action"] == {"type": "function", "function": arn, "result": "$"}
+
+
 def test_without_a_map_the_resource_names_a_registered_action() -> None:
     states = states_of(machine({"Charge": {**TASK, "End": True}}))
 
@@ -133,11 +140,61 @@ def test_catchers_become_error_transitions_after_the_success_one() -> None:
         }
     )
 
+    error_output = {"Error.$": "$$.error.type", "Cause.$": "$$.error.message"}
     assert states_of(asl)["Charge"]["transitions"] == [
         {"event": "success", "target": "Done"},
-        {"event": "error", "target": "Declined", "errors": ["CardDeclined"]},
-        {"event": "error", "target": "Failed"},
+        {
+            "event": "error",
+            "target": "Declined",
+            "errors": ["CardDeclined"],
+            "assign": error_output,
+        },
+        {"event": "error", "target": "Failed", "assign": error_output},
     ]
+
+
+def test_a_catchers_result_path_keeps_the_error_output_at_a_key() -> None:
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "F"}]
+    asl = machine({"T": {**TASK, "Catch": catch, "Next": "F"}, "F": {"Type": "Fail"}})
+
+    [_, caught] = states_of(asl)["T"]["transitions"]
+
+    assert caught["assign"] == {
+        "failure": {"Error.$": "$$.error.type", "Cause.$": "$$.error.message"}
+    }
+
+
+def test_a_catchers_result_path_of_null_keeps_nothing() -> None:
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "F"}]
+    asl = machine({"T": {**TASK, "Catch": catch, "Next": "F"}, "F": {"Type": "Fail"}})
+
+    [_, caught] = states_of(asl)["T"]["transitions"]
+
+    assert "assign" not in caught
+
+
+def test_a_wait_for_task_token_task_waits_for_its_callback() -> None:
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        "Parameters": {"token.$": "$$.Task.Token"},
+        "ResultPath": "$.approval",
+        "TimeoutSeconds": 3600,
+        "Next": "S",
+    }
+
+    state = states_of(machine({"Ask": task, "S": {"Type": "Succeed"}}), resource_map={"*": "ask"})[
+        "Ask"
+    ]
+
+    assert state == {
+        "action": {"type": "function", "function": "ask", "args": {"token.$": "$$.token"}},
+        "callback": True,
+        "timeout_ms": 3600000,  # the whole wait, not an attempt
+        "transitions": [
+            {"event": "success", "target": "S", "assign": {"approval.$": "$$.event.data"}}
+        ],
+    }
 
 
 def test_an_end_task_with_catchers_goes_to_an_added_terminal_state_on_success() -> None:
@@ -262,7 +319,12 @@ def test_a_parallel_state_has_a_region_per_branch_and_moves_on_when_done() -> No
     branch = {"StartAt": "B", "States": {"B": {"Type": "Succeed"}}}
     asl = machine(
         {
-            "P": {"Type": "Parallel", "Branches": [branch, branch], "Next": "S"},
+            "P": {
+                "Type": "Parallel",
+                "Branches": [branch, branch],
+                "ResultPath": None,
+                "Next": "S",
+            },
             "S": {"Type": "Succeed"},
         }
     )
@@ -274,6 +336,13 @@ def test_a_parallel_state_has_a_region_per_branch_and_moves_on_when_done() -> No
         "branch_2": {"initial_state": "B", "states": {"B": {}}},
     }
     assert state["transitions"] == [{"event": "done", "target": "S"}]
+
+
+def test_a_parallels_output_array_is_reported() -> None:
+    branch = {"StartAt": "B", "States": {"B": {"Type": "Succeed"}}}
+    asl = machine({"P": {"Type": "Parallel", "Branches": [branch, branch], "End": True}})
+
+    assert [p.split(": ")[0] for p in problems(asl)] == ["$.States.P.ResultPath"]
 
 
 def test_the_machines_timeout_seconds_bounds_the_whole_execution() -> None:
@@ -400,7 +469,11 @@ def test_a_map_state_runs_its_item_processor_per_item_and_moves_on_when_done() -
     }
     assert state["transitions"] == [
         {"event": "done", "target": "S"},
-        {"event": "error", "target": "S"},
+        {
+            "event": "error",
+            "target": "S",
+            "assign": {"Error.$": "$$.error.type", "Cause.$": "$$.error.message"},
+        },
     ]
 
 

@@ -966,6 +966,74 @@ def test_show_summarises_a_procedure(tmp_path: Path, db: str) -> None:
         assert needle in lines, (needle, result.output)
 
 
+def test_show_lists_the_error_handling_of_each_state(tmp_path: Path, db: str) -> None:
+    doc = {
+        "name": "charging",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "charge",
+            "states": {
+                "charge": {
+                    "action": {"type": "noop"},
+                    "retry": [{"errors": ["ValueError"], "max_attempts": 1}, {"max_attempts": 2}],
+                    "compensate": {"type": "noop"},
+                    "compensate_retry": {"max_attempts": 4},
+                    "transitions": [
+                        {"event": "success", "target": "done"},
+                        {"event": "error", "errors": ["Timeout"], "target": "declined"},
+                    ],
+                },
+                "done": {},
+                "declined": {"outcome": "failure", "error": "Declined", "cause": "no money"},
+            },
+        },
+    }
+    invoke("run", "--db", db, str(write_json(tmp_path / "c.json", doc)))
+    lines = invoke("show", "charging", "--db", db).output.splitlines()
+    for needle in (
+        f"    retry 1x 1s{TIMES}2 on ValueError; retry 2x 1s{TIMES}2",
+        f"    compensate retry 4x 1s{TIMES}2",
+        "    on error (Timeout) -> declined",
+        "declined  (terminal, failure Declined: no money)",
+    ):
+        assert needle in lines, (needle, lines)
+
+
+def test_show_lists_a_choice_states_rules_in_order_and_a_waits_length(
+    tmp_path: Path, db: str
+) -> None:
+    doc = {
+        "name": "routed",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "pause",
+            "states": {
+                "pause": {
+                    "wait": {"ms": 0},
+                    "transitions": [{"event": "success", "target": "pick"}],
+                },
+                "pick": {
+                    "choice": [{"guard": "amount > 10", "target": "large"}],
+                    "default": "small",
+                },
+                "large": {},
+                "small": {},
+            },
+        },
+    }
+    invoke("run", "--db", db, str(write_json(tmp_path / "r.json", doc)), "-c", '{"amount": 5}')
+    result = invoke("show", "routed", "--db", db)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for needle in (
+        "    wait 0ms",
+        "pick  (choice)",
+        "    (1) [amount > 10] -> large",
+        "    default -> small",
+    ):
+        assert needle in lines, (needle, result.output)
+
+
 def test_show_versions_and_json(tmp_path: Path, db: str) -> None:
     path = tmp_path / "g.json"
     invoke("run", "--db", db, str(write_json(path, GUARDED)), "-c", '{"amount": 5}')
@@ -1252,6 +1320,7 @@ COMMANDS = [
     "resume",
     "worker",
     "send",
+    "callback",
     "cancel",
     "status",
     "wait",

@@ -5,6 +5,7 @@ when no process runs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from procstore import ExecutionState, ProcedureStore
 from procstore.cli import app
-from tests.conftest import CHILD_TIMEOUT_S, python_child, read_line
+from procstore.eventdata import MAX_EVENT_DATA_BYTES
+from tests.conftest import CHILD_TIMEOUT_S, python_child, read_line, records
 
 APPROVAL = {
     "name": "approval",
@@ -177,6 +180,44 @@ def test_an_event_to_a_finished_execution_is_refused_with_exit_6(db: str, approv
     assert "has already ended: cancelled; nothing to cancel" in again.stdout
 
 
+def test_send_with_data_queues_it_with_the_event_and_history_shows_it(
+    db: str, approval: Path
+) -> None:
+    execution_id = stored(db, approval)
+    result = invoke("send", execution_id, "approve", "--data", '{"by": "ana"}', "--db", db)
+    assert result.exit_code == 0, result.output
+    assert invoke("resume", execution_id, "--db", db, "--timeout", "30").exit_code == 0
+    history = invoke("history", execution_id, "--db", db).stdout
+    assert 'received    approve (in wait) data={"by": "ana"}' in history
+    assert 'transition  wait --approve--> approved data={"by": "ana"}' in history
+
+
+def test_send_with_data_from_a_file(db: str, approval: Path, tmp_path: Path) -> None:
+    execution_id = stored(db, approval)
+    (tmp_path / "data.json").write_text("[1, 2]", encoding="utf-8")
+    data = f"@{tmp_path / 'data.json'}"
+    assert invoke("send", execution_id, "approve", "--data", data, "--db", db).exit_code == 0
+    assert invoke("resume", execution_id, "--db", db, "--timeout", "30").exit_code == 0
+    assert "data=[1, 2]" in invoke("history", execution_id, "--db", db).stdout
+
+
+def test_send_with_data_that_is_not_json_exits_2_in_one_line(db: str, approval: Path) -> None:
+    execution_id = stored(db, approval)
+    result = invoke("send", execution_id, "approve", "--data", "{not json", "--db", db)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --data: $: not valid JSON")
+    assert result.stderr.count("\n") == 1
+    assert "queued" not in result.stdout
+
+
+def test_send_with_data_over_the_limit_is_refused_with_exit_6(db: str, approval: Path) -> None:
+    execution_id = stored(db, approval)
+    data = json.dumps("x" * MAX_EVENT_DATA_BYTES)
+    result = invoke("send", execution_id, "approve", "--data", data, "--db", db)
+    assert result.exit_code == 6
+    assert "MAX_EVENT_DATA_BYTES" in result.stderr
+
+
 def test_status_shows_what_is_committed_as_text_and_json(db: str, approval: Path) -> None:
     execution_id = stored(db, approval)
     text = invoke("status", execution_id, "--db", db)
@@ -199,6 +240,7 @@ def test_status_shows_what_is_committed_as_text_and_json(db: str, approval: Path
         "active": ["wait"],
         "status": "running",
         "context": {},
+        "error": None,
         "runner": False,
     }
 
@@ -235,3 +277,126 @@ def test_an_unknown_execution_or_database_is_not_found_with_exit_4(
     unknown = invoke(*command, "--db", db)
     assert unknown.exit_code == 4
     assert unknown.stderr.startswith("error: no execution 'ghost' in ")
+
+
+def test_run_and_status_say_why_an_execution_failed(db: str, tmp_path: Path) -> None:
+    declined = {
+        "name": "charge",
+        "version": "1.0",
+        "definition": {
+            "initial_state": "declined",
+            "states": {
+                "declined": {
+                    "outcome": "failure",
+                    "error": "PaymentDeclined",
+                    "cause": "the card was refused",
+                }
+            },
+        },
+    }
+    path = tmp_path / "charge.json"
+    path.write_text(json.dumps(declined), encoding="utf-8")
+    ran = invoke("run", str(path), "--db", db)
+    assert "error       PaymentDeclined: the card was refused" in ran.stdout.splitlines()
+    execution_id = re.search(r"^execution\s+(\S+)$", ran.stdout, re.MULTILINE)
+    assert execution_id is not None
+
+    status = invoke("status", execution_id.group(1), "--db", db)
+    assert status.stdout.splitlines()[-2:] == [
+        "status      failed (state: declined)",
+        "error       PaymentDeclined: the card was refused",
+    ]
+    document = json.loads(invoke("status", execution_id.group(1), "--db", db, "--json").stdout)
+    assert document["error"] == {"type": "PaymentDeclined", "message": "the card was refused"}
+
+
+# --- callback -----------------------------------------------------------------------------------
+
+ASK = {
+    "name": "ask",
+    "version": "1.0",
+    "definition": {
+        "initial_state": "ask",
+        "states": {
+            "ask": {
+                "action": {"type": "function", "function": "mail.ask"},
+                "callback": True,
+                "transitions": [
+                    {"event": "success", "target": "approved", "assign": {"a.$": "$$.event.data"}},
+                    {"event": "error", "target": "declined"},
+                ],
+            },
+            "approved": {},
+            "declined": {"outcome": "failure"},
+        },
+    },
+}
+
+
+def _asking_store(db: str, tokens: list[str]) -> ProcedureStore:
+    store = ProcedureStore(db)
+    store.register_action("mail.ask", lambda context, info: tokens.append(info.token))
+    return store
+
+
+def asked(db: str) -> str:
+    """An execution of ``ask`` waiting for its callback, with no process running it: the
+    token its action handed out."""
+    tokens: list[str] = []
+
+    async def start() -> None:
+        async with _asking_store(db, tokens) as store:
+            await store.register(ASK)
+            execution = await store.start("ask", auto=True)
+            while not records(execution.history, "action"):
+                await asyncio.sleep(0.01)
+
+    asyncio.run(start())
+    return tokens[0]
+
+
+def finish(db: str) -> ExecutionState:
+    """Run what is queued, and return the execution's final state."""
+
+    async def run() -> ExecutionState:
+        async with _asking_store(db, []) as store:
+            [execution] = await store.recover()
+            return await asyncio.wait_for(execution.run_to_completion(), 10)
+
+    return asyncio.run(run())
+
+
+def test_callback_completes_a_token_with_data(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--data", '{"ok": true}', "--db", db)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("queued      success for the callback of execution ")
+    final = finish(db)
+    assert (final.status, final.context) == ("completed", {"a": {"ok": True}})
+
+
+def test_callback_fails_a_token(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--fail", "Declined", "--cause", "no", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert finish(db).current == "declined"
+
+
+def test_callback_refuses_what_is_not_a_token_with_exit_6(db: str) -> None:
+    asked(db)
+    result = invoke("callback", "not-a-token", "--db", db)
+    assert result.exit_code == 6
+    assert result.stderr == "error: that is not a callback token\n"
+
+
+def test_callback_of_an_unknown_execution_exits_4(db: str) -> None:
+    asked(db)
+    result = invoke("callback", "0123.secret", "--db", db)
+    assert result.exit_code == 4
+    assert "no execution '0123'" in result.stderr
+
+
+def test_callback_with_data_and_fail_is_a_usage_error(db: str) -> None:
+    token = asked(db)
+    result = invoke("callback", token, "--data", "1", "--fail", "E", "--db", db)
+    assert result.exit_code == 2

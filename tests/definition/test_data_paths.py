@@ -11,6 +11,7 @@ from procstore.datapaths import (
     MAX_PATH_SEGMENTS,
     MAX_TEMPLATE_DEPTH,
     MAX_TEMPLATE_PATHS,
+    MAX_TEMPLATE_VALUES,
     PathError,
     PathNotFound,
     check_path,
@@ -74,6 +75,22 @@ def test_put_creates_the_objects_on_the_way() -> None:
     assert context == {"kept": 1, "results": {"step1": {"ok": True}}}
 
 
+def test_put_at_the_root_replaces_the_whole_context() -> None:
+    context: dict[str, Any] = {"old": 1}
+
+    parse_path("$").put(context, {"new": 2})
+
+    assert context == {"new": 2}
+
+
+def test_only_an_object_replaces_the_whole_context() -> None:
+    context: dict[str, Any] = {"old": 1}
+
+    with pytest.raises(PathNotFound, match="only an object can replace the whole context"):
+        parse_path("$").put(context, [1, 2])
+    assert context == {"old": 1}
+
+
 def test_put_into_a_value_that_is_not_an_object_fails() -> None:
     with pytest.raises(PathNotFound, match="cannot store under"):
         parse_path("$.kept.inner").put({"kept": 1}, 2)
@@ -102,9 +119,9 @@ def test_check_path_names_the_json_path_of_the_problem() -> None:
     ]
 
 
-def test_only_a_context_path_with_a_segment_is_settable() -> None:
+def test_only_a_context_path_is_settable() -> None:
     assert check_path("$$.execution", "$.x", settable=True) != []
-    assert check_path("$", "$.x", settable=True) != []
+    assert check_path("$", "$.x", settable=True) == []
     assert check_path("$.a", "$.x", settable=True) == []
 
 
@@ -154,4 +171,22 @@ def test_a_template_with_too_many_paths_is_refused() -> None:
 
     assert check_template(template, "$.args") == [
         f"$.args: at most {MAX_TEMPLATE_PATHS} paths (.$ keys), not {MAX_TEMPLATE_PATHS + 1}"
+    ]
+
+
+def test_a_template_with_too_many_values_is_refused() -> None:
+    template = {"items": [0] * MAX_TEMPLATE_VALUES}
+
+    assert check_template(template, "$.args") == [
+        f"$.args: at most {MAX_TEMPLATE_VALUES} values, not {MAX_TEMPLATE_VALUES + 2}"
+    ]
+
+
+def test_a_template_as_large_as_the_limit_is_accepted() -> None:
+    assert check_template({"items": [0] * (MAX_TEMPLATE_VALUES - 2)}, "$.args") == []
+
+
+def test_a_name_given_both_as_a_constant_and_as_a_path_is_refused() -> None:
+    assert check_template({"a": {"id": 1, "id.$": "$.id"}}, "$.args") == [
+        """$.args.a["id.$"]: 'id' is given twice, as 'id' and 'id.$'"""
     ]

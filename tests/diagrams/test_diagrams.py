@@ -36,6 +36,7 @@ from procstore.diagrams import (
     to_mermaid,
 )
 from procstore.diagrams import dot as dot_renderer
+from procstore.diagrams.mermaid import escape as mermaid_escape
 from procstore.diagrams.model import TIMES as X
 from tests.conftest import Gate, make_doc
 from tools import build_diagrams as diagrams_build
@@ -485,6 +486,32 @@ def test_action_retry_and_timeouts_are_inside_the_state_label() -> None:
     assert "log “paid”" in done
 
 
+def _callback_doc() -> dict[str, Any]:
+    return make_doc(
+        {
+            "ask": {
+                "action": {"type": "function", "module": "app", "function": "ask"},
+                "callback": True,
+                "transitions": [{"event": "success", "target": "done"}],
+            },
+            "done": {},
+        },
+        "ask",
+    )
+
+
+def test_a_state_waiting_for_a_callback_says_so_in_its_label() -> None:
+    graph = dot_graph(_callback_doc())
+    assert "⧗ waits for callback (token)" in label_lines(
+        graph.nodes[node_of(graph, "ask")]["label"]
+    )
+
+
+def test_a_state_waiting_for_a_callback_says_so_in_mermaid() -> None:
+    lines = to_mermaid(_callback_doc()).splitlines()
+    assert any(line.startswith("    s_ask : ⧗ waits for callback") for line in lines)
+
+
 def test_terminal_success_and_failure_are_styled_apart() -> None:
     graph = dot_graph(flat_doc())
     done = graph.nodes[node_of(graph, "done")]
@@ -803,7 +830,7 @@ def generated_doc(kind: str, n: int = 200) -> dict[str, Any]:
 
 def test_small_charts_are_drawn_without_the_large_chart_settings() -> None:
     for path in EXAMPLE_FILES:
-        text = to_dot(path)
+        text = to_dot(diagrams_build.diagram_of(path))
         assert "mclimit" not in text
         assert not re.search(r"^\tj\d+_", text, re.M)
 
@@ -1285,7 +1312,7 @@ async def test_overlay_renders_to_png() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
 def test_every_example_diagram_has_all_states_and_transitions(path: Path) -> None:
-    model = diagram(path)
+    model = diagrams_build.diagram_of(path)  # a procedure document, or an ASL workflow
     graph = parse_dot(to_dot(model))
     ids = {s.path: s.id for s in model.walk()}
     for state in model.walk():
@@ -1304,3 +1331,59 @@ def test_every_example_diagram_has_all_states_and_transitions(path: Path) -> Non
 def test_example_diagrams_are_up_to_date() -> None:
     problems = diagrams_build.check(EXAMPLES, ROOT / "diagrams")
     assert problems == [], "\n".join([*problems, "run `make diagrams`"])
+
+
+# --------------------------------------------------------------------------- error matching
+
+
+def _catching_doc() -> dict[str, Any]:
+    return make_doc(
+        {
+            "charge": {
+                "action": {"type": "fail", "message": "no"},
+                "transitions": [
+                    {"event": "success", "target": "done"},
+                    {"event": "error", "target": "declined", "errors": ["ActionFailed", "Timeout"]},
+                ],
+            },
+            "done": {},
+            "declined": {
+                "outcome": "failure",
+                "error": "PaymentDeclined",
+                "cause": "the card was refused",
+            },
+        },
+        "charge",
+    )
+
+
+def test_an_error_edge_names_the_errors_it_catches() -> None:
+    model = diagram(_catching_doc())
+    labels = {(t.source, t.target): t.label for t in model.transitions}
+    assert labels[("charge", "declined")] == "error (ActionFailed, Timeout)"
+    graph = dot_graph(_catching_doc())
+    charge, declined = node_of(graph, "charge"), node_of(graph, "declined")
+    assert graph.edge(charge, declined, "error (ActionFailed, Timeout)")
+
+
+def test_a_failure_terminal_shows_its_error_and_cause() -> None:
+    model = diagram(_catching_doc())
+    assert model.state("declined").error == "PaymentDeclined: the card was refused"
+    graph = dot_graph(_catching_doc())
+    lines = label_lines(graph.nodes[node_of(graph, "declined")]["label"])
+    assert "PaymentDeclined: the card was refused" in lines
+    note = mermaid_escape("fails: PaymentDeclined: the card was refused")
+    assert f"s_declined : {note}" in to_mermaid(_catching_doc())
+
+
+async def test_the_overlay_of_a_failed_execution_says_why_it_failed() -> None:
+    store = ProcedureStore()
+    await store.register(_catching_doc())
+    final = await (await store.start("p", "1.0", {})).run_to_completion()
+    model = diagram(_catching_doc(), final)
+    assert model.execution is not None
+    assert model.execution.error == "PaymentDeclined: the card was refused"
+    why = "PaymentDeclined: the card was refused"
+    # In the title, besides the failure terminal's own row.
+    assert to_dot(_catching_doc(), final).count(why) == to_dot(_catching_doc()).count(why) + 1
+    assert f'failed in declined · {why}"' in to_mermaid(_catching_doc(), final)

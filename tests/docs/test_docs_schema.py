@@ -34,6 +34,9 @@ SECTIONS = {
     "TransitionDef": "Transitions",
     "RetryPolicy": "Retry policy",
     "MapDef": "Map states",
+    "JsonValue": "Actions",  # any JSON value: what `args` and `result_selector` hold
+    "WaitDef": "Wait states",
+    "ChoiceRule": "Choice states",
 }
 #: Where every action model (one with a ``type`` constant) is documented.
 ACTIONS_SECTION = "Actions"

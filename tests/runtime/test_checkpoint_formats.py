@@ -2,7 +2,8 @@
 
 tests/fixtures/checkpoints/vN_*.json are executions as procstore stored them in checkpoint
 format N (written by tools/make_checkpoint_fixtures.py at that time): v0 before checkpoints
-carried a format version, v1 before they carried the inbox cursor. Each format has the same
+carried a format version, v1 before they carried the inbox cursor, v2 before the per-policy
+retry counts and the execution's deadline and error. Each format has the same
 four: a retry waiting for its delay, a stepped execution with an outcome waiting for send(), a
 parallel state with one region done and a state timeout pending in the other, and a saga whose
 rollback had begun. Each is stored as it was, recovered by today's store and run to its end.
@@ -42,7 +43,7 @@ def _due_now(snapshot: dict[str, Any]) -> dict[str, Any]:
     return due
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_there_are_fixtures_of_every_earlier_format(version: int) -> None:
     assert [path.stem for path in FIXTURES if path.stem.startswith(f"v{version}_")]
 

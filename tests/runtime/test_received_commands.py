@@ -7,6 +7,7 @@ tests/clients/test_clients.py."""
 from __future__ import annotations
 
 from procstore import Execution, ProcedureStore, Status
+from procstore.eventdata import MAX_EVENT_DATA_BYTES
 from procstore.runtime.received import receive_cancel, receive_event
 from tests.builders import on
 from tests.conftest import make_doc, records, within
@@ -73,6 +74,34 @@ async def test_an_event_no_active_state_accepts_is_refused_and_changes_nothing(u
     async with ProcedureStore(url, read_only=True) as reader:  # the refusal was committed
         stored = await reader.get_execution(execution.id)
         assert [r.message for r in records(stored.history, "received")] == [message]
+
+
+async def test_an_event_from_the_inbox_carries_its_data_into_the_records(url: str) -> None:
+    store, execution = await started(url)
+    async with store:
+        await within(receive_event(execution, 7, "approve", {"by": "ana"}))
+        [received] = records(execution.history, "received")
+        [transition] = records(execution.history, "transition")
+        assert received.data == transition.data == {"by": "ana"}
+
+
+async def test_a_refused_event_records_the_data_it_carried(url: str) -> None:
+    store, execution = await started(url)
+    async with store:
+        await within(receive_event(execution, 3, "ok", [1, 2]))
+        [received] = records(execution.history, "received")
+        assert received.data == [1, 2]
+        assert received.message is not None and received.message.startswith("refused: ")
+
+
+async def test_an_event_whose_queued_data_is_too_large_is_refused(url: str) -> None:
+    store, execution = await started(url)
+    async with store:
+        await within(receive_event(execution, 3, "approve", "x" * MAX_EVENT_DATA_BYTES))
+        assert execution.current == "wait"
+        [received] = records(execution.history, "received")
+        assert received.message is not None and "MAX_EVENT_DATA_BYTES" in received.message
+        assert received.data is None  # the refused data is not kept
 
 
 async def test_a_cancel_from_the_inbox_is_recorded_then_cancels(url: str) -> None:

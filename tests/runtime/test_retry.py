@@ -97,7 +97,7 @@ async def test_bare_retry_block_defaults_to_three_attempts_and_one_second(
     timed_store.register_action("flaky", flaky)
     proc = await timed_store.register(_doc({}))
     policy = proc.definition.states["work"].retry
-    assert policy is not None
+    assert isinstance(policy, RetryPolicy)
     assert policy.max_attempts == 3
     assert policy.interval_ms == 1000
     assert policy.backoff_rate == 2.0
