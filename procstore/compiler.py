@@ -118,18 +118,20 @@ class Guard:
 
 @dataclass(frozen=True, slots=True)
 class Assign:
-    """A transition's ``assign``: a template rendered when its guards pass and merged into the
-    context when it fires.
+    """A transition's ``assign`` and ``output``: a template rendered when its guards pass and
+    merged into the context when it fires, then the path whose object becomes the context.
 
     Attributes:
-        template: The template (see `procstore.datapaths`), an object.
+        template: The template (see `procstore.datapaths`), an object (empty: none).
         source: The path of the state that declares the transition.
         guard: How a failed rendering is recorded (a ``guard_error`` labelled ``assign``).
+        output: The ``output`` path, if the transition has one.
     """
 
     template: dict[str, Any]
     source: str
     guard: Guard
+    output: DataPath | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,10 +460,11 @@ def _assign(event_data: AsyncEventData) -> None:
 
 
 def _compile_assign(transition: TransitionDef, source: str) -> Assign | None:
-    if transition.assign is None:
+    if transition.assign is None and transition.output is None:
         return None
     guard = Guard("assign", lambda _: True, False, False, source)
-    return Assign(dict(transition.assign), source, guard)
+    output = parse_path(transition.output) if transition.output is not None else None
+    return Assign(dict(transition.assign or {}), source, guard, output)
 
 
 def _predicate_check(registry: GuardRegistry, name: str) -> GuardCheck:

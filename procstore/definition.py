@@ -206,6 +206,12 @@ class TransitionDef(_Schema):
         "event's data) whose keys become top-level context keys, e.g. "
         '`{"decision.$": "$$.event.data"}`. A path that names nothing blocks the transition.',
     )
+    output: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="A path into the context (`$.order`): when the transition fires (after "
+        "`assign`), the object there becomes the whole context (Step Functions' OutputPath). "
+        "A path that names nothing, or names no object, blocks the transition.",
+    )
 
 
 class RetryPolicy(_Schema):

@@ -644,14 +644,23 @@ def _callback_problems(state: ChartState, data: Mapping[str, Any]) -> list[Probl
 
 
 def _assign_problems(transition: Mapping[str, Any], loc: tuple[str | int, ...]) -> list[Problem]:
-    """A transition's ``assign``: a good template (its keys are context keys to set)."""
+    """A transition's ``assign``: a good template (its keys are context keys to set); its
+    ``output``: a path into the context."""
+    problems = []
+    output = transition.get("output")
+    if isinstance(output, str):
+        where = json_path((*loc, "output"))
+        if not output.startswith("$") or output.startswith("$$"):
+            problems.append(Problem(where, f"{output!r} is not a path into the context ($...)"))
+        else:
+            problems += [_problem(message) for message in datapaths.check_path(output, where)]
     assign = transition.get("assign")
     if not isinstance(assign, Mapping):
-        return []  # absent, or not an object: the schema says so
+        return problems  # absent, or not an object: the schema says so
     where = json_path((*loc, "assign"))
     if not assign:
-        return [Problem(where, "assign needs at least one key to set in the context")]
-    return [_problem(message) for message in check_template(assign, where)]
+        return [*problems, Problem(where, "assign needs at least one key to set in the context")]
+    return problems + [_problem(message) for message in check_template(assign, where)]
 
 
 def _problem(message: str) -> Problem:

@@ -20,6 +20,7 @@ the machine's ``fsm_state``. Around transitions it adds what a statechart needs:
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import ChainMap
 from collections.abc import Awaitable
@@ -57,6 +58,7 @@ class Router:
         "_host_event",
         "_origin",
         "_origin_exact",
+        "_output",
         "_raised",
         "_raised_error",
         "compiled",
@@ -83,6 +85,7 @@ class Router:
         self._raised_error: dict[str, str] | None = None  # and its type and message
         self._data: Any = None  # the data of the event being fired (JSON data, or None)
         self._assigned: dict[str, Any] | None = None  # what a passing transition assigns
+        self._output: dict[str, Any] | None = None  # and what becomes the context, if anything
 
     # -- where the execution is -----------------------------------------------------------------
 
@@ -235,22 +238,36 @@ class Router:
 
     def prepare_assign(self, assign: Assign, event: str) -> bool:
         """Render ``assign`` (of a transition on ``event`` whose guards passed) for
-        `apply_assign`; when a path in it names nothing, record a ``guard_error`` and block the
-        transition (returns False), as a guard that raises does."""
+        `apply_assign`, and read its ``output`` from the context as it will be then; when a
+        path names nothing (or the output is no object), record a ``guard_error`` and block
+        the transition (returns False), as a guard that raises does."""
         state = self.run.state
         facts = self.facts(assign.source, event)
+        self._assigned = self._output = None
         try:
-            self._assigned = datapaths.render(assign.template, state.context, facts)
+            assigned = datapaths.render(assign.template, state.context, facts)
+            if assign.output is not None:
+                output = assign.output.get({**state.context, **assigned})
+                if not isinstance(output, dict):
+                    kind = type(output).__name__
+                    raise datapaths.PathNotFound(
+                        f"{assign.output.text}: the output must be an object, not {kind}"
+                    )
+                self._output = copy.deepcopy(output)
         except datapaths.PathNotFound as exc:
-            self._assigned = None
             return self._guard_failed(assign.guard, event, exc)
+        self._assigned = assigned
         return True
 
     def apply_assign(self) -> None:
-        """The transition `prepare_assign` passed fires: store what it rendered."""
+        """The transition `prepare_assign` passed fires: store what it rendered, then make its
+        output the whole context."""
         assigned, self._assigned = self._assigned, None
+        output, self._output = self._output, None
         if assigned:
             self.run.state.context.update(assigned)
+        if output is not None:
+            datapaths.parse_path("$").put(self.run.state.context, output)
 
     def facts(self, path: str, event: str) -> dict[str, Any]:
         """``$$`` for a path evaluated in state ``path`` while ``event`` is handled."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from procstore import ProcedureStore
 from procstore.datapaths import MAX_TEMPLATE_DEPTH
 from tests.builders import on
-from tests.conftest import make_doc, problem_lines
+from tests.conftest import make_doc, problem_lines, problems_by_path
 
 WHERE = "$.definition.states.waiting.transitions[0].assign"
 
@@ -51,3 +53,15 @@ async def test_a_good_assign_is_registered(store: ProcedureStore) -> None:
         "by.$": "$$.event.data.by",
         "step": "done",
     }
+
+
+@pytest.mark.parametrize("output", ["order", "$$.event.data", "$.a..b"])
+async def test_an_output_must_be_a_path_into_the_context(
+    store: ProcedureStore, output: str
+) -> None:
+    doc = make_doc(
+        {"a": {"transitions": [on("go", "b", output=output)]}, "b": {}},
+        "a",
+    )
+    problems = await problems_by_path(store, doc)
+    assert list(problems) == ["$.definition.states.a.transitions[0].output"]

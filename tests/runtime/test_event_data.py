@@ -203,6 +203,22 @@ async def test_a_compound_states_error_assign_keeps_its_childs_error(
     assert final.context == {"failure": {"type": "ValueError", "message": "card refused"}}
 
 
+async def test_a_transitions_output_becomes_the_whole_context(store: ProcedureStore) -> None:
+    doc = _approval(on("decide", "approved", assign={"d.$": "$$.event.data"}, output="$.d"))
+    execution = await _started(store, doc, order=1)
+    await execution.send("decide", data={"approved": True})
+    assert (execution.current, execution.state.context) == ("approved", {"approved": True})
+
+
+async def test_an_output_that_is_no_object_blocks_the_transition(store: ProcedureStore) -> None:
+    doc = _approval(on("decide", "approved", output="$.order"))
+    execution = await _started(store, doc, order=1)
+    assert not await execution.send("decide")
+    [error] = records(execution.history, "guard_error")
+    assert "the output must be an object, not int" in error.error.message
+    assert execution.state.context == {"order": 1}
+
+
 # --- the history --------------------------------------------------------------------------------
 
 
