@@ -197,6 +197,8 @@ class _State:
         self.data = data
         self.ends = ends
         self.input: DataPath | None = None
+        self.empty_input = False  # InputPath null: the state reads nothing of its input
+        self.output: str | None = None  # OutputPath, as the success transition's `output`
 
     def translate(self) -> dict[str, Any] | None:
         kind = self.data.get("Type")
@@ -424,6 +426,8 @@ class _State:
         out: dict[str, Any] = {}
         if "Parameters" in self.data:
             out["args"] = self.template("Parameters", self.data["Parameters"], self.input)
+            if self.empty_input and _reads_context(out["args"]):
+                self.problem("Parameters", "InputPath null leaves no input for $ paths to read")
         elif whole_input and self.input is not None and self.input.segments:
             out["args"] = {"input.$": self.input.text}  # the task's input, as `input=`
         if not store_result:
@@ -488,12 +492,14 @@ class _State:
         if end and "Next" in self.data:
             self.problem("End", "a state has Next or End, not both")
         errors = self.catchers(catchers) if catchers is not None else []
-        if end and not (errors or assign or must_leave):
+        if end and not (errors or assign or must_leave or self.output):
             return {}  # terminal: the execution ends when it is done
         target = self.end_state() if end else self.target("Next", self.data.get("Next"))
         success: dict[str, Any] = {"event": outcome, "target": target}
         if assign:
             success["assign"] = assign
+        if self.output is not None:  # after the result is stored, as OutputPath comes last
+            success["output"] = self.output
         return {"transitions": [success, *errors]}
 
     def catchers(self, catchers: Any) -> list[dict[str, Any]]:
@@ -614,8 +620,8 @@ class _State:
         if "InputPath" not in self.data:
             return None
         value = self.data["InputPath"]
-        if value is None:
-            self.problem("InputPath", "InputPath null (an empty input) is not translated")
+        if value is None:  # the state's input is {}: it may read only constants and $$
+            self.empty_input = True
             return None
         try:
             return relative(value, None)
@@ -624,9 +630,18 @@ class _State:
             return None
 
     def _output_path(self) -> None:
+        """OutputPath: the part of the state's output that becomes the context when it moves
+        on (the success transition's ``output``); ``null`` (an empty output) is reported."""
         value = self.data.get("OutputPath", CONTEXT)
-        if value != CONTEXT:
-            self.problem("OutputPath", 'only OutputPath "$" (the whole output) is translated')
+        if value == CONTEXT:
+            return
+        if value is None:
+            self.problem("OutputPath", "OutputPath null (an empty output) is not translated")
+            return
+        if self.data.get("Type") in ("Choice", "Succeed"):
+            self.problem("OutputPath", "OutputPath is translated on states that move on (Next)")
+            return
+        self.output = self.path("OutputPath", value, relative_to_input=False)
 
 
 def _state_names(states: Mapping[str, Any]) -> dict[str, str]:
@@ -655,6 +670,19 @@ def _literal(value: Any) -> Any:
     if isinstance(value, list):
         return [_literal(v) for v in value]
     return value
+
+
+def _reads_context(template: Any) -> bool:
+    """Whether ``template`` has a ``.$`` path into the context (``$...``, not ``$$...``)."""
+    if isinstance(template, Mapping):
+        return any(
+            (isinstance(k, str) and k.endswith(".$") and not str(v).startswith("$$"))
+            or _reads_context(v)
+            for k, v in template.items()
+        )
+    if isinstance(template, list):
+        return any(_reads_context(item) for item in template)
+    return False
 
 
 def _positive_number(value: Any) -> bool:

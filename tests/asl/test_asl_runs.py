@@ -110,6 +110,18 @@ async def test_a_pass_state_puts_its_result_at_its_result_path(store: ProcedureS
     assert final.context == {"cfg": {"region": "eu"}, "picked": {"r": "eu"}}
 
 
+async def test_an_output_path_keeps_only_part_of_the_output(store: ProcedureStore) -> None:
+    register(store, "lookup", lambda context: {"customer": {"id": "c1"}, "noise": 1})
+    states = {
+        "Lookup": task("lookup", ResultPath="$.found", OutputPath="$.found.customer", Next="S"),
+        "S": {"Type": "Succeed"},
+    }
+
+    final = await run(store, states, {"id": 7})
+
+    assert final.context == {"id": "c1"}
+
+
 # -- choice -----------------------------------------------------------------------------------
 
 

@@ -372,17 +372,39 @@ def test_the_comment_becomes_the_description_and_the_name_and_version_are_given(
     )
 
 
+def test_an_output_path_makes_part_of_the_output_the_context_when_the_state_moves_on() -> None:
+    asl = machine({"T": {**TASK, "ResultPath": "$.r", "OutputPath": "$.r", "End": True}})
+
+    states = states_of(asl)
+
+    assert states["T"]["transitions"] == [{"event": "success", "target": "end", "output": "$.r"}]
+
+
+def test_an_input_path_of_null_gives_a_task_no_input() -> None:
+    task = {**TASK, "InputPath": None, "Parameters": {"run.$": "$$.Execution.Id"}, "End": True}
+
+    assert states_of(machine({"T": task}))["T"]["action"]["args"] == {"run.$": "$$.execution.id"}
+
+
+def test_an_input_path_of_null_with_parameters_reading_the_input_is_reported() -> None:
+    task = {**TASK, "InputPath": None, "Parameters": {"id.$": "$.id"}, "End": True}
+
+    assert problems(machine({"T": task})) == [
+        "$.States.T.Parameters: InputPath null leaves no input for $ paths to read"
+    ]
+
+
 def test_every_untranslatable_field_is_reported_at_its_asl_path() -> None:
     asl = machine(
         {
-            "T": {**TASK, "HeartbeatSeconds": 5, "OutputPath": "$.x", "Next": "M"},
+            "T": {**TASK, "HeartbeatSeconds": 5, "OutputPath": None, "Next": "M"},
             "M": {"Type": "Map", "Next": "S"},
             "S": {"Type": "Succeed"},
         }
     )
 
     assert problems(asl) == [
-        '$.States.T.OutputPath: only OutputPath "$" (the whole output) is translated',
+        "$.States.T.OutputPath: OutputPath null (an empty output) is not translated",
         "$.States.T.HeartbeatSeconds: HeartbeatSeconds is not translated here",
         "$.States.M.ItemProcessor: required: the item states (StartAt and States)",
     ]
