@@ -162,9 +162,11 @@ async def settle(
             if failure is not None:
                 error = {"type": failure[0], "message": failure[1]}
                 leaf = run.state.leaves[path]
-                leaf.error, leaf.error_types = error, [failure[0]]
+                # An outside system's error name: an Exception, as Step Functions'
+                # States.TaskFailed matches SendTaskFailure.
+                leaf.error, leaf.error_types = error, [failure[0], "Exception"]
                 before = router.transitions
-                await router.raise_event(ERROR, path, (failure[0],), error, data=data)
+                await router.raise_event(ERROR, path, leaf.error_types, error, data=data)
                 fired = router.transitions > before
             elif router.handled_within(path, SUCCESS):
                 fired = await router.trigger(SUCCESS, path, data=data)

@@ -293,8 +293,9 @@ async def _end(run: Run, plan: StatePlan, leaf: LeafState, error: dict[str, str]
         if plan.path not in run.state.active or not run.state.running:
             return
         if error is not None:
-            leaf.error = error
-            await router.raise_event(ERROR, plan.path)
+            # procstore's own error types (MapFailed, MapItemsInvalid...): an Exception.
+            leaf.error, leaf.error_types = error, [error["type"], "Exception"]
+            await router.raise_event(ERROR, plan.path, leaf.error_types, error)
         elif plan.terminal:
             run.state.internal.append((plan.path, plan.failure))
         elif DONE in plan.events:

@@ -108,6 +108,7 @@ def begin(run: Run, plan: StatePlan) -> None:
         leaf.wait_until = deadline(plan.wait, run.state.context, run.clock.time())
     except WaitError as exc:
         leaf.error, leaf.outcome = error_fields(exc), (ERROR, True)
+        leaf.error_types = steps.error_types(exc)  # what transitions' errors match
         run.log(RecordKind.WAIT, state=plan.path, error=leaf.error)
         steps.start(run, plan.path, steps.deliver, run, plan, leaf, ERROR, True)
         return
