@@ -40,6 +40,7 @@ __all__ = [
     "FACTS",
     "MAX_PATH_LENGTH",
     "MAX_PATH_SEGMENTS",
+    "MAX_RENDERED_VALUES",
     "MAX_TEMPLATE_DEPTH",
     "MAX_TEMPLATE_PATHS",
     "MAX_TEMPLATE_VALUES",
@@ -47,6 +48,7 @@ __all__ = [
     "DataPath",
     "PathError",
     "PathNotFound",
+    "RenderTooLarge",
     "check_path",
     "check_template",
     "is_path",
@@ -68,6 +70,11 @@ MAX_TEMPLATE_DEPTH: Final = 10
 """The deepest nesting of objects and lists in a template (``args``, a selector, ...)."""
 MAX_TEMPLATE_PATHS: Final = 200
 """The most ``.$`` keys one template may hold: each is a lookup at every run."""
+MAX_RENDERED_VALUES: Final = 1_000_000
+"""The most values (objects, lists, strings, numbers...) one rendering of a template copies out
+of the data: a definition whose paths copy the whole context twice (``{"a.$": "$", "b.$":
+"$"}``) would otherwise double it at every step, so a few steps would fill the memory. Over
+it, the rendering raises `RenderTooLarge`."""
 MAX_TEMPLATE_VALUES: Final = 10_000
 """The most values (objects, lists, constants, paths) one template may hold: it is copied at
 every run, so a huge one would cost every attempt what a document costs once."""
@@ -87,6 +94,12 @@ class PathError(ValueError):
 class PathNotFound(LookupError):
     """A path that names nothing in the data it is used on (a key that is not there, an index
     past the end, a segment into something that is not an object or a list)."""
+
+
+class RenderTooLarge(PathNotFound):
+    """A rendering that would copy more than `MAX_RENDERED_VALUES` values out of the data. It
+    is handled where a path that names nothing is (the attempt fails, the transition is
+    blocked): what it would make cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,19 +287,41 @@ def render(
         PathError: A path is not well formed (a template that `check_template` passed has
             none).
         PathNotFound: A path names nothing.
+        RenderTooLarge: It would copy more than `MAX_RENDERED_VALUES` values.
     """
-    if isinstance(template, Mapping):
-        rendered: dict[str, Any] = {}
-        for key, value in template.items():
-            if isinstance(key, str) and key.endswith(_TEMPLATE_SUFFIX):
-                found = parse_path(value).get(context, facts)
-                rendered[key[: -len(_TEMPLATE_SUFFIX)]] = copy.deepcopy(found)
-            else:
-                rendered[key] = render(value, context, facts)
-        return rendered
-    if isinstance(template, list):
-        return [render(item, context, facts) for item in template]
-    return template
+    budget = [MAX_RENDERED_VALUES]
+
+    def fill(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            rendered: dict[str, Any] = {}
+            for key, value in item.items():
+                if isinstance(key, str) and key.endswith(_TEMPLATE_SUFFIX):
+                    found = parse_path(value).get(context, facts)
+                    rendered[key[: -len(_TEMPLATE_SUFFIX)]] = _copy(found, budget)
+                else:
+                    rendered[key] = fill(value)
+            return rendered
+        if isinstance(item, list):
+            return [fill(inner) for inner in item]
+        return item
+
+    return fill(template)
+
+
+def _copy(value: Any, budget: list[int]) -> Any:
+    """A deep copy of ``value``, counting each value copied against ``budget[0]``."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise RenderTooLarge(
+            f"the paths of the template copy more than {MAX_RENDERED_VALUES:,} values"
+        )
+    if isinstance(value, dict):
+        return {key: _copy(item, budget) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item, budget) for item in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return copy.deepcopy(value)  # a host object an action put in the context
 
 
 def _unquote(quoted: str) -> str:

@@ -9,11 +9,13 @@ import pytest
 
 from procstore.datapaths import (
     MAX_PATH_SEGMENTS,
+    MAX_RENDERED_VALUES,
     MAX_TEMPLATE_DEPTH,
     MAX_TEMPLATE_PATHS,
     MAX_TEMPLATE_VALUES,
     PathError,
     PathNotFound,
+    RenderTooLarge,
     check_path,
     check_template,
     parse_path,
@@ -190,3 +192,18 @@ def test_a_name_given_both_as_a_constant_and_as_a_path_is_refused() -> None:
     assert check_template({"a": {"id": 1, "id.$": "$.id"}}, "$.args") == [
         """$.args.a["id.$"]: 'id' is given twice, as 'id' and 'id.$'"""
     ]
+
+
+def test_a_rendering_that_would_copy_too_much_of_the_data_is_refused() -> None:
+    context = {"xs": list(range(MAX_RENDERED_VALUES))}  # the list and its items: one too many
+
+    with pytest.raises(RenderTooLarge, match="copy more than"):
+        render({"a.$": "$.xs"}, context)
+
+
+def test_every_path_of_a_rendering_counts_against_one_budget() -> None:
+    context = {"xs": list(range(MAX_RENDERED_VALUES // 2))}
+
+    assert len(render({"a.$": "$.xs"}, context)["a"]) == MAX_RENDERED_VALUES // 2
+    with pytest.raises(RenderTooLarge):
+        render({"a.$": "$.xs", "b.$": "$.xs", "c.$": "$.xs"}, context)
