@@ -436,6 +436,8 @@ def _fallible(definition: StateDef) -> bool:
     action = definition.action
     if definition.map is not None:
         return True  # its items may fail beyond what it tolerates, its list may be missing
+    if definition.callback:
+        return True  # the outside system may fail its callback (fail_callback)
     if action is None:
         return False
     return isinstance(action, FunctionAction | FailAction) or action.timeout_ms is not None

@@ -479,8 +479,20 @@ def _structure_problems(state: ChartState, data: Mapping[str, Any]) -> list[Prob
     return problems
 
 
+#: The most map states nested in one another: each level multiplies the child executions one
+#: execution starts (up to `MAX_MAP_ITEMS` per level), so deeper nesting is refused.
+MAX_MAP_NESTING = 2
 #: The fields a map state may not have beside ``map``: its work is its items'.
-_NOT_WITH_MAP = ("action", "retry", "compensate", "outcome", "states", "parallel", "initial_state")
+_NOT_WITH_MAP = (
+    "action",
+    "retry",
+    "compensate",
+    "outcome",
+    "states",
+    "parallel",
+    "initial_state",
+    "callback",
+)
 
 
 def _map_problems(
@@ -500,6 +512,15 @@ def _map_problems(
         for key in _NOT_WITH_MAP
         if key in data
     ]
+    nesting = sum(1 for part in loc if part == "map") + 1
+    if nesting > MAX_MAP_NESTING:
+        problems.append(
+            Problem(
+                json_path((*loc, "map")),
+                f"a map state inside {nesting - 1} others: at most {MAX_MAP_NESTING} levels "
+                "of map states (each level multiplies the items)",
+            )
+        )
     where = (*loc, "map")
     messages: list[str] = []
     for key, settable in (("items_path", False), ("result", True), ("output_path", False)):

@@ -7,6 +7,7 @@ from typing import Any
 
 from procstore import ProcedureStore
 from procstore.definition import MAX_MAP_CONCURRENCY
+from procstore.validation import MAX_MAP_NESTING
 from tests.conftest import make_doc, problems_by_path
 
 FAN = "$.definition.states.fan"
@@ -84,3 +85,27 @@ async def test_a_map_state_whose_done_nothing_handles_is_refused(store: Procedur
     fan = {"transitions": [{"event": "error", "target": "end"}]}
     problems = await problems_by_path(store, doc(fan))
     assert any("'done'" in m for m in problems[f"{FAN}.transitions"])
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """A map state whose item is a map state, ``levels`` deep."""
+    item: dict[str, Any] = {"one": {}}
+    for _ in range(levels - 1):
+        inner = {"items_path": "$.xs", "initial_state": "one", "states": item}
+        item = {"m": {"map": inner, "transitions": [{"event": "done", "target": "end"}]}, "end": {}}
+        item = {"one": item["m"], "end": {}}
+    return doc(states=item) if levels > 1 else doc()
+
+
+async def test_map_states_nest_at_most_max_map_nesting_deep(store: ProcedureStore) -> None:
+    await store.register(_nested(MAX_MAP_NESTING))
+
+    problems = await problems_by_path(store, _nested(MAX_MAP_NESTING + 1))
+
+    [(path, [message])] = problems.items()
+    assert path.endswith(".map") and f"at most {MAX_MAP_NESTING} levels" in message
+
+
+async def test_a_map_state_does_not_wait_for_a_callback(store: ProcedureStore) -> None:
+    problems = await problems_by_path(store, doc({"callback": True}))
+    assert any("a map state" in m for m in problems[f"{FAN}.callback"])

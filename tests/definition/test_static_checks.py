@@ -259,3 +259,29 @@ async def test_a_state_that_waits_forever_is_reported_once(store: ProcedureStore
     )
     [problem] = await problem_lines(store, doc)
     assert "it would wait in 'work' forever" in problem
+
+
+async def test_an_error_transition_around_a_callback_state_can_fire(store: ProcedureStore) -> None:
+    # fail_callback() fails the state, whatever its action.
+    doc = make_doc(
+        {
+            "o": {
+                "initial_state": "ask",
+                "states": {
+                    "ask": {
+                        "action": {"type": "noop"},
+                        "callback": True,
+                        "transitions": [on("success", "ok")],
+                    },
+                    "ok": {},
+                },
+                "transitions": [on("done", "end"), on("error", "declined")],
+            },
+            "end": {},
+            "declined": {},
+        },
+        "o",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProcedureWarning)
+        await store.register(doc)
