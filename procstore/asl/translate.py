@@ -234,6 +234,9 @@ class _State:
         assign = None
         if callback:  # its output is what the outside system completes the token with
             state["callback"] = True
+            if "Retry" in self.data:  # Step Functions runs the task again; procstore does not
+                self.problem("Retry", "a callback task's Retry is not translated: a failed "
+                             "callback is not retried")  # fmt: skip
             action.update(self.data_flow(store_result=False))
             assign = self.stored_at("ResultPath", self.data.get("ResultPath", CONTEXT), EVENT_DATA)
             if "ResultSelector" in self.data:
@@ -259,6 +262,8 @@ class _State:
         if "Result" in self.data:
             if "Parameters" in self.data:
                 self.problem("Result", "a Pass state with both Result and Parameters")
+            if not isinstance(self.data["Result"], Mapping):
+                self.problem("Result", "a Result that is not an object is not translated")
             try:
                 action["args"] = _literal(self.data["Result"])
             except Untranslatable as exc:
@@ -270,6 +275,10 @@ class _State:
             self.problem(
                 "ResultPath", "a Pass state that copies its input elsewhere is not translated"
             )
+        elif self.input is not None and self.input.segments:
+            # Its output is its input: the part the InputPath selects (then the OutputPath's).
+            output = self.data.get("OutputPath", CONTEXT)
+            self.output = self.path("OutputPath", output) if output is not None else None
         return {"action": action, **self.next_and_catch("success", catch=False)}
 
     def wait(self) -> dict[str, Any]:

@@ -528,3 +528,31 @@ async def test_an_imported_map_state_runs_each_item() -> None:
     execution = await store.start("fan", context={"orders": ["a", "b"]}, auto=True)
     final = await execution.run_to_completion(timeout=10)
     assert final.context["shipped"] == [{"item": "a", "index": 0}, {"item": "b", "index": 1}]
+
+
+def test_a_pass_state_with_only_an_input_path_passes_that_part_on() -> None:
+    asl = machine(
+        {"P": {"Type": "Pass", "InputPath": "$.a", "Next": "S"}, "S": {"Type": "Succeed"}}
+    )
+
+    assert states_of(asl)["P"]["transitions"] == [
+        {"event": "success", "target": "S", "output": "$.a"}
+    ]
+
+
+def test_a_pass_result_that_is_not_an_object_is_reported() -> None:
+    asl = machine({"P": {"Type": "Pass", "Result": "hi", "ResultPath": "$.x", "End": True}})
+
+    assert problems(asl) == ["$.States.P.Result: a Result that is not an object is not translated"]
+
+
+def test_a_callback_tasks_retry_is_reported() -> None:
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        "Retry": [{"ErrorEquals": ["States.ALL"]}],
+        "ResultPath": "$.answer",
+        "End": True,
+    }
+
+    assert [p.split(": ")[0] for p in problems(machine({"Ask": task}))] == ["$.States.Ask.Retry"]
