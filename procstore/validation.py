@@ -403,6 +403,14 @@ def _transition_problems(
                 f"{transition.event!r}",
             )
         )
+    elif raw.get("errors") == []:
+        problems.append(
+            Problem(
+                json_path((*loc, "errors")),
+                'an empty errors list catches nothing: name the error types, or give ["*"] '
+                "(or no errors) for every error",
+            )
+        )
     if transition.event in RESERVED_EVENTS:
         problems.append(
             Problem(
@@ -526,6 +534,11 @@ def _map_problems(
     for key, settable in (("items_path", False), ("result", True), ("output_path", False)):
         if isinstance(spec.get(key), str):
             messages += datapaths.check_path(spec[key], json_path((*where, key)), settable=settable)
+    if isinstance(spec.get("items_path"), str) and spec["items_path"].startswith("$$"):
+        messages.append(
+            f"{json_path((*where, 'items_path'))}: the items are a list in the context ($...), "
+            "not in the execution's facts ($$...)"
+        )
     if "item_selector" in spec:
         messages += datapaths.check_template(
             spec["item_selector"], json_path((*where, "item_selector"))

@@ -139,3 +139,13 @@ async def test_a_compound_state_has_no_error_or_cause(store: ProcedureStore) -> 
     doc = make_doc({"c": {**inner, "transitions": [on("done", "end")]}, "end": {}}, "c")
     problems = await problems_by_path(store, doc)
     assert any("only leaf states have error" in m for m in problems["$.definition.states.c.error"])
+
+
+async def test_an_empty_errors_list_on_an_error_transition_is_refused(
+    store: ProcedureStore,
+) -> None:
+    doc = _doc(transitions=[on("success", "end"), {**on("error", "end"), "errors": []}])
+
+    problems = await problems_by_path(store, doc)
+
+    assert "catches nothing" in problems[f"{S}.transitions[1].errors"][0]

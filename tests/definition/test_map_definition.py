@@ -109,3 +109,10 @@ async def test_map_states_nest_at_most_max_map_nesting_deep(store: ProcedureStor
 async def test_a_map_state_does_not_wait_for_a_callback(store: ProcedureStore) -> None:
     problems = await problems_by_path(store, doc({"callback": True}))
     assert any("a map state" in m for m in problems[f"{FAN}.callback"])
+
+
+async def test_the_items_are_a_list_in_the_context_not_in_the_facts(
+    store: ProcedureStore,
+) -> None:
+    problems = await problems_by_path(store, doc(items_path="$$.state"))
+    assert "not in the execution's facts" in problems[f"{FAN}.map.items_path"][0]
