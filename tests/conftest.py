@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from procstore import InvalidProcedure, ProcedureStore
+from procstore import ActionInfo, InvalidProcedure, ProcedureStore
 from procstore.storage import Backend
 from tests import postgres
 from tests.clock import ManualClock
@@ -134,6 +134,22 @@ def slow_cleanup(
 
     store.register_action(name, slow)
     return cleaned
+
+
+class FailsThen:
+    """An action (or compensation) that raises ``errors[i]`` on attempt ``i + 1``, then
+    returns ``result``; ``attempts`` lists the attempt numbers it was called with."""
+
+    def __init__(self, result: Any, *errors: BaseException) -> None:
+        self.result = result
+        self.errors = list(errors)
+        self.attempts: list[int] = []
+
+    async def __call__(self, context: dict[str, Any], info: ActionInfo) -> Any:
+        self.attempts.append(info.attempt)
+        if len(self.attempts) <= len(self.errors):
+            raise self.errors[len(self.attempts) - 1]
+        return self.result
 
 
 class Gate:

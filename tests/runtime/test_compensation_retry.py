@@ -7,24 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from procstore import ActionInfo, ProcedureStore, Status
+from procstore import ProcedureStore, Status
 from tests.builders import fn, on
 from tests.clock import ManualClock
-from tests.conftest import make_doc, records, wait_until, within
-
-
-class Undo:
-    """A compensation that raises ``errors[i]`` on attempt ``i + 1``, then returns ``"undone"``."""
-
-    def __init__(self, *errors: BaseException) -> None:
-        self.errors = list(errors)
-        self.attempts: list[int] = []
-
-    async def __call__(self, context: dict[str, Any], info: ActionInfo) -> str:
-        self.attempts.append(info.attempt)
-        if len(self.attempts) <= len(self.errors):
-            raise self.errors[len(self.attempts) - 1]
-        return "undone"
+from tests.conftest import FailsThen, make_doc, records, wait_until, within
 
 
 def _doc(compensate_retry: Any) -> dict[str, Any]:
@@ -37,14 +23,14 @@ def _doc(compensate_retry: Any) -> dict[str, Any]:
     return make_doc({"reserve": reserve, "declined": {"outcome": "failure"}}, "reserve")
 
 
-async def _roll_back(store: ProcedureStore, undo: Undo, retry: Any) -> Any:
+async def _roll_back(store: ProcedureStore, undo: FailsThen, retry: Any) -> Any:
     store.register_action("undo", undo)
     await store.register(_doc(retry))
     return await within((await store.start("p", "1.0", {})).run_to_completion())
 
 
 async def test_a_failed_compensation_is_retried_until_it_succeeds(store: ProcedureStore) -> None:
-    undo = Undo(ConnectionError("down"), ConnectionError("down"))
+    undo = FailsThen("undone", ConnectionError("down"), ConnectionError("down"))
     final = await _roll_back(store, undo, {"max_attempts": 3, "interval_ms": 1})
 
     assert undo.attempts == [1, 2, 3]
@@ -56,7 +42,7 @@ async def test_a_failed_compensation_is_retried_until_it_succeeds(store: Procedu
 async def test_each_failed_compensation_attempt_is_recorded_with_its_delay(
     store: ProcedureStore,
 ) -> None:
-    undo = Undo(ConnectionError("down"))
+    undo = FailsThen("undone", ConnectionError("down"))
     final = await _roll_back(store, undo, {"max_attempts": 3, "interval_ms": 5})
 
     (retry,) = records(final.history, "retry", state="reserve")
@@ -67,7 +53,7 @@ async def test_each_failed_compensation_attempt_is_recorded_with_its_delay(
 async def test_a_compensation_that_fails_every_attempt_ends_the_execution_failed(
     store: ProcedureStore,
 ) -> None:
-    undo = Undo(*[ConnectionError("down")] * 10)
+    undo = FailsThen("undone", *[ConnectionError("down")] * 10)
     final = await _roll_back(store, undo, {"max_attempts": 2, "interval_ms": 1})
 
     assert undo.attempts == [1, 2]
@@ -80,7 +66,7 @@ async def test_compensation_policies_are_matched_in_order_like_retry(
     store: ProcedureStore,
 ) -> None:
     retry = [{"errors": ["ValueError"], "max_attempts": 1}, {"max_attempts": 5, "interval_ms": 1}]
-    undo = Undo(ConnectionError("down"), ValueError("bad"))
+    undo = FailsThen("undone", ConnectionError("down"), ValueError("bad"))
     final = await _roll_back(store, undo, retry)
 
     assert undo.attempts == [1, 2]  # the ValueError is not retried
@@ -88,7 +74,7 @@ async def test_compensation_policies_are_matched_in_order_like_retry(
 
 
 async def test_without_compensate_retry_a_compensation_runs_once(store: ProcedureStore) -> None:
-    undo = Undo(ConnectionError("down"))
+    undo = FailsThen("undone", ConnectionError("down"))
     store.register_action("undo", undo)
     doc = _doc(None)
     del doc["definition"]["states"]["reserve"]["compensate_retry"]
@@ -105,7 +91,9 @@ async def test_a_compensation_retry_resumes_at_its_stored_deadline_and_count(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     retry = {"max_attempts": 3, "interval_ms": 100}
-    undo = Undo(ConnectionError("down"), ConnectionError("down"), ConnectionError("down"))
+    undo = FailsThen(
+        "undone", ConnectionError("down"), ConnectionError("down"), ConnectionError("down")
+    )
     async with ProcedureStore(url, clock=clock) as store:
         store.register_action("undo", undo)
         await store.register(_doc(retry))

@@ -7,24 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from procstore import ActionInfo, ProcedureStore, Status
+from procstore import ProcedureStore, Status
 from tests.builders import fn, on
 from tests.clock import ManualClock
-from tests.conftest import make_doc, records, wait_until, within
-
-
-class Failing:
-    """An action that raises ``errors[i]`` on attempt ``i + 1``, then returns ``"ok"``."""
-
-    def __init__(self, *errors: BaseException) -> None:
-        self.errors = list(errors)
-        self.attempts: list[int] = []
-
-    async def __call__(self, context: dict[str, Any], info: ActionInfo) -> str:
-        self.attempts.append(info.attempt)
-        if len(self.attempts) <= len(self.errors):
-            raise self.errors[len(self.attempts) - 1]
-        return "ok"
+from tests.conftest import FailsThen, make_doc, records, wait_until, within
 
 
 def _doc(retry: Any) -> dict[str, Any]:
@@ -36,7 +22,7 @@ def _doc(retry: Any) -> dict[str, Any]:
     return make_doc({"work": work, "done": {}, "failed": {}}, "work")
 
 
-async def _run(store: ProcedureStore, action: Failing, retry: Any) -> Any:
+async def _run(store: ProcedureStore, action: FailsThen, retry: Any) -> Any:
     store.register_action("work", action)
     await store.register(_doc(retry))
     execution = await store.start("p", "1.0", {})
@@ -54,7 +40,7 @@ VALUE_THEN_CONNECTION = [
 
 
 async def test_the_first_policy_whose_errors_match_decides(store: ProcedureStore) -> None:
-    action = Failing(*[ConnectionError("down")] * 10)
+    action = FailsThen("ok", *[ConnectionError("down")] * 10)
     final = await _run(store, action, VALUE_THEN_CONNECTION)
 
     assert action.attempts == [1, 2, 3, 4]  # the second policy's budget, not the first's
@@ -64,7 +50,7 @@ async def test_the_first_policy_whose_errors_match_decides(store: ProcedureStore
 
 async def test_policies_match_an_errors_base_classes(store: ProcedureStore) -> None:
     retry = [{"errors": ["OSError"], "max_attempts": 3, "interval_ms": 1}]
-    action = Failing(*[ConnectionRefusedError("refused")] * 10)
+    action = FailsThen("ok", *[ConnectionRefusedError("refused")] * 10)
     final = await _run(store, action, retry)
 
     assert action.attempts == [1, 2, 3]
@@ -75,7 +61,7 @@ async def test_each_policy_counts_only_the_failures_it_matched(store: ProcedureS
     # Two policies of 2 attempts each: alternating errors get one retry from each policy, and
     # the state fails when the first policy's error comes back a second time.
     errors = [ValueError("v"), ConnectionError("c"), ValueError("v"), ConnectionError("c")]
-    action = Failing(*errors)
+    action = FailsThen("ok", *errors)
     final = await _run(store, action, VALUE_THEN_CONNECTION)
 
     assert action.attempts == [1, 2, 3]
@@ -88,7 +74,7 @@ async def test_each_policy_counts_only_the_failures_it_matched(store: ProcedureS
 
 
 async def test_each_policy_backs_off_from_its_own_count(store: ProcedureStore) -> None:
-    action = Failing(ValueError("v"), ConnectionError("c"), ConnectionError("c"))
+    action = FailsThen("ok", ValueError("v"), ConnectionError("c"), ConnectionError("c"))
     final = await _run(store, action, VALUE_THEN_CONNECTION)
 
     assert _delays(final) == [100, 10, 20]
@@ -96,7 +82,7 @@ async def test_each_policy_backs_off_from_its_own_count(store: ProcedureStore) -
 
 
 async def test_attempt_numbers_count_every_attempt_of_the_state(store: ProcedureStore) -> None:
-    action = Failing(ValueError("v"), ConnectionError("c"), ConnectionError("c"))
+    action = FailsThen("ok", ValueError("v"), ConnectionError("c"), ConnectionError("c"))
     final = await _run(store, action, VALUE_THEN_CONNECTION)
 
     assert action.attempts == [1, 2, 3, 4]
@@ -105,7 +91,7 @@ async def test_attempt_numbers_count_every_attempt_of_the_state(store: Procedure
 
 
 async def test_an_error_no_policy_matches_fails_the_state_at_once(store: ProcedureStore) -> None:
-    action = Failing(KeyError("k"))
+    action = FailsThen("ok", KeyError("k"))
     final = await _run(store, action, VALUE_THEN_CONNECTION)
 
     assert action.attempts == [1]
@@ -120,7 +106,7 @@ async def test_a_catch_all_policy_retries_what_the_policies_before_it_do_not_mat
         {"errors": ["ValueError"], "max_attempts": 1},
         {"errors": ["*"], "max_attempts": 3, "interval_ms": 1},
     ]
-    action = Failing(KeyError("k"), KeyError("k"), ValueError("v"))
+    action = FailsThen("ok", KeyError("k"), KeyError("k"), ValueError("v"))
     final = await _run(store, action, retry)
 
     assert action.attempts == [1, 2, 3]  # the ValueError is not retried: max_attempts 1
@@ -129,7 +115,7 @@ async def test_a_catch_all_policy_retries_what_the_policies_before_it_do_not_mat
 
 async def test_a_policy_without_errors_is_a_catch_all(store: ProcedureStore) -> None:
     retry = [{"errors": ["ValueError"], "max_attempts": 1}, {"max_attempts": 2, "interval_ms": 1}]
-    action = Failing(KeyError("k"))
+    action = FailsThen("ok", KeyError("k"))
     final = await _run(store, action, retry)
 
     assert action.attempts == [1, 2]
@@ -138,7 +124,10 @@ async def test_a_policy_without_errors_is_a_catch_all(store: ProcedureStore) -> 
 
 async def test_a_list_of_one_policy_behaves_like_the_policy_alone(store: ProcedureStore) -> None:
     policy = {"errors": ["ConnectionError"], "max_attempts": 3, "interval_ms": 5}
-    alone, listed = Failing(*[ConnectionError("c")] * 5), Failing(*[ConnectionError("c")] * 5)
+    alone, listed = (
+        FailsThen("ok", *[ConnectionError("c")] * 5),
+        FailsThen("ok", *[ConnectionError("c")] * 5),
+    )
     final_alone = await _run(store, alone, policy)
     other = ProcedureStore()
     final_listed = await _run(other, listed, [policy])
@@ -154,7 +143,7 @@ async def test_the_counts_of_each_policy_survive_a_restart_mid_backoff(
     # The first policy allows one retry of a ValueError: the one after the restart is its
     # second failure, which ends the state, however many attempts came before.
     errors = [ValueError("v"), ConnectionError("c"), ValueError("v")]
-    action = Failing(*errors)
+    action = FailsThen("ok", *errors)
     async with ProcedureStore(url, clock=clock) as store:
         store.register_action("work", action)
         await store.register(_doc(VALUE_THEN_CONNECTION))
