@@ -15,6 +15,7 @@ from procstore.definition import (
     FailAction,
     FunctionAction,
     LogAction,
+    MapDef,
     NoopAction,
     RetryPolicy,
     SleepAction,
@@ -25,6 +26,7 @@ __all__ = [
     "TIMES",
     "describe_action",
     "describe_compensation",
+    "describe_map",
     "describe_retry",
     "describe_wait",
     "format_ms",
@@ -114,3 +116,17 @@ def describe_wait(wait: WaitDef) -> str:
     if wait.seconds_path is not None:
         return f"wait {_short(wait.seconds_path)} s"
     return f"wait until {_short(wait.timestamp_path or '')}"
+
+
+def describe_map(spec: MapDef) -> str:
+    """A map state's items in a few words: ``each of $.orders · 2 at once · → $.results``."""
+    parts = [f"each of {spec.items_path}"]
+    if spec.max_concurrency is not None:
+        parts.append(f"{spec.max_concurrency} at once")
+    if spec.tolerated_failures is not None:
+        parts.append(f"≤{spec.tolerated_failures} failures")
+    if spec.tolerated_failure_percentage is not None:
+        parts.append(f"≤{spec.tolerated_failure_percentage:g}% failures")
+    if spec.result is not None:
+        parts.append(f"→ {spec.result}")
+    return " · ".join(parts)

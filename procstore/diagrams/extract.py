@@ -21,6 +21,7 @@ from procstore.definition import MapDef, Procedure, StateDef, TransitionDef
 from procstore.describe import (
     describe_action,
     describe_compensation,
+    describe_map,
     describe_retry,
     describe_wait,
     format_ms,
@@ -265,20 +266,6 @@ class _Builder:
             if state.path in self.items:
                 edges += self.items[state.path].transitions()
         return edges
-
-
-def describe_map(spec: MapDef) -> str:
-    """A map state's items in a few words: ``each of $.orders · 2 at once · → $.results``."""
-    parts = [f"each of {spec.items_path}"]
-    if spec.max_concurrency is not None:
-        parts.append(f"{spec.max_concurrency} at once")
-    if spec.tolerated_failures is not None:
-        parts.append(f"≤{spec.tolerated_failures} failures")
-    if spec.tolerated_failure_percentage is not None:
-        parts.append(f"≤{spec.tolerated_failure_percentage:g}% failures")
-    if spec.result is not None:
-        parts.append(f"→ {spec.result}")
-    return " · ".join(parts)
 
 
 def _order(transition: Transition, nth: int, of: int) -> int | None:
