@@ -48,7 +48,6 @@ __all__ = [
     "error_types",
     "halt",
     "invoke",
-    "is_retryable",
     "leave",
     "let_clean_up",
     "retry_delay_ms",
@@ -74,11 +73,6 @@ def error_types(exc: BaseException) -> list[str]:
     """The names of the class of ``exc`` and of its bases (``object`` aside): what a retry
     policy's or an error transition's ``errors`` are matched against."""
     return [cls.__name__ for cls in type(exc).__mro__ if cls is not object]
-
-
-def is_retryable(policy: RetryPolicy, exc: BaseException) -> bool:
-    """Whether ``policy.errors`` names the class of ``exc`` or one of its bases."""
-    return matches_error(policy.errors, error_types(exc))
 
 
 def retry_policy(
