@@ -58,8 +58,16 @@ PYTEST_ARGS ?=
 # pytest runs beside a throwaway PostgreSQL server (tools/pg_cluster.py: started on a free port
 # of 127.0.0.1, its URL in PROCSTORE_TEST_POSTGRES, deleted afterwards), or against the server
 # PROCSTORE_TEST_POSTGRES names if it is set. With CI=true no PostgreSQL test may skip.
+# HIBERNATION_TESTS run a second time with every store hibernating its executions as soon as
+# they wait (hibernate_after=0): what they check must hold whether an execution stays in memory
+# or is rebuilt from the database between any two of its steps.
+HIBERNATION_TESTS := tests/storage/test_durability.py tests/storage/test_crash_recovery.py \
+	tests/storage/test_wait_durability.py tests/storage/test_persistent_stores.py \
+	tests/storage/test_write_failures.py tests/storage/test_quarantine.py tests/clients
+
 test: venv system-deps
 	$(PY) tools/pg_cluster.py -- $(BIN)/pytest $(PYTEST_ARGS)
+	$(PY) tools/pg_cluster.py -- $(BIN)/pytest -q --hibernate-after=0 $(HIBERNATION_TESTS)
 	@if [ -f perf/bench_procstore.py ]; then \
 		echo "$(BIN)/python perf/bench_procstore.py --quick"; \
 		$(BIN)/python perf/bench_procstore.py --quick; \
