@@ -92,6 +92,7 @@ bench: venv system-deps $(BENCH_STAMP)
 	$(BIN)/python perf/bench_procstore.py
 	$(BIN)/python perf/bench_diagrams.py
 	$(BIN)/python perf/bench_workers.py
+	$(BIN)/python perf/bench_hibernation.py
 	$(BIN)/python perf/bench_peers.py
 
 # SPEC-007 validation report (tests + full benchmark: 64-75 s idle, minutes on a busy machine);

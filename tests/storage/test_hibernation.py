@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import weakref
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,15 @@ from procstore import ProcedureStore, Status
 from procstore.runtime import is_parked
 from tests.builders import fn, on
 from tests.clock import ManualClock
-from tests.conftest import FailsThen, Gate, make_doc, records, wait_until, within
+from tests.conftest import (
+    FailsThen,
+    Gate,
+    make_doc,
+    python_child,
+    records,
+    wait_until,
+    within,
+)
 
 WAITS_FOR_AN_EVENT = make_doc(
     {"ask": {"transitions": [on("approve", "done")]}, "done": {}}, "ask", name="event"
@@ -322,3 +331,16 @@ async def test_a_callback_completes_a_hibernated_execution(
 def test_hibernate_after_must_be_seconds_or_none(after: Any) -> None:
     with pytest.raises(ValueError, match="hibernate_after"):
         ProcedureStore(hibernate_after=after)
+
+
+def test_the_hibernation_benchmark_measures_what_it_says(tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "perf" / "bench_hibernation.py"
+    out = tmp_path / "out.json"
+    done = python_child(str(script), "--quick", "--json", str(out), "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    waiting, sends, timeouts = results["waiting"], results["sends"], results["timeouts"]
+    assert waiting["executions"] == 1_000 and waiting["in_memory"] == 0
+    assert sends["sends"] == 30 and sends["hibernated_ms"]["median"] > 0
+    assert timeouts["each_once"] and timeouts["completed"] == timeouts["executions"] == 500
+    assert "send() to a hibernated execution" in done.stdout
