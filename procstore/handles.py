@@ -246,6 +246,25 @@ class Handles:
                 missing,
             )
 
+    async def bring_back(self, backend: Backend, execution_id: str) -> Execution | None:
+        """What ``recover`` does for one execution: this process's handle on it (woken, if it
+        was parked), or the stored execution restored (an unfinished one resumes here; one
+        that cannot be restored is quarantined). ``None`` when no execution has that id or it
+        is quarantined.
+
+        Raises:
+            ExecutionDamaged: it cannot be restored (it is quarantined now)."""
+        live = self.live(execution_id)
+        if live is not None:
+            return live
+        stored = await backend.load_execution(execution_id)
+        if stored is None or stored.status == QUARANTINED:
+            return None
+        live = self.live(execution_id)  # brought back meanwhile, by another call
+        if live is not None:
+            return live
+        return await self.restore(backend, stored, resume=stored.status == RUNNING)
+
     async def recover(self, backend: Backend) -> list[Execution]:
         """Resume every unfinished execution ``backend`` stores that no handle here runs yet;
         quarantine each that cannot be restored and go on with the others."""

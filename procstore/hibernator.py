@@ -28,7 +28,7 @@ import math
 from typing import TYPE_CHECKING, Final
 
 from procstore.clock import Clock
-from procstore.errors import ProcstoreError
+from procstore.errors import ExecutionDamaged, ProcstoreError
 from procstore.runtime import hibernate
 from procstore.runtime.hibernation import NEVER
 from procstore.storage import Backend
@@ -49,6 +49,11 @@ seconds apart keeps it warm, short enough that a day of approvals does not fill 
 WAKE_BATCH: Final = 256
 """Most due executions the scheduler brings back at once (concurrently) before it looks at
 its index again."""
+
+
+WAKE_RETRY_SECONDS: Final = 1.0
+"""How long the scheduler waits before trying again to bring back a due execution whose
+database read failed (a locked or unreadable file): its timer fires late, never not at all."""
 
 
 def check_hibernate_after(seconds: float | None) -> None:
@@ -223,9 +228,17 @@ class Hibernator:
             await asyncio.gather(*(self._bring_back(backend, i) for i in batch))
 
     async def _bring_back(self, backend: Backend, execution_id: str) -> None:
-        """Wake ``execution_id`` in place, or restore it from the database: its timers fire
-        from their stored deadlines, at once for those past."""
+        """Wake ``execution_id`` in place, or restore it from the database as ``recover``
+        does: its timers fire from their stored deadlines, at once for those past."""
         try:
-            await self._handles.adopt(backend, execution_id)
-        except ProcstoreError as exc:  # gone, quarantined (logged there), or unreadable
-            logger.warning("procstore: execution %s could not be woken: %s", execution_id, exc)
+            await self._handles.bring_back(backend, execution_id)
+        except ExecutionDamaged:
+            pass  # quarantined, and logged, by the restore
+        except ProcstoreError as exc:  # the database could not be read: try again soon
+            logger.warning(
+                "procstore: execution %s could not be woken (%s); trying again in %g s",
+                execution_id,
+                exc,
+                WAKE_RETRY_SECONDS,
+            )
+            self._remember(execution_id, self._clock.time() + WAKE_RETRY_SECONDS)
