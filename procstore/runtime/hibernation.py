@@ -98,7 +98,8 @@ def parkable(run: Run) -> bool:
     of its history."""
     writer = run.writer
     return (
-        run.frozen is None
+        run.state.status is Status.RUNNING
+        and run.frozen is None
         and writer.journal is not None
         and writer.failure is None
         and run.drivers == 0

@@ -344,3 +344,14 @@ def test_the_hibernation_benchmark_measures_what_it_says(tmp_path: Path) -> None
     assert sends["sends"] == 30 and sends["hibernated_ms"]["median"] > 0
     assert timeouts["each_once"] and timeouts["completed"] == timeouts["executions"] == 500
     assert "send() to a hibernated execution" in done.stdout
+
+
+async def test_a_finished_execution_is_never_parked(tmp_path: Path, clock: ManualClock) -> None:
+    store = await opened(sqlite(tmp_path), clock, 0, WAITS_FOR_AN_EVENT)
+    execution = await store.start("event")
+    await execution.send("approve")
+
+    await clock.advance(60)
+
+    assert execution.status is Status.COMPLETED and not is_parked(execution)
+    await store.close()
