@@ -247,15 +247,17 @@ async def timeouts(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     await store.work()
     indexed = time.perf_counter() - began
     progress(f"  work() indexed them in {indexed:.2f} s; waiting for the instant")
-    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    limit = max(due, time.time()) + 120
-    while time.time() < limit:
-        (running,) = reader.execute(
-            "SELECT count(*) FROM executions WHERE status = 'running'"
-        ).fetchone()
-        if running == 0:
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def unfinished() -> int:
+        query = "SELECT count(*) FROM executions WHERE status = 'running'"
+        return int(reader.execute(query).fetchone()[0])
+
+    limit = max(due, time.time()) + 600
+    while time.time() < limit:  # counted in a thread: the store's loop must not wait on it
+        if await asyncio.to_thread(unfinished) == 0:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.25)
     await store.close()
     fired = reader.execute(
         "SELECT count(*), count(DISTINCT execution_id), max(json_extract(record, '$.at'))"
