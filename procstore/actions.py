@@ -124,6 +124,12 @@ class ActionRegistry:
             raise TypeError(f"action {name!r} must be callable, got {type(fn).__name__}")
         self._callables[name] = fn
 
+    @property
+    def names(self) -> list[str]:
+        """The names of the registered callables (what `{"type": "function", "function": NAME}`
+        may name), sorted."""
+        return sorted(self._callables)
+
     def is_module_allowed(self, module: str) -> bool:
         """An allowed package allows its submodules too (`myapp` allows `myapp.actions`); a
         module file allows its own module only."""

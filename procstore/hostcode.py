@@ -27,6 +27,11 @@ class HostCode:
         """The modules whose public functions definitions may call."""
         return self._actions.allowed_modules
 
+    @property
+    def registered_actions(self) -> list[str]:
+        """The names of the actions registered with `action` or `register_action`, sorted."""
+        return self._actions.names
+
     def action(self, name: str) -> Callable[[F], F]:
         """Decorator: register a sync or async ``callable(context, **args) -> value`` as action
         ``name`` (``args``: the action's rendered `args`, none if it has none).

@@ -9,7 +9,7 @@ import warnings
 
 from procstore.compiler import CompiledProcedure
 from procstore.definition import Procedure
-from procstore.errors import ProcedureNotFound, ProcedureWarning
+from procstore.errors import Problem, ProcedureNotFound, ProcedureWarning
 from procstore.jsondata import require_json
 from procstore.registry import ProcedureRegistry
 from procstore.storage import Backend
@@ -66,6 +66,24 @@ class Registering:
             await backend.save_procedure(procedure.name, procedure.version, document)
         self._registry.add(compiled)
         return procedure
+
+    async def validate(self, doc: Document) -> list[Problem]:
+        """Check ``doc`` exactly as `register` would, registering and storing nothing: for a
+        caller that must say whether a document is acceptable before anyone commits to it
+        (an agent drafting a procedure, say). The store's own allowlist and registered actions
+        and guards are what function actions and guard predicates are checked against.
+
+        Returns:
+            The static checks' warnings (what `register` would warn about), possibly none.
+
+        Raises:
+            InvalidProcedure: listing every problem with its JSON path.
+            VersionConflict: the name and version exist with different content (registering it
+                would be refused).
+        """
+        await self._opened()
+        loaded, _ = await asyncio.to_thread(self._registry.prepare, doc)
+        return list(loaded.warnings)
 
     async def get(self, name: str, version: str | None = None) -> Procedure:
         """Return a procedure version, or the latest one (compared as versions: 10.0 > 2.0).

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from procstore import Procedure
 from procstore.cli.output import echo, echo_document
+from procstore.definition_schema import procedure_schema
 
 
 def schema(
@@ -24,11 +24,7 @@ def schema(
     "json.schemas": [{"fileMatch": ["*.procedure.json"], "url": "./procedure.schema.json"}],
     or for YAML a first line `# yaml-language-server: $schema=./procedure.schema.json`.
     """
-    document = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **Procedure.model_json_schema(),
-    }
-    text = json.dumps(document, indent=2) + "\n"
+    text = json.dumps(procedure_schema(), indent=2) + "\n"
     if out is None:
         echo_document(text)
     else:
