@@ -15,6 +15,7 @@ from procstore.cli import (
     diagram,
     exits,
     inspect,
+    mcp,
     resume,
     run,
     schema,
@@ -92,4 +93,5 @@ _command("history", "Print an execution's stored history.", inspect.history)
 _command("diagram", "Draw a procedure's state diagram: SVG, PNG, DOT or Mermaid.", diagram.diagram)
 _command("schema", "Print the JSON Schema of procedure documents.", schema.schema)
 _command("validate", "Check procedure files, printing every problem.", validate.validate)
+_command("mcp", "Serve the store to AI agents (Model Context Protocol).", mcp.mcp)
 _command("import-asl", "Translate a Step Functions (ASL) definition.", asl.import_asl_command)

@@ -84,6 +84,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "cancel": ("the cancel is queued (or the execution had ended already)",),
             "status": ("shown (whatever the execution's status)",),
             "wait": ("the execution completed",),
+            "mcp": ("the client closed the connection (stdio), or stopped by Ctrl-C",),
         },
     ),
     ExitCode.NOT_COMPLETED: Meaning(
@@ -144,6 +145,10 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "cancel": _LIST_USAGE,
             "status": _LIST_USAGE,
             "wait": _LIST_USAGE,
+            "mcp": (
+                "usage error: bad option, bad --db URL, --host not a loopback address without",
+                "--token, or the MCP SDK is not installed (pip install 'procstore[mcp]')",
+            ),
         },
     ),
     ExitCode.TIMEOUT: Meaning(
@@ -205,6 +210,7 @@ EXIT_CODES: Mapping[ExitCode, Meaning] = {
             "cancel": _READ_STORE,
             "status": _READ_STORE,
             "wait": _READ_STORE,
+            "mcp": _READ_STORE,
         },
     ),
     ExitCode.REFUSED: Meaning(

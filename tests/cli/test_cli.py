@@ -1330,6 +1330,7 @@ COMMANDS = [
     "diagram",
     "schema",
     "validate",
+    "mcp",
     "import-asl",
 ]
 

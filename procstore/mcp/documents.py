@@ -1,0 +1,48 @@
+"""A procedure document as a tool argument: a JSON object, or JSON or YAML text.
+
+The store's `register` also reads a string that is not JSON as a *file path*; an agent's
+string must never be one (it would let a caller read the server's files), so YAML text is
+parsed here, under the same rules as a YAML file (`procstore.documents`: no aliases, no
+duplicate keys, bounded depth), and text longer than a document file may be is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from procstore.documents import MAX_DOCUMENT_BYTES, DocumentError, parse_json, parse_yaml
+from procstore.errors import InvalidProcedure, Problem
+
+__all__ = ["document_data"]
+
+
+def document_data(document: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    """The document's data: an object as given, text parsed as JSON (when it starts with
+    ``{`` or ``[``) or YAML.
+
+    Raises:
+        InvalidProcedure: the text is longer than ``MAX_DOCUMENT_BYTES`` bytes, cannot be
+            parsed, or is not an object.
+    """
+    if isinstance(document, Mapping):
+        return document
+    size = len(document.encode("utf-8"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidProcedure(
+            [
+                Problem(
+                    "$",
+                    f"the document is {size} bytes: more than {MAX_DOCUMENT_BYTES} "
+                    "(MAX_DOCUMENT_BYTES)",
+                )
+            ]
+        )
+    try:
+        data = parse_json(document) if document.lstrip()[:1] in ("{", "[") else parse_yaml(document)
+    except DocumentError as exc:
+        raise InvalidProcedure(exc.problems) from None
+    if not isinstance(data, Mapping):
+        kind = "a list" if isinstance(data, list) else f"{type(data).__name__}"
+        raise InvalidProcedure([Problem("$", f"expected a procedure object, got {kind}")])
+    return data
