@@ -8,9 +8,9 @@ writes them into every ``--help``.
 
 Where things are: `app` (the typer application and its list of commands); one module per
 command or group of commands (`run`, `resume`, `inspect` for list/show/history, `diagram`,
-`validate`, `schema`); what they share: `options`, `exits`, `output` and `progress` (what they
-print), `drive` (driving executions), `hostcode` and `procfile` (FILE and the modules it may
-use), `db` (the store).
+`validate`, `schema`, `mcp` for the MCP server of `procstore.mcp`); what they share:
+`options`, `exits`, `output` and `progress` (what they print), `drive` (driving executions),
+`hostcode` and `procfile` (FILE and the modules it may use), `db` (the store).
 Every rule about procedures (the module allowlist, reading and checking documents, the chart,
 describing actions) is the library's: the CLI calls it.
 """
