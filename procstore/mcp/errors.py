@@ -23,6 +23,7 @@ from procstore.errors import (
     InvalidEvent,
     InvalidProcedure,
     ProcedureNotFound,
+    ProcedureWarning,
     ProcstoreError,
     VersionConflict,
 )
@@ -51,7 +52,7 @@ def invalid_message(exc: InvalidProcedure, allowed: str) -> str:
     return text
 
 
-def _message(exc: ProcstoreError | ValueError | TypeError, allowed: str) -> str:
+def _message(exc: Exception, allowed: str) -> str:
     """The paragraph for an error procstore raised on purpose (or a bad argument value)."""
     if isinstance(exc, InvalidProcedure):
         return invalid_message(exc, allowed)
@@ -94,6 +95,11 @@ def tool_errors(tool: str, allowed: str) -> Iterator[None]:
         raise
     except (ProcstoreError, ValueError, TypeError) as exc:
         raise ToolError(_message(exc, allowed)) from None
+    except ProcedureWarning as exc:  # the host made the static checks' warnings errors
+        raise ToolError(
+            f"Refused: this server treats the static checks' warnings as errors: {exc}. Fix "
+            "each one at its JSON path (validate_procedure lists them as warnings)."
+        ) from None
     except Exception as exc:
         _log.exception("tool %s failed", tool)
         raise ToolError(

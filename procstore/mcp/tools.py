@@ -5,14 +5,13 @@ return model the output schema (structured content)."""
 from __future__ import annotations
 
 import asyncio
-import warnings
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from procstore.errors import InvalidProcedure, Problem, ProcedureWarning, VersionConflict
+from procstore.errors import InvalidProcedure, Problem, VersionConflict
 from procstore.mcp.documents import document_data
 from procstore.mcp.errors import tool_errors
 from procstore.mcp.models import (
@@ -154,11 +153,10 @@ class StoreTools:
         problem and its JSON path."""
         with self._errors("register_procedure"):
             data = document_data(document)
+            # The findings are returned to the agent; register also warns them, as it does
+            # for any caller (on stderr, or refused where the host made them errors).
             found = await self.store.validate(data)
-            with warnings.catch_warnings():
-                # Returned to the agent instead (found), not printed on the server's stderr.
-                warnings.simplefilter("ignore", ProcedureWarning)
-                procedure = await self.store.register(data)
+            procedure = await self.store.register(data)
             return Registered(
                 name=procedure.name,
                 version=procedure.version,

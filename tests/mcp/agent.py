@@ -20,18 +20,25 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 15.0
 
 
+#: The server: ``procstore mcp`` (``python -m procstore mcp``).
+COMMAND = ("-m", "procstore", "mcp", "--db")
+
+
 @asynccontextmanager
-async def mcp_session(db: str, *options: str, errlog: Any = None) -> AsyncIterator[ClientSession]:
-    """A session with a fresh ``procstore mcp --db DB OPTIONS`` over stdio (run from the
-    repository, so that ``--allow-module tests....`` imports), initialised."""
+async def mcp_session(
+    db: str, *options: str, command: tuple[str, ...] = COMMAND
+) -> AsyncIterator[ClientSession]:
+    """A session with a fresh ``procstore mcp --db DB OPTIONS`` (or ``python COMMAND DB
+    OPTIONS``) over stdio, run from the repository so that ``tests....`` modules import;
+    initialised."""
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "procstore", "mcp", "--db", db, *options],
+        args=[*command, db, *options],
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
     )
     async with (
-        stdio_client(params, errlog=errlog or sys.stderr) as (read, write),
+        stdio_client(params) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

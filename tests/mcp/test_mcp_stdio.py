@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
+from mcp import MCPError
 from mcp_types import TextResourceContents
 
 from tests.mcp.agent import (
@@ -178,6 +180,10 @@ async def test_the_server_survives_every_bad_call(tmp_path: Path) -> None:
             assert "Traceback" not in message
             still = await call(session, "get_execution", execution_id=execution_id)
             assert still["current"] == "awaiting_approval", (tool, arguments)
+        with pytest.raises(MCPError, match="nope"):
+            await session.read_resource("procstore://executions/nope")
+        still = await call(session, "get_execution", execution_id=execution_id)
+        assert still["current"] == "awaiting_approval"
 
 
 async def test_a_second_server_sees_and_carries_on_the_executions(tmp_path: Path) -> None:
