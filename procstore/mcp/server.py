@@ -6,7 +6,7 @@ import logging
 from typing import Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
 from mcp_types import Resource as MCPResource
 from pydantic import ValidationError
@@ -61,7 +61,8 @@ class ProcstoreServer(MCPServer[Any]):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
-            if isinstance(cause, ValidationError):
+            # (An UnexpectedToolError is a result that failed its output schema: a bug here.)
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
                 raise ToolError(arguments_message(name, cause)) from cause
             raise
 
@@ -85,6 +86,7 @@ async def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     token: str | None = None,
+    server: ProcstoreServer | None = None,
 ) -> None:
     """Serve ``store`` to MCP clients until the client goes (stdio) or the process is stopped
     (HTTP), then close the store (running executions stay ``running`` in the database and carry
@@ -101,14 +103,18 @@ async def serve(
             ``http://HOST:PORT/mcp``).
         host: The HTTP address to listen on; anything but a loopback address needs ``token``.
         token: HTTP: the bearer token every request must carry (checked on every address).
+        server: The server to serve, from `build_server(store)` with the host's own tools
+            added; by default `build_server(store)` as it is.
 
     Raises:
         procstore.mcp.http.NotLocal: ``host`` is not a loopback address and no token is given.
         StoreError: the store cannot be opened.
     """
+    if transport not in ("stdio", "http"):
+        raise ValueError(f"unknown transport {transport!r}: expected stdio or http")
     if transport == "http":
         check_binding(host, token)
-    server = build_server(store)
+    server = server or build_server(store)
     await store.open()
     try:
         await _run_here(store)

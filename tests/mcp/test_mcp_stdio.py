@@ -247,3 +247,14 @@ async def test_the_author_prompt_gives_the_schema_the_allowlist_and_an_example(
     assert "tests.worker_actions" in text
     assert "deploy_workflow" in text
     assert '"initial_state"' in text
+
+
+async def test_a_server_beside_a_running_one_reads_but_refuses_to_start(tmp_path: Path) -> None:
+    async with mcp_session(sqlite(tmp_path)) as first:
+        await call(first, "register_procedure", document=approval_doc())
+        started = await call(first, "start_execution", name="release")
+        async with mcp_session(sqlite(tmp_path)) as second:
+            seen = await call(second, "list_executions")
+            message = await call_error(second, "start_execution", name="release")
+    assert [e["id"] for e in seen["executions"]] == [started["execution_id"]]
+    assert "already used by process" in message
