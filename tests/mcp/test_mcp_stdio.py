@@ -80,6 +80,19 @@ async def test_an_agent_authors_registers_runs_and_draws_a_procedure(tmp_path: P
     assert "awaiting_approval" in drawn["text"]
 
 
+async def test_registered_documents_are_listed_and_given_back_as_written(tmp_path: Path) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        await call(session, "register_procedure", document=approval_doc("1.0"))
+        await call(session, "register_procedure", document=approval_doc("1.1"))
+        listed = await call(session, "list_procedures")
+        latest = await call(session, "get_procedure", name="release")
+        first = await call(session, "get_procedure", name="release", version="1.0")
+    assert [(p["name"], p["versions"]) for p in listed["procedures"]] == [
+        ("release", ["1.0", "1.1"])
+    ]
+    assert (latest, first) == (approval_doc("1.1"), approval_doc("1.0"))
+
+
 async def test_validate_reports_each_problem_with_its_json_path(tmp_path: Path) -> None:
     draft = approval_doc()
     draft["definition"]["initial_state"] = "nowhere"
