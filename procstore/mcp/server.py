@@ -92,11 +92,13 @@ async def serve(
     (HTTP), then close the store (running executions stay ``running`` in the database and carry
     on when a store on it runs again).
 
-    A host program embeds it so: register its actions on the store, then serve::
+    A host program embeds it so: register its actions on the store, then serve.
 
-        store = ProcedureStore("sqlite:///app.db")
-        store.register_action("notify", notify)
-        await procstore.mcp.serve(store)
+    ```python
+    store = ProcedureStore("sqlite:///app.db")
+    store.register_action("notify", notify)
+    await procstore.mcp.serve(store)
+    ```
 
     Args:
         transport: ``stdio`` (the client starts this process) or ``http`` (streamable HTTP at
