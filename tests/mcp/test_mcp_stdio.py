@@ -4,6 +4,7 @@ the SDK's client. Each test starts its own server on its own database."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -157,11 +158,12 @@ async def test_a_document_over_the_state_limit_is_refused(tmp_path: Path) -> Non
 
 async def test_a_string_document_is_never_read_as_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret.json"
-    secret.write_text('{"name": "leak", "version": "1", "definition": {}}', encoding="utf-8")
+    secret.write_text(json.dumps(approval_doc()), encoding="utf-8")
     async with mcp_session(sqlite(tmp_path)) as session:
         checked = await call(session, "validate_procedure", document=str(secret))
     assert checked["valid"] is False
-    assert "leak" not in str(checked)
+    assert [p["path"] for p in checked["problems"]] == ["$"]
+    assert "expected a procedure object" in checked["problems"][0]["message"]
 
 
 async def test_the_server_survives_every_bad_call(tmp_path: Path) -> None:
