@@ -130,8 +130,11 @@ class Hibernator:
         those only an event moves on where they are."""
         now = self._clock.time()
         for execution_id, due in await backend.due_executions(before=NEVER):
-            if self._handles.tracked(execution_id) is not None:
-                continue  # in memory already: its own timers run
+            tracked = self._handles.tracked(execution_id)
+            if tracked is not None and not tracked.detached:
+                continue  # in memory already (its own timers run), or parked and indexed
+            # A detached handle (its store was closed since, or a write failed) runs nothing:
+            # the execution is brought back anew, as recover() does.
             if due <= now:
                 await self._bring_back(backend, execution_id)
             else:

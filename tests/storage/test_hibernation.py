@@ -355,3 +355,18 @@ async def test_a_finished_execution_is_never_parked(tmp_path: Path, clock: Manua
 
     assert execution.status is Status.COMPLETED and not is_parked(execution)
     await store.close()
+
+
+async def test_work_after_a_close_runs_an_execution_whose_old_handle_is_still_held(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = await opened(sqlite(tmp_path), clock, 30, TIMES_OUT)
+    held = await store.start("timeout")
+    await store.close()  # the held handle is detached now: it runs nothing
+
+    await store.work()
+    await clock.advance(10)
+
+    await within(until_stored(store, held.id, Status.COMPLETED))
+    assert (await store.get_execution(held.id)).current == "late"
+    await store.close()
