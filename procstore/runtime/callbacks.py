@@ -137,7 +137,7 @@ async def settle(
         InvalidEvent: no active state waits for ``token``, or the execution has finished.
     """
     run.check_writable()
-    async with run.send_lock:
+    async with run.sending():  # touched once released: it may be parked now
         while True:
             run.refuse_if_finished()
             path = _waiting(run.state, token)

@@ -18,7 +18,9 @@ neither transitions' ``queued`` mode nor its task cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import procstore.runtime.hibernation as hibernation
@@ -122,6 +124,19 @@ class Run:
         executions, which starts its idle interval again."""
         if self.sleeper is not None:
             self.sleeper.touched(self)
+
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """Hold the send lock (an event or a callback is delivered), then `touch`, however
+        the holder ends: delivered, refused, failed or cancelled. A store that parks idle
+        executions does not park one whose send lock is held, and only looks again when it
+        is touched: without this touch, an execution whose event was refused after waiting
+        for a step would stay in memory for good."""
+        try:
+            async with self.send_lock:
+                yield
+        finally:
+            self.touch()
 
     def receive(self, command: int, **fields: Any) -> None:
         """Inbox command ``command`` is being applied (the fire lock is held): move the cursor

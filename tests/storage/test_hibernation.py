@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from procstore import ProcedureStore, Status
+from procstore import InvalidEvent, ProcedureStore, Status
 from procstore.runtime import is_parked
 from tests.builders import fn, on
 from tests.clock import ManualClock
@@ -369,4 +369,68 @@ async def test_work_after_a_close_runs_an_execution_whose_old_handle_is_still_he
 
     await within(until_stored(store, held.id, Status.COMPLETED))
     assert (await store.get_execution(held.id)).current == "late"
+    await store.close()
+
+
+async def test_an_event_refused_after_waiting_for_a_step_still_lets_it_hibernate(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    gate = Gate()
+    doc = make_doc(
+        {
+            "work": {"action": fn("gate"), "transitions": [on("success", "ask")]},
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "work",
+        name="refuses",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, gate=gate.action)
+    execution = await store.start("refuses", auto=True)
+    await within(gate.started.wait())
+    refused = asyncio.ensure_future(execution.send("bogus"))  # waits for the step first
+    gate.release.set()
+    with pytest.raises(InvalidEvent):
+        await within(refused)
+
+    await clock.advance(1)
+
+    assert is_parked(execution)
+    await store.close()
+
+
+async def test_a_callback_refused_after_waiting_for_its_action_still_lets_it_hibernate(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    gate, tokens = Gate(), []
+
+    async def hand_out_then_fail(context: dict[str, Any], info: Any) -> None:
+        tokens.append(info.token)
+        await gate.release.wait()
+        raise ConnectionError("down")
+
+    doc = make_doc(
+        {
+            "pay": {
+                "action": fn("hand_out_then_fail"),
+                "callback": True,
+                "transitions": [on("success", "done"), on("error", "ask")],
+            },
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "pay",
+        name="fails",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, hand_out_then_fail=hand_out_then_fail)
+    execution = await store.start("fails", auto=True)
+    await wait_until(lambda: bool(tokens))
+    refused = asyncio.ensure_future(store.complete_callback(tokens[0]))  # waits for the action
+    gate.release.set()
+    with pytest.raises(InvalidEvent):
+        await within(refused)
+
+    await clock.advance(1)
+
+    assert execution.current == "ask" and is_parked(execution)
     await store.close()
