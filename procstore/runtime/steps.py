@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ __all__ = [
     "cancel",
     "deliver",
     "error_types",
+    "exit_later",
     "halt",
     "invoke",
     "leave",
@@ -153,7 +155,26 @@ def leave(run: Run, path: str) -> None:
     step = run.tasks.pop(path, None)
     if step is not None and step is not asyncio.current_task():
         _interrupt(run, path, step)
-        run.exited.append(step)
+        exit_later(run, step)
+
+
+def exit_later(run: Run, task: asyncio.Task[None]) -> None:
+    """Keep ``task`` — what leaving a state cancelled, still cleaning up — in ``run.exited``
+    until it ends, for the sender of the event that left it to wait for (`settle_exited`).
+
+    It leaves ``run.exited`` by itself when it ends, and touches the run then: a transition
+    that a step fires (an outcome, an error, a timeout) has no sender to clear the list, and
+    an execution whose left steps still clean up is not parked (see
+    `procstore.runtime.hibernation.parkable`) until something touches it again."""
+    run.exited.append(task)
+    task.add_done_callback(functools.partial(_exited_ended, run))
+
+
+def _exited_ended(run: Run, task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(ValueError):  # a sender's settle_exited took it already
+        run.exited.remove(task)
+    if not run.parked:  # a parked run's due time stays indexed: a touch would drop it
+        run.touch()
 
 
 def _interrupt(run: Run, key: str, step: asyncio.Task[None]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
 from procstore.runtime import is_parked
-from tests.builders import fn, on
+from tests.builders import fn, on, region
 from tests.clock import ManualClock
 from tests.conftest import (
     FailsThen,
@@ -433,4 +433,49 @@ async def test_a_callback_refused_after_waiting_for_its_action_still_lets_it_hib
     await clock.advance(1)
 
     assert execution.current == "ask" and is_parked(execution)
+    await store.close()
+
+
+async def test_an_execution_whose_step_left_a_state_with_a_running_step_hibernates(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def boom(context: dict[str, Any], info: Any) -> None:
+        raise RuntimeError("no")
+
+    doc = make_doc(
+        {
+            "checks": {
+                "parallel": {
+                    "fails": region(
+                        "run",
+                        {
+                            "run": {
+                                "action": fn("boom"),
+                                "transitions": [on("success", "ok"), on("error", "ask")],
+                            },
+                            "ok": {},
+                        },
+                    ),
+                    "waits": region(
+                        "w",
+                        {
+                            "w": {"wait": {"seconds": 60}, "transitions": [on("success", "ok")]},
+                            "ok": {},
+                        },
+                    ),
+                },
+            },
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "checks",
+        name="leaves",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, boom=boom)
+    execution = await store.start("leaves", auto=True)
+    await wait_until(lambda: execution.current == "ask")
+
+    await clock.advance(1)
+
+    assert is_parked(execution)
     await store.close()
