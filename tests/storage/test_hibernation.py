@@ -15,6 +15,7 @@ import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
 from procstore.runtime import is_parked
+from procstore.storage.base import EVENT
 from tests.builders import fn, on, region
 from tests.clock import ManualClock
 from tests.conftest import (
@@ -478,4 +479,63 @@ async def test_an_execution_whose_step_left_a_state_with_a_running_step_hibernat
     await clock.advance(1)
 
     assert is_parked(execution)
+    await store.close()
+
+
+async def test_a_clients_callback_to_a_hibernated_execution_runs_what_follows_once(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    tokens, gate = [], Gate()
+
+    async def hand_out(context: dict[str, Any], info: Any) -> None:
+        tokens.append(info.token)
+
+    doc = make_doc(
+        {
+            "pay": {
+                "action": fn("hand_out"),
+                "callback": True,
+                "transitions": [on("success", "ship")],
+            },
+            "ship": {"action": fn("ship"), "transitions": [on("success", "done")]},
+            "done": {},
+        },
+        "pay",
+        name="ships",
+    )
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, doc, hand_out=hand_out, ship=gate.action)
+    held = await store.start("ships", auto=True)
+    await wait_until(lambda: bool(tokens) and is_parked(held))
+    client = ProcedureStore(url, worker=False)
+
+    await client.complete_callback(tokens[0])  # applied from the inbox by the store
+    await within(gate.started.wait())
+    execution = await store.get_execution(held.id)
+    gate.release.set()
+    final = await within(execution.run_to_completion())
+
+    assert final.status is Status.COMPLETED
+    assert len(records(final.history, "action", state="ship")) == 1, "it shipped twice"
+    await client.close()
+    await store.close()
+
+
+async def test_a_damaged_command_refused_to_a_hibernated_execution_leaves_its_timer_due(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, TIMES_OUT)
+    held = await store.start("timeout")
+    await wait_until(lambda: is_parked(held))
+    client = ProcedureStore(url, worker=False)
+    inbox = await client._opened()  # a damaged command: what no client of this version posts
+
+    await inbox.post_command(held.id, EVENT, {"names": "no event"})
+    await wait_until(lambda: bool(records(held.history, "received")))
+    await clock.advance(10)
+
+    await within(until_stored(store, held.id, Status.COMPLETED))
+    assert (await store.get_execution(held.id)).current == "late"
+    await client.close()
     await store.close()
