@@ -539,3 +539,38 @@ async def test_a_damaged_command_refused_to_a_hibernated_execution_leaves_its_ti
     assert (await store.get_execution(held.id)).current == "late"
     await client.close()
     await store.close()
+
+
+async def test_an_execution_a_client_sent_an_event_leaves_memory_when_hibernated(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    pings = make_doc(
+        {"ask": {"transitions": [on("ping", "ask"), on("approve", "done")]}, "done": {}},
+        "ask",
+        name="pings",
+    )
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, pings)
+    execution_id = (await store.start("pings")).id
+    client = ProcedureStore(url, worker=False)
+    await (await client.get_execution(execution_id)).send("ping")
+
+    def received_and_parked() -> bool:
+        execution = store._executions.tracked(execution_id)
+        return (
+            execution is not None
+            and is_parked(execution)
+            and bool(records(execution.history, "received"))
+        )
+
+    await wait_until(received_and_parked)
+    held = store._executions.tracked(execution_id)
+    assert held is not None
+    gone = weakref.ref(held)
+    del held
+    await clock.advance(1)
+
+    gc.collect()
+    assert gone() is None, "something still holds the hibernated execution"
+    await client.close()
+    await store.close()
