@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from procstore import InvalidEvent, ProcedureStore, Status
+from procstore.hibernator import STALE_DUE_ENTRIES
 from procstore.runtime import is_parked
 from procstore.storage.base import EVENT
 from tests.builders import fn, on, region
@@ -573,4 +574,34 @@ async def test_an_execution_a_client_sent_an_event_leaves_memory_when_hibernated
     gc.collect()
     assert gone() is None, "something still holds the hibernated execution"
     await client.close()
+    await store.close()
+
+
+async def test_the_due_index_does_not_grow_with_how_often_an_execution_is_woken(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    pinged = make_doc(
+        {
+            "outer": {
+                "timeout_ms": 86_400_000,
+                "initial_state": "ask",
+                "states": {"ask": {"transitions": [on("ping", "ask")]}},
+                "transitions": [on("timeout", "late")],
+            },
+            "late": {},
+        },
+        "outer",
+        name="pinged",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, pinged)
+    held = await store.start("pinged")
+    await wait_until(lambda: is_parked(held))
+
+    for _ in range(300):
+        await held.send("ping")  # woken, then parked again with the same due time
+        await wait_until(lambda: is_parked(held))
+
+    assert len(store._hibernator._due) <= 1 + STALE_DUE_ENTRIES
+    await clock.advance(86_400)
+    await within(until_stored(store, held.id, Status.COMPLETED))
     await store.close()
