@@ -108,6 +108,10 @@ class Writer:
     def _committed(self, end: int, checkpoint: dict[str, Any], commit: asyncio.Task[None]) -> None:
         if not commit.cancelled() and commit.exception() is None and end >= self.flushed:
             self.flushed, self.stored = end, checkpoint
+            # Touched here as well as by the flusher: one cancelled meanwhile (a timeout
+            # around send()) no longer touches, and an execution is not parked before its
+            # records are all committed, so nothing else would look at it again.
+            self._run.touch()
 
     def fail(self, error: Exception) -> None:
         """Stop the execution for ``error`` (a failed write, or a lease another worker took):

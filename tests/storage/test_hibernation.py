@@ -605,3 +605,28 @@ async def test_the_due_index_does_not_grow_with_how_often_an_execution_is_woken(
     await clock.advance(86_400)
     await within(until_stored(store, held.id, Status.COMPLETED))
     await store.close()
+
+
+async def test_an_execution_whose_sender_gave_up_during_the_commit_still_hibernates(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    two_steps = make_doc(
+        {
+            "ask": {"transitions": [on("next", "confirm")]},
+            "confirm": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "ask",
+        name="two_steps",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, two_steps)
+    held = await store.start("two_steps")
+    await wait_until(lambda: is_parked(held))
+    hurried = asyncio.ensure_future(held.send("next"))
+    await asyncio.sleep(0)  # the transition is recorded and its commit under way
+    hurried.cancel()  # a timeout around send(): the commit still completes
+
+    await wait_until(lambda: is_parked(held))
+
+    assert held.current == "confirm" and hurried.cancelled()
+    await store.close()
