@@ -20,8 +20,9 @@ from procstore.storage.base import (
 from procstore.storage.reading import ThroughReader
 from procstore.storage.sqlite import lock, schema
 from procstore.storage.sqlite.changes import ChangeWatcher
-from procstore.storage.sqlite.connections import connect, connect_read_only
+from procstore.storage.sqlite.connections import connect, connect_read_only, connect_writer
 from procstore.storage.sqlite.reads import Reader
+from procstore.storage.sqlite.threaded import ThreadedConnection
 from procstore.storage.sqlite.writer import Writer, WriteStats, now
 from procstore.storage.sqlite.writes import (
     Commit,
@@ -62,7 +63,7 @@ class SQLiteBackend(ThroughReader):
         file: lock.FileKey,
         *,
         reader: aiosqlite.Connection,
-        writer: aiosqlite.Connection | None,
+        writer: ThreadedConnection | None,
     ) -> None:
         self._path = path
         self._file = file  # counted in lock's open files by open
@@ -133,7 +134,7 @@ class SQLiteBackend(ThroughReader):
             reader = await connect_read_only(path)
             return cls(path, key, reader=reader, writer=None)
 
-        writer = await connect(path, mode="rwc")
+        writer = await connect_writer(path)
         try:
             await schema.configure_writer(writer, path, synchronous)
             await schema.migrate(writer, path)

@@ -4,12 +4,13 @@ Writes from every task of the process go through one queue to one writer connect
 writer takes whatever is queued (up to ``MAX_BATCH`` writes) and commits it as one SQLite
 transaction (*group commit*): no write ever waits on SQLite's file lock inside the process, so
 "database is locked" cannot happen between tasks, and with ``synchronous=FULL`` one fsync serves
-a whole batch. Each aiosqlite call is a round trip to the connection's thread (which costs more
-than the SQL of a small write), so a batch is applied with one ``executemany`` per kind of row
-whatever its size; if that finds a problem (an unknown execution, a taken id) the transaction is
-rolled back and the batch applied write by write. Each write still succeeds or fails on its
-own: a write that is rejected (unknown execution, duplicate id, conflicting procedure) is
-rejected before it changes anything, so the rest of its batch commits. A failure of the
+a whole batch. A round trip to the connection's thread costs more than the SQL of a small
+write, so a batch is one call to that thread (``ThreadedConnection.call``): it begins the
+transaction, applies the batch with one ``executemany`` per kind of row whatever its size, and
+commits; if that finds a problem (an unknown execution, a taken id) the transaction is rolled
+back and the batch applied write by write, in the same call. Each write still succeeds or fails
+on its own: a write that is rejected (unknown execution, duplicate id, conflicting procedure)
+is rejected before it changes anything, so the rest of its batch commits. A failure of the
 transaction itself (disk full, I/O error) fails every write of the batch, and none of them is
 applied. A write whose caller was cancelled before the writer took it is dropped; one cancelled
 later may or may not be committed.
@@ -25,9 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-import aiosqlite
-
-from procstore.errors import StoreError
+from procstore.errors import ProcstoreError, StoreError
+from procstore.storage.sqlite.threaded import ThreadedConnection
 from procstore.storage.sqlite.writes import Write, apply_alone, apply_together
 
 __all__ = ["MAX_BATCH", "WriteStats", "Writer", "now"]
@@ -59,7 +59,7 @@ class Writer:
         stats: What it has committed so far.
     """
 
-    def __init__(self, path: str, db: aiosqlite.Connection) -> None:
+    def __init__(self, path: str, db: ThreadedConnection) -> None:
         self._path = path
         self._queue: asyncio.Queue[Write | None] = asyncio.Queue()
         self.stats = WriteStats()
@@ -81,7 +81,7 @@ class Writer:
         with contextlib.suppress(Exception):
             await self._task
 
-    async def _write_loop(self, db: aiosqlite.Connection) -> None:
+    async def _write_loop(self, db: ThreadedConnection) -> None:
         """Commit queued writes in batches until the ``None`` that ``stop`` queues."""
         queue = self._queue
         stopping = False
@@ -106,26 +106,17 @@ class Writer:
                 if item is not None:
                     _settle(item.future, StoreError(f"the store on {self._path} is closed"))
 
-    async def _commit_batch(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
-        """Apply ``batch`` in one transaction, then settle each write's future."""
+    async def _commit_batch(self, db: ThreadedConnection, batch: list[Write]) -> None:
+        """Apply ``batch`` in one transaction (one call to the connection's thread), then
+        settle each write's future."""
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            outcomes = await apply_together(db, batch, self._path)
-            one_by_one = outcomes is None
-            if outcomes is None:
-                await db.execute("ROLLBACK")
-                await db.execute("BEGIN IMMEDIATE")
-                outcomes = [await apply_alone(db, write, self._path) for write in batch]
-            await db.execute("COMMIT")
+            outcomes, one_by_one = await db.call(_commit, batch, self._path)
             self.stats = WriteStats(
                 writes=self.stats.writes + len(batch),
                 batches=self.stats.batches + 1,
                 one_by_one=self.stats.one_by_one + one_by_one,
             )
         except BaseException as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await db.execute("ROLLBACK")
             for write in batch:
                 error = StoreError(f"cannot write to {self._path}: {exc!r}")
                 error.__cause__ = exc
@@ -135,6 +126,29 @@ class Writer:
             return
         for write, outcome in zip(batch, outcomes, strict=True):
             _settle(write.future, outcome)
+
+
+def _commit(
+    db: sqlite3.Connection, batch: list[Write], where: str
+) -> tuple[list[ProcstoreError | None], bool]:
+    """Apply ``batch`` in one transaction: together if it can, else write by write (on the
+    connection's thread). Returns each write's outcome, and whether it went write by write.
+    A failure of the transaction itself rolls it back and raises."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        outcomes = apply_together(db, batch, where)
+        one_by_one = outcomes is None
+        if outcomes is None:
+            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            outcomes = [apply_alone(db, write, where) for write in batch]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return outcomes, one_by_one
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
