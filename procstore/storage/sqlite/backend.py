@@ -64,13 +64,14 @@ class SQLiteBackend(ThroughReader):
         *,
         reader: aiosqlite.Connection,
         writer: ThreadedConnection | None,
+        inline: bool = False,
     ) -> None:
         self._path = path
         self._file = file  # counted in lock's open files by open
         self._reads: Reader = Reader(path, reader)
         self._changes: ChangeWatcher = ChangeWatcher(path, writer if writer is not None else reader)
         self._writer = writer
-        self._commits = Writer(path, writer) if writer is not None else None
+        self._commits = Writer(path, writer, inline=inline) if writer is not None else None
         self._runner = False
         self._closed = False
 
@@ -142,7 +143,7 @@ class SQLiteBackend(ThroughReader):
         except BaseException:
             await writer.close()
             raise
-        return cls(path, key, reader=reader, writer=writer)
+        return cls(path, key, reader=reader, writer=writer, inline=synchronous == "NORMAL")
 
     async def close(self) -> None:
         """Finish queued writes, close the database and release the runner lock.

@@ -27,13 +27,41 @@ from datetime import UTC, datetime
 from typing import Final
 
 from procstore.errors import ProcstoreError, StoreError
+from procstore.storage.sqlite.connections import BUSY_TIMEOUT_MS
 from procstore.storage.sqlite.threaded import ThreadedConnection
-from procstore.storage.sqlite.writes import Write, apply_alone, apply_together
+from procstore.storage.sqlite.writes import (
+    Commit,
+    CreateExecution,
+    Write,
+    apply_alone,
+    apply_together,
+)
 
-__all__ = ["MAX_BATCH", "WriteStats", "Writer", "now"]
+__all__ = [
+    "CHECKPOINT_PAGES",
+    "INLINE_MAX_WRITES",
+    "MAX_BATCH",
+    "PAGE_BYTES",
+    "WriteStats",
+    "Writer",
+    "now",
+]
 
 MAX_BATCH: Final = 256
 """Most writes committed in one transaction."""
+
+CHECKPOINT_PAGES: Final = 1000
+"""How many pages the writer lets the write-ahead log grow by (estimated from what it wrote)
+before it checkpoints it, when it commits on the event loop's thread (SQLite's own automatic
+checkpoint threshold, which the writer then turns off: see ``Writer``)."""
+
+INLINE_MAX_WRITES: Final = 8
+"""The largest batch the writer commits on the event loop's thread (see ``Writer``): a larger
+one goes to the connection's thread, where its SQL runs beside the event loop (SQLite lets go
+of Python's lock while it works) instead of in turn with it."""
+
+PAGE_BYTES: Final = 4096
+"""The page size the checkpoint estimate assumes (SQLite's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +83,27 @@ class WriteStats:
 class Writer:
     """The writer connection of a ``SQLiteBackend`` and the queue in front of it.
 
+    With ``inline`` (``synchronous=NORMAL``, where a commit writes to the log without waiting
+    for the disk), a small batch (at most ``INLINE_MAX_WRITES`` writes) is committed on the
+    event loop's own thread when nothing can make it wait: the round trip to the connection's
+    thread costs more than such a commit. It only
+    begins there if it takes SQLite's write lock at once; when another process holds the lock
+    (a client posting a command), the batch goes to the connection's thread, which waits for
+    the lock as every write did. SQLite's automatic checkpoint (copying the log into the
+    database file, with an fsync) would run inside the commit that crosses its threshold, on
+    the event loop; it is turned off, and the writer checkpoints on the connection's thread
+    instead after every ``CHECKPOINT_PAGES`` (estimated) pages. ``synchronous=FULL`` commits
+    always go to the thread: each waits for an fsync.
+
     Attributes:
         stats: What it has committed so far.
     """
 
-    def __init__(self, path: str, db: ThreadedConnection) -> None:
+    def __init__(self, path: str, db: ThreadedConnection, *, inline: bool = False) -> None:
         self._path = path
         self._queue: asyncio.Queue[Write | None] = asyncio.Queue()
+        self._inline = inline
+        self._unchecked_pages = 0  # estimated pages written since the last checkpoint
         self.stats = WriteStats()
         self._task = asyncio.get_running_loop().create_task(
             self._write_loop(db), name=f"procstore writer {path}"
@@ -86,6 +128,8 @@ class Writer:
         queue = self._queue
         stopping = False
         try:
+            if self._inline:
+                await db.execute("PRAGMA wal_autocheckpoint = 0")
             while not stopping:
                 item = await queue.get()
                 batch: list[Write] = []
@@ -100,17 +144,32 @@ class Writer:
                     item = queue.get_nowait()
                 if batch:
                     await self._commit_batch(db, batch)
+                    await self._checkpoint_if_due(db)
         finally:
             while not queue.empty():
                 item = queue.get_nowait()
                 if item is not None:
                     _settle(item.future, StoreError(f"the store on {self._path} is closed"))
 
+    async def _checkpoint_if_due(self, db: ThreadedConnection) -> None:
+        """Checkpoint the write-ahead log on the connection's thread once the commits made
+        here have added ``CHECKPOINT_PAGES`` to it (see the class's docstring)."""
+        if self._unchecked_pages >= CHECKPOINT_PAGES:
+            self._unchecked_pages = 0
+            with contextlib.suppress(sqlite3.Error):  # busy or failing: the next one tries again
+                await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def _commit_batch(self, db: ThreadedConnection, batch: list[Write]) -> None:
-        """Apply ``batch`` in one transaction (one call to the connection's thread), then
-        settle each write's future."""
+        """Apply ``batch`` in one transaction (here, or in one call to the connection's
+        thread: see the class's docstring), then settle each write's future."""
         try:
-            outcomes, one_by_one = await db.call(_commit, batch, self._path)
+            done = None
+            if self._inline and len(batch) <= INLINE_MAX_WRITES and db.idle:
+                done = db.call_here(_commit_now, batch, self._path)
+                self._unchecked_pages += sum(map(_pages, batch))
+            if done is None:
+                done = await db.call(_commit, batch, self._path)
+            outcomes, one_by_one = done
             self.stats = WriteStats(
                 writes=self.stats.writes + len(batch),
                 batches=self.stats.batches + 1,
@@ -128,14 +187,32 @@ class Writer:
             _settle(write.future, outcome)
 
 
-def _commit(
+def _commit_now(
     db: sqlite3.Connection, batch: list[Write], where: str
-) -> tuple[list[ProcstoreError | None], bool]:
-    """Apply ``batch`` in one transaction: together if it can, else write by write (on the
-    connection's thread). Returns each write's outcome, and whether it went write by write.
-    A failure of the transaction itself rolls it back and raises."""
+) -> tuple[list[ProcstoreError | None], bool] | None:
+    """``_commit``, if SQLite's write lock can be taken without waiting; ``None`` (nothing
+    done) if another connection holds it."""
+    db.execute("PRAGMA busy_timeout = 0")
     try:
         db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return None
+        raise
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return _commit(db, batch, where, begun=True)
+
+
+def _commit(
+    db: sqlite3.Connection, batch: list[Write], where: str, *, begun: bool = False
+) -> tuple[list[ProcstoreError | None], bool]:
+    """Apply ``batch`` in one transaction (``begun``: already begun): together if it can,
+    else write by write. Returns each write's outcome, and whether it went write by write.
+    A failure of the transaction itself rolls it back and raises."""
+    try:
+        if not begun:
+            db.execute("BEGIN IMMEDIATE")
         outcomes = apply_together(db, batch, where)
         one_by_one = outcomes is None
         if outcomes is None:
@@ -149,6 +226,18 @@ def _commit(
                 db.execute("ROLLBACK")
         raise
     return outcomes, one_by_one
+
+
+def _pages(write: Write) -> int:
+    """A generous estimate of the pages ``write`` adds to the write-ahead log: one per table
+    it touches, and its bytes."""
+    if isinstance(write, Commit):
+        size = len(write.row[1]) + sum(len(record) for _, record in write.journal)
+    elif isinstance(write, CreateExecution):
+        size = len(write.row[4]) + sum(len(record) for _, _, record in write.journal)
+    else:
+        return 2
+    return 2 + size // PAGE_BYTES
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
