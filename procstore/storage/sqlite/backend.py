@@ -284,18 +284,20 @@ class SQLiteBackend(ThroughReader):
         journal = [(execution_id, seq, encode_json(r)) for seq, r in enumerate(records, 1)]
         await self._writing().submit(lambda future: CreateExecution(row, journal, future, announce))
 
-    async def commit(
+    def commit(
         self,
         execution_id: str,
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
-    ) -> None:
-        """``Backend.commit``, committed with whatever else the writer has queued."""
+    ) -> asyncio.Future[None]:
+        """``Backend.commit``, queued now, committed with whatever else the writer has
+        queued: the future the writer settles (cancelled before the writer takes it, the
+        commit is dropped)."""
         check_strings(execution_id=execution_id, status=status)
         row = (status, encode_json(snapshot), now(), execution_id)
         journal = [(execution_id, encode_json(r)) for r in records]
-        await self._writing().submit(lambda future: Commit(row, journal, future))
+        return self._writing().queue(lambda future: Commit(row, journal, future))
 
     async def quarantine_execution(self, execution_id: str, reason: str) -> None:
         """``Backend.quarantine_execution``: the reason goes to ``quarantine_reason``."""

@@ -111,11 +111,16 @@ class Writer:
 
     async def submit(self, make: Callable[[asyncio.Future[None]], Write]) -> None:
         """Queue the write ``make(future)`` builds and wait until it is committed or failed."""
+        await self.queue(make)
+
+    def queue(self, make: Callable[[asyncio.Future[None]], Write]) -> asyncio.Future[None]:
+        """Queue the write ``make(future)`` builds; return ``future``, which is done once the
+        write is committed or failed (cancelled before the writer takes it: dropped)."""
         if self._task.done():
             raise StoreError(f"the writer of {self._path} has stopped")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(make(future))
-        await future
+        return future
 
     async def stop(self) -> None:
         """Commit what is queued, then stop (what is queued later fails as closed)."""
