@@ -23,6 +23,7 @@ from procstore.runtime.items import Spawner
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import QUARANTINED, RUNNING, Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
+from procstore.storage.values import paused_collector
 
 __all__ = ["WIND_DOWN_POLL_S", "Handles", "StoreJournal", "journal_for", "summary"]
 
@@ -232,14 +233,16 @@ class Handles:
         """Resume every unfinished execution ``backend`` stores that no handle here runs yet;
         quarantine each that cannot be restored and go on with the others."""
         resumed = []
-        for stored in await backend.load_unfinished():  # none from a backend not persistent
-            live = self.live(stored.id)
-            if live is None:
-                try:
-                    live = await self.restore(backend, stored, resume=True)
-                except ExecutionDamaged:
-                    continue
-            resumed.append(live)
+        unfinished = await backend.load_unfinished()  # none from a backend not persistent
+        with paused_collector():  # what restoring builds lives on: see paused_collector
+            for stored in unfinished:
+                live = self.live(stored.id)
+                if live is None:
+                    try:
+                        live = await self.restore(backend, stored, resume=True)
+                    except ExecutionDamaged:
+                        continue
+                resumed.append(live)
         return resumed
 
     async def listing(
