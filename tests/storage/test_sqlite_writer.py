@@ -14,7 +14,7 @@ import pytest
 
 from procstore.storage import SQLiteBackend
 from procstore.storage.sqlite.connections import wal_path
-from procstore.storage.sqlite.writer import CHECKPOINT_PAGES, PAGE_BYTES
+from procstore.storage.sqlite.writer import CHECKPOINT_PAGES, INLINE_MAX_WRITES, PAGE_BYTES
 from tests.conftest import make_execution, within
 
 
@@ -55,4 +55,17 @@ async def test_the_write_ahead_log_is_checkpointed_while_commits_run_on_the_loop
         await backend.commit("e1", "running", big, [{"n": n}])
     # Each checkpoint lets SQLite write the log again from its start: it stays about the size
     # of what is written between two checkpoints.
+    assert os.path.getsize(wal_path(backend.path)) < 2 * CHECKPOINT_PAGES * PAGE_BYTES
+
+
+async def test_the_write_ahead_log_is_checkpointed_when_large_batches_commit_on_the_thread(
+    backend: SQLiteBackend,
+) -> None:
+    ids = [f"e{n}" for n in range(INLINE_MAX_WRITES * 4)]  # batches too large for the loop
+    for execution_id in ids:
+        await make_execution(backend, execution_id)
+    big = {"blob": "x" * PAGE_BYTES * 2}
+    for n in range(CHECKPOINT_PAGES // len(ids) * 3):  # some 3,000 pages of log in all
+        await asyncio.gather(*(backend.commit(i, "running", big, [{"n": n}]) for i in ids))
+    assert backend.write_stats.writes / backend.write_stats.batches > INLINE_MAX_WRITES
     assert os.path.getsize(wal_path(backend.path)) < 2 * CHECKPOINT_PAGES * PAGE_BYTES

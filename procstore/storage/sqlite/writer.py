@@ -157,8 +157,8 @@ class Writer:
                     _settle(item.future, StoreError(f"the store on {self._path} is closed"))
 
     async def _checkpoint_if_due(self, db: ThreadedConnection) -> None:
-        """Checkpoint the write-ahead log on the connection's thread once the commits made
-        here have added ``CHECKPOINT_PAGES`` to it (see the class's docstring)."""
+        """Checkpoint the write-ahead log on the connection's thread once the commits since
+        the last one have added ``CHECKPOINT_PAGES`` to it (see the class's docstring)."""
         if self._unchecked_pages >= CHECKPOINT_PAGES:
             self._unchecked_pages = 0
             with contextlib.suppress(sqlite3.Error):  # busy or failing: the next one tries again
@@ -171,9 +171,10 @@ class Writer:
             done = None
             if self._inline and len(batch) <= INLINE_MAX_WRITES and db.idle:
                 done = db.call_here(_commit_now, batch, self._path)
-                self._unchecked_pages += sum(map(_pages, batch))
             if done is None:
                 done = await db.call(_commit, batch, self._path)
+            if self._inline:  # SQLite's own checkpoints are off: count what the log grew by
+                self._unchecked_pages += sum(map(_pages, batch))
             outcomes, one_by_one = done
             self.stats = WriteStats(
                 writes=self.stats.writes + len(batch),
