@@ -79,6 +79,7 @@ class Writer:
         status, checkpoint = self._run.snapshot()
         await self.journal.create(status, checkpoint, history.records[:end])
         self.flushed, self.stored = end, checkpoint
+        self._run.touch()
 
     async def flush(self) -> None:
         """Commit the records since the last flush with a checkpoint, in one transaction.
@@ -116,6 +117,7 @@ class Writer:
                 await asyncio.shield(commit)
                 count(commit)
                 self._commit = self._count = None
+                self._run.touch()
             except Exception as exc:
                 self.fail(exc)
                 self.raise_if_failed()

@@ -119,6 +119,7 @@ async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
     finally:
         if run.tasks.get(key) is asyncio.current_task():
             del run.tasks[key]
+            run.touch()
 
 
 async def _fail_internally(run: Run, key: str, error: Exception) -> None:
