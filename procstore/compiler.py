@@ -10,16 +10,20 @@ the callbacks do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from transitions.extensions.asyncio import (
+    AsyncEvent,
     AsyncEventData,
     AsyncMachine,
     AsyncState,
+    AsyncTransition,
     HierarchicalAsyncMachine,
     NestedAsyncState,
+    NestedAsyncTransition,
 )
 
 from procstore import datapaths, paths
@@ -283,6 +287,14 @@ class StatePlan:
         return self.kind in LEAF_KINDS or self.kind == "map"
 
 
+async def _run_callbacks(funcs: list[Any], event_data: Any) -> None:
+    """Call ``funcs`` in order with ``event_data``, awaiting what returns an awaitable."""
+    for func in funcs:
+        result = func(event_data)
+        if result is not None and inspect.isawaitable(result):
+            await result
+
+
 class _Sequential:
     """What procstore changes in transitions' async machines.
 
@@ -290,6 +302,12 @@ class _Sequential:
     in a task: ~10 gathers per transition dominate its cost. procstore's callbacks are short and
     ordered by design, so awaiting them in sequence keeps the documented order and is ~2.6x
     cheaper. Guards are awaited in order too and stop at the first that blocks.
+
+    Every callback procstore gives the machine is a callable taking the event data
+    (``send_event=True``), never a name to resolve on the model, so callbacks are called directly
+    (no ``resolve_callable``). And procstore runs one trigger at a time per execution (its fire
+    lock): transitions' per-model task bookkeeping, which lets a new transition cancel a running
+    one, has nothing to do, so ``process_context`` just runs the trigger.
     """
 
     # transitions reads "*" as "every state" and "=" as "the same state"; procstore's state
@@ -305,8 +323,10 @@ class _Sequential:
         return super().__getattr__(name)  # type: ignore[misc]
 
     async def callbacks(self, funcs: Any, event_data: Any) -> None:
-        for func in funcs:
-            await cast(Any, self).callback(func, event_data)
+        await _run_callbacks(funcs, event_data)
+
+    async def callback(self, func: Any, event_data: Any) -> None:
+        await _run_callbacks([func], event_data)
 
     @staticmethod
     async def await_all(callables: list[Callable[[], Any]]) -> list[Any]:
@@ -321,22 +341,129 @@ class _Sequential:
                 break
         return results
 
+    async def process_context(self, func: Callable[[], Awaitable[Any]], model: Any) -> Any:
+        return await func()
+
+    async def cancel_running_transitions(self, model: Any, msg: Any = None) -> None:
+        return None
+
+
+class _Conditions:
+    """transitions' condition check, in order, without a partial and a coroutine per guard:
+    each condition is called with the event data, awaited only when it returns an awaitable,
+    and the first that fails ends the check (as ``_Sequential.await_all`` does)."""
+
+    conditions: list[Any]
+
+    async def _eval_conditions(self, event_data: Any) -> bool:
+        for condition in self.conditions:
+            result = condition.func(event_data)
+            if inspect.isawaitable(result):
+                result = await result
+            if result != condition.target:
+                return False
+        return True
+
+
+class SequentialTransition(_Conditions, AsyncTransition):  # type: ignore[misc]
+    """A flat machine's transition: transitions' ``AsyncTransition.execute`` with the empty
+    callback lists skipped, no task cancellation (see ``_Sequential``) and no graph styling
+    (procstore draws its own diagrams)."""
+
+    async def execute(self, event_data: Any) -> bool:  # type: ignore[override]
+        machine = event_data.machine
+        if self.prepare:
+            await _run_callbacks(self.prepare, event_data)
+        if self.conditions and not await self._eval_conditions(event_data):
+            return False
+        if machine.before_state_change:
+            await _run_callbacks(machine.before_state_change, event_data)
+        if self.before:
+            await _run_callbacks(self.before, event_data)
+        if self.dest:  # None: an internal transition, no state change
+            states = machine.states
+            await states[self.source].exit(event_data)
+            setattr(event_data.model, machine.model_attribute, self.dest)
+            dest = states[self.dest]
+            event_data.state = dest
+            await dest.enter(event_data)
+            if dest.final and machine.on_final:
+                await _run_callbacks(machine.on_final, event_data)
+        if self.after:
+            await _run_callbacks(self.after, event_data)
+        if machine.after_state_change:
+            await _run_callbacks(machine.after_state_change, event_data)
+        return True
+
+
+class SequentialState(AsyncState):
+    """A flat machine's state: its callbacks called in order (see ``_Sequential``)."""
+
+    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_enter:
+            await _run_callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_exit:
+            await _run_callbacks(self.on_exit, event_data)
+
+
+class SequentialEvent(AsyncEvent):
+    """A flat machine's event: transitions' ``AsyncEvent`` without the per-model task
+    bookkeeping (see ``_Sequential``) and, when the machine has none, without its
+    ``prepare_event``, ``finalize_event`` and ``on_exception`` lists."""
+
+    async def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        machine = self.machine
+        event_data = AsyncEventData(None, self, machine, model, args=args, kwargs=kwargs)
+        if machine.finalize_event or machine.on_exception:
+            return bool(await super()._trigger(event_data))
+        state = machine.states[getattr(model, machine.model_attribute)]
+        event_data.state = state
+        if not self._is_valid_source(state):
+            return False
+        if machine.prepare_event:
+            await _run_callbacks(machine.prepare_event, event_data)
+        for transition in self.transitions[state.name]:
+            event_data.transition = transition
+            event_data.result = await transition.execute(event_data)
+            if event_data.result:
+                break
+        return bool(event_data.result)
+
 
 class SequentialAsyncMachine(_Sequential, AsyncMachine):  # type: ignore[misc]
     """The flat machine: AsyncMachine with procstore's changes (see ``_Sequential``)."""
 
+    state_cls = SequentialState  # type: ignore[assignment]
+    transition_cls = SequentialTransition
+    event_cls = SequentialEvent
+
 
 class DottedState(NestedAsyncState):
     """A nested state whose path separator is ``.`` (per machine; transitions' default ``_``
-    may appear in procstore's state names)."""
+    may appear in procstore's state names), its callbacks called in order."""
 
     separator = paths.SEPARATOR
+
+    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_enter:
+            await _run_callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_exit:
+            await _run_callbacks(self.on_exit, event_data)
+
+
+class SequentialNestedTransition(_Conditions, NestedAsyncTransition):  # type: ignore[misc]
+    """A hierarchical machine's transition, its guards checked as a flat one's."""
 
 
 class SequentialHierarchicalMachine(_Sequential, HierarchicalAsyncMachine):  # type: ignore[misc]
     """The machine for compound and parallel states, with procstore's changes."""
 
     state_cls = DottedState
+    transition_cls = SequentialNestedTransition
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,7 +730,7 @@ def compile_procedure(
     machine: SequentialAsyncMachine | SequentialHierarchicalMachine
     if flat:
         states = [
-            AsyncState(path, on_enter=[_entered(path)], on_exit=[_exited(path)])
+            SequentialState(path, on_enter=[_entered(path)], on_exit=[_exited(path)])
             for path in chart.top_level
         ]
         machine = SequentialAsyncMachine(states=states, **common)

@@ -20,8 +20,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from transitions.extensions.asyncio import AsyncMachine
-
 import procstore.runtime.saga as saga
 import procstore.runtime.timers as timers
 from procstore import paths
@@ -100,9 +98,6 @@ def start(run: Run, key: str, work: Work, *args: Any) -> None:
 
 
 async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
-    # Steps are created inside machine callbacks and inherit transitions' "current task"
-    # context; without resetting it, their triggers would count as nested ones.
-    AsyncMachine.current_context.set(None)
     try:
         await run.flush()  # write-ahead: what led here is stored before it runs
         await work(*args)
