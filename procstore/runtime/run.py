@@ -27,6 +27,7 @@ from procstore.compiler import CompiledProcedure, StatePlan
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
 from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
+from procstore.runtime.latch import Latch
 from procstore.runtime.router import Router
 from procstore.runtime.state import RunState
 from procstore.snapshot import RecordKind, Status
@@ -89,7 +90,7 @@ class Run:
         self.handle: Execution | None = None
         self.send_lock = asyncio.Lock()
         self.fire_lock = asyncio.Lock()
-        self.finished = asyncio.Event()
+        self.finished = Latch()  # set when it ends
         self.drivers = 0  # callers of run_to_completion() driving it now
         self.frozen: str | None = None  # why the handle may not change the execution
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running steps, by state path
