@@ -77,7 +77,7 @@ class Router:
         self.plans = run.plans
         self.transitions = 0  # transitions fired so far
         self._entries = 0
-        self.visits: dict[str, int] = {}  # a token per entry, so stale timers are ignored
+        self.visits: dict[str, int] = {}  # a token per entry of a timed state (stale timers)
         self._origin: str | None = None  # the state an event being fired comes from
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
@@ -149,9 +149,9 @@ class Router:
         if plan.kind == "region":
             return
         self._entries += 1
-        self.visits[path] = self._entries
         run.history.log(RecordKind.ENTERED, state=path, event=event)
         if plan.timeout_s is not None:
+            self.visits[path] = self._entries  # only a timer reads it: untimed states need none
             state.deadlines[path] = run.clock.time() + plan.timeout_s
             timers.arm(run, path)
         if plan.works:
@@ -369,7 +369,7 @@ class Router:
         none is left."""
         state = self.run.state
         while state.internal:
-            leaf, failed = state.internal.popleft()
+            leaf, failed = state.internal.pop(0)
             if leaf not in state.active or not state.running:
                 continue
             plan = self.plans[leaf]

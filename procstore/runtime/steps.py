@@ -115,6 +115,8 @@ async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
         step = asyncio.current_task()
         if run.tasks.get(key) is step:
             del run.tasks[key]
+            if not run.tasks:  # an emptied dict keeps its table (~120 bytes) until cleared;
+                run.tasks.clear()  # the same dict: callers may hold it across awaits
         if step in _waiting:
             _release(step)
 
