@@ -68,7 +68,7 @@ class Writer:
         history = self._run.history
         end = len(history)
         status, checkpoint = self._run.snapshot()
-        await self.journal.create(status, checkpoint, history.records[:end])
+        await self.journal.create(status, checkpoint, history.dicts(0, end))
         self.flushed, self.stored = end, checkpoint
 
     async def flush(self) -> None:
@@ -89,7 +89,7 @@ class Writer:
                 end = len(history)
                 if end == self.flushed:
                     return
-                records = history.records[self.flushed : end]
+                records = history.dicts(self.flushed, end)
                 status, checkpoint = self._run.snapshot()
                 # The commit runs as its own task: if this caller is cancelled (a timeout around
                 # send()), the commit still completes and is counted, so no record is sent twice.

@@ -170,7 +170,7 @@ class Run:
         self.unregister()
         stored = self.writer.stored
         if stored is not None:  # the handle shows what the database holds, nothing newer
-            self.restore(stored, self.history.records[: self.writer.flushed])
+            self.restore(stored, self.history.dicts(0, self.writer.flushed))
         self.finished.set()  # wakes run_to_completion(), which raises the failure
         self.history.wake()
 
