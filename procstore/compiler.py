@@ -348,12 +348,18 @@ class _Sequential:
         return None
 
 
-class _Conditions:
-    """transitions' condition check, in order, without a partial and a coroutine per guard:
-    each condition is called with the event data, awaited only when it returns an awaitable,
-    and the first that fails ends the check (as ``_Sequential.await_all`` does)."""
+class _Transition:
+    """transitions' ``AsyncTransition.execute`` with the empty callback lists skipped and no
+    task cancellation (see ``_Sequential``); guards checked in order without a partial and a
+    coroutine per guard: each condition is called with the event data, awaited only when it
+    returns an awaitable, and the first that fails ends the check (as
+    ``_Sequential.await_all`` does). The state change itself is the machine kind's."""
 
     conditions: list[Any]
+    prepare: list[Any]
+    before: list[Any]
+    after: list[Any]
+    dest: str | None
 
     async def _eval_conditions(self, event_data: Any) -> bool:
         for condition in self.conditions:
@@ -364,13 +370,7 @@ class _Conditions:
                 return False
         return True
 
-
-class SequentialTransition(_Conditions, AsyncTransition):  # type: ignore[misc]
-    """A flat machine's transition: transitions' ``AsyncTransition.execute`` with the empty
-    callback lists skipped, no task cancellation (see ``_Sequential``) and no graph styling
-    (procstore draws its own diagrams)."""
-
-    async def execute(self, event_data: Any) -> bool:  # type: ignore[override]
+    async def execute(self, event_data: Any) -> bool:
         machine = event_data.machine
         if self.prepare:
             await _run_callbacks(self.prepare, event_data)
@@ -381,19 +381,31 @@ class SequentialTransition(_Conditions, AsyncTransition):  # type: ignore[misc]
         if self.before:
             await _run_callbacks(self.before, event_data)
         if self.dest:  # None: an internal transition, no state change
-            states = machine.states
-            await states[self.source].exit(event_data)
-            setattr(event_data.model, machine.model_attribute, self.dest)
-            dest = states[self.dest]
-            event_data.state = dest
-            await dest.enter(event_data)
-            if dest.final and machine.on_final:
-                await _run_callbacks(machine.on_final, event_data)
+            # The machine kind's: a class after this one in the MRO has it.
+            await cast(Any, self)._change_state(event_data)
         if self.after:
             await _run_callbacks(self.after, event_data)
         if machine.after_state_change:
             await _run_callbacks(machine.after_state_change, event_data)
         return True
+
+
+class SequentialTransition(_Transition, AsyncTransition):  # type: ignore[misc]
+    """A flat machine's transition (see ``_Transition``), without transitions' graph styling
+    (procstore draws its own diagrams)."""
+
+    source: str
+
+    async def _change_state(self, event_data: Any) -> None:  # type: ignore[override]
+        machine = event_data.machine
+        states = machine.states
+        await states[self.source].exit(event_data)
+        setattr(event_data.model, machine.model_attribute, self.dest)
+        dest = states[self.dest]
+        event_data.state = dest
+        await dest.enter(event_data)
+        if dest.final and machine.on_final:
+            await _run_callbacks(machine.on_final, event_data)
 
 
 class SequentialState(AsyncState):
@@ -455,8 +467,9 @@ class DottedState(NestedAsyncState):
             await _run_callbacks(self.on_exit, event_data)
 
 
-class SequentialNestedTransition(_Conditions, NestedAsyncTransition):  # type: ignore[misc]
-    """A hierarchical machine's transition, its guards checked as a flat one's."""
+class SequentialNestedTransition(_Transition, NestedAsyncTransition):  # type: ignore[misc]
+    """A hierarchical machine's transition (see ``_Transition``), its state change
+    transitions' own."""
 
 
 class SequentialHierarchicalMachine(_Sequential, HierarchicalAsyncMachine):  # type: ignore[misc]
