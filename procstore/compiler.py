@@ -287,12 +287,27 @@ class StatePlan:
         return self.kind in LEAF_KINDS or self.kind == "map"
 
 
-async def _run_callbacks(funcs: list[Any], event_data: Any) -> None:
-    """Call ``funcs`` in order with ``event_data``, awaiting what returns an awaitable."""
-    for func in funcs:
+def _call(funcs: list[Any], event_data: Any) -> Awaitable[None] | None:
+    """Call ``funcs`` in order with ``event_data``. procstore's callbacks are synchronous but
+    for guards: while they return no awaitable nothing else is made (no coroutine per list);
+    from the first that does, the rest run in the awaitable returned."""
+    for index, func in enumerate(funcs):
         result = func(event_data)
         if result is not None and inspect.isawaitable(result):
-            await result
+            return _finish(result, funcs[index + 1 :], event_data)
+    return None
+
+
+async def _finish(pending: Awaitable[Any], funcs: list[Any], event_data: Any) -> None:
+    await pending
+    await _run_callbacks(funcs, event_data)
+
+
+async def _run_callbacks(funcs: list[Any], event_data: Any) -> None:
+    """Call ``funcs`` in order with ``event_data``, awaiting what returns an awaitable."""
+    pending = _call(funcs, event_data)
+    if pending is not None:
+        await pending
 
 
 class _Sequential:
@@ -376,10 +391,10 @@ class _Transition:
             await _run_callbacks(self.prepare, event_data)
         if self.conditions and not await self._eval_conditions(event_data):
             return False
-        if machine.before_state_change:
-            await _run_callbacks(machine.before_state_change, event_data)
-        if self.before:
-            await _run_callbacks(self.before, event_data)
+        if (pending := _call(machine.before_state_change, event_data)) is not None:
+            await pending
+        if (pending := _call(self.before, event_data)) is not None:
+            await pending
         if self.dest:  # None: an internal transition, no state change
             # The machine kind's: a class after this one in the MRO has it.
             await cast(Any, self)._change_state(event_data)
@@ -397,13 +412,17 @@ class SequentialTransition(_Transition, AsyncTransition):  # type: ignore[misc]
     source: str
 
     async def _change_state(self, event_data: Any) -> None:  # type: ignore[override]
+        # The states are SequentialStates: their enter/exit call their callback lists, which
+        # are called here directly (no coroutine per state when every callback is sync).
         machine = event_data.machine
         states = machine.states
-        await states[self.source].exit(event_data)
+        if (pending := _call(states[self.source].on_exit, event_data)) is not None:
+            await pending
         setattr(event_data.model, machine.model_attribute, self.dest)
         dest = states[self.dest]
         event_data.state = dest
-        await dest.enter(event_data)
+        if (pending := _call(dest.on_enter, event_data)) is not None:
+            await pending
         if dest.final and machine.on_final:
             await _run_callbacks(machine.on_final, event_data)
 
