@@ -98,10 +98,13 @@ def start(run: Run, key: str, work: Work, *args: Any) -> None:
 
 
 async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
+    persisted = run.writer.journal is not None  # in memory there is nothing to flush
     try:
-        await run.flush()  # write-ahead: what led here is stored before it runs
+        if persisted:
+            await run.flush()  # write-ahead: what led here is stored before it runs
         await work(*args)
-        await run.flush()
+        if persisted:
+            await run.flush()
     except Exception as exc:
         if run.writer.failure is not None:
             return  # a write failed: the execution stopped (the writer said so, once)
