@@ -557,65 +557,69 @@ class CompiledProcedure:
         return bool(await machine.trigger_event(model, event))
 
 
-async def _before(event_data: AsyncEventData) -> None:
-    model = cast(MachineModel, event_data.model)
-    transition = cast(Any, event_data.transition)
-    model.on_transition(transition.source, transition.dest, cast(Any, event_data.event).name)
+class Fired(Protocol):
+    """What procstore's callbacks read of the event data transitions gives them (typed here,
+    so that the callbacks, called a few times per transition, need no ``cast`` calls)."""
+
+    model: MachineModel
+    event: Any
+    transition: Any
 
 
-def _entered(path: str) -> Callable[[AsyncEventData], None]:
-    def entered(event_data: AsyncEventData) -> None:
-        cast(MachineModel, event_data.model).on_state_entered(
-            path, cast(Any, event_data.event).name
-        )
+def _before(event_data: Fired) -> None:
+    transition = event_data.transition
+    event_data.model.on_transition(transition.source, transition.dest, event_data.event.name)
+
+
+def _entered(path: str) -> Callable[[Fired], None]:
+    def entered(event_data: Fired) -> None:
+        event_data.model.on_state_entered(path, event_data.event.name)
 
     return entered
 
 
-def _exited(path: str) -> Callable[[AsyncEventData], None]:
-    def exited(event_data: AsyncEventData) -> None:
-        cast(MachineModel, event_data.model).on_state_exited(path)
+def _exited(path: str) -> Callable[[Fired], None]:
+    def exited(event_data: Fired) -> None:
+        event_data.model.on_state_exited(path)
 
     return exited
 
 
-def _in_scope(path: str) -> Callable[[AsyncEventData], bool]:
-    def in_scope(event_data: AsyncEventData) -> bool:
-        return cast(MachineModel, event_data.model).in_scope(path)
+def _in_scope(path: str) -> Callable[[Fired], bool]:
+    def in_scope(event_data: Fired) -> bool:
+        return event_data.model.in_scope(path)
 
     return in_scope
 
 
-def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
-    def condition(event_data: AsyncEventData) -> Any:
-        model = cast(MachineModel, event_data.model)
-        return model.check_guard(guard, cast(Any, event_data.event).name)
+def _condition(guard: Guard) -> Callable[[Fired], Any]:
+    def condition(event_data: Fired) -> Any:
+        return event_data.model.check_guard(guard, event_data.event.name)
 
     return condition
 
 
-def _catches(errors: tuple[str, ...]) -> Callable[[AsyncEventData], bool]:
-    def catches(event_data: AsyncEventData) -> bool:
-        return cast(MachineModel, event_data.model).catches(errors)
+def _catches(errors: tuple[str, ...]) -> Callable[[Fired], bool]:
+    def catches(event_data: Fired) -> bool:
+        return event_data.model.catches(errors)
 
     return catches
 
 
-def _assign_blocked(assign: Assign) -> Callable[[AsyncEventData], bool]:
+def _assign_blocked(assign: Assign) -> Callable[[Fired], bool]:
     # The last of a transition's ``unless`` checks: it runs once every guard has passed.
-    def blocked(event_data: AsyncEventData) -> bool:
-        model = cast(MachineModel, event_data.model)
-        return not model.prepare_assign(assign, cast(Any, event_data.event).name)
+    def blocked(event_data: Fired) -> bool:
+        return not event_data.model.prepare_assign(assign, event_data.event.name)
 
     return blocked
 
 
-def _assign_checks(assign: Assign | None) -> list[Callable[[AsyncEventData], bool]]:
+def _assign_checks(assign: Assign | None) -> list[Callable[[Fired], bool]]:
     return [_assign_blocked(assign)] if assign is not None else []
 
 
-def _assign(event_data: AsyncEventData) -> None:
-    cast(MachineModel, event_data.model).apply_assign()
+def _assign(event_data: Fired) -> None:
+    event_data.model.apply_assign()
 
 
 def _compile_assign(transition: TransitionDef, source: str) -> Assign | None:
