@@ -137,10 +137,13 @@ class Router:
 
     def on_transition(self, source: str, target: str, event: str) -> None:
         self.transitions += 1
-        extra = {"data": self._data} if self._data is not None else {}
-        self.run.history.log(
-            RecordKind.TRANSITION, event=event, state=source, target=target, **extra
-        )
+        history = self.run.history
+        if self._data is None:
+            history.log(RecordKind.TRANSITION, event=event, state=source, target=target)
+        else:
+            history.log(
+                RecordKind.TRANSITION, event=event, state=source, target=target, data=self._data
+            )
 
     def on_state_entered(self, path: str, event: str | None) -> None:
         run, state = self.run, self.run.state

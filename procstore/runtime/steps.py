@@ -260,7 +260,8 @@ async def deliver(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
         try:
             if plan.path in run.state.active and run.state.running:
                 await _act_on(run, plan, leaf, outcome, failed)
-                await run.router.drain()
+                if run.state.internal:  # usually nothing to drain: no coroutine for it
+                    await run.router.drain()
         finally:
             leaf.outcome = None
 
