@@ -27,9 +27,9 @@ from procstore.compiler import CompiledProcedure, StatePlan
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
 from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
-from procstore.runtime.latch import Latch
 from procstore.runtime.router import Router
 from procstore.runtime.state import RunState
+from procstore.runtime.sync import Latch, Mutex
 from procstore.snapshot import RecordKind, Status
 
 if TYPE_CHECKING:
@@ -88,8 +88,8 @@ class Run:
         # so an execution nobody references could otherwise vanish mid-run.
         self.registry = running
         self.handle: Execution | None = None
-        self.send_lock = asyncio.Lock()
-        self.fire_lock = asyncio.Lock()
+        self.send_lock = Mutex()
+        self.fire_lock = Mutex()
         self.finished = Latch()  # set when it ends
         self.drivers = 0  # callers of run_to_completion() driving it now
         self.frozen: str | None = None  # why the handle may not change the execution
