@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python perf/bench_procstore.py            # full run (well under a minute)
+    .venv/bin/python perf/bench_procstore.py            # full run (about 2 minutes)
     .venv/bin/python perf/bench_procstore.py --quick    # smoke run with small sizes (tests use it)
     .venv/bin/python perf/bench_procstore.py --json out.json
     .venv/bin/python perf/bench_procstore.py --profile  # cProfile of the per-transition benchmark
