@@ -169,9 +169,9 @@ class Router:
             elif plan.wait is not None:
                 waits.begin(run, plan)
             elif plan.kind == "choice":  # routed by drain(), once this transition is over
-                state.internal.append((path, False))
+                state.internal += ((path, False),)
             elif plan.terminal:
-                state.internal.append((path, plan.failure))
+                state.internal += ((path, plan.failure),)
 
     def on_state_exited(self, path: str) -> None:
         run, state = self.run, self.run.state
@@ -364,7 +364,7 @@ class Router:
         """Route choice state ``path``, active after a restart (it is routed at once when it
         is entered, so only a checkpoint taken in between leaves one active)."""
         async with self.run.fire_lock:
-            self.run.state.internal.append((path, False))
+            self.run.state.internal += ((path, False),)
             await self.drain()
 
     async def drain(self) -> None:
@@ -372,7 +372,7 @@ class Router:
         none is left."""
         state = self.run.state
         while state.internal:
-            leaf, failed = state.internal.pop(0)
+            (leaf, failed), state.internal = state.internal[0], state.internal[1:]
             if leaf not in state.active or not state.running:
                 continue
             plan = self.plans[leaf]

@@ -94,7 +94,8 @@ class Run:
         self.drivers = 0  # callers of run_to_completion() driving it now
         self.frozen: str | None = None  # why the handle may not change the execution
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running steps, by state path
-        self.exited: list[asyncio.Task[None]] = []  # steps cancelled by leaving their state
+        # Steps cancelled by leaving their state: a tuple, the shared empty one while none is.
+        self.exited: tuple[asyncio.Task[None], ...] = ()
         self.timers: dict[str, TimerHandle] = {}  # armed state timeouts, by state path
         self.invoking = 0  # actions (attempts, compensations) running now
         self.winding_down = False  # the store is stopping: no new action starts
@@ -144,7 +145,7 @@ class Run:
         state = self.state
         state.deadlines.clear()
         state.deadline = None
-        state.internal.clear()
+        state.internal = ()
         state.closing = False
         state.rollback = None
         self.unregister()

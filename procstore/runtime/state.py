@@ -214,8 +214,9 @@ class RunState:
     active: set[str] = field(default_factory=set)
     leaves: dict[str, LeafState] = field(default_factory=dict)
     deadlines: dict[str, float] = field(default_factory=dict)
-    completed: list[str] = field(default_factory=list)
-    internal: list[tuple[str, bool]] = field(default_factory=list)  # short: a list
+    # Tuples, the shared empty one while nothing is done or queued (most waiting executions).
+    completed: tuple[str, ...] = ()
+    internal: tuple[tuple[str, bool], ...] = ()
     inbox: int = 0
     deadline: float | None = None
     error: dict[str, str] | None = None
@@ -309,7 +310,7 @@ class RunState:
             active=set(snapshot["active"]),
             leaves={path: LeafState.from_data(data) for path, data in snapshot["leaves"].items()},
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
-            completed=[str(path) for path in snapshot["completed"]],
+            completed=tuple(str(path) for path in snapshot["completed"]),
             inbox=int(snapshot["inbox"]),
             deadline=float(snapshot["deadline"]) if snapshot["deadline"] is not None else None,
             error=dict(snapshot["error"]) if snapshot["error"] is not None else None,

@@ -155,7 +155,7 @@ def leave(run: Run, path: str) -> None:
     step = run.tasks.pop(path, None)
     if step is not None and step is not asyncio.current_task():
         _interrupt(run, path, step)
-        run.exited.append(step)
+        run.exited += (step,)
 
 
 def _interrupt(run: Run, key: str, step: asyncio.Task[None]) -> None:
@@ -194,8 +194,8 @@ async def settle_exited(run: Run) -> None:
     """Let the actions a transition cancelled (leaving a compound state, say) run their
     cleanup, so that the event's sender hears back after it."""
     if run.exited:
-        exited, run.exited = run.exited, []
-        await let_clean_up(run, exited)
+        exited, run.exited = run.exited, ()
+        await let_clean_up(run, list(exited))
 
 
 async def let_clean_up(run: Run, stopped: list[asyncio.Task[None]]) -> None:
@@ -269,7 +269,7 @@ async def deliver(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
 async def _act_on(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, failed: bool) -> None:
     router = run.router
     if plan.terminal:
-        run.state.internal.append((plan.path, failed or plan.failure))
+        run.state.internal += ((plan.path, failed or plan.failure),)
     elif failed:
         await router.raise_event(ERROR, plan.path, leaf.error_types or (), leaf.error)
     elif plan.callback:
@@ -320,7 +320,7 @@ async def _run_action(
         leaf.outcome, leaf.result = (outcome, False), value
         run.log(RecordKind.ACTION, state=path, attempt=attempt, result=value)
         if plan.compensate is not None:
-            run.state.completed.append(path)
+            run.state.completed += (path,)
         return outcome, False
 
 
