@@ -15,7 +15,7 @@ help:
 	@echo "make demo   run examples/deploy_workflow.json through the procstore CLI, stored in ./procstore.db"
 	@echo "make test   run the test suite, then the quick benchmark smoke"
 	@echo "make lint   ruff check, ruff format --check, mypy (strict) on procstore/ and tests/"
-	@echo "make bench  run the full benchmark"
+	@echo "make bench  run the full benchmark, and procstore beside its peers (perf/bench_peers.py)"
 	@echo "make report run SPEC-007's acceptance criteria, write docs/validation.md (minutes)"
 	@echo "make check-report  fail if docs/validation.md is stale: a test it counted is gone (or,"
 	@echo "            with RESULTS=pytest.xml from make test, did not pass), or a script it ran changed"
@@ -58,8 +58,16 @@ PYTEST_ARGS ?=
 # pytest runs beside a throwaway PostgreSQL server (tools/pg_cluster.py: started on a free port
 # of 127.0.0.1, its URL in PROCSTORE_TEST_POSTGRES, deleted afterwards), or against the server
 # PROCSTORE_TEST_POSTGRES names if it is set. With CI=true no PostgreSQL test may skip.
+# HIBERNATION_TESTS run a second time with every store hibernating its executions as soon as
+# they wait (hibernate_after=0): what they check must hold whether an execution stays in memory
+# or is rebuilt from the database between any two of its steps.
+HIBERNATION_TESTS := tests/storage/test_durability.py tests/storage/test_crash_recovery.py \
+	tests/storage/test_wait_durability.py tests/storage/test_persistent_stores.py \
+	tests/storage/test_write_failures.py tests/storage/test_quarantine.py tests/clients
+
 test: venv system-deps
 	$(PY) tools/pg_cluster.py -- $(BIN)/pytest $(PYTEST_ARGS)
+	$(PY) tools/pg_cluster.py -- $(BIN)/pytest -q --hibernate-after=0 $(HIBERNATION_TESTS)
 	@if [ -f perf/bench_procstore.py ]; then \
 		echo "$(BIN)/python perf/bench_procstore.py --quick"; \
 		$(BIN)/python perf/bench_procstore.py --quick; \
@@ -72,10 +80,20 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy procstore tests
 
-bench: venv system-deps
+# The peers of perf/bench_peers.py come with the bench extra (the dev extra includes it today;
+# its own stamp keeps `make bench` working if that changes).
+BENCH_STAMP := $(VENV)/.stamp-bench
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: venv system-deps $(BENCH_STAMP)
 	$(BIN)/python perf/bench_procstore.py
 	$(BIN)/python perf/bench_diagrams.py
 	$(BIN)/python perf/bench_workers.py
+	$(BIN)/python perf/bench_hibernation.py
+	$(BIN)/python perf/bench_peers.py
 
 # SPEC-007 validation report (tests + full benchmark: 64-75 s idle, minutes on a busy machine);
 # docs/validation.md is generated output: commit it, never edit it by hand.

@@ -16,7 +16,15 @@ from procstore.definition import Procedure
 from procstore.errors import ExecutionDamaged, ExecutionNotFound
 from procstore.reasons import one_line
 from procstore.registry import ProcedureRegistry
-from procstore.runtime import Execution, is_busy, restore_execution, wind_down
+from procstore.runtime import (
+    Execution,
+    awaken,
+    is_busy,
+    is_parked,
+    restore_execution,
+    wind_down,
+)
+from procstore.runtime.hibernation import Sleeper
 from procstore.runtime.items import Spawner
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import QUARANTINED, RUNNING, Backend, StoredExecution
@@ -119,16 +127,25 @@ class Handles:
         self._tracked: weakref.WeakValueDictionary[str, Execution] = weakref.WeakValueDictionary()
         self._declined: set[str] = set()  # not adopted for want of host code (warned once)
         self.spawner: Spawner | None = None  # how map states start their items (the store's)
+        self.sleeper: Sleeper | None = None  # what parks idle executions (the store's)
 
     def __len__(self) -> int:
         """How many executions are tracked (alive, or referenced by someone)."""
         return len(self._tracked)
 
     def live(self, execution_id: str) -> Execution | None:
-        """This process's handle on an execution, unless it is detached (a failed write stopped
-        it, say): then the stored execution is loaded anew."""
+        """This process's handle on an execution, woken if it was parked, unless it is
+        detached (a failed write stopped it, say): then the stored execution is loaded anew."""
         live = self._tracked.get(execution_id)
-        return None if live is None or live.detached else live
+        if live is None or live.detached:
+            return None
+        awaken(live)
+        return live
+
+    def tracked(self, execution_id: str) -> Execution | None:
+        """This process's handle on an execution as it is (parked or not, detached or not),
+        if anybody still references it."""
+        return self._tracked.get(execution_id)
 
     def track(self, execution: Execution) -> None:
         """Track a handle this store started."""
@@ -159,7 +176,13 @@ class Handles:
                 return live
         try:
             execution = await _restore(
-                stored, self._registry, backend, self.running, resume, frozen, self.spawner
+                stored,
+                self._registry,
+                backend,
+                self.running,
+                resume,
+                frozen,
+                (self.spawner, self.sleeper),
             )
         except ExecutionDamaged as damaged:
             if resume:
@@ -222,6 +245,25 @@ class Handles:
                 execution_id,
                 missing,
             )
+
+    async def bring_back(self, backend: Backend, execution_id: str) -> Execution | None:
+        """What ``recover`` does for one execution: this process's handle on it (woken, if it
+        was parked), or the stored execution restored (an unfinished one resumes here; one
+        that cannot be restored is quarantined). ``None`` when no execution has that id or it
+        is quarantined.
+
+        Raises:
+            ExecutionDamaged: it cannot be restored (it is quarantined now)."""
+        live = self.live(execution_id)
+        if live is not None:
+            return live
+        stored = await backend.load_execution(execution_id)
+        if stored is None or stored.status == QUARANTINED:
+            return None
+        live = self.live(execution_id)  # brought back meanwhile, by another call
+        if live is not None:
+            return live
+        return await self.restore(backend, stored, resume=stored.status == RUNNING)
 
     async def recover(self, backend: Backend) -> list[Execution]:
         """Resume every unfinished execution ``backend`` stores that no handle here runs yet;
@@ -293,10 +335,14 @@ class Handles:
                     await clock.sleep(WIND_DOWN_POLL_S)
 
     async def detach_running(self) -> None:
-        """Stop every unfinished execution in this process (each stays as last stored)."""
+        """Stop every unfinished execution in this process (each stays as last stored),
+        parked ones whose handles are still held too."""
         for execution in list(self.running.values()):
             await execution.detach()
         self.running.clear()
+        for execution in list(self._tracked.values()):
+            if is_parked(execution) and not execution.detached:
+                await execution.detach()
 
 
 async def _restore(
@@ -306,9 +352,10 @@ async def _restore(
     running: dict[str, Execution],
     resume: bool,
     frozen: str,
-    spawner: Spawner | None = None,
+    store: tuple[Spawner | None, Sleeper | None] = (None, None),
 ) -> Execution:
-    """``Handles.restore`` but for the tracking and the quarantine."""
+    """``Handles.restore`` but for the tracking and the quarantine; ``store`` is what the
+    store gives each execution (how its map states start items, what parks it)."""
     reason = stored.reason or _cannot_restore(stored, registry)
     if reason is None:
         journal = StoreJournal(backend, stored.id, stored.procedure, stored.version)
@@ -322,7 +369,8 @@ async def _restore(
                 resume=resume,
                 running=running,
                 frozen=frozen,
-                spawner=spawner,
+                spawner=store[0],
+                sleeper=store[1],
             )
         except Exception as exc:  # whatever a damaged snapshot makes restoring raise
             reason = f"its stored state cannot be restored ({type(exc).__name__}: {exc})"

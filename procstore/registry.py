@@ -53,6 +53,8 @@ class ProcedureRegistry:
         self._items: dict[tuple[str, Version], CompiledProcedure] = {}
         # Stored procedure versions that cannot be loaded, by (name, version as stored): why.
         self._quarantined: dict[tuple[str, str], str] = {}
+        # Versions whose host code was all found (see missing_host_code).
+        self._complete: set[tuple[str, str]] = set()
 
     def load(self, stored: Iterable[StoredProcedure]) -> None:
         """Compile the stored procedure versions; quarantine (and log) each that cannot be
@@ -90,7 +92,18 @@ class ProcedureRegistry:
         """What a registered procedure version's actions or guards name that this store cannot
         provide now (an action or guard predicate nobody registered, a module that is not
         allowed or not found), checked without running any host code; ``None`` when nothing
-        is missing. An execution resumed without it would fail its next step for good."""
+        is missing. An execution resumed without it would fail its next step for good.
+
+        A version found complete is remembered: host code is only ever added to a store,
+        so it stays complete (this is asked for every execution a store brings back)."""
+        if (name, version) in self._complete:
+            return None
+        missing = self._missing_host_code(name, version)
+        if missing is None:
+            self._complete.add((name, version))
+        return missing
+
+    def _missing_host_code(self, name: str, version: str) -> str | None:
         procedure = self.compiled(name, version).procedure
         charts = [build_chart(item) for item in (procedure, *item_procedures(procedure))]
         for node in (node for chart in charts for node in chart):

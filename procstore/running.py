@@ -15,6 +15,7 @@ from typing import cast
 from procstore.clock import Clock
 from procstore.errors import StoreError
 from procstore.handles import Handles
+from procstore.hibernator import Hibernator
 from procstore.inbox import Adopt, InboxLoop
 from procstore.registry import ProcedureRegistry
 from procstore.runtime import Execution
@@ -34,6 +35,7 @@ class Runner:
         where: How messages name the store's database.
         concurrency: How many executions a PostgreSQL worker claims at once (0: none).
         clock: The store's clock, which a graceful close waits on.
+        hibernator: What parks the idle executions of an SQLite store while it runs them.
     """
 
     def __init__(
@@ -43,12 +45,14 @@ class Runner:
         where: str,
         concurrency: int,
         clock: Clock,
+        hibernator: Hibernator,
     ) -> None:
         self._handles = handles
         self._registry = registry
         self._where = where
         self._concurrency = concurrency
         self._clock = clock
+        self._hibernator = hibernator
         self._running = False  # this process may run the database's executions
         self.worker: Worker | None = None  # a PostgreSQL store's, once it runs executions
         self._inbox: InboxLoop | None = None  # a persistent store's, while it runs
@@ -76,15 +80,19 @@ class Runner:
             self.worker = Worker(leasing, self._handles, self._registry, self._concurrency)
             self.worker.start()
             adopt = self.worker.adopt
+        elif backend.persistent:  # one runner: it may let go of what only waits
+            self._hibernator.start(backend)
         if backend.persistent:
             self._inbox = InboxLoop(backend, adopt, self._where)
             self._inbox.start()
 
     async def work(self, backend: Backend) -> None:
-        """``ProcedureStore.work``: join as a worker (PostgreSQL), or recover (SQLite)."""
-        if isinstance(backend, Leasing):
-            await self.join(backend)
-        else:
+        """``ProcedureStore.work``: join as a worker (PostgreSQL); or (SQLite) resume what
+        has work to do now and index the rest, with hibernation, else recover."""
+        await self.join(backend)
+        if self._hibernator.running:
+            await self._hibernator.index(backend)
+        elif not isinstance(backend, Leasing):
             await self.recover(backend)
 
     async def recover(self, backend: Backend) -> list[Execution]:
@@ -115,6 +123,7 @@ class Runner:
         worker, self.worker = self.worker, None
         inbox, self._inbox = self._inbox, None
         self._running = False
+        await self._hibernator.stop()
         if worker is not None:
             worker.stop_claiming()
         if inbox is not None:  # what is not applied stays queued for the next runner

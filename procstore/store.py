@@ -31,6 +31,7 @@ from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
 from procstore.eventdata import event_data
 from procstore.guards import GuardRegistry
 from procstore.handles import Handles, journal_for, summary
+from procstore.hibernator import DEFAULT_HIBERNATE_AFTER, Hibernator, check_hibernate_after
 from procstore.hostcode import HostCode
 from procstore.jsondata import require_json
 from procstore.registering import Registering
@@ -59,6 +60,7 @@ class StoreOptions(TypedDict, total=False):
     clock: Clock
     concurrency: int
     lease_seconds: float
+    hibernate_after: float | None
 
 
 SQLITE_PREFIX = "sqlite:///"
@@ -154,12 +156,19 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
             without a renewal (it renews every third of it): after a crash, how long its
             executions wait before another worker takes them over. At least
             ``MIN_LEASE_SECONDS`` (0.5).
+        hibernate_after: SQLite: seconds (on the store's clock) after which an execution
+            that only waits — for an event, a callback, a retry delay, a wait state's end, a
+            state timeout — leaves memory; it is rebuilt from the database when an event, a
+            timer or ``get_execution`` needs it, and a handle held meanwhile keeps working.
+            0 lets go of it as soon as it waits; ``None`` keeps every execution in memory.
+            See [Hibernation](persistence.md#hibernation).
 
     Raises:
         ValueError: an ``allowed_module_files`` entry is not a ``.py`` file named like a public
             module (an identifier without a leading ``_``), or two entries name one module;
             ``worker=False`` without a URL (nothing else can reach an in-memory store);
-            ``concurrency`` is negative or ``lease_seconds`` too short.
+            ``concurrency`` is negative, ``lease_seconds`` too short, or ``hibernate_after``
+            negative.
 
     A persisted store opens on first use or with ``async with ProcedureStore(url) as store``;
     close it with [`close`][procstore.ProcedureStore.close]. Stored procedures are trusted when
@@ -202,10 +211,12 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         worker: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        hibernate_after: float | None = DEFAULT_HIBERNATE_AFTER,
     ) -> None:
         if url is None and not worker:
             raise ValueError("worker=False needs a URL: nothing else can run an in-memory store")
         check_settings(concurrency, lease_seconds)
+        check_hibernate_after(hibernate_after)
         # How to open its backend, and how messages name where it keeps things.
         self._open_backend, self._where, self._where_suffix = _storage(
             url, synchronous, read_only, lease_seconds
@@ -219,7 +230,11 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         self._executions = Handles(self._registry, self._where)
         self._spawner = StoreSpawner(self)  # map states' items: child executions of this store
         self._executions.spawner = self._spawner
-        self._runner = Runner(self._executions, self._registry, self._where, concurrency, clock)
+        self._hibernator = Hibernator(self._executions, clock, hibernate_after)
+        self._executions.sleeper = self._hibernator
+        self._runner = Runner(
+            self._executions, self._registry, self._where, concurrency, clock, self._hibernator
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -299,7 +314,9 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         [`close`][procstore.ProcedureStore.close], the running executions no live worker holds
         (up to ``concurrency`` at once; see docs/scaling.md) and applies the commands clients
         queue for them; an SQLite store takes its runner lock and resumes its unfinished
-        executions, as ``recover()`` does.
+        executions that have work to do now (with hibernation, those that only wait stay on
+        disk until they are due or sent something; without it, every one, as ``recover()``
+        does).
 
         Raises:
             StoreError: the store is a client (``worker=False``) or read-only, or (SQLite)
@@ -365,6 +382,7 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
             journal=journal,
             running=running,
             spawner=self._spawner,
+            sleeper=self._hibernator,
         )
         self._executions.track(execution)
         return cast(H, execution)

@@ -33,9 +33,31 @@ SPEC_MODULE = "tests.spec_actions"
 T = TypeVar("T")
 
 
+#: How the ``--hibernate-after`` run tells the tests' child processes (tests/crash_worker.py).
+HIBERNATE_AFTER_ENV = "PROCSTORE_TEST_HIBERNATE_AFTER"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hibernate-after",
+        type=float,
+        default=None,
+        help="open every store with this hibernate_after unless a test says otherwise "
+        "(make test runs the durability and crash tests again with 0)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # pyproject runs pytest with --strict-markers; SPEC-007's @moduletag :integration.
     config.addinivalue_line("markers", "integration: SPEC-007 Task 3 integration tests")
+    seconds = config.getoption("--hibernate-after")
+    if seconds is not None:
+        # The default of ProcedureStore(hibernate_after=...), for this test process and, through
+        # the environment, for the stores the tests' child processes open.
+        defaults = ProcedureStore.__init__.__kwdefaults__
+        assert defaults is not None and "hibernate_after" in defaults
+        defaults["hibernate_after"] = seconds
+        os.environ[HIBERNATE_AFTER_ENV] = str(seconds)
 
 
 @pytest.fixture

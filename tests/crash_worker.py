@@ -157,6 +157,12 @@ def say(*words: object) -> None:
 
 
 def open_store(db: str) -> ProcedureStore:
+    # The parent's ``pytest --hibernate-after`` run (see tests/conftest.py) reaches us here.
+    after = os.environ.get("PROCSTORE_TEST_HIBERNATE_AFTER")
+    if after is not None:
+        return ProcedureStore(
+            f"sqlite:///{db}", allowed_modules=[MODULE], hibernate_after=float(after)
+        )
     return ProcedureStore(f"sqlite:///{db}", allowed_modules=[MODULE])
 
 

@@ -3,8 +3,11 @@ parts fit together)."""
 
 from procstore.runtime.execution import (
     Execution,
+    awaken,
     drop,
+    hibernate,
     is_busy,
+    is_parked,
     restore_execution,
     start_execution,
     wind_down,
@@ -14,8 +17,11 @@ from procstore.runtime.journal import Journal
 __all__ = [
     "Execution",
     "Journal",
+    "awaken",
     "drop",
+    "hibernate",
     "is_busy",
+    "is_parked",
     "restore_execution",
     "start_execution",
     "wind_down",

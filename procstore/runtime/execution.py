@@ -17,26 +17,29 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import procstore.runtime.items as items
+import procstore.runtime.hibernation as hibernation
 import procstore.runtime.saga as saga
 import procstore.runtime.steps as steps
 import procstore.runtime.timers as timers
-import procstore.runtime.waits as waits
-from procstore import paths
 from procstore.compiler import RAISED_ONLY, CompiledProcedure
 from procstore.errors import InvalidEvent, LeaseLost, StoreError
 from procstore.eventdata import event_data
+from procstore.runtime.hibernation import Sleeper
 from procstore.runtime.items import Spawner
 from procstore.runtime.journal import Journal
+from procstore.runtime.resume import resume as carry_on
 from procstore.runtime.run import Run
-from procstore.runtime.state import LeafState, RunState
+from procstore.runtime.state import RunState
 from procstore.runtime.steps import EXECUTION
 from procstore.snapshot import ErrorInfo, ExecutionState, HistoryRecord, RecordKind, Status
 
 __all__ = [
     "Execution",
+    "awaken",
     "drop",
+    "hibernate",
     "is_busy",
+    "is_parked",
     "restore_execution",
     "start_execution",
     "wind_down",
@@ -165,6 +168,7 @@ class Execution:
         `procstore.runtime.received`)."""
         run = self._run
         run.check_writable()
+        hibernation.wake(run)
         data = event_data(data, event)
         if event in RAISED_ONLY:
             raise InvalidEvent(
@@ -199,7 +203,9 @@ class Execution:
                 if not busy:
                     break
                 await steps.wait_for(busy)
-            return await self._fire(event, external=True, command=command, data=data)
+            fired = await self._fire(event, external=True, command=command, data=data)
+        run.touch()  # after the send lock is released: it may be parked now
+        return fired
 
     def _sendable_events(self) -> list[str]:
         """The events ``send()`` accepts now, sorted."""
@@ -256,6 +262,7 @@ class Execution:
         run = self._run
         if run.state.status is Status.RUNNING:
             run.check_writable()
+            hibernation.wake(run)
         run.drivers += 1
         try:
             async with _bound(run, timeout):
@@ -270,6 +277,7 @@ class Execution:
                 await run.flush()  # the end is stored before the caller hears of it
         finally:
             run.drivers -= 1
+            run.touch()
         return final
 
     async def reset(self) -> None:
@@ -280,6 +288,7 @@ class Execution:
         rollback ends (and is stored) before the reset."""
         run = self._run
         run.check_writable()
+        hibernation.wake(run)
         while run.state.closing and EXECUTION in run.tasks:
             await steps.wait_for([run.tasks[EXECUTION]])
         async with run.fire_lock:
@@ -294,6 +303,7 @@ class Execution:
         if stopped:
             await asyncio.wait(stopped)  # let the cancelled actions' cleanup run
         await run.flush()
+        run.touch()
 
     async def cancel(self, rollback: bool = False) -> ExecutionState:
         """Cancel the running actions (their ``finally`` runs) and end the execution.
@@ -312,6 +322,7 @@ class Execution:
         if not run.state.running:
             return self.state
         run.check_writable()
+        hibernation.wake(run)
         async with run.fire_lock:
             stopped = steps.halt(run)
             if command is not None:
@@ -338,6 +349,7 @@ class Execution:
         if not run.state.running:
             raise InvalidEvent(f"execution {self.id} has finished; there is nothing to roll back")
         run.check_writable()
+        hibernation.wake(run)
         async with run.fire_lock:
             stopped = steps.halt(run)
             saga.begin(run, "rollback requested", Status.FAILED, stopped)
@@ -351,6 +363,7 @@ class Execution:
         await steps.wait_for(list(run.tasks.values()))
         final = self.state  # taken now: a reset() waiting for this end may run during the flush
         await run.flush()
+        run.touch()
         return final
 
     async def detach(self) -> None:
@@ -386,6 +399,25 @@ def wind_down(execution: Execution) -> None:
     execution._run.winding_down = True
 
 
+def hibernate(execution: Execution) -> float | None:
+    """Park ``execution`` if it only waits (see `procstore.runtime.hibernation`): return
+    its due time, or ``None`` (nothing done) when it is busy, driven, or not persisted."""
+    run = execution._run
+    if run.parked or not hibernation.parkable(run):
+        return None
+    return hibernation.park(run)
+
+
+def awaken(execution: Execution) -> None:
+    """Carry a parked ``execution`` on in place (a no-op for one that is not parked)."""
+    hibernation.wake(execution._run)
+
+
+def is_parked(execution: Execution) -> bool:
+    """Whether ``execution`` is parked: nothing of it runs here until it is woken."""
+    return execution._run.parked
+
+
 def is_busy(execution: Execution) -> bool:
     """Whether ``execution`` is running an action, a transition or a commit now: detaching it
     would cut something short."""
@@ -416,6 +448,7 @@ async def start_execution(
     running: dict[str, Execution] | None = None,
     hold: bool = False,
     spawner: Spawner | None = None,
+    sleeper: Sleeper | None = None,
 ) -> Execution:
     """Create an execution and enter its initial configuration (completing at once if that is
     a terminal state); with a journal, it is stored before any of its actions runs.
@@ -423,7 +456,8 @@ async def start_execution(
     With ``hold`` (a client's start, with a journal), it is stored and nothing of it runs
     here: the handle is frozen at its first snapshot, for whoever runs the store's executions
     to resume it from there."""
-    run = Run(compiled, execution_id, RunState.fresh(context, auto), journal, running, spawner)
+    fresh = RunState.fresh(context, auto)
+    run = Run(compiled, execution_id, fresh, journal, running, spawner, sleeper)
     execution = Execution(run)
     async with run.writer.lock:  # its steps wait for this before running anything
         async with run.fire_lock:
@@ -455,6 +489,7 @@ def restore_execution(
     running: dict[str, Execution] | None = None,
     frozen: str = "read-only: it was loaded from a read-only store",
     spawner: Spawner | None = None,
+    sleeper: Sleeper | None = None,
 ) -> Execution:
     """Rebuild a stored execution; with ``resume``, an unfinished one carries on here;
     without, the handle of an unfinished one is ``frozen`` for that reason.
@@ -462,55 +497,15 @@ def restore_execution(
     Raises:
         ValueError, KeyError, TypeError: the stored checkpoint is damaged (nothing of it runs).
     """
-    run = Run(compiled, execution_id, RunState.fresh({}, False), journal, None, spawner)
+    run = Run(compiled, execution_id, RunState.fresh({}, False), journal, None, spawner, sleeper)
     run.restore(snapshot, records)
     if resume and run.state.status is Status.RUNNING:
         run.registry = running
         execution = Execution(run)
-        _resume(run)
+        carry_on(run)
+        run.touch()
         return execution
     execution = Execution(run)
     if run.state.status is Status.RUNNING:
         run.frozen = frozen
     return execution
-
-
-def _resume(run: Run) -> None:
-    """Carry on after a restart: timers from their stored deadlines, actions that had not
-    completed (an interrupted attempt runs again with its number), waits to their stored
-    ends, a rollback in progress."""
-    state, router = run.state, run.router
-    for path in state.deadlines:
-        router.visits[path] = len(router.visits) + 1
-        timers.arm(run, path)
-    if state.rollback is not None:
-        steps.start(run, EXECUTION, saga.roll_back, run)
-        return
-    now = run.clock.time()
-    if state.deadline is not None:
-        timers.arm_execution(run)
-        if state.deadline <= now:
-            return  # it ran out of time while nothing ran: it fails without running more
-    expired = [path for path, deadline in state.deadlines.items() if deadline <= now]
-    for path in sorted(router.active_leaves(), key=run.compiled.order.__getitem__):
-        if any(paths.is_within(path, timed_out) for timed_out in expired):
-            continue  # its time ran out while nothing ran: the timeout fires instead
-        _resume_leaf(run, path)
-
-
-def _resume_leaf(run: Run, path: str) -> None:
-    """Carry on one active leaf after a restart: act on an outcome not yet acted on, run an
-    action that had not completed, wait to a wait's stored end, route a choice, re-attach a
-    map state to its items."""
-    plan, leaf = run.plans[path], run.state.leaves.setdefault(path, LeafState())
-    if leaf.outcome is not None:  # finished before the crash, not yet acted on
-        outcome, failed = leaf.outcome
-        steps.start(run, path, steps.deliver, run, plan, leaf, outcome, failed)
-    elif plan.action is not None and not leaf.acted:
-        steps.start(run, path, steps.run_step, run, plan, leaf.attempt or 1, leaf.retry_at)
-    elif plan.wait is not None and not leaf.acted and leaf.wait_until is not None:
-        waits.resume(run, plan, leaf)  # to its stored end: it never starts over
-    elif plan.kind == "choice":
-        steps.start(run, path, run.router.route, path)
-    elif plan.map is not None:  # re-attaches to the items it started
-        steps.start(run, path, items.run_map, run, plan)

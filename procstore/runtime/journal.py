@@ -70,6 +70,7 @@ class Writer:
         status, checkpoint = self._run.snapshot()
         await self.journal.create(status, checkpoint, history.dicts(0, end))
         self.flushed, self.stored = end, checkpoint
+        self._run.touch()
 
     async def flush(self) -> None:
         """Commit the records since the last flush with a checkpoint, in one transaction.
@@ -99,6 +100,7 @@ class Writer:
                 commit.add_done_callback(functools.partial(self._committed, end, checkpoint))
                 self._commit = commit
                 await asyncio.shield(commit)
+                self._run.touch()
             except Exception as exc:
                 self.fail(exc)
                 self.raise_if_failed()

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import procstore.runtime.hibernation as hibernation
 import procstore.runtime.steps as steps
 from procstore.clock import Clock, TimerHandle
 from procstore.compiler import CompiledProcedure, StatePlan
@@ -34,6 +35,7 @@ from procstore.snapshot import RecordKind, Status
 
 if TYPE_CHECKING:
     from procstore.runtime.execution import Execution
+    from procstore.runtime.hibernation import Sleeper
     from procstore.runtime.items import Spawner
 
 __all__ = ["Run"]
@@ -56,10 +58,12 @@ class Run:
         "history",
         "id",
         "invoking",
+        "parked",
         "plans",
         "registry",
         "router",
         "send_lock",
+        "sleeper",
         "spawner",
         "state",
         "tasks",
@@ -76,6 +80,7 @@ class Run:
         journal: Journal | None,
         running: dict[str, Execution] | None,
         spawner: Spawner | None = None,
+        sleeper: Sleeper | None = None,
     ) -> None:
         self.id = execution_id
         self.compiled = compiled
@@ -101,6 +106,8 @@ class Run:
         self.winding_down = False  # the store is stopping: no new action starts
         self.router = Router(self)
         self.spawner = spawner  # how its map states start their items (the store's)
+        self.sleeper = sleeper  # the store that parks it while it only waits, if any
+        self.parked = False  # hibernating: nothing of it runs here (see runtime.hibernation)
 
     # -- what the parts ask ---------------------------------------------------------------------
 
@@ -112,6 +119,12 @@ class Run:
     def log(self, kind: RecordKind, **fields: Any) -> None:
         self.history.log(kind, **fields)
 
+    def touch(self) -> None:
+        """It did something (or a caller let go of it): tell the store that parks idle
+        executions, which starts its idle interval again."""
+        if self.sleeper is not None:
+            self.sleeper.touched(self)
+
     def receive(self, command: int, **fields: Any) -> None:
         """Inbox command ``command`` is being applied (the fire lock is held): move the cursor
         and record it, so that the commit of what it does stores both (see
@@ -122,6 +135,7 @@ class Run:
     def snapshot(self) -> tuple[str, dict[str, Any]]:
         """What is committed with the records: the status and the checkpoint."""
         checkpoint = self.state.checkpoint(self.router.fsm_state, self.compiled.order)
+        checkpoint["due"] = hibernation.due(self)
         return self.state.status.value, checkpoint
 
     async def flush(self) -> None:

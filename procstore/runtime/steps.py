@@ -120,6 +120,7 @@ async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
             del run.tasks[key]
             if not run.tasks:  # an emptied dict keeps its table (~120 bytes) until cleared;
                 run.tasks.clear()  # the same dict: callers may hold it across awaits
+            run.touch()
         if step in _waiting:
             _release(step)
 

@@ -352,6 +352,16 @@ class Backend(Protocol):
         whose row cannot be read entirely comes with a ``reason``)."""
         ...
 
+    async def due_executions(self, before: float) -> list[tuple[str, float]]:
+        """Return ``(id, due)`` of every unfinished execution whose snapshot's ``due`` (the
+        instant it next has work of its own, see ``procstore.runtime.hibernation``) is before
+        ``before``, soonest first. A snapshot without a numeric ``due`` (written before
+        hibernation existed) counts as due at 0: now.
+
+        This is how a store that hibernates executions finds, without restoring them, which
+        ones need to be in memory and when."""
+        ...
+
     async def unfinished_execution_ids(self) -> list[str]:
         """Return the ids of the executions whose status is ``"running"``, in creation order.
 

@@ -251,6 +251,17 @@ class MemoryBackend:
             if execution.status == RUNNING
         ]
 
+    async def due_executions(self, before: float) -> list[tuple[str, float]]:
+        self._check_open()
+        due = []
+        for order, (execution_id, execution) in enumerate(self._executions.items()):
+            if execution.status == RUNNING:
+                at = json.loads(execution.snapshot).get("due")
+                at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0
+                if at < before:
+                    due.append((at, order, execution_id))
+        return [(execution_id, at) for at, _, execution_id in sorted(due)]
+
     async def unfinished_execution_ids(self) -> list[str]:
         self._check_open()
         return [i for i, execution in self._executions.items() if execution.status == RUNNING]

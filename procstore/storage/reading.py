@@ -30,6 +30,8 @@ class RowReader(Protocol):
 
     async def unfinished_execution_ids(self) -> list[str]: ...
 
+    async def due_executions(self, before: float) -> list[tuple[str, float]]: ...
+
     async def load_unfinished(self) -> list[StoredExecution]: ...
 
     async def commands_after(
@@ -70,6 +72,11 @@ class ThroughReader:
         """``Backend.list_executions``."""
         self._check_open()
         return await self._reads.list_executions(status, procedure)
+
+    async def due_executions(self, before: float) -> list[tuple[str, float]]:
+        """``Backend.due_executions``."""
+        self._check_open()
+        return await self._reads.due_executions(before)
 
     async def unfinished_execution_ids(self) -> list[str]:
         """``Backend.unfinished_execution_ids``."""

@@ -98,16 +98,16 @@ async def test_a_compensation_retry_resumes_at_its_stored_deadline_and_count(
         store.register_action("undo", undo)
         await store.register(_doc(retry))
         execution = await store.start("p", "1.0", {}, auto=True)
-        await wait_until(lambda: bool(clock.pending()))  # waiting before attempt 2
+        await wait_until(lambda: 0.1 in clock.pending())  # waiting before attempt 2
     await clock.advance(0.05)  # closed for half the delay
 
     async with ProcedureStore(url, clock=clock) as store:
         store.register_action("undo", undo)
         (resumed,) = await store.recover()
-        await wait_until(lambda: bool(clock.pending()))
+        await wait_until(lambda: 0.1 in clock.pending())
         await clock.advance(0.05)  # the rest of the first delay: attempt 2
         await wait_until(lambda: len(records(resumed.history, "retry")) == 2)
-        await wait_until(lambda: bool(clock.pending()))
+        await wait_until(lambda: 0.3 in clock.pending())
         await clock.advance(0.2)  # the second delay: attempt 3, the last of the policy
         final = await within(resumed.run_to_completion())
 

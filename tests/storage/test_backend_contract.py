@@ -494,3 +494,27 @@ async def test_a_closed_backend_raises_store_error(backend: Backend) -> None:
         await backend.list_executions()
     with pytest.raises(StoreError, match="is closed"):
         await make_execution(backend, "e1")
+
+
+async def test_due_executions_are_the_running_ones_due_before_the_bound_soonest_first(
+    backend: Backend,
+) -> None:
+    await make_execution(backend, "later", status="running")
+    await backend.commit("later", "running", {"due": 2000.5}, [])
+    await make_execution(backend, "sooner", status="running")
+    await backend.commit("sooner", "running", {"due": 1000}, [])
+    await make_execution(backend, "only-an-event", status="running")
+    await backend.commit("only-an-event", "running", {"due": 9000.0}, [])
+    await make_execution(backend, "finished", status="running")
+    await backend.commit("finished", "completed", {"due": 10.0}, [])
+
+    assert await backend.due_executions(before=5000.0) == [("sooner", 1000.0), ("later", 2000.5)]
+
+
+async def test_a_snapshot_without_a_due_time_is_due_now(backend: Backend) -> None:
+    await make_execution(backend, "old", status="running")
+    await backend.commit("old", "running", {"state": "a"}, [])
+    await make_execution(backend, "odd", status="running")
+    await backend.commit("odd", "running", {"due": "soon"}, [])
+
+    assert await backend.due_executions(before=1.0) == [("old", 0.0), ("odd", 0.0)]

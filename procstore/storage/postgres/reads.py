@@ -109,10 +109,25 @@ class Reader:
         )
         return bool(rows[0][0])
 
+    async def due_executions(self, before: float) -> list[tuple[str, float]]:
+        """``Backend.due_executions``: a scan of the running rows (the status index), reading
+        ``due`` out of each snapshot."""
+        rows = await self.query(_DUE, RUNNING, before)
+        return [(row[0], float(row[1])) for row in rows]
+
     async def unfinished_execution_ids(self) -> list[str]:
         """``Backend.unfinished_execution_ids``, in ``seq`` order."""
         rows = await self.query("SELECT id FROM executions WHERE status = $1 ORDER BY seq", RUNNING)
         return [row[0] for row in rows]
+
+
+_DUE: Final = """
+    SELECT id, due FROM (
+        SELECT id, seq, CASE json_typeof(snapshot -> 'due') WHEN 'number'
+            THEN (snapshot ->> 'due')::float8 ELSE 0 END AS due
+        FROM executions WHERE status = $1
+    ) AS running WHERE due < $2 ORDER BY due, seq
+"""
 
 
 def _stored_execution(row: asyncpg.Record) -> StoredExecution:

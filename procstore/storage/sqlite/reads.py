@@ -159,6 +159,12 @@ class Reader:
             for row in rows
         ]
 
+    async def due_executions(self, before: float) -> list[tuple[str, float]]:
+        """``Backend.due_executions``: a scan of the running rows (the status index), reading
+        ``due`` out of each snapshot with SQLite's JSON functions."""
+        rows = await self.query(_DUE, (RUNNING, before))
+        return [(row[0], float(row[1])) for row in rows]
+
     async def unfinished_execution_ids(self) -> list[str]:
         """``Backend.unfinished_execution_ids``, in ``seq`` order."""
         rows = await self.query(
@@ -178,6 +184,14 @@ class Reader:
                 rows[-1][2].append(payload)
         return [_stored_execution(*row) for row in rows]
 
+
+_DUE: Final = """
+    SELECT id, due FROM (
+        SELECT id, seq, CASE WHEN json_type(snapshot, '$.due') IN ('real', 'integer')
+            THEN json_extract(snapshot, '$.due') ELSE 0 END AS due
+        FROM executions WHERE status = ?
+    ) WHERE due < ? ORDER BY due, seq
+"""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # stands for a timestamp that cannot be read
 
