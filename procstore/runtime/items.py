@@ -208,7 +208,7 @@ def left(run: Run, path: str) -> None:
     if leaf.map.children:
         progress = MapProgress(leaf.map.count, children=dict(leaf.map.children))
         cancelling = _cancel_children(run.spawner, progress)
-        run.exited.append(asyncio.get_running_loop().create_task(cancelling))
+        run.exited += (asyncio.get_running_loop().create_task(cancelling),)
 
 
 def _items(run: Run, spec: MapPlan) -> list[Any]:
@@ -297,7 +297,7 @@ async def _end(run: Run, plan: StatePlan, leaf: LeafState, error: dict[str, str]
             leaf.error, leaf.error_types = error, [error["type"], "Exception"]
             await router.raise_event(ERROR, plan.path, leaf.error_types, error)
         elif plan.terminal:
-            run.state.internal.append((plan.path, plan.failure))
+            run.state.internal += ((plan.path, plan.failure),)
         elif DONE in plan.events:
             await router.trigger(DONE, plan.path, exact=True)
         else:

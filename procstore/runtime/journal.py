@@ -77,7 +77,7 @@ class Writer:
         history = self._run.history
         end = len(history)
         status, checkpoint = self._run.snapshot()
-        await self.journal.create(status, checkpoint, history.records[:end])
+        await self.journal.create(status, checkpoint, history.dicts(0, end))
         self.flushed, self.stored = end, checkpoint
         self._run.touch()
 
@@ -105,7 +105,7 @@ class Writer:
                 end = len(history)
                 if end == self.flushed:
                     return
-                records = history.records[self.flushed : end]
+                records = history.dicts(self.flushed, end)
                 status, checkpoint = self._run.snapshot()
                 # Waited for through a shield: if this caller is cancelled (a timeout around
                 # send()), the commit still completes and is counted, so no record is sent

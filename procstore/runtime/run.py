@@ -30,6 +30,7 @@ from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
 from procstore.runtime.router import Router
 from procstore.runtime.state import RunState
+from procstore.runtime.sync import Latch, Mutex
 from procstore.snapshot import RecordKind, Status
 
 if TYPE_CHECKING:
@@ -92,13 +93,14 @@ class Run:
         # so an execution nobody references could otherwise vanish mid-run.
         self.registry = running
         self.handle: Execution | None = None
-        self.send_lock = asyncio.Lock()
-        self.fire_lock = asyncio.Lock()
-        self.finished = asyncio.Event()
+        self.send_lock = Mutex()
+        self.fire_lock = Mutex()
+        self.finished = Latch()  # set when it ends
         self.drivers = 0  # callers of run_to_completion() driving it now
         self.frozen: str | None = None  # why the handle may not change the execution
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running steps, by state path
-        self.exited: list[asyncio.Task[None]] = []  # steps cancelled by leaving their state
+        # Steps cancelled by leaving their state: a tuple, the shared empty one while none is.
+        self.exited: tuple[asyncio.Task[None], ...] = ()
         self.timers: dict[str, TimerHandle] = {}  # armed state timeouts, by state path
         self.invoking = 0  # actions (attempts, compensations) running now
         self.winding_down = False  # the store is stopping: no new action starts
@@ -157,7 +159,7 @@ class Run:
         state = self.state
         state.deadlines.clear()
         state.deadline = None
-        state.internal.clear()
+        state.internal = ()
         state.closing = False
         state.rollback = None
         self.unregister()
@@ -183,7 +185,7 @@ class Run:
         self.unregister()
         stored = self.writer.stored
         if stored is not None:  # the handle shows what the database holds, nothing newer
-            self.restore(stored, self.history.records[: self.writer.flushed])
+            self.restore(stored, self.history.dicts(0, self.writer.flushed))
         self.finished.set()  # wakes run_to_completion(), which raises the failure
         self.history.wake()
 
