@@ -298,7 +298,7 @@ async def _end(run: Run, plan: StatePlan, leaf: LeafState, error: dict[str, str]
             leaf.error, leaf.error_types = error, [error["type"], "Exception"]
             await router.raise_event(ERROR, plan.path, leaf.error_types, error)
         elif plan.terminal:
-            run.state.internal.append((plan.path, plan.failure))
+            run.state.internal += ((plan.path, plan.failure),)
         elif DONE in plan.events:
             await router.trigger(DONE, plan.path, exact=True)
         else:
