@@ -92,6 +92,7 @@ bench: venv system-deps $(BENCH_STAMP)
 	$(BIN)/python perf/bench_procstore.py
 	$(BIN)/python perf/bench_diagrams.py
 	$(BIN)/python perf/bench_workers.py
+	$(BIN)/python perf/bench_persistence.py
 	$(BIN)/python perf/bench_hibernation.py
 	$(BIN)/python perf/bench_peers.py
 

@@ -18,6 +18,12 @@ written beside it) is timed on its own too, on the same file, with the file's si
     .venv/bin/python perf/bench_persistence.py            # about two minutes
     .venv/bin/python perf/bench_persistence.py --quick    # a smoke run, a few seconds
     .venv/bin/python perf/bench_persistence.py --json out.json --dir /var/tmp
+    .venv/bin/python perf/bench_persistence.py --only recovery --recover 100000
+    .venv/bin/python perf/bench_persistence.py --profile  # where one execution's step goes
+
+``--only throughput`` or ``--only recovery`` runs one half. ``--profile`` runs cProfile over
+one execution of 1,000 steps on SQLite ``NORMAL`` and prints the top functions by own time
+(``--top N``) and the event loop iterations per step, instead of the benchmark.
 
 The figures are a report, not a test: there are no targets and the exit code is 0. The
 machines these run on are noisy; each throughput figure is the median of its repeats, with the
@@ -29,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import json
 import os
+import pstats
 import sqlite3
 import statistics
 import sys
@@ -214,6 +222,43 @@ def quick_check_seconds(path: Path) -> float:
         connection.close()
 
 
+async def profile(directory: str | None, states: int, top: int) -> None:
+    """cProfile one execution of ``states - 1`` steps on SQLite ``NORMAL``; print the top
+    functions by own time and how many event loop iterations a step takes."""
+    with tempfile.TemporaryDirectory(prefix="procstore-bench-", dir=directory) as scratch:
+        store = make_store(Path(scratch), "NORMAL", "profile")
+        try:
+            await store.register(chain(states))
+            execution = await store.start("chain")
+            loop = asyncio.get_running_loop()
+            iterations = 0
+            run_once = loop._run_once  # type: ignore[attr-defined]
+
+            def counted() -> None:
+                nonlocal iterations
+                iterations += 1
+                run_once()
+
+            loop._run_once = counted  # type: ignore[attr-defined]
+            profiler = cProfile.Profile()
+            gc.collect()
+            started = time.perf_counter()
+            profiler.enable()
+            for _ in range(states - 1):
+                await execution.send("next")
+            profiler.disable()
+            elapsed = time.perf_counter() - started
+            loop._run_once = run_once  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+    print(
+        f"{states - 1} steps of one execution on SQLite NORMAL, profiled: "
+        f"{(states - 1) / elapsed:,.0f} steps/s under the profiler, "
+        f"{iterations / (states - 1):.1f} event loop iterations per step"
+    )
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 async def run(
     sequential_states: int,
     concurrent: int,
@@ -221,6 +266,7 @@ async def run(
     recover_count: int,
     repeats: int,
     directory: str | None,
+    only: str | None = None,
 ) -> tuple[list[Throughput], list[Recovery]]:
     shapes = {
         "sequential": (1, sequential_states),
@@ -232,7 +278,7 @@ async def run(
     recoveries: list[Recovery] = []
     with tempfile.TemporaryDirectory(prefix="procstore-bench-", dir=directory) as scratch:
         where = Path(scratch)
-        for repeat in range(repeats):
+        for repeat in range(repeats if only != "recovery" else 0):
             for shape, (executions, states) in shapes.items():
                 for backend in BACKENDS:
                     transitions, seconds = await throughput(where, backend, executions, states)
@@ -242,10 +288,11 @@ async def run(
                         f"{transitions / seconds:9.0f} transitions/s",
                         file=sys.stderr,
                     )
-        for kind in ("waiting for an event", "in a retry delay"):
+        for kind in ("waiting for an event", "in a retry delay") if only != "throughput" else ():
             result = await recovery(where, kind, "NORMAL", recover_count)
             print(
-                f"  recovery {kind}: open {result.open_seconds:.3f}s "
+                f"  recovery {kind}: created in {result.create_seconds:.1f}s, "
+                f"open {result.open_seconds:.3f}s "
                 f"(quick_check {result.check_seconds:.3f}s), "
                 f"recover {result.recover_seconds:.3f}s",
                 file=sys.stderr,
@@ -260,6 +307,7 @@ async def run(
             statistics.median(t / s for t, s in runs),
         )
         for (shape, backend), runs in samples.items()
+        if runs
     ]
     return rows, recoveries
 
@@ -315,7 +363,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recover", type=int, default=10_000, help="executions to recover")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--dir", help="where to create the databases (default: temp dir)")
+    parser.add_argument(
+        "--only", choices=("throughput", "recovery"), help="run only one half of the benchmark"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile one execution's 1,000 steps instead"
+    )
+    parser.add_argument("--top", type=int, default=30, help="functions --profile prints")
     args = parser.parse_args(argv)
+    if args.profile:
+        asyncio.run(profile(args.dir, 1001, args.top))
+        return 0
     if args.quick:
         sizes = {"sequential_states": 101, "concurrent": 100, "concurrent_states": 6}
         recover_count, repeats = 500, 1
@@ -324,7 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         recover_count, repeats = args.recover, args.repeats
 
     rows, recoveries = asyncio.run(
-        run(**sizes, recover_count=recover_count, repeats=repeats, directory=args.dir)
+        run(
+            **sizes,
+            recover_count=recover_count,
+            repeats=repeats,
+            directory=args.dir,
+            only=args.only,
+        )
     )
     where = args.dir or tempfile.gettempdir()
     print(

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python perf/bench_procstore.py            # full run (well under a minute)
+    .venv/bin/python perf/bench_procstore.py            # full run (about 2 minutes)
     .venv/bin/python perf/bench_procstore.py --quick    # smoke run with small sizes (tests use it)
     .venv/bin/python perf/bench_procstore.py --json out.json
     .venv/bin/python perf/bench_procstore.py --profile  # cProfile of the per-transition benchmark
@@ -19,11 +19,15 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import traceback
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -61,6 +65,9 @@ class Sizes:
     live_large: int = 10_000
     start_batch: int = 200  # 5. starts measured per repeat, on top of the live ones
     flat_repeats: int = 7  # 5. repeats (start() is cheap and its timing noisy)
+    waiting: int = 2000  # 6. waiting executions whose memory tracemalloc counts
+    many: int = 10_000  # 7. concurrent runs, each side in a fresh process
+    many_repeats: int = 3  # 7. processes per side and mode (each a few seconds)
     timeout: float = 60.0  # seconds allowed to each procstore benchmark
 
 
@@ -77,6 +84,9 @@ QUICK = Sizes(
     live_large=1000,
     start_batch=50,
     flat_repeats=3,
+    waiting=200,
+    many=500,
+    many_repeats=1,
     timeout=10.0,
 )
 
@@ -134,6 +144,16 @@ def bench_proc_doc() -> dict[str, Any]:
         "version": "1.0",
         "definition": {"initial_state": "s1", "states": states},
     }
+
+
+def auto_proc_doc() -> dict[str, Any]:
+    """bench_proc with its transitions on ``success``: ``auto=True`` drives it to s5 alone."""
+    doc = bench_proc_doc()
+    doc["name"] = "bench_auto"
+    for state in doc["definition"]["states"].values():
+        for transition in state.get("transitions", ()):
+            transition["event"] = "success"
+    return doc
 
 
 #: The guard every transition of the guarded chain carries, and the context it reads.
@@ -690,6 +710,163 @@ class StartFlatness:
         self.bare_live = []
 
 
+# --------------------------------------------------------------------------- 6. waiting memory
+
+
+async def ps_waiting_bytes(sz: Sizes) -> float:
+    """Bytes (tracemalloc) per execution of bench_proc started and waiting for ``next``."""
+    store = await new_store()
+    keep = [await store.start("bench_proc", "1.0", {}) for _ in range(10)]  # warm up
+    await _drain(5)
+    _quiesce()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(sz.waiting):
+            keep.append(await store.start("bench_proc", "1.0", {}))
+        await _drain(5)
+        _quiesce()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    if not all(ex.current == "s1" and ex.status.value == "running" for ex in keep):
+        raise AssertionError("an execution is not waiting in s1")
+    return (after - before) / sz.waiting
+
+
+async def bare_waiting_bytes(sz: Sizes) -> float:
+    """Bytes (tracemalloc) per model added to one bare machine with add_model."""
+    machine = bare_machine(BENCH_STATES)
+    keep: list[BareModel] = []
+    _quiesce()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(sz.waiting):
+            model = BareModel()
+            machine.add_model(model)
+            keep.append(model)
+        _quiesce()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (after - before) / sz.waiting
+
+
+# --------------------------------------------------------------------------- 7. many at once
+
+#: The two ways row 7 drives its runs: ``send()`` (bench_proc, 4 sends each), and ``auto``
+#: (bench_auto: ``start(auto=True)``, then ``run_to_completion()``).
+MANY_MODES = ("send", "auto")
+
+
+async def _many_ps(mode: str, n: int) -> tuple[float, int]:
+    store = ProcedureStore()
+    name = "bench_proc" if mode == "send" else "bench_auto"
+    await store.register(bench_proc_doc() if mode == "send" else auto_proc_doc())
+
+    async def one(i: int) -> bool:
+        # Only where it ended is kept, as the bare side keeps its model's state.
+        if mode == "auto":
+            ex = await store.start(name, "1.0", {"id": i}, auto=True)
+            await ex.run_to_completion()
+        else:
+            ex = await store.start(name, "1.0", {"id": i})
+            for _ in range(4):
+                await ex.send("next")
+        return ex.current == "s5" and ex.status.value == "completed"
+
+    _quiesce()
+    t0 = perf_counter()
+    ended = await asyncio.gather(*(one(i) for i in range(n)))
+    wall = perf_counter() - t0
+    return wall * 1e3, sum(ended)
+
+
+async def _many_bare(n: int) -> tuple[float, int]:
+    machine = bare_machine(BENCH_STATES)
+
+    async def one() -> str:
+        model = BareModel()
+        machine.add_model(model)
+        for _ in range(4):
+            await model.trigger("next")
+        machine.remove_model(model)
+        return model.state
+
+    _quiesce()
+    t0 = perf_counter()
+    states = await asyncio.gather(*(one() for _ in range(n)))
+    return (perf_counter() - t0) * 1e3, sum(s == "s5" for s in states)
+
+
+def many_child(side: str, mode: str, n: int) -> None:
+    """Row 7's work for one side in this (fresh) process; prints wall ms, completed runs and
+    peak RSS (MiB) as JSON."""
+    if side == "ps":
+        wall, done = asyncio.run(_many_ps(mode, n))
+    else:
+        wall, done = asyncio.run(_many_bare(n))
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"wall_ms": wall, "done": done, "rss_mib": rss_mib}))
+
+
+def _many_run(side: str, mode: str, sz: Sizes) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--many-child", side, mode, str(sz.many)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=sz.timeout * 5)
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} {mode} child failed: {out.stderr.strip()[-300:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def many_rows(sz: Sizes) -> list[Row]:
+    """Row 7: wall and peak RSS of ``sz.many`` concurrent runs, each side and repeat in a
+    fresh process (peak RSS is per process), procstore and bare alternating."""
+    rows = []
+    for mode in MANY_MODES:
+        ps: list[dict[str, Any]] = []
+        bare: list[dict[str, Any]] = []
+        error = ""
+        for _ in range(sz.many_repeats):
+            if not error:
+                try:
+                    ps.append(_many_run("ps", mode, sz))
+                except Exception as exc:
+                    error = _describe(exc)
+            bare.append(_many_run("bare", mode, sz))
+        done = min((r["done"] for r in ps), default=0)
+        what = "4 sends each" if mode == "send" else "auto=True + run_to_completion()"
+        note = f"completed {done}/{sz.many}; bare: 4 triggers each, add_model/remove_model"
+        rows.append(
+            make_row(
+                f"many_{mode}",
+                f"7. {sz.many:,} concurrent runs, {what}: wall",
+                "ms",
+                [r["wall_ms"] for r in ps],
+                [r["wall_ms"] for r in bare],
+                "ratio <= 1.0",
+                lambda v, r, done=done: r is not None and r <= 1.0 and done == sz.many,
+                note=note,
+                error=error,
+            )
+        )
+        rows.append(
+            make_row(
+                f"many_{mode}_rss",
+                f"7. {sz.many:,} concurrent runs, {what}: peak RSS",
+                "MiB",
+                [r["rss_mib"] for r in ps],
+                [r["rss_mib"] for r in bare],
+                "ratio <= 1.5",
+                lambda v, r: r is not None and r <= 1.5,
+                note="each side in a fresh process (same script and imports)",
+                error=error,
+            )
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -1003,6 +1180,30 @@ async def run_all(sz: Sizes) -> list[Row]:
             error=err,
         )
     )
+
+    # 6. memory of a waiting execution
+    log(f"6. memory of {sz.waiting} waiting executions (tracemalloc)")
+    p, b, err = await paired(
+        sz, (lambda: ps_waiting_bytes(sz)) if have else None, lambda: bare_waiting_bytes(sz)
+    )
+    rows.append(
+        make_row(
+            "waiting_bytes",
+            "6. memory per waiting execution (bare: a model added with add_model)",
+            "B",
+            p,
+            b,
+            "<= 2048 B",
+            lambda v, r: v <= 2048,
+            note="tracemalloc; bench_proc started, its action done, waiting for `next`",
+            error=err,
+        )
+    )
+
+    # 7. many concurrent runs, each side in a fresh process
+    log(f"7. {sz.many:,} concurrent runs, send() and auto, fresh processes")
+    if have:
+        rows += many_rows(sz)
     return rows
 
 
@@ -1111,7 +1312,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="cProfile the per-transition benchmark only"
     )
     ap.add_argument("--top", type=int, default=30, help="rows of --profile output")
+    ap.add_argument("--many-child", nargs=3, metavar=("SIDE", "MODE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.many_child:
+        side, mode, n = args.many_child
+        many_child(side, mode, int(n))
+        return 0
     sz = QUICK if args.quick else FULL
 
     if args.profile:

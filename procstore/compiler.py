@@ -10,16 +10,20 @@ the callbacks do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from transitions.extensions.asyncio import (
+    AsyncEvent,
     AsyncEventData,
     AsyncMachine,
     AsyncState,
+    AsyncTransition,
     HierarchicalAsyncMachine,
     NestedAsyncState,
+    NestedAsyncTransition,
 )
 
 from procstore import datapaths, paths
@@ -283,6 +287,29 @@ class StatePlan:
         return self.kind in LEAF_KINDS or self.kind == "map"
 
 
+def _call(funcs: list[Any], event_data: Any) -> Awaitable[None] | None:
+    """Call ``funcs`` in order with ``event_data``. procstore's callbacks are synchronous but
+    for guards: while they return no awaitable nothing else is made (no coroutine per list);
+    from the first that does, the rest run in the awaitable returned."""
+    for index, func in enumerate(funcs):
+        result = func(event_data)
+        if result is not None and inspect.isawaitable(result):
+            return _finish(result, funcs[index + 1 :], event_data)
+    return None
+
+
+async def _finish(pending: Awaitable[Any], funcs: list[Any], event_data: Any) -> None:
+    await pending
+    await _run_callbacks(funcs, event_data)
+
+
+async def _run_callbacks(funcs: list[Any], event_data: Any) -> None:
+    """Call ``funcs`` in order with ``event_data``, awaiting what returns an awaitable."""
+    pending = _call(funcs, event_data)
+    if pending is not None:
+        await pending
+
+
 class _Sequential:
     """What procstore changes in transitions' async machines.
 
@@ -290,6 +317,12 @@ class _Sequential:
     in a task: ~10 gathers per transition dominate its cost. procstore's callbacks are short and
     ordered by design, so awaiting them in sequence keeps the documented order and is ~2.6x
     cheaper. Guards are awaited in order too and stop at the first that blocks.
+
+    Every callback procstore gives the machine is a callable taking the event data
+    (``send_event=True``), never a name to resolve on the model, so callbacks are called directly
+    (no ``resolve_callable``). And procstore runs one trigger at a time per execution (its fire
+    lock): transitions' per-model task bookkeeping, which lets a new transition cancel a running
+    one, has nothing to do, so ``process_context`` just runs the trigger.
     """
 
     # transitions reads "*" as "every state" and "=" as "the same state"; procstore's state
@@ -305,8 +338,10 @@ class _Sequential:
         return super().__getattr__(name)  # type: ignore[misc]
 
     async def callbacks(self, funcs: Any, event_data: Any) -> None:
-        for func in funcs:
-            await cast(Any, self).callback(func, event_data)
+        await _run_callbacks(funcs, event_data)
+
+    async def callback(self, func: Any, event_data: Any) -> None:
+        await _run_callbacks([func], event_data)
 
     @staticmethod
     async def await_all(callables: list[Callable[[], Any]]) -> list[Any]:
@@ -321,22 +356,146 @@ class _Sequential:
                 break
         return results
 
+    async def process_context(self, func: Callable[[], Awaitable[Any]], model: Any) -> Any:
+        return await func()
+
+    async def cancel_running_transitions(self, model: Any, msg: Any = None) -> None:
+        return None
+
+
+class _Transition:
+    """transitions' ``AsyncTransition.execute`` with the empty callback lists skipped and no
+    task cancellation (see ``_Sequential``); guards checked in order without a partial and a
+    coroutine per guard: each condition is called with the event data, awaited only when it
+    returns an awaitable, and the first that fails ends the check (as
+    ``_Sequential.await_all`` does). The state change itself is the machine kind's."""
+
+    conditions: list[Any]
+    prepare: list[Any]
+    before: list[Any]
+    after: list[Any]
+    dest: str | None
+
+    async def _eval_conditions(self, event_data: Any) -> bool:
+        for condition in self.conditions:
+            result = condition.func(event_data)
+            if inspect.isawaitable(result):
+                result = await result
+            if result != condition.target:
+                return False
+        return True
+
+    async def execute(self, event_data: Any) -> bool:
+        machine = event_data.machine
+        if self.prepare:
+            await _run_callbacks(self.prepare, event_data)
+        if self.conditions and not await self._eval_conditions(event_data):
+            return False
+        if (pending := _call(machine.before_state_change, event_data)) is not None:
+            await pending
+        if (pending := _call(self.before, event_data)) is not None:
+            await pending
+        if self.dest:  # None: an internal transition, no state change
+            # The machine kind's: a class after this one in the MRO has it.
+            await cast(Any, self)._change_state(event_data)
+        if self.after:
+            await _run_callbacks(self.after, event_data)
+        if machine.after_state_change:
+            await _run_callbacks(machine.after_state_change, event_data)
+        return True
+
+
+class SequentialTransition(_Transition, AsyncTransition):  # type: ignore[misc]
+    """A flat machine's transition (see ``_Transition``), without transitions' graph styling
+    (procstore draws its own diagrams)."""
+
+    source: str
+
+    async def _change_state(self, event_data: Any) -> None:  # type: ignore[override]
+        # The states are SequentialStates: their enter/exit call their callback lists, which
+        # are called here directly (no coroutine per state when every callback is sync).
+        machine = event_data.machine
+        states = machine.states
+        if (pending := _call(states[self.source].on_exit, event_data)) is not None:
+            await pending
+        setattr(event_data.model, machine.model_attribute, self.dest)
+        dest = states[self.dest]
+        event_data.state = dest
+        if (pending := _call(dest.on_enter, event_data)) is not None:
+            await pending
+        if dest.final and machine.on_final:
+            await _run_callbacks(machine.on_final, event_data)
+
+
+class SequentialState(AsyncState):
+    """A flat machine's state: its callbacks called in order (see ``_Sequential``)."""
+
+    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_enter:
+            await _run_callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_exit:
+            await _run_callbacks(self.on_exit, event_data)
+
+
+class SequentialEvent(AsyncEvent):
+    """A flat machine's event: transitions' ``AsyncEvent`` without the per-model task
+    bookkeeping (see ``_Sequential``) and, when the machine has none, without its
+    ``prepare_event``, ``finalize_event`` and ``on_exception`` lists."""
+
+    async def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        machine = self.machine
+        event_data = AsyncEventData(None, self, machine, model, args=args, kwargs=kwargs)
+        if machine.finalize_event or machine.on_exception:
+            return bool(await super()._trigger(event_data))
+        state = machine.states[getattr(model, machine.model_attribute)]
+        event_data.state = state
+        if not self._is_valid_source(state):
+            return False
+        if machine.prepare_event:
+            await _run_callbacks(machine.prepare_event, event_data)
+        for transition in self.transitions[state.name]:
+            event_data.transition = transition
+            event_data.result = await transition.execute(event_data)
+            if event_data.result:
+                break
+        return bool(event_data.result)
+
 
 class SequentialAsyncMachine(_Sequential, AsyncMachine):  # type: ignore[misc]
     """The flat machine: AsyncMachine with procstore's changes (see ``_Sequential``)."""
 
+    state_cls = SequentialState  # type: ignore[assignment]
+    transition_cls = SequentialTransition
+    event_cls = SequentialEvent
+
 
 class DottedState(NestedAsyncState):
     """A nested state whose path separator is ``.`` (per machine; transitions' default ``_``
-    may appear in procstore's state names)."""
+    may appear in procstore's state names), its callbacks called in order."""
 
     separator = paths.SEPARATOR
+
+    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_enter:
+            await _run_callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
+        if self.on_exit:
+            await _run_callbacks(self.on_exit, event_data)
+
+
+class SequentialNestedTransition(_Transition, NestedAsyncTransition):  # type: ignore[misc]
+    """A hierarchical machine's transition (see ``_Transition``), its state change
+    transitions' own."""
 
 
 class SequentialHierarchicalMachine(_Sequential, HierarchicalAsyncMachine):  # type: ignore[misc]
     """The machine for compound and parallel states, with procstore's changes."""
 
     state_cls = DottedState
+    transition_cls = SequentialNestedTransition
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,65 +557,69 @@ class CompiledProcedure:
         return bool(await machine.trigger_event(model, event))
 
 
-async def _before(event_data: AsyncEventData) -> None:
-    model = cast(MachineModel, event_data.model)
-    transition = cast(Any, event_data.transition)
-    model.on_transition(transition.source, transition.dest, cast(Any, event_data.event).name)
+class Fired(Protocol):
+    """What procstore's callbacks read of the event data transitions gives them (typed here,
+    so that the callbacks, called a few times per transition, need no ``cast`` calls)."""
+
+    model: MachineModel
+    event: Any
+    transition: Any
 
 
-def _entered(path: str) -> Callable[[AsyncEventData], None]:
-    def entered(event_data: AsyncEventData) -> None:
-        cast(MachineModel, event_data.model).on_state_entered(
-            path, cast(Any, event_data.event).name
-        )
+def _before(event_data: Fired) -> None:
+    transition = event_data.transition
+    event_data.model.on_transition(transition.source, transition.dest, event_data.event.name)
+
+
+def _entered(path: str) -> Callable[[Fired], None]:
+    def entered(event_data: Fired) -> None:
+        event_data.model.on_state_entered(path, event_data.event.name)
 
     return entered
 
 
-def _exited(path: str) -> Callable[[AsyncEventData], None]:
-    def exited(event_data: AsyncEventData) -> None:
-        cast(MachineModel, event_data.model).on_state_exited(path)
+def _exited(path: str) -> Callable[[Fired], None]:
+    def exited(event_data: Fired) -> None:
+        event_data.model.on_state_exited(path)
 
     return exited
 
 
-def _in_scope(path: str) -> Callable[[AsyncEventData], bool]:
-    def in_scope(event_data: AsyncEventData) -> bool:
-        return cast(MachineModel, event_data.model).in_scope(path)
+def _in_scope(path: str) -> Callable[[Fired], bool]:
+    def in_scope(event_data: Fired) -> bool:
+        return event_data.model.in_scope(path)
 
     return in_scope
 
 
-def _condition(guard: Guard) -> Callable[[AsyncEventData], Any]:
-    def condition(event_data: AsyncEventData) -> Any:
-        model = cast(MachineModel, event_data.model)
-        return model.check_guard(guard, cast(Any, event_data.event).name)
+def _condition(guard: Guard) -> Callable[[Fired], Any]:
+    def condition(event_data: Fired) -> Any:
+        return event_data.model.check_guard(guard, event_data.event.name)
 
     return condition
 
 
-def _catches(errors: tuple[str, ...]) -> Callable[[AsyncEventData], bool]:
-    def catches(event_data: AsyncEventData) -> bool:
-        return cast(MachineModel, event_data.model).catches(errors)
+def _catches(errors: tuple[str, ...]) -> Callable[[Fired], bool]:
+    def catches(event_data: Fired) -> bool:
+        return event_data.model.catches(errors)
 
     return catches
 
 
-def _assign_blocked(assign: Assign) -> Callable[[AsyncEventData], bool]:
+def _assign_blocked(assign: Assign) -> Callable[[Fired], bool]:
     # The last of a transition's ``unless`` checks: it runs once every guard has passed.
-    def blocked(event_data: AsyncEventData) -> bool:
-        model = cast(MachineModel, event_data.model)
-        return not model.prepare_assign(assign, cast(Any, event_data.event).name)
+    def blocked(event_data: Fired) -> bool:
+        return not event_data.model.prepare_assign(assign, event_data.event.name)
 
     return blocked
 
 
-def _assign_checks(assign: Assign | None) -> list[Callable[[AsyncEventData], bool]]:
+def _assign_checks(assign: Assign | None) -> list[Callable[[Fired], bool]]:
     return [_assign_blocked(assign)] if assign is not None else []
 
 
-def _assign(event_data: AsyncEventData) -> None:
-    cast(MachineModel, event_data.model).apply_assign()
+def _assign(event_data: Fired) -> None:
+    event_data.model.apply_assign()
 
 
 def _compile_assign(transition: TransitionDef, source: str) -> Assign | None:
@@ -603,7 +766,7 @@ def compile_procedure(
     machine: SequentialAsyncMachine | SequentialHierarchicalMachine
     if flat:
         states = [
-            AsyncState(path, on_enter=[_entered(path)], on_exit=[_exited(path)])
+            SequentialState(path, on_enter=[_entered(path)], on_exit=[_exited(path)])
             for path in chart.top_level
         ]
         machine = SequentialAsyncMachine(states=states, **common)

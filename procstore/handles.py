@@ -5,9 +5,11 @@ restored, and adopting one a client started or sent a command to (``Handles.adop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,7 @@ from procstore.runtime.items import Spawner
 from procstore.snapshot import ExecutionSummary, Status
 from procstore.storage import QUARANTINED, RUNNING, Backend, StoredExecution
 from procstore.storage import ExecutionSummary as StoredSummary
+from procstore.storage.values import paused_collector
 
 __all__ = ["WIND_DOWN_POLL_S", "Handles", "StoreJournal", "journal_for", "summary"]
 
@@ -77,11 +80,14 @@ class StoreJournal:
             announce=self._announce,
         )
 
-    async def commit(
+    def commit(
         self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
-    ) -> None:
-        if not self._discarded:
-            await self._backend.commit(self._id, status, snapshot, records)
+    ) -> Awaitable[None]:
+        """The backend's commit as it returns it (SQLite's is queued now: see
+        ``procstore.runtime.Journal.commit``)."""
+        if self._discarded:
+            return asyncio.sleep(0)
+        return self._backend.commit(self._id, status, snapshot, records)
 
 
 def journal_for(backend: Backend, execution_id: str, procedure: Procedure) -> StoreJournal | None:
@@ -269,14 +275,16 @@ class Handles:
         """Resume every unfinished execution ``backend`` stores that no handle here runs yet;
         quarantine each that cannot be restored and go on with the others."""
         resumed = []
-        for stored in await backend.load_unfinished():  # none from a backend not persistent
-            live = self.live(stored.id)
-            if live is None:
-                try:
-                    live = await self.restore(backend, stored, resume=True)
-                except ExecutionDamaged:
-                    continue
-            resumed.append(live)
+        unfinished = await backend.load_unfinished()  # none from a backend not persistent
+        with paused_collector():  # what restoring builds lives on: see paused_collector
+            for stored in unfinished:
+                live = self.live(stored.id)
+                if live is None:
+                    try:
+                        live = await self.restore(backend, stored, resume=True)
+                    except ExecutionDamaged:
+                        continue
+                resumed.append(live)
         return resumed
 
     async def listing(

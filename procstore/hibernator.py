@@ -37,7 +37,12 @@ if TYPE_CHECKING:
     from procstore.handles import Handles
     from procstore.runtime.run import Run
 
-__all__ = ["DEFAULT_HIBERNATE_AFTER", "Hibernator", "check_hibernate_after"]
+__all__ = [
+    "DEFAULT_HIBERNATE_AFTER",
+    "STALE_DUE_ENTRIES",
+    "Hibernator",
+    "check_hibernate_after",
+]
 
 logger = logging.getLogger("procstore")
 
@@ -49,6 +54,14 @@ seconds apart keeps it warm, short enough that a day of approvals does not fill 
 WAKE_BATCH: Final = 256
 """Most due executions the scheduler brings back at once (concurrently) before it looks at
 its index again."""
+
+
+STALE_DUE_ENTRIES: Final = 256
+"""Entries of the due index that no longer count (their execution was woken, and maybe
+parked again with an entry of its own) that it keeps before it is rebuilt, at least; more
+once there are more parked executions (never more stale entries than live ones). A woken
+entry is otherwise only dropped when its instant comes, so an execution woken again and again
+before a far timer would grow the index with every wake."""
 
 
 WAKE_RETRY_SECONDS: Final = 1.0
@@ -130,8 +143,11 @@ class Hibernator:
         those only an event moves on where they are."""
         now = self._clock.time()
         for execution_id, due in await backend.due_executions(before=NEVER):
-            if self._handles.tracked(execution_id) is not None:
-                continue  # in memory already: its own timers run
+            tracked = self._handles.tracked(execution_id)
+            if tracked is not None and not tracked.detached:
+                continue  # in memory already (its own timers run), or parked and indexed
+            # A detached handle (its store was closed since, or a write failed) runs nothing:
+            # the execution is brought back anew, as recover() does.
             if due <= now:
                 await self._bring_back(backend, execution_id)
             else:
@@ -161,6 +177,10 @@ class Hibernator:
     def _remember(self, execution_id: str, due: float) -> None:
         self._parked[execution_id] = due
         self._push(self._due, due, execution_id)
+        if len(self._due) - len(self._parked) > max(len(self._parked), STALE_DUE_ENTRIES):
+            # In place: the loop may be walking this very list (`_wake_due`).
+            self._due[:] = [(at, parked) for parked, at in self._parked.items()]
+            heapq.heapify(self._due)
 
     async def _loop(self) -> None:
         waited = -math.inf  # the instant the last wait was for

@@ -158,6 +158,11 @@ class Deliveries:
             if queue.commands and queue.commands[0] is command:
                 queue.commands.popleft()
             self._done.append(command.id)
+        # Let go of the execution once its commands are applied: a queue kept would hold it in
+        # memory for good, hibernated or not. A command read again before its deletion is
+        # skipped by the execution's own cursor (``applied``), queue or no queue.
+        if self._queues.get(queue.execution.id) is queue:
+            del self._queues[queue.execution.id]
 
 
 async def _apply(execution: Execution, command: Command) -> None:

@@ -22,6 +22,9 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 __all__ = ["require_json", "stand_in"]
 
+#: Types whose values are JSON data as they are (not subclasses: an enum's str may not be).
+_PLAIN = frozenset({str, int, bool})
+
 
 def require_json(value: Any, what: str) -> Any:
     """`value` as plain JSON data (a copy).
@@ -48,6 +51,8 @@ def require_json(value: Any, what: str) -> Any:
 def stand_in(value: Any) -> Any:
     """`value` as JSON data, with readable strings where JSON has no form for a part of it (a
     value too deeply nested or circular becomes one string saying so)."""
+    if value is None or type(value) in _PLAIN:  # most results: nothing to convert or check
+        return value
     try:
         data = to_jsonable_python(value, fallback=repr)
     except (PydanticSerializationError, ValueError) as exc:

@@ -20,6 +20,7 @@ import hmac
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
+import procstore.runtime.hibernation as hibernation
 import procstore.runtime.steps as steps
 from procstore.errors import InvalidEvent
 from procstore.runtime.events import ERROR, SUCCESS
@@ -137,7 +138,8 @@ async def settle(
         InvalidEvent: no active state waits for ``token``, or the execution has finished.
     """
     run.check_writable()
-    async with run.send_lock:
+    hibernation.wake(run)  # parked since it was looked up (the inbox applies later)
+    async with run.sending():  # touched once released: it may be parked now
         while True:
             run.refuse_if_finished()
             path = _waiting(run.state, token)

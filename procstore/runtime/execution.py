@@ -176,7 +176,7 @@ class Execution:
                 "completes, or a state's timeout_ms runs out); it cannot be sent"
             )
         accepts, tasks = run.compiled.accepts_from_host, run.tasks
-        async with run.send_lock:
+        async with run.sending():  # touched once released: it may be parked now
             while True:
                 run.refuse_if_finished()
                 leaves = run.router.active_leaves()
@@ -203,9 +203,7 @@ class Execution:
                 if not busy:
                     break
                 await steps.wait_for(busy)
-            fired = await self._fire(event, external=True, command=command, data=data)
-        run.touch()  # after the send lock is released: it may be parked now
-        return fired
+            return await self._fire(event, external=True, command=command, data=data)
 
     def _sendable_events(self) -> list[str]:
         """The events ``send()`` accepts now, sorted."""

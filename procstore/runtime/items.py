@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import procstore.runtime.steps as steps
 from procstore import datapaths
 from procstore.compiler import MapPlan, StatePlan
 from procstore.definition import MAX_MAP_ITEMS
@@ -208,7 +209,7 @@ def left(run: Run, path: str) -> None:
     if leaf.map.children:
         progress = MapProgress(leaf.map.count, children=dict(leaf.map.children))
         cancelling = _cancel_children(run.spawner, progress)
-        run.exited.append(asyncio.get_running_loop().create_task(cancelling))
+        steps.exit_later(run, asyncio.get_running_loop().create_task(cancelling))
 
 
 def _items(run: Run, spec: MapPlan) -> list[Any]:
@@ -297,7 +298,7 @@ async def _end(run: Run, plan: StatePlan, leaf: LeafState, error: dict[str, str]
             leaf.error, leaf.error_types = error, [error["type"], "Exception"]
             await router.raise_event(ERROR, plan.path, leaf.error_types, error)
         elif plan.terminal:
-            run.state.internal.append((plan.path, plan.failure))
+            run.state.internal += ((plan.path, plan.failure),)
         elif DONE in plan.events:
             await router.trigger(DONE, plan.path, exact=True)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from procstore.errors import LeaseLost, StoreError
@@ -31,10 +32,15 @@ class Journal(Protocol):
     ) -> None:
         """Store a new execution with its first records."""
 
-    async def commit(
+    def commit(
         self, status: str, snapshot: dict[str, Any], records: list[dict[str, Any]]
-    ) -> None:
-        """Append ``records`` and replace the snapshot, in one transaction."""
+    ) -> Awaitable[None]:
+        """Append ``records`` and replace the snapshot, in one transaction.
+
+        Awaitable, not necessarily a coroutine: a journal may queue the commit at once and
+        return the future its store's writer settles (SQLite's does), which spares a task per
+        commit; each task switch costs about as much as SQLite's commit. `Writer` waits for
+        it through ``asyncio.shield``, so its caller's cancellation never withdraws it."""
 
 
 class Writer:
@@ -46,13 +52,16 @@ class Writer:
         failure: The failed write that stopped the execution, if one did.
     """
 
-    __slots__ = ("_commit", "_lock", "_run", "failure", "flushed", "journal", "stored")
+    __slots__ = ("_commit", "_count", "_lock", "_run", "failure", "flushed", "journal", "stored")
 
     def __init__(self, run: Run, journal: Journal | None) -> None:
         self._run = run
         self.journal = journal
         self._lock = asyncio.Lock()
-        self._commit: asyncio.Task[None] | None = None  # the commit under way
+        # The commit last queued, until a flusher has counted it (its caller was cancelled),
+        # and what counts it.
+        self._commit: asyncio.Future[None] | None = None
+        self._count: Callable[[asyncio.Future[None]], None] | None = None
         self.flushed = 0
         self.stored: dict[str, Any] | None = None
         self.failure: StoreError | None = None
@@ -68,7 +77,7 @@ class Writer:
         history = self._run.history
         end = len(history)
         status, checkpoint = self._run.snapshot()
-        await self.journal.create(status, checkpoint, history.records[:end])
+        await self.journal.create(status, checkpoint, history.dicts(0, end))
         self.flushed, self.stored = end, checkpoint
         self._run.touch()
 
@@ -84,30 +93,44 @@ class Writer:
         async with self._lock:
             self.raise_if_failed()  # under the lock: an earlier flusher may have failed
             try:
-                if self._commit is not None and not self._commit.done():
-                    await asyncio.shield(self._commit)  # a cancelled flusher's, still going
+                previous, count = self._commit, self._count
+                if previous is not None and count is not None:
+                    # A cancelled flusher's commit may still be going: wait for it. Once done,
+                    # count it here: its done callback may not have run yet, and records
+                    # taken before it has would be sent twice.
+                    await asyncio.shield(previous)
+                    count(previous)
+                    self._commit = self._count = None
                 history = self._run.history
                 end = len(history)
                 if end == self.flushed:
                     return
-                records = history.records[self.flushed : end]
+                records = history.dicts(self.flushed, end)
                 status, checkpoint = self._run.snapshot()
-                # The commit runs as its own task: if this caller is cancelled (a timeout around
-                # send()), the commit still completes and is counted, so no record is sent twice.
-                commit = asyncio.get_running_loop().create_task(
-                    journal.commit(status, checkpoint, records)
-                )
-                commit.add_done_callback(functools.partial(self._committed, end, checkpoint))
-                self._commit = commit
+                # Waited for through a shield: if this caller is cancelled (a timeout around
+                # send()), the commit still completes and is counted, so no record is sent
+                # twice. A future is used as it is; a coroutine becomes a task.
+                commit = asyncio.ensure_future(journal.commit(status, checkpoint, records))
+                count = functools.partial(self._committed, end, checkpoint)
+                commit.add_done_callback(count)  # counted even if this caller is cancelled
+                self._commit, self._count = commit, count
                 await asyncio.shield(commit)
+                count(commit)
+                self._commit = self._count = None
                 self._run.touch()
             except Exception as exc:
                 self.fail(exc)
                 self.raise_if_failed()
 
-    def _committed(self, end: int, checkpoint: dict[str, Any], commit: asyncio.Task[None]) -> None:
+    def _committed(
+        self, end: int, checkpoint: dict[str, Any], commit: asyncio.Future[None]
+    ) -> None:
         if not commit.cancelled() and commit.exception() is None and end >= self.flushed:
             self.flushed, self.stored = end, checkpoint
+            # Touched here as well as by the flusher: one cancelled meanwhile (a timeout
+            # around send()) no longer touches, and an execution is not parked before its
+            # records are all committed, so nothing else would look at it again.
+            self._run.touch()
 
     def fail(self, error: Exception) -> None:
         """Stop the execution for ``error`` (a failed write, or a lease another worker took):

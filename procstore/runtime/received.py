@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import procstore.runtime.callbacks as callbacks
+import procstore.runtime.hibernation as hibernation
 from procstore.errors import InvalidEvent
 from procstore.eventdata import event_data
 from procstore.runtime.events import ERROR, SUCCESS
@@ -120,6 +121,7 @@ async def refuse(execution: Execution, command: int, reason: str, **fields: Any)
     """Record that inbox command ``command`` was refused, and commit that with the cursor."""
     run = execution._run
     run.check_writable()
+    hibernation.wake(run)  # parked since the inbox looked it up: it records nothing parked
     async with run.fire_lock:
         run.receive(command, message=f"refused: {reason}", **fields)
     await run.flush()

@@ -77,7 +77,7 @@ class Router:
         self.plans = run.plans
         self.transitions = 0  # transitions fired so far
         self._entries = 0
-        self.visits: dict[str, int] = {}  # a token per entry, so stale timers are ignored
+        self.visits: dict[str, int] = {}  # a token per entry of a timed state (stale timers)
         self._origin: str | None = None  # the state an event being fired comes from
         self._origin_exact = False  # only that state may handle it (``done``)
         self._host_event: str | None = None  # the event a host's send() is firing
@@ -137,10 +137,13 @@ class Router:
 
     def on_transition(self, source: str, target: str, event: str) -> None:
         self.transitions += 1
-        extra = {"data": self._data} if self._data is not None else {}
-        self.run.history.log(
-            RecordKind.TRANSITION, event=event, state=source, target=target, **extra
-        )
+        history = self.run.history
+        if self._data is None:
+            history.log(RecordKind.TRANSITION, event=event, state=source, target=target)
+        else:
+            history.log(
+                RecordKind.TRANSITION, event=event, state=source, target=target, data=self._data
+            )
 
     def on_state_entered(self, path: str, event: str | None) -> None:
         run, state = self.run, self.run.state
@@ -149,9 +152,9 @@ class Router:
         if plan.kind == "region":
             return
         self._entries += 1
-        self.visits[path] = self._entries
         run.history.log(RecordKind.ENTERED, state=path, event=event)
         if plan.timeout_s is not None:
+            self.visits[path] = self._entries  # only a timer reads it: untimed states need none
             state.deadlines[path] = run.clock.time() + plan.timeout_s
             timers.arm(run, path)
         if plan.works:
@@ -166,9 +169,9 @@ class Router:
             elif plan.wait is not None:
                 waits.begin(run, plan)
             elif plan.kind == "choice":  # routed by drain(), once this transition is over
-                state.internal.append((path, False))
+                state.internal += ((path, False),)
             elif plan.terminal:
-                state.internal.append((path, plan.failure))
+                state.internal += ((path, plan.failure),)
 
     def on_state_exited(self, path: str) -> None:
         run, state = self.run, self.run.state
@@ -361,7 +364,7 @@ class Router:
         """Route choice state ``path``, active after a restart (it is routed at once when it
         is entered, so only a checkpoint taken in between leaves one active)."""
         async with self.run.fire_lock:
-            self.run.state.internal.append((path, False))
+            self.run.state.internal += ((path, False),)
             await self.drain()
 
     async def drain(self) -> None:
@@ -369,7 +372,7 @@ class Router:
         none is left."""
         state = self.run.state
         while state.internal:
-            leaf, failed = state.internal.popleft()
+            (leaf, failed), state.internal = state.internal[0], state.internal[1:]
             if leaf not in state.active or not state.running:
                 continue
             plan = self.plans[leaf]

@@ -30,6 +30,7 @@ from procstore.runtime.history import History
 from procstore.runtime.journal import Journal, Writer
 from procstore.runtime.router import Router
 from procstore.runtime.state import RunState
+from procstore.runtime.sync import Latch, Mutex
 from procstore.snapshot import RecordKind, Status
 
 if TYPE_CHECKING:
@@ -92,13 +93,14 @@ class Run:
         # so an execution nobody references could otherwise vanish mid-run.
         self.registry = running
         self.handle: Execution | None = None
-        self.send_lock = asyncio.Lock()
-        self.fire_lock = asyncio.Lock()
-        self.finished = asyncio.Event()
+        self.send_lock = Mutex()
+        self.fire_lock = Mutex()
+        self.finished = Latch()  # set when it ends
         self.drivers = 0  # callers of run_to_completion() driving it now
         self.frozen: str | None = None  # why the handle may not change the execution
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running steps, by state path
-        self.exited: list[asyncio.Task[None]] = []  # steps cancelled by leaving their state
+        # Steps cancelled by leaving their state: a tuple, the shared empty one while none is.
+        self.exited: tuple[asyncio.Task[None], ...] = ()
         self.timers: dict[str, TimerHandle] = {}  # armed state timeouts, by state path
         self.invoking = 0  # actions (attempts, compensations) running now
         self.winding_down = False  # the store is stopping: no new action starts
@@ -122,6 +124,14 @@ class Run:
         executions, which starts its idle interval again."""
         if self.sleeper is not None:
             self.sleeper.touched(self)
+
+    def sending(self) -> Sending:
+        """Hold the send lock (an event or a callback is delivered), then `touch`, however
+        the holder ends: delivered, refused, failed or cancelled. A store that parks idle
+        executions does not park one whose send lock is held, and only looks again when it
+        is touched: without this touch, an execution whose event was refused after waiting
+        for a step would stay in memory for good."""
+        return Sending(self)
 
     def receive(self, command: int, **fields: Any) -> None:
         """Inbox command ``command`` is being applied (the fire lock is held): move the cursor
@@ -157,7 +167,7 @@ class Run:
         state = self.state
         state.deadlines.clear()
         state.deadline = None
-        state.internal.clear()
+        state.internal = ()
         state.closing = False
         state.rollback = None
         self.unregister()
@@ -183,7 +193,7 @@ class Run:
         self.unregister()
         stored = self.writer.stored
         if stored is not None:  # the handle shows what the database holds, nothing newer
-            self.restore(stored, self.history.records[: self.writer.flushed])
+            self.restore(stored, self.history.dicts(0, self.writer.flushed))
         self.finished.set()  # wakes run_to_completion(), which raises the failure
         self.history.wake()
 
@@ -209,3 +219,24 @@ class Run:
         if state.status is not Status.RUNNING:
             self.finished.set()
             self.unregister()
+
+
+class Sending:
+    """`Run.sending`: a plain class rather than a generator-based context manager, which
+    would cost every ``send()`` a generator and its frames."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._run.send_lock.acquire()
+        except BaseException:
+            self._run.touch()  # cancelled while queued: nothing was sent, look again
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._run.send_lock.release()
+        self._run.touch()

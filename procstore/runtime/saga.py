@@ -89,7 +89,7 @@ async def roll_back(run: Run, stopped: list[asyncio.Task[None]] | None = None) -
     # What this rollback has compensated so far (before a restart, too): an empty stack
     # after a restart may mean "all undone", not "nothing to undo".
     started = run.history.last_index(RecordKind.ROLLBACK)
-    done = [r for r in run.history.records[started:] if r["kind"] == RecordKind.COMPENSATION]
+    done = [r for r in run.history.dicts(started) if r["kind"] == RecordKind.COMPENSATION]
     if not state.completed and not done:
         run.finish(Status(state.rollback[1]))
         return
@@ -106,7 +106,7 @@ async def roll_back(run: Run, stopped: list[asyncio.Task[None]] | None = None) -
         if progress.attempt is not None and progress.attempt > 1:
             outcome["attempt"] = progress.attempt  # the attempt that ended it
         run.log(RecordKind.COMPENSATION, state=path, **outcome)
-        state.completed.pop()  # only once it ran: an interrupted one runs again
+        state.completed = state.completed[:-1]  # only once it ran: an interrupted one runs again
         state.compensating = None
         await run.flush()
     run.finish(Status.ROLLED_BACK if all_ok else Status.FAILED)

@@ -14,7 +14,6 @@ the first of which had no ``format`` key.
 from __future__ import annotations
 
 import copy
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,16 +103,17 @@ class LeafState:
     result: Any = None
     error: dict[str, str] | None = None
     error_types: list[str] | None = None
-    retries: list[int] = field(default_factory=list)
+    retries: tuple[int, ...] = ()  # immutable: most leaves never fail, and share the empty one
     token: str | None = None
     wait_until: float | None = None
     map: MapProgress | None = None
 
     def count_failure(self, policy: int) -> int:
         """Count a failed attempt against retry policy ``policy``; return its count now."""
-        self.retries.extend([0] * (policy + 1 - len(self.retries)))
-        self.retries[policy] += 1
-        return self.retries[policy]
+        counts = [*self.retries, *[0] * (policy + 1 - len(self.retries))]
+        counts[policy] += 1
+        self.retries = tuple(counts)
+        return counts[policy]
 
     def to_data(self) -> dict[str, Any]:
         """The stored form: only what differs from a fresh leaf (an attempt in flight is
@@ -156,7 +156,7 @@ class LeafState:
         if self.error_types is not None:
             data["error_types"] = self.error_types
         if self.retries:
-            data["retries"] = self.retries
+            data["retries"] = list(self.retries)
         return data
 
     @classmethod
@@ -173,7 +173,7 @@ class LeafState:
             error=dict(data["error"]) if data.get("error") is not None else None,
             map=MapProgress.from_data(data["map"]) if data.get("map") is not None else None,
             error_types=[str(t) for t in data["error_types"]] if data.get("error_types") else None,
-            retries=[int(n) for n in data.get("retries", ())],
+            retries=tuple(int(n) for n in data.get("retries", ())),
             token=str(data["token"]) if data.get("token") is not None else None,
             wait_until=float(data["wait_until"]) if data.get("wait_until") is not None else None,
         )
@@ -214,8 +214,9 @@ class RunState:
     active: set[str] = field(default_factory=set)
     leaves: dict[str, LeafState] = field(default_factory=dict)
     deadlines: dict[str, float] = field(default_factory=dict)
-    completed: list[str] = field(default_factory=list)
-    internal: deque[tuple[str, bool]] = field(default_factory=deque)
+    # Tuples, the shared empty one while nothing is done or queued (most waiting executions).
+    completed: tuple[str, ...] = ()
+    internal: tuple[tuple[str, bool], ...] = ()
     inbox: int = 0
     deadline: float | None = None
     error: dict[str, str] | None = None
@@ -309,7 +310,7 @@ class RunState:
             active=set(snapshot["active"]),
             leaves={path: LeafState.from_data(data) for path, data in snapshot["leaves"].items()},
             deadlines={path: float(at) for path, at in snapshot["deadlines"].items()},
-            completed=[str(path) for path in snapshot["completed"]],
+            completed=tuple(str(path) for path in snapshot["completed"]),
             inbox=int(snapshot["inbox"]),
             deadline=float(snapshot["deadline"]) if snapshot["deadline"] is not None else None,
             error=dict(snapshot["error"]) if snapshot["error"] is not None else None,

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-from transitions.extensions.asyncio import AsyncMachine
+from typing import TYPE_CHECKING, Any, cast
 
 import procstore.runtime.saga as saga
 import procstore.runtime.timers as timers
@@ -46,6 +45,7 @@ __all__ = [
     "cancel",
     "deliver",
     "error_types",
+    "exit_later",
     "halt",
     "invoke",
     "leave",
@@ -100,13 +100,13 @@ def start(run: Run, key: str, work: Work, *args: Any) -> None:
 
 
 async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
-    # Steps are created inside machine callbacks and inherit transitions' "current task"
-    # context; without resetting it, their triggers would count as nested ones.
-    AsyncMachine.current_context.set(None)
+    persisted = run.writer.journal is not None  # in memory there is nothing to flush
     try:
-        await run.flush()  # write-ahead: what led here is stored before it runs
+        if persisted:
+            await run.flush()  # write-ahead: what led here is stored before it runs
         await work(*args)
-        await run.flush()
+        if persisted:
+            await run.flush()
     except Exception as exc:
         if run.writer.failure is not None:
             return  # a write failed: the execution stopped (the writer said so, once)
@@ -117,9 +117,14 @@ async def _as_step(run: Run, key: str, work: Work, *args: Any) -> None:
             await _fail_internally(run, key, exc)
             await run.flush()
     finally:
-        if run.tasks.get(key) is asyncio.current_task():
+        step = asyncio.current_task()
+        if run.tasks.get(key) is step:
             del run.tasks[key]
+            if not run.tasks:  # an emptied dict keeps its table (~120 bytes) until cleared;
+                run.tasks.clear()  # the same dict: callers may hold it across awaits
             run.touch()
+        if step in _waiting:
+            _release(step)
 
 
 async def _fail_internally(run: Run, key: str, error: Exception) -> None:
@@ -153,7 +158,26 @@ def leave(run: Run, path: str) -> None:
     step = run.tasks.pop(path, None)
     if step is not None and step is not asyncio.current_task():
         _interrupt(run, path, step)
-        run.exited.append(step)
+        exit_later(run, step)
+
+
+def exit_later(run: Run, task: asyncio.Task[None]) -> None:
+    """Keep ``task`` — what leaving a state cancelled, still cleaning up — in ``run.exited``
+    until it ends, for the sender of the event that left it to wait for (`settle_exited`).
+
+    It leaves ``run.exited`` by itself when it ends, and touches the run then: a transition
+    that a step fires (an outcome, an error, a timeout) has no sender to clear the list, and
+    an execution whose left steps still clean up is not parked (see
+    `procstore.runtime.hibernation.parkable`) until something touches it again."""
+    run.exited += (task,)  # a tuple: the shared empty one while none is (see Run.exited)
+    task.add_done_callback(functools.partial(_exited_ended, run))
+
+
+def _exited_ended(run: Run, task: asyncio.Task[None]) -> None:
+    if task in run.exited:  # a sender's settle_exited may have taken it already
+        run.exited = tuple(t for t in run.exited if t is not task)
+    if not run.parked:  # a parked run's due time stays indexed: a touch would drop it
+        run.touch()
 
 
 def _interrupt(run: Run, key: str, step: asyncio.Task[None]) -> None:
@@ -192,8 +216,8 @@ async def settle_exited(run: Run) -> None:
     """Let the actions a transition cancelled (leaving a compound state, say) run their
     cleanup, so that the event's sender hears back after it."""
     if run.exited:
-        exited, run.exited = run.exited, []
-        await let_clean_up(run, exited)
+        exited, run.exited = run.exited, ()
+        await let_clean_up(run, list(exited))
 
 
 async def let_clean_up(run: Run, stopped: list[asyncio.Task[None]]) -> None:
@@ -212,11 +236,31 @@ async def wait_for(steps: list[asyncio.Task[None]]) -> None:
     for step in steps:
         if step is current or step.done():
             continue
+        waiters = _waiting.get(step)
+        if waiters is None:
+            # A step cancelled before it started never runs its own release: its end does.
+            waiters = _waiting[step] = []
+            step.add_done_callback(_release)
+        waiter = step.get_loop().create_future()
+        waiters.append(waiter)
         try:
-            await asyncio.shield(step)
+            await waiter
         except asyncio.CancelledError:
             if current is not None and current.cancelling():
                 raise  # we are being cancelled, not just the step
+
+
+#: Who waits for each running step (`wait_for`). The step wakes them itself as it ends
+#: (`_release` in `_as_step`): a done callback would run one event-loop turn later, and then
+#: wake them one turn later still — a third of what an event costs on a short action.
+_waiting: dict[asyncio.Task[None], list[asyncio.Future[None]]] = {}
+
+
+def _release(step: asyncio.Task[None] | asyncio.Future[None]) -> None:
+    """Wake whoever waits for ``step`` (it is ending or has ended)."""
+    for waiter in _waiting.pop(cast(asyncio.Task[None], step), ()):
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 # -- an action's step ---------------------------------------------------------------------------
@@ -238,7 +282,8 @@ async def deliver(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
         try:
             if plan.path in run.state.active and run.state.running:
                 await _act_on(run, plan, leaf, outcome, failed)
-                await run.router.drain()
+                if run.state.internal:  # usually nothing to drain: no coroutine for it
+                    await run.router.drain()
         finally:
             leaf.outcome = None
 
@@ -246,7 +291,7 @@ async def deliver(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, fail
 async def _act_on(run: Run, plan: StatePlan, leaf: LeafState, outcome: str, failed: bool) -> None:
     router = run.router
     if plan.terminal:
-        run.state.internal.append((plan.path, failed or plan.failure))
+        run.state.internal += ((plan.path, failed or plan.failure),)
     elif failed:
         await router.raise_event(ERROR, plan.path, leaf.error_types or (), leaf.error)
     elif plan.callback:
@@ -297,7 +342,7 @@ async def _run_action(
         leaf.outcome, leaf.result = (outcome, False), value
         run.log(RecordKind.ACTION, state=path, attempt=attempt, result=value)
         if plan.compensate is not None:
-            run.state.completed.append(path)
+            run.state.completed += (path,)
         return outcome, False
 
 

@@ -268,6 +268,43 @@ async def test_cancelled_caller_does_not_duplicate_journal_records(
         assert [(r.kind, r.state, r.event) for r in stored.history] == live
 
 
+async def test_a_send_right_after_a_cancelled_one_whose_commit_just_landed_adds_no_duplicate(
+    tmp_path: Path,
+) -> None:
+    # The cancelled caller lets go of the journal in the very iteration its commit lands,
+    # before the commit's done callback counts it; the next send in that iteration must still
+    # count it, or it commits the same records again. Whether the commit lands in that
+    # iteration depends on the writer's thread being idle (the store's inbox watcher uses it
+    # now and then), so the race is run on several executions.
+    doc = make_doc(
+        {
+            "a": {"transitions": [{"event": "go", "target": "b"}]},
+            "b": {"transitions": [{"event": "on", "target": "c"}]},
+            "c": {},
+        },
+        "a",
+    )
+    db = tmp_path / "x.db"
+    store = ProcedureStore(f"sqlite:///{db}")
+    await store.register(doc)
+    live = {}
+    for _ in range(10):
+        ex = await store.start("p")
+        first = asyncio.create_task(ex.send("go"))
+        await asyncio.sleep(0)  # first has queued its commit; the writer runs next
+        first.cancel()  # first resumes after the writer has committed, before it counts
+        second = asyncio.create_task(ex.send("on"))  # runs right after first lets go
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await within(second)
+        live[ex.id] = [(r.kind, r.state, r.event) for r in ex.history]
+    await store.close()
+    async with ProcedureStore(f"sqlite:///{db}") as reopened:
+        for execution_id, history in live.items():
+            stored = await reopened.get_execution(execution_id)
+            assert [(r.kind, r.state, r.event) for r in stored.history] == history
+
+
 async def test_outcome_survives_close_during_async_guard(tmp_path: Path) -> None:
     # close() detaches; recover() resumes. A completed action's outcome must not be
     # lost: after recovery the auto execution carries on to `done` (or the action re-runs).

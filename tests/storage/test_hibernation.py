@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from procstore import ProcedureStore, Status
+from procstore import InvalidEvent, ProcedureStore, Status
+from procstore.hibernator import STALE_DUE_ENTRIES
 from procstore.runtime import is_parked
-from tests.builders import fn, on
+from procstore.storage.base import EVENT
+from tests.builders import fn, on, region
 from tests.clock import ManualClock
 from tests.conftest import (
     FailsThen,
@@ -354,4 +356,277 @@ async def test_a_finished_execution_is_never_parked(tmp_path: Path, clock: Manua
     await clock.advance(60)
 
     assert execution.status is Status.COMPLETED and not is_parked(execution)
+    await store.close()
+
+
+async def test_work_after_a_close_runs_an_execution_whose_old_handle_is_still_held(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = await opened(sqlite(tmp_path), clock, 30, TIMES_OUT)
+    held = await store.start("timeout")
+    await store.close()  # the held handle is detached now: it runs nothing
+
+    await store.work()
+    await clock.advance(10)
+
+    await within(until_stored(store, held.id, Status.COMPLETED))
+    assert (await store.get_execution(held.id)).current == "late"
+    await store.close()
+
+
+async def test_an_event_refused_after_waiting_for_a_step_still_lets_it_hibernate(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    gate = Gate()
+    doc = make_doc(
+        {
+            "work": {"action": fn("gate"), "transitions": [on("success", "ask")]},
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "work",
+        name="refuses",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, gate=gate.action)
+    execution = await store.start("refuses", auto=True)
+    await within(gate.started.wait())
+    refused = asyncio.ensure_future(execution.send("bogus"))  # waits for the step first
+    gate.release.set()
+    with pytest.raises(InvalidEvent):
+        await within(refused)
+
+    await clock.advance(1)
+
+    assert is_parked(execution)
+    await store.close()
+
+
+async def test_a_callback_refused_after_waiting_for_its_action_still_lets_it_hibernate(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    gate, tokens = Gate(), []
+
+    async def hand_out_then_fail(context: dict[str, Any], info: Any) -> None:
+        tokens.append(info.token)
+        await gate.release.wait()
+        raise ConnectionError("down")
+
+    doc = make_doc(
+        {
+            "pay": {
+                "action": fn("hand_out_then_fail"),
+                "callback": True,
+                "transitions": [on("success", "done"), on("error", "ask")],
+            },
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "pay",
+        name="fails",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, hand_out_then_fail=hand_out_then_fail)
+    execution = await store.start("fails", auto=True)
+    await wait_until(lambda: bool(tokens))
+    refused = asyncio.ensure_future(store.complete_callback(tokens[0]))  # waits for the action
+    gate.release.set()
+    with pytest.raises(InvalidEvent):
+        await within(refused)
+
+    await clock.advance(1)
+
+    assert execution.current == "ask" and is_parked(execution)
+    await store.close()
+
+
+async def test_an_execution_whose_step_left_a_state_with_a_running_step_hibernates(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def boom(context: dict[str, Any], info: Any) -> None:
+        raise RuntimeError("no")
+
+    doc = make_doc(
+        {
+            "checks": {
+                "parallel": {
+                    "fails": region(
+                        "run",
+                        {
+                            "run": {
+                                "action": fn("boom"),
+                                "transitions": [on("success", "ok"), on("error", "ask")],
+                            },
+                            "ok": {},
+                        },
+                    ),
+                    "waits": region(
+                        "w",
+                        {
+                            "w": {"wait": {"seconds": 60}, "transitions": [on("success", "ok")]},
+                            "ok": {},
+                        },
+                    ),
+                },
+            },
+            "ask": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "checks",
+        name="leaves",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, doc, boom=boom)
+    execution = await store.start("leaves", auto=True)
+    await wait_until(lambda: execution.current == "ask")
+
+    await clock.advance(1)
+
+    assert is_parked(execution)
+    await store.close()
+
+
+async def test_a_clients_callback_to_a_hibernated_execution_runs_what_follows_once(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    tokens, gate = [], Gate()
+
+    async def hand_out(context: dict[str, Any], info: Any) -> None:
+        tokens.append(info.token)
+
+    doc = make_doc(
+        {
+            "pay": {
+                "action": fn("hand_out"),
+                "callback": True,
+                "transitions": [on("success", "ship")],
+            },
+            "ship": {"action": fn("ship"), "transitions": [on("success", "done")]},
+            "done": {},
+        },
+        "pay",
+        name="ships",
+    )
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, doc, hand_out=hand_out, ship=gate.action)
+    held = await store.start("ships", auto=True)
+    await wait_until(lambda: bool(tokens) and is_parked(held))
+    client = ProcedureStore(url, worker=False)
+
+    await client.complete_callback(tokens[0])  # applied from the inbox by the store
+    await within(gate.started.wait())
+    execution = await store.get_execution(held.id)
+    gate.release.set()
+    final = await within(execution.run_to_completion())
+
+    assert final.status is Status.COMPLETED
+    assert len(records(final.history, "action", state="ship")) == 1, "it shipped twice"
+    await client.close()
+    await store.close()
+
+
+async def test_a_damaged_command_refused_to_a_hibernated_execution_leaves_its_timer_due(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, TIMES_OUT)
+    held = await store.start("timeout")
+    await wait_until(lambda: is_parked(held))
+    client = ProcedureStore(url, worker=False)
+    inbox = await client._opened()  # a damaged command: what no client of this version posts
+
+    await inbox.post_command(held.id, EVENT, {"names": "no event"})
+    await wait_until(lambda: bool(records(held.history, "received")))
+    await clock.advance(10)
+
+    await within(until_stored(store, held.id, Status.COMPLETED))
+    assert (await store.get_execution(held.id)).current == "late"
+    await client.close()
+    await store.close()
+
+
+async def test_an_execution_a_client_sent_an_event_leaves_memory_when_hibernated(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    pings = make_doc(
+        {"ask": {"transitions": [on("ping", "ask"), on("approve", "done")]}, "done": {}},
+        "ask",
+        name="pings",
+    )
+    url = sqlite(tmp_path)
+    store = await opened(url, clock, 0, pings)
+    execution_id = (await store.start("pings")).id
+    client = ProcedureStore(url, worker=False)
+    await (await client.get_execution(execution_id)).send("ping")
+
+    def received_and_parked() -> bool:
+        execution = store._executions.tracked(execution_id)
+        return (
+            execution is not None
+            and is_parked(execution)
+            and bool(records(execution.history, "received"))
+        )
+
+    await wait_until(received_and_parked)
+    held = store._executions.tracked(execution_id)
+    assert held is not None
+    gone = weakref.ref(held)
+    del held
+    await clock.advance(1)
+
+    gc.collect()
+    assert gone() is None, "something still holds the hibernated execution"
+    await client.close()
+    await store.close()
+
+
+async def test_the_due_index_does_not_grow_with_how_often_an_execution_is_woken(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    pinged = make_doc(
+        {
+            "outer": {
+                "timeout_ms": 86_400_000,
+                "initial_state": "ask",
+                "states": {"ask": {"transitions": [on("ping", "ask")]}},
+                "transitions": [on("timeout", "late")],
+            },
+            "late": {},
+        },
+        "outer",
+        name="pinged",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, pinged)
+    held = await store.start("pinged")
+    await wait_until(lambda: is_parked(held))
+
+    for _ in range(300):
+        await held.send("ping")  # woken, then parked again with the same due time
+        await wait_until(lambda: is_parked(held))
+
+    assert len(store._hibernator._due) <= 1 + STALE_DUE_ENTRIES
+    await clock.advance(86_400)
+    await within(until_stored(store, held.id, Status.COMPLETED))
+    await store.close()
+
+
+async def test_an_execution_whose_sender_gave_up_during_the_commit_still_hibernates(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    two_steps = make_doc(
+        {
+            "ask": {"transitions": [on("next", "confirm")]},
+            "confirm": {"transitions": [on("approve", "done")]},
+            "done": {},
+        },
+        "ask",
+        name="two_steps",
+    )
+    store = await opened(sqlite(tmp_path), clock, 0, two_steps)
+    held = await store.start("two_steps")
+    await wait_until(lambda: is_parked(held))
+    hurried = asyncio.ensure_future(held.send("next"))
+    await asyncio.sleep(0)  # the transition is recorded and its commit under way
+    hurried.cancel()  # a timeout around send(): the commit still completes
+
+    await wait_until(lambda: is_parked(held))
+
+    assert held.current == "confirm" and hurried.cancelled()
     await store.close()

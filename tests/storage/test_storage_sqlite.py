@@ -447,16 +447,23 @@ async def test_concurrent_writes_are_committed_in_batches(backend: SQLiteBackend
     assert stats.one_by_one == 0
 
 
+async def commit_when_run(backend: SQLiteBackend, *args: Any) -> None:
+    """``backend.commit``, queued when the task running it starts, as ``make_execution``'s
+    write is: so that a ``gather`` queues its writes in the order it lists them
+    (``commit`` queues at once when called)."""
+    await backend.commit(*args)
+
+
 async def test_a_rejected_write_does_not_fail_the_rest_of_its_batch(
     backend: SQLiteBackend,
 ) -> None:
     await make_execution(backend, "e1")
     results = await asyncio.gather(
-        backend.commit("e1", "running", {"step": 1}, [{"n": 1}]),
-        backend.commit("ghost", "running", {}, [{"n": 1}]),
+        commit_when_run(backend, "e1", "running", {"step": 1}, [{"n": 1}]),
+        commit_when_run(backend, "ghost", "running", {}, [{"n": 1}]),
         make_execution(backend, "e1"),
         make_execution(backend, "e2"),
-        backend.commit("e1", "succeeded", {"step": 2}, [{"n": 2}]),
+        commit_when_run(backend, "e1", "succeeded", {"step": 2}, [{"n": 2}]),
         return_exceptions=True,
     )
     assert results[0] is None and results[3] is None and results[4] is None
@@ -494,7 +501,7 @@ async def test_a_failing_transaction_fails_its_whole_batch_and_applies_nothing(
     monkeypatch.setattr(writes_module, "_APPEND_RECORD", "INSERT INTO nowhere VALUES (?1, ?2)")
     results = await asyncio.gather(
         make_execution(backend, "e2", records=0),
-        backend.commit("e1", "succeeded", {"lost": True}, [{"n": 1}]),
+        commit_when_run(backend, "e1", "succeeded", {"lost": True}, [{"n": 1}]),
         return_exceptions=True,
     )
     monkeypatch.undo()

@@ -6,6 +6,8 @@
   upgrade them, the application id, and the inspection that recognises a procstore database,
   and refuses anything else unchanged, before SQLite writes a byte to it;
 * ``connections``: how each connection is opened (on a daemon thread), and read-only;
+* ``threaded``: the writer connection, called with whole functions (a transaction is one
+  round trip to its thread);
 * ``writer``: the group-commit writer, which every write goes through;
 * ``reads``: the read-only connection and the decoding of what is stored;
 * ``lock``: the runner lock (one process runs a database's executions), an ``flock`` on the

@@ -20,8 +20,9 @@ from procstore.storage.base import (
 from procstore.storage.reading import ThroughReader
 from procstore.storage.sqlite import lock, schema
 from procstore.storage.sqlite.changes import ChangeWatcher
-from procstore.storage.sqlite.connections import connect, connect_read_only
+from procstore.storage.sqlite.connections import connect, connect_read_only, connect_writer
 from procstore.storage.sqlite.reads import Reader
+from procstore.storage.sqlite.threaded import ThreadedConnection
 from procstore.storage.sqlite.writer import Writer, WriteStats, now
 from procstore.storage.sqlite.writes import (
     Commit,
@@ -62,14 +63,15 @@ class SQLiteBackend(ThroughReader):
         file: lock.FileKey,
         *,
         reader: aiosqlite.Connection,
-        writer: aiosqlite.Connection | None,
+        writer: ThreadedConnection | None,
+        inline: bool = False,
     ) -> None:
         self._path = path
         self._file = file  # counted in lock's open files by open
         self._reads: Reader = Reader(path, reader)
         self._changes: ChangeWatcher = ChangeWatcher(path, writer if writer is not None else reader)
         self._writer = writer
-        self._commits = Writer(path, writer) if writer is not None else None
+        self._commits = Writer(path, writer, inline=inline) if writer is not None else None
         self._runner = False
         self._closed = False
 
@@ -133,7 +135,7 @@ class SQLiteBackend(ThroughReader):
             reader = await connect_read_only(path)
             return cls(path, key, reader=reader, writer=None)
 
-        writer = await connect(path, mode="rwc")
+        writer = await connect_writer(path)
         try:
             await schema.configure_writer(writer, path, synchronous)
             await schema.migrate(writer, path)
@@ -141,7 +143,7 @@ class SQLiteBackend(ThroughReader):
         except BaseException:
             await writer.close()
             raise
-        return cls(path, key, reader=reader, writer=writer)
+        return cls(path, key, reader=reader, writer=writer, inline=synchronous == "NORMAL")
 
     async def close(self) -> None:
         """Finish queued writes, close the database and release the runner lock.
@@ -282,18 +284,20 @@ class SQLiteBackend(ThroughReader):
         journal = [(execution_id, seq, encode_json(r)) for seq, r in enumerate(records, 1)]
         await self._writing().submit(lambda future: CreateExecution(row, journal, future, announce))
 
-    async def commit(
+    def commit(
         self,
         execution_id: str,
         status: str,
         snapshot: dict[str, Any],
         records: list[dict[str, Any]],
-    ) -> None:
-        """``Backend.commit``, committed with whatever else the writer has queued."""
+    ) -> asyncio.Future[None]:
+        """``Backend.commit``, queued now, committed with whatever else the writer has
+        queued: the future the writer settles (cancelled before the writer takes it, the
+        commit is dropped)."""
         check_strings(execution_id=execution_id, status=status)
         row = (status, encode_json(snapshot), now(), execution_id)
         journal = [(execution_id, encode_json(r)) for r in records]
-        await self._writing().submit(lambda future: Commit(row, journal, future))
+        return self._writing().queue(lambda future: Commit(row, journal, future))
 
     async def quarantine_execution(self, execution_id: str, reason: str) -> None:
         """``Backend.quarantine_execution``: the reason goes to ``quarantine_reason``."""

@@ -24,6 +24,7 @@ import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.changes import ChangeSignal
+from procstore.storage.sqlite.threaded import ThreadedConnection
 
 __all__ = ["CHANGE_POLL_S", "QUIET_AFTER_S", "QUIET_POLL_S", "ChangeWatcher"]
 
@@ -47,7 +48,7 @@ class ChangeWatcher:
         db: The connection to ask.
     """
 
-    def __init__(self, path: str, db: aiosqlite.Connection) -> None:
+    def __init__(self, path: str, db: aiosqlite.Connection | ThreadedConnection) -> None:
         self._path = path
         self._db = db
         self._signal = ChangeSignal()

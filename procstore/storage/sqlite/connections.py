@@ -1,5 +1,6 @@
 """The SQLite backend's connections: how each is opened (on a daemon thread, with a busy
-timeout), the read-only one that works without write access, and where the write-ahead log is.
+timeout), the writer (a ``ThreadedConnection``), the read-only one that works without write
+access, and where the write-ahead log is.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from typing import Final
 import aiosqlite
 
 from procstore.errors import StoreError
+from procstore.storage.sqlite.threaded import ThreadedConnection
 
-__all__ = ["BUSY_TIMEOUT_MS", "connect", "connect_read_only", "open_connection", "wal_path"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "connect",
+    "connect_read_only",
+    "connect_writer",
+    "open_connection",
+    "wal_path",
+]
 
 BUSY_TIMEOUT_MS: Final = 5_000
 """How long a connection waits for another process's lock on the file before failing."""
@@ -57,6 +66,15 @@ async def connect(path: str, **parameters: str) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+async def connect_writer(path: str) -> ThreadedConnection:
+    """The writer connection (``mode=rwc``): a ``ThreadedConnection``, so that a transaction is
+    one round trip to its thread; with the busy timeout, and its failure as ``StoreError``."""
+    try:
+        return await ThreadedConnection.open(_uri(path, mode="rwc"), timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
 
 
 async def connect_read_only(path: str) -> aiosqlite.Connection:

@@ -25,6 +25,7 @@ from procstore.storage.values import (
     canonical_version,
     decode_execution,
     json_object,
+    paused_collector,
     stored_procedure,
 )
 
@@ -174,15 +175,18 @@ class Reader:
 
     async def load_unfinished(self) -> list[StoredExecution]:
         """``Backend.load_unfinished``, read in one statement (recovering 10,000 executions one
-        read at a time would cost a thread round trip each)."""
+        read at a time would cost a thread round trip each), and decoded with the garbage
+        collector paused (see ``paused_collector``)."""
         rows: list[tuple[tuple[Any, ...], str, list[str]]] = []  # (columns, snapshot, records)
-        for row in await self.query(_LOAD_UNFINISHED, (RUNNING,)):
-            _, seq, execution_id, payload, procedure, version, status, *rest = row
-            if seq == 0:
-                rows.append(((execution_id, procedure, version, status, *rest), payload, []))
-            else:
-                rows[-1][2].append(payload)
-        return [_stored_execution(*row) for row in rows]
+        fetched = await self.query(_LOAD_UNFINISHED, (RUNNING,))
+        with paused_collector():
+            for row in fetched:
+                _, seq, execution_id, payload, procedure, version, status, *rest = row
+                if seq == 0:
+                    rows.append(((execution_id, procedure, version, status, *rest), payload, []))
+                else:
+                    rows[-1][2].append(payload)
+            return [_stored_execution(*row) for row in rows]
 
 
 _DUE: Final = """

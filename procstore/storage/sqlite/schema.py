@@ -40,6 +40,7 @@ import aiosqlite
 
 from procstore.errors import StoreError
 from procstore.storage.sqlite.connections import open_connection, wal_path
+from procstore.storage.sqlite.threaded import ThreadedConnection
 from procstore.storage.values import canonical_version
 
 __all__ = [
@@ -234,7 +235,7 @@ async def _examine(path: str, *, immutable: bool) -> int | None:
         await db.close()
 
 
-async def _read_state(db: aiosqlite.Connection) -> tuple[int, int, str | None]:
+async def _read_state(db: aiosqlite.Connection | ThreadedConnection) -> tuple[int, int, str | None]:
     """Return ``(application_id, number of schema objects, stored schema_version)``."""
     (application_id,) = next(iter(await db.execute_fetchall("PRAGMA application_id")))
     (objects,) = next(iter(await db.execute_fetchall("SELECT count(*) FROM sqlite_schema")))
@@ -268,7 +269,7 @@ def _check_state(path: str, application_id: int, objects: int, version: str | No
     return int(version)
 
 
-async def configure_writer(db: aiosqlite.Connection, path: str, synchronous: str) -> None:
+async def configure_writer(db: ThreadedConnection, path: str, synchronous: str) -> None:
     try:
         rows = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
         if str(rows[0][0]).lower() != "wal":
@@ -297,7 +298,7 @@ def statements(script: str) -> list[str]:
     return statements
 
 
-async def migrate(db: aiosqlite.Connection, path: str) -> None:
+async def migrate(db: ThreadedConnection, path: str) -> None:
     """Bring the database up to the latest schema in one transaction (initialise if empty)."""
     target = len(MIGRATIONS)
     current: int | None = None

@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import aiosqlite
-
 from procstore.errors import ExecutionNotFound, ProcstoreError, StoreError, VersionConflict
 from procstore.storage.values import json_object
 
@@ -164,8 +162,8 @@ Write = (
 )
 
 
-async def apply_together(
-    db: aiosqlite.Connection, batch: list[Write], where: str
+def apply_together(
+    db: sqlite3.Connection, batch: list[Write], where: str
 ) -> list[ProcstoreError | None] | None:
     """Apply a batch with one statement per kind of row (the fast path).
 
@@ -177,27 +175,25 @@ async def apply_together(
     if not _creations_first(batch):
         return None
     outcomes = [
-        await apply_alone(db, w, where)
-        if isinstance(w, SaveProcedure | SetMeta | Quarantine)
-        else None
+        apply_alone(db, w, where) if isinstance(w, SaveProcedure | SetMeta | Quarantine) else None
         for w in batch
     ]
     creates = [w for w in batch if isinstance(w, CreateExecution)]
     commits = [w for w in batch if isinstance(w, Commit)]
-    if not await _create_together(db, creates) or not await _commit_together(db, commits):
+    if not _create_together(db, creates) or not _commit_together(db, commits):
         return None
     # Last: a command may be for an execution this batch creates.
     for i, write in enumerate(batch):
         if isinstance(write, PostCommand | DeleteCommands):
-            outcomes[i] = await apply_alone(db, write, where)
+            outcomes[i] = apply_alone(db, write, where)
     return outcomes
 
 
-async def _save_procedure(db: aiosqlite.Connection, write: SaveProcedure, where: str) -> None:
+def _save_procedure(db: sqlite3.Connection, write: SaveProcedure, where: str) -> None:
     """Insert a procedure version, unless it is stored (a no-op when it is stored with the
     same spelling and document); raise ``_Rejected`` otherwise."""
     name, version = write.name, write.version
-    stored = list(await db.execute_fetchall(_STORED_VERSION, (name, write.canonical)))
+    stored = list(db.execute(_STORED_VERSION, (name, write.canonical)).fetchall())
     if stored:
         spelling, document = stored[0]
         if spelling != version:
@@ -218,7 +214,7 @@ async def _save_procedure(db: aiosqlite.Connection, write: SaveProcedure, where:
             )
         return
     parameters = (name, version, write.document, write.saved_at, write.canonical)
-    if not await db.execute_fetchall(_INSERT_PROCEDURE, parameters):
+    if not db.execute(_INSERT_PROCEDURE, parameters).fetchall():
         # Only a row schema 1 let in holds this spelling: an alias that is never loaded.
         raise _Rejected(
             VersionConflict(
@@ -229,45 +225,45 @@ async def _save_procedure(db: aiosqlite.Connection, write: SaveProcedure, where:
         )
 
 
-async def apply_alone(db: aiosqlite.Connection, write: Write, where: str) -> ProcstoreError | None:
+def apply_alone(db: sqlite3.Connection, write: Write, where: str) -> ProcstoreError | None:
     """Apply one write inside the open transaction; return why it was rejected, if it was."""
     try:
-        await _apply_alone_or_reject(db, write, where)
+        _apply_alone_or_reject(db, write, where)
     except _Rejected as rejected:
         return rejected.error
     return None
 
 
-async def _apply_alone_or_reject(db: aiosqlite.Connection, write: Write, where: str) -> None:
+def _apply_alone_or_reject(db: sqlite3.Connection, write: Write, where: str) -> None:
     """Apply one write, or raise ``_Rejected`` before changing anything."""
     if isinstance(write, SaveProcedure):
-        await _save_procedure(db, write, where)
+        _save_procedure(db, write, where)
     elif isinstance(write, SetMeta):
-        await db.execute(_SET_META, (write.key, write.value))
+        db.execute(_SET_META, (write.key, write.value))
     elif isinstance(write, DeleteCommands):
-        await db.executemany(_DELETE_COMMAND, [(i,) for i in write.ids])
+        db.executemany(_DELETE_COMMAND, [(i,) for i in write.ids])
     elif isinstance(write, CreateExecution):
-        await _create(db, write, where)
+        _create(db, write, where)
     elif isinstance(write, PostCommand):
-        rows = list(await db.execute_fetchall(_POST_COMMAND, write.row))
+        rows = list(db.execute(_POST_COMMAND, write.row).fetchall())
         _found(rows, write.execution_id, where)
         write.id = int(rows[0][0])
     elif isinstance(write, Quarantine):
-        _found(await db.execute_fetchall(_QUARANTINE, write.row), write.execution_id, where)
+        _found(db.execute(_QUARANTINE, write.row).fetchall(), write.execution_id, where)
     else:
-        _found(await db.execute_fetchall(_UPDATE_EXECUTION, write.row), write.execution_id, where)
+        _found(db.execute(_UPDATE_EXECUTION, write.row).fetchall(), write.execution_id, where)
         if write.journal:
-            await db.executemany(_APPEND_RECORD, write.journal)
+            db.executemany(_APPEND_RECORD, write.journal)
 
 
-async def _create(db: aiosqlite.Connection, write: CreateExecution, where: str) -> None:
+def _create(db: sqlite3.Connection, write: CreateExecution, where: str) -> None:
     """Insert a new execution, its first records and (announced) its start command."""
-    if not await db.execute_fetchall(_INSERT_EXECUTION, write.row):
+    if not db.execute(_INSERT_EXECUTION, write.row).fetchall():
         raise _Rejected(StoreError(f"execution {write.execution_id!r} already exists in {where}"))
     if write.journal:
-        await db.executemany(_INSERT_FIRST_RECORDS, write.journal)
+        db.executemany(_INSERT_FIRST_RECORDS, write.journal)
     if write.announce:
-        await db.execute(_ANNOUNCE, (write.execution_id, write.row[5]))
+        db.execute(_ANNOUNCE, (write.execution_id, write.row[5]))
 
 
 def _found(rows: Iterable[Any], execution_id: str, where: str) -> None:
@@ -276,35 +272,35 @@ def _found(rows: Iterable[Any], execution_id: str, where: str) -> None:
         raise _Rejected(ExecutionNotFound(f"no execution {execution_id!r} in {where}"))
 
 
-async def _create_together(db: aiosqlite.Connection, creates: list[CreateExecution]) -> bool:
+def _create_together(db: sqlite3.Connection, creates: list[CreateExecution]) -> bool:
     """Insert the executions of ``creates`` with one statement per kind of row; ``False``
     when an id is taken (or a value is invalid): the batch is then applied write by write."""
     if not creates:
         return True
     try:
-        await db.executemany(_INSERT_EXECUTION_STRICT, [w.row for w in creates])
+        db.executemany(_INSERT_EXECUTION_STRICT, [w.row for w in creates])
         first_records = [r for w in creates for r in w.journal]
         if first_records:
-            await db.executemany(_INSERT_FIRST_RECORDS, first_records)
+            db.executemany(_INSERT_FIRST_RECORDS, first_records)
         announced = [(w.execution_id, w.row[5]) for w in creates if w.announce]
         if announced:
-            await db.executemany(_ANNOUNCE, announced)
+            db.executemany(_ANNOUNCE, announced)
     except sqlite3.IntegrityError:
         return False
     return True
 
 
-async def _commit_together(db: aiosqlite.Connection, commits: list[Commit]) -> bool:
+def _commit_together(db: sqlite3.Connection, commits: list[Commit]) -> bool:
     """Apply ``commits`` with one statement per kind of row; ``False`` when some execution does
     not exist: the batch is then applied write by write."""
     if not commits:
         return True
-    cursor = await db.executemany(_UPDATE_EXECUTION_MANY, [w.row for w in commits])
+    cursor = db.executemany(_UPDATE_EXECUTION_MANY, [w.row for w in commits])
     if cursor.rowcount != len(commits):
         return False
     appended = [r for w in commits for r in w.journal]
     if appended:
-        await db.executemany(_APPEND_RECORD, appended)
+        db.executemany(_APPEND_RECORD, appended)
     return True
 
 
