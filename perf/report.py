@@ -451,39 +451,35 @@ def persistence_bench_summary(data: Any) -> str:
     return "benchmark (smoke sizes): " + ", ".join(parts) if parts else "benchmark: no figures"
 
 
-def distributed_criterion() -> Criterion:
-    storage = ROOT / "procstore" / "storage"
-    backends = sorted(
-        p.stem for p in storage.glob("*.py") if re.search(r"postgres|pg|distributed", p.stem)
-    )
-    note = persistence_note()
-    if backends:
+#: The tests of several worker processes sharing one PostgreSQL database (criterion 6b). Their
+#: ``postgres_url`` fixture starts a throwaway server when PROCSTORE_TEST_POSTGRES is not set.
+DISTRIBUTED_TESTS = ("test_postgres_workers.py", "test_worker_takeover.py")
+
+
+def distributed_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
+    name = "Distributed procedure execution"
+    target = "executions shared by several processes"
+    present = [path for n in DISTRIBUTED_TESTS if (path := find_test(n))]
+    absent = [n for n in DISTRIBUTED_TESTS if not find_test(n)]
+    if not present:
         return Criterion(
             "6b",
-            "Distributed procedure execution",
-            f"backend modules in `procstore/storage/`: {code_list(backends)}",
-            "backend present, no acceptance test in this report",
-            "executions shared by several processes",
+            name,
+            f"pytest: {code_list(DISTRIBUTED_TESTS)}",
+            "not measured: no PostgreSQL worker test file present",
+            target,
             WARN,
             False,
-            "present but not measured",
+            "not measured (no PostgreSQL worker tests present)",
         )
-    return Criterion(
-        "6b",
-        "Distributed procedure execution",
-        "`procstore/storage/` holds no distributed (PostgreSQL) backend",
-        f"not implemented: one process per SQLite store (runner lock); {note}",
-        "executions shared by several processes",
-        WARN,
-        False,
-        f"not implemented (one process per SQLite store; {note})",
-    )
-
-
-def persistence_note() -> str:
-    if (DOCS / "persistence.md").is_file():
-        return "PostgreSQL design in [Persistence](persistence.md)"
-    return "PostgreSQL design note planned for `docs/persistence.md`"
+    log(f"[6b] distributed: pytest {' '.join(present)}")
+    run = run_pytest(present, absent)
+    steps.append(Step(f"pytest (PostgreSQL workers): {len(present)} files", run.seconds))
+    log(f"     {run.figure()} ({run.seconds:.1f} s)")
+    runs["6b"] = run
+    crit = tests_criterion("6b", name, run, target, required=False)
+    crit.figure += "; PostgreSQL workers claim, lease and take over executions (docs/scaling.md)"
+    return crit
 
 
 def diagrams_criterion(steps: list[Step], runs: dict[str, TestRun]) -> Criterion:
@@ -831,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- optional items
     persistence = persistence_criterion(steps, runs)
-    distributed = distributed_criterion()
+    distributed = distributed_criterion(steps, runs)
     diagrams = diagrams_criterion(steps, runs)
 
     criteria = [by_ident["1"], by_ident["2"], *perf, *conc, by_ident["5"]]
@@ -839,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
 
     assigned = {Path(f).name for _, _, files, _, _ in groups for f in files}
     assigned |= {"test_backend_contract.py", "test_storage_sqlite.py", "test_durability.py"}
-    assigned |= {"test_crash_recovery.py"}
+    assigned |= {"test_crash_recovery.py", *DISTRIBUTED_TESTS}
     assigned |= {"test_diagrams.py"}
     unassigned = sorted(p.name for p in TESTS.rglob("test_*.py") if p.name not in assigned)
 
