@@ -8,13 +8,20 @@ duplicate keys, bounded depth), and text longer than a document file may be is r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from procstore.documents import MAX_DOCUMENT_BYTES, DocumentError, parse_json, parse_yaml
+from procstore.documents import (
+    MAX_DOCUMENT_BYTES,
+    DocumentError,
+    check_data,
+    parse_json,
+    parse_yaml,
+)
 from procstore.errors import InvalidProcedure, Problem
 
-__all__ = ["document_data"]
+__all__ = ["context_data", "document_data"]
 
 
 def document_data(document: Mapping[str, Any] | str) -> Mapping[str, Any]:
@@ -46,3 +53,28 @@ def document_data(document: Mapping[str, Any] | str) -> Mapping[str, Any]:
         kind = "a list" if isinstance(data, list) else f"{type(data).__name__}"
         raise InvalidProcedure([Problem("$", f"expected a procedure object, got {kind}")])
     return data
+
+
+def context_data(context: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A start context as given, once it is held to the rules of a start context file the CLI
+    reads (`procstore.documents`): nesting at most ``MAX_DOCUMENT_DEPTH`` levels, at most
+    ``MAX_DOCUMENT_VALUES`` values, no NaN, and at most ``MAX_DOCUMENT_BYTES`` bytes of compact
+    JSON. The store takes any context from a Python caller; an agent's arrives as JSON of any
+    size and depth, and is stored, copied into every snapshot and read by every guard.
+
+    Raises:
+        ValueError: naming the start context and the rule it breaks.
+    """
+    if context is None:
+        return None
+    try:
+        check_data(context)
+    except DocumentError as exc:
+        raise ValueError(f"the start context is refused: {exc}") from None
+    size = len(json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(
+            f"the start context is {size} bytes of JSON: more than {MAX_DOCUMENT_BYTES} "
+            "(MAX_DOCUMENT_BYTES); keep large data elsewhere and pass a reference to it"
+        )
+    return context

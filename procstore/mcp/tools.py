@@ -12,7 +12,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from procstore.errors import InvalidProcedure, Problem, VersionConflict
-from procstore.mcp.documents import document_data
+from procstore.mcp.documents import context_data, document_data
 from procstore.mcp.errors import tool_errors
 from procstore.mcp.models import (
     DiagramText,
@@ -187,7 +187,7 @@ class StoreTools:
         this session: the store is durable). Follow it with get_execution, move it with
         send_event."""
         with self._errors("start_execution"):
-            execution = await self.store.start(name, version, context, auto=auto)
+            execution = await self.store.start(name, version, context_data(context), auto=auto)
             return ExecutionView.of(execution.state)
 
     async def send_event(

@@ -1,0 +1,45 @@
+"""The document limits hold for what an agent sends the MCP server, whatever form it takes: a
+start context and a procedure document given as JSON objects are held to the same bounds as
+the files the CLI reads (`MAX_DOCUMENT_BYTES`, `MAX_DOCUMENT_DEPTH`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from procstore.documents import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH
+from tests.mcp.agent import approval_doc, call, call_error, mcp_session
+
+
+def sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/limits.db"
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """An object nested ``levels`` levels deep."""
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+async def test_a_start_context_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        await call(session, "register_procedure", document=approval_doc())
+        context = {"deep": nested(MAX_DOCUMENT_DEPTH + 20)}
+        message = await call_error(session, "start_execution", name="release", context=context)
+        listed = await call(session, "list_executions")
+    assert f"nested more than {MAX_DOCUMENT_DEPTH} levels" in message
+    assert "context" in message
+    assert listed["executions"] == []
+
+
+async def test_a_start_context_larger_than_a_document_may_be_is_refused(tmp_path: Path) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        await call(session, "register_procedure", document=approval_doc())
+        context = {"blob": "x" * (MAX_DOCUMENT_BYTES + 1)}
+        message = await call_error(session, "start_execution", name="release", context=context)
+        listed = await call(session, "list_executions")
+    assert "MAX_DOCUMENT_BYTES" in message
+    assert "context" in message
+    assert listed["executions"] == []
