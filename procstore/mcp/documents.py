@@ -29,12 +29,20 @@ def document_data(document: Mapping[str, Any] | str) -> Mapping[str, Any]:
     ``{`` or ``[``) or YAML.
 
     Raises:
-        InvalidProcedure: the text is longer than ``MAX_DOCUMENT_BYTES`` bytes, cannot be
-            parsed, or is not an object.
+        InvalidProcedure: the text, or the object as compact JSON, is longer than
+            ``MAX_DOCUMENT_BYTES`` bytes; the object breaks ``check_data``'s rules; or the
+            text cannot be parsed or is not an object.
     """
     if isinstance(document, Mapping):
-        return document
-    size = len(document.encode("utf-8"))
+        # The SDK hands over an object as parsed JSON, and JSON text it has parsed itself
+        # (pre-parsing) as one too: either way it must be no larger than the text may be.
+        try:
+            check_data(document)
+        except DocumentError as exc:
+            raise InvalidProcedure(exc.problems) from None
+        size = _json_bytes(document)
+    else:
+        size = len(document.encode("utf-8"))
     if size > MAX_DOCUMENT_BYTES:
         raise InvalidProcedure(
             [
@@ -45,6 +53,8 @@ def document_data(document: Mapping[str, Any] | str) -> Mapping[str, Any]:
                 )
             ]
         )
+    if isinstance(document, Mapping):
+        return document
     try:
         data = parse_json(document) if document.lstrip()[:1] in ("{", "[") else parse_yaml(document)
     except DocumentError as exc:
@@ -71,10 +81,15 @@ def context_data(context: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         check_data(context)
     except DocumentError as exc:
         raise ValueError(f"the start context is refused: {exc}") from None
-    size = len(json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    size = _json_bytes(context)
     if size > MAX_DOCUMENT_BYTES:
         raise ValueError(
             f"the start context is {size} bytes of JSON: more than {MAX_DOCUMENT_BYTES} "
             "(MAX_DOCUMENT_BYTES); keep large data elsewhere and pass a reference to it"
         )
     return context
+
+
+def _json_bytes(data: Mapping[str, Any]) -> int:
+    """The size of ``data`` (checked by ``check_data``) as compact UTF-8 JSON."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

@@ -4,6 +4,7 @@ the files the CLI reads (`MAX_DOCUMENT_BYTES`, `MAX_DOCUMENT_DEPTH`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,29 @@ async def test_a_start_context_larger_than_a_document_may_be_is_refused(tmp_path
     assert "MAX_DOCUMENT_BYTES" in message
     assert "context" in message
     assert listed["executions"] == []
+
+
+def oversized_doc() -> dict[str, Any]:
+    """A procedure document over `MAX_DOCUMENT_BYTES`, all of it in its description."""
+    doc = approval_doc()
+    doc["description"] = "x" * (MAX_DOCUMENT_BYTES + 1)
+    return doc
+
+
+async def test_a_document_object_larger_than_a_document_may_be_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        message = await call_error(session, "register_procedure", document=oversized_doc())
+        listed = await call(session, "list_procedures")
+    assert "MAX_DOCUMENT_BYTES" in message
+    assert listed["procedures"] == []
+
+
+async def test_a_document_as_json_text_larger_than_a_document_may_be_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        checked = await call(session, "validate_procedure", document=json.dumps(oversized_doc()))
+    assert checked["valid"] is False
+    assert "MAX_DOCUMENT_BYTES" in checked["problems"][0]["message"]
