@@ -5,11 +5,13 @@ return model the output schema (structured content)."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from procstore.errors import InvalidProcedure, Problem, VersionConflict
 from procstore.mcp.documents import context_data, document_data
@@ -48,14 +50,31 @@ MAX_LISTED_EXECUTIONS = 1000
 #: The action types any procedure may use: they run no host code.
 BUILTIN_ACTIONS = ("noop", "log", "sleep", "fail")
 
+_DOCUMENT_DESCRIPTION = (
+    "The procedure document: a JSON object (preferred), or its JSON or YAML text. "
+    "Its format is the JSON Schema at resource procstore://schema."
+)
+
+
+def _document_text(value: Any) -> Any:
+    """A document sent as an object, as its JSON text: every document is then read by the one
+    strict parser (`document_data`). Declared as text, a document string also stays as the
+    agent wrote it: the SDK pre-parses JSON text given for any other type with `json.loads`,
+    which keeps the last of a repeated key silently."""
+    if isinstance(value, Mapping):
+        return json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, str):
+        raise ValueError("expected the procedure document: a JSON object, or its JSON or YAML text")
+    return value
+
+
 Document = Annotated[
-    dict[str, Any] | str,
-    Field(
-        description=(
-            "The procedure document: a JSON object (preferred), or its JSON or YAML text. "
-            "Its format is the JSON Schema at resource procstore://schema."
-        )
+    str,
+    BeforeValidator(_document_text),
+    WithJsonSchema(
+        {"anyOf": [{"type": "object"}, {"type": "string"}], "description": _DOCUMENT_DESCRIPTION}
     ),
+    Field(description=_DOCUMENT_DESCRIPTION),
 ]
 Name = Annotated[str, Field(description="The procedure's name.")]
 Version = Annotated[

@@ -70,3 +70,13 @@ async def test_a_document_as_json_text_larger_than_a_document_may_be_is_refused(
         checked = await call(session, "validate_procedure", document=json.dumps(oversized_doc()))
     assert checked["valid"] is False
     assert "MAX_DOCUMENT_BYTES" in checked["problems"][0]["message"]
+
+
+async def test_a_document_as_json_text_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    text = '{"version": "9", ' + json.dumps(approval_doc())[1:]
+    async with mcp_session(sqlite(tmp_path)) as session:
+        checked = await call(session, "validate_procedure", document=text)
+        message = await call_error(session, "register_procedure", document=text)
+    assert checked["valid"] is False
+    assert [p["path"] for p in checked["problems"]] == ["$.version"]
+    assert "duplicate key 'version'" in message

@@ -185,7 +185,8 @@ async def test_the_server_survives_every_bad_call(tmp_path: Path) -> None:
             ("start_execution", {"name": "release", "context": [1, 2]}, "context"),
             ("register_procedure", {"document": changed}, "new version"),
             ("register_procedure", {"document": "{not json"}, "$"),
-            ("register_procedure", {"document": "[1, 2]"}, "valid dictionary"),
+            ("register_procedure", {"document": "[1, 2]"}, "expected a procedure object"),
+            ("register_procedure", {"document": [1, 2]}, "a JSON object, or its JSON or YAML"),
             ("diagram", {"name": "release", "execution_id": "nope"}, "nope"),
             ("no_such_tool", {}, "no_such_tool"),
         ]
