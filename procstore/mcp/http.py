@@ -13,9 +13,17 @@ import ipaddress
 import json
 from typing import Any
 
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["TOKEN_ENVVAR", "BearerToken", "NotLocal", "check_binding", "is_local"]
+__all__ = [
+    "TOKEN_ENVVAR",
+    "BearerToken",
+    "NotLocal",
+    "check_binding",
+    "is_local",
+    "rebinding_protection",
+]
 
 #: The environment variable that gives the token when ``--token`` does not.
 TOKEN_ENVVAR = "PROCSTORE_MCP_TOKEN"
@@ -47,6 +55,23 @@ def check_binding(host: str, token: str | None) -> None:
             f"listening on {host} reaches the network: give a bearer token (--token TOKEN or "
             f"{TOKEN_ENVVAR}) that every client must send, or listen on 127.0.0.1"
         )
+
+
+def rebinding_protection(host: str) -> TransportSecuritySettings | None:
+    """For a loopback ``host``: accept only requests whose ``Host`` (and ``Origin``, if any)
+    names a loopback address, so that a web page whose name an attacker resolves to it (DNS
+    rebinding) cannot drive a server that needs no token there. The SDK does this by itself
+    for 127.0.0.1, localhost and ::1 only; any loopback address may be listened on without a
+    token. ``None`` elsewhere: a token guards those."""
+    if not is_local(host):
+        return None
+    bare = host.strip("[]")
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{bare}]" if ":" in bare else bare}
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in sorted(names)],
+        allowed_origins=[f"http://{name}:*" for name in sorted(names)],
+    )
 
 
 class BearerToken:

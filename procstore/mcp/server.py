@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from procstore.errors import StoreError
 from procstore.mcp.errors import arguments_message
-from procstore.mcp.http import BearerToken, check_binding
+from procstore.mcp.http import BearerToken, check_binding, rebinding_protection
 from procstore.mcp.resources import add_resources, listed_resources
 from procstore.mcp.tools import StoreTools
 from procstore.store import ProcedureStore
@@ -143,7 +143,7 @@ async def _serve_http(server: ProcstoreServer, host: str, port: int, token: str 
     """Serve streamable HTTP at ``http://host:port/mcp`` until the process is stopped."""
     import uvicorn
 
-    app: Any = server.streamable_http_app(host=host)
+    app: Any = server.streamable_http_app(host=host, transport_security=rebinding_protection(host))
     if token:
         app = BearerToken(app, token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")

@@ -24,8 +24,14 @@ SERVER = (sys.executable, "-m", "procstore", "mcp")
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+    return free_port_on("127.0.0.1")
+
+
+def free_port_on(address: str) -> int:
+    """A port nothing listens on at ``address`` (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((address, 0))
         port: int = probe.getsockname()[1]
         return port
 
@@ -53,13 +59,15 @@ def http_server(db: str, port: int, *options: str) -> Iterator[subprocess.Popen[
             process.wait()
 
 
-async def listening(port: int, process: subprocess.Popen[bytes]) -> None:
+async def listening(
+    port: int, process: subprocess.Popen[bytes], address: str = "127.0.0.1"
+) -> None:
     """Poll until the server accepts connections (fails after `WAIT_S`, or if it exits)."""
     deadline = asyncio.get_running_loop().time() + WAIT_S
     while True:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(address, port)
         except OSError:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"nothing listens on port {port}") from None
@@ -118,3 +126,18 @@ def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path: Path) ->
     assert done.returncode == 2
     assert "--token" in done.stderr
     assert "0.0.0.0" in done.stderr
+
+
+async def test_a_loopback_server_without_a_token_refuses_a_foreign_host_header(
+    tmp_path: Path,
+) -> None:
+    """A browser page whose name resolves to a loopback address (DNS rebinding) reaches a
+    tokenless server on any of them (127.0.0.2 here): the page's Host header is refused."""
+    port = free_port_on("127.0.0.2")
+    with http_server(f"sqlite:///{tmp_path}/rebind.db", port, "--host", "127.0.0.2") as process:
+        await listening(port, process, "127.0.0.2")
+        async with httpx2.AsyncClient(timeout=WAIT_S) as client:
+            rebound = await client.post(
+                f"http://127.0.0.2:{port}/mcp", json={}, headers={"Host": f"evil.example:{port}"}
+            )
+    assert rebound.status_code == 421
