@@ -31,6 +31,7 @@ from procstore.store import ProcedureStore
 __all__ = [
     "DEFAULT_HISTORY_RECORDS",
     "DEFAULT_LISTED_EXECUTIONS",
+    "MAX_ARGUMENT_CHARS",
     "MAX_HISTORY_RECORDS",
     "MAX_LISTED_EXECUTIONS",
     "StoreTools",
@@ -46,6 +47,11 @@ MAX_HISTORY_RECORDS = 500
 DEFAULT_LISTED_EXECUTIONS = 50
 #: list_executions: the most summaries one call returns.
 MAX_LISTED_EXECUTIONS = 1000
+
+#: The longest name, version, execution id or event a tool takes: longer than any the store
+#: holds (procedure names and events have at most 200 characters, ids 32), short enough that
+#: an error naming the one not found stays a paragraph, not the agent's whole context window.
+MAX_ARGUMENT_CHARS = 1000
 
 #: The action types any procedure may use: they run no host code.
 BUILTIN_ACTIONS = ("noop", "log", "sleep", "fail")
@@ -76,11 +82,18 @@ Document = Annotated[
     ),
     Field(description=_DOCUMENT_DESCRIPTION),
 ]
-Name = Annotated[str, Field(description="The procedure's name.")]
+Name = Annotated[str, Field(max_length=MAX_ARGUMENT_CHARS, description="The procedure's name.")]
 Version = Annotated[
-    str | None, Field(description="Its version; omitted: the latest registered version.")
+    str | None,
+    Field(
+        max_length=MAX_ARGUMENT_CHARS,
+        description="Its version; omitted: the latest registered version.",
+    ),
 ]
-ExecutionId = Annotated[str, Field(description="The execution's id (from start_execution).")]
+ExecutionId = Annotated[
+    str,
+    Field(max_length=MAX_ARGUMENT_CHARS, description="The execution's id (from start_execution)."),
+]
 StatusFilter = Literal["running", "completed", "failed", "cancelled", "rolled_back", "quarantined"]
 
 _READ = ToolAnnotations(read_only_hint=True)
@@ -212,7 +225,9 @@ class StoreTools:
     async def send_event(
         self,
         execution_id: ExecutionId,
-        event: Annotated[str, Field(description="The event, e.g. approve.")],
+        event: Annotated[
+            str, Field(max_length=MAX_ARGUMENT_CHARS, description="The event, e.g. approve.")
+        ],
         data: Annotated[
             Any,
             Field(description="What the event carries (JSON); guards read it as event['data']."),
@@ -248,7 +263,9 @@ class StoreTools:
     async def list_executions(
         self,
         status: Annotated[StatusFilter | None, Field(description="Only those with it.")] = None,
-        procedure: Annotated[str | None, Field(description="Only those of it.")] = None,
+        procedure: Annotated[
+            str | None, Field(max_length=MAX_ARGUMENT_CHARS, description="Only those of it.")
+        ] = None,
         limit: Annotated[
             int,
             Field(ge=1, le=MAX_LISTED_EXECUTIONS, description="At most this many, the newest."),
@@ -285,7 +302,10 @@ class StoreTools:
         ] = "mermaid",
         execution_id: Annotated[
             str | None,
-            Field(description="Draw this execution over it: where it is, the path it took."),
+            Field(
+                max_length=MAX_ARGUMENT_CHARS,
+                description="Draw this execution over it: where it is, the path it took.",
+            ),
         ] = None,
     ) -> DiagramText:
         """Draw a procedure's state diagram (Mermaid source by default, or SVG), optionally

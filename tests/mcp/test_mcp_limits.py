@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from procstore.documents import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH
+from procstore.mcp.tools import MAX_ARGUMENT_CHARS
 from tests.mcp.agent import approval_doc, call, call_error, mcp_session
 
 
@@ -80,3 +83,22 @@ async def test_a_document_as_json_text_with_a_repeated_key_is_refused(tmp_path: 
     assert checked["valid"] is False
     assert [p["path"] for p in checked["problems"]] == ["$.version"]
     assert "duplicate key 'version'" in message
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("get_procedure", {"name": "n" * 100_000}),
+        ("get_procedure", {"name": "release", "version": "9" * 100_000}),
+        ("send_event", {"execution_id": "i" * 100_000, "event": "approve"}),
+        ("diagram", {"name": "release", "execution_id": "i" * 100_000}),
+    ],
+)
+async def test_an_error_about_an_overlong_argument_stays_a_paragraph(
+    tmp_path: Path, tool: str, arguments: dict[str, Any]
+) -> None:
+    async with mcp_session(sqlite(tmp_path)) as session:
+        await call(session, "register_procedure", document=approval_doc())
+        message = await call_error(session, tool, **arguments)
+    assert len(message) < 1000
+    assert f"at most {MAX_ARGUMENT_CHARS} characters" in message
