@@ -146,5 +146,7 @@ async def _serve_http(server: ProcstoreServer, host: str, port: int, token: str 
     app: Any = server.streamable_http_app(host=host, transport_security=rebinding_protection(host))
     if token:
         app = BearerToken(app, token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    # An IPv6 address may be given as in a URL ([::1]); the socket wants it bare.
+    bind = host.strip("[]")
+    config = uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()

@@ -79,11 +79,13 @@ async def listening(
 
 
 @asynccontextmanager
-async def http_session(port: int, token: str) -> AsyncIterator[ClientSession]:
+async def http_session(
+    port: int, token: str, address: str = "127.0.0.1"
+) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=WAIT_S) as client,
-        streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=client) as (
+        streamable_http_client(f"http://{address}:{port}/mcp", http_client=client) as (
             read,
             write,
         ),
@@ -141,3 +143,13 @@ async def test_a_loopback_server_without_a_token_refuses_a_foreign_host_header(
                 f"http://127.0.0.2:{port}/mcp", json={}, headers={"Host": f"evil.example:{port}"}
             )
     assert rebound.status_code == 421
+
+
+async def test_a_bracketed_ipv6_loopback_address_is_served(tmp_path: Path) -> None:
+    port = free_port_on("::1")
+    db = f"sqlite:///{tmp_path}/v6.db"
+    with http_server(db, port, "--host", "[::1]", "--token", TOKEN) as process:
+        await listening(port, process, "::1")
+        async with http_session(port, TOKEN, "[::1]") as session:
+            listed = await call(session, "list_procedures")
+    assert listed["procedures"] == []
