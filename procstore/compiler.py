@@ -427,16 +427,24 @@ class SequentialTransition(_Transition, AsyncTransition):  # type: ignore[misc]
             await _run_callbacks(machine.on_final, event_data)
 
 
-class SequentialState(AsyncState):
-    """A flat machine's state: its callbacks called in order (see ``_Sequential``)."""
+class _InOrder:
+    """A state's ``enter`` and ``exit`` that call its callbacks in order (see
+    ``_run_callbacks``), shared by the flat and the nested state classes."""
 
-    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
+    on_enter: list[Any]
+    on_exit: list[Any]
+
+    async def enter(self, event_data: Any) -> None:
         if self.on_enter:
             await _run_callbacks(self.on_enter, event_data)
 
-    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
+    async def exit(self, event_data: Any) -> None:
         if self.on_exit:
             await _run_callbacks(self.on_exit, event_data)
+
+
+class SequentialState(_InOrder, AsyncState):  # type: ignore[misc]
+    """A flat machine's state: its callbacks called in order (see ``_Sequential``)."""
 
 
 class SequentialEvent(AsyncEvent):
@@ -471,19 +479,11 @@ class SequentialAsyncMachine(_Sequential, AsyncMachine):  # type: ignore[misc]
     event_cls = SequentialEvent
 
 
-class DottedState(NestedAsyncState):
+class DottedState(_InOrder, NestedAsyncState):  # type: ignore[misc]
     """A nested state whose path separator is ``.`` (per machine; transitions' default ``_``
     may appear in procstore's state names), its callbacks called in order."""
 
     separator = paths.SEPARATOR
-
-    async def enter(self, event_data: Any) -> None:  # type: ignore[override]
-        if self.on_enter:
-            await _run_callbacks(self.on_enter, event_data)
-
-    async def exit(self, event_data: Any) -> None:  # type: ignore[override]
-        if self.on_exit:
-            await _run_callbacks(self.on_exit, event_data)
 
 
 class SequentialNestedTransition(_Transition, NestedAsyncTransition):  # type: ignore[misc]
