@@ -30,7 +30,7 @@ from procstore.clock import SYSTEM, Clock
 from procstore.errors import ExecutionDamaged, ExecutionNotFound, StoreError
 from procstore.eventdata import event_data
 from procstore.guards import GuardRegistry
-from procstore.handles import Handles, journal_for, summary
+from procstore.handles import Handles, journal_for
 from procstore.hibernator import DEFAULT_HIBERNATE_AFTER, Hibernator, check_hibernate_after
 from procstore.hostcode import HostCode
 from procstore.jsondata import require_json
@@ -464,13 +464,7 @@ class ProcedureStore(HostCode, Registering, Generic[H]):
         filtered by status and procedure name, oldest first."""
         backend = await self._opened()
         wanted = Status(status).value if status is not None else None
-        if not backend.persistent:  # it holds none of them (see journal_for): the handles do
-            return self._executions.summaries(wanted, procedure)
-        # A status this procstore does not know is listed as quarantined: ask for all of them
-        # when quarantined ones are wanted.
-        asked = None if wanted == Status.QUARANTINED else wanted
-        rows = await backend.list_executions(status=asked, procedure=procedure)
-        return [s for s in map(summary, rows) if wanted is None or s.status == wanted]
+        return await self._executions.listing(backend, wanted, procedure)
 
     async def recover(self) -> builtins.list[Execution]:
         """Resume every unfinished stored execution: running actions restart (an interrupted
