@@ -86,6 +86,13 @@ async def until_stored(store: ProcedureStore, execution_id: str, status: Status)
         await asyncio.sleep(0.005)
 
 
+async def start_hibernated(store: ProcedureStore, name: str, *, auto: bool = False) -> str:
+    """Start an execution of ``name`` and wait until the store has let go of it; its id."""
+    execution_id = (await store.start(name, auto=auto)).id
+    await wait_until(lambda: not in_memory(store, execution_id))
+    return execution_id
+
+
 def in_memory(store: ProcedureStore, execution_id: str) -> bool:
     """Whether the store runs the execution in memory now (not parked, not let go of)."""
     return execution_id in store._executions.running
@@ -113,8 +120,7 @@ async def test_an_event_to_a_hibernated_execution_brings_it_back_and_moves_it_on
     tmp_path: Path, clock: ManualClock
 ) -> None:
     store = await opened(sqlite(tmp_path), clock, 0, WAITS_FOR_AN_EVENT)
-    execution_id = (await store.start("event")).id
-    await wait_until(lambda: not in_memory(store, execution_id))
+    execution_id = await start_hibernated(store, "event")
 
     execution = await store.get_execution(execution_id)
     assert await within(execution.send("approve"))
@@ -155,8 +161,7 @@ async def test_a_state_timeout_of_a_hibernated_execution_fires_once_at_its_insta
     tmp_path: Path, clock: ManualClock
 ) -> None:
     store = await opened(sqlite(tmp_path), clock, 0, TIMES_OUT)
-    execution_id = (await store.start("timeout")).id
-    await wait_until(lambda: not in_memory(store, execution_id))
+    execution_id = await start_hibernated(store, "timeout")
 
     await clock.advance(9.999)
     assert not in_memory(store, execution_id)
@@ -175,8 +180,7 @@ async def test_a_retry_delay_of_a_hibernated_execution_ends_at_its_stored_instan
 ) -> None:
     flaky = FailsThen("ok", ConnectionError("down"))
     store = await opened(sqlite(tmp_path), clock, 0, RETRIES_LATER, flaky=flaky)
-    execution_id = (await store.start("retry", auto=True)).id
-    await wait_until(lambda: not in_memory(store, execution_id))
+    execution_id = await start_hibernated(store, "retry", auto=True)
     assert flaky.attempts == [1]
 
     await clock.advance(60)
@@ -194,8 +198,7 @@ async def test_a_wait_state_of_a_hibernated_execution_ends_at_its_stored_instant
     tmp_path: Path, clock: ManualClock
 ) -> None:
     store = await opened(sqlite(tmp_path), clock, 0, WAITS_A_MINUTE)
-    execution_id = (await store.start("wait", auto=True)).id
-    await wait_until(lambda: not in_memory(store, execution_id))
+    execution_id = await start_hibernated(store, "wait", auto=True)
 
     await clock.advance(60)
     final = await within((await store.get_execution(execution_id)).run_to_completion())
