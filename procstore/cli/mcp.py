@@ -15,7 +15,7 @@ import typer
 
 from procstore.cli.exits import CommandError, ExitCode, execute
 from procstore.cli.hostcode import HostCode
-from procstore.cli.options import DEFAULT_DB, Db
+from procstore.cli.options import DEFAULT_DB, Db, McpAllowModule
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENVVAR", "Transport", "mcp"]
 
@@ -37,19 +37,7 @@ class Transport(enum.StrEnum):
 
 def mcp(
     db: Db = DEFAULT_DB,
-    allow_module: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-module",
-            "-m",
-            metavar="MODULE",
-            help=(
-                "Module whose public functions procedures may call (repeatable; its submodules "
-                "too). Nothing else is allowed: agents' procedures naming another module are "
-                "refused at registration."
-            ),
-        ),
-    ] = None,
+    allow_module: McpAllowModule = None,
     transport: Annotated[
         Transport,
         typer.Option(

@@ -99,6 +99,19 @@ ResumeAllowModule = Annotated[
     list[str] | None,
     _allow_module("Module that function actions may name (repeatable), as given to `run`."),
 ]
+#: ``worker``: a module that function actions may name.
+WorkerAllowModule = Annotated[
+    list[str] | None, _allow_module("Module that function actions may name (repeatable).")
+]
+#: ``mcp``: a module whose functions the agents' procedures may call.
+McpAllowModule = Annotated[
+    list[str] | None,
+    _allow_module(
+        "Module whose public functions procedures may call (repeatable; its submodules "
+        "too). Nothing else is allowed: agents' procedures naming another module are "
+        "refused at registration."
+    ),
+]
 #: ``run``, ``validate``: whether the modules beside FILE are allowed.
 LocalModules = Annotated[
     bool,

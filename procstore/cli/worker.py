@@ -37,6 +37,7 @@ from procstore.cli.options import (
     ModulePath,
     ResumeLocalModules,
     Verbose,
+    WorkerAllowModule,
 )
 from procstore.cli.output import SafeFormatter, elapsed_text
 from procstore.storage.leasing import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
@@ -87,15 +88,7 @@ def worker(
             help="On SIGTERM/SIGINT, seconds to let the actions under way finish.",
         ),
     ] = DEFAULT_GRACE_S,
-    allow_module: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-module",
-            "-m",
-            metavar="MODULE",
-            help="Module that function actions may name (repeatable).",
-        ),
-    ] = None,
+    allow_module: WorkerAllowModule = None,
     path: ModulePath = None,
     local_modules: ResumeLocalModules = True,
     verbose: Verbose = False,
