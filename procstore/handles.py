@@ -221,12 +221,7 @@ class Handles:
         live = self.live(execution_id)
         if live is not None:
             return live
-        stored = await backend.load_execution(execution_id)
-        if stored is None:
-            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
-        if stored.status == QUARANTINED:
-            reason = stored.reason or "no reason was stored"
-            raise ExecutionDamaged(execution_id, reason, quarantined=True)
+        stored = await self._load(backend, execution_id)
         registry = self._registry
         if registry.cannot_run(stored.procedure, stored.version) is not None:
             registry.load(await backend.load_procedures())  # registered by a client since
@@ -240,6 +235,21 @@ class Handles:
         if live is not None:
             return live
         return await self.restore(backend, stored, resume=resume)
+
+    async def _load(self, backend: Backend, execution_id: str) -> StoredExecution:
+        """The stored execution ``execution_id``, which is not quarantined.
+
+        Raises:
+            ExecutionNotFound: no execution has that id.
+            ExecutionDamaged: it is quarantined.
+        """
+        stored = await backend.load_execution(execution_id)
+        if stored is None:
+            raise ExecutionNotFound(f"no execution {execution_id!r} in {self._where}")
+        if stored.status == QUARANTINED:
+            reason = stored.reason or "no reason was stored"
+            raise ExecutionDamaged(execution_id, reason, quarantined=True)
+        return stored
 
     def _decline(self, execution_id: str, missing: str) -> None:
         if execution_id not in self._declined:
@@ -263,8 +273,9 @@ class Handles:
         live = self.live(execution_id)
         if live is not None:
             return live
-        stored = await backend.load_execution(execution_id)
-        if stored is None or stored.status == QUARANTINED:
+        try:
+            stored = await self._load(backend, execution_id)
+        except (ExecutionNotFound, ExecutionDamaged):
             return None
         live = self.live(execution_id)  # brought back meanwhile, by another call
         if live is not None:
