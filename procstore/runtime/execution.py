@@ -419,8 +419,7 @@ def is_parked(execution: Execution) -> bool:
 def is_busy(execution: Execution) -> bool:
     """Whether ``execution`` is running an action, a transition or a commit now: detaching it
     would cut something short."""
-    run = execution._run
-    return run.invoking > 0 or run.fire_lock.locked() or run.writer.lock.locked()
+    return execution._run.busy
 
 
 def drop(execution: Execution, reason: LeaseLost) -> None:

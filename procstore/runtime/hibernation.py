@@ -103,12 +103,10 @@ def parkable(run: Run) -> bool:
         and writer.journal is not None
         and writer.failure is None
         and run.drivers == 0
-        and run.invoking == 0
+        and not run.busy
         and not run.exited
         and EXECUTION not in run.tasks
         and not run.send_lock.locked()
-        and not run.fire_lock.locked()
-        and not writer.lock.locked()
         and writer.flushed == len(run.history)
         and due(run) > run.clock.time() + MIN_PARK_SECONDS
     )

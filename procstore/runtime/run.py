@@ -116,6 +116,12 @@ class Run:
         """Outcome events fire by themselves (``auto``, or someone runs it to completion)."""
         return self.state.auto or self.drivers > 0
 
+    @property
+    def busy(self) -> bool:
+        """Running an action, a transition or a commit now: letting go of it (a store that
+        closes, or parks it) would cut something short."""
+        return self.invoking > 0 or self.fire_lock.locked() or self.writer.lock.locked()
+
     def log(self, kind: RecordKind, **fields: Any) -> None:
         self.history.log(kind, **fields)
 
